@@ -1,0 +1,45 @@
+// Where things live under the cache root. Every path handed out here is
+// built from a checked name, so nothing outside the root can be addressed.
+import { isAbsolute, join, posix } from "node:path";
+import { ModelCacheError, quote } from "../errors.js";
+import { checkName } from "../registry/names.js";
+
+export const MANIFEST_FILE = "manifest.json";
+
+export class CacheLayout {
+  readonly staging: string;
+  readonly purge: string;
+
+  constructor(readonly root: string) {
+    this.staging = join(root, ".staging");
+    this.purge = join(root, ".purge");
+  }
+
+  /** `<root>/<name>`: where a model's install lives. */
+  modelDir(name: string): string {
+    return join(this.root, checkName("name", name));
+  }
+}
+
+/**
+ * Checks a file path taken from a source or a manifest: relative, '/'-separated,
+ * no '.' or '..' parts, no empty parts, no control characters. Returns it unchanged.
+ */
+export function checkArtifactPath(path: string, where: string): string {
+  const problem =
+    path === ""
+      ? "is empty"
+      : isAbsolute(path) || path.startsWith("/")
+        ? "is absolute"
+        : /[\u0000-\u001f\u007f\\]/.test(path)
+          ? "contains a control character or a backslash"
+          : path.split("/").some((part) => part === "" || part === "." || part === "..")
+            ? "has an empty, '.' or '..' part"
+            : posix.normalize(path) !== path
+              ? "is not in normal form"
+              : undefined;
+  if (problem) {
+    throw new ModelCacheError("invalid_argument", `${where}: file path ${quote(path)} ${problem}`);
+  }
+  return path;
+}

@@ -1,0 +1,58 @@
+// The `modelcache` command line. `serve` runs the server; every flag
+// --foo-bar can also be given as the environment variable MODELCACHE_FOO_BAR
+// (the flag wins).
+import { Command, Option } from "commander";
+import envPaths from "env-paths";
+import { ModelCacheError } from "../errors.js";
+import { createLogger } from "../server/logger.js";
+import { startServer } from "../server/start-server.js";
+
+const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
+
+function flag(flags: string, description: string, defaultValue?: string): Option {
+  const long = flags.split(" ")[0]!.replace(/^--/, "");
+  const option = new Option(flags, description).env(`MODELCACHE_${long.replace(/-/g, "_").toUpperCase()}`);
+  return defaultValue === undefined ? option : option.default(defaultValue);
+}
+
+const program = new Command("modelcache").description("A local cache of AI embedding-model artifacts, served over gRPC").showHelpAfterError();
+
+program
+  .command("serve")
+  .description("run the gRPC server")
+  .addOption(flag("--listen <host:port>", "address to listen on", "127.0.0.1:50051"))
+  .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) lives", DEFAULT_DATA_DIR))
+  .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
+  .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
+  .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
+  .action(async (options: { listen: string; dataDir: string; cacheDir?: string; fixtureDir?: string; logLevel: "info" }) => {
+    const logger = createLogger(options.logLevel);
+    let server;
+    try {
+      server = await startServer({ listen: options.listen, dataDir: options.dataDir, cacheDir: options.cacheDir, fixtureDir: options.fixtureDir, logger });
+    } catch (err) {
+      logger.fatal(err instanceof ModelCacheError ? err.message : { err }, "modelcache could not start");
+      process.exit(1);
+    }
+    const running = server;
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn({ signal }, "second signal: exiting now");
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info({ signal }, "shutting down");
+      running.close().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+
+await program.parseAsync(process.argv);

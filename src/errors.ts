@@ -1,0 +1,53 @@
+// The one error type the domain throws. Its kind says what went wrong in
+// words a caller can act on; src/grpc/errors.ts maps kinds to status codes.
+
+export type ErrorKind =
+  | "invalid_argument"
+  | "not_found"
+  | "already_exists"
+  | "failed_precondition"
+  | "permission_denied"
+  | "resource_exhausted"
+  | "aborted"
+  | "cancelled"
+  | "unavailable"
+  | "data_loss"
+  | "internal";
+
+export class ModelCacheError extends Error {
+  override readonly name = "ModelCacheError";
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const MAX_QUOTED = 80;
+
+/** Quotes a caller-supplied value for a message, cut to 80 characters. */
+export function quote(value: string): string {
+  const shown = value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}...` : value;
+  return `'${shown.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)}'`;
+}
+
+/**
+ * Wraps a filesystem failure as an internal error that says what failed and
+ * where. Errors that are already ours, and aborts, pass through unchanged.
+ */
+export function filesystemError(what: string, path: string, err: unknown): Error {
+  if (err instanceof ModelCacheError || isAbort(err)) return err as Error;
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const reason = code ?? (err instanceof Error ? err.message : String(err));
+  return new ModelCacheError("internal", `failed to ${what} '${path}': ${reason}`, { cause: err });
+}
+
+export function isAbort(err: unknown): boolean {
+  return err instanceof Error && (err.name === "AbortError" || (err as NodeJS.ErrnoException).code === "ABORT_ERR");
+}
+
+export function errorCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}

@@ -1,0 +1,81 @@
+// Turns plain async domain functions into grpc-js handlers: each call gets an
+// AbortSignal (client cancellation, deadline, or server shutdown), errors are
+// mapped once, streams respect write backpressure, and every call is logged
+// with its method, model, status and duration.
+import { once } from "node:events";
+import { type ServerUnaryCall, type ServerWritableStream, type handleServerStreamingCall, type handleUnaryCall, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { toServiceError } from "./errors.js";
+
+export interface CallContext {
+  logger: Logger;
+  /** aborts every pull when the server shuts down; unary calls are let finish */
+  shutdown: AbortSignal;
+}
+
+export function unary<Req, Res>(
+  context: CallContext,
+  method: string,
+  handle: (request: Req, signal: AbortSignal) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const started = performance.now();
+    const signal = callSignal(call);
+    handle(call.request, signal).then(
+      (response) => {
+        logCall(context, method, call.request, status.OK, started);
+        callback(null, response);
+      },
+      (err: unknown) => {
+        const error = toServiceError(err);
+        logCall(context, method, call.request, error.code, started, error.details);
+        callback(error);
+      },
+    );
+  };
+}
+
+export function serverStream<Req, Res>(
+  context: CallContext,
+  method: string,
+  handle: (request: Req, signal: AbortSignal) => AsyncIterable<Res>,
+): handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const started = performance.now();
+    const signal = AbortSignal.any([callSignal(call), context.shutdown]);
+    void (async () => {
+      try {
+        for await (const message of handle(call.request, signal)) {
+          if (!call.write(message)) await once(call, "drain", { signal });
+        }
+        logCall(context, method, call.request, status.OK, started);
+        call.end();
+      } catch (err) {
+        const error = toServiceError(signal.aborted && !context.shutdown.aborted ? signal.reason : err);
+        logCall(context, method, call.request, error.code, started, error.details);
+        call.emit("error", error);
+      }
+    })();
+  };
+}
+
+/** Aborts when the client cancels the call or its deadline passes. */
+function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): AbortSignal {
+  const controller = new AbortController();
+  call.once("cancelled", () => controller.abort(Object.assign(new Error("the client cancelled the call"), { name: "AbortError" })));
+  return controller.signal;
+}
+
+function logCall(context: CallContext, method: string, request: unknown, code: status, started: number, details?: string): void {
+  const name = (request as { name?: unknown } | null)?.name;
+  context.logger.info(
+    {
+      method,
+      model: typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined,
+      code: status[code],
+      duration_ms: Math.round(performance.now() - started),
+      error: details,
+    },
+    "rpc",
+  );
+}

@@ -1,0 +1,122 @@
+// Translation between the wire messages and the domain's words. Enum numbers
+// the domain does not know become refusals that name the field.
+import type { InstallReport } from "../cache/inspect-install.js";
+import type { Manifest as ManifestRecord } from "../cache/manifest.js";
+import type { ModelRecord, ModelSpecInput } from "../registry/model-record.js";
+import type { PullEvent } from "../pull/pull-event.js";
+import {
+  CacheStatus,
+  Engine,
+  type InspectCacheResponse,
+  type Manifest,
+  type Model,
+  ModelStatus,
+  type ModelSpec,
+  PullPolicy,
+  type PullResponse,
+  Task,
+  TrustPolicy,
+  UnhealthyReason,
+} from "../../generated/modelcache/v1/model_cache.js";
+
+export function specFromProto(spec: ModelSpec | undefined): ModelSpecInput {
+  const s = spec ?? { name: "", source: "", revision: "", task: 0, dimensions: 0, engine: 0, pullPolicy: 0, trustPolicy: 0, acknowledgeRemoteCodeRisk: false, credentialAlias: "" };
+  return {
+    name: s.name,
+    source: s.source,
+    revision: s.revision,
+    task: word(s.task, { [Task.TASK_EMBEDDING]: "embedding" }, "TASK"),
+    dimensions: s.dimensions,
+    engine: word(s.engine, { [Engine.ENGINE_CANDLE]: "candle" }, "ENGINE"),
+    pullPolicy: word(s.pullPolicy, { [PullPolicy.PULL_POLICY_NEVER]: "never", [PullPolicy.PULL_POLICY_IF_MISSING]: "if_missing", [PullPolicy.PULL_POLICY_ALWAYS]: "always" }, "PULL_POLICY"),
+    trustPolicy: word(s.trustPolicy, { [TrustPolicy.TRUST_POLICY_DISABLED]: "disabled", [TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE]: "allow_remote_code" }, "TRUST_POLICY"),
+    acknowledgeRemoteCodeRisk: s.acknowledgeRemoteCodeRisk,
+    credentialAlias: s.credentialAlias,
+  };
+}
+
+/** undefined for 0 (unset), the domain word for a known value, else a label the validator will refuse. */
+function word(value: number, known: Record<number, string>, prefix: string): string | undefined {
+  if (value === 0) return undefined;
+  return known[value] ?? `${prefix} value ${value}`;
+}
+
+const TASKS = { embedding: Task.TASK_EMBEDDING } as const;
+const ENGINES = { candle: Engine.ENGINE_CANDLE } as const;
+const PULL_POLICIES = { never: PullPolicy.PULL_POLICY_NEVER, if_missing: PullPolicy.PULL_POLICY_IF_MISSING, always: PullPolicy.PULL_POLICY_ALWAYS } as const;
+const TRUST_POLICIES = { disabled: TrustPolicy.TRUST_POLICY_DISABLED, allow_remote_code: TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE } as const;
+const MODEL_STATUSES = { registered: ModelStatus.MODEL_STATUS_REGISTERED, installed: ModelStatus.MODEL_STATUS_INSTALLED } as const;
+
+export function modelToProto(record: ModelRecord): Model {
+  return {
+    name: record.name,
+    provider: record.provider,
+    source: record.source,
+    revision: record.revision,
+    task: TASKS[record.task],
+    dimensions: record.dimensions,
+    engine: ENGINES[record.engine],
+    pullPolicy: PULL_POLICIES[record.pullPolicy],
+    trustPolicy: TRUST_POLICIES[record.trustPolicy],
+    credentialAlias: record.credentialAlias,
+    status: MODEL_STATUSES[record.status],
+    createdAt: new Date(record.createdAtMs),
+    updatedAt: new Date(record.updatedAtMs),
+    cacheDir: record.install?.cacheDir ?? "",
+    installedAt: record.install ? new Date(record.install.installedAtMs) : undefined,
+    cacheSizeBytes: record.install?.sizeBytes ?? 0,
+  };
+}
+
+export function manifestToProto(manifest: ManifestRecord): Manifest {
+  return {
+    name: manifest.name,
+    source: manifest.source,
+    revision: manifest.revision,
+    task: manifest.task,
+    engine: manifest.engine,
+    dimensions: manifest.dimensions,
+    installedAt: new Date(manifest.installedAtMs),
+    totalSizeBytes: manifest.totalSizeBytes,
+    files: manifest.files.map((f) => ({ path: f.path, sha256: f.sha256, sizeBytes: f.sizeBytes })),
+  };
+}
+
+const CACHE_STATUSES = { missing: CacheStatus.CACHE_STATUS_MISSING, installed: CacheStatus.CACHE_STATUS_INSTALLED, unhealthy: CacheStatus.CACHE_STATUS_UNHEALTHY } as const;
+const REASONS = {
+  manifest_unreadable: UnhealthyReason.UNHEALTHY_REASON_MANIFEST_UNREADABLE,
+  manifest_invalid: UnhealthyReason.UNHEALTHY_REASON_MANIFEST_INVALID,
+  file_missing: UnhealthyReason.UNHEALTHY_REASON_FILE_MISSING,
+  size_mismatch: UnhealthyReason.UNHEALTHY_REASON_SIZE_MISMATCH,
+  checksum_mismatch: UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH,
+} as const;
+
+export function reportToProto(name: string, report: InstallReport): InspectCacheResponse {
+  return {
+    name,
+    status: CACHE_STATUSES[report.status],
+    cacheDir: report.cacheDir,
+    manifest: report.manifest ? manifestToProto(report.manifest) : undefined,
+    detail: report.detail ?? "",
+    reason: report.reason ? REASONS[report.reason] : UnhealthyReason.UNHEALTHY_REASON_UNSPECIFIED,
+    footprintBytes: report.footprintBytes,
+  };
+}
+
+export function pullEventToProto(name: string, event: PullEvent): PullResponse {
+  switch (event.type) {
+    case "started":
+      return { name, started: { source: event.source, fileCount: event.fileCount, totalBytes: event.totalBytes } };
+    case "file_started":
+      return { name, fileStarted: { path: event.path, index: event.index, sizeBytes: event.sizeBytes } };
+    case "file_progress":
+      return {
+        name,
+        fileProgress: { path: event.path, bytesDone: event.bytesDone, sizeBytes: event.sizeBytes, totalBytesDone: event.totalBytesDone, totalBytes: event.totalBytes },
+      };
+    case "file_completed":
+      return { name, fileCompleted: { path: event.path, sha256: event.sha256, sizeBytes: event.sizeBytes } };
+    case "completed":
+      return { name, completed: { status: CacheStatus.CACHE_STATUS_INSTALLED, cacheDir: event.cacheDir, manifest: manifestToProto(event.manifest) } };
+  }
+}

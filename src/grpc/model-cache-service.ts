@@ -1,0 +1,53 @@
+// ModelCacheService: each RPC decodes its request, calls one domain
+// operation and encodes the result. Nothing else happens here.
+import { dropCache } from "../lifecycle/drop-cache.js";
+import { inspectCache } from "../lifecycle/inspect-cache.js";
+import { unregisterModel } from "../lifecycle/unregister-model.js";
+import { pullModel } from "../pull/pull-model.js";
+import { getModel } from "../registry/get-model.js";
+import { listModels } from "../registry/list-models.js";
+import { registerModel } from "../registry/register-model.js";
+import { deleteSecret, putSecret } from "../registry/secrets.js";
+import { updateModel } from "../registry/update-model.js";
+import type { Runtime } from "../runtime.js";
+import { ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
+import { type CallContext, serverStream, unary } from "./adapt-call.js";
+import { modelToProto, pullEventToProto, reportToProto, specFromProto } from "./convert.js";
+
+export function modelCacheService(runtime: Runtime, context: CallContext): ModelCacheServiceServer {
+  const { registry } = runtime;
+  return {
+    registerModel: unary(context, "RegisterModel", async (request) => ({
+      model: modelToProto(await registerModel(registry, specFromProto(request.model))),
+    })),
+    updateModel: unary(context, "UpdateModel", async (request) => ({
+      model: modelToProto(await updateModel(registry, request.name, specFromProto(request.model))),
+    })),
+    getModel: unary(context, "GetModel", async (request) => ({
+      model: modelToProto(await getModel(registry, request.name)),
+    })),
+    listModels: unary(context, "ListModels", async () => ({
+      models: (await listModels(registry)).map(modelToProto),
+    })),
+    unregisterModel: unary(context, "UnregisterModel", async (request, signal) => ({
+      removed: await unregisterModel(runtime, request.name, request.dropCache, signal),
+    })),
+    pull: serverStream(context, "Pull", async function* (request, signal): AsyncGenerator<PullResponse> {
+      for await (const event of pullModel(runtime, request, signal)) yield pullEventToProto(request.name, event);
+    }),
+    inspectCache: unary(context, "InspectCache", async (request, signal) =>
+      reportToProto(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
+    ),
+    dropCache: unary(context, "DropCache", async (request, signal) => {
+      const { removed, freedBytes } = await dropCache(runtime, request.name, signal);
+      return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
+    }),
+    putSecret: unary(context, "PutSecret", async (request) => {
+      await putSecret(registry, request.alias, request.value);
+      return {};
+    }),
+    deleteSecret: unary(context, "DeleteSecret", async (request) => ({
+      removed: await deleteSecret(registry, request.alias),
+    })),
+  };
+}

@@ -1,0 +1,17 @@
+// Reads one model's record.
+import { ModelCacheError } from "../errors.js";
+import type { ModelRecord } from "./model-record.js";
+import { checkName } from "./names.js";
+import type { Registry } from "./open-registry.js";
+
+export function notRegistered(name: string): ModelCacheError {
+  return new ModelCacheError("not_found", `local AI model '${name}' is not registered`);
+}
+
+/** The record of a registered model; not_found otherwise. `field` names the request field for errors. */
+export async function getModel(registry: Registry, name: string, field = "name"): Promise<ModelRecord> {
+  checkName(field, name);
+  const record = await registry.models.get(name);
+  if (record === undefined) throw notRegistered(name);
+  return record;
+}

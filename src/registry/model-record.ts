@@ -1,0 +1,53 @@
+// What the registry stores for a model, in the domain's words. Records are
+// JSON values in LevelDB, so they stay readable and independent of the
+// proto's enum numbers.
+
+export type Task = "embedding";
+export type Engine = "candle";
+export type PullPolicy = "never" | "if_missing" | "always";
+export type TrustPolicy = "disabled" | "allow_remote_code";
+export type ModelStatus = "registered" | "installed";
+
+/** A caller's spec, as decoded from the wire: enums not yet checked. */
+export interface ModelSpecInput {
+  name: string;
+  source: string;
+  revision: string;
+  /** undefined when unset; any other word than "embedding" is refused */
+  task: string | undefined;
+  dimensions: number;
+  engine: string | undefined;
+  pullPolicy: string | undefined;
+  trustPolicy: string | undefined;
+  acknowledgeRemoteCodeRisk: boolean;
+  credentialAlias: string;
+}
+
+export interface ModelSpec {
+  name: string;
+  source: string;
+  revision: string;
+  task: Task;
+  dimensions: number;
+  engine: Engine;
+  pullPolicy: PullPolicy;
+  trustPolicy: TrustPolicy;
+  acknowledgeRemoteCodeRisk: boolean;
+  /** "" when none */
+  credentialAlias: string;
+}
+
+export interface InstallRecord {
+  cacheDir: string;
+  installedAtMs: number;
+  sizeBytes: number;
+}
+
+export interface ModelRecord extends ModelSpec {
+  provider: "local";
+  status: ModelStatus;
+  createdAtMs: number;
+  updatedAtMs: number;
+  /** present only while installed */
+  install?: InstallRecord;
+}

@@ -1,0 +1,65 @@
+// The registry's storage: one LevelDB under the data dir with a sublevel
+// each for models, secrets and settings. Read-modify-write of a record goes
+// through `records`, a per-name lock, so concurrent updates never lose one.
+import { join } from "node:path";
+import { Level } from "level";
+import { KeyedLock } from "../concurrency/keyed-lock.js";
+import { ModelCacheError } from "../errors.js";
+import type { ModelRecord } from "./model-record.js";
+
+const SCHEMA_VERSION = 1;
+
+export interface Registry {
+  db: Level<string, unknown>;
+  models: LevelSublevel<ModelRecord>;
+  secrets: LevelSublevel<string>;
+  settings: LevelSublevel<unknown>;
+  /** serialises read-modify-write of one model's record */
+  records: KeyedLock;
+  close(): Promise<void>;
+}
+
+export type LevelSublevel<V> = ReturnType<typeof sublevelOf<V>>;
+
+function sublevelOf<V>(db: Level<string, unknown>, name: string, valueEncoding: "json" | "utf8") {
+  return db.sublevel<string, V>(name, { valueEncoding });
+}
+
+export async function openRegistry(dataDir: string): Promise<Registry> {
+  const location = join(dataDir, "registry");
+  const db = new Level<string, unknown>(location, { valueEncoding: "json" });
+  try {
+    await db.open();
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    if (cause?.code === "LEVEL_LOCKED") {
+      throw new ModelCacheError(
+        "unavailable",
+        `the data dir '${dataDir}' is in use by another modelcache server (its registry is locked); stop that server or choose another --data-dir`,
+        { cause: err },
+      );
+    }
+    throw new ModelCacheError("internal", `failed to open the registry at '${location}': ${(err as Error).message}`, { cause: err });
+  }
+  const models = sublevelOf<ModelRecord>(db, "models", "json");
+  const secrets = sublevelOf<string>(db, "secrets", "utf8");
+  const settings = sublevelOf<unknown>(db, "settings", "json");
+  const stored = await settings.get("schema_version");
+  if (stored === undefined) {
+    await settings.put("schema_version", SCHEMA_VERSION);
+  } else if (stored !== SCHEMA_VERSION) {
+    await db.close();
+    throw new ModelCacheError(
+      "failed_precondition",
+      `the registry at '${location}' has schema version ${String(stored)}, this server understands ${SCHEMA_VERSION}: upgrade modelcache`,
+    );
+  }
+  return {
+    db,
+    models,
+    secrets,
+    settings,
+    records: new KeyedLock(),
+    close: () => db.close(),
+  };
+}

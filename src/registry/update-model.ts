@@ -1,0 +1,30 @@
+// Replaces a registered model's spec. The install, if any, is left alone:
+// the next Pull brings it in line with the new spec.
+import { ModelCacheError, quote } from "../errors.js";
+import { notRegistered } from "./get-model.js";
+import type { ModelRecord, ModelSpecInput } from "./model-record.js";
+import { checkName } from "./names.js";
+import type { Registry } from "./open-registry.js";
+import { validateModelSpec } from "./validate-model-spec.js";
+
+export async function updateModel(registry: Registry, name: string, input: ModelSpecInput): Promise<ModelRecord> {
+  checkName("name", name);
+  if (input.name !== "" && input.name !== name) {
+    throw new ModelCacheError(
+      "invalid_argument",
+      `model.name ${quote(input.name)} does not match name '${name}': a model cannot be renamed; leave model.name empty or equal to name`,
+    );
+  }
+  const spec = validateModelSpec({ ...input, name });
+  return registry.records.run(name, undefined, async () => {
+    const current = await registry.models.get(name);
+    if (current === undefined) throw notRegistered(name);
+    const record: ModelRecord = {
+      ...current,
+      ...spec,
+      updatedAtMs: Math.max(Date.now(), current.updatedAtMs + 1),
+    };
+    await registry.models.put(name, record);
+    return record;
+  });
+}

@@ -1,0 +1,81 @@
+// Checks a caller's spec and fills in the defaults; every refusal names the
+// field and says how to fix it.
+import { ModelCacheError, quote } from "../errors.js";
+import type { Engine, ModelSpec, ModelSpecInput, PullPolicy, TrustPolicy } from "./model-record.js";
+import { checkName } from "./names.js";
+
+const PULL_POLICIES: readonly PullPolicy[] = ["never", "if_missing", "always"];
+const TRUST_POLICIES: readonly TrustPolicy[] = ["disabled", "allow_remote_code"];
+const MAX_DIMENSIONS = 65536;
+const MAX_REFERENCE = 512;
+
+export function validateModelSpec(input: ModelSpecInput): ModelSpec {
+  const name = checkName("model.name", input.name);
+  const source = checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'");
+  const revision = checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'");
+
+  if (input.task !== "embedding") {
+    const got = input.task === undefined ? "it is unset" : `got ${input.task}`;
+    throw new ModelCacheError(
+      "invalid_argument",
+      `model.task must be TASK_EMBEDDING: only embedding models are supported (${got})`,
+    );
+  }
+  if (!Number.isInteger(input.dimensions) || input.dimensions < 1 || input.dimensions > MAX_DIMENSIONS) {
+    throw new ModelCacheError(
+      "invalid_argument",
+      `model.dimensions must be between 1 and ${MAX_DIMENSIONS} (got ${input.dimensions})`,
+    );
+  }
+  const engine = oneOf<Engine>("model.engine", input.engine, ["candle"], "candle", "ENGINE_CANDLE");
+  const pullPolicy = oneOf("model.pull_policy", input.pullPolicy, PULL_POLICIES, "if_missing", "PULL_POLICY_IF_MISSING");
+  const trustPolicy = oneOf("model.trust_policy", input.trustPolicy, TRUST_POLICIES, "disabled", "TRUST_POLICY_DISABLED");
+  if (trustPolicy === "allow_remote_code" && !input.acknowledgeRemoteCodeRisk) {
+    throw new ModelCacheError(
+      "invalid_argument",
+      "model.trust_policy TRUST_POLICY_ALLOW_REMOTE_CODE lets the model's own code run: set model.acknowledge_remote_code_risk to true to accept that risk",
+    );
+  }
+  const credentialAlias = input.credentialAlias === "" ? "" : checkName("model.credential_alias", input.credentialAlias);
+
+  return {
+    name,
+    source,
+    revision,
+    task: "embedding",
+    dimensions: input.dimensions,
+    engine,
+    pullPolicy,
+    trustPolicy,
+    acknowledgeRemoteCodeRisk: input.acknowledgeRemoteCodeRisk,
+    credentialAlias,
+  };
+}
+
+function checkReference(field: string, value: string, example: string): string {
+  if (value === "") {
+    throw new ModelCacheError("invalid_argument", `${field} is required: give ${example}`);
+  }
+  if (/\s/.test(value)) {
+    throw new ModelCacheError("invalid_argument", `${field} ${quote(value)} must not contain whitespace`);
+  }
+  if (/[\u0000-\u001f\u007f]/.test(value)) {
+    throw new ModelCacheError("invalid_argument", `${field} ${quote(value)} must not contain control characters`);
+  }
+  if (value.length > MAX_REFERENCE) {
+    throw new ModelCacheError("invalid_argument", `${field} is ${value.length} characters long: at most ${MAX_REFERENCE} are allowed`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(
+  field: string,
+  value: string | undefined,
+  allowed: readonly T[],
+  fallback: T,
+  fallbackLabel: string,
+): T {
+  if (value === undefined) return fallback;
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new ModelCacheError("invalid_argument", `${field} has an unknown value (${value}); leave it unset for ${fallbackLabel}`);
+}

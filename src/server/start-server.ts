@@ -1,0 +1,108 @@
+// Wires a running server: the registry, cache recovery, ModelCacheService,
+// health and reflection, and a graceful shutdown that stops accepting calls,
+// lets unary calls finish, cancels pulls (their staging dirs are removed)
+// and closes LevelDB last.
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import { CacheLayout } from "../cache/layout.js";
+import { recoverCacheRoot } from "../cache/recover-cache-root.js";
+import { KeyedLock } from "../concurrency/keyed-lock.js";
+import { ModelCacheError } from "../errors.js";
+import { modelCacheService } from "../grpc/model-cache-service.js";
+import { rejectPlaintextCredentials } from "../grpc/reject-plaintext-credentials.js";
+import { openRegistry } from "../registry/open-registry.js";
+import type { Runtime } from "../runtime.js";
+import { ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
+import { createLogger } from "./logger.js";
+import { addReflection } from "./reflection.js";
+
+export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
+
+export interface ServerOptions {
+  /** host:port; port 0 picks a free one */
+  listen: string;
+  dataDir: string;
+  /** default <dataDir>/ai_models_cache */
+  cacheDir?: string;
+  fixtureDir?: string;
+  /** default 100 ms, about ten file_progress events a second */
+  progressIntervalMs?: number;
+  logger?: Logger;
+  /** how long shutdown waits for calls before cutting them; default 10 s */
+  shutdownGraceMs?: number;
+}
+
+export interface RunningServer {
+  /** host:port actually bound */
+  address: string;
+  port: number;
+  runtime: Runtime;
+  close(): Promise<void>;
+}
+
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger();
+  const dataDir = resolve(options.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const registry = await openRegistry(dataDir);
+  try {
+    const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
+    const recovery = await recoverCacheRoot(layout);
+    if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length > 0) {
+      logger.warn({ ...recovery }, "cleaned up after an unfinished run");
+    }
+    const runtime: Runtime = {
+      registry,
+      layout,
+      installs: new KeyedLock(),
+      fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
+      progressIntervalMs: options.progressIntervalMs ?? 100,
+    };
+
+    const shutdown = new AbortController();
+    const server = new Server({ interceptors: [rejectPlaintextCredentials] });
+    server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, shutdown: shutdown.signal }));
+    const health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
+    health.addToServer(server);
+    addReflection(server);
+
+    const port = await new Promise<number>((ok, fail) =>
+      server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, bound) =>
+        err ? fail(new ModelCacheError("unavailable", `cannot listen on ${options.listen}: ${err.message}; choose another --listen address`)) : ok(bound),
+      ),
+    );
+    const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
+    const address = `${host}:${port}`;
+    health.setStatus("", "SERVING");
+    health.setStatus(SERVICE_NAME, "SERVING");
+    logger.info({ address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir }, "modelcache is serving");
+
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      (closing ??= (async () => {
+        health.setStatus("", "NOT_SERVING");
+        health.setStatus(SERVICE_NAME, "NOT_SERVING");
+        shutdown.abort(Object.assign(new Error("the server is shutting down"), { name: "AbortError" }));
+        await new Promise<void>((done) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            done();
+          }, options.shutdownGraceMs ?? 10_000);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            done();
+          });
+        });
+        await runtime.installs.idle();
+        await registry.close();
+        logger.info("modelcache stopped");
+      })());
+    return { address, port, runtime, close };
+  } catch (err) {
+    await registry.close();
+    throw err;
+  }
+}
