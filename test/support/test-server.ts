@@ -1,0 +1,134 @@
+// An in-process modelcache server on port 0 with its own temp data dir, and
+// a generated client talking to it over real gRPC. Every test builds one and
+// closes it, which removes the temp dir.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type ClientReadableStream, Metadata, type ServiceError, credentials } from "@grpc/grpc-js";
+import { pino } from "pino";
+import { type RunningServer, type ServerOptions, startServer } from "../../src/server/start-server.js";
+import {
+  Engine,
+  type ModelSpec,
+  ModelCacheServiceClient,
+  type PullRequest,
+  type PullResponse,
+  PullPolicy,
+  Task,
+  TrustPolicy,
+} from "../../generated/modelcache/v1/model_cache.js";
+
+export const FIXTURE_DIR = join(import.meta.dirname, "..", "..", "fixtures", "tiny-minilm");
+
+export interface TestServer {
+  server: RunningServer;
+  client: ModelCacheServiceClient;
+  dataDir: string;
+  cacheRoot: string;
+  /** stops the server and starts a new one on the same data dir */
+  restart(options?: Partial<ServerOptions>): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), "modelcache-test-"));
+  const start = (extra: Partial<ServerOptions>) =>
+    startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), ...options, ...extra });
+  const connect = (server: RunningServer) => new ModelCacheServiceClient(server.address, credentials.createInsecure());
+  const state = { server: await start({}), client: undefined as unknown as ModelCacheServiceClient };
+  state.client = connect(state.server);
+  const test: TestServer = {
+    get server() {
+      return state.server;
+    },
+    get client() {
+      return state.client;
+    },
+    dataDir,
+    cacheRoot: join(dataDir, "ai_models_cache"),
+    async restart(extra = {}) {
+      state.client.close();
+      await state.server.close();
+      state.server = await start(extra);
+      state.client = connect(state.server);
+    },
+    async close() {
+      state.client.close();
+      await state.server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return test;
+}
+
+/** A spec that registers cleanly; override what a test is about. */
+export function modelSpec(overrides: Partial<ModelSpec> = {}): ModelSpec {
+  return {
+    name: "minilm",
+    source: "sentence-transformers/all-MiniLM-L6-v2",
+    revision: "main",
+    task: Task.TASK_EMBEDDING,
+    dimensions: 384,
+    engine: Engine.ENGINE_UNSPECIFIED,
+    pullPolicy: PullPolicy.PULL_POLICY_UNSPECIFIED,
+    trustPolicy: TrustPolicy.TRUST_POLICY_UNSPECIFIED,
+    acknowledgeRemoteCodeRisk: false,
+    credentialAlias: "",
+    ...overrides,
+  };
+}
+
+type Unary<Req, Res> = (request: Req, metadata: Metadata, callback: (err: ServiceError | null, res: Res) => void) => unknown;
+
+/** Calls a unary method of the client and resolves with its response. */
+export function call<Req, Res>(client: ModelCacheServiceClient, method: Unary<Req, Res>, request: Req, metadata = new Metadata()): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    method.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+/** Calls a unary method expecting it to fail, and resolves with the error. */
+export async function callError<Req, Res>(client: ModelCacheServiceClient, method: Unary<Req, Res>, request: Req, metadata = new Metadata()): Promise<ServiceError> {
+  try {
+    await call(client, method, request, metadata);
+  } catch (err) {
+    return err as ServiceError;
+  }
+  throw new Error("expected the call to fail, it succeeded");
+}
+
+export interface PullOutcome {
+  events: PullResponse[];
+  error?: ServiceError;
+}
+
+/** Runs a Pull to its end and collects every event and the final error, if any. */
+export function pull(
+  client: ModelCacheServiceClient,
+  request: Partial<PullRequest> & { name: string },
+  options: { metadata?: Metadata; onEvent?: (event: PullResponse, stream: ClientReadableStream<PullResponse>) => void } = {},
+): Promise<PullOutcome> {
+  const stream = client.pull({ fixtureDir: "", credentialAlias: "", force: false, ...request }, options.metadata ?? new Metadata());
+  const events: PullResponse[] = [];
+  return new Promise((resolve) => {
+    stream.on("data", (event: PullResponse) => {
+      events.push(event);
+      options.onEvent?.(event, stream);
+    });
+    stream.on("error", (error: ServiceError) => resolve({ events, error }));
+    stream.on("end", () => resolve({ events }));
+  });
+}
+
+/** Runs a Pull that must succeed; returns its events. */
+export async function pullOk(client: ModelCacheServiceClient, request: Partial<PullRequest> & { name: string }): Promise<PullResponse[]> {
+  const outcome = await pull(client, request);
+  if (outcome.error) throw outcome.error;
+  return outcome.events;
+}
+
+/** The event kind of a PullResponse: "started", "fileStarted", ... */
+export function kindOf(event: PullResponse): string {
+  const kinds = ["started", "fileStarted", "fileProgress", "fileCompleted", "completed"] as const;
+  return kinds.find((k) => event[k] !== undefined) ?? "none";
+}
