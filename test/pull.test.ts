@@ -1,0 +1,271 @@
+import { lstat, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Metadata, status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { CacheStatus, ModelCacheServiceClient as Client, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const P = Client.prototype;
+
+describe("Pull", () => {
+  let t: TestServer;
+  const cleanups: (() => Promise<void>)[] = [];
+  beforeEach(async () => {
+    t = await startTestServer();
+    await call(t.client, P.registerModel, { model: modelSpec() });
+  });
+  afterEach(async () => {
+    await t.close();
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  async function source(files: Record<string, string | Buffer>): Promise<string> {
+    const made = await makeSourceDir(files);
+    cleanups.push(made.cleanup);
+    return made.dir;
+  }
+
+  it("streams started, then per file started and completed in path order, then completed", async () => {
+    const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const shape = events.filter((e) => !e.fileProgress).map((e) => `${kindOf(e)}:${e.fileStarted?.path ?? e.fileCompleted?.path ?? ""}`);
+    expect(shape).to.deep.equal([
+      "started:",
+      "fileStarted:1_Pooling/config.json",
+      "fileCompleted:1_Pooling/config.json",
+      "fileStarted:config.json",
+      "fileCompleted:config.json",
+      "fileStarted:model.safetensors",
+      "fileCompleted:model.safetensors",
+      "fileStarted:tokenizer.json",
+      "fileCompleted:tokenizer.json",
+      "completed:",
+    ]);
+    expect(events.every((e) => e.name === "minilm")).to.equal(true);
+    const files = ["1_Pooling/config.json", "config.json", "model.safetensors", "tokenizer.json"];
+    const sizes = await Promise.all(files.map(async (f) => (await lstat(join(FIXTURE_DIR, f))).size));
+    expect(events[0]!.started).to.deep.equal({
+      source: `dir:${FIXTURE_DIR}`,
+      fileCount: 4,
+      totalBytes: sizes.reduce((a, b) => a + b, 0),
+    });
+    expect(events.filter((e) => e.fileStarted).map((e) => e.fileStarted!.index)).to.deep.equal([0, 1, 2, 3]);
+  });
+
+  it("reports each file's sha256, equal to the source file's, in file_completed and in manifest.json", async () => {
+    const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const completed = events.at(-1)!.completed!;
+    expect(completed.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect(completed.cacheDir).to.equal(join(t.cacheRoot, "minilm"));
+    const onDisk = JSON.parse(await readFile(join(t.cacheRoot, "minilm", "manifest.json"), "utf8"));
+    for (const event of events.filter((e) => e.fileCompleted)) {
+      const { path, sha256: digest, sizeBytes } = event.fileCompleted!;
+      const bytes = await readFile(join(FIXTURE_DIR, path));
+      expect(digest).to.equal(sha256(bytes));
+      expect(sizeBytes).to.equal(bytes.length);
+      expect(onDisk.files.find((f: { path: string }) => f.path === path)).to.deep.equal({ path, sha256: digest, size_bytes: bytes.length });
+      expect(sha256(await readFile(join(t.cacheRoot, "minilm", path)))).to.equal(digest);
+    }
+    expect(onDisk).to.include({ name: "minilm", source: "sentence-transformers/all-MiniLM-L6-v2", revision: "main", task: "embedding", engine: "candle", dimensions: 384 });
+    expect(onDisk.total_size_bytes).to.equal(completed.manifest!.totalSizeBytes);
+    expect(onDisk.installed_at_unix_ms).to.equal(completed.manifest!.installedAt!.getTime());
+    expect(completed.manifest!.files.map((f) => f.path)).to.deep.equal(onDisk.files.map((f: { path: string }) => f.path));
+  });
+
+  it("marks the model INSTALLED with cache_dir, installed_at and cache_size_bytes", async () => {
+    const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const manifest = events.at(-1)!.completed!.manifest!;
+    const { model } = await call(t.client, P.getModel, { name: "minilm" });
+    expect(model).to.include({ status: ModelStatus.MODEL_STATUS_INSTALLED, cacheDir: join(t.cacheRoot, "minilm"), cacheSizeBytes: manifest.totalSizeBytes });
+    expect(model!.installedAt!.getTime()).to.equal(manifest.installedAt!.getTime());
+  });
+
+  it("skips names starting with '.', any manifest.json and symbolic links", async () => {
+    const dir = await source({ "a.json": "{}", ".git/config": "x", ".hidden": "x", "manifest.json": "{}", "sub/manifest.json": "{}", "sub/b.bin": "bb" });
+    await symlink(join(FIXTURE_DIR, "config.json"), join(dir, "linked.json"));
+    const events = await pullOk(t.client, { name: "minilm", fixtureDir: dir });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["a.json", "sub/b.bin"]);
+    const installed = await readdir(join(t.cacheRoot, "minilm"), { recursive: true });
+    expect(installed.sort()).to.deep.equal(["a.json", "manifest.json", "sub", "sub/b.bin"]);
+  });
+
+  it("uses the server's --fixture-dir when the request names none", async () => {
+    await t.restart({ fixtureDir: FIXTURE_DIR });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events[0]!.started!.source).to.equal(`dir:${FIXTURE_DIR}`);
+    expect(events.at(-1)!.completed!.manifest!.files).to.have.length(4);
+  });
+
+  it("sends throttled file_progress events whose counters grow to the file's size", async () => {
+    await t.restart({ progressIntervalMs: 0 });
+    const big = Buffer.alloc(5 * 1024 * 1024 + 17, 7);
+    const dir = await source({ "big.bin": big, "small.json": "{}" });
+    const events = await pullOk(t.client, { name: "minilm", fixtureDir: dir });
+    const progress = events.filter((e) => e.fileProgress).map((e) => e.fileProgress!);
+    expect(progress.length).to.be.at.least(2);
+    for (const p of progress) {
+      expect(p.path).to.equal("big.bin");
+      expect(p.sizeBytes).to.equal(big.length);
+      expect(p.totalBytes).to.equal(big.length + 2);
+      expect(p.bytesDone).to.be.below(big.length);
+    }
+    const done = progress.map((p) => p.bytesDone);
+    expect(done).to.deep.equal([...done].sort((a, b) => a - b));
+    const kinds = events.map(kindOf);
+    expect(kinds.indexOf("fileProgress")).to.be.above(kinds.indexOf("fileStarted"));
+    expect(kinds.lastIndexOf("fileProgress")).to.be.below(kinds.indexOf("fileCompleted"));
+  });
+
+  it("replaces the previous file set completely on a re-pull", async () => {
+    const first = await source({ "a.json": "1", "old.bin": "old", "keep/x.txt": "x1" });
+    await pullOk(t.client, { name: "minilm", fixtureDir: first });
+    const second = await source({ "a.json": "2", "keep/x.txt": "x2", "new.bin": "new" });
+    await pullOk(t.client, { name: "minilm", fixtureDir: second });
+    const installed = await snapshot(join(t.cacheRoot, "minilm"));
+    expect(Object.keys(installed).sort()).to.deep.equal(["a.json", "keep/x.txt", "manifest.json", "new.bin"]);
+    expect(installed["a.json"]).to.equal(sha256("2"));
+    expect(installed["keep/x.txt"]).to.equal(sha256("x2"));
+    expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+    expect(await readdir(join(t.cacheRoot, ".purge"))).to.deep.equal([]);
+  });
+
+  it("leaves the previous install byte-identical when a re-pull fails midway", async () => {
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const before = await snapshot(join(t.cacheRoot, "minilm"));
+    const { model: modelBefore } = await call(t.client, P.getModel, { name: "minilm" });
+    // a.bin is large enough that the pull is still copying it when z.bin disappears
+    const dir = await source({ "a.bin": Buffer.alloc(48 * 1024 * 1024, 1), "z.bin": "gone soon" });
+    const outcome = await pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        if (event.fileStarted?.path === "a.bin") void rm(join(dir, "z.bin"));
+      },
+    });
+    expect(outcome.error?.code).to.equal(status.INTERNAL);
+    expect(outcome.error?.details).to.include("z.bin");
+    expect(outcome.events.map(kindOf)).to.not.include("completed");
+    expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+    expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+    const { model } = await call(t.client, P.getModel, { name: "minilm" });
+    expect(model).to.deep.equal(modelBefore);
+  });
+
+  it("removes the staging dir and keeps the previous install when the client cancels", async () => {
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const before = await snapshot(join(t.cacheRoot, "minilm"));
+    const dir = await source({ "a.bin": Buffer.alloc(64 * 1024 * 1024, 2), "b.bin": "b" });
+    const outcome = await pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event, stream) => {
+        if (event.fileStarted) stream.cancel();
+      },
+    });
+    expect(outcome.error?.code).to.equal(status.CANCELLED);
+    // the server finishes its cleanup once the install lock is free again
+    await t.server.runtime.installs.idle();
+    expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+    expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+  });
+
+  it("pulls different models in parallel and the same model one at a time", async () => {
+    await call(t.client, P.registerModel, { model: modelSpec({ name: "second" }) });
+    const [a, b, c] = await Promise.all([
+      pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR }),
+      pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR }),
+      pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR }),
+    ]);
+    for (const outcome of [a, b, c]) {
+      expect(outcome.error).to.equal(undefined);
+      expect(outcome.events.at(-1)!.completed!.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    }
+    const inspected = await call(t.client, P.inspectCache, { name: "minilm", deep: true });
+    expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  describe("refusals, in the contract's order", () => {
+    it("refuses plaintext credential metadata first, even for an invalid name", async () => {
+      const metadata = new Metadata();
+      metadata.set("hf-token", "hf_abc");
+      const outcome = await pull(t.client, { name: "bad name!" }, { metadata });
+      expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(outcome.error?.details).to.include("PutSecret").and.include("credential_alias");
+      expect(outcome.error?.details).to.not.include("hf_abc");
+    });
+
+    it("then the name", async () => {
+      const outcome = await pull(t.client, { name: "../minilm", fixtureDir: "/nonexistent" });
+      expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(outcome.error?.details).to.include("name");
+    });
+
+    it("then the registration", async () => {
+      const outcome = await pull(t.client, { name: "ghost", credentialAlias: "nosecret", fixtureDir: "/nonexistent" });
+      expect(outcome.error?.code).to.equal(status.NOT_FOUND);
+      expect(outcome.error?.details).to.equal("local AI model 'ghost' is not registered");
+      expect(outcome.events).to.deep.equal([]);
+    });
+
+    it("then the request's credential alias, naming it and PutSecret", async () => {
+      const outcome = await pull(t.client, { name: "minilm", credentialAlias: "hf_team", fixtureDir: "/nonexistent" });
+      expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+      expect(outcome.error?.details).to.include("'hf_team'").and.include("PutSecret");
+    });
+
+    it("then the model's own credential alias, whatever the source", async () => {
+      await call(t.client, P.updateModel, { name: "minilm", model: modelSpec({ credentialAlias: "hf_model" }) });
+      const outcome = await pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+      expect(outcome.error?.details).to.include("'hf_model'").and.include("PutSecret");
+      await call(t.client, P.putSecret, { alias: "hf_model", value: "s3cret-value" });
+      const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect(JSON.stringify(events)).to.not.include("s3cret-value");
+    });
+
+    it("refuses an invalid request credential alias naming credential_alias", async () => {
+      const outcome = await pull(t.client, { name: "minilm", credentialAlias: "a/b", fixtureDir: FIXTURE_DIR });
+      expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(outcome.error?.details).to.include("credential_alias");
+    });
+
+    it("then the source: none at all is FAILED_PRECONDITION naming fixture_dir and the flag", async () => {
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+      expect(outcome.error?.details).to.include("fixture_dir").and.include("--fixture-dir");
+    });
+
+    it("a missing fixture_dir is INVALID_ARGUMENT naming the path", async () => {
+      const outcome = await pull(t.client, { name: "minilm", fixtureDir: "/nonexistent/models/x" });
+      expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(outcome.error?.details).to.include("/nonexistent/models/x").and.include("does not exist or is not a directory");
+    });
+
+    it("a fixture_dir that is a file is INVALID_ARGUMENT naming the path", async () => {
+      const path = join(FIXTURE_DIR, "config.json");
+      const outcome = await pull(t.client, { name: "minilm", fixtureDir: path });
+      expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(outcome.error?.details).to.include(path).and.include("does not exist or is not a directory");
+    });
+
+    it("a fixture_dir with no artifact files after the skips is INVALID_ARGUMENT", async () => {
+      const dir = await source({ ".hidden": "x", "manifest.json": "{}" });
+      const outcome = await pull(t.client, { name: "minilm", fixtureDir: dir });
+      expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(outcome.error?.details).to.include(dir).and.include("has no artifact files");
+    });
+
+    it("a refused pull leaves the registry and the previous install as they were", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const before = await snapshot(join(t.cacheRoot, "minilm"));
+      const { model } = await call(t.client, P.getModel, { name: "minilm" });
+      const empty = await source({ ".only-hidden": "x" });
+      expect((await pull(t.client, { name: "minilm", fixtureDir: empty })).error?.code).to.equal(status.INVALID_ARGUMENT);
+      expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+      expect((await call(t.client, P.getModel, { name: "minilm" })).model).to.deep.equal(model);
+    });
+  });
+
+  it("refuses a source file whose name holds a control character", async () => {
+    const dir = await source({ "ok.json": "{}" });
+    await writeFile(join(dir, "bad\nname.bin"), "x");
+    const outcome = await pull(t.client, { name: "minilm", fixtureDir: dir });
+    expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+    expect(outcome.error?.details).to.include("control character");
+  });
+});
