@@ -2,18 +2,16 @@ import { lstat, readFile, readdir, rm, symlink, writeFile } from "node:fs/promis
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { CacheStatus, ModelCacheServiceClient as Client, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
-
-const P = Client.prototype;
 
 describe("Pull", () => {
   let t: TestServer;
   const cleanups: (() => Promise<void>)[] = [];
   beforeEach(async () => {
     t = await startTestServer();
-    await call(t.client, P.registerModel, { model: modelSpec() });
+    await call(t.client, "registerModel", { model: modelSpec() });
   });
   afterEach(async () => {
     await t.close();
@@ -74,7 +72,7 @@ describe("Pull", () => {
   it("marks the model INSTALLED with cache_dir, installed_at and cache_size_bytes", async () => {
     const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
     const manifest = events.at(-1)!.completed!.manifest!;
-    const { model } = await call(t.client, P.getModel, { name: "minilm" });
+    const { model } = await call(t.client, "getModel", { name: "minilm" });
     expect(model).to.include({ status: ModelStatus.MODEL_STATUS_INSTALLED, cacheDir: join(t.cacheRoot, "minilm"), cacheSizeBytes: manifest.totalSizeBytes });
     expect(model!.installedAt!.getTime()).to.equal(manifest.installedAt!.getTime());
   });
@@ -131,7 +129,7 @@ describe("Pull", () => {
   it("leaves the previous install byte-identical when a re-pull fails midway", async () => {
     await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
     const before = await snapshot(join(t.cacheRoot, "minilm"));
-    const { model: modelBefore } = await call(t.client, P.getModel, { name: "minilm" });
+    const { model: modelBefore } = await call(t.client, "getModel", { name: "minilm" });
     // a.bin is large enough that the pull is still copying it when z.bin disappears
     const dir = await source({ "a.bin": Buffer.alloc(48 * 1024 * 1024, 1), "z.bin": "gone soon" });
     const outcome = await pull(t.client, { name: "minilm", fixtureDir: dir }, {
@@ -144,7 +142,7 @@ describe("Pull", () => {
     expect(outcome.events.map(kindOf)).to.not.include("completed");
     expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
     expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
-    const { model } = await call(t.client, P.getModel, { name: "minilm" });
+    const { model } = await call(t.client, "getModel", { name: "minilm" });
     expect(model).to.deep.equal(modelBefore);
   });
 
@@ -165,7 +163,7 @@ describe("Pull", () => {
   });
 
   it("pulls different models in parallel and the same model one at a time", async () => {
-    await call(t.client, P.registerModel, { model: modelSpec({ name: "second" }) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "second" }) });
     const [a, b, c] = await Promise.all([
       pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR }),
       pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR }),
@@ -175,7 +173,7 @@ describe("Pull", () => {
       expect(outcome.error).to.equal(undefined);
       expect(outcome.events.at(-1)!.completed!.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     }
-    const inspected = await call(t.client, P.inspectCache, { name: "minilm", deep: true });
+    const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
     expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
@@ -209,11 +207,11 @@ describe("Pull", () => {
     });
 
     it("then the model's own credential alias, whatever the source", async () => {
-      await call(t.client, P.updateModel, { name: "minilm", model: modelSpec({ credentialAlias: "hf_model" }) });
+      await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ credentialAlias: "hf_model" }) });
       const outcome = await pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
       expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
       expect(outcome.error?.details).to.include("'hf_model'").and.include("PutSecret");
-      await call(t.client, P.putSecret, { alias: "hf_model", value: "s3cret-value" });
+      await call(t.client, "putSecret", { alias: "hf_model", value: "s3cret-value" });
       const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
       expect(JSON.stringify(events)).to.not.include("s3cret-value");
     });
@@ -253,11 +251,11 @@ describe("Pull", () => {
     it("a refused pull leaves the registry and the previous install as they were", async () => {
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
       const before = await snapshot(join(t.cacheRoot, "minilm"));
-      const { model } = await call(t.client, P.getModel, { name: "minilm" });
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
       const empty = await source({ ".only-hidden": "x" });
       expect((await pull(t.client, { name: "minilm", fixtureDir: empty })).error?.code).to.equal(status.INVALID_ARGUMENT);
       expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
-      expect((await call(t.client, P.getModel, { name: "minilm" })).model).to.deep.equal(model);
+      expect((await call(t.client, "getModel", { name: "minilm" })).model).to.deep.equal(model);
     });
   });
 

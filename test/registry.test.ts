@@ -2,15 +2,12 @@ import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import {
   Engine,
-  ModelCacheServiceClient as Client,
   ModelStatus,
   PullPolicy,
   Task,
   TrustPolicy,
 } from "../generated/modelcache/v1/model_cache.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
-
-const P = Client.prototype;
 
 describe("registry", () => {
   let t: TestServer;
@@ -22,7 +19,7 @@ describe("registry", () => {
   describe("RegisterModel", () => {
     it("registers a model with defaults filled in, status REGISTERED and timestamps", async () => {
       const before = Date.now();
-      const { model } = await call(t.client, P.registerModel, { model: modelSpec() });
+      const { model } = await call(t.client, "registerModel", { model: modelSpec() });
       expect(model).to.include({
         name: "minilm",
         provider: "local",
@@ -44,7 +41,7 @@ describe("registry", () => {
     });
 
     it("keeps explicit policies and the credential alias", async () => {
-      const { model } = await call(t.client, P.registerModel, {
+      const { model } = await call(t.client, "registerModel", {
         model: modelSpec({
           pullPolicy: PullPolicy.PULL_POLICY_NEVER,
           trustPolicy: TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE,
@@ -61,8 +58,8 @@ describe("registry", () => {
     });
 
     it("refuses a name that is already registered with ALREADY_EXISTS", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec() });
-      const err = await callError(t.client, P.registerModel, { model: modelSpec({ dimensions: 768 }) });
+      await call(t.client, "registerModel", { model: modelSpec() });
+      const err = await callError(t.client, "registerModel", { model: modelSpec({ dimensions: 768 }) });
       expect(err.code).to.equal(status.ALREADY_EXISTS);
       expect(err.details).to.include("'minilm' is already registered");
     });
@@ -87,37 +84,37 @@ describe("registry", () => {
     ];
     for (const [what, overrides, field] of invalid) {
       it(`refuses ${what} with INVALID_ARGUMENT naming ${field}`, async () => {
-        const err = await callError(t.client, P.registerModel, { model: modelSpec(overrides) });
+        const err = await callError(t.client, "registerModel", { model: modelSpec(overrides) });
         expect(err.code).to.equal(status.INVALID_ARGUMENT);
         expect(err.details).to.include(field);
-        const { models } = await call(t.client, P.listModels, {});
+        const { models } = await call(t.client, "listModels", {});
         expect(models).to.have.length(0);
       });
     }
 
     it("accepts the boundaries: a 128-character name and 1 and 65536 dimensions", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec({ name: "A_-9".repeat(32), dimensions: 1 }) });
-      await call(t.client, P.registerModel, { model: modelSpec({ name: "wide", dimensions: 65536 }) });
-      const { models } = await call(t.client, P.listModels, {});
+      await call(t.client, "registerModel", { model: modelSpec({ name: "A_-9".repeat(32), dimensions: 1 }) });
+      await call(t.client, "registerModel", { model: modelSpec({ name: "wide", dimensions: 65536 }) });
+      const { models } = await call(t.client, "listModels", {});
       expect(models.map((m) => m.dimensions).sort((a, b) => a - b)).to.deep.equal([1, 65536]);
     });
 
     for (const [what, task] of [["unset", Task.TASK_UNSPECIFIED], ["unknown", 7 as Task]] as const) {
       it(`refuses an ${what} task with INVALID_ARGUMENT saying only embedding is supported`, async () => {
-        const err = await callError(t.client, P.registerModel, { model: modelSpec({ task }) });
+        const err = await callError(t.client, "registerModel", { model: modelSpec({ task }) });
         expect(err.code).to.equal(status.INVALID_ARGUMENT);
         expect(err.details).to.include("model.task").and.include("embedding");
       });
     }
 
     it("refuses a request without a model", async () => {
-      const err = await callError(t.client, P.registerModel, {});
+      const err = await callError(t.client, "registerModel", {});
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
       expect(err.details).to.include("model.name");
     });
 
     it("quotes at most 80 characters of a bad value", async () => {
-      const err = await callError(t.client, P.registerModel, { model: modelSpec({ name: `${"x".repeat(5000)}.` }) });
+      const err = await callError(t.client, "registerModel", { model: modelSpec({ name: `${"x".repeat(5000)}.` }) });
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
       expect(err.details.length).to.be.below(300);
     });
@@ -125,92 +122,92 @@ describe("registry", () => {
 
   describe("GetModel and ListModels", () => {
     it("gets a registered model and NOT_FOUND for an unknown one", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec() });
-      const { model } = await call(t.client, P.getModel, { name: "minilm" });
+      await call(t.client, "registerModel", { model: modelSpec() });
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
       expect(model!.name).to.equal("minilm");
-      const err = await callError(t.client, P.getModel, { name: "nope" });
+      const err = await callError(t.client, "getModel", { name: "nope" });
       expect(err.code).to.equal(status.NOT_FOUND);
       expect(err.details).to.equal("local AI model 'nope' is not registered");
     });
 
     it("refuses an invalid name with INVALID_ARGUMENT before looking it up", async () => {
-      const err = await callError(t.client, P.getModel, { name: "../etc" });
+      const err = await callError(t.client, "getModel", { name: "../etc" });
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
       expect(err.details).to.include("name");
     });
 
     it("lists models sorted by name", async () => {
-      for (const name of ["zeta", "Alpha", "mid_1", "beta"]) await call(t.client, P.registerModel, { model: modelSpec({ name }) });
-      const { models } = await call(t.client, P.listModels, {});
+      for (const name of ["zeta", "Alpha", "mid_1", "beta"]) await call(t.client, "registerModel", { model: modelSpec({ name }) });
+      const { models } = await call(t.client, "listModels", {});
       expect(models.map((m) => m.name)).to.deep.equal(["Alpha", "beta", "mid_1", "zeta"]);
     });
   });
 
   describe("UpdateModel", () => {
     it("replaces the whole spec, keeps created_at and bumps updated_at", async () => {
-      const { model: registered } = await call(t.client, P.registerModel, {
+      const { model: registered } = await call(t.client, "registerModel", {
         model: modelSpec({ pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, credentialAlias: "hf" }),
       });
-      const { model } = await call(t.client, P.updateModel, { name: "minilm", model: modelSpec({ name: "", revision: "v2", dimensions: 768 }) });
+      const { model } = await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ name: "", revision: "v2", dimensions: 768 }) });
       expect(model).to.include({ revision: "v2", dimensions: 768, pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, credentialAlias: "" });
       expect(model!.createdAt!.getTime()).to.equal(registered!.createdAt!.getTime());
       expect(model!.updatedAt!.getTime()).to.be.above(registered!.updatedAt!.getTime());
-      const { model: stored } = await call(t.client, P.getModel, { name: "minilm" });
+      const { model: stored } = await call(t.client, "getModel", { name: "minilm" });
       expect(stored).to.deep.equal(model);
     });
 
     it("is NOT_FOUND for an unknown name", async () => {
-      const err = await callError(t.client, P.updateModel, { name: "ghost", model: modelSpec({ name: "ghost" }) });
+      const err = await callError(t.client, "updateModel", { name: "ghost", model: modelSpec({ name: "ghost" }) });
       expect(err.code).to.equal(status.NOT_FOUND);
       expect(err.details).to.include("'ghost' is not registered");
     });
 
     it("refuses a spec whose name does not match the request's", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec() });
-      const err = await callError(t.client, P.updateModel, { name: "minilm", model: modelSpec({ name: "other" }) });
+      await call(t.client, "registerModel", { model: modelSpec() });
+      const err = await callError(t.client, "updateModel", { name: "minilm", model: modelSpec({ name: "other" }) });
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
       expect(err.details).to.include("does not match");
     });
 
     it("validates the new spec like RegisterModel and keeps the old one on refusal", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec() });
-      const err = await callError(t.client, P.updateModel, { name: "minilm", model: modelSpec({ dimensions: 0 }) });
+      await call(t.client, "registerModel", { model: modelSpec() });
+      const err = await callError(t.client, "updateModel", { name: "minilm", model: modelSpec({ dimensions: 0 }) });
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
-      const { model } = await call(t.client, P.getModel, { name: "minilm" });
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
       expect(model!.dimensions).to.equal(384);
     });
 
     it("never touches the install: the manifest still shows the revision on disk", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec() });
+      await call(t.client, "registerModel", { model: modelSpec() });
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
-      const { model } = await call(t.client, P.updateModel, { name: "minilm", model: modelSpec({ revision: "v2" }) });
+      const { model } = await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ revision: "v2" }) });
       expect(model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
       expect(model!.cacheDir).to.not.equal("");
-      const inspected = await call(t.client, P.inspectCache, { name: "minilm", deep: false });
+      const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: false });
       expect(inspected.manifest!.revision).to.equal("main");
     });
   });
 
   describe("UnregisterModel", () => {
     it("removes a registered model", async () => {
-      await call(t.client, P.registerModel, { model: modelSpec() });
-      expect(await call(t.client, P.unregisterModel, { name: "minilm", dropCache: false })).to.deep.equal({ removed: true });
-      const err = await callError(t.client, P.getModel, { name: "minilm" });
+      await call(t.client, "registerModel", { model: modelSpec() });
+      expect(await call(t.client, "unregisterModel", { name: "minilm", dropCache: false })).to.deep.equal({ removed: true });
+      const err = await callError(t.client, "getModel", { name: "minilm" });
       expect(err.code).to.equal(status.NOT_FOUND);
     });
 
     it("is NOT_FOUND for an unknown name", async () => {
-      const err = await callError(t.client, P.unregisterModel, { name: "ghost", dropCache: true });
+      const err = await callError(t.client, "unregisterModel", { name: "ghost", dropCache: true });
       expect(err.code).to.equal(status.NOT_FOUND);
     });
   });
 
   it("keeps every model across a server restart on the same data dir", async () => {
-    await call(t.client, P.registerModel, { model: modelSpec() });
-    await call(t.client, P.registerModel, { model: modelSpec({ name: "other", credentialAlias: "hf" }) });
-    const { models: before } = await call(t.client, P.listModels, {});
+    await call(t.client, "registerModel", { model: modelSpec() });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other", credentialAlias: "hf" }) });
+    const { models: before } = await call(t.client, "listModels", {});
     await t.restart();
-    const { models: after } = await call(t.client, P.listModels, {});
+    const { models: after } = await call(t.client, "listModels", {});
     expect(after).to.deep.equal(before);
   });
 });

@@ -5,6 +5,7 @@
 import { once } from "node:events";
 import { type ServerUnaryCall, type ServerWritableStream, type handleServerStreamingCall, type handleUnaryCall, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { ModelCacheError } from "../errors.js";
 import { toServiceError } from "./errors.js";
 
 export interface CallContext {
@@ -51,7 +52,9 @@ export function serverStream<Req, Res>(
         logCall(context, method, call.request, status.OK, started);
         call.end();
       } catch (err) {
-        const error = toServiceError(signal.aborted && !context.shutdown.aborted ? signal.reason : err);
+        // once the call's signal has fired, its reason (client gone, or the
+        // server shutting down) says better than the error it caused
+        const error = toServiceError(signal.aborted ? signal.reason : err);
         logCall(context, method, call.request, error.code, started, error.details);
         call.emit("error", error);
       }
@@ -62,7 +65,7 @@ export function serverStream<Req, Res>(
 /** Aborts when the client cancels the call or its deadline passes. */
 function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): AbortSignal {
   const controller = new AbortController();
-  call.once("cancelled", () => controller.abort(Object.assign(new Error("the client cancelled the call"), { name: "AbortError" })));
+  call.once("cancelled", () => controller.abort(new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed")));
   return controller.signal;
 }
 

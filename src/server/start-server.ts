@@ -85,7 +85,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       (closing ??= (async () => {
         health.setStatus("", "NOT_SERVING");
         health.setStatus(SERVICE_NAME, "NOT_SERVING");
-        shutdown.abort(Object.assign(new Error("the server is shutting down"), { name: "AbortError" }));
+        shutdown.abort(new ModelCacheError("unavailable", "the server is shutting down: pull again once it is back"));
         await new Promise<void>((done) => {
           const timer = setTimeout(() => {
             server.forceShutdown();

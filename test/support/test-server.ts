@@ -11,6 +11,7 @@ import {
   Engine,
   type ModelSpec,
   ModelCacheServiceClient,
+  type ModelCacheServiceService,
   type PullRequest,
   type PullResponse,
   PullPolicy,
@@ -78,17 +79,21 @@ export function modelSpec(overrides: Partial<ModelSpec> = {}): ModelSpec {
   };
 }
 
-type Unary<Req, Res> = (request: Req, metadata: Metadata, callback: (err: ServiceError | null, res: Res) => void) => unknown;
+type Methods = typeof ModelCacheServiceService;
+type UnaryName = { [K in keyof Methods]: Methods[K]["responseStream"] extends false ? K : never }[keyof Methods];
+type RequestOf<K extends UnaryName> = Parameters<Methods[K]["requestSerialize"]>[0];
+type ResponseOf<K extends UnaryName> = ReturnType<Methods[K]["responseDeserialize"]>;
 
-/** Calls a unary method of the client and resolves with its response. */
-export function call<Req, Res>(client: ModelCacheServiceClient, method: Unary<Req, Res>, request: Req, metadata = new Metadata()): Promise<Res> {
+/** Calls a unary method by name and resolves with its response. */
+export function call<K extends UnaryName>(client: ModelCacheServiceClient, method: K, request: RequestOf<K>, metadata = new Metadata()): Promise<ResponseOf<K>> {
+  const fn = client[method] as unknown as (req: RequestOf<K>, md: Metadata, cb: (err: ServiceError | null, res: ResponseOf<K>) => void) => unknown;
   return new Promise((resolve, reject) => {
-    method.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res)));
+    fn.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res)));
   });
 }
 
 /** Calls a unary method expecting it to fail, and resolves with the error. */
-export async function callError<Req, Res>(client: ModelCacheServiceClient, method: Unary<Req, Res>, request: Req, metadata = new Metadata()): Promise<ServiceError> {
+export async function callError<K extends UnaryName>(client: ModelCacheServiceClient, method: K, request: RequestOf<K>, metadata = new Metadata()): Promise<ServiceError> {
   try {
     await call(client, method, request, metadata);
   } catch (err) {

@@ -1,0 +1,185 @@
+import { appendFile, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
+import { snapshot } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+
+describe("InspectCache and DropCache", () => {
+  let t: TestServer;
+  let installDir: string;
+  beforeEach(async () => {
+    t = await startTestServer();
+    installDir = join(t.cacheRoot, "minilm");
+    await call(t.client, "registerModel", { model: modelSpec() });
+  });
+  afterEach(() => t.close());
+
+  const inspect = (deep = false) => call(t.client, "inspectCache", { name: "minilm", deep });
+  async function footprint(): Promise<number> {
+    let total = 0;
+    for (const path of Object.keys(await snapshot(installDir))) total += (await readFile(join(installDir, path))).length;
+    return total;
+  }
+
+  describe("InspectCache", () => {
+    it("is MISSING with a zero footprint before any pull", async () => {
+      const report = await inspect();
+      expect(report).to.include({ name: "minilm", status: CacheStatus.CACHE_STATUS_MISSING, footprintBytes: 0, detail: "", reason: UnhealthyReason.UNHEALTHY_REASON_UNSPECIFIED });
+      expect(report.manifest).to.equal(undefined);
+    });
+
+    it("is INSTALLED after a pull, with the manifest and a footprint that counts manifest.json", async () => {
+      const events = await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const report = await inspect(true);
+      expect(report.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(report.cacheDir).to.equal(installDir);
+      expect(report.manifest).to.deep.equal(events.at(-1)!.completed!.manifest);
+      const manifestBytes = (await readFile(join(installDir, "manifest.json"))).length;
+      expect(report.footprintBytes).to.equal(report.manifest!.totalSizeBytes + manifestBytes);
+      expect(report.footprintBytes).to.equal(await footprint());
+    });
+
+    it("is UNHEALTHY / MANIFEST_UNREADABLE when manifest.json is gone", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await rm(join(installDir, "manifest.json"));
+      const report = await inspect();
+      expect(report).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_MANIFEST_UNREADABLE });
+      expect(report.detail).to.include("manifest.json");
+      expect(report.footprintBytes).to.equal(await footprint());
+    });
+
+    it("is UNHEALTHY / MANIFEST_INVALID when manifest.json is corrupted", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await writeFile(join(installDir, "manifest.json"), '{"name": "minilm", "files": [');
+      const report = await inspect();
+      expect(report).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_MANIFEST_INVALID });
+      expect(report.detail).to.include("not valid JSON");
+      expect(report.manifest).to.equal(undefined);
+    });
+
+    it("is UNHEALTHY / MANIFEST_INVALID when manifest.json has the wrong schema, naming the field", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const manifest = JSON.parse(await readFile(join(installDir, "manifest.json"), "utf8"));
+      manifest.files[0].size_bytes = "big";
+      await writeFile(join(installDir, "manifest.json"), JSON.stringify(manifest));
+      const report = await inspect();
+      expect(report.reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_MANIFEST_INVALID);
+      expect(report.detail).to.include("files[0].size_bytes");
+    });
+
+    it("is UNHEALTHY / MANIFEST_INVALID when manifest.json lists a path outside the install", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const manifest = JSON.parse(await readFile(join(installDir, "manifest.json"), "utf8"));
+      manifest.files[0].path = "../../registry/LOCK";
+      await writeFile(join(installDir, "manifest.json"), JSON.stringify(manifest));
+      const report = await inspect(true);
+      expect(report.reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_MANIFEST_INVALID);
+      expect(report.detail).to.include("'..' part");
+    });
+
+    it("is UNHEALTHY / FILE_MISSING naming a deleted artifact", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await rm(join(installDir, "model.safetensors"));
+      const report = await inspect();
+      expect(report).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_FILE_MISSING });
+      expect(report.detail).to.include("model.safetensors");
+      expect(report.manifest!.files).to.have.length(4);
+    });
+
+    it("is UNHEALTHY / SIZE_MISMATCH naming a file whose size changed", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await appendFile(join(installDir, "tokenizer.json"), " ");
+      const report = await inspect();
+      expect(report.reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_SIZE_MISMATCH);
+      expect(report.detail).to.include("tokenizer.json");
+    });
+
+    it("finds a changed byte only with deep, as CHECKSUM_MISMATCH naming the file", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const path = join(installDir, "model.safetensors");
+      const bytes = await readFile(path);
+      bytes[bytes.length - 1] ^= 0xff;
+      await writeFile(path, bytes);
+      expect((await inspect(false)).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      const deep = await inspect(true);
+      expect(deep).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH });
+      expect(deep.detail).to.include("model.safetensors");
+    });
+
+    it("is NOT_FOUND for an unregistered name and INVALID_ARGUMENT for a bad one", async () => {
+      expect((await callError(t.client, "inspectCache", { name: "ghost", deep: false })).code).to.equal(status.NOT_FOUND);
+      expect((await callError(t.client, "inspectCache", { name: "a.b", deep: false })).code).to.equal(status.INVALID_ARGUMENT);
+    });
+  });
+
+  describe("DropCache", () => {
+    it("removes the artifacts, keeps the registration and reports the freed bytes", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const bytes = await footprint();
+      const dropped = await call(t.client, "dropCache", { name: "minilm" });
+      expect(dropped).to.deep.equal({ name: "minilm", removed: true, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes: bytes });
+      expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+      expect(await readdir(join(t.cacheRoot, ".purge"))).to.deep.equal([]);
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      expect(model).to.include({ status: ModelStatus.MODEL_STATUS_REGISTERED, cacheDir: "", cacheSizeBytes: 0 });
+      expect(model!.installedAt).to.equal(undefined);
+      expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+    });
+
+    it("returns removed false when there is nothing to drop", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await call(t.client, "dropCache", { name: "minilm" });
+      expect(await call(t.client, "dropCache", { name: "minilm" })).to.deep.equal({ name: "minilm", removed: false, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes: 0 });
+    });
+
+    it("is NOT_FOUND for an unregistered name", async () => {
+      const err = await callError(t.client, "dropCache", { name: "ghost" });
+      expect(err.code).to.equal(status.NOT_FOUND);
+      expect(err.details).to.equal("local AI model 'ghost' is not registered");
+    });
+
+    it("can be pulled again after a drop", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await call(t.client, "dropCache", { name: "minilm" });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect((await inspect(true)).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+  });
+
+  describe("UnregisterModel of an installed model", () => {
+    it("is refused without drop_cache, naming drop_cache, and keeps everything", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const before = await snapshot(installDir);
+      const err = await callError(t.client, "unregisterModel", { name: "minilm", dropCache: false });
+      expect(err.code).to.equal(status.FAILED_PRECONDITION);
+      expect(err.details).to.include("drop_cache");
+      expect(await snapshot(installDir)).to.deep.equal(before);
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    });
+
+    it("removes the artifacts and the registration with drop_cache", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect(await call(t.client, "unregisterModel", { name: "minilm", dropCache: true })).to.deep.equal({ removed: true });
+      expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+      expect((await callError(t.client, "getModel", { name: "minilm" })).code).to.equal(status.NOT_FOUND);
+    });
+
+    it("also counts artifacts found on disk that the registry does not know about", async () => {
+      await mkdir(installDir, { recursive: true });
+      await writeFile(join(installDir, "stray.bin"), "x");
+      const err = await callError(t.client, "unregisterModel", { name: "minilm", dropCache: false });
+      expect(err.code).to.equal(status.FAILED_PRECONDITION);
+    });
+  });
+
+  it("keeps an install and its registry entry across a server restart", async () => {
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const { model } = await call(t.client, "getModel", { name: "minilm" });
+    const report = await inspect(true);
+    await t.restart();
+    expect((await call(t.client, "getModel", { name: "minilm" })).model).to.deep.equal(model);
+    expect(await inspect(true)).to.deep.equal(report);
+  });
+});

@@ -1,0 +1,120 @@
+import { Metadata, credentials, loadPackageDefinition, status, type ServiceError } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { expect } from "chai";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+import { isCredentialKey } from "../src/grpc/reject-plaintext-credentials.js";
+import { type TestServer, call, callError, modelSpec, startTestServer } from "./support/test-server.js";
+
+describe("credential vault", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+  });
+  afterEach(() => t.close());
+
+  it("stores a secret and deletes it once: removed true, then false", async () => {
+    expect(await call(t.client, "putSecret", { alias: "hf_prod", value: "hf_XYZ" })).to.deep.equal({});
+    expect(await call(t.client, "deleteSecret", { alias: "hf_prod" })).to.deep.equal({ removed: true });
+    expect(await call(t.client, "deleteSecret", { alias: "hf_prod" })).to.deep.equal({ removed: false });
+  });
+
+  it("replaces a secret stored again under the same alias", async () => {
+    await call(t.client, "putSecret", { alias: "hf", value: "one" });
+    await call(t.client, "putSecret", { alias: "hf", value: "two" });
+    expect(await t.server.runtime.registry.secrets.get("hf")).to.equal("two");
+  });
+
+  it("refuses an empty value with INVALID_ARGUMENT naming value", async () => {
+    const err = await callError(t.client, "putSecret", { alias: "hf", value: "" });
+    expect(err.code).to.equal(status.INVALID_ARGUMENT);
+    expect(err.details).to.include("value");
+  });
+
+  for (const alias of ["", "hf.prod", "hf prod", "../x"]) {
+    it(`refuses the alias ${JSON.stringify(alias)} with INVALID_ARGUMENT naming alias, without echoing the value`, async () => {
+      const err = await callError(t.client, "putSecret", { alias, value: "top-secret-value" });
+      expect(err.code).to.equal(status.INVALID_ARGUMENT);
+      expect(err.details).to.include("alias");
+      expect(err.details).to.not.include("top-secret-value");
+      expect((await callError(t.client, "deleteSecret", { alias })).code).to.equal(status.INVALID_ARGUMENT);
+    });
+  }
+
+  it("never returns a secret: models that use an alias show only the alias", async () => {
+    await call(t.client, "putSecret", { alias: "hf", value: "hf_supersecret" });
+    await call(t.client, "registerModel", { model: modelSpec({ credentialAlias: "hf" }) });
+    const everything = JSON.stringify([await call(t.client, "listModels", {}), await call(t.client, "getModel", { name: "minilm" })]);
+    expect(everything).to.include('"credentialAlias":"hf"');
+    expect(everything).to.not.include("hf_supersecret");
+  });
+});
+
+describe("plaintext credentials in call metadata", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+  });
+  afterEach(() => t.close());
+
+  const refused = ["hf-token", "x-api-key", "api_key", "password", "X-Secret-Thing", "apikey", "my_auth_token", "x-hf-token-bin"];
+  const allowed = ["authorization", "x-request-id", "tokens", "keyring", "api-version"];
+
+  it("recognises credential-looking keys by their '-'/'_' parts", () => {
+    for (const key of refused) expect(isCredentialKey(key), key).to.equal(true);
+    for (const key of allowed) expect(isCredentialKey(key), key).to.equal(false);
+  });
+
+  for (const key of refused.filter((k) => !k.endsWith("-bin"))) {
+    it(`refuses a call carrying '${key}' with INVALID_ARGUMENT pointing at the vault`, async () => {
+      const metadata = new Metadata();
+      metadata.set(key, "plaintext-value");
+      const err = await callError(t.client, "listModels", {}, metadata);
+      expect(err.code).to.equal(status.INVALID_ARGUMENT);
+      expect(err.details).to.include("PutSecret").and.include("credential_alias");
+      expect(err.details).to.not.include("plaintext-value");
+    });
+  }
+
+  it("refuses a binary credential key too", async () => {
+    const metadata = new Metadata();
+    metadata.set("x-hf-token-bin", Buffer.from("plaintext"));
+    expect((await callError(t.client, "listModels", {}, metadata)).code).to.equal(status.INVALID_ARGUMENT);
+  });
+
+  it("refuses it on every RPC, before validating the request, and changes nothing", async () => {
+    const metadata = new Metadata();
+    metadata.set("x-api-key", "k");
+    const calls: Promise<ServiceError>[] = [
+      callError(t.client, "registerModel", { model: modelSpec() }, metadata),
+      callError(t.client, "updateModel", { name: "minilm", model: modelSpec() }, metadata),
+      callError(t.client, "getModel", { name: "not a name" }, metadata),
+      callError(t.client, "unregisterModel", { name: "minilm", dropCache: true }, metadata),
+      callError(t.client, "inspectCache", { name: "minilm", deep: false }, metadata),
+      callError(t.client, "dropCache", { name: "minilm" }, metadata),
+      callError(t.client, "putSecret", { alias: "hf", value: "v" }, metadata),
+      callError(t.client, "deleteSecret", { alias: "hf" }, metadata),
+    ];
+    for (const err of await Promise.all(calls)) expect(err.code).to.equal(status.INVALID_ARGUMENT);
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+    expect(await t.server.runtime.registry.secrets.get("hf")).to.equal(undefined);
+  });
+
+  it("lets authorization and ordinary metadata through", async () => {
+    const metadata = new Metadata();
+    metadata.set("authorization", "Bearer abc");
+    metadata.set("x-request-id", "42");
+    expect(await call(t.client, "listModels", {}, metadata)).to.deep.equal({ models: [] });
+  });
+
+  it("applies to the health service as well", async () => {
+    const health = loadPackageDefinition(loadSync(healthProtoPath)) as unknown as {
+      grpc: { health: { v1: { Health: new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => { check: Function; close(): void } } } };
+    };
+    const client = new health.grpc.health.v1.Health(t.server.address, credentials.createInsecure());
+    const metadata = new Metadata();
+    metadata.set("password", "p");
+    const code = await new Promise((resolve) => client.check({ service: "" }, metadata, (err: ServiceError | null) => resolve(err?.code)));
+    client.close();
+    expect(code).to.equal(status.INVALID_ARGUMENT);
+  });
+});
