@@ -42,6 +42,11 @@ export class KeyedLock {
     }
   }
 
+  /** How many callers hold or await the lock for `key`. */
+  users(key: string): number {
+    return this.mutexes.get(key)?.users ?? 0;
+  }
+
   /** Resolves once no key is held or awaited. */
   idle(): Promise<void> {
     if (this.mutexes.size === 0) return Promise.resolve();

@@ -1,0 +1,209 @@
+import { execFile, spawn } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
+import { status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { pino } from "pino";
+import { startServer } from "../src/server/start-server.js";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { makeSourceDir, snapshot } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, "..");
+const BUF = join(ROOT, "node_modules", ".bin", "buf");
+
+/** `buf curl` against the server, resolving the schema by reflection only. */
+async function bufCurl(address: string, ...args: string[]): Promise<string> {
+  const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args.slice(0, -1), `http://${address}${args.at(-1)}`], { cwd: tmpdir() });
+  return stdout;
+}
+
+describe("server", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+  });
+  afterEach(() => t.close());
+
+  describe("reflection, driven by buf curl with no proto files at hand", () => {
+    it("lists the services and every method", async () => {
+      const services = (await bufCurl(t.server.address, "--list-services", "")).trim().split("\n");
+      expect(services).to.include.members(["modelcache.v1.ModelCacheService", "grpc.health.v1.Health"]);
+      const methods = (await bufCurl(t.server.address, "--list-methods", "")).trim().split("\n");
+      for (const m of ["RegisterModel", "UpdateModel", "GetModel", "ListModels", "UnregisterModel", "Pull", "InspectCache", "DropCache", "PutSecret", "DeleteSecret"]) {
+        expect(methods).to.include(`modelcache.v1.ModelCacheService/${m}`);
+      }
+    });
+
+    it("registers, pulls (the stream), inspects and checks health", async () => {
+      const svc = "/modelcache.v1.ModelCacheService";
+      const registered = JSON.parse(
+        await bufCurl(t.server.address, "-d", JSON.stringify({ model: { name: "minilm", source: "org/minilm", revision: "main", task: "TASK_EMBEDDING", dimensions: 8 } }), `${svc}/RegisterModel`),
+      );
+      expect(registered.model).to.include({ name: "minilm", status: "MODEL_STATUS_REGISTERED", engine: "ENGINE_CANDLE" });
+      expect(registered.model.createdAt).to.match(/^\d{4}-\d\d-\d\dT/);
+
+      const stream = await bufCurl(t.server.address, "-d", JSON.stringify({ name: "minilm", fixture_dir: FIXTURE_DIR }), `${svc}/Pull`);
+      const events = stream
+        .split(/\n(?=\{)/)
+        .map((chunk) => JSON.parse(chunk))
+        .map((e: Record<string, unknown>) => Object.keys(e).find((k) => k !== "name"));
+      expect(events[0]).to.equal("started");
+      expect(events.at(-1)).to.equal("completed");
+      expect(events.filter((e) => e === "fileCompleted")).to.have.length(4);
+
+      const inspected = JSON.parse(await bufCurl(t.server.address, "-d", JSON.stringify({ name: "minilm", deep: true }), `${svc}/InspectCache`));
+      expect(inspected.status).to.equal("CACHE_STATUS_INSTALLED");
+      expect(inspected.manifest.files).to.have.length(4);
+      expect(inspected.manifest.installedAt).to.match(/^\d{4}-\d\d-\d\dT/);
+
+      for (const service of ["", "modelcache.v1.ModelCacheService"]) {
+        const health = JSON.parse(await bufCurl(t.server.address, "-d", JSON.stringify({ service }), "/grpc.health.v1.Health/Check"));
+        expect(health).to.deep.equal({ status: "SERVING" });
+      }
+    });
+  });
+
+  describe("shutdown", () => {
+    it("cancels a running pull cleanly: staging removed, previous install kept, registry closed and reopenable", async () => {
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const before = await snapshot(join(t.cacheRoot, "minilm"));
+      const source = await makeSourceDir({ "a.bin": Buffer.alloc(64 * 1024 * 1024, 3), "b.bin": "b" });
+      try {
+        let closing: Promise<void> | undefined;
+        const outcome = await pull(t.client, { name: "minilm", fixtureDir: source.dir }, {
+          onEvent: (event) => {
+            if (event.fileStarted) closing ??= t.server.close();
+          },
+        });
+        await closing;
+        expect(outcome.error?.code).to.equal(status.UNAVAILABLE);
+        expect(outcome.error?.details).to.include("shutting down");
+        expect(outcome.events.map(kindOf)).to.not.include("completed");
+        expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+        expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+        await t.restart();
+        expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      } finally {
+        await source.cleanup();
+      }
+    });
+
+    it("lets a unary call that is under way finish while it cancels the pull it waited for", async () => {
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const source = await makeSourceDir({ "a.bin": Buffer.alloc(64 * 1024 * 1024, 4) });
+      try {
+        let drop: ReturnType<typeof call<"dropCache">> | undefined;
+        const pulling = pull(t.client, { name: "minilm", fixtureDir: source.dir }, {
+          onEvent: (event) => {
+            if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "minilm" });
+          },
+        });
+        // the drop is under way once it waits for the pull's install lock
+        while (t.server.runtime.installs.users("minilm") < 2) await new Promise((r) => setTimeout(r, 5));
+        const closing = t.server.close();
+        expect((await pulling).error?.code).to.equal(status.UNAVAILABLE);
+        expect(await drop).to.include({ name: "minilm", removed: true });
+        await closing;
+        expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+      } finally {
+        await source.cleanup();
+      }
+    });
+  });
+
+  describe("startup", () => {
+    it("clears .staging and restores an install that a crash left parked in .purge", async () => {
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const before = await snapshot(join(t.cacheRoot, "minilm"));
+      await t.server.close();
+      // a crash between the two renames of a promotion: the old install is parked, the new one not yet in place
+      await rename(join(t.cacheRoot, "minilm"), join(t.cacheRoot, ".purge", "minilm.0123456789ab"));
+      await mkdir(join(t.cacheRoot, ".staging", "minilm.ba9876543210"), { recursive: true });
+      await writeFile(join(t.cacheRoot, ".staging", "minilm.ba9876543210", "half.bin"), "half");
+      await t.restart();
+      expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+      expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+      expect(await readdir(join(t.cacheRoot, ".purge"))).to.deep.equal([]);
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+
+    it("deletes a replaced install left in .purge when the model has its new install", async () => {
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await t.server.close();
+      await mkdir(join(t.cacheRoot, ".purge", "minilm.0123456789ab"), { recursive: true });
+      await writeFile(join(t.cacheRoot, ".purge", "minilm.0123456789ab", "old.bin"), "old");
+      await t.restart();
+      expect(await readdir(join(t.cacheRoot, ".purge"))).to.deep.equal([]);
+      expect(await readdir(join(t.cacheRoot, "minilm"))).to.not.include("old.bin");
+    });
+
+    it("refuses to start a second server on a data dir in use, saying so", async () => {
+      let error: Error | undefined;
+      try {
+        const second = await startServer({ listen: "127.0.0.1:0", dataDir: t.dataDir, logger: pino({ level: "silent" }) });
+        await second.close();
+      } catch (err) {
+        error = err as Error;
+      }
+      expect(error?.message).to.include("in use");
+      expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+    });
+
+    it("reports SERVING for the service and the server as a whole", async () => {
+      const out = await bufCurl(t.server.address, "-d", '{"service":"modelcache.v1.ModelCacheService"}', "/grpc.health.v1.Health/Check");
+      expect(JSON.parse(out)).to.deep.equal({ status: "SERVING" });
+    });
+  });
+});
+
+describe("modelcache serve (the command)", () => {
+  let dataDir: string;
+  beforeEach(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "modelcache-cli-"));
+  });
+  afterEach(() => rm(dataDir, { recursive: true, force: true }));
+
+  it("takes settings from flags and MODELCACHE_* variables (the flag wins) and stops cleanly on SIGTERM", async () => {
+    const cacheDir = join(dataDir, "flag-cache");
+    const child = spawn(process.execPath, [join(ROOT, "bin", "modelcache.js"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--cache-dir", cacheDir], {
+      env: { ...process.env, MODELCACHE_FIXTURE_DIR: FIXTURE_DIR, MODELCACHE_CACHE_DIR: join(dataDir, "env-cache") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const lines: Record<string, unknown>[] = [];
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    const serving = new Promise<string>((resolve, reject) => {
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        lines.push(entry);
+        if (entry.msg === "modelcache is serving") resolve(entry.address as string);
+      });
+      void exited.then(() => reject(new Error("the server exited before serving")));
+    });
+    try {
+      const address = await serving;
+      const { ModelCacheServiceClient } = await import("../generated/modelcache/v1/model_cache.js");
+      const { credentials } = await import("@grpc/grpc-js");
+      const client = new ModelCacheServiceClient(address, credentials.createInsecure());
+      await call(client, "registerModel", { model: modelSpec() });
+      const events = await pullOk(client, { name: "minilm" });
+      expect(events.at(-1)!.completed!.cacheDir).to.equal(join(cacheDir, "minilm"));
+      expect((await call(client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+      client.close();
+      child.kill("SIGTERM");
+      expect(await exited).to.equal(0);
+      expect(lines.map((l) => l.msg)).to.include("modelcache stopped");
+      expect(lines.some((l) => l.method === "Pull" && l.code === "OK" && l.model === "minilm")).to.equal(true);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+});
