@@ -106,7 +106,7 @@ describe("server", () => {
           },
         });
         // the drop is under way once it waits for the pull's install lock
-        while (t.server.runtime.installs.users("minilm") < 2) await new Promise((r) => setTimeout(r, 5));
+        while (t.server.runtime.locks.users("minilm") < 2) await new Promise((r) => setTimeout(r, 5));
         const closing = t.server.close();
         expect((await pulling).error?.code).to.equal(status.UNAVAILABLE);
         expect(await drop).to.include({ name: "minilm", removed: true });

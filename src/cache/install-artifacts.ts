@@ -1,11 +1,15 @@
 // Installs a source's files the way containerd commits content: everything
-// is written into a private staging dir, hashed in the same pass and synced;
-// the manifest goes last; then one rename makes the new install visible and
-// the old one is parked in .purge/ and deleted. Any failure before that
-// rename removes the staging dir and leaves the previous install untouched.
+// is written into a private staging dir, hashed in the same streaming pass
+// and synced; the manifest goes last; then one rename makes the new install
+// visible and the old one is parked in .purge/ and deleted. Any failure
+// before that rename removes the staging dir and leaves the previous
+// install untouched. Several files are in flight at once; memory per file
+// is a few chunks, whatever its size.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
 import { syncDirectory, writeFileDurably } from "./durable.js";
@@ -14,10 +18,12 @@ import type { Manifest, ManifestFile } from "./manifest.js";
 import { serializeManifest } from "./manifest.js";
 import { parkInstall } from "./park-install.js";
 
-export type FileEvent =
-  | { type: "file_started"; path: string; index: number; sizeBytes: number }
-  | { type: "file_progress"; path: string; bytesDone: number; sizeBytes: number; totalBytesDone: number; totalBytes: number }
-  | { type: "file_completed"; path: string; sha256: string; sizeBytes: number };
+/** Told about each file as the install goes; calls come in path order for fileStarted. */
+export interface InstallObserver {
+  fileStarted(file: SourceFile, index: number): void;
+  bytesWritten(file: SourceFile, bytes: number): void;
+  fileCompleted(file: SourceFile, sha256: string): void;
+}
 
 export interface InstallArtifactsOptions {
   layout: CacheLayout;
@@ -26,33 +32,53 @@ export interface InstallArtifactsOptions {
   /** what the manifest says about the model besides its files */
   model: Pick<Manifest, "source" | "revision" | "task" | "engine" | "dimensions">;
   signal: AbortSignal;
-  /** the least time between two file_progress events */
-  progressIntervalMs: number;
+  observer: InstallObserver;
+  /** files copied at once */
+  concurrency: number;
 }
 
-/** Yields per-file events while installing; returns the manifest once the install is promoted. */
-export async function* installArtifacts(options: InstallArtifactsOptions): AsyncGenerator<FileEvent, Manifest> {
-  const { layout, name, source, signal } = options;
+/** Installs the source's files and returns the manifest once the install is promoted. */
+export async function installArtifacts(options: InstallArtifactsOptions): Promise<Manifest> {
+  const { layout, name, source, observer } = options;
+  // the first file to fail stops the others
+  const stop = new AbortController();
+  const signal = AbortSignal.any([options.signal, stop.signal]);
   const staging = join(layout.staging, `${name}.${randomBytes(6).toString("hex")}`);
   await mkdir(staging, { recursive: true }).catch((err: unknown) => {
     throw filesystemError("create the staging dir", staging, err);
   });
   let promoted = false;
   try {
-    const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
-    const progress = { totalBytes, totalBytesDone: 0, lastAt: 0, intervalMs: options.progressIntervalMs };
     const directories = new Set<string>([staging]);
-    const files: ManifestFile[] = [];
-    for (const [index, file] of source.files.entries()) {
-      signal.throwIfAborted();
-      yield { type: "file_started", path: file.path, index, sizeBytes: file.sizeBytes };
-      const target = join(staging, file.path);
-      directories.add(dirname(target));
-      const sha256 = yield* copyAndHash(source, file, target, progress, signal);
-      files.push({ path: file.path, sha256, sizeBytes: file.sizeBytes });
-      yield { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes };
+    const digests: string[] = new Array(source.files.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < source.files.length) {
+        signal.throwIfAborted();
+        const index = next++;
+        const file = source.files[index]!;
+        observer.fileStarted(file, index);
+        const target = join(staging, file.path);
+        directories.add(dirname(target));
+        try {
+          digests[index] = await copyAndHash(source, file, target, observer, signal);
+        } catch (err) {
+          stop.abort(err);
+          throw err;
+        }
+        observer.fileCompleted(file, digests[index]!);
+      }
+    };
+    const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency, source.files.length)) }, worker);
+    // every worker settles before the staging dir can be removed
+    const settled = await Promise.allSettled(workers);
+    if (settled.some((r) => r.status === "rejected")) {
+      throw options.signal.aborted ? options.signal.reason : stop.signal.reason;
     }
-    const manifest: Manifest = { name, ...options.model, installedAtMs: Date.now(), totalSizeBytes: totalBytes, files };
+
+    const files: ManifestFile[] = source.files.map((f, i) => ({ path: f.path, sha256: digests[i]!, sizeBytes: f.sizeBytes }));
+    const totalSizeBytes = files.reduce((sum, f) => sum + f.sizeBytes, 0);
+    const manifest: Manifest = { name, ...options.model, installedAtMs: Date.now(), totalSizeBytes, files };
     const manifestPath = join(staging, MANIFEST_FILE);
     await writeFileDurably(manifestPath, serializeManifest(manifest)).catch((err: unknown) => {
       throw filesystemError("write", manifestPath, err);
@@ -67,48 +93,28 @@ export async function* installArtifacts(options: InstallArtifactsOptions): Async
   }
 }
 
-async function* copyAndHash(
-  source: ArtifactSource,
-  file: SourceFile,
-  target: string,
-  progress: { totalBytes: number; totalBytesDone: number; lastAt: number; intervalMs: number },
-  signal: AbortSignal,
-): AsyncGenerator<FileEvent, string> {
+/** Streams one file into `target`, hashing what is written; returns its sha256 once the file is synced and closed. */
+async function copyAndHash(source: ArtifactSource, file: SourceFile, target: string, observer: InstallObserver, signal: AbortSignal): Promise<string> {
   await mkdir(dirname(target), { recursive: true }).catch((err: unknown) => {
     throw filesystemError("create a directory in", dirname(target), err);
   });
-  const handle = await open(target, "wx", 0o644).catch((err: unknown) => {
-    throw filesystemError("create", target, err);
-  });
   const hash = createHash("sha256");
-  let bytesDone = 0;
-  try {
-    for await (const chunk of source.read(file, signal)) {
-      hash.update(chunk);
-      await writeAll(handle, chunk).catch((err: unknown) => {
-        throw filesystemError("write", target, err);
-      });
-      bytesDone += chunk.length;
-      progress.totalBytesDone += chunk.length;
-      const now = Date.now();
-      if (bytesDone < file.sizeBytes && now - progress.lastAt >= progress.intervalMs) {
-        progress.lastAt = now;
-        yield { type: "file_progress", path: file.path, bytesDone, sizeBytes: file.sizeBytes, totalBytesDone: progress.totalBytesDone, totalBytes: progress.totalBytes };
+  await pipeline(
+    source.read(file, signal),
+    async function* (chunks: AsyncIterable<Buffer>) {
+      for await (const chunk of chunks) {
+        hash.update(chunk);
+        observer.bytesWritten(file, chunk.length);
+        yield chunk;
       }
-    }
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+    },
+    // flush: the file is fsynced before the stream closes
+    createWriteStream(target, { flags: "wx", mode: 0o644, flush: true, highWaterMark: 1024 * 1024 }),
+    { signal },
+  ).catch((err: unknown) => {
+    throw filesystemError("write", target, err);
+  });
   return hash.digest("hex");
-}
-
-async function writeAll(handle: import("node:fs/promises").FileHandle, chunk: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < chunk.length) {
-    const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
-    offset += bytesWritten;
-  }
 }
 
 /** Swaps the staging dir in: the old install is parked, the new one renamed into place, the old one deleted. */

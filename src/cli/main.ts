@@ -24,12 +24,20 @@ program
   .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) lives", DEFAULT_DATA_DIR))
   .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
   .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
+  .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2"))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
-  .action(async (options: { listen: string; dataDir: string; cacheDir?: string; fixtureDir?: string; logLevel: "info" }) => {
+  .action(async (options: { listen: string; dataDir: string; cacheDir?: string; fixtureDir?: string; maxConcurrentPulls: string; logLevel: "info" }) => {
     const logger = createLogger(options.logLevel);
     let server;
     try {
-      server = await startServer({ listen: options.listen, dataDir: options.dataDir, cacheDir: options.cacheDir, fixtureDir: options.fixtureDir, logger });
+      server = await startServer({
+        listen: options.listen,
+        dataDir: options.dataDir,
+        cacheDir: options.cacheDir,
+        fixtureDir: options.fixtureDir,
+        maxConcurrentPulls: Number(options.maxConcurrentPulls),
+        logger,
+      });
     } catch (err) {
       logger.fatal(err instanceof ModelCacheError ? err.message : { err }, "modelcache could not start");
       process.exit(1);

@@ -45,7 +45,7 @@ const TASKS = { embedding: Task.TASK_EMBEDDING } as const;
 const ENGINES = { candle: Engine.ENGINE_CANDLE } as const;
 const PULL_POLICIES = { never: PullPolicy.PULL_POLICY_NEVER, if_missing: PullPolicy.PULL_POLICY_IF_MISSING, always: PullPolicy.PULL_POLICY_ALWAYS } as const;
 const TRUST_POLICIES = { disabled: TrustPolicy.TRUST_POLICY_DISABLED, allow_remote_code: TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE } as const;
-const MODEL_STATUSES = { registered: ModelStatus.MODEL_STATUS_REGISTERED, installed: ModelStatus.MODEL_STATUS_INSTALLED } as const;
+const MODEL_STATUSES = { registered: ModelStatus.MODEL_STATUS_REGISTERED, installed: ModelStatus.MODEL_STATUS_INSTALLED, unhealthy: ModelStatus.MODEL_STATUS_UNHEALTHY } as const;
 
 export function modelToProto(record: ModelRecord): Model {
   return {
@@ -105,6 +105,8 @@ export function reportToProto(name: string, report: InstallReport): InspectCache
 
 export function pullEventToProto(name: string, event: PullEvent): PullResponse {
   switch (event.type) {
+    case "queued":
+      return { name, queued: { position: event.position, running: event.running } };
     case "started":
       return { name, started: { source: event.source, fileCount: event.fileCount, totalBytes: event.totalBytes } };
     case "file_started":

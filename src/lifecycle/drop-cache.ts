@@ -6,7 +6,7 @@ import type { Runtime } from "../runtime.js";
 
 export async function dropCache(runtime: Runtime, name: string, signal: AbortSignal): Promise<{ removed: boolean; freedBytes: number }> {
   await getModel(runtime.registry, name);
-  return runtime.installs.run(name, signal, async () => {
+  return runtime.locks.run(name, signal, async () => {
     const result = await removeInstall(runtime.layout, name);
     await recordNoInstall(runtime.registry, name);
     return result;

@@ -8,12 +8,12 @@ import type { Runtime } from "../runtime.js";
 
 export async function unregisterModel(runtime: Runtime, name: string, dropCache: boolean, signal: AbortSignal): Promise<boolean> {
   await getModel(runtime.registry, name);
-  return runtime.installs.run(name, signal, async () => {
+  return runtime.locks.run(name, signal, async () => {
     const record = await runtime.registry.models.get(name);
     if (record === undefined) throw notRegistered(name);
     const cacheDir = runtime.layout.modelDir(name);
     const onDisk = (await lstat(cacheDir).catch(() => undefined)) !== undefined;
-    if ((onDisk || record.status === "installed") && !dropCache) {
+    if ((onDisk || record.status !== "registered") && !dropCache) {
       throw new ModelCacheError(
         "failed_precondition",
         `local AI model '${name}' is installed at '${cacheDir}': set drop_cache to true to remove its artifacts with it, or call DropCache first`,

@@ -1,12 +1,10 @@
 // Pull: install a registered model's artifacts from its source, streaming
 // events. Checks run in the contract's order: name, registration,
 // credential alias, source; the first failure ends the pull.
-import { installArtifacts } from "../cache/install-artifacts.js";
 import { ModelCacheError } from "../errors.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import { checkName } from "../registry/names.js";
-import { recordInstall } from "../registry/record-install.js";
 import { readSecret } from "../registry/secrets.js";
 import type { Runtime } from "../runtime.js";
 import type { ArtifactSource } from "../sources/artifact-source.js";
@@ -20,31 +18,27 @@ export interface PullModelRequest {
   /** "" to use the model's own alias */
   credentialAlias: string;
   force: boolean;
+  detach: boolean;
 }
 
+/**
+ * The events of the model's pull job: a new one, or the one already running,
+ * which this call attaches to (a source given with it is then not read).
+ */
 export async function* pullModel(runtime: Runtime, request: PullModelRequest, signal: AbortSignal): AsyncGenerator<PullEvent> {
   const model = await getModel(runtime.registry, request.name);
   await resolveCredential(runtime, model, request.credentialAlias);
-  const source = await openSource(runtime, request);
-
-  const release = await runtime.installs.acquire(model.name, signal);
-  try {
-    const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
-    yield { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
-    const manifest = yield* installArtifacts({
-      layout: runtime.layout,
-      name: model.name,
-      source,
-      model: { source: model.source, revision: model.revision, task: model.task, engine: model.engine, dimensions: model.dimensions },
-      signal,
-      progressIntervalMs: runtime.progressIntervalMs,
-    });
-    const cacheDir = runtime.layout.modelDir(model.name);
-    await recordInstall(runtime.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes });
-    yield { type: "completed", cacheDir, manifest };
-  } finally {
-    release();
+  let job = runtime.pulls.find(model.name);
+  if (!job) {
+    const source = await openSource(runtime, request);
+    job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source);
+  } else if (request.force) {
+    throw new ModelCacheError(
+      "aborted",
+      `a pull of model '${model.name}' is already ${job.state} (from ${job.source.description}); force cannot restart it: attach without force, or wait for it to end`,
+    );
   }
+  yield* job.attach(request.detach, signal);
 }
 
 /** The secret a pull would authenticate with, if the pull names an alias (its own, else the model's). */

@@ -6,7 +6,7 @@ export type Task = "embedding";
 export type Engine = "candle";
 export type PullPolicy = "never" | "if_missing" | "always";
 export type TrustPolicy = "disabled" | "allow_remote_code";
-export type ModelStatus = "registered" | "installed";
+export type ModelStatus = "registered" | "installed" | "unhealthy";
 
 /** A caller's spec, as decoded from the wire: enums not yet checked. */
 export interface ModelSpecInput {
@@ -48,6 +48,6 @@ export interface ModelRecord extends ModelSpec {
   status: ModelStatus;
   createdAtMs: number;
   updatedAtMs: number;
-  /** present only while installed */
+  /** present while installed (or installed but unhealthy) */
   install?: InstallRecord;
 }

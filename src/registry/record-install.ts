@@ -8,6 +8,15 @@ export function recordInstall(registry: Registry, name: string, install: Install
   return rewrite(registry, name, (record) => ({ ...record, status: "installed", install }));
 }
 
+/** The install on disk is not healthy: keep where it is, stop vouching for it. */
+export function recordUnhealthyInstall(registry: Registry, name: string, cacheDir: string): Promise<ModelRecord> {
+  return rewrite(registry, name, (record) => ({
+    ...record,
+    status: "unhealthy",
+    install: { cacheDir, installedAtMs: record.install?.installedAtMs ?? 0, sizeBytes: record.install?.sizeBytes ?? 0 },
+  }));
+}
+
 export function recordNoInstall(registry: Registry, name: string): Promise<ModelRecord> {
   return rewrite(registry, name, ({ install: _dropped, ...record }) => ({ ...record, status: "registered" }));
 }

@@ -1,7 +1,7 @@
 // Wires a running server: the registry, cache recovery, ModelCacheService,
 // health and reflection, and a graceful shutdown that stops accepting calls,
-// lets unary calls finish, cancels pulls (their staging dirs are removed)
-// and closes LevelDB last.
+// lets unary calls finish, cancels pull jobs (their staging dirs are
+// removed) and closes LevelDB last.
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
@@ -9,7 +9,10 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { CacheLayout } from "../cache/layout.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
-import { KeyedLock } from "../concurrency/keyed-lock.js";
+import { ModelLocks } from "../cache/model-lock.js";
+import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
+import { PullJobs } from "../pull/pull-jobs.js";
+import { PullQueue } from "../pull/pull-queue.js";
 import { ModelCacheError } from "../errors.js";
 import { modelCacheService } from "../grpc/model-cache-service.js";
 import { rejectPlaintextCredentials } from "../grpc/reject-plaintext-credentials.js";
@@ -30,6 +33,10 @@ export interface ServerOptions {
   fixtureDir?: string;
   /** default 100 ms, about ten file_progress events a second */
   progressIntervalMs?: number;
+  /** pulls running at once; more wait in a queue (default 2) */
+  maxConcurrentPulls?: number;
+  /** files of one pull copied at once (default 4) */
+  fileConcurrency?: number;
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
@@ -50,16 +57,32 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const registry = await openRegistry(dataDir);
   try {
     const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
-    const recovery = await recoverCacheRoot(layout);
-    if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length > 0) {
+    const locks = new ModelLocks(layout);
+    const recovery = await recoverCacheRoot(layout, locks);
+    if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length + recovery.skipped.length > 0) {
       logger.warn({ ...recovery }, "cleaned up after an unfinished run");
+    }
+    const reconciliation = await reconcileRegistry({ registry, layout }, AbortSignal.timeout(60_000));
+    if (reconciliation.missing.length + reconciliation.unhealthy.length + reconciliation.recovered.length > 0) {
+      logger.warn({ ...reconciliation }, "the registry did not match the cache: corrected from the disk");
+    }
+    const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
+    if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
+      throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
     }
     const runtime: Runtime = {
       registry,
       layout,
-      installs: new KeyedLock(),
+      locks,
+      pulls: new PullJobs({
+        registry,
+        layout,
+        locks,
+        queue: new PullQueue(maxConcurrentPulls),
+        progressIntervalMs: options.progressIntervalMs ?? 100,
+        fileConcurrency: options.fileConcurrency ?? 4,
+      }),
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
-      progressIntervalMs: options.progressIntervalMs ?? 100,
     };
 
     const shutdown = new AbortController();
@@ -78,14 +101,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const address = `${host}:${port}`;
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
-    logger.info({ address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir }, "modelcache is serving");
+    logger.info({ address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, maxConcurrentPulls }, "modelcache is serving");
 
     let closing: Promise<void> | undefined;
     const close = () =>
       (closing ??= (async () => {
         health.setStatus("", "NOT_SERVING");
         health.setStatus(SERVICE_NAME, "NOT_SERVING");
-        shutdown.abort(new ModelCacheError("unavailable", "the server is shutting down: pull again once it is back"));
+        const reason = new ModelCacheError("unavailable", "the server is shutting down: pull again once it is back");
+        const pullsEnded = runtime.pulls.abortAll(reason);
+        shutdown.abort(reason);
         await new Promise<void>((done) => {
           const timer = setTimeout(() => {
             server.forceShutdown();
@@ -96,7 +121,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
             done();
           });
         });
-        await runtime.installs.idle();
+        await pullsEnded;
+        await runtime.locks.idle();
         await registry.close();
         logger.info("modelcache stopped");
       })());

@@ -113,7 +113,7 @@ export function pull(
   request: Partial<PullRequest> & { name: string },
   options: { metadata?: Metadata; onEvent?: (event: PullResponse, stream: ClientReadableStream<PullResponse>) => void } = {},
 ): Promise<PullOutcome> {
-  const stream = client.pull({ fixtureDir: "", credentialAlias: "", force: false, ...request }, options.metadata ?? new Metadata());
+  const stream = client.pull({ fixtureDir: "", credentialAlias: "", force: false, detach: false, ...request }, options.metadata ?? new Metadata());
   const events: PullResponse[] = [];
   return new Promise((resolve) => {
     stream.on("data", (event: PullResponse) => {

@@ -175,6 +175,11 @@ export enum ModelStatus {
   MODEL_STATUS_UNSPECIFIED = 0,
   MODEL_STATUS_REGISTERED = 1,
   MODEL_STATUS_INSTALLED = 2,
+  /**
+   * MODEL_STATUS_UNHEALTHY - the registry says installed, but the install on disk is not healthy
+   * (found at startup; InspectCache says why); pull again or drop it
+   */
+  MODEL_STATUS_UNHEALTHY = 3,
 }
 
 export function modelStatusFromJSON(object: any): ModelStatus {
@@ -188,6 +193,9 @@ export function modelStatusFromJSON(object: any): ModelStatus {
     case 2:
     case "MODEL_STATUS_INSTALLED":
       return ModelStatus.MODEL_STATUS_INSTALLED;
+    case 3:
+    case "MODEL_STATUS_UNHEALTHY":
+      return ModelStatus.MODEL_STATUS_UNHEALTHY;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum ModelStatus");
   }
@@ -201,6 +209,8 @@ export function modelStatusToJSON(object: ModelStatus): string {
       return "MODEL_STATUS_REGISTERED";
     case ModelStatus.MODEL_STATUS_INSTALLED:
       return "MODEL_STATUS_INSTALLED";
+    case ModelStatus.MODEL_STATUS_UNHEALTHY:
+      return "MODEL_STATUS_UNHEALTHY";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum ModelStatus");
   }
@@ -441,6 +451,8 @@ export interface PullRequest {
   credentialAlias: string;
   /** re-read and re-hash every file, reusing nothing from the current install */
   force: boolean;
+  /** keep the pull running when every client has gone; a later Pull attaches to it */
+  detach: boolean;
 }
 
 /** PullResponse is one event of a pull. */
@@ -451,6 +463,18 @@ export interface PullResponse {
   fileProgress?: FileProgress | undefined;
   fileCompleted?: FileCompleted | undefined;
   completed?: PullCompleted | undefined;
+  queued?: PullQueued | undefined;
+}
+
+/**
+ * PullQueued says the pull waits for a free slot (--max-concurrent-pulls);
+ * it comes before started, again whenever the position changes.
+ */
+export interface PullQueued {
+  /** 1 for the next pull to start */
+  position: number;
+  /** how many pulls are running */
+  running: number;
 }
 
 /** PullStarted opens the stream. */
@@ -2166,7 +2190,7 @@ export const Manifest: MessageFns<Manifest> = {
 };
 
 function createBasePullRequest(): PullRequest {
-  return { name: "", fixtureDir: "", credentialAlias: "", force: false };
+  return { name: "", fixtureDir: "", credentialAlias: "", force: false, detach: false };
 }
 
 export const PullRequest: MessageFns<PullRequest> = {
@@ -2182,6 +2206,9 @@ export const PullRequest: MessageFns<PullRequest> = {
     }
     if (message.force !== false) {
       writer.uint32(32).bool(message.force);
+    }
+    if (message.detach !== false) {
+      writer.uint32(40).bool(message.detach);
     }
     return writer;
   },
@@ -2231,6 +2258,14 @@ export const PullRequest: MessageFns<PullRequest> = {
             message.force = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.detach = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2257,6 +2292,7 @@ export const PullRequest: MessageFns<PullRequest> = {
         ? globalThis.String(object.credential_alias)
         : "",
       force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+      detach: isSet(object.detach) ? globalThis.Boolean(object.detach) : false,
     };
   },
 
@@ -2274,6 +2310,9 @@ export const PullRequest: MessageFns<PullRequest> = {
     if (message.force !== false) {
       obj.force = message.force;
     }
+    if (message.detach !== false) {
+      obj.detach = message.detach;
+    }
     return obj;
   },
 
@@ -2286,6 +2325,7 @@ export const PullRequest: MessageFns<PullRequest> = {
     message.fixtureDir = object.fixtureDir ?? "";
     message.credentialAlias = object.credentialAlias ?? "";
     message.force = object.force ?? false;
+    message.detach = object.detach ?? false;
     return message;
   },
 };
@@ -2298,6 +2338,7 @@ function createBasePullResponse(): PullResponse {
     fileProgress: undefined,
     fileCompleted: undefined,
     completed: undefined,
+    queued: undefined,
   };
 }
 
@@ -2320,6 +2361,9 @@ export const PullResponse: MessageFns<PullResponse> = {
     }
     if (message.completed !== undefined) {
       PullCompleted.encode(message.completed, writer.uint32(50).fork()).join();
+    }
+    if (message.queued !== undefined) {
+      PullQueued.encode(message.queued, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -2385,6 +2429,14 @@ export const PullResponse: MessageFns<PullResponse> = {
             message.completed = PullCompleted.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.queued = PullQueued.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2417,6 +2469,7 @@ export const PullResponse: MessageFns<PullResponse> = {
         ? FileCompleted.fromJSON(object.file_completed)
         : undefined,
       completed: isSet(object.completed) ? PullCompleted.fromJSON(object.completed) : undefined,
+      queued: isSet(object.queued) ? PullQueued.fromJSON(object.queued) : undefined,
     };
   },
 
@@ -2439,6 +2492,9 @@ export const PullResponse: MessageFns<PullResponse> = {
     }
     if (message.completed !== undefined) {
       obj.completed = PullCompleted.toJSON(message.completed);
+    }
+    if (message.queued !== undefined) {
+      obj.queued = PullQueued.toJSON(message.queued);
     }
     return obj;
   },
@@ -2464,6 +2520,94 @@ export const PullResponse: MessageFns<PullResponse> = {
     message.completed = (object.completed !== undefined && object.completed !== null)
       ? PullCompleted.fromPartial(object.completed)
       : undefined;
+    message.queued = (object.queued !== undefined && object.queued !== null)
+      ? PullQueued.fromPartial(object.queued)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePullQueued(): PullQueued {
+  return { position: 0, running: 0 };
+}
+
+export const PullQueued: MessageFns<PullQueued> = {
+  encode(message: PullQueued, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.position !== 0) {
+      writer.uint32(8).uint32(message.position);
+    }
+    if (message.running !== 0) {
+      writer.uint32(16).uint32(message.running);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullQueued {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullQueued();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.position = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.running = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullQueued {
+    return {
+      position: isSet(object.position) ? globalThis.Number(object.position) : 0,
+      running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+    };
+  },
+
+  toJSON(message: PullQueued): unknown {
+    const obj: any = {};
+    if (message.position !== 0) {
+      obj.position = Math.round(message.position);
+    }
+    if (message.running !== 0) {
+      obj.running = Math.round(message.running);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PullQueued>, I>>(base?: I): PullQueued {
+    return PullQueued.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PullQueued>, I>>(object: I): PullQueued {
+    const message = createBasePullQueued();
+    message.position = object.position ?? 0;
+    message.running = object.running ?? 0;
     return message;
   },
 };

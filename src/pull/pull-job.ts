@@ -1,0 +1,218 @@
+// A PullJob is one model's pull, shared by every client that asks for it.
+// It runs on its own (queue slot, model lock, install, registry stamp) and
+// fans its events out to subscriptions; a client that attaches late first
+// gets a replay (started, the files so far, the latest progress), then the
+// live events and the same result. When the last client leaves, the job is
+// cancelled unless a client asked for it to be detached.
+import type { InstallObserver } from "../cache/install-artifacts.js";
+import { installArtifacts } from "../cache/install-artifacts.js";
+import type { CacheLayout } from "../cache/layout.js";
+import type { ModelLocks } from "../cache/model-lock.js";
+import { ModelCacheError } from "../errors.js";
+import type { ModelRecord } from "../registry/model-record.js";
+import type { Registry } from "../registry/open-registry.js";
+import { recordInstall } from "../registry/record-install.js";
+import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
+import type { PullEvent } from "./pull-event.js";
+import type { PullQueue } from "./pull-queue.js";
+import { Subscription } from "./subscription.js";
+
+export interface PullJobSettings {
+  registry: Registry;
+  layout: CacheLayout;
+  locks: ModelLocks;
+  queue: PullQueue;
+  /** the least time between two file_progress events of one pull */
+  progressIntervalMs: number;
+  /** files copied at once */
+  fileConcurrency: number;
+}
+
+type Event<T extends PullEvent["type"]> = Extract<PullEvent, { type: T }>;
+
+interface FileState {
+  started: Event<"file_started">;
+  bytesDone: number;
+  completed?: Event<"file_completed">;
+}
+
+export class PullJob implements InstallObserver {
+  readonly done: Promise<void>;
+  private readonly controller = new AbortController();
+  private readonly subscribers = new Set<Subscription>();
+  private detached = false;
+  private queued: Event<"queued"> | undefined;
+  private started: Event<"started"> | undefined;
+  private readonly files = new Map<string, FileState>();
+  private totalBytesDone = 0;
+  private outcome: { completed: Event<"completed"> } | { error: unknown } | undefined;
+  private readonly pendingProgress = new Set<string>();
+  private progressTimer: NodeJS.Timeout | undefined;
+  private lastProgressAt = 0;
+
+  constructor(
+    private readonly settings: PullJobSettings,
+    readonly model: ModelRecord,
+    readonly source: ArtifactSource,
+  ) {
+    this.done = this.run();
+  }
+
+  get state(): "queued" | "running" | "finished" {
+    return this.outcome ? "finished" : this.started ? "running" : "queued";
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  /** The job's events for one client, from a replay of what happened so far to the end. */
+  attach(detach: boolean, signal: AbortSignal): AsyncGenerator<PullEvent> {
+    if (detach) this.detached = true;
+    const subscription = new Subscription();
+    this.replayTo(subscription);
+    if (this.outcome) {
+      subscription.end("error" in this.outcome ? this.outcome.error : undefined);
+    } else {
+      this.subscribers.add(subscription);
+    }
+    const leave = () => {
+      this.subscribers.delete(subscription);
+      if (this.subscribers.size === 0 && !this.detached && !this.outcome) {
+        this.abort(new ModelCacheError("cancelled", `every client of the pull of model '${this.model.name}' has gone`));
+      }
+    };
+    return (async function* () {
+      try {
+        yield* subscription.events(signal);
+      } finally {
+        leave();
+      }
+    })();
+  }
+
+  abort(reason: unknown): void {
+    this.controller.abort(reason);
+  }
+
+  fileStarted(file: SourceFile, index: number): void {
+    const started: Event<"file_started"> = { type: "file_started", path: file.path, index, sizeBytes: file.sizeBytes };
+    this.files.set(file.path, { started, bytesDone: 0 });
+    this.broadcast(started);
+  }
+
+  bytesWritten(file: SourceFile, bytes: number): void {
+    this.files.get(file.path)!.bytesDone += bytes;
+    this.totalBytesDone += bytes;
+    this.pendingProgress.add(file.path);
+    this.scheduleProgress();
+  }
+
+  fileCompleted(file: SourceFile, sha256: string): void {
+    const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes };
+    this.files.get(file.path)!.completed = completed;
+    this.pendingProgress.delete(file.path);
+    this.broadcast(completed);
+  }
+
+  private async run(): Promise<void> {
+    const { settings, model, source } = this;
+    const signal = this.controller.signal;
+    try {
+      const leaveQueue = await settings.queue.admit(signal, (position, running) => {
+        this.queued = { type: "queued", position, running };
+        this.broadcast(this.queued);
+      });
+      try {
+        const release = await settings.locks.acquire(model.name, signal);
+        try {
+          const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
+          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
+          this.broadcast(this.started);
+          const manifest = await installArtifacts({
+            layout: settings.layout,
+            name: model.name,
+            source,
+            model: { source: model.source, revision: model.revision, task: model.task, engine: model.engine, dimensions: model.dimensions },
+            signal,
+            observer: this,
+            concurrency: settings.fileConcurrency,
+          });
+          const cacheDir = settings.layout.modelDir(model.name);
+          await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes });
+          this.finish({ completed: { type: "completed", cacheDir, manifest } });
+        } finally {
+          await release();
+        }
+      } finally {
+        leaveQueue();
+      }
+    } catch (err) {
+      this.finish({ error: signal.aborted ? signal.reason : err });
+    }
+  }
+
+  private finish(outcome: NonNullable<PullJob["outcome"]>): void {
+    clearTimeout(this.progressTimer);
+    this.pendingProgress.clear();
+    this.outcome = outcome;
+    for (const subscription of this.subscribers) {
+      if ("completed" in outcome) {
+        subscription.push(outcome.completed);
+        subscription.end();
+      } else {
+        subscription.end(outcome.error);
+      }
+    }
+  }
+
+  private replayTo(subscription: Subscription): void {
+    if (!this.started) {
+      if (this.queued) subscription.push(this.queued);
+      return;
+    }
+    subscription.push(this.started);
+    for (const file of this.files.values()) {
+      subscription.push(file.started);
+      if (file.completed) subscription.push(file.completed);
+      else if (file.bytesDone > 0) subscription.push(this.progressOf(file));
+    }
+    if (this.outcome && "completed" in this.outcome) subscription.push(this.outcome.completed);
+  }
+
+  private broadcast(event: PullEvent): void {
+    for (const subscription of this.subscribers) subscription.push(event);
+  }
+
+  private progressOf(file: FileState): Event<"file_progress"> {
+    return {
+      type: "file_progress",
+      path: file.started.path,
+      bytesDone: file.bytesDone,
+      sizeBytes: file.started.sizeBytes,
+      totalBytesDone: this.totalBytesDone,
+      totalBytes: this.started?.totalBytes ?? 0,
+    };
+  }
+
+  /** At most one file_progress per interval, taking the files in flight in turn. */
+  private scheduleProgress(): void {
+    if (this.progressTimer) return;
+    const wait = this.lastProgressAt + this.settings.progressIntervalMs - Date.now();
+    if (wait <= 0) this.emitProgress();
+    else this.progressTimer = setTimeout(() => this.emitProgress(), wait);
+  }
+
+  private emitProgress(): void {
+    this.progressTimer = undefined;
+    const [path] = this.pendingProgress;
+    if (path === undefined || this.outcome) return;
+    this.pendingProgress.delete(path);
+    const file = this.files.get(path)!;
+    if (file.bytesDone < file.started.sizeBytes) {
+      this.lastProgressAt = Date.now();
+      this.broadcast(this.progressOf(file));
+    }
+    if (this.pendingProgress.size > 0) this.scheduleProgress();
+  }
+}

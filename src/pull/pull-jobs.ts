@@ -1,0 +1,34 @@
+// The table of pull jobs, one per model at most.
+import type { ModelRecord } from "../registry/model-record.js";
+import type { ArtifactSource } from "../sources/artifact-source.js";
+import { PullJob, type PullJobSettings } from "./pull-job.js";
+
+export class PullJobs {
+  private readonly jobs = new Map<string, PullJob>();
+
+  constructor(private readonly settings: PullJobSettings) {}
+
+  find(name: string): PullJob | undefined {
+    return this.jobs.get(name);
+  }
+
+  start(model: ModelRecord, source: ArtifactSource): PullJob {
+    const job = new PullJob(this.settings, model, source);
+    this.jobs.set(model.name, job);
+    void job.done.finally(() => {
+      if (this.jobs.get(model.name) === job) this.jobs.delete(model.name);
+    });
+    return job;
+  }
+
+  count(state: PullJob["state"]): number {
+    return [...this.jobs.values()].filter((job) => job.state === state).length;
+  }
+
+  /** Cancels every job and resolves once each has cleaned up. */
+  async abortAll(reason: unknown): Promise<void> {
+    const jobs = [...this.jobs.values()];
+    for (const job of jobs) job.abort(reason);
+    await Promise.all(jobs.map((job) => job.done));
+  }
+}
