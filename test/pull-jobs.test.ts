@@ -1,0 +1,285 @@
+import { spawn } from "node:child_process";
+import { readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { Metadata, credentials, status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { pino } from "pino";
+import { startServer } from "../src/server/start-server.js";
+import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
+import { makeSourceDir, snapshot } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const BIG = 64 * 1024 * 1024;
+
+describe("pull jobs", () => {
+  let t: TestServer;
+  const cleanups: (() => Promise<void>)[] = [];
+  beforeEach(async () => {
+    t = await startTestServer();
+    await call(t.client, "registerModel", { model: modelSpec() });
+  });
+  afterEach(async () => {
+    await t.close();
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  async function bigSource(extra: Record<string, string> = {}): Promise<string> {
+    const made = await makeSourceDir({ "a.bin": Buffer.alloc(BIG, 5), "b.json": "{}", ...extra });
+    cleanups.push(made.cleanup);
+    return made.dir;
+  }
+  const completedOf = (events: PullResponse[]) => events.at(-1)?.completed;
+
+  it("attaches a second Pull to the running job: started again with its totals, then the same result", async () => {
+    const dir = await bigSource();
+    let second: ReturnType<typeof pull> | undefined;
+    const first = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        // the second client names no source at all: it joins the job instead of starting one
+        if (event.fileStarted) second ??= pull(t.client, { name: "minilm" });
+      },
+    });
+    const [a, b] = [await first, await second!];
+    expect(a.error).to.equal(undefined);
+    expect(b.error).to.equal(undefined);
+    expect(b.events[0]!.started).to.deep.equal(a.events[0]!.started);
+    expect(completedOf(b.events)).to.deep.equal(completedOf(a.events));
+    for (const path of ["a.bin", "b.json"]) {
+      const kinds = b.events.filter((e) => (e.fileStarted ?? e.fileProgress ?? e.fileCompleted)?.path === path).map(kindOf);
+      expect(kinds[0], path).to.equal("fileStarted");
+      expect(kinds.at(-1), path).to.equal("fileCompleted");
+    }
+  });
+
+  it("refuses force on a running job with ABORTED naming it, and the job goes on", async () => {
+    const dir = await bigSource();
+    let forced: Promise<Awaited<ReturnType<typeof pull>>> | undefined;
+    const first = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        if (event.fileStarted) forced ??= pull(t.client, { name: "minilm", force: true });
+      },
+    });
+    expect(completedOf((await first).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    const refused = await forced!;
+    expect(refused.error?.code).to.equal(status.ABORTED);
+    expect(refused.error?.details).to.include("already").and.include(`dir:${dir}`);
+  });
+
+  it("queues pulls beyond --max-concurrent-pulls, telling them their place, and runs them in order", async () => {
+    await t.restart({ maxConcurrentPulls: 1 });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "second" }) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "third" }) });
+    const dir = await bigSource();
+    const later: ReturnType<typeof pull>[] = [];
+    const first = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        if (event.fileStarted && later.length === 0) {
+          later.push(
+            pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR }, {
+              onEvent: (e) => {
+                if (e.queued && later.length === 1) later.push(pull(t.client, { name: "third", fixtureDir: FIXTURE_DIR }));
+              },
+            }),
+          );
+        }
+      },
+    });
+    await first;
+    const second = await later[0]!;
+    const third = await later[1]!;
+    expect(second!.events[0]!.queued).to.deep.equal({ position: 1, running: 1 });
+    expect(third!.events[0]!.queued!.position).to.equal(2);
+    for (const outcome of [second!, third!]) {
+      const kinds = outcome.events.map(kindOf);
+      expect(kinds.indexOf("queued")).to.be.below(kinds.indexOf("started"));
+      expect(completedOf(outcome.events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    }
+    expect(third!.events.filter((e) => e.queued).map((e) => e.queued!.position)).to.deep.equal([2, 1]);
+  });
+
+  it("cancels the job when its last client cancels: staging removed, previous install kept", async () => {
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const before = await snapshot(join(t.cacheRoot, "minilm"));
+    const dir = await bigSource();
+    const outcome = await pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event, stream) => {
+        if (event.fileProgress) stream.cancel();
+      },
+    });
+    expect(outcome.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    expect(t.server.runtime.pulls.find("minilm")).to.equal(undefined);
+    expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+    expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+  });
+
+  it("keeps the job running while one of two clients cancels", async () => {
+    const dir = await bigSource();
+    let second: ReturnType<typeof pull> | undefined;
+    const first = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event, stream) => {
+        if (event.fileStarted && !second) {
+          second = pull(t.client, { name: "minilm" }, { onEvent: (e) => e.started && stream.cancel() });
+        }
+      },
+    });
+    expect((await first).error?.code).to.equal(status.CANCELLED);
+    expect(completedOf((await second!).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("keeps a detached job running with no client, and a later Pull attaches to it", async () => {
+    await t.restart({ progressIntervalMs: 0 });
+    const dir = await bigSource();
+    const first = await pull(t.client, { name: "minilm", fixtureDir: dir, detach: true }, {
+      onEvent: (event, stream) => {
+        if (event.fileStarted) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    const job = t.server.runtime.pulls.find("minilm");
+    expect(job, "the job outlives its only client").to.not.equal(undefined);
+    const later = await pull(t.client, { name: "minilm" });
+    expect(later.events[0]!.started!.source).to.equal(`dir:${dir}`);
+    expect(completedOf(later.events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    await job!.done;
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("makes DropCache wait for a running pull instead of interleaving", async () => {
+    const dir = await bigSource();
+    const order: string[] = [];
+    let drop: Promise<unknown> | undefined;
+    const pulling = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "minilm" }).then((r) => order.push("dropped") && r);
+        if (event.completed) order.push("installed");
+      },
+    });
+    expect((await pulling).error).to.equal(undefined);
+    expect(await drop).to.include({ removed: true });
+    expect(order).to.deep.equal(["installed", "dropped"]);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+  });
+
+  it("gives up waiting for a running pull when the DropCache deadline passes", async () => {
+    const dir = await bigSource();
+    let drop: Promise<unknown> | undefined;
+    const pulling = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        if (event.fileStarted) {
+          drop ??= new Promise((resolve) => t.client.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 1 }, (err) => resolve(err?.code)));
+        }
+      },
+    });
+    expect((await pulling).error).to.equal(undefined);
+    expect(await drop).to.equal(status.DEADLINE_EXCEEDED);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+});
+
+describe("the registry checked against the disk at startup", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+    await call(t.client, "registerModel", { model: modelSpec() });
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    await t.server.close();
+  });
+  afterEach(() => t.close());
+
+  it("reports a model whose install vanished as REGISTERED", async () => {
+    await rm(join(t.cacheRoot, "minilm"), { recursive: true });
+    await t.restart();
+    const { model } = await call(t.client, "getModel", { name: "minilm" });
+    expect(model).to.include({ status: ModelStatus.MODEL_STATUS_REGISTERED, cacheDir: "", cacheSizeBytes: 0 });
+  });
+
+  it("reports a model whose install is unhealthy as UNHEALTHY until it is pulled again", async () => {
+    await writeFile(join(t.cacheRoot, "minilm", "manifest.json"), "{");
+    await t.restart();
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+    expect((await callError(t.client, "unregisterModel", { name: "minilm", dropCache: false })).code).to.equal(status.FAILED_PRECONDITION);
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+  });
+});
+
+describe("crash safety", () => {
+  it("after SIGKILL in the middle of a pull, a restart shows the old install whole and .staging clean", async () => {
+    const t = await startTestServer();
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(BIG, 6), "b.bin": Buffer.alloc(BIG, 7), "c.json": "{}" });
+    try {
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const before = await snapshot(join(t.cacheRoot, "minilm"));
+      await t.server.close();
+
+      const child = spawn(process.execPath, [join(import.meta.dirname, "..", "bin", "modelcache.js"), "serve", "--listen", "127.0.0.1:0", "--data-dir", t.dataDir], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const exited = new Promise((resolve) => child.on("exit", resolve));
+      try {
+        const address = await new Promise<string>((resolve, reject) => {
+          createInterface({ input: child.stdout! }).on("line", (line) => {
+            const entry = JSON.parse(line) as { msg?: string; address?: string };
+            if (entry.msg === "modelcache is serving") resolve(entry.address!);
+          });
+          void exited.then(() => reject(new Error("the server exited early")));
+        });
+        const client = new ModelCacheServiceClient(address, credentials.createInsecure());
+        const outcome = await pull(client, { name: "minilm", fixtureDir: source.dir }, {
+          onEvent: (event) => {
+            if (event.fileProgress) child.kill("SIGKILL");
+          },
+        });
+        client.close();
+        expect(outcome.error?.code).to.equal(status.UNAVAILABLE);
+      } finally {
+        child.kill("SIGKILL");
+        await exited;
+      }
+      expect((await readdir(join(t.cacheRoot, ".staging"))).length, "the crash left work in .staging").to.be.above(0);
+
+      await t.restart();
+      expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+      expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
+      const report = await call(t.client, "inspectCache", { name: "minilm", deep: true });
+      expect(report.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    } finally {
+      await source.cleanup();
+      await t.close();
+    }
+  });
+});
+
+describe("two servers sharing one cache root", () => {
+  it("never interleave changes to one model: the second pull waits for the first", async () => {
+    const a = await startTestServer();
+    const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, logger: pino({ level: "silent" }) });
+    const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(BIG, 8) });
+    try {
+      for (const client of [a.client, bClient]) await call(client, "registerModel", { model: modelSpec() });
+      let second: ReturnType<typeof pull> | undefined;
+      const first = pull(a.client, { name: "minilm", fixtureDir: source.dir }, {
+        onEvent: (event) => {
+          if (event.fileStarted) second ??= pull(bClient, { name: "minilm", fixtureDir: FIXTURE_DIR });
+        },
+      });
+      const [one, two] = [await first, await second!];
+      expect(one.error).to.equal(undefined);
+      expect(two.error).to.equal(undefined);
+      // b's pull, which waited for a's, is the one on disk
+      const manifest = JSON.parse(await readFile(join(a.cacheRoot, "minilm", "manifest.json"), "utf8"));
+      expect(manifest.files).to.have.length(4);
+      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      bClient.close();
+      await b.close();
+      await source.cleanup();
+      await a.close();
+    }
+  });
+});
