@@ -93,7 +93,7 @@ describe("Pull", () => {
 
   it("sends throttled file_progress events whose counters grow to the file's size", async () => {
     await t.restart({ progressIntervalMs: 0 });
-    const big = Buffer.alloc(5 * 1024 * 1024 + 17, 7);
+    const big = Buffer.alloc(13 * 1024 * 1024 + 17, 7);
     const dir = await source({ "big.bin": big, "small.json": "{}" });
     const events = await pullOk(t.client, { name: "minilm", fixtureDir: dir });
     const progress = events.filter((e) => e.fileProgress).map((e) => e.fileProgress!);

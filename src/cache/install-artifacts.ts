@@ -14,6 +14,7 @@ import { filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
 import { syncDirectory, writeFileDurably } from "./durable.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
+import type { FileCopier } from "./file-copier.js";
 import type { Manifest, ManifestFile } from "./manifest.js";
 import { serializeManifest } from "./manifest.js";
 import { parkInstall } from "./park-install.js";
@@ -35,6 +36,8 @@ export interface InstallArtifactsOptions {
   observer: InstallObserver;
   /** files copied at once */
   concurrency: number;
+  /** copies files that are on the local disk on worker threads; without it, everything is streamed here */
+  copier?: FileCopier;
 }
 
 /** Installs the source's files and returns the manifest once the install is promoted. */
@@ -61,7 +64,10 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         const target = join(staging, file.path);
         directories.add(dirname(target));
         try {
-          digests[index] = await copyAndHash(source, file, target, observer, signal);
+          const local = options.copier && source.localPath?.(file);
+          digests[index] = local
+            ? await mkdir(dirname(target), { recursive: true }).then(() => options.copier!.copy(local, target, file.sizeBytes, signal, (n) => observer.bytesWritten(file, n)))
+            : await copyAndHash(source, file, target, observer, signal);
         } catch (err) {
           stop.abort(err);
           throw err;

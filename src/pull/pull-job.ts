@@ -6,6 +6,7 @@
 // cancelled unless a client asked for it to be detached.
 import type { InstallObserver } from "../cache/install-artifacts.js";
 import { installArtifacts } from "../cache/install-artifacts.js";
+import type { FileCopier } from "../cache/file-copier.js";
 import type { CacheLayout } from "../cache/layout.js";
 import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
@@ -26,6 +27,7 @@ export interface PullJobSettings {
   progressIntervalMs: number;
   /** files copied at once */
   fileConcurrency: number;
+  copier?: FileCopier;
 }
 
 type Event<T extends PullEvent["type"]> = Extract<PullEvent, { type: T }>;
@@ -102,7 +104,9 @@ export class PullJob implements InstallObserver {
   }
 
   bytesWritten(file: SourceFile, bytes: number): void {
-    this.files.get(file.path)!.bytesDone += bytes;
+    const state = this.files.get(file.path)!;
+    if (state.completed) return;
+    state.bytesDone += bytes;
     this.totalBytesDone += bytes;
     this.pendingProgress.add(file.path);
     this.scheduleProgress();
@@ -137,6 +141,7 @@ export class PullJob implements InstallObserver {
             signal,
             observer: this,
             concurrency: settings.fileConcurrency,
+            copier: settings.copier,
           });
           const cacheDir = settings.layout.modelDir(model.name);
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes });

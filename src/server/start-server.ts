@@ -9,6 +9,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { CacheLayout } from "../cache/layout.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
+import { FileCopier } from "../cache/file-copier.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { PullJobs } from "../pull/pull-jobs.js";
@@ -70,6 +71,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
       throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
     }
+    const copier = new FileCopier();
     const runtime: Runtime = {
       registry,
       layout,
@@ -81,6 +83,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         queue: new PullQueue(maxConcurrentPulls),
         progressIntervalMs: options.progressIntervalMs ?? 100,
         fileConcurrency: options.fileConcurrency ?? 4,
+        copier,
       }),
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
     };
@@ -123,6 +126,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         });
         await pullsEnded;
         await runtime.locks.idle();
+        await copier.close();
         await registry.close();
         logger.info("modelcache stopped");
       })());

@@ -14,4 +14,6 @@ export interface ArtifactSource {
   readonly files: readonly SourceFile[];
   /** the bytes of one listed file; fails if they are not exactly `sizeBytes` long */
   read(file: SourceFile, signal: AbortSignal): AsyncIterable<Buffer>;
+  /** where the file is on the local disk, when it is, so the installer may copy it itself */
+  localPath?(file: SourceFile): string;
 }

@@ -27,6 +27,7 @@ export async function openDirectorySource(dir: string, field: string): Promise<A
     description: `dir:${root}`,
     files,
     read: (file, signal) => readExactly(join(root, file.path), file, signal),
+    localPath: (file) => join(root, file.path),
   };
 }
 

@@ -1,0 +1,169 @@
+// What every benchmark needs: a modelcache server in a child process (so its
+// memory can be read apart from the load generator's), clients, generated
+// fixtures, and the shell baseline.
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { promisify } from "node:util";
+import { Metadata, credentials } from "@grpc/grpc-js";
+import { Engine, ModelCacheServiceClient, type PullResponse, PullPolicy, Task, TrustPolicy } from "../generated/modelcache/v1/model_cache.js";
+
+const run = promisify(execFile);
+export const MiB = 1024 * 1024;
+const ROOT = join(import.meta.dirname, "..");
+
+export interface Result {
+  name: string;
+  subject_seconds: number;
+  baseline_seconds: number;
+  /** subject / baseline, lower is better (for inspect: subject RPS / baseline RPS) */
+  ratio: number;
+  peak_rss_bytes?: number;
+  /** rows of the printed table */
+  table: Record<string, string | number>[];
+  [extra: string]: unknown;
+}
+
+export interface BenchServer {
+  address: string;
+  pid: number;
+  client(): ModelCacheServiceClient;
+  peakRssBytes(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+/** Starts `modelcache serve` on a fresh data dir and waits until it serves. */
+export async function startBenchServer(workDir: string, extraArgs: string[] = []): Promise<BenchServer> {
+  const port = await freePort();
+  const dataDir = await mkdtemp(join(workDir, "data-"));
+  const child = spawn(process.execPath, [join(ROOT, "bin", "modelcache.js"), "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "warn", ...extraArgs], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const address = `127.0.0.1:${port}`;
+  const clients: ModelCacheServiceClient[] = [];
+  const probe = new ModelCacheServiceClient(address, credentials.createInsecure());
+  await new Promise<void>((resolve, reject) => probe.waitForReady(Date.now() + 30_000, (err) => (err ? reject(err) : resolve())));
+  clients.push(probe);
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  return {
+    address,
+    pid: child.pid!,
+    client() {
+      const client = new ModelCacheServiceClient(address, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
+      clients.push(client);
+      return client;
+    },
+    async peakRssBytes() {
+      const status = await readFile(`/proc/${child.pid}/status`, "utf8");
+      const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+      return kb * 1024;
+    },
+    async stop() {
+      for (const client of clients) client.close();
+      child.kill("SIGTERM");
+      await exited;
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function unary<Req, Res>(client: ModelCacheServiceClient, method: (req: Req, md: Metadata, cb: (err: Error | null, res: Res) => void) => unknown, request: Req): Promise<Res> {
+  return new Promise((resolve, reject) => method.call(client, request, new Metadata(), (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+export async function register(client: ModelCacheServiceClient, name: string): Promise<void> {
+  await unary(client, client.registerModel, {
+    model: {
+      name,
+      source: "bench/model",
+      revision: "main",
+      task: Task.TASK_EMBEDDING,
+      dimensions: 384,
+      engine: Engine.ENGINE_CANDLE,
+      pullPolicy: PullPolicy.PULL_POLICY_UNSPECIFIED,
+      trustPolicy: TrustPolicy.TRUST_POLICY_UNSPECIFIED,
+      acknowledgeRemoteCodeRisk: false,
+      credentialAlias: "",
+    },
+  });
+}
+
+/** Pulls to the end; `onEvent` may pause the stream to play a slow reader. Resolves with the number of events read. */
+export function pullAll(client: ModelCacheServiceClient, name: string, fixtureDir: string, onEvent?: (event: PullResponse, pause: (ms: number) => void) => void): Promise<number> {
+  const stream = client.pull({ name, fixtureDir, credentialAlias: "", force: false, detach: false });
+  let count = 0;
+  return new Promise((resolve, reject) => {
+    stream.on("data", (event: PullResponse) => {
+      count += 1;
+      onEvent?.(event, (ms) => {
+        stream.pause();
+        setTimeout(() => stream.resume(), ms);
+      });
+    });
+    stream.on("error", reject);
+    stream.on("end", () => resolve(count));
+  });
+}
+
+/** Writes a model directory: `shards` files of `shardBytes` each plus a few small JSON files. */
+export async function makeFixture(dir: string, shards: number, shardBytes: number): Promise<void> {
+  await mkdir(join(dir, "1_Pooling"), { recursive: true });
+  const block = randomBytes(MiB);
+  for (let i = 0; i < shards; i++) {
+    const out = createWriteStream(join(dir, `model-${String(i + 1).padStart(5, "0")}-of-${String(shards).padStart(5, "0")}.safetensors`));
+    for (let written = 0; written < shardBytes; written += MiB) {
+      // vary each block so no two MiB are alike
+      block.writeUInt32LE(i * 1_000_003 + written / MiB, 0);
+      if (!out.write(Buffer.from(block.subarray(0, Math.min(MiB, shardBytes - written))))) await new Promise<void>((r) => out.once("drain", () => r()));
+    }
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  }
+  const small: Record<string, unknown> = {
+    "config.json": { model_type: "bert", hidden_size: 384 },
+    "tokenizer.json": { model: { type: "WordPiece", vocab: Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`tok${i}`, i])) } },
+    "tokenizer_config.json": { do_lower_case: true },
+    "1_Pooling/config.json": { pooling_mode_mean_tokens: true },
+  };
+  for (const [path, json] of Object.entries(small)) {
+    await mkdir(dirname(join(dir, path)), { recursive: true });
+    await writeFile(join(dir, path), JSON.stringify(json));
+  }
+}
+
+/** The shell baseline: `cp -r` of the source, then `openssl dgst -sha256` of every copied file. */
+export async function shellCopyAndHash(source: string, target: string): Promise<number> {
+  await rm(target, { recursive: true, force: true });
+  const started = performance.now();
+  await run("bash", ["-c", `cp -r "$1" "$2" && find "$2" -type f -exec openssl dgst -sha256 {} + > /dev/null`, "baseline", source, target]);
+  const seconds = (performance.now() - started) / 1000;
+  await rm(target, { recursive: true, force: true });
+  return seconds;
+}
+
+/** Reads every file once so that subject and baseline both start from a warm page cache. */
+export async function warm(dir: string): Promise<void> {
+  await run("bash", ["-c", `find "$1" -type f -exec cat {} + > /dev/null`, "warm", dir]);
+}
+
+export async function workDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), "modelcache-bench-"));
+}
+
+export function seconds(since: number): number {
+  return (performance.now() - since) / 1000;
+}

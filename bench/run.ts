@@ -1,0 +1,53 @@
+// npm run bench [-- names... --pull-mib N ...]: runs the benchmarks, prints
+// a table for each and writes bench/results/<name>.json.
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Command } from "commander";
+import { benchBigfile } from "./bigfile.js";
+import { benchFanout } from "./fanout.js";
+import { type Result, workDir } from "./harness.js";
+import { benchInspect } from "./inspect.js";
+import { benchPull } from "./pull.js";
+
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect"];
+
+const program = new Command("bench")
+  .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
+  .option("--pull-mib <n>", "size of the pull fixture", "1024")
+  .option("--shards <n>", "large files in the pull fixture", "4")
+  .option("--repeat <n>", "runs of pull/repull and the baseline; the best counts", "2")
+  .option("--fanout-mib <n>", "size of the fanout fixture", "512")
+  .option("--fanout-clients <n>", "clients attached to the fanout pull", "16")
+  .option("--bigfile-mib <n>", "size of the bigfile", "2048")
+  .option("--inspect-seconds <n>", "measuring time per level and handler", "3")
+  .option("--inspect-levels <list>", "concurrent clients, comma-separated", "1,16,64")
+  .parse();
+
+const options = program.opts<Record<string, string>>();
+const names = program.args.length > 0 ? program.args : ALL;
+for (const name of names) if (!ALL.includes(name)) program.error(`unknown benchmark '${name}': choose from ${ALL.join(", ")}`);
+
+const resultsDir = join(import.meta.dirname, "results");
+await mkdir(resultsDir, { recursive: true });
+const dir = await workDir();
+const report = async (result: Result) => {
+  console.log(`\n## ${result.name}`);
+  console.table(result.table);
+  console.log(`ratio ${result.ratio.toFixed(2)}${result.peak_rss_bytes ? `, server peak RSS ${(result.peak_rss_bytes / 1e6).toFixed(0)} MB` : ""}`);
+  const { table: _table, ...json } = result;
+  await writeFile(join(resultsDir, `${result.name}.json`), `${JSON.stringify({ ...json, measured_at: new Date().toISOString() }, null, 2)}\n`);
+};
+try {
+  if (names.includes("pull") || names.includes("repull")) {
+    const { pull, repull } = await benchPull({ workDir: dir, totalMiB: Number(options.pullMib), shards: Number(options.shards), repeat: Number(options.repeat) });
+    if (names.includes("pull")) await report(pull);
+    if (names.includes("repull")) await report(repull);
+  }
+  if (names.includes("fanout")) await report(await benchFanout({ workDir: dir, totalMiB: Number(options.fanoutMib), clients: Number(options.fanoutClients) }));
+  if (names.includes("bigfile")) await report(await benchBigfile({ workDir: dir, sizeMiB: Number(options.bigfileMib) }));
+  if (names.includes("inspect")) {
+    await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));
+  }
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}

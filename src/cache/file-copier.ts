@@ -1,0 +1,61 @@
+// Copies local files into staging on worker threads (piscina), one per
+// core, so that copying and hashing several files use every core while the
+// main thread keeps serving gRPC. Cancelling a copy ends it at once: the
+// worker running it is terminated, and the caller removes the staging dir.
+import { availableParallelism } from "node:os";
+import { MessageChannel } from "node:worker_threads";
+import { Piscina } from "piscina";
+import { ModelCacheError, filesystemError } from "../errors.js";
+import type { CopyOutcome, CopyTask } from "./copy-file-worker.js";
+
+export class FileCopier {
+  private readonly pool: Piscina<CopyTask, CopyOutcome>;
+
+  constructor(threads = Math.max(1, Math.min(4, availableParallelism()))) {
+    this.pool = new Piscina({
+      filename: new URL("./copy-file-worker.ts", import.meta.url).href,
+      // the worker is TypeScript, like the rest: tsx loads it there too
+      execArgv: ["--import", "tsx"],
+      minThreads: 0,
+      maxThreads: threads,
+      idleTimeout: 30_000,
+    });
+  }
+
+  /** Copies `from` to `to` (which must not exist), reporting bytes as they are written; returns the sha256 of what was written. */
+  async copy(from: string, to: string, sizeBytes: number, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<string> {
+    const { port1, port2 } = new MessageChannel();
+    let delivered = 0;
+    let finished = false;
+    port1.on("message", (bytes: number) => {
+      if (finished) return;
+      delivered += bytes;
+      onBytes(bytes);
+    });
+    try {
+      const outcome = await this.pool.run({ from, to, sizeBytes, progress: port2 }, { transferList: [port2], signal }).catch((err: unknown) => {
+        throw signal.aborted ? signal.reason : err;
+      });
+      if ("sha256" in outcome) {
+        // progress still in flight on the port is settled here, before the caller hears the file is done
+        finished = true;
+        if (delivered < sizeBytes) onBytes(sizeBytes - delivered);
+        return outcome.sha256;
+      }
+      if ("changed" in outcome) {
+        throw new ModelCacheError(
+          "aborted",
+          `source file '${from}' changed while it was being read (listed with ${sizeBytes} bytes, read ${outcome.changed}); pull again once it is stable`,
+        );
+      }
+      throw filesystemError(outcome.path === from ? "read the source file" : "write", outcome.path, Object.assign(new Error(outcome.failed), { code: outcome.code }));
+    } finally {
+      finished = true;
+      port1.close();
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.destroy();
+  }
+}
