@@ -2,7 +2,9 @@
 // core, so that copying and hashing several files use every core while the
 // main thread keeps serving gRPC. Cancelling a copy ends it at once: the
 // worker running it is terminated, and the caller removes the staging dir.
+import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
+import { pathToFileURL } from "node:url";
 import { MessageChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
 import { ModelCacheError, filesystemError } from "../errors.js";
@@ -15,7 +17,7 @@ export class FileCopier {
     this.pool = new Piscina({
       filename: new URL("./copy-file-worker.ts", import.meta.url).href,
       // the worker is TypeScript, like the rest: tsx loads it there too
-      execArgv: ["--import", "tsx"],
+      execArgv: ["--import", pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href],
       minThreads: 0,
       maxThreads: threads,
       idleTimeout: 30_000,

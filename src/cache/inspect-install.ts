@@ -1,13 +1,15 @@
 // What is on disk for a model, derived from the disk alone: missing,
 // installed (manifest parses, every file present with its size, and with
-// `deep` its sha256), or unhealthy with the first problem found.
-import { lstat, readFile } from "node:fs/promises";
+// `deep` its sha256), or unhealthy with the first problem found. The
+// shallow checks are a few synchronous stat calls; only `deep` reads data.
+import { lstatSync } from "node:fs";
 import { join } from "node:path";
-import { errorCode } from "../errors.js";
-import { footprintBytes } from "./footprint.js";
+import { ModelCacheError, errorCode } from "../errors.js";
+import { regularFiles } from "./footprint.js";
 import { hashFile } from "./hash-file.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
-import { type Manifest, parseManifest } from "./manifest.js";
+import type { Manifest } from "./manifest.js";
+import { readManifest } from "./read-manifest.js";
 
 export type UnhealthyReason = "manifest_unreadable" | "manifest_invalid" | "file_missing" | "size_mismatch" | "checksum_mismatch";
 
@@ -22,48 +24,40 @@ export interface InstallReport {
 
 export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal): Promise<InstallReport> {
   const cacheDir = layout.modelDir(name);
-  const info = await lstat(cacheDir).catch((err: unknown) => {
-    if (errorCode(err) === "ENOENT") return undefined;
-    throw err;
-  });
-  if (!info) return { status: "missing", cacheDir, footprintBytes: 0 };
-  if (!info.isDirectory()) {
-    return unhealthy(cacheDir, 0, "manifest_unreadable", `'${cacheDir}' is not a directory`);
+  const files = regularFiles(cacheDir);
+  if (!files) {
+    const stat = lstatSync(cacheDir, { throwIfNoEntry: false });
+    if (!stat) return { status: "missing", cacheDir, footprintBytes: 0 };
+    return unhealthy(cacheDir, 0, "manifest_unreadable", `'${cacheDir}' is ${stat.isDirectory() ? "a directory that cannot be listed" : "not a directory"}`);
   }
-  const footprint = await footprintBytes(cacheDir);
+  let footprint = 0;
+  for (const size of files.values()) footprint += size;
 
-  let text: string;
-  try {
-    text = await readFile(join(cacheDir, MANIFEST_FILE), "utf8");
-  } catch (err) {
-    const why = errorCode(err) === "ENOENT" ? "is missing" : `cannot be read (${errorCode(err) ?? (err as Error).message})`;
-    return unhealthy(cacheDir, footprint, "manifest_unreadable", `${MANIFEST_FILE} ${why}; pull the model again`);
-  }
   let manifest: Manifest;
   try {
-    manifest = parseManifest(text);
+    manifest = readManifest(join(cacheDir, MANIFEST_FILE));
   } catch (err) {
-    return unhealthy(cacheDir, footprint, "manifest_invalid", `${(err as Error).message}; pull the model again`);
+    if (err instanceof ModelCacheError) {
+      return unhealthy(cacheDir, footprint, "manifest_invalid", `${err.message}; pull the model again`);
+    }
+    const why = errorCode(err) === "ENOENT" ? "is missing" : `cannot be read (${errorCode(err) ?? (err as Error).message})`;
+    return unhealthy(cacheDir, footprint, "manifest_unreadable", `${MANIFEST_FILE} ${why}; pull the model again`);
   }
   if (manifest.name !== name) {
     return unhealthy(cacheDir, footprint, "manifest_invalid", `${MANIFEST_FILE} names model '${manifest.name}', not '${name}'; pull the model again`, manifest);
   }
 
   const problems: { reason: UnhealthyReason; detail: string }[] = [];
-  const intact: Manifest["files"] = [];
   for (const file of manifest.files) {
-    const path = join(cacheDir, file.path);
-    const stat = await lstat(path).catch(() => undefined);
-    if (!stat?.isFile()) {
-      problems.push({ reason: "file_missing", detail: `artifact file '${file.path}' listed in ${MANIFEST_FILE} is ${stat ? "not a regular file" : "missing"}` });
-    } else if (stat.size !== file.sizeBytes) {
-      problems.push({ reason: "size_mismatch", detail: `artifact file '${file.path}' is ${stat.size} bytes, ${MANIFEST_FILE} says ${file.sizeBytes}` });
-    } else {
-      intact.push(file);
+    const size = files.get(file.path);
+    if (size === undefined) {
+      problems.push({ reason: "file_missing", detail: `artifact file '${file.path}' listed in ${MANIFEST_FILE} is missing or not a regular file` });
+    } else if (size !== file.sizeBytes) {
+      problems.push({ reason: "size_mismatch", detail: `artifact file '${file.path}' is ${size} bytes, ${MANIFEST_FILE} says ${file.sizeBytes}` });
     }
   }
   if (deep && problems.length === 0) {
-    for (const file of intact) {
+    for (const file of manifest.files) {
       const sha256 = await hashFile(join(cacheDir, file.path), signal);
       if (sha256 !== file.sha256) {
         problems.push({ reason: "checksum_mismatch", detail: `artifact file '${file.path}' has sha256 ${sha256}, ${MANIFEST_FILE} says ${file.sha256}` });

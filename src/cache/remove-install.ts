@@ -11,7 +11,7 @@ export async function removeInstall(layout: CacheLayout, name: string): Promise<
   const parked = await parkInstall(layout, name);
   if (!parked) return { removed: false, freedBytes: 0 };
   await syncDirectory(layout.root);
-  const freedBytes = await footprintBytes(parked);
+  const freedBytes = footprintBytes(parked);
   await rm(parked, { recursive: true, force: true });
   return { removed: true, freedBytes };
 }

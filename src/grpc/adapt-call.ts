@@ -70,6 +70,7 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
 }
 
 function logCall(context: CallContext, method: string, request: unknown, code: status, started: number, details?: string): void {
+  if (!context.logger.isLevelEnabled("info")) return;
   const name = (request as { name?: unknown } | null)?.name;
   context.logger.info(
     {
