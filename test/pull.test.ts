@@ -2,7 +2,7 @@ import { lstat, readFile, readdir, rm, symlink, writeFile } from "node:fs/promis
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -122,6 +122,44 @@ describe("Pull", () => {
     expect(installed["keep/x.txt"]).to.equal(sha256("x2"));
     expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
     expect(await readdir(join(t.cacheRoot, ".purge"))).to.deep.equal([]);
+  });
+
+  describe("re-pulling an unchanged source", () => {
+    const ino = async (path: string) => (await lstat(join(t.cacheRoot, "minilm", path))).ino;
+
+    it("reuses each file proven identical to the install's copy, and rewrites the changed ones", async () => {
+      const dir = await source({ "same.bin": Buffer.alloc(1024 * 1024, 1), "changed.json": "v1" });
+      await pullOk(t.client, { name: "minilm", fixtureDir: dir });
+      const [same, changed] = [await ino("same.bin"), await ino("changed.json")];
+      await writeFile(join(dir, "changed.json"), "v2");
+      const events = await pullOk(t.client, { name: "minilm", fixtureDir: dir });
+      expect(await ino("same.bin")).to.equal(same);
+      expect(await ino("changed.json")).to.not.equal(changed);
+      expect(await readFile(join(t.cacheRoot, "minilm", "changed.json"), "utf8")).to.equal("v2");
+      expect(events.filter((e) => e.fileCompleted).map((e) => e.fileCompleted!.sha256).sort()).to.deep.equal(
+        [sha256(Buffer.alloc(1024 * 1024, 1)), sha256("v2")].sort(),
+      );
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+
+    it("reuses nothing with force", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const before = await ino("model.safetensors");
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR, force: true });
+      expect(await ino("model.safetensors")).to.not.equal(before);
+    });
+
+    it("repairs an installed file whose bytes rotted, even when its size did not change", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const path = join(t.cacheRoot, "minilm", "model.safetensors");
+      const bytes = await readFile(path);
+      bytes[100] ^= 0xff;
+      await writeFile(path, bytes);
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(sha256(await readFile(path))).to.equal(sha256(await readFile(join(FIXTURE_DIR, "model.safetensors"))));
+    });
   });
 
   it("leaves the previous install byte-identical when a re-pull fails midway", async () => {

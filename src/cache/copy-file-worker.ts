@@ -2,8 +2,11 @@
 // the staging dir in a single pass, hashing the bytes it writes, with plain
 // blocking reads and writes on a buffer reused for every file. Each chunk's
 // size is posted back as progress; the file is fsynced before it returns.
+// Given the current install's copy of the file, it first proves the two
+// identical (both hash to the manifest's sha256) and then links that copy
+// instead of writing the bytes again.
 import { createHash } from "node:crypto";
-import { closeSync, constants, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, fsyncSync, linkSync, openSync, readSync, writeSync } from "node:fs";
 import type { MessagePort } from "node:worker_threads";
 
 const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
@@ -13,41 +16,82 @@ export interface CopyTask {
   to: string;
   sizeBytes: number;
   progress: MessagePort;
+  /** the file in the current install, with the sha256 its manifest gives */
+  installed?: { path: string; sha256: string };
 }
 
-export type CopyOutcome = { sha256: string } | { changed: number } | { failed: string; code: string | undefined; path: string };
+export type CopyOutcome =
+  | { sha256: string; reused: boolean }
+  | { changed: number }
+  | { failed: string; code: string | undefined; path: string };
 
 export default function copyFile(task: CopyTask): CopyOutcome {
-  let input: number | undefined;
-  let output: number | undefined;
   let path = task.from;
   try {
+    if (task.installed && sha256Of(task.from, task.sizeBytes) === task.installed.sha256) {
+      path = task.installed.path;
+      if (sha256Of(task.installed.path, task.sizeBytes) === task.installed.sha256) {
+        path = task.to;
+        linkSync(task.installed.path, task.to);
+        task.progress.postMessage(task.sizeBytes);
+        return { sha256: task.installed.sha256, reused: true };
+      }
+    }
+    return copyAndHash(task, (p) => (path = p));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { failed: code ?? (err as Error).message, code, path };
+  } finally {
+    task.progress.close();
+  }
+}
+
+function copyAndHash(task: CopyTask, at: (path: string) => void): CopyOutcome {
+  let input: number | undefined;
+  let output: number | undefined;
+  try {
+    at(task.from);
     input = openSync(task.from, constants.O_RDONLY | constants.O_NOFOLLOW);
-    path = task.to;
+    at(task.to);
     output = openSync(task.to, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
     const hash = createHash("sha256");
     let total = 0;
     for (;;) {
-      path = task.from;
+      at(task.from);
       const read = readSync(input, buffer, 0, buffer.length, null);
       if (read === 0) break;
       total += read;
       if (total > task.sizeBytes) return { changed: total };
       const chunk = buffer.subarray(0, read);
       hash.update(chunk);
-      path = task.to;
+      at(task.to);
       for (let offset = 0; offset < read; ) offset += writeSync(output, chunk, offset, read - offset);
       task.progress.postMessage(read);
     }
     if (total !== task.sizeBytes) return { changed: total };
     fsyncSync(output);
-    return { sha256: hash.digest("hex") };
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return { failed: code ?? (err as Error).message, code, path };
+    return { sha256: hash.digest("hex"), reused: false };
   } finally {
     if (input !== undefined) closeSync(input);
     if (output !== undefined) closeSync(output);
-    task.progress.close();
+  }
+}
+
+/** The sha256 of a file, or undefined when it is not exactly `sizeBytes` long. */
+function sha256Of(path: string, sizeBytes: number): string | undefined {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const hash = createHash("sha256");
+    let total = 0;
+    for (;;) {
+      const read = readSync(fd, buffer, 0, buffer.length, null);
+      if (read === 0) break;
+      total += read;
+      if (total > sizeBytes) return undefined;
+      hash.update(buffer.subarray(0, read));
+    }
+    return total === sizeBytes ? hash.digest("hex") : undefined;
+  } finally {
+    closeSync(fd);
   }
 }

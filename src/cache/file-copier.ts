@@ -24,8 +24,19 @@ export class FileCopier {
     });
   }
 
-  /** Copies `from` to `to` (which must not exist), reporting bytes as they are written; returns the sha256 of what was written. */
-  async copy(from: string, to: string, sizeBytes: number, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<string> {
+  /**
+   * Copies `from` to `to` (which must not exist), reporting bytes as they are
+   * written; returns the sha256 of what was written. With `installed`, the
+   * current install's copy is linked instead when both prove identical.
+   */
+  async copy(
+    from: string,
+    to: string,
+    sizeBytes: number,
+    signal: AbortSignal,
+    onBytes: (bytes: number) => void,
+    installed?: CopyTask["installed"],
+  ): Promise<string> {
     const { port1, port2 } = new MessageChannel();
     let delivered = 0;
     let finished = false;
@@ -35,7 +46,7 @@ export class FileCopier {
       onBytes(bytes);
     });
     try {
-      const outcome = await this.pool.run({ from, to, sizeBytes, progress: port2 }, { transferList: [port2], signal }).catch((err: unknown) => {
+      const outcome = await this.pool.run({ from, to, sizeBytes, progress: port2, installed }, { transferList: [port2], signal }).catch((err: unknown) => {
         throw signal.aborted ? signal.reason : err;
       });
       if ("sha256" in outcome) {

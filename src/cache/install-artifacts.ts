@@ -38,6 +38,8 @@ export interface InstallArtifactsOptions {
   concurrency: number;
   /** copies files that are on the local disk on worker threads; without it, everything is streamed here */
   copier?: FileCopier;
+  /** the current install's manifest: its files may be reused where the copier proves them identical */
+  reuse?: Manifest;
 }
 
 /** Installs the source's files and returns the manifest once the install is promoted. */
@@ -53,6 +55,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
   let promoted = false;
   try {
     const directories = new Set<string>([staging]);
+    const reusable = new Map((options.reuse?.files ?? []).map((f) => [f.path, f]));
     const digests: string[] = new Array(source.files.length);
     let next = 0;
     const worker = async () => {
@@ -65,9 +68,14 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         directories.add(dirname(target));
         try {
           const local = options.copier && source.localPath?.(file);
-          digests[index] = local
-            ? await mkdir(dirname(target), { recursive: true }).then(() => options.copier!.copy(local, target, file.sizeBytes, signal, (n) => observer.bytesWritten(file, n)))
-            : await copyAndHash(source, file, target, observer, signal);
+          if (local) {
+            const previous = reusable.get(file.path);
+            const installed = previous?.sizeBytes === file.sizeBytes ? { path: join(layout.modelDir(name), file.path), sha256: previous.sha256 } : undefined;
+            await mkdir(dirname(target), { recursive: true });
+            digests[index] = await options.copier!.copy(local, target, file.sizeBytes, signal, (n) => observer.bytesWritten(file, n), installed);
+          } else {
+            digests[index] = await copyAndHash(source, file, target, observer, signal);
+          }
         } catch (err) {
           stop.abort(err);
           throw err;

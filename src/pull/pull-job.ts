@@ -4,10 +4,13 @@
 // gets a replay (started, the files so far, the latest progress), then the
 // live events and the same result. When the last client leaves, the job is
 // cancelled unless a client asked for it to be detached.
+import { join } from "node:path";
 import type { InstallObserver } from "../cache/install-artifacts.js";
 import { installArtifacts } from "../cache/install-artifacts.js";
 import type { FileCopier } from "../cache/file-copier.js";
-import type { CacheLayout } from "../cache/layout.js";
+import { type CacheLayout, MANIFEST_FILE } from "../cache/layout.js";
+import type { Manifest } from "../cache/manifest.js";
+import { readManifest } from "../cache/read-manifest.js";
 import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
 import type { ModelRecord } from "../registry/model-record.js";
@@ -38,6 +41,15 @@ interface FileState {
   completed?: Event<"file_completed">;
 }
 
+/** The manifest of the model's current install, if it has a readable one. */
+function currentManifest(layout: CacheLayout, name: string): Manifest | undefined {
+  try {
+    return readManifest(join(layout.modelDir(name), MANIFEST_FILE));
+  } catch {
+    return undefined;
+  }
+}
+
 export class PullJob implements InstallObserver {
   readonly done: Promise<void>;
   private readonly controller = new AbortController();
@@ -56,6 +68,8 @@ export class PullJob implements InstallObserver {
     private readonly settings: PullJobSettings,
     readonly model: ModelRecord,
     readonly source: ArtifactSource,
+    /** reuse nothing from the current install */
+    readonly force: boolean,
   ) {
     this.done = this.run();
   }
@@ -142,6 +156,7 @@ export class PullJob implements InstallObserver {
             observer: this,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
+            reuse: this.force ? undefined : currentManifest(settings.layout, model.name),
           });
           const cacheDir = settings.layout.modelDir(model.name);
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes });

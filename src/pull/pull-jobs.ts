@@ -12,8 +12,8 @@ export class PullJobs {
     return this.jobs.get(name);
   }
 
-  start(model: ModelRecord, source: ArtifactSource): PullJob {
-    const job = new PullJob(this.settings, model, source);
+  start(model: ModelRecord, source: ArtifactSource, force: boolean): PullJob {
+    const job = new PullJob(this.settings, model, source, force);
     this.jobs.set(model.name, job);
     void job.done.finally(() => {
       if (this.jobs.get(model.name) === job) this.jobs.delete(model.name);

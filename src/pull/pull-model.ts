@@ -31,7 +31,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
   let job = runtime.pulls.find(model.name);
   if (!job) {
     const source = await openSource(runtime, request);
-    job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source);
+    job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);
   } else if (request.force) {
     throw new ModelCacheError(
       "aborted",
