@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type ClientReadableStream, Metadata, type ServiceError, credentials } from "@grpc/grpc-js";
 import { pino } from "pino";
+import { makeSourceDir } from "./source-dir.js";
 import { type RunningServer, type ServerOptions, startServer } from "../../src/server/start-server.js";
 import {
   Engine,
@@ -60,6 +61,33 @@ export async function startTestServer(options: Partial<ServerOptions> = {}): Pro
     },
   };
   return test;
+}
+
+/**
+ * Mocha hooks for a suite whose every test gets a fresh server with the model
+ * "minilm" registered, and temporary source directories removed afterwards.
+ */
+export function serverWithModel(): { readonly t: TestServer; source(files: Record<string, string | Buffer>): Promise<string> } {
+  let current: TestServer | undefined;
+  const cleanups: (() => Promise<void>)[] = [];
+  beforeEach(async () => {
+    current = await startTestServer();
+    await call(current.client, "registerModel", { model: modelSpec() });
+  });
+  afterEach(async () => {
+    await current?.close();
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  return {
+    get t() {
+      return current!;
+    },
+    async source(files) {
+      const made = await makeSourceDir(files);
+      cleanups.push(made.cleanup);
+      return made.dir;
+    },
+  };
 }
 
 /** A spec that registers cleanly; override what a test is about. */
