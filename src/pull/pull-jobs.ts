@@ -21,10 +21,6 @@ export class PullJobs {
     return job;
   }
 
-  count(state: PullJob["state"]): number {
-    return [...this.jobs.values()].filter((job) => job.state === state).length;
-  }
-
   /** Cancels every job and resolves once each has cleaned up. */
   async abortAll(reason: unknown): Promise<void> {
     const jobs = [...this.jobs.values()];
