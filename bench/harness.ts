@@ -99,6 +99,8 @@ export async function register(client: ModelCacheServiceClient, name: string): P
       trustPolicy: TrustPolicy.TRUST_POLICY_UNSPECIFIED,
       acknowledgeRemoteCodeRisk: false,
       credentialAlias: "",
+      include: [],
+      exclude: [],
     },
   });
 }

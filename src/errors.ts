@@ -7,6 +7,7 @@ export type ErrorKind =
   | "already_exists"
   | "failed_precondition"
   | "permission_denied"
+  | "unauthenticated"
   | "resource_exhausted"
   | "aborted"
   | "cancelled"

@@ -4,6 +4,7 @@ import type { CacheLayout } from "./cache/layout.js";
 import type { ModelLocks } from "./cache/model-lock.js";
 import type { PullJobs } from "./pull/pull-jobs.js";
 import type { Registry } from "./registry/open-registry.js";
+import type { Bandwidth } from "./sources/hub/bandwidth.js";
 
 export interface Runtime {
   registry: Registry;
@@ -13,4 +14,14 @@ export interface Runtime {
   pulls: PullJobs;
   /** the server's --fixture-dir, used when a pull names none */
   fixtureDir: string | undefined;
+  hub: HubSettings;
+}
+
+export interface HubSettings {
+  /** --hub-url, MODELCACHE_HUB_URL, HF_ENDPOINT, or https://huggingface.co */
+  url: string;
+  /** --offline or HF_HUB_OFFLINE=1: no pull may touch the network */
+  offline: boolean;
+  /** --max-bytes-per-second, shared by every download */
+  bandwidth: Bandwidth | undefined;
 }

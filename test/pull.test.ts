@@ -246,7 +246,7 @@ describe("Pull", () => {
       expect(outcome.error?.details).to.include("credential_alias");
     });
 
-    it("then the source: none at all is FAILED_PRECONDITION naming fixture_dir and the flag", async () => {
+    it("then the source: none at all (offline, no fixture dir) is FAILED_PRECONDITION naming fixture_dir and the flag", async () => {
       const outcome = await pull(suite.t.client, { name: "minilm" });
       expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
       expect(outcome.error?.details).to.include("fixture_dir").and.include("--fixture-dir");

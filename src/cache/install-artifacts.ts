@@ -68,11 +68,15 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         directories.add(dirname(target));
         try {
           const local = options.copier && source.localPath?.(file);
+          const previous = reusable.get(file.path);
+          const installed = previous?.sizeBytes === file.sizeBytes ? { path: join(layout.modelDir(name), file.path), sha256: previous.sha256 } : undefined;
+          const onBytes = (n: number) => observer.bytesWritten(file, n);
           if (local) {
-            const previous = reusable.get(file.path);
-            const installed = previous?.sizeBytes === file.sizeBytes ? { path: join(layout.modelDir(name), file.path), sha256: previous.sha256 } : undefined;
             await mkdir(dirname(target), { recursive: true });
-            digests[index] = await options.copier!.copy(local, target, file.sizeBytes, signal, (n) => observer.bytesWritten(file, n), installed);
+            digests[index] = await options.copier!.copy(local, target, file.sizeBytes, signal, onBytes, installed);
+          } else if (source.fetchInto) {
+            await mkdir(dirname(target), { recursive: true });
+            digests[index] = await source.fetchInto(file, target, signal, onBytes, installed);
           } else {
             digests[index] = await copyAndHash(source, file, target, observer, signal);
           }
@@ -92,7 +96,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
 
     const files: ManifestFile[] = source.files.map((f, i) => ({ path: f.path, sha256: digests[i]!, sizeBytes: f.sizeBytes }));
     const totalSizeBytes = files.reduce((sum, f) => sum + f.sizeBytes, 0);
-    const manifest: Manifest = { name, ...options.model, installedAtMs: Date.now(), totalSizeBytes, files };
+    const manifest: Manifest = { name, ...options.model, installedAtMs: Date.now(), totalSizeBytes, files, resolvedCommit: source.resolvedCommit ?? "" };
     const manifestPath = join(staging, MANIFEST_FILE);
     await writeFileDurably(manifestPath, serializeManifest(manifest)).catch((err: unknown) => {
       throw filesystemError("write", manifestPath, err);
@@ -101,6 +105,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     signal.throwIfAborted();
     await promote(layout, name, staging);
     promoted = true;
+    await source.installed?.();
     return manifest;
   } finally {
     if (!promoted) await rm(staging, { recursive: true, force: true });

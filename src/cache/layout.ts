@@ -9,10 +9,20 @@ export const MANIFEST_FILE = "manifest.json";
 export class CacheLayout {
   readonly staging: string;
   readonly purge: string;
+  readonly partial: string;
 
   constructor(readonly root: string) {
     this.staging = join(root, ".staging");
     this.purge = join(root, ".purge");
+    this.partial = join(root, ".partial");
+  }
+
+  /** `<root>/.partial/<name>[/<commit>]`: resumable downloads from a hub, kept across cancels and restarts. */
+  partialDir(name: string, commit?: string): string {
+    const dir = join(this.partial, checkName("name", name));
+    if (commit === undefined) return dir;
+    if (!/^[0-9a-f]{40}$/.test(commit)) throw new ModelCacheError("invalid_argument", `commit ${quote(commit)} is not a 40-digit hex sha`);
+    return join(dir, commit);
   }
 
   /** `<root>/<name>`: where a model's install lives. */

@@ -21,6 +21,8 @@ export interface Manifest {
   totalSizeBytes: number;
   /** sorted by path */
   files: ManifestFile[];
+  /** the hub commit the files came from; "" for a local directory */
+  resolvedCommit: string;
 }
 
 export function serializeManifest(manifest: Manifest): string {
@@ -34,6 +36,7 @@ export function serializeManifest(manifest: Manifest): string {
     installed_at_unix_ms: manifest.installedAtMs,
     total_size_bytes: manifest.totalSizeBytes,
     files: manifest.files.map((f) => ({ path: f.path, sha256: f.sha256, size_bytes: f.sizeBytes })),
+    resolved_commit: manifest.resolvedCommit,
   };
   return `${JSON.stringify(json, null, 2)}\n`;
 }
@@ -74,6 +77,7 @@ export function parseManifest(text: string): Manifest {
     installedAtMs: count(object, "installed_at_unix_ms", "installed_at_unix_ms"),
     totalSizeBytes: count(object, "total_size_bytes", "total_size_bytes"),
     files: parsed,
+    resolvedCommit: object.resolved_commit === undefined ? "" : text_(object, "resolved_commit", "resolved_commit"),
   };
   const sum = parsed.reduce((total, f) => total + f.sizeBytes, 0);
   if (sum !== manifest.totalSizeBytes) {

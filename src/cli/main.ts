@@ -15,6 +15,18 @@ function flag(flags: string, description: string, defaultValue?: string): Option
   return defaultValue === undefined ? option : option.default(defaultValue);
 }
 
+interface ServeOptions {
+  listen: string;
+  dataDir: string;
+  cacheDir?: string;
+  fixtureDir?: string;
+  maxConcurrentPulls: string;
+  hubUrl?: string;
+  offline?: boolean | string;
+  maxBytesPerSecond?: string;
+  logLevel: "info";
+}
+
 const program = new Command("modelcache").description("A local cache of AI embedding-model artifacts, served over gRPC").showHelpAfterError();
 
 program
@@ -25,8 +37,11 @@ program
   .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
   .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
   .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2"))
+  .addOption(flag("--hub-url <url>", "the Hugging Face-compatible hub to pull from (else HF_ENDPOINT, else https://huggingface.co)"))
+  .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
+  .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub"))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
-  .action(async (options: { listen: string; dataDir: string; cacheDir?: string; fixtureDir?: string; maxConcurrentPulls: string; logLevel: "info" }) => {
+  .action(async (options: ServeOptions) => {
     const logger = createLogger(options.logLevel);
     let server;
     try {
@@ -36,6 +51,9 @@ program
         cacheDir: options.cacheDir,
         fixtureDir: options.fixtureDir,
         maxConcurrentPulls: Number(options.maxConcurrentPulls),
+        hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
+        offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",
+        maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
         logger,
       });
     } catch (err) {

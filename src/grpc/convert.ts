@@ -20,7 +20,7 @@ import {
 } from "../../generated/modelcache/v1/model_cache.js";
 
 export function specFromProto(spec: ModelSpec | undefined): ModelSpecInput {
-  const s = spec ?? { name: "", source: "", revision: "", task: 0, dimensions: 0, engine: 0, pullPolicy: 0, trustPolicy: 0, acknowledgeRemoteCodeRisk: false, credentialAlias: "" };
+  const s = spec ?? { name: "", source: "", revision: "", task: 0, dimensions: 0, engine: 0, pullPolicy: 0, trustPolicy: 0, acknowledgeRemoteCodeRisk: false, credentialAlias: "", include: [], exclude: [] };
   return {
     name: s.name,
     source: s.source,
@@ -32,6 +32,8 @@ export function specFromProto(spec: ModelSpec | undefined): ModelSpecInput {
     trustPolicy: word(s.trustPolicy, { [TrustPolicy.TRUST_POLICY_DISABLED]: "disabled", [TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE]: "allow_remote_code" }, "TRUST_POLICY"),
     acknowledgeRemoteCodeRisk: s.acknowledgeRemoteCodeRisk,
     credentialAlias: s.credentialAlias,
+    include: s.include,
+    exclude: s.exclude,
   };
 }
 
@@ -65,6 +67,9 @@ export function modelToProto(record: ModelRecord): Model {
     cacheDir: record.install?.cacheDir ?? "",
     installedAt: record.install ? new Date(record.install.installedAtMs) : undefined,
     cacheSizeBytes: record.install?.sizeBytes ?? 0,
+    include: record.include ?? [],
+    exclude: record.exclude ?? [],
+    resolvedCommit: record.install?.resolvedCommit ?? "",
   };
 }
 
@@ -79,6 +84,7 @@ export function manifestToProto(manifest: ManifestRecord): Manifest {
     installedAt: new Date(manifest.installedAtMs),
     totalSizeBytes: manifest.totalSizeBytes,
     files: manifest.files.map((f) => ({ path: f.path, sha256: f.sha256, sizeBytes: f.sizeBytes })),
+    resolvedCommit: manifest.resolvedCommit,
   };
 }
 

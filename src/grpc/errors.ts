@@ -8,6 +8,7 @@ const CODES: Record<ErrorKind, status> = {
   already_exists: status.ALREADY_EXISTS,
   failed_precondition: status.FAILED_PRECONDITION,
   permission_denied: status.PERMISSION_DENIED,
+  unauthenticated: status.UNAUTHENTICATED,
   resource_exhausted: status.RESOURCE_EXHAUSTED,
   aborted: status.ABORTED,
   cancelled: status.CANCELLED,

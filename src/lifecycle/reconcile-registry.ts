@@ -26,7 +26,7 @@ export async function reconcileRegistry(runtime: Pick<Runtime, "registry" | "lay
       await recordUnhealthyInstall(runtime.registry, model.name, report.cacheDir);
       result.unhealthy.push(model.name);
     } else if (report.status === "installed" && !matches(model, report.manifest!.installedAtMs)) {
-      await recordInstall(runtime.registry, model.name, { cacheDir: report.cacheDir, installedAtMs: report.manifest!.installedAtMs, sizeBytes: report.manifest!.totalSizeBytes });
+      await recordInstall(runtime.registry, model.name, { cacheDir: report.cacheDir, installedAtMs: report.manifest!.installedAtMs, sizeBytes: report.manifest!.totalSizeBytes, resolvedCommit: report.manifest!.resolvedCommit });
       result.recovered.push(model.name);
     }
   }

@@ -1,6 +1,6 @@
 // UnregisterModel: forget a model. An installed model keeps its artifacts
 // unless the caller asks for them to go too, so nothing is orphaned on disk.
-import { lstat } from "node:fs/promises";
+import { lstat, rm } from "node:fs/promises";
 import { removeInstall } from "../cache/remove-install.js";
 import { ModelCacheError } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
@@ -20,6 +20,7 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
       );
     }
     if (onDisk) await removeInstall(runtime.layout, name);
+    await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
     await runtime.registry.records.run(name, undefined, () => runtime.registry.models.del(name));
     return true;
   });

@@ -4,6 +4,7 @@
 // gets a replay (started, the files so far, the latest progress), then the
 // live events and the same result. When the last client leaves, the job is
 // cancelled unless a client asked for it to be detached.
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { InstallObserver } from "../cache/install-artifacts.js";
 import { installArtifacts } from "../cache/install-artifacts.js";
@@ -144,6 +145,7 @@ export class PullJob implements InstallObserver {
       try {
         const release = await settings.locks.acquire(model.name, signal);
         try {
+          if (this.force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
           this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
           this.broadcast(this.started);
@@ -159,7 +161,7 @@ export class PullJob implements InstallObserver {
             reuse: this.force ? undefined : currentManifest(settings.layout, model.name),
           });
           const cacheDir = settings.layout.modelDir(model.name);
-          await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes });
+          await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit });
           this.finish({ completed: { type: "completed", cacheDir, manifest } });
         } finally {
           await release();

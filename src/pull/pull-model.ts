@@ -1,13 +1,16 @@
 // Pull: install a registered model's artifacts from its source, streaming
 // events. Checks run in the contract's order: name, registration,
-// credential alias, source; the first failure ends the pull.
+// credential alias, source; the first failure ends the pull. The source is
+// the request's fixture_dir, else the server's --fixture-dir, else the hub.
 import { ModelCacheError } from "../errors.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import { checkName } from "../registry/names.js";
 import { readSecret } from "../registry/secrets.js";
 import type { Runtime } from "../runtime.js";
-import type { ArtifactSource } from "../sources/artifact-source.js";
+import { inspectInstall } from "../cache/inspect-install.js";
+import { filterFiles } from "../sources/file-filters.js";
+import { openHubSource } from "../sources/hub/open-hub-source.js";
 import { openDirectorySource } from "../sources/local-directory.js";
 import type { PullEvent } from "./pull-event.js";
 
@@ -27,10 +30,28 @@ export interface PullModelRequest {
  */
 export async function* pullModel(runtime: Runtime, request: PullModelRequest, signal: AbortSignal): AsyncGenerator<PullEvent> {
   const model = await getModel(runtime.registry, request.name);
-  await resolveCredential(runtime, model, request.credentialAlias);
+  const credential = await resolveCredential(runtime, model, request.credentialAlias);
   let job = runtime.pulls.find(model.name);
   if (!job) {
-    const source = await openSource(runtime, request);
+    const fromHub = request.fixtureDir === "" && runtime.fixtureDir === undefined;
+    if (fromHub && runtime.hub.offline) {
+      yield* pullOffline(runtime, model, signal);
+      return;
+    }
+    const opened = fromHub
+      ? await openHubSource({
+          hubUrl: runtime.hub.url,
+          repo: model.source,
+          revision: model.revision,
+          token: credential?.secret,
+          alias: credential?.alias,
+          layout: runtime.layout,
+          name: model.name,
+          bandwidth: runtime.hub.bandwidth,
+          signal,
+        })
+      : await openDirectorySource(request.fixtureDir !== "" ? request.fixtureDir : runtime.fixtureDir!, request.fixtureDir !== "" ? "fixture_dir" : "the server's --fixture-dir");
+    const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
     job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);
   } else if (request.force) {
     throw new ModelCacheError(
@@ -41,8 +62,8 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
   yield* job.attach(request.detach, signal);
 }
 
-/** The secret a pull would authenticate with, if the pull names an alias (its own, else the model's). */
-async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAlias: string): Promise<string | undefined> {
+/** The alias a pull would authenticate with (its own, else the model's) and its secret. */
+async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAlias: string): Promise<{ alias: string; secret: string } | undefined> {
   const field = requestAlias !== "" ? "credential_alias" : "model.credential_alias";
   const alias = requestAlias !== "" ? requestAlias : model.credentialAlias;
   if (alias === "") return undefined;
@@ -54,14 +75,27 @@ async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAl
       `credential alias '${alias}' (${field}) has no secret stored: store one with PutSecret {"alias": "${alias}", "value": "..."} and pull again`,
     );
   }
-  return secret;
+  return { alias, secret };
 }
 
-async function openSource(runtime: Runtime, request: PullModelRequest): Promise<ArtifactSource> {
-  if (request.fixtureDir !== "") return openDirectorySource(request.fixtureDir, "fixture_dir");
-  if (runtime.fixtureDir !== undefined) return openDirectorySource(runtime.fixtureDir, "the server's --fixture-dir");
-  throw new ModelCacheError(
-    "failed_precondition",
-    "no artifact source: set fixture_dir in the PullRequest, or start the server with --fixture-dir DIR (env MODELCACHE_FIXTURE_DIR)",
-  );
+/**
+ * Offline, a hub pull succeeds only when the healthy install already holds
+ * the pinned commit (a full sha as revision): its files are reported as they
+ * are, and nothing touches the network.
+ */
+async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortSignal): AsyncGenerator<PullEvent> {
+  const report = /^[0-9a-f]{40}$/.test(model.revision) ? await inspectInstall(runtime.layout, model.name, false, signal) : undefined;
+  const manifest = report?.status === "installed" ? report.manifest : undefined;
+  if (!manifest || manifest.resolvedCommit !== model.revision) {
+    throw new ModelCacheError(
+      "failed_precondition",
+      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs the hub: only a healthy install of a pinned commit (a 40-digit sha as revision) can be pulled offline; to install from a local directory, set fixture_dir in the PullRequest or start the server with --fixture-dir DIR`,
+    );
+  }
+  yield { type: "started", source: `hub:${model.source}@${manifest.resolvedCommit}`, fileCount: manifest.files.length, totalBytes: manifest.totalSizeBytes };
+  for (const [index, file] of manifest.files.entries()) {
+    yield { type: "file_started", path: file.path, index, sizeBytes: file.sizeBytes };
+    yield { type: "file_completed", path: file.path, sha256: file.sha256, sizeBytes: file.sizeBytes };
+  }
+  yield { type: "completed", cacheDir: report!.cacheDir, manifest };
 }

@@ -21,6 +21,8 @@ export interface ModelSpecInput {
   trustPolicy: string | undefined;
   acknowledgeRemoteCodeRisk: boolean;
   credentialAlias: string;
+  include: string[];
+  exclude: string[];
 }
 
 export interface ModelSpec {
@@ -35,12 +37,18 @@ export interface ModelSpec {
   acknowledgeRemoteCodeRisk: boolean;
   /** "" when none */
   credentialAlias: string;
+  /** globs of the files to pull; empty means every file */
+  include: string[];
+  /** globs of the files never to pull */
+  exclude: string[];
 }
 
 export interface InstallRecord {
   cacheDir: string;
   installedAtMs: number;
   sizeBytes: number;
+  /** the hub commit installed; "" for a local directory */
+  resolvedCommit: string;
 }
 
 export interface ModelRecord extends ModelSpec {

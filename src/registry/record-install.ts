@@ -13,7 +13,7 @@ export function recordUnhealthyInstall(registry: Registry, name: string, cacheDi
   return rewrite(registry, name, (record) => ({
     ...record,
     status: "unhealthy",
-    install: { cacheDir, installedAtMs: record.install?.installedAtMs ?? 0, sizeBytes: record.install?.sizeBytes ?? 0 },
+    install: { cacheDir, installedAtMs: record.install?.installedAtMs ?? 0, sizeBytes: record.install?.sizeBytes ?? 0, resolvedCommit: record.install?.resolvedCommit ?? "" },
   }));
 }
 

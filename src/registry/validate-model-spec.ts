@@ -37,6 +37,8 @@ export function validateModelSpec(input: ModelSpecInput): ModelSpec {
     );
   }
   const credentialAlias = input.credentialAlias === "" ? "" : checkName("model.credential_alias", input.credentialAlias);
+  const include = checkPatterns("model.include", input.include);
+  const exclude = checkPatterns("model.exclude", input.exclude);
 
   return {
     name,
@@ -49,7 +51,27 @@ export function validateModelSpec(input: ModelSpecInput): ModelSpec {
     trustPolicy,
     acknowledgeRemoteCodeRisk: input.acknowledgeRemoteCodeRisk,
     credentialAlias,
+    include,
+    exclude,
   };
+}
+
+const MAX_PATTERNS = 64;
+const MAX_PATTERN_LENGTH = 256;
+
+function checkPatterns(field: string, patterns: string[]): string[] {
+  if (patterns.length > MAX_PATTERNS) {
+    throw new ModelCacheError("invalid_argument", `${field} has ${patterns.length} patterns: at most ${MAX_PATTERNS} are allowed`);
+  }
+  patterns.forEach((pattern, i) => {
+    if (pattern === "" || pattern.length > MAX_PATTERN_LENGTH || /[\u0000-\u001f\u007f]/.test(pattern)) {
+      throw new ModelCacheError(
+        "invalid_argument",
+        `${field}[${i}] ${quote(pattern)} is not a usable glob: give 1-${MAX_PATTERN_LENGTH} printable characters, such as '*.safetensors' or 'onnx/'`,
+      );
+    }
+  });
+  return patterns;
 }
 
 function checkReference(field: string, value: string, example: string): string {

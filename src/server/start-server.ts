@@ -14,6 +14,7 @@ import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
+import { Bandwidth } from "../sources/hub/bandwidth.js";
 import { ModelCacheError } from "../errors.js";
 import { modelCacheService } from "../grpc/model-cache-service.js";
 import { rejectPlaintextCredentials } from "../grpc/reject-plaintext-credentials.js";
@@ -38,6 +39,12 @@ export interface ServerOptions {
   maxConcurrentPulls?: number;
   /** files of one pull copied at once (default 4) */
   fileConcurrency?: number;
+  /** the hub to pull from when no fixture dir applies (default https://huggingface.co) */
+  hubUrl?: string;
+  /** refuse every pull that needs the network */
+  offline?: boolean;
+  /** cap on the total download rate from the hub */
+  maxBytesPerSecond?: number;
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
@@ -59,7 +66,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   try {
     const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
     const locks = new ModelLocks(layout);
-    const recovery = await recoverCacheRoot(layout, locks);
+    const registered = new Set(await registry.models.keys().all());
+    const recovery = await recoverCacheRoot(layout, locks, registered);
     if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length + recovery.skipped.length > 0) {
       logger.warn({ ...recovery }, "cleaned up after an unfinished run");
     }
@@ -86,6 +94,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         copier,
       }),
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
+      hub: {
+        url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
+        offline: options.offline ?? false,
+        bandwidth: options.maxBytesPerSecond ? new Bandwidth(checkRate(options.maxBytesPerSecond)) : undefined,
+      },
     };
 
     const shutdown = new AbortController();
@@ -104,7 +117,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const address = `${host}:${port}`;
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
-    logger.info({ address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, maxConcurrentPulls }, "modelcache is serving");
+    logger.info(
+      { address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls },
+      "modelcache is serving",
+    );
 
     let closing: Promise<void> | undefined;
     const close = () =>
@@ -135,4 +151,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await registry.close();
     throw err;
   }
+}
+
+function checkHubUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ModelCacheError("invalid_argument", `--hub-url '${url.slice(0, 80)}' is not a URL; give one such as https://huggingface.co`);
+  }
+  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+    throw new ModelCacheError("invalid_argument", `--hub-url must be an http(s) URL (got ${parsed.protocol})`);
+  }
+  return parsed.href;
+}
+
+function checkRate(bytesPerSecond: number): number {
+  if (!Number.isFinite(bytesPerSecond) || bytesPerSecond < 1024) {
+    throw new ModelCacheError("invalid_argument", `--max-bytes-per-second must be a number of at least 1024 (got ${bytesPerSecond})`);
+  }
+  return bytesPerSecond;
 }

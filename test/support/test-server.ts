@@ -35,7 +35,8 @@ export interface TestServer {
 export async function startTestServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "modelcache-test-"));
   const start = (extra: Partial<ServerOptions>) =>
-    startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), ...options, ...extra });
+    // offline unless a test points the server at its own hub: tests never reach the internet
+    startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), offline: options.hubUrl === undefined, ...options, ...extra });
   const connect = (server: RunningServer) => new ModelCacheServiceClient(server.address, credentials.createInsecure());
   const state = { server: await start({}), client: undefined as unknown as ModelCacheServiceClient };
   state.client = connect(state.server);
@@ -103,6 +104,8 @@ export function modelSpec(overrides: Partial<ModelSpec> = {}): ModelSpec {
     trustPolicy: TrustPolicy.TRUST_POLICY_UNSPECIFIED,
     acknowledgeRemoteCodeRisk: false,
     credentialAlias: "",
+    include: [],
+    exclude: [],
     ...overrides,
   };
 }

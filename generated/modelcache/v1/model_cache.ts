@@ -339,6 +339,14 @@ export interface ModelSpec {
   acknowledgeRemoteCodeRisk: boolean;
   /** optional; ^[A-Za-z0-9_-]{1,128}$ */
   credentialAlias: string;
+  /**
+   * only files matching one of these globs are pulled; empty means every file.
+   * fnmatch rules as huggingface_hub's allow_patterns: '*' also matches '/',
+   * a trailing '/' means everything below
+   */
+  include: string[];
+  /** files matching one of these globs are never pulled; exclude wins over include */
+  exclude: string[];
 }
 
 /** Model is what the registry holds. */
@@ -367,6 +375,10 @@ export interface Model {
     | undefined;
   /** set only while installed */
   cacheSizeBytes: number;
+  include: string[];
+  exclude: string[];
+  /** the hub commit of the install, when it came from a hub */
+  resolvedCommit: string;
 }
 
 /** RegisterModelRequest carries the spec to register. */
@@ -440,6 +452,8 @@ export interface Manifest {
   totalSizeBytes: number;
   /** sorted by path */
   files: ManifestFile[];
+  /** the hub commit the files came from; empty for a local directory */
+  resolvedCommit: string;
 }
 
 /** PullRequest asks to install a model's artifacts. */
@@ -479,7 +493,7 @@ export interface PullQueued {
 
 /** PullStarted opens the stream. */
 export interface PullStarted {
-  /** "dir:<path>" or "hub:<repo>@<revision>" */
+  /** "dir:<path>" or "hub:<repo>@<resolved commit>" */
   source: string;
   fileCount: number;
   totalBytes: number;
@@ -584,6 +598,8 @@ function createBaseModelSpec(): ModelSpec {
     trustPolicy: 0,
     acknowledgeRemoteCodeRisk: false,
     credentialAlias: "",
+    include: [],
+    exclude: [],
   };
 }
 
@@ -618,6 +634,12 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     }
     if (message.credentialAlias !== "") {
       writer.uint32(82).string(message.credentialAlias);
+    }
+    for (const v of message.include) {
+      writer.uint32(90).string(v!);
+    }
+    for (const v of message.exclude) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -715,6 +737,22 @@ export const ModelSpec: MessageFns<ModelSpec> = {
             message.credentialAlias = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.include.push(reader.string());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.exclude.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -755,6 +793,12 @@ export const ModelSpec: MessageFns<ModelSpec> = {
         : isSet(object.credential_alias)
         ? globalThis.String(object.credential_alias)
         : "",
+      include: globalThis.Array.isArray(object?.include)
+        ? object.include.map((e: any) => globalThis.String(e))
+        : [],
+      exclude: globalThis.Array.isArray(object?.exclude)
+        ? object.exclude.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -790,6 +834,12 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     if (message.credentialAlias !== "") {
       obj.credentialAlias = message.credentialAlias;
     }
+    if (message.include?.length) {
+      obj.include = message.include;
+    }
+    if (message.exclude?.length) {
+      obj.exclude = message.exclude;
+    }
     return obj;
   },
 
@@ -808,6 +858,8 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     message.trustPolicy = object.trustPolicy ?? 0;
     message.acknowledgeRemoteCodeRisk = object.acknowledgeRemoteCodeRisk ?? false;
     message.credentialAlias = object.credentialAlias ?? "";
+    message.include = object.include?.map((e) => e) || [];
+    message.exclude = object.exclude?.map((e) => e) || [];
     return message;
   },
 };
@@ -830,6 +882,9 @@ function createBaseModel(): Model {
     cacheDir: "",
     installedAt: undefined,
     cacheSizeBytes: 0,
+    include: [],
+    exclude: [],
+    resolvedCommit: "",
   };
 }
 
@@ -882,6 +937,15 @@ export const Model: MessageFns<Model> = {
     }
     if (message.cacheSizeBytes !== 0) {
       writer.uint32(128).uint64(message.cacheSizeBytes);
+    }
+    for (const v of message.include) {
+      writer.uint32(138).string(v!);
+    }
+    for (const v of message.exclude) {
+      writer.uint32(146).string(v!);
+    }
+    if (message.resolvedCommit !== "") {
+      writer.uint32(154).string(message.resolvedCommit);
     }
     return writer;
   },
@@ -1027,6 +1091,30 @@ export const Model: MessageFns<Model> = {
             message.cacheSizeBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.include.push(reader.string());
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.exclude.push(reader.string());
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.resolvedCommit = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1089,6 +1177,17 @@ export const Model: MessageFns<Model> = {
         : isSet(object.cache_size_bytes)
         ? globalThis.Number(object.cache_size_bytes)
         : 0,
+      include: globalThis.Array.isArray(object?.include)
+        ? object.include.map((e: any) => globalThis.String(e))
+        : [],
+      exclude: globalThis.Array.isArray(object?.exclude)
+        ? object.exclude.map((e: any) => globalThis.String(e))
+        : [],
+      resolvedCommit: isSet(object.resolvedCommit)
+        ? globalThis.String(object.resolvedCommit)
+        : isSet(object.resolved_commit)
+        ? globalThis.String(object.resolved_commit)
+        : "",
     };
   },
 
@@ -1142,6 +1241,15 @@ export const Model: MessageFns<Model> = {
     if (message.cacheSizeBytes !== 0) {
       obj.cacheSizeBytes = Math.round(message.cacheSizeBytes);
     }
+    if (message.include?.length) {
+      obj.include = message.include;
+    }
+    if (message.exclude?.length) {
+      obj.exclude = message.exclude;
+    }
+    if (message.resolvedCommit !== "") {
+      obj.resolvedCommit = message.resolvedCommit;
+    }
     return obj;
   },
 
@@ -1166,6 +1274,9 @@ export const Model: MessageFns<Model> = {
     message.cacheDir = object.cacheDir ?? "";
     message.installedAt = object.installedAt ?? undefined;
     message.cacheSizeBytes = object.cacheSizeBytes ?? 0;
+    message.include = object.include?.map((e) => e) || [];
+    message.exclude = object.exclude?.map((e) => e) || [];
+    message.resolvedCommit = object.resolvedCommit ?? "";
     return message;
   },
 };
@@ -1985,6 +2096,7 @@ function createBaseManifest(): Manifest {
     installedAt: undefined,
     totalSizeBytes: 0,
     files: [],
+    resolvedCommit: "",
   };
 }
 
@@ -2016,6 +2128,9 @@ export const Manifest: MessageFns<Manifest> = {
     }
     for (const v of message.files) {
       ManifestFile.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.resolvedCommit !== "") {
+      writer.uint32(82).string(message.resolvedCommit);
     }
     return writer;
   },
@@ -2105,6 +2220,14 @@ export const Manifest: MessageFns<Manifest> = {
             message.files.push(ManifestFile.decode(reader, reader.uint32()));
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.resolvedCommit = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2136,6 +2259,11 @@ export const Manifest: MessageFns<Manifest> = {
         ? globalThis.Number(object.total_size_bytes)
         : 0,
       files: globalThis.Array.isArray(object?.files) ? object.files.map((e: any) => ManifestFile.fromJSON(e)) : [],
+      resolvedCommit: isSet(object.resolvedCommit)
+        ? globalThis.String(object.resolvedCommit)
+        : isSet(object.resolved_commit)
+        ? globalThis.String(object.resolved_commit)
+        : "",
     };
   },
 
@@ -2168,6 +2296,9 @@ export const Manifest: MessageFns<Manifest> = {
     if (message.files?.length) {
       obj.files = message.files.map((e) => ManifestFile.toJSON(e));
     }
+    if (message.resolvedCommit !== "") {
+      obj.resolvedCommit = message.resolvedCommit;
+    }
     return obj;
   },
 
@@ -2185,6 +2316,7 @@ export const Manifest: MessageFns<Manifest> = {
     message.installedAt = object.installedAt ?? undefined;
     message.totalSizeBytes = object.totalSizeBytes ?? 0;
     message.files = object.files?.map((e) => ManifestFile.fromPartial(e)) || [];
+    message.resolvedCommit = object.resolvedCommit ?? "";
     return message;
   },
 };

@@ -1,0 +1,153 @@
+// A model repository on a Hugging Face-compatible hub as an artifact source:
+// the revision is resolved to a commit, the files of that commit are listed
+// (following Link rel="next" pages) with their sizes and digests, and each
+// file is downloaded from the pinned commit's resolve endpoint into a
+// resumable partial file, verified, then linked into the staging dir.
+import { link, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
+import { hashFile } from "../../cache/hash-file.js";
+import { ModelCacheError, filesystemError, quote } from "../../errors.js";
+import type { ArtifactSource, SourceFile } from "../artifact-source.js";
+import type { Bandwidth } from "./bandwidth.js";
+import { downloadFile } from "./download-file.js";
+import { HubHttp } from "./hub-http.js";
+
+export interface HubFile extends SourceFile {
+  /** LFS files: the hub's sha256 of the content */
+  sha256?: string;
+  /** other files: the git blob id */
+  gitBlobId?: string;
+}
+
+export interface HubSourceOptions {
+  hubUrl: string;
+  repo: string;
+  revision: string;
+  token?: string;
+  alias?: string;
+  layout: CacheLayout;
+  name: string;
+  bandwidth?: Bandwidth;
+  signal: AbortSignal;
+}
+
+const COMMIT = /^[0-9a-f]{40}$/;
+
+export async function openHubSource(options: HubSourceOptions): Promise<ArtifactSource> {
+  const repoPath = repoUrlPath(options.repo);
+  const http = new HubHttp({ baseUrl: options.hubUrl, token: options.token, alias: options.alias });
+  const { body } = await http.json(
+    http.url(`api/models/${repoPath}/revision/${encodeURIComponent(options.revision)}`),
+    `revision ${quote(options.revision)} of ${quote(options.repo)}`,
+    options.signal,
+  );
+  const commit = (body as { sha?: unknown }).sha;
+  if (typeof commit !== "string" || !COMMIT.test(commit)) {
+    throw new ModelCacheError("unavailable", `the hub did not resolve revision ${quote(options.revision)} of ${quote(options.repo)} to a commit sha`);
+  }
+  const files = await listFiles(http, repoPath, options.repo, commit, options.signal);
+  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const partialDir = options.layout.partialDir(options.name, commit);
+  const resolveUrl = (file: SourceFile) => http.url(`${repoPath}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`);
+
+  return {
+    description: `hub:${options.repo}@${commit}`,
+    resolvedCommit: commit,
+    files,
+    async *read(file, signal) {
+      const response = await http.get(resolveUrl(file), `file '${file.path}'`, signal);
+      yield* response.body as AsyncIterable<Buffer>;
+    },
+    async fetchInto(file, target, signal, onBytes, installed) {
+      const listed = file as HubFile;
+      if (installed && listed.sha256 === installed.sha256 && (await hashFile(installed.path, signal)) === installed.sha256) {
+        await link(installed.path, target).catch((err: unknown) => {
+          throw filesystemError("link the installed copy of", installed.path, err);
+        });
+        onBytes(file.sizeBytes);
+        return installed.sha256;
+      }
+      const partialPath = join(partialDir, file.path);
+      const sha256 = await downloadFile({
+        http,
+        url: resolveUrl(file),
+        path: file.path,
+        partialPath,
+        sizeBytes: file.sizeBytes,
+        sha256: listed.sha256,
+        gitBlobId: listed.sha256 === undefined ? listed.gitBlobId : undefined,
+        bandwidth: options.bandwidth,
+        signal,
+        onBytes,
+      });
+      await link(partialPath, target).catch((err: unknown) => {
+        throw filesystemError("link the download into", target, err);
+      });
+      return sha256;
+    },
+    async installed() {
+      await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
+    },
+  };
+}
+
+/** The repo id as a URL path: each '/'-separated part encoded, no empty, '.' or '..' part. */
+function repoUrlPath(repo: string): string {
+  const parts = repo.split("/");
+  if (parts.length > 2 || parts.some((p) => p === "" || p === "." || p === "..")) {
+    throw new ModelCacheError("invalid_argument", `model.source ${quote(repo)} is not a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'`);
+  }
+  return parts.map(encodeURIComponent).join("/");
+}
+
+interface TreeEntry {
+  type?: string;
+  path?: string;
+  size?: number;
+  oid?: string;
+  lfs?: { oid?: string; size?: number };
+}
+
+async function listFiles(http: HubHttp, repoPath: string, repo: string, commit: string, signal: AbortSignal): Promise<HubFile[]> {
+  const files: HubFile[] = [];
+  let next: string | undefined = http.url(`api/models/${repoPath}/tree/${commit}?recursive=true&expand=false`);
+  for (let page = 0; next !== undefined; page++) {
+    if (page > 10_000) throw new ModelCacheError("unavailable", `the hub's listing of ${quote(repo)} does not end`);
+    const { body, headers } = await http.json(next, `the file list of ${quote(repo)}@${commit}`, signal);
+    if (!Array.isArray(body)) throw new ModelCacheError("unavailable", `the hub's file list of ${quote(repo)} is not an array`);
+    for (const entry of body as TreeEntry[]) {
+      if (entry.type !== "file" || typeof entry.path !== "string") continue;
+      const parts = entry.path.split("/");
+      if (parts.some((p) => p.startsWith(".")) || entry.path === MANIFEST_FILE) continue;
+      try {
+        checkArtifactPath(entry.path, `the hub's listing of ${quote(repo)}`);
+      } catch (err) {
+        throw new ModelCacheError("failed_precondition", (err as Error).message);
+      }
+      const sha256 = entry.lfs?.oid;
+      const size = entry.lfs?.size ?? entry.size;
+      if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+        throw new ModelCacheError("unavailable", `the hub lists no size for '${entry.path}'`);
+      }
+      files.push({
+        path: entry.path,
+        sizeBytes: size,
+        sha256: typeof sha256 === "string" && /^[0-9a-f]{64}$/.test(sha256) ? sha256 : undefined,
+        gitBlobId: typeof entry.oid === "string" && /^[0-9a-f]{40}$/.test(entry.oid) ? entry.oid : undefined,
+      });
+    }
+    next = nextPage(headers.link, next, http.origin);
+  }
+  if (files.length === 0) throw new ModelCacheError("failed_precondition", `${quote(repo)}@${commit} on the hub has no artifact files`);
+  return files;
+}
+
+/** The rel="next" target of a Link header, resolved against the page, only on the hub's own origin. */
+function nextPage(link: string | string[] | undefined, current: string, origin: string): string | undefined {
+  const text = Array.isArray(link) ? link.join(",") : link;
+  const match = text ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(text) : null;
+  if (!match) return undefined;
+  const url = new URL(match[1]!, current);
+  return url.origin === origin ? url.href : undefined;
+}
