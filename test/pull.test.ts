@@ -71,6 +71,12 @@ describe("Pull", () => {
     expect(installed.sort()).to.deep.equal(["a.json", "manifest.json", "sub", "sub/b.bin"]);
   });
 
+  it("applies the model's include and exclude filters to a local directory too", async () => {
+    await call(suite.t.client, "updateModel", { name: "minilm", model: modelSpec({ include: ["*.json"], exclude: ["1_Pooling/"] }) });
+    const events = await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json", "tokenizer.json"]);
+  });
+
   it("uses the server's --fixture-dir when the request names none", async () => {
     await suite.t.restart({ fixtureDir: FIXTURE_DIR });
     const events = await pullOk(suite.t.client, { name: "minilm" });

@@ -1,28 +1,31 @@
 // --max-bytes-per-second: one token bucket shared by every download of the
-// server, refilled continuously, holding at most one second's worth.
+// server, refilled continuously, starting empty and holding at most a
+// quarter second's worth, so the cap holds from the first byte.
 import { setTimeout as sleep } from "node:timers/promises";
 
 export class Bandwidth {
-  private tokens: number;
+  private tokens = 0;
   private last = performance.now();
   private queue: Promise<void> = Promise.resolve();
+  private readonly burst: number;
 
   constructor(private readonly bytesPerSecond: number) {
-    this.tokens = bytesPerSecond;
+    this.burst = bytesPerSecond / 4;
   }
 
   /** Resolves once `bytes` may be passed on; callers are served in turn. */
   take(bytes: number, signal: AbortSignal): Promise<void> {
     const turn = this.queue.then(async () => {
+      const needed = Math.min(bytes, this.burst);
       for (;;) {
         const now = performance.now();
-        this.tokens = Math.min(this.bytesPerSecond, this.tokens + ((now - this.last) / 1000) * this.bytesPerSecond);
+        this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.bytesPerSecond);
         this.last = now;
-        if (this.tokens >= Math.min(bytes, this.bytesPerSecond)) {
+        if (this.tokens >= needed) {
           this.tokens -= bytes;
           return;
         }
-        await sleep(Math.ceil(((Math.min(bytes, this.bytesPerSecond) - this.tokens) / this.bytesPerSecond) * 1000), undefined, { signal });
+        await sleep(Math.ceil(((needed - this.tokens) / this.bytesPerSecond) * 1000), undefined, { signal });
       }
     });
     this.queue = turn.catch(() => undefined);

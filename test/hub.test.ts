@@ -1,0 +1,242 @@
+import { readFile, readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { Metadata, status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { sha256 } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const REPO = "acme/tiny-minilm";
+const BIG = 8 * 1024 * 1024;
+const big = Buffer.alloc(BIG);
+for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+
+describe("pulling from a hub", () => {
+  let hub: FakeHub;
+  let t: TestServer;
+  beforeEach(async () => {
+    hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big, "pytorch_model.bin": "weights", "manifest.json": "{}" });
+    t = await startTestServer({ hubUrl: hub.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+  });
+  afterEach(async () => {
+    await t.close();
+    await hub.close();
+  });
+  const installed = (path: string) => readFile(join(t.cacheRoot, "minilm", path));
+  const listedFiles = () => hub.files.filter((f) => !f.path.startsWith(".") && f.path !== "manifest.json").map((f) => f.path);
+
+  it("installs the files of the resolved commit, verified, and records the commit", async () => {
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events[0]!.started!.source).to.equal(`hub:${REPO}@${hub.commit}`);
+    const manifest = events.at(-1)!.completed!.manifest!;
+    expect(manifest.resolvedCommit).to.equal(hub.commit);
+    expect(manifest.files.map((f) => f.path)).to.deep.equal(listedFiles());
+    for (const file of manifest.files) {
+      expect(file.sha256).to.equal(hub.file(file.path).sha256);
+      expect(sha256(await installed(file.path))).to.equal(file.sha256);
+    }
+    expect(JSON.parse((await installed("manifest.json")).toString()).resolved_commit).to.equal(hub.commit);
+    const { model } = await call(t.client, "getModel", { name: "minilm" });
+    expect(model).to.include({ status: ModelStatus.MODEL_STATUS_INSTALLED, resolvedCommit: hub.commit });
+    // every download names the pinned commit, never the branch
+    const downloads = hub.requests.filter((r) => r.origin === "hub" && r.path.includes("/resolve/"));
+    expect(downloads.length).to.be.above(0);
+    for (const r of downloads) expect(r.path).to.include(`/resolve/${hub.commit}/`);
+    // the listing came in pages
+    expect(hub.requests.filter((r) => r.path.includes("/tree/")).length).to.be.above(2);
+    expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+  });
+
+  it("applies include and exclude filters before downloading anything", async () => {
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, include: ["*.json", "*.safetensors", "onnx/"], exclude: ["onnx/*", "tokenizer*"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["1_Pooling/config.json", "config.json", "model.safetensors"]);
+    expect(hub.contentRequests("onnx/model.onnx")).to.deep.equal([]);
+    expect(hub.contentRequests("pytorch_model.bin")).to.deep.equal([]);
+    const { model } = await call(t.client, "getModel", { name: "minilm" });
+    expect(model!.include).to.deep.equal(["*.json", "*.safetensors", "onnx/"]);
+    expect(model!.exclude).to.deep.equal(["onnx/*", "tokenizer*"]);
+  });
+
+  it("refuses with FAILED_PRECONDITION naming the filters when nothing is left", async () => {
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, include: ["*.gguf"] }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("*.gguf").and.include("filters");
+  });
+
+  it("resumes a file whose connection dropped midway, fetching only the missing bytes", async () => {
+    hub.faults.dropAfter.set("onnx/model.onnx", 3 * 1024 * 1024);
+    await pullOk(t.client, { name: "minilm" });
+    const requests = hub.contentRequests("onnx/model.onnx").filter((r) => r.origin === "cdn");
+    expect(requests).to.have.length(2);
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(requests[1]!.range ?? "")?.[1]);
+    expect(resumedAt).to.be.above(0);
+    expect(requests[1]!.sent).to.equal(BIG - resumedAt);
+    expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  it("starts a file over when the hub ignores Range", async () => {
+    hub.faults.dropAfter.set("onnx/model.onnx", 3 * 1024 * 1024);
+    hub.faults.ignoreRange = true;
+    await pullOk(t.client, { name: "minilm" });
+    expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  it("retries a 500 and goes on", async () => {
+    hub.faults.fail500 = 2;
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.requests.filter((r) => r.status === 500)).to.have.length(2);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("waits as long as a 429's Retry-After says before retrying", async () => {
+    hub.faults.retryAfter = 1;
+    await pullOk(t.client, { name: "minilm" });
+    const limited = hub.requests.findIndex((r) => r.status === 429);
+    const next = hub.requests.slice(limited + 1).find((r) => r.path === hub.requests[limited]!.path)!;
+    expect(next.at - hub.requests[limited]!.at).to.be.at.least(950);
+  });
+
+  it("fails with DATA_LOSS naming the file and both digests when the bytes are wrong, installing nothing", async () => {
+    hub.faults.wrongBytes.add("config.json");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("config.json").and.include(hub.file("config.json").blobId);
+    expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+  });
+
+  it("checks LFS files against the hub's sha256", async () => {
+    hub.faults.wrongBytes.add("model.safetensors");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("model.safetensors").and.include(hub.file("model.safetensors").sha256);
+  });
+
+  it("resumes after a cancelled pull, and after a server restart, from the bytes on disk", async () => {
+    hub.faults.bytesPerSecond = 16 * 1024 * 1024;
+    const first = await pull(t.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "onnx", "model.onnx");
+    const kept = (await stat(partial)).size;
+    expect(kept).to.be.above(0).and.below(BIG);
+    await t.restart();
+    expect((await stat(partial)).size).to.equal(kept);
+    hub.faults.bytesPerSecond = undefined;
+    const before = hub.sent("onnx/model.onnx");
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.sent("onnx/model.onnx") - before).to.equal(BIG - kept);
+    expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  it("caps the download rate at --max-bytes-per-second", async () => {
+    const limit = 4 * 1024 * 1024;
+    await t.restart({ maxBytesPerSecond: limit });
+    const started = performance.now();
+    await pullOk(t.client, { name: "minilm" });
+    const seconds = (performance.now() - started) / 1000;
+    const total = hub.files.filter((f) => listedFiles().includes(f.path)).reduce((sum, f) => sum + f.bytes.length, 0);
+    const first = hub.requests.find((r) => r.path.includes("/resolve/") || r.origin === "cdn")!;
+    const hubSeconds = (performance.now() - first.at) / 1000;
+    expect(total / hubSeconds, "bytes per second seen by the hub").to.be.below(limit * 1.25);
+    expect(seconds).to.be.at.least(hubSeconds);
+  });
+
+  it("reuses installed files proven identical instead of downloading them again", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const before = hub.sent("onnx/model.onnx");
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.sent("onnx/model.onnx")).to.equal(before);
+    await pullOk(t.client, { name: "minilm", force: true });
+    expect(hub.sent("onnx/model.onnx")).to.equal(before + BIG);
+  });
+
+  describe("offline", () => {
+    it("re-pulls a healthy install of a pinned commit without touching the network", async () => {
+      await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, revision: hub.commit }) });
+      await pullOk(t.client, { name: "minilm" });
+      await t.restart({ offline: true });
+      const seen = hub.requests.length;
+      const events = await pullOk(t.client, { name: "minilm" });
+      expect(hub.requests.length).to.equal(seen);
+      expect(events[0]!.started!.source).to.equal(`hub:${REPO}@${hub.commit}`);
+      expect(events.at(-1)!.completed!.manifest!.resolvedCommit).to.equal(hub.commit);
+    });
+
+    it("refuses a pull that needs the network with FAILED_PRECONDITION saying so", async () => {
+      await t.restart({ offline: true });
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+      expect(outcome.error?.details).to.include("offline");
+      expect(hub.requests).to.deep.equal([]);
+    });
+  });
+
+  describe("a private repo", () => {
+    beforeEach(() => {
+      hub.faults.token = "hf_secret_token";
+    });
+
+    it("without a credential is UNAUTHENTICATED, pointing at PutSecret", async () => {
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code).to.equal(status.UNAUTHENTICATED);
+      expect(outcome.error?.details).to.include("PutSecret");
+    });
+
+    it("with the wrong secret is PERMISSION_DENIED naming the alias, never the token", async () => {
+      await call(t.client, "putSecret", { alias: "hf", value: "hf_wrong_token" });
+      const outcome = await pull(t.client, { name: "minilm", credentialAlias: "hf" });
+      expect(outcome.error?.code).to.equal(status.PERMISSION_DENIED);
+      expect(outcome.error?.details).to.include("'hf'").and.include("PutSecret").and.not.include("hf_wrong_token");
+    });
+
+    it("with the stored secret pulls, sending the token to the hub's origin only", async () => {
+      await call(t.client, "putSecret", { alias: "hf", value: "hf_secret_token" });
+      await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, credentialAlias: "hf" }) });
+      const events = await pullOk(t.client, { name: "minilm" });
+      expect(JSON.stringify(events)).to.not.include("hf_secret_token");
+      const hubSide = hub.requests.filter((r) => r.origin === "hub");
+      const cdnSide = hub.requests.filter((r) => r.origin === "cdn");
+      expect(cdnSide.length).to.be.above(0);
+      for (const r of hubSide) expect(r.authorization).to.equal("Bearer hf_secret_token");
+      for (const r of cdnSide) expect(r.authorization).to.equal(undefined);
+    });
+  });
+
+  it("sends no token for a public repo pulled without an alias", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    for (const r of hub.requests) expect(r.authorization).to.equal(undefined);
+  });
+
+  it("says NOT_FOUND for a revision the hub does not have", async () => {
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, revision: "v9" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.NOT_FOUND);
+    expect(outcome.error?.details).to.include("v9");
+  });
+
+  it("drops resumable downloads on DropCache", async () => {
+    hub.faults.wrongBytes.add("tokenizer.json");
+    hub.faults.dropAfter.set("onnx/model.onnx", 1024 * 1024);
+    await pull(t.client, { name: "minilm" });
+    await call(t.client, "dropCache", { name: "minilm" });
+    expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+  });
+
+  it("never lets plaintext credentials in, even for hub pulls", async () => {
+    const metadata = new Metadata();
+    metadata.set("hf-token", "hf_x");
+    const outcome = await pull(t.client, { name: "minilm" }, { metadata });
+    expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+    expect(hub.requests).to.deep.equal([]);
+    expect(outcome.events.map(kindOf)).to.deep.equal([]);
+  });
+});
