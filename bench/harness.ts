@@ -86,11 +86,11 @@ export function unary<Req, Res>(client: ModelCacheServiceClient, method: (req: R
   return new Promise((resolve, reject) => method.call(client, request, new Metadata(), (err, res) => (err ? reject(err) : resolve(res))));
 }
 
-export async function register(client: ModelCacheServiceClient, name: string): Promise<void> {
+export async function register(client: ModelCacheServiceClient, name: string, source = "bench/model"): Promise<void> {
   await unary(client, client.registerModel, {
     model: {
       name,
-      source: "bench/model",
+      source,
       revision: "main",
       task: Task.TASK_EMBEDDING,
       dimensions: 384,

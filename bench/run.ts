@@ -6,10 +6,11 @@ import { Command } from "commander";
 import { benchBigfile } from "./bigfile.js";
 import { benchFanout } from "./fanout.js";
 import { type Result, workDir } from "./harness.js";
+import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -21,6 +22,7 @@ const program = new Command("bench")
   .option("--bigfile-mib <n>", "size of the bigfile", "2048")
   .option("--inspect-seconds <n>", "measuring time per level and handler", "3")
   .option("--inspect-levels <list>", "concurrent clients, comma-separated", "1,16,64")
+  .option("--hub-mib <n>", "size of the hubpull repository", "1024")
   .parse();
 
 const options = program.opts<Record<string, string>>();
@@ -45,6 +47,7 @@ try {
   }
   if (names.includes("fanout")) await report(await benchFanout({ workDir: dir, totalMiB: Number(options.fanoutMib), clients: Number(options.fanoutClients) }));
   if (names.includes("bigfile")) await report(await benchBigfile({ workDir: dir, sizeMiB: Number(options.bigfileMib) }));
+  if (names.includes("hubpull")) await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: Number(options.shards) }));
   if (names.includes("inspect")) {
     await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));
   }

@@ -5,11 +5,13 @@
 // arrive (sha256, and the git blob sha1 for files not in LFS) and checked
 // against the hub's listing; a mismatch removes the partial and fails.
 import { createHash, type Hash } from "node:crypto";
-import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdir, rm, stat, truncate } from "node:fs/promises";
 import { dirname } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
-import { ModelCacheError, filesystemError } from "../../errors.js";
+import { ModelCacheError } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
 import type { HubHttp } from "./hub-http.js";
 
@@ -29,6 +31,8 @@ export interface DownloadOptions {
   onBytes(bytes: number): void;
 }
 
+const MAX_FAILURES = 5;
+
 /** The verified file's sha256, once it is whole in `partialPath`. */
 export async function downloadFile(options: DownloadOptions): Promise<string> {
   const { http, partialPath, sizeBytes, signal } = options;
@@ -40,63 +44,61 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
       reported = done;
     }
   };
-  let have = (await stat(partialPath).catch(() => undefined))?.size ?? 0;
-  if (have > sizeBytes) {
-    await truncate(partialPath, 0);
-    have = 0;
-  }
-  let hashes = newHashes(sizeBytes, options.gitBlobId !== undefined);
-  if (have > 0) {
-    let fed = 0;
-    for await (const chunk of readFileChunks(partialPath, signal)) {
-      const part = chunk.subarray(0, Math.min(chunk.length, have - fed));
-      hashes.forEach((h) => h.update(part));
-      fed += part.length;
-      if (fed >= have) break;
-    }
-    report(have);
-  }
-
-  let failures = 0;
-  while (have < sizeBytes) {
-    const response = await http.get(options.url, `file '${options.path}'`, signal, have);
-    if (have > 0 && !resumesAt(response, have)) {
-      // the hub ignored the Range request: this file starts over
+  for (let failures = 0; ; ) {
+    // every attempt starts from what is on disk, hashed again
+    let have = (await stat(partialPath).catch(() => undefined))?.size ?? 0;
+    if (have > sizeBytes) {
+      await truncate(partialPath, 0);
       have = 0;
-      hashes = newHashes(sizeBytes, options.gitBlobId !== undefined);
     }
-    const output = await open(partialPath, have > 0 ? "r+" : "w").catch((err: unknown) => {
-      throw filesystemError("open the partial download", partialPath, err);
-    });
+    let hashes = await hashPrefix(partialPath, have, sizeBytes, options.gitBlobId !== undefined, signal);
+    report(have);
+    if (have === sizeBytes) return verified(options, hashes);
     try {
-      for await (const chunk of response.body as AsyncIterable<Buffer>) {
-        if (have + chunk.length > sizeBytes) {
-          await rm(partialPath, { force: true });
-          throw new ModelCacheError("data_loss", `the hub sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`);
-        }
-        await options.bandwidth?.take(chunk.length, signal);
-        hashes.forEach((h) => h.update(chunk));
-        for (let offset = 0; offset < chunk.length; ) {
-          offset += (await output.write(chunk, offset, chunk.length - offset, have + offset)).bytesWritten;
-        }
-        have += chunk.length;
-        report(have);
+      const response = await http.get(options.url, `file '${options.path}'`, signal, have);
+      if (have > 0 && !resumesAt(response, have)) {
+        // the hub ignored the Range request: this file starts over
+        have = 0;
+        hashes = await hashPrefix(partialPath, 0, sizeBytes, options.gitBlobId !== undefined, signal);
       }
-      if (have < sizeBytes) throw new Error(`the transfer ended after ${have} of ${sizeBytes} bytes`);
-      await output.sync();
+      let received = have;
+      await pipeline(
+        response.body,
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            if (received + chunk.length > sizeBytes) {
+              throw new ModelCacheError("data_loss", `the hub sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`);
+            }
+            await options.bandwidth?.take(chunk.length, signal);
+            hashes.forEach((h) => h.update(chunk));
+            received += chunk.length;
+            report(received);
+            yield chunk;
+          }
+        },
+        // flush: the partial is fsynced before the stream closes
+        createWriteStream(partialPath, { flags: have > 0 ? "r+" : "w", start: have, flush: true, highWaterMark: 1024 * 1024 }),
+        { signal },
+      );
+      if (received === sizeBytes) return verified(options, hashes);
+      throw new Error(`the transfer ended after ${received} of ${sizeBytes} bytes`);
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      if (err instanceof ModelCacheError) throw err;
+      if (err instanceof ModelCacheError) {
+        if (err.kind === "data_loss") await rm(partialPath, { force: true });
+        throw err;
+      }
       failures += 1;
-      if (failures >= 5) {
+      if (failures >= MAX_FAILURES) {
         throw new ModelCacheError("unavailable", `downloading '${options.path}' from the hub failed ${failures} times (${(err as Error).message}); pull again to resume`);
       }
       await sleep(http.backoff(failures), undefined, { signal });
-    } finally {
-      await output.close();
     }
   }
+}
 
+/** Checks the digests of a whole file against the listing; removes the partial on a mismatch. */
+async function verified(options: DownloadOptions, hashes: Hash[]): Promise<string> {
   const [sha256, blob] = hashes.map((h) => h.digest("hex"));
   const mismatch =
     options.sha256 !== undefined && sha256 !== options.sha256
@@ -105,16 +107,24 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
         ? `git blob id ${blob}, the hub lists ${options.gitBlobId}`
         : undefined;
   if (mismatch) {
-    await rm(partialPath, { force: true });
+    await rm(options.partialPath, { force: true });
     throw new ModelCacheError("data_loss", `file '${options.path}' from the hub does not match its listing: its bytes have ${mismatch}; nothing was installed`);
   }
   return sha256!;
 }
 
-/** sha256 always; the git blob sha1 ("blob <size>\0" + bytes) when asked. */
-function newHashes(sizeBytes: number, gitBlob: boolean): Hash[] {
+/** sha256 (and the git blob sha1, "blob <size>\0" + bytes, when asked) of the first `length` bytes on disk. */
+async function hashPrefix(path: string, length: number, sizeBytes: number, gitBlob: boolean, signal: AbortSignal): Promise<Hash[]> {
   const hashes = [createHash("sha256")];
   if (gitBlob) hashes.push(createHash("sha1").update(`blob ${sizeBytes}\0`));
+  if (length === 0) return hashes;
+  let fed = 0;
+  for await (const chunk of readFileChunks(path, signal)) {
+    const part = chunk.subarray(0, Math.min(chunk.length, length - fed));
+    hashes.forEach((h) => h.update(part));
+    fed += part.length;
+    if (fed >= length) break;
+  }
   return hashes;
 }
 
