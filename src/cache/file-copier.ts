@@ -2,22 +2,35 @@
 // core, so that copying and hashing several files use every core while the
 // main thread keeps serving gRPC. Cancelling a copy ends it at once: the
 // worker running it is terminated, and the caller removes the staging dir.
-import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
-import { pathToFileURL } from "node:url";
 import { MessageChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
 import { ModelCacheError, filesystemError } from "../errors.js";
-import type { CopyOutcome, CopyTask } from "./copy-file-worker.js";
+import type { MessagePort } from "node:worker_threads";
+
+/** What copy-file-worker.js is asked to do. */
+export interface CopyTask {
+  from: string;
+  to: string;
+  sizeBytes: number;
+  progress: MessagePort;
+  /** the file in the current install, with the sha256 its manifest gives */
+  installed?: { path: string; sha256: string };
+}
+
+export type CopyOutcome =
+  | { sha256: string; reused: boolean }
+  | { changed: number }
+  | { failed: string; code: string | undefined; path: string };
 
 export class FileCopier {
   private readonly pool: Piscina<CopyTask, CopyOutcome>;
 
   constructor(threads = Math.max(1, Math.min(4, availableParallelism()))) {
     this.pool = new Piscina({
-      filename: new URL("./copy-file-worker.ts", import.meta.url).href,
-      // the worker is TypeScript, like the rest: tsx loads it there too
-      execArgv: ["--import", pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href],
+      filename: new URL("./copy-file-worker.js", import.meta.url).href,
+      // plain JavaScript: no loader, so each worker stays small and starts fast
+      execArgv: [],
       minThreads: 0,
       maxThreads: threads,
       idleTimeout: 30_000,

@@ -1,4 +1,5 @@
-// Runs in a worker thread (see file-copier.ts): copies one local file into
+// Runs in a worker thread (see file-copier.ts; plain JavaScript so that a
+// worker needs no TypeScript loader of its own): copies one local file into
 // the staging dir in a single pass, hashing the bytes it writes, with plain
 // blocking reads and writes on a buffer reused for every file. Each chunk's
 // size is posted back as progress; the file is fsynced before it returns.
@@ -7,25 +8,11 @@
 // instead of writing the bytes again.
 import { createHash } from "node:crypto";
 import { closeSync, constants, fsyncSync, linkSync, openSync, readSync, writeSync } from "node:fs";
-import type { MessagePort } from "node:worker_threads";
 
 const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
 
-export interface CopyTask {
-  from: string;
-  to: string;
-  sizeBytes: number;
-  progress: MessagePort;
-  /** the file in the current install, with the sha256 its manifest gives */
-  installed?: { path: string; sha256: string };
-}
-
-export type CopyOutcome =
-  | { sha256: string; reused: boolean }
-  | { changed: number }
-  | { failed: string; code: string | undefined; path: string };
-
-export default function copyFile(task: CopyTask): CopyOutcome {
+/** @param {import("./file-copier.js").CopyTask} task @returns {import("./file-copier.js").CopyOutcome} */
+export default function copyFile(task) {
   let path = task.from;
   try {
     if (task.installed && sha256Of(task.from, task.sizeBytes) === task.installed.sha256) {
@@ -39,16 +26,15 @@ export default function copyFile(task: CopyTask): CopyOutcome {
     }
     return copyAndHash(task, (p) => (path = p));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return { failed: code ?? (err as Error).message, code, path };
+    return { failed: err.code ?? err.message, code: err.code, path };
   } finally {
     task.progress.close();
   }
 }
 
-function copyAndHash(task: CopyTask, at: (path: string) => void): CopyOutcome {
-  let input: number | undefined;
-  let output: number | undefined;
+function copyAndHash(task, at) {
+  let input;
+  let output;
   try {
     at(task.from);
     input = openSync(task.from, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -78,7 +64,7 @@ function copyAndHash(task: CopyTask, at: (path: string) => void): CopyOutcome {
 }
 
 /** The sha256 of a file, or undefined when it is not exactly `sizeBytes` long. */
-function sha256Of(path: string, sizeBytes: number): string | undefined {
+function sha256Of(path, sizeBytes) {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash("sha256");
