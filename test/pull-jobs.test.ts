@@ -7,23 +7,40 @@ import { expect } from "chai";
 import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
 import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub } from "./support/fake-hub.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
-import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const BIG = 64 * 1024 * 1024;
 
 describe("pull jobs", () => {
-  const suite = serverWithModel();
-  const bigSource = () => suite.source({ "a.bin": Buffer.alloc(BIG, 5), "b.json": "{}" });
+  // a hub that serves the model slowly (about half a second), so that a job
+  // is surely still running when a test acts on it
+  let hub: FakeHub;
+  let t: TestServer;
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ dir, cleanup } = await makeSourceDir({ "a.bin": Buffer.alloc(8 * 1024 * 1024, 5), "b.json": "{}" }));
+    hub = await FakeHub.serve("acme/slow", dir);
+    hub.faults.bytesPerSecond = 16 * 1024 * 1024;
+    t = await startTestServer({ hubUrl: hub.url });
+    await call(t.client, "registerModel", { model: modelSpec({ source: "acme/slow" }) });
+  });
+  afterEach(async () => {
+    await t.close();
+    await hub.close();
+    await cleanup();
+  });
+  const slowSource = () => `hub:acme/slow@${hub.commit}`;
   const completedOf = (events: PullResponse[]) => events.at(-1)?.completed;
 
   it("attaches a second Pull to the running job: started again with its totals, then the same result", async () => {
-    const dir = await bigSource();
     let second: ReturnType<typeof pull> | undefined;
-    const first = pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    const first = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
         // the second client names no source at all: it joins the job instead of starting one
-        if (event.fileStarted) second ??= pull(suite.t.client, { name: "minilm" });
+        if (event.fileStarted) second ??= pull(t.client, { name: "minilm" });
       },
     });
     const [a, b] = [await first, await second!];
@@ -39,32 +56,30 @@ describe("pull jobs", () => {
   });
 
   it("refuses force on a running job with ABORTED naming it, and the job goes on", async () => {
-    const dir = await bigSource();
     let forced: Promise<Awaited<ReturnType<typeof pull>>> | undefined;
-    const first = pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    const first = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
-        if (event.fileStarted) forced ??= pull(suite.t.client, { name: "minilm", force: true });
+        if (event.fileStarted) forced ??= pull(t.client, { name: "minilm", force: true });
       },
     });
     expect(completedOf((await first).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     const refused = await forced!;
     expect(refused.error?.code).to.equal(status.ABORTED);
-    expect(refused.error?.details).to.include("already").and.include(`dir:${dir}`);
+    expect(refused.error?.details).to.include("already").and.include(slowSource());
   });
 
   it("queues pulls beyond --max-concurrent-pulls, telling them their place, and runs them in order", async () => {
-    await suite.t.restart({ maxConcurrentPulls: 1 });
-    await call(suite.t.client, "registerModel", { model: modelSpec({ name: "second" }) });
-    await call(suite.t.client, "registerModel", { model: modelSpec({ name: "third" }) });
-    const dir = await bigSource();
+    await t.restart({ maxConcurrentPulls: 1 });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "second" }) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "third" }) });
     const later: ReturnType<typeof pull>[] = [];
-    const first = pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    const first = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
         if (event.fileStarted && later.length === 0) {
           later.push(
-            pull(suite.t.client, { name: "second", fixtureDir: FIXTURE_DIR }, {
+            pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR }, {
               onEvent: (e) => {
-                if (e.queued && later.length === 1) later.push(pull(suite.t.client, { name: "third", fixtureDir: FIXTURE_DIR }));
+                if (e.queued && later.length === 1) later.push(pull(t.client, { name: "third", fixtureDir: FIXTURE_DIR }));
               },
             }),
           );
@@ -85,28 +100,26 @@ describe("pull jobs", () => {
   });
 
   it("cancels the job when its last client cancels: staging removed, previous install kept", async () => {
-    await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
-    const before = await snapshot(join(suite.t.cacheRoot, "minilm"));
-    const dir = await bigSource();
-    const outcome = await pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    const before = await snapshot(join(t.cacheRoot, "minilm"));
+    const outcome = await pull(t.client, { name: "minilm" }, {
       onEvent: (event, stream) => {
         if (event.fileProgress) stream.cancel();
       },
     });
     expect(outcome.error?.code).to.equal(status.CANCELLED);
-    await suite.t.server.runtime.pulls.find("minilm")?.done;
-    expect(suite.t.server.runtime.pulls.find("minilm")).to.equal(undefined);
-    expect(await readdir(join(suite.t.cacheRoot, ".staging"))).to.deep.equal([]);
-    expect(await snapshot(join(suite.t.cacheRoot, "minilm"))).to.deep.equal(before);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    expect(t.server.runtime.pulls.find("minilm")).to.equal(undefined);
+    expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+    expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
   });
 
   it("keeps the job running while one of two clients cancels", async () => {
-    const dir = await bigSource();
     let second: ReturnType<typeof pull> | undefined;
-    const first = pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    const first = pull(t.client, { name: "minilm" }, {
       onEvent: (event, stream) => {
         if (event.fileStarted && !second) {
-          second = pull(suite.t.client, { name: "minilm" }, { onEvent: (e) => e.started && stream.cancel() });
+          second = pull(t.client, { name: "minilm" }, { onEvent: (e) => e.started && stream.cancel() });
         }
       },
     });
@@ -115,52 +128,48 @@ describe("pull jobs", () => {
   });
 
   it("keeps a detached job running with no client, and a later Pull attaches to it", async () => {
-    await suite.t.restart({ progressIntervalMs: 0 });
-    const dir = await bigSource();
-    const first = await pull(suite.t.client, { name: "minilm", fixtureDir: dir, detach: true }, {
+    const first = await pull(t.client, { name: "minilm", detach: true }, {
       onEvent: (event, stream) => {
         if (event.fileStarted) stream.cancel();
       },
     });
     expect(first.error?.code).to.equal(status.CANCELLED);
-    const job = suite.t.server.runtime.pulls.find("minilm");
+    const job = t.server.runtime.pulls.find("minilm");
     expect(job, "the job outlives its only client").to.not.equal(undefined);
-    const later = await pull(suite.t.client, { name: "minilm" });
-    expect(later.events[0]!.started!.source).to.equal(`dir:${dir}`);
+    const later = await pull(t.client, { name: "minilm" });
+    expect(later.events[0]!.started!.source).to.equal(slowSource());
     expect(completedOf(later.events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     await job!.done;
-    expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
   it("makes DropCache wait for a running pull instead of interleaving", async () => {
-    const dir = await bigSource();
     const order: string[] = [];
     let drop: Promise<unknown> | undefined;
-    const pulling = pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    const pulling = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
-        if (event.fileStarted) drop ??= call(suite.t.client, "dropCache", { name: "minilm" }).then((r) => order.push("dropped") && r);
+        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "minilm" }).then((r) => order.push("dropped") && r);
         if (event.completed) order.push("installed");
       },
     });
     expect((await pulling).error).to.equal(undefined);
     expect(await drop).to.include({ removed: true });
     expect(order).to.deep.equal(["installed", "dropped"]);
-    expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
   });
 
   it("gives up waiting for a running pull when the DropCache deadline passes", async () => {
-    const dir = await bigSource();
     let drop: Promise<unknown> | undefined;
-    const pulling = pull(suite.t.client, { name: "minilm", fixtureDir: dir }, {
+    const pulling = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
         if (event.fileStarted) {
-          drop ??= new Promise((resolve) => suite.t.client.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 1 }, (err) => resolve(err?.code)));
+          drop ??= new Promise((resolve) => t.client.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 1 }, (err) => resolve(err?.code)));
         }
       },
     });
     expect((await pulling).error).to.equal(undefined);
     expect(await drop).to.equal(status.DEADLINE_EXCEEDED);
-    expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
 });
