@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { Metadata, credentials } from "@grpc/grpc-js";
-import { Engine, ModelCacheServiceClient, type PullResponse, PullPolicy, Task, TrustPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { ModelCacheServiceClient, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
+import { modelSpec } from "../test/support/test-server.js";
 
 const run = promisify(execFile);
 export const MiB = 1024 * 1024;
@@ -87,22 +88,7 @@ export function unary<Req, Res>(client: ModelCacheServiceClient, method: (req: R
 }
 
 export async function register(client: ModelCacheServiceClient, name: string, source = "bench/model"): Promise<void> {
-  await unary(client, client.registerModel, {
-    model: {
-      name,
-      source,
-      revision: "main",
-      task: Task.TASK_EMBEDDING,
-      dimensions: 384,
-      engine: Engine.ENGINE_CANDLE,
-      pullPolicy: PullPolicy.PULL_POLICY_UNSPECIFIED,
-      trustPolicy: TrustPolicy.TRUST_POLICY_UNSPECIFIED,
-      acknowledgeRemoteCodeRisk: false,
-      credentialAlias: "",
-      include: [],
-      exclude: [],
-    },
-  });
+  await unary(client, client.registerModel, { model: modelSpec({ name, source }) });
 }
 
 /** Pulls to the end; `onEvent` may pause the stream to play a slow reader. Resolves with the number of events read. */

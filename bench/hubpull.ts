@@ -14,6 +14,7 @@ export async function benchHubpull(options: { workDir: string; totalMiB: number;
   const source = join(options.workDir, "hub-source");
   await makeFixture(source, options.shards, Math.floor((options.totalMiB * MiB) / options.shards));
   const hub = await FakeHub.serve("bench/hub-model", source);
+  hub.chunkBytes = 1024 * 1024;
   await rm(source, { recursive: true, force: true });
   const files = hub.files.filter((f) => !f.path.startsWith("."));
   const bytes = files.reduce((sum, f) => sum + f.bytes.length, 0);

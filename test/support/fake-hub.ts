@@ -50,6 +50,8 @@ export class FakeHub {
   readonly faults: Faults = { dropAfter: new Map(), fail500: 0, retryAfter: undefined, wrongBytes: new Set(), ignoreRange: false, token: undefined, bytesPerSecond: undefined };
   /** entries per page of the tree listing */
   pageSize = 2;
+  /** bytes per write of a response: small in tests, so faults land midway; large in benchmarks */
+  chunkBytes = 64 * 1024;
   private hub!: Server;
   private cdn!: Server;
   url = "";
@@ -201,7 +203,7 @@ export class FakeHub {
     });
     const dropAfter = this.faults.dropAfter.get(file.path);
     if (dropAfter !== undefined) this.faults.dropAfter.delete(file.path);
-    const chunk = 64 * 1024;
+    const chunk = this.chunkBytes;
     for (let offset = 0; offset < body.length; offset += chunk) {
       if (dropAfter !== undefined && record.sent >= dropAfter) {
         res.destroy();
