@@ -33,13 +33,19 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
   const credential = await resolveCredential(runtime, model, request.credentialAlias);
   let job = runtime.pulls.find(model.name);
   if (!job) {
-    const fromHub = request.fixtureDir === "" && runtime.fixtureDir === undefined;
-    if (fromHub && runtime.hub.offline) {
+    const dir =
+      request.fixtureDir !== ""
+        ? { path: request.fixtureDir, field: "fixture_dir" }
+        : runtime.fixtureDir !== undefined
+          ? { path: runtime.fixtureDir, field: "the server's --fixture-dir" }
+          : undefined;
+    if (!dir && runtime.hub.offline) {
       yield* pullOffline(runtime, model, signal);
       return;
     }
-    const opened = fromHub
-      ? await openHubSource({
+    const opened = dir
+      ? await openDirectorySource(dir.path, dir.field)
+      : await openHubSource({
           hubUrl: runtime.hub.url,
           repo: model.source,
           revision: model.revision,
@@ -49,8 +55,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           name: model.name,
           bandwidth: runtime.hub.bandwidth,
           signal,
-        })
-      : await openDirectorySource(request.fixtureDir !== "" ? request.fixtureDir : runtime.fixtureDir!, request.fixtureDir !== "" ? "fixture_dir" : "the server's --fixture-dir");
+        });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
     job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);
   } else if (request.force) {

@@ -100,8 +100,7 @@ export class FakeHub {
 
   /** Bytes of content sent for `path` (hub and CDN together). */
   sent(path: string): number {
-    const file = this.file(path);
-    return this.requests.filter((r) => r.path.endsWith(`/${file.path}`) || r.path === `/lfs/${file.sha256}`).reduce((sum, r) => sum + r.sent, 0);
+    return this.contentRequests(path).reduce((sum, r) => sum + r.sent, 0);
   }
 
   contentRequests(path: string): HubRequest[] {
