@@ -8,6 +8,7 @@ import { createHash, type Hash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, rm, stat, truncate } from "node:fs/promises";
 import { dirname } from "node:path";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
@@ -62,22 +63,30 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
         hashes = await hashPrefix(partialPath, 0, sizeBytes, options.gitBlobId !== undefined, signal);
       }
       let received = have;
-      await pipeline(
-        response.body,
-        async function* (chunks: AsyncIterable<Buffer>) {
-          for await (const chunk of chunks) {
-            if (received + chunk.length > sizeBytes) {
-              throw new ModelCacheError("data_loss", `the hub sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`);
-            }
-            await options.bandwidth?.take(chunk.length, signal);
-            hashes.forEach((h) => h.update(chunk));
-            received += chunk.length;
-            report(received);
-            yield chunk;
+      const bandwidth = options.bandwidth;
+      // synchronous transforms: an async step per chunk would cost more than the hashing
+      const hashing = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          if (received + chunk.length > sizeBytes) {
+            return done(new ModelCacheError("data_loss", `the hub sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`));
           }
+          hashes.forEach((h) => h.update(chunk));
+          received += chunk.length;
+          report(received);
+          done(null, chunk);
         },
-        // flush: the partial is fsynced before the stream closes
-        createWriteStream(partialPath, { flags: have > 0 ? "r+" : "w", start: have, flush: true, highWaterMark: 1024 * 1024 }),
+      });
+      const throttling = bandwidth
+        ? [new Transform({ transform: (chunk: Buffer, _encoding, done) => void bandwidth.take(chunk.length, signal).then(() => done(null, chunk), done) })]
+        : [];
+      await pipeline(
+        [
+          response.body,
+          ...throttling,
+          hashing,
+          // flush: the partial is fsynced before the stream closes
+          createWriteStream(partialPath, { flags: have > 0 ? "r+" : "w", start: have, flush: true, highWaterMark: 1024 * 1024 }),
+        ],
         { signal },
       );
       if (received === sizeBytes) return verified(options, hashes);
@@ -133,3 +142,4 @@ function resumesAt(response: { status: number; headers: Record<string, string | 
   const range = /^bytes (\d+)-/.exec(String(response.headers["content-range"] ?? ""));
   return range !== null && Number(range[1]) === offset;
 }
+
