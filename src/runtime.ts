@@ -1,5 +1,6 @@
 // What the domain operations share while the server runs: the registry, the
 // cache layout, the per-model locks, the pull jobs and the server's settings.
+import type { FileCopier } from "./cache/file-copier.js";
 import type { CacheLayout } from "./cache/layout.js";
 import type { ModelLocks } from "./cache/model-lock.js";
 import type { PullJobs } from "./pull/pull-jobs.js";
@@ -12,6 +13,8 @@ export interface Runtime {
   /** one pull or drop per model at a time, across processes sharing the cache root */
   locks: ModelLocks;
   pulls: PullJobs;
+  /** copies and hashes files on worker threads */
+  copier: FileCopier;
   /** the server's --fixture-dir, used when a pull names none */
   fixtureDir: string | undefined;
   hub: HubSettings;

@@ -32,6 +32,19 @@ export default function copyFile(task) {
   }
 }
 
+/**
+ * The sha256 of a file already in the cache (deep InspectCache).
+ * @param {{ path: string }} task @returns {{ sha256: string } | { failed: string, code: string | undefined, path: string }}
+ */
+export function hash(task) {
+  try {
+    const sha256 = sha256Of(task.path, undefined);
+    return { sha256 };
+  } catch (err) {
+    return { failed: err.code ?? err.message, code: err.code, path: task.path };
+  }
+}
+
 function copyAndHash(task, at) {
   let input;
   let output;
@@ -63,7 +76,7 @@ function copyAndHash(task, at) {
   }
 }
 
-/** The sha256 of a file, or undefined when it is not exactly `sizeBytes` long. */
+/** The sha256 of a file, or undefined when it is not exactly `sizeBytes` long (when given). */
 function sha256Of(path, sizeBytes) {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
@@ -73,10 +86,10 @@ function sha256Of(path, sizeBytes) {
       const read = readSync(fd, buffer, 0, buffer.length, null);
       if (read === 0) break;
       total += read;
-      if (total > sizeBytes) return undefined;
+      if (sizeBytes !== undefined && total > sizeBytes) return undefined;
       hash.update(buffer.subarray(0, read));
     }
-    return total === sizeBytes ? hash.digest("hex") : undefined;
+    return sizeBytes === undefined || total === sizeBytes ? hash.digest("hex") : undefined;
   } finally {
     closeSync(fd);
   }

@@ -1,6 +1,7 @@
-// Copies local files into staging on worker threads (piscina), one per
-// core, so that copying and hashing several files use every core while the
-// main thread keeps serving gRPC. Cancelling a copy ends it at once: the
+// Copies local files into staging, and hashes installed files for deep
+// inspections, on worker threads (piscina), one per core, so that copying
+// and hashing several files use every core while the main thread keeps
+// serving gRPC. Cancelling a copy ends it at once: the
 // worker running it is terminated, and the caller removes the staging dir.
 import { availableParallelism } from "node:os";
 import { MessageChannel } from "node:worker_threads";
@@ -18,13 +19,20 @@ export interface CopyTask {
   installed?: { path: string; sha256: string };
 }
 
+interface HashTask {
+  path: string;
+}
+
+type HashOutcome = { sha256: string } | { failed: string; code: string | undefined; path: string };
+
 export type CopyOutcome =
   | { sha256: string; reused: boolean }
   | { changed: number }
   | { failed: string; code: string | undefined; path: string };
 
 export class FileCopier {
-  private readonly pool: Piscina<CopyTask, CopyOutcome>;
+  // two tasks run on it: the default export (copy) and "hash"
+  private readonly pool: Piscina<CopyTask | HashTask, CopyOutcome | HashOutcome>;
 
   constructor(threads = Math.max(1, Math.min(4, availableParallelism()))) {
     this.pool = new Piscina({
@@ -59,9 +67,9 @@ export class FileCopier {
       onBytes(bytes);
     });
     try {
-      const outcome = await this.pool.run({ from, to, sizeBytes, progress: port2, installed }, { transferList: [port2], signal }).catch((err: unknown) => {
+      const outcome = (await this.pool.run({ from, to, sizeBytes, progress: port2, installed }, { transferList: [port2], signal }).catch((err: unknown) => {
         throw signal.aborted ? signal.reason : err;
-      });
+      })) as CopyOutcome;
       if ("sha256" in outcome) {
         // progress still in flight on the port is settled here, before the caller hears the file is done
         finished = true;
@@ -79,6 +87,15 @@ export class FileCopier {
       finished = true;
       port1.close();
     }
+  }
+
+  /** The sha256 of a file, computed on a worker thread. */
+  async hash(path: string, signal: AbortSignal): Promise<string> {
+    const outcome = (await this.pool.run({ path }, { name: "hash", signal }).catch((err: unknown) => {
+      throw signal.aborted ? signal.reason : err;
+    })) as HashOutcome;
+    if ("sha256" in outcome) return outcome.sha256;
+    throw filesystemError("read", outcome.path, Object.assign(new Error(outcome.failed), { code: outcome.code }));
   }
 
   close(): Promise<void> {

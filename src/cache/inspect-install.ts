@@ -22,7 +22,10 @@ export interface InstallReport {
   footprintBytes: number;
 }
 
-export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal): Promise<InstallReport> {
+/** Hashes a file for the deep checks; the worker pool's, or hashFile on this thread. */
+export type FileHasher = (path: string, signal: AbortSignal) => Promise<string>;
+
+export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal, hasher: FileHasher = hashFile): Promise<InstallReport> {
   const cacheDir = layout.modelDir(name);
   const files = regularFiles(cacheDir);
   if (!files) {
@@ -57,12 +60,13 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
     }
   }
   if (deep && problems.length === 0) {
-    for (const file of manifest.files) {
-      const sha256 = await hashFile(join(cacheDir, file.path), signal);
-      if (sha256 !== file.sha256) {
-        problems.push({ reason: "checksum_mismatch", detail: `artifact file '${file.path}' has sha256 ${sha256}, ${MANIFEST_FILE} says ${file.sha256}` });
+    // all files at once: the hasher spreads them over its threads; problems keep the manifest's order
+    const digests = await Promise.all(manifest.files.map((file) => hasher(join(cacheDir, file.path), signal)));
+    manifest.files.forEach((file, i) => {
+      if (digests[i] !== file.sha256) {
+        problems.push({ reason: "checksum_mismatch", detail: `artifact file '${file.path}' has sha256 ${digests[i]}, ${MANIFEST_FILE} says ${file.sha256}` });
       }
-    }
+    });
   }
   const [first] = problems;
   if (!first) return { status: "installed", cacheDir, manifest, footprintBytes: footprint };

@@ -5,5 +5,5 @@ import type { Runtime } from "../runtime.js";
 
 export async function inspectCache(runtime: Runtime, name: string, deep: boolean, signal: AbortSignal): Promise<InstallReport> {
   await getModel(runtime.registry, name);
-  return inspectInstall(runtime.layout, name, deep, signal);
+  return inspectInstall(runtime.layout, name, deep, signal, (path, s) => runtime.copier.hash(path, s));
 }

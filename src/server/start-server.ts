@@ -93,6 +93,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         fileConcurrency: options.fileConcurrency ?? 4,
         copier,
       }),
+      copier,
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
       hub: {
         url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
