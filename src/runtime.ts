@@ -27,4 +27,6 @@ export interface HubSettings {
   offline: boolean;
   /** --max-bytes-per-second, shared by every download */
   bandwidth: Bandwidth | undefined;
+  /** LFS files at least this large are fetched as parallel byte ranges */
+  parallelRangeMinBytes: number;
 }

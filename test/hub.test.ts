@@ -240,3 +240,61 @@ describe("pulling from a hub", () => {
     expect(outcome.events.map(kindOf)).to.deep.equal([]);
   });
 });
+
+describe("pulling a large file from a hub in parallel byte ranges", () => {
+  let hub: FakeHub;
+  let t: TestServer;
+  const RANGED = 12 * 1024 * 1024;
+  const file = Buffer.alloc(RANGED);
+  for (let i = 0; i < RANGED; i += 4) file.writeUInt32LE((i * 2246822519) >>> 0, i);
+  beforeEach(async () => {
+    hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "weights/model.safetensors": file });
+    t = await startTestServer({ hubUrl: hub.url, progressIntervalMs: 0, parallelRangeMinBytes: 4 * 1024 * 1024 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, include: ["weights/"] }) });
+  });
+  afterEach(async () => {
+    await t.close();
+    await hub.close();
+  });
+  const ranges = () => hub.contentRequests("weights/model.safetensors").filter((r) => r.origin === "cdn");
+
+  it("fetches the file as several ranges at once, and installs it verified", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const starts = ranges().map((r) => Number(/^bytes=(\d+)-\d+$/.exec(r.range ?? "")?.[1]));
+    expect(starts.sort((a, b) => a - b)).to.deep.equal([0, 3, 6, 9].map((m) => m * 1024 * 1024));
+    expect(hub.sent("weights/model.safetensors")).to.equal(RANGED);
+    expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
+  });
+
+  it("resumes every range where it stopped, after a cancel and a restart", async () => {
+    hub.faults.bytesPerSecond = 8 * 1024 * 1024;
+    const first = await pull(t.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if ((event.fileProgress?.bytesDone ?? 0) > 2 * 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    await t.restart();
+    hub.faults.bytesPerSecond = undefined;
+    const before = hub.sent("weights/model.safetensors");
+    await pullOk(t.client, { name: "minilm" });
+    const resumed = hub.sent("weights/model.safetensors") - before;
+    expect(resumed).to.be.below(RANGED);
+    expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
+    expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+  });
+
+  it("falls back to one stream when the hub ignores Range", async () => {
+    hub.faults.ignoreRange = true;
+    await pullOk(t.client, { name: "minilm" });
+    expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
+  });
+
+  it("fails with DATA_LOSS when the assembled file does not hash to the hub's sha256", async () => {
+    hub.faults.wrongBytes.add("weights/model.safetensors");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("weights/model.safetensors");
+  });
+});

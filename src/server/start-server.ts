@@ -45,6 +45,8 @@ export interface ServerOptions {
   offline?: boolean;
   /** cap on the total download rate from the hub */
   maxBytesPerSecond?: number;
+  /** LFS files at least this large are fetched as parallel byte ranges (default 64 MiB) */
+  parallelRangeMinBytes?: number;
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
@@ -99,6 +101,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
         offline: options.offline ?? false,
         bandwidth: options.maxBytesPerSecond ? new Bandwidth(checkRate(options.maxBytesPerSecond)) : undefined,
+        parallelRangeMinBytes: options.parallelRangeMinBytes ?? 64 * 1024 * 1024,
       },
     };
 

@@ -191,14 +191,16 @@ export class FakeHub {
       bytes = Buffer.from(bytes);
       bytes[bytes.length - 1] ^= 0xff;
     }
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
-    const start = range && !this.faults.ignoreRange ? Number(range[1]) : 0;
-    const body = bytes.subarray(start);
-    record.status = start > 0 ? 206 : 200;
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+    const ranged = range !== null && !this.faults.ignoreRange;
+    const start = ranged ? Number(range[1]) : 0;
+    const end = ranged && range[2] !== "" ? Math.min(bytes.length, Number(range[2]) + 1) : bytes.length;
+    const body = bytes.subarray(start, end);
+    record.status = ranged ? 206 : 200;
     res.writeHead(record.status, {
       "content-length": String(body.length),
       "accept-ranges": "bytes",
-      ...(start > 0 ? { "content-range": `bytes ${start}-${bytes.length - 1}/${bytes.length}` } : {}),
+      ...(ranged ? { "content-range": `bytes ${start}-${end - 1}/${bytes.length}` } : {}),
     });
     const dropAfter = this.faults.dropAfter.get(file.path);
     if (dropAfter !== undefined) this.faults.dropAfter.delete(file.path);

@@ -56,13 +56,14 @@ export class HubHttp {
 
   /**
    * GET with retries until the response starts (2xx); the body is the
-   * caller's to read. `range` asks for the bytes from that offset on.
+   * caller's to read. `range` asks for the bytes from that offset on (up to
+   * `rangeEnd`, exclusive, when given).
    */
-  async get(url: string, what: string, signal: AbortSignal, range?: number): Promise<HubResponse> {
+  async get(url: string, what: string, signal: AbortSignal, range?: number, rangeEnd?: number): Promise<HubResponse> {
     for (let attempt = 1; ; attempt++) {
       let retryAfterMs: number | undefined;
       try {
-        const response = await this.follow(url, signal, range);
+        const response = await this.follow(url, signal, range, rangeEnd);
         if (response.status < 300) return response;
         await response.body.dump().catch(() => undefined);
         if (response.status === 429) retryAfterMs = parseRetryAfter(response.headers["retry-after"]);
@@ -87,13 +88,14 @@ export class HubHttp {
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
 
-  private async follow(url: string, signal: AbortSignal, range: number | undefined): Promise<HubResponse> {
+  private async follow(url: string, signal: AbortSignal, range: number | undefined, rangeEnd: number | undefined): Promise<HubResponse> {
     let current = url;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const target = new URL(current);
       const headers: Record<string, string> = { "user-agent": "modelcache" };
       if (this.options.token !== undefined && target.origin === this.origin) headers.authorization = `Bearer ${this.options.token}`;
-      if (range !== undefined && range > 0) headers.range = `bytes=${range}-`;
+      if (rangeEnd !== undefined) headers.range = `bytes=${range ?? 0}-${rangeEnd - 1}`;
+      else if (range !== undefined && range > 0) headers.range = `bytes=${range}-`;
       const response = await request(target, { method: "GET", headers, signal, dispatcher: agent });
       if (response.statusCode >= 300 && response.statusCode < 400 && response.headers.location) {
         await response.body.dump().catch(() => undefined);

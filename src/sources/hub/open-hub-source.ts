@@ -11,6 +11,7 @@ import { ModelCacheError, filesystemError, quote } from "../../errors.js";
 import type { ArtifactSource, SourceFile } from "../artifact-source.js";
 import type { Bandwidth } from "./bandwidth.js";
 import { downloadFile } from "./download-file.js";
+import { downloadInSegments } from "./download-segments.js";
 import { HubHttp } from "./hub-http.js";
 
 export interface HubFile extends SourceFile {
@@ -30,7 +31,13 @@ export interface HubSourceOptions {
   name: string;
   bandwidth?: Bandwidth;
   signal: AbortSignal;
+  /** LFS files at least this large are fetched as parallel byte ranges */
+  parallelRangeMinBytes: number;
+  /** hashes a whole file (off the main thread) for ranged downloads */
+  hasher: (path: string, signal: AbortSignal) => Promise<string>;
 }
+
+const RANGES_PER_FILE = 4;
 
 const COMMIT = /^[0-9a-f]{40}$/;
 
@@ -69,7 +76,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Artifact
         return installed.sha256;
       }
       const partialPath = join(partialDir, file.path);
-      const sha256 = await downloadFile({
+      const download = {
         http,
         url: resolveUrl(file),
         path: file.path,
@@ -80,7 +87,17 @@ export async function openHubSource(options: HubSourceOptions): Promise<Artifact
         bandwidth: options.bandwidth,
         signal,
         onBytes,
-      });
+      };
+      let sha256: string | "unsupported" = "unsupported";
+      if (listed.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) {
+        sha256 = await downloadInSegments({ ...download, sha256: listed.sha256, segments: RANGES_PER_FILE, hasher: options.hasher });
+      }
+      if (sha256 === "unsupported") {
+        // no ranges here (a small file, or a hub that ignores Range): one stream, resumable from its length
+        await rm(`${partialPath}.segments.json`, { force: true });
+        if (file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
+        sha256 = await downloadFile(download);
+      }
       await link(partialPath, target).catch((err: unknown) => {
         throw filesystemError("link the download into", target, err);
       });
