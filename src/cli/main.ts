@@ -24,6 +24,7 @@ interface ServeOptions {
   hubUrl?: string;
   offline?: boolean | string;
   maxBytesPerSecond?: string;
+  parallelRangeMinBytes: string;
   logLevel: "info";
 }
 
@@ -40,6 +41,7 @@ program
   .addOption(flag("--hub-url <url>", "the Hugging Face-compatible hub to pull from (else HF_ENDPOINT, else https://huggingface.co)"))
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
   .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub"))
+  .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .action(async (options: ServeOptions) => {
     const logger = createLogger(options.logLevel);
@@ -54,10 +56,11 @@ program
         hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
         offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",
         maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
+        parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
         logger,
       });
     } catch (err) {
-      logger.fatal(err instanceof ModelCacheError ? err.message : { err }, "modelcache could not start");
+      logger.fatal(err instanceof ModelCacheError ? { error: err.message } : { err }, "modelcache could not start");
       process.exit(1);
     }
     const running = server;

@@ -101,7 +101,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
         offline: options.offline ?? false,
         bandwidth: options.maxBytesPerSecond ? new Bandwidth(checkRate(options.maxBytesPerSecond)) : undefined,
-        parallelRangeMinBytes: options.parallelRangeMinBytes ?? 64 * 1024 * 1024,
+        parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
       },
     };
 
@@ -175,4 +175,11 @@ function checkRate(bytesPerSecond: number): number {
     throw new ModelCacheError("invalid_argument", `--max-bytes-per-second must be a number of at least 1024 (got ${bytesPerSecond})`);
   }
   return bytesPerSecond;
+}
+
+function checkRangeMinimum(bytes: number): number {
+  if (!Number.isSafeInteger(bytes) || bytes < 1024 * 1024) {
+    throw new ModelCacheError("invalid_argument", `--parallel-range-min-bytes must be a whole number of at least 1048576 (got ${bytes})`);
+  }
+  return bytes;
 }
