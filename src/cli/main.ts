@@ -25,6 +25,7 @@ interface ServeOptions {
   offline?: boolean | string;
   maxBytesPerSecond?: string;
   parallelRangeMinBytes: string;
+  metricsListen?: string;
   logLevel: "info";
 }
 
@@ -42,6 +43,7 @@ program
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
   .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub"))
   .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)))
+  .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics"))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .action(async (options: ServeOptions) => {
     const logger = createLogger(options.logLevel);
@@ -57,6 +59,7 @@ program
         offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",
         maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
         parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
+        metricsListen: options.metricsListen,
         logger,
       });
     } catch (err) {

@@ -8,8 +8,15 @@ import type { Logger } from "pino";
 import { ModelCacheError } from "../errors.js";
 import { toServiceError } from "./errors.js";
 
+/** Told about every call (the server's metrics). */
+export interface RpcRecorder {
+  started(method: string, type: "unary" | "server_stream"): void;
+  handled(method: string, type: "unary" | "server_stream", code: string, seconds: number): void;
+}
+
 export interface CallContext {
   logger: Logger;
+  rpcs?: RpcRecorder;
   /** aborts every pull when the server shuts down; unary calls are let finish */
   shutdown: AbortSignal;
 }
@@ -21,15 +28,18 @@ export function unary<Req, Res>(
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const started = performance.now();
+    context.rpcs?.started(method, "unary");
     const signal = callSignal(call);
     handle(call.request, signal).then(
       (response) => {
         logCall(context, method, call.request, status.OK, started);
+        context.rpcs?.handled(method, "unary", "OK", (performance.now() - started) / 1000);
         callback(null, response);
       },
       (err: unknown) => {
         const error = toServiceError(err);
         logCall(context, method, call.request, error.code, started, error.details);
+        context.rpcs?.handled(method, "unary", status[error.code], (performance.now() - started) / 1000);
         callback(error);
       },
     );
@@ -43,6 +53,7 @@ export function serverStream<Req, Res>(
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
     const started = performance.now();
+    context.rpcs?.started(method, "server_stream");
     const signal = AbortSignal.any([callSignal(call), context.shutdown]);
     void (async () => {
       try {
@@ -50,12 +61,14 @@ export function serverStream<Req, Res>(
           if (!call.write(message)) await once(call, "drain", { signal });
         }
         logCall(context, method, call.request, status.OK, started);
+        context.rpcs?.handled(method, "server_stream", "OK", (performance.now() - started) / 1000);
         call.end();
       } catch (err) {
         // once the call's signal has fired, its reason (client gone, or the
         // server shutting down) says better than the error it caused
         const error = toServiceError(signal.aborted ? signal.reason : err);
         logCall(context, method, call.request, error.code, started, error.details);
+        context.rpcs?.handled(method, "server_stream", status[error.code], (performance.now() - started) / 1000);
         call.emit("error", error);
       }
     })();

@@ -22,6 +22,11 @@ import type { PullEvent } from "./pull-event.js";
 import type { PullQueue } from "./pull-queue.js";
 import { Subscription } from "./subscription.js";
 
+/** Told how each job ended (the server's metrics). */
+export interface PullOutcomeRecorder {
+  pullEnded(result: "ok" | "failed" | "cancelled", bytes: number, seconds: number): void;
+}
+
 export interface PullJobSettings {
   registry: Registry;
   layout: CacheLayout;
@@ -32,6 +37,7 @@ export interface PullJobSettings {
   /** files copied at once */
   fileConcurrency: number;
   copier?: FileCopier;
+  outcomes?: PullOutcomeRecorder;
 }
 
 type Event<T extends PullEvent["type"]> = Extract<PullEvent, { type: T }>;
@@ -64,6 +70,7 @@ export class PullJob implements InstallObserver {
   private readonly pendingProgress = new Set<string>();
   private progressTimer: NodeJS.Timeout | undefined;
   private lastProgressAt = 0;
+  private readonly startedAt = performance.now();
 
   constructor(
     private readonly settings: PullJobSettings,
@@ -175,6 +182,8 @@ export class PullJob implements InstallObserver {
   }
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {
+    const result = "completed" in outcome ? "ok" : this.controller.signal.aborted ? "cancelled" : "failed";
+    this.settings.outcomes?.pullEnded(result, this.totalBytesDone, (performance.now() - this.startedAt) / 1000);
     clearTimeout(this.progressTimer);
     this.pendingProgress.clear();
     this.outcome = outcome;

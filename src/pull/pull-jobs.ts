@@ -21,6 +21,12 @@ export class PullJobs {
     return job;
   }
 
+  count(state: PullJob["state"]): number {
+    let n = 0;
+    for (const job of this.jobs.values()) if (job.state === state) n += 1;
+    return n;
+  }
+
   /** Cancels every job and resolves once each has cleaned up. */
   async abortAll(reason: unknown): Promise<void> {
     const jobs = [...this.jobs.values()];

@@ -22,6 +22,7 @@ import { openRegistry } from "../registry/open-registry.js";
 import type { Runtime } from "../runtime.js";
 import { ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 import { createLogger } from "./logger.js";
+import { Metrics } from "./metrics.js";
 import { addReflection } from "./reflection.js";
 
 export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
@@ -47,6 +48,8 @@ export interface ServerOptions {
   maxBytesPerSecond?: number;
   /** LFS files at least this large are fetched as parallel byte ranges (default 64 MiB) */
   parallelRangeMinBytes?: number;
+  /** host:port to serve Prometheus metrics on, at /metrics */
+  metricsListen?: string;
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
@@ -55,6 +58,8 @@ export interface ServerOptions {
 export interface RunningServer {
   /** host:port actually bound */
   address: string;
+  /** host:port of /metrics, when served */
+  metricsAddress?: string;
   port: number;
   runtime: Runtime;
   close(): Promise<void>;
@@ -82,6 +87,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
     }
     const copier = new FileCopier();
+    let running: Runtime | undefined;
+    const metrics = new Metrics(() => running);
     const runtime: Runtime = {
       registry,
       layout,
@@ -94,6 +101,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         progressIntervalMs: options.progressIntervalMs ?? 100,
         fileConcurrency: options.fileConcurrency ?? 4,
         copier,
+        outcomes: metrics,
       }),
       copier,
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
@@ -107,7 +115,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
     const shutdown = new AbortController();
     const server = new Server({ interceptors: [rejectPlaintextCredentials] });
-    server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, shutdown: shutdown.signal }));
+    running = runtime;
+    server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, shutdown: shutdown.signal, rpcs: metrics }));
     const health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     health.addToServer(server);
     addReflection(server);
@@ -119,10 +128,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     );
     const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
+    const metricsServer = options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls },
+      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls },
       "modelcache is serving",
     );
 
@@ -147,10 +157,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await pullsEnded;
         await runtime.locks.idle();
         await copier.close();
+        await metricsServer?.close();
         await registry.close();
         logger.info("modelcache stopped");
       })());
-    return { address, port, runtime, close };
+    return { address, port, runtime, close, metricsAddress: metricsServer?.address };
   } catch (err) {
     await registry.close();
     throw err;

@@ -1,0 +1,87 @@
+// Prometheus metrics (prom-client), served as text at /metrics on
+// --metrics-listen. RPC metrics carry the names the gRPC ecosystem's
+// dashboards expect; domain metrics are modelcache_*. Gauges are read from
+// the registry and the job table when scraped, so they never drift.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { RpcRecorder } from "../grpc/adapt-call.js";
+import type { PullOutcomeRecorder } from "../pull/pull-job.js";
+import type { Runtime } from "../runtime.js";
+
+export class Metrics implements RpcRecorder, PullOutcomeRecorder {
+  readonly registry = new Registry();
+  private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
+  private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
+  private readonly rpcSeconds = new Histogram({ name: "grpc_server_handling_seconds", help: "Time from the start of an RPC to its status.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600], registers: [this.registry] });
+  private readonly pulls = new Counter({ name: "modelcache_pulls_total", help: "Pull jobs ended, by result.", labelNames: ["result"], registers: [this.registry] });
+  private readonly pullBytes = new Counter({ name: "modelcache_pull_bytes_total", help: "Bytes written into staging by pull jobs.", registers: [this.registry] });
+  private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
+
+  constructor(runtime: () => Runtime | undefined) {
+    new Gauge({
+      name: "modelcache_cache_bytes",
+      help: "Bytes of each installed model, from its manifest.",
+      labelNames: ["model"],
+      registers: [this.registry],
+      async collect() {
+        const current = runtime();
+        if (!current) return;
+        this.reset();
+        for (const model of await current.registry.models.values().all()) {
+          if (model.install) this.set({ model: model.name }, model.install.sizeBytes);
+        }
+      },
+    });
+    new Gauge({
+      name: "modelcache_pull_jobs",
+      help: "Pull jobs by state.",
+      labelNames: ["state"],
+      registers: [this.registry],
+      collect() {
+        const current = runtime();
+        if (!current) return;
+        for (const state of ["running", "queued"] as const) this.set({ state }, current.pulls.count(state));
+      },
+    });
+  }
+
+  started(method: string, type: "unary" | "server_stream"): void {
+    this.rpcStarted.inc({ grpc_service: SERVICE, grpc_method: method, grpc_type: type });
+  }
+
+  handled(method: string, type: "unary" | "server_stream", code: string, seconds: number): void {
+    this.rpcHandled.inc({ grpc_service: SERVICE, grpc_method: method, grpc_type: type, grpc_code: code });
+    this.rpcSeconds.observe({ grpc_service: SERVICE, grpc_method: method, grpc_type: type }, seconds);
+  }
+
+  pullEnded(result: "ok" | "failed" | "cancelled", bytes: number, seconds: number): void {
+    this.pulls.inc({ result });
+    this.pullBytes.inc(bytes);
+    this.pullSeconds.observe(seconds);
+  }
+
+  /** Serves /metrics on `listen` (host:port); resolves with the bound address. */
+  async serve(listen: string): Promise<{ address: string; close: () => Promise<void> }> {
+    const server: Server = createServer((req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404).end("see /metrics\n");
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": this.registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+      );
+    });
+    const split = listen.lastIndexOf(":");
+    const host = listen.slice(0, split);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(Number(listen.slice(split + 1)), host, resolve);
+    });
+    const address = `${host}:${(server.address() as AddressInfo).port}`;
+    return { address, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+}
+
+const SERVICE = "modelcache.v1.ModelCacheService";
