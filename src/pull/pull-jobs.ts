@@ -8,8 +8,10 @@ export class PullJobs {
 
   constructor(private readonly settings: PullJobSettings) {}
 
+  /** The model's job while it runs or waits; a finished one (still settling) is not found, so a new Pull starts afresh. */
   find(name: string): PullJob | undefined {
-    return this.jobs.get(name);
+    const job = this.jobs.get(name);
+    return job?.state === "finished" ? undefined : job;
   }
 
   start(model: ModelRecord, source: ArtifactSource, force: boolean): PullJob {
