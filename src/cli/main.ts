@@ -1,11 +1,12 @@
-// The `modelcache` command line. `serve` runs the server; every flag
-// --foo-bar can also be given as the environment variable MODELCACHE_FOO_BAR
-// (the flag wins).
+// The `modelcache` command line. `serve` runs the server; the other commands
+// are clients of a running one. Every flag --foo-bar can also be given as the
+// environment variable MODELCACHE_FOO_BAR (the flag wins).
 import { Command, Option } from "commander";
 import envPaths from "env-paths";
 import { ModelCacheError } from "../errors.js";
 import { createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
+import { addClientCommands } from "./client-commands.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -29,7 +30,17 @@ interface ServeOptions {
   logLevel: "info";
 }
 
-const program = new Command("modelcache").description("A local cache of AI embedding-model artifacts, served over gRPC").showHelpAfterError();
+const program = new Command("modelcache")
+  .description("A local cache of AI embedding-model artifacts, served over gRPC")
+  .showHelpAfterError()
+  // usage errors exit with 2, so scripts can tell them from failed calls (1); subcommands inherit this
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+
+// a reader that goes away early (`| head`) ends the output, not the process with a stack trace
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
 
 program
   .command("serve")
@@ -86,5 +97,7 @@ program
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
   });
+
+addClientCommands(program, flag);
 
 await program.parseAsync(process.argv);

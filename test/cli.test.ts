@@ -1,0 +1,115 @@
+import { spawn } from "node:child_process";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { expect } from "chai";
+import { makeSourceDir } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
+
+const BIN = join(import.meta.dirname, "..", "bin", "modelcache.js");
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI against the test server; `during` may act on the child while it runs. */
+function cli(t: TestServer, args: string[], options: { stdin?: string; during?: (child: ReturnType<typeof spawn>, out: () => string) => void } = {}): Promise<Run> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, MODELCACHE_ADDRESS: t.server.address }, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  child.stdin!.end(options.stdin ?? "");
+  options.during?.(child, () => stdout);
+  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr })));
+}
+
+describe("the modelcache client commands", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+  });
+  afterEach(() => t.close());
+  const register = () => cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"]);
+
+  it("registers, lists, pulls (a line per file), inspects and drops, exiting 0", async () => {
+    expect((await register()).code).to.equal(0);
+    const list = await cli(t, ["models", "list"]);
+    expect(list.stdout).to.match(/^NAME\s+STATUS/).and.include("minilm").and.include("registered");
+    const pulled = await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    expect(pulled.code).to.equal(0);
+    for (const file of ["1_Pooling/config.json", "config.json", "model.safetensors", "tokenizer.json"]) expect(pulled.stdout).to.include(`  ${file}  `);
+    expect(pulled.stdout).to.match(/installed 4 files, .* at .*minilm\n$/);
+    const inspected = await cli(t, ["inspect", "minilm", "--deep"]);
+    expect(inspected.code).to.equal(0);
+    expect(inspected.stdout).to.include("installed");
+    expect((await cli(t, ["drop", "minilm"])).stdout).to.include("dropped minilm");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.cacheDir).to.equal("");
+  });
+
+  it("prints only proto3-JSON objects, one per line, with --json", async () => {
+    await register();
+    const pulled = await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR, "--json"]);
+    const events = pulled.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(Object.keys(events[0]!)).to.include("started");
+    expect(Object.keys(events.at(-1)!)).to.include("completed");
+    const listed = JSON.parse((await cli(t, ["models", "list", "--json"])).stdout.trim());
+    expect(listed).to.include({ name: "minilm", status: "MODEL_STATUS_INSTALLED" });
+    const report = JSON.parse((await cli(t, ["inspect", "minilm", "--json"])).stdout.trim());
+    expect(report.status).to.equal("CACHE_STATUS_INSTALLED");
+  });
+
+  it("exits 3 for an unknown model, 5 for a missing install, 4 for an unhealthy one, 2 for bad usage", async () => {
+    const unknown = await cli(t, ["models", "get", "ghost"]);
+    expect(unknown.code).to.equal(3);
+    expect(unknown.stderr).to.include("error: local AI model 'ghost' is not registered").and.not.include("    at ");
+    await register();
+    expect((await cli(t, ["inspect", "minilm"])).code).to.equal(5);
+    await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    const { rm } = await import("node:fs/promises");
+    await rm(join(t.cacheRoot, "minilm", "config.json"));
+    expect((await cli(t, ["inspect", "minilm"])).code).to.equal(4);
+    expect((await cli(t, ["models", "frobnicate"])).code).to.equal(2);
+    expect((await cli(t, ["pull"])).code).to.equal(2);
+  });
+
+  it("exits 1 with the server's message and a hint when the call fails", async () => {
+    await register();
+    const failed = await cli(t, ["pull", "minilm", "--fixture-dir", "/nonexistent/dir"]);
+    expect(failed.code).to.equal(1);
+    expect(failed.stderr).to.include("does not exist or is not a directory");
+  });
+
+  it("reads a secret from stdin and never echoes it", async () => {
+    const stored = await cli(t, ["secrets", "put", "hf"], { stdin: "hf_super_secret\n" });
+    expect(stored.code).to.equal(0);
+    expect(stored.stdout + stored.stderr).to.not.include("hf_super_secret");
+    expect(await t.server.runtime.registry.secrets.get("hf")).to.equal("hf_super_secret");
+    expect((await cli(t, ["secrets", "rm", "hf"])).stdout).to.include("removed hf");
+  });
+
+  it("cancels the pull on Ctrl-C: exit 130, nothing installed, no staging left", async () => {
+    await register();
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(256 * 1024 * 1024, 1), "b.bin": Buffer.alloc(256 * 1024 * 1024, 2) });
+    try {
+      const run = await cli(t, ["pull", "minilm", "--fixture-dir", source.dir], {
+        during: (child, out) => {
+          const timer = setInterval(() => {
+            if (out().includes("pulling minilm")) {
+              clearInterval(timer);
+              child.kill("SIGINT");
+            }
+          }, 5);
+        },
+      });
+      expect(run.code).to.equal(130);
+      expect(run.stderr).to.include("interrupted");
+      await t.server.runtime.locks.idle();
+      expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
+      expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+    } finally {
+      await source.cleanup();
+    }
+  });
+});
