@@ -113,3 +113,35 @@ describe("the modelcache client commands", () => {
     }
   });
 });
+
+describe("modelcache pull on a terminal", () => {
+  it("draws live progress bars that redraw in place, then the summary", async () => {
+    const { FakeHub } = await import("./support/fake-hub.js");
+    const made = await makeSourceDir({ "model.safetensors": Buffer.alloc(6 * 1024 * 1024, 3), "config.json": "{}" });
+    const hub = await FakeHub.serve("acme/bars", made.dir);
+    hub.faults.bytesPerSecond = 6 * 1024 * 1024;
+    const t = await startTestServer({ hubUrl: hub.url, progressIntervalMs: 0 });
+    try {
+      await call(t.client, "registerModel", { model: (await import("./support/test-server.js")).modelSpec({ source: "acme/bars" }) });
+      // `script` gives the CLI a pseudo-terminal, as a person's shell would
+      const child = spawn("script", ["-qfec", `${process.execPath} ${BIN} pull minilm`, "/dev/null"], {
+        env: { ...process.env, MODELCACHE_ADDRESS: t.server.address, COLUMNS: "120" },
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      let screen = "";
+      child.stdout!.on("data", (d: Buffer) => (screen += d.toString()));
+      const code = await new Promise((resolve) => child.on("exit", resolve));
+      expect(code).to.equal(0);
+      const frames = screen.split(/\r|\u001b\[\d*[AGK]/).filter((frame) => /total \[[█░]+\]\s+\d+%/.test(frame));
+      expect(frames.length, "the total bar is drawn more than once").to.be.above(2);
+      const percents = frames.map((f) => Number(/total \[[█░]+\]\s+(\d+)%/.exec(f)![1]));
+      expect(percents.at(-1)).to.equal(100);
+      expect(Math.min(...percents)).to.be.below(100);
+      expect(screen).to.match(/installed 2 files, .* at /);
+    } finally {
+      await t.close();
+      await hub.close();
+      await made.cleanup();
+    }
+  });
+});

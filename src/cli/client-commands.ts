@@ -14,6 +14,7 @@ import {
   TrustPolicy,
 } from "../../generated/modelcache/v1/model_cache.js";
 import { EXIT, call, connect, reportError } from "./client.js";
+import { PullProgress } from "./pull-progress.js";
 
 interface Global {
   address: string;
@@ -113,6 +114,8 @@ export function addClientCommands(program: Command, option: (flags: string, desc
           new Promise<number>((resolve, reject) => {
             const stream = client.pull({ name, fixtureDir: opts.fixtureDir ?? "", credentialAlias: "", force: opts.force ?? false, detach: false });
             const started = performance.now();
+            // bars on a terminal; plain lines (one per file) otherwise
+            const bars = process.stdout.isTTY && !opts.json ? new PullProgress(bytes) : undefined;
             let interrupted = false;
             const onSigint = () => {
               interrupted = true;
@@ -123,13 +126,19 @@ export function addClientCommands(program: Command, option: (flags: string, desc
               if (opts.json) return print(PullResponse.toJSON(event));
               if (event.queued) process.stdout.write(`queued: position ${event.queued.position}\n`);
               if (event.started) process.stdout.write(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}\n`);
-              if (event.fileCompleted) process.stdout.write(`  ${event.fileCompleted.path}  ${bytes(event.fileCompleted.sizeBytes)}  sha256:${event.fileCompleted.sha256.slice(0, 12)}\n`);
+              if (bars) {
+                bars.update(event);
+                if (event.completed) bars.stop();
+              } else if (event.fileCompleted) {
+                process.stdout.write(`  ${event.fileCompleted.path}  ${bytes(event.fileCompleted.sizeBytes)}  sha256:${event.fileCompleted.sha256.slice(0, 12)}\n`);
+              }
               if (event.completed) {
                 const m = event.completed.manifest!;
                 process.stdout.write(`installed ${m.files.length} files, ${bytes(m.totalSizeBytes)} in ${((performance.now() - started) / 1000).toFixed(1)} s at ${event.completed.cacheDir}\n`);
               }
             });
             stream.on("error", (err) => {
+              bars?.stop();
               process.off("SIGINT", onSigint);
               if (interrupted) {
                 process.stderr.write("interrupted: the pull was cancelled and nothing was installed\n");
