@@ -9,8 +9,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { Metadata, credentials } from "@grpc/grpc-js";
+import { credentials } from "@grpc/grpc-js";
 import { ModelCacheServiceClient, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
+import { call } from "../src/cli/client.js";
 import { modelSpec } from "../test/support/test-server.js";
 
 const run = promisify(execFile);
@@ -83,12 +84,8 @@ export async function startBenchServer(workDir: string, extraArgs: string[] = []
   };
 }
 
-export function unary<Req, Res>(client: ModelCacheServiceClient, method: (req: Req, md: Metadata, cb: (err: Error | null, res: Res) => void) => unknown, request: Req): Promise<Res> {
-  return new Promise((resolve, reject) => method.call(client, request, new Metadata(), (err, res) => (err ? reject(err) : resolve(res))));
-}
-
 export async function register(client: ModelCacheServiceClient, name: string, source = "bench/model"): Promise<void> {
-  await unary(client, client.registerModel, { model: modelSpec({ name, source }) });
+  await call(client, "registerModel", { model: modelSpec({ name, source }) });
 }
 
 /** Pulls to the end; `onEvent` may pause the stream to play a slow reader. Resolves with the number of events read. */

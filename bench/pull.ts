@@ -2,7 +2,8 @@
 // files) pulled through the gRPC API, beside `cp -r` + `openssl dgst -sha256`
 // of the same files, both from a warm page cache; the best of `repeat` runs.
 import { join } from "node:path";
-import { MiB, type Result, makeFixture, pullAll, register, seconds, shellCopyAndHash, startBenchServer, unary, warm } from "./harness.js";
+import { call } from "../src/cli/client.js";
+import { MiB, type Result, makeFixture, pullAll, register, seconds, shellCopyAndHash, startBenchServer, warm } from "./harness.js";
 
 export interface PullOptions {
   workDir: string;
@@ -26,7 +27,7 @@ export async function benchPull(options: PullOptions): Promise<{ pull: Result; r
     const again: number[] = [];
     for (let i = 0; i < options.repeat; i++) {
       baseline.push(await shellCopyAndHash(source, join(options.workDir, "pull-copy")));
-      await unary(client, client.dropCache, { name: "bench" });
+      await call(client, "dropCache", { name: "bench" });
       let started = performance.now();
       await pullAll(client, "bench", source);
       fresh.push(seconds(started));

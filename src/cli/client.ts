@@ -11,14 +11,14 @@ export function connect(address: string): ModelCacheServiceClient {
 }
 
 type Methods = typeof ModelCacheServiceService;
-type UnaryName = { [K in keyof Methods]: Methods[K]["responseStream"] extends false ? K : never }[keyof Methods];
-type RequestOf<K extends UnaryName> = Parameters<Methods[K]["requestSerialize"]>[0];
+export type UnaryName = { [K in keyof Methods]: Methods[K]["responseStream"] extends false ? K : never }[keyof Methods];
+export type RequestOf<K extends UnaryName> = Parameters<Methods[K]["requestSerialize"]>[0];
 type ResponseOf<K extends UnaryName> = ReturnType<Methods[K]["responseDeserialize"]>;
 
-/** Calls a unary method by name. */
-export function call<K extends UnaryName>(client: ModelCacheServiceClient, method: K, request: RequestOf<K>): Promise<ResponseOf<K>> {
+/** Calls a unary method of the generated client by name and resolves with its response. */
+export function call<K extends UnaryName>(client: ModelCacheServiceClient, method: K, request: RequestOf<K>, metadata = new Metadata()): Promise<ResponseOf<K>> {
   const fn = client[method] as unknown as (req: RequestOf<K>, md: Metadata, cb: (err: ServiceError | null, res: ResponseOf<K>) => void) => unknown;
-  return new Promise((resolve, reject) => fn.call(client, request, new Metadata(), (err, res) => (err ? reject(err) : resolve(res))));
+  return new Promise((resolve, reject) => fn.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
 /** Prints a failed call's message and a hint, no stack, and returns the exit code. */

@@ -6,13 +6,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type ClientReadableStream, Metadata, type ServiceError, credentials } from "@grpc/grpc-js";
 import { pino } from "pino";
+import { type RequestOf, type UnaryName, call } from "../../src/cli/client.js";
 import { makeSourceDir } from "./source-dir.js";
 import { type RunningServer, type ServerOptions, startServer } from "../../src/server/start-server.js";
 import {
   Engine,
   type ModelSpec,
   ModelCacheServiceClient,
-  type ModelCacheServiceService,
   type PullRequest,
   type PullResponse,
   PullPolicy,
@@ -110,18 +110,8 @@ export function modelSpec(overrides: Partial<ModelSpec> = {}): ModelSpec {
   };
 }
 
-type Methods = typeof ModelCacheServiceService;
-type UnaryName = { [K in keyof Methods]: Methods[K]["responseStream"] extends false ? K : never }[keyof Methods];
-type RequestOf<K extends UnaryName> = Parameters<Methods[K]["requestSerialize"]>[0];
-type ResponseOf<K extends UnaryName> = ReturnType<Methods[K]["responseDeserialize"]>;
-
-/** Calls a unary method by name and resolves with its response. */
-export function call<K extends UnaryName>(client: ModelCacheServiceClient, method: K, request: RequestOf<K>, metadata = new Metadata()): Promise<ResponseOf<K>> {
-  const fn = client[method] as unknown as (req: RequestOf<K>, md: Metadata, cb: (err: ServiceError | null, res: ResponseOf<K>) => void) => unknown;
-  return new Promise((resolve, reject) => {
-    fn.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res)));
-  });
-}
+// one typed unary call serves the CLI, the tests and the benchmarks
+export { call };
 
 /** Calls a unary method expecting it to fail, and resolves with the error. */
 export async function callError<K extends UnaryName>(client: ModelCacheServiceClient, method: K, request: RequestOf<K>, metadata = new Metadata()): Promise<ServiceError> {
