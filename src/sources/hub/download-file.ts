@@ -137,7 +137,8 @@ async function hashPrefix(path: string, length: number, sizeBytes: number, gitBl
   return hashes;
 }
 
-function resumesAt(response: { status: number; headers: Record<string, string | string[] | undefined> }, offset: number): boolean {
+/** Whether the hub answered a Range request with the bytes from `offset` on (206 and a matching Content-Range). */
+export function resumesAt(response: { status: number; headers: Record<string, string | string[] | undefined> }, offset: number): boolean {
   if (response.status !== 206) return false;
   const range = /^bytes (\d+)-/.exec(String(response.headers["content-range"] ?? ""));
   return range !== null && Number(range[1]) === offset;

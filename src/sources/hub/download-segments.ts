@@ -10,7 +10,7 @@ import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
 import { ModelCacheError } from "../../errors.js";
-import type { DownloadOptions } from "./download-file.js";
+import { type DownloadOptions, resumesAt } from "./download-file.js";
 
 interface Segment {
   start: number;
@@ -103,8 +103,7 @@ async function fetchSegment(segment: Segment, handle: FileHandle, options: Segme
     try {
       const from = segment.start + segment.done;
       const response = await http.get(options.url, `file '${options.path}'`, signal, from, segment.end);
-      const range = /^bytes (\d+)-/.exec(String(response.headers["content-range"] ?? ""));
-      if (response.status !== 206 || Number(range?.[1]) !== from) {
+      if (!resumesAt(response, from)) {
         response.body.destroy();
         throw RANGE_IGNORED;
       }
