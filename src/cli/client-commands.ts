@@ -42,8 +42,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .action((opts: { json?: boolean }) =>
       run(async (client) => {
         const { models: all } = await call(client, "listModels", {});
-        if (opts.json) for (const m of all) print(Model.toJSON(m));
-        else table(all.map(row));
+        showModels(all, opts.json);
       })(),
     );
   models
@@ -53,8 +52,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .action((name: string, opts: { json?: boolean }) =>
       run(async (client) => {
         const { model } = await call(client, "getModel", { name });
-        if (opts.json) print(Model.toJSON(model!));
-        else table([row(model!)]);
+        showModels([model!], opts.json);
       })(),
     );
   for (const verb of ["register", "update"] as const) {
@@ -86,8 +84,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
             exclude: opts.exclude ?? [],
           };
           const { model } = verb === "register" ? await call(client, "registerModel", { model: spec }) : await call(client, "updateModel", { name, model: spec });
-          if (opts.json) print(Model.toJSON(model!));
-          else table([row(model!)]);
+          showModels([model!], opts.json);
         })(),
       );
   }
@@ -201,6 +198,12 @@ export function addClientCommands(program: Command, option: (flags: string, desc
         process.stdout.write(removed ? `removed ${alias}\n` : `${alias} had no secret\n`);
       })(),
     );
+}
+
+/** Models as proto3-JSON lines, or as a table. */
+function showModels(models: Model[], json: boolean | undefined): void {
+  if (json) for (const m of models) print(Model.toJSON(m));
+  else table(models.map(row));
 }
 
 function row(m: Model): Record<string, string | number> {
