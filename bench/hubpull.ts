@@ -5,12 +5,13 @@ import { execFile } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
+import { call } from "../src/cli/client.js";
 import { FakeHub } from "../test/support/fake-hub.js";
 import { MiB, type Result, makeFixture, pullAll, register, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 
-export async function benchHubpull(options: { workDir: string; totalMiB: number; shards: number }): Promise<Result> {
+export async function benchHubpull(options: { workDir: string; totalMiB: number; shards: number; repeat: number }): Promise<Result> {
   const source = join(options.workDir, "hub-source");
   await makeFixture(source, options.shards, Math.floor((options.totalMiB * MiB) / options.shards));
   const hub = await FakeHub.serve("bench/hub-model", source);
@@ -18,42 +19,54 @@ export async function benchHubpull(options: { workDir: string; totalMiB: number;
   await rm(source, { recursive: true, force: true });
   const files = hub.files.filter((f) => !f.path.startsWith("."));
   const bytes = files.reduce((sum, f) => sum + f.bytes.length, 0);
+  const server = await startBenchServer(options.workDir, ["--hub-url", hub.url]);
   try {
-    const target = join(options.workDir, "curl");
-    let started = performance.now();
-    for (const file of files) {
-      await mkdir(dirname(join(target, file.path)), { recursive: true });
-      await run("curl", ["-sSfL", "-o", join(target, file.path), `${hub.url}/${hub.repo}/resolve/${hub.commit}/${file.path}`]);
-    }
-    await run("bash", ["-c", `find "$1" -type f -exec openssl dgst -sha256 {} + > /dev/null`, "hash", target]);
-    const baseline = seconds(started);
-    await rm(target, { recursive: true, force: true });
-
-    const server = await startBenchServer(options.workDir, ["--hub-url", hub.url]);
-    try {
-      const client = server.client();
-      await register(client, "bench", hub.repo);
-      started = performance.now();
+    const client = server.client();
+    await register(client, "bench", hub.repo);
+    // interleaved runs, the best of each counts: loopback transfers on a
+    // shared machine vary by a third from one run to the next
+    const baseline: number[] = [];
+    const pulls: number[] = [];
+    for (let i = 0; i < options.repeat; i++) {
+      baseline.push(await curlAndHash(hub, files, join(options.workDir, "curl")));
+      await call(client, "dropCache", { name: "bench" });
+      const started = performance.now();
       await pullAll(client, "bench", "");
-      const subject = seconds(started);
-      const peak = await server.peakRssBytes();
-      return {
-        name: "hubpull",
-        subject_seconds: subject,
-        baseline_seconds: baseline,
-        ratio: subject / baseline,
-        peak_rss_bytes: peak,
-        bytes,
-        table: [
-          { what: "modelcache pull from the hub (verified, resumable, fsync)", seconds: subject.toFixed(3), "MB/s": (bytes / 1e6 / subject).toFixed(0) },
-          { what: "curl one file after another + openssl dgst -sha256", seconds: baseline.toFixed(3), "MB/s": (bytes / 1e6 / baseline).toFixed(0) },
-          { what: "ratio (lower is better)", seconds: (subject / baseline).toFixed(2), "MB/s": "" },
-        ],
-      };
-    } finally {
-      await server.stop();
+      pulls.push(seconds(started));
     }
+    const subject = Math.min(...pulls);
+    const base = Math.min(...baseline);
+    const peak = await server.peakRssBytes();
+    return {
+      name: "hubpull",
+      subject_seconds: subject,
+      baseline_seconds: base,
+      ratio: subject / base,
+      peak_rss_bytes: peak,
+      bytes,
+      subject_runs: pulls,
+      baseline_runs: baseline,
+      table: [
+        { what: "modelcache pull from the hub (verified, resumable, fsync)", seconds: subject.toFixed(3), "MB/s": (bytes / 1e6 / subject).toFixed(0) },
+        { what: "curl one file after another + openssl dgst -sha256", seconds: base.toFixed(3), "MB/s": (bytes / 1e6 / base).toFixed(0) },
+        { what: "ratio (lower is better)", seconds: (subject / base).toFixed(2), "MB/s": "" },
+      ],
+    };
   } finally {
+    await server.stop();
     await hub.close();
   }
+}
+
+/** The baseline: curl fetches each file in turn (following the CDN redirect), then openssl hashes them all. */
+async function curlAndHash(hub: FakeHub, files: FakeHub["files"], target: string): Promise<number> {
+  const started = performance.now();
+  for (const file of files) {
+    await mkdir(dirname(join(target, file.path)), { recursive: true });
+    await run("curl", ["-sSfL", "-o", join(target, file.path), `${hub.url}/${hub.repo}/resolve/${hub.commit}/${file.path}`]);
+  }
+  await run("bash", ["-c", `find "$1" -type f -exec openssl dgst -sha256 {} + > /dev/null`, "hash", target]);
+  const took = seconds(started);
+  await rm(target, { recursive: true, force: true });
+  return took;
 }

@@ -5,13 +5,13 @@
 // arrive (sha256, and the git blob sha1 for files not in LFS) and checked
 // against the hub's listing; a mismatch removes the partial and fails.
 import { createHash, type Hash } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, rm, stat, truncate } from "node:fs/promises";
+import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
+import { Writeback } from "../../cache/writeback.js";
 import { ModelCacheError } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
 import type { HubHttp } from "./hub-http.js";
@@ -64,6 +64,8 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
       }
       let received = have;
       const bandwidth = options.bandwidth;
+      const handle = await open(partialPath, have > 0 ? "r+" : "w");
+      const writeback = new Writeback(handle);
       // synchronous transforms: an async step per chunk would cost more than the hashing
       const hashing = new Transform({
         transform(chunk: Buffer, _encoding, done) {
@@ -79,16 +81,14 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
       const throttling = bandwidth
         ? [new Transform({ transform: (chunk: Buffer, _encoding, done) => void bandwidth.take(chunk.length, signal).then(() => done(null, chunk), done) })]
         : [];
-      await pipeline(
-        [
-          response.body,
-          ...throttling,
-          hashing,
-          // flush: the partial is fsynced before the stream closes
-          createWriteStream(partialPath, { flags: have > 0 ? "r+" : "w", start: have, flush: true, highWaterMark: 1024 * 1024 }),
-        ],
-        { signal },
-      );
+      try {
+        await pipeline([response.body, ...throttling, hashing, writeback.writer(have)], { signal });
+        // the partial is durable before it counts as whole
+        await writeback.finish();
+      } finally {
+        await writeback.settle();
+        await handle.close();
+      }
       if (received === sizeBytes) return verified(options, hashes);
       throw new Error(`the transfer ended after ${received} of ${sizeBytes} bytes`);
     } catch (err) {

@@ -9,6 +9,7 @@ import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/prom
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
+import { Writeback } from "../../cache/writeback.js";
 import { ModelCacheError } from "../../errors.js";
 import { type DownloadOptions, resumesAt } from "./download-file.js";
 
@@ -57,13 +58,14 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
   report();
 
   const handle = await open(partialPath, "r+");
+  const writeback = new Writeback(handle);
   // the first range to fail stops the others; all settle before the file is closed
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
   try {
     const settled = await Promise.allSettled(
       all.map((segment) =>
-        fetchSegment(segment, handle, { ...options, signal: inner }, report, save).catch((err: unknown) => {
+        fetchSegment(segment, handle, writeback, { ...options, signal: inner }, report, save).catch((err: unknown) => {
           stop.abort(err);
           throw err;
         }),
@@ -75,8 +77,9 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
       if (stop.signal.reason === RANGE_IGNORED) return "unsupported";
       throw stop.signal.reason;
     }
-    await handle.sync();
+    await writeback.finish();
   } finally {
+    await writeback.settle();
     await handle.close();
     await save();
     await saving;
@@ -95,7 +98,7 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
 
 const RANGE_IGNORED = new Error("the hub ignored the Range request");
 
-async function fetchSegment(segment: Segment, handle: FileHandle, options: SegmentedOptions, report: () => void, save: () => void): Promise<void> {
+async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, report: () => void, save: () => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
   let sinceSave = 0;
@@ -119,6 +122,7 @@ async function fetchSegment(segment: Segment, handle: FileHandle, options: Segme
         }
         segment.done += block.length;
         sinceSave += block.length;
+        writeback.wrote(block.length);
         report();
         if (sinceSave >= SAVE_EVERY_BYTES) {
           sinceSave = 0;
