@@ -4,7 +4,7 @@
 import { Command, Option } from "commander";
 import envPaths from "env-paths";
 import { ModelCacheError } from "../errors.js";
-import { createLogger } from "../server/logger.js";
+import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { addClientCommands } from "./client-commands.js";
 
@@ -28,6 +28,7 @@ interface ServeOptions {
   parallelRangeMinBytes: string;
   metricsListen?: string;
   logLevel: "info";
+  logFormat: LogFormat;
 }
 
 const program = new Command("modelcache")
@@ -56,8 +57,9 @@ program
   .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)))
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics"))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
+  .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
   .action(async (options: ServeOptions) => {
-    const logger = createLogger(options.logLevel);
+    const logger = createLogger(options.logLevel, options.logFormat);
     let server;
     try {
       server = await startServer({

@@ -22,9 +22,12 @@ import type { PullEvent } from "./pull-event.js";
 import type { PullQueue } from "./pull-queue.js";
 import { Subscription } from "./subscription.js";
 
-/** Told how each job ended (the server's metrics). */
-export interface PullOutcomeRecorder {
-  pullEnded(result: "ok" | "failed" | "cancelled", bytes: number, seconds: number): void;
+export type PullResult = "ok" | "failed" | "cancelled";
+
+/** Told when each job starts its transfer and how it ended (the server's metrics and log). */
+export interface PullRecorder {
+  pullStarted?(model: string, started: { source: string; fileCount: number; totalBytes: number }): void;
+  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; error?: unknown }): void;
 }
 
 export interface PullJobSettings {
@@ -37,7 +40,7 @@ export interface PullJobSettings {
   /** files copied at once */
   fileConcurrency: number;
   copier?: FileCopier;
-  outcomes?: PullOutcomeRecorder;
+  recorders?: PullRecorder[];
 }
 
 type Event<T extends PullEvent["type"]> = Extract<PullEvent, { type: T }>;
@@ -156,6 +159,7 @@ export class PullJob implements InstallObserver {
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
           this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
           this.broadcast(this.started);
+          for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           const manifest = await installArtifacts({
             layout: settings.layout,
             name: model.name,
@@ -182,8 +186,9 @@ export class PullJob implements InstallObserver {
   }
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {
-    const result = "completed" in outcome ? "ok" : this.controller.signal.aborted ? "cancelled" : "failed";
-    this.settings.outcomes?.pullEnded(result, this.totalBytesDone, (performance.now() - this.startedAt) / 1000);
+    const result: PullResult = "completed" in outcome ? "ok" : this.controller.signal.aborted ? "cancelled" : "failed";
+    const ended = { result, bytes: this.totalBytesDone, seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
+    for (const recorder of this.settings.recorders ?? []) recorder.pullEnded(this.model.name, ended);
     clearTimeout(this.progressTimer);
     this.pendingProgress.clear();
     this.outcome = outcome;

@@ -6,10 +6,10 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { RpcRecorder } from "../grpc/adapt-call.js";
-import type { PullOutcomeRecorder } from "../pull/pull-job.js";
+import type { PullRecorder, PullResult } from "../pull/pull-job.js";
 import type { Runtime } from "../runtime.js";
 
-export class Metrics implements RpcRecorder, PullOutcomeRecorder {
+export class Metrics implements RpcRecorder, PullRecorder {
   readonly registry = new Registry();
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
@@ -55,7 +55,7 @@ export class Metrics implements RpcRecorder, PullOutcomeRecorder {
     this.rpcSeconds.observe({ grpc_service: SERVICE, grpc_method: method, grpc_type: type }, seconds);
   }
 
-  pullEnded(result: "ok" | "failed" | "cancelled", bytes: number, seconds: number): void {
+  pullEnded(_model: string, { result, bytes, seconds }: { result: PullResult; bytes: number; seconds: number }): void {
     this.pulls.inc({ result });
     this.pullBytes.inc(bytes);
     this.pullSeconds.observe(seconds);

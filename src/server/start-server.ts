@@ -23,6 +23,7 @@ import type { Runtime } from "../runtime.js";
 import { ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 import { createLogger } from "./logger.js";
 import { Metrics } from "./metrics.js";
+import { PullLog } from "./pull-log.js";
 import { addReflection } from "./reflection.js";
 
 export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
@@ -101,7 +102,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         progressIntervalMs: options.progressIntervalMs ?? 100,
         fileConcurrency: options.fileConcurrency ?? 4,
         copier,
-        outcomes: metrics,
+        recorders: [metrics, new PullLog(logger)],
       }),
       copier,
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,

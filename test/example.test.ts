@@ -1,0 +1,35 @@
+// The client example in the README runs as written against a server whose hub
+// serves the model it asks for.
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { expect } from "chai";
+import { FakeHub } from "./support/fake-hub.js";
+import { FIXTURE_DIR, type TestServer, startTestServer } from "./support/test-server.js";
+
+const run = promisify(execFile);
+const EXAMPLE = join(import.meta.dirname, "..", "examples", "client.ts");
+const TSX = join(import.meta.dirname, "..", "node_modules", "tsx", "dist", "cli.mjs");
+
+describe("the TypeScript client example", () => {
+  let hub: FakeHub;
+  let t: TestServer;
+
+  beforeEach(async () => {
+    hub = await FakeHub.serve("sentence-transformers/all-MiniLM-L6-v2", FIXTURE_DIR);
+    t = await startTestServer({ hubUrl: hub.url });
+  });
+  afterEach(async () => {
+    await t.close();
+    await hub.close();
+  });
+
+  it("registers, pulls and reports the install, then finds it installed on a second run", async () => {
+    const first = await run(process.execPath, [TSX, EXAMPLE, t.server.address]);
+    expect(first.stdout).to.include("before: CACHE_STATUS_MISSING");
+    expect(first.stdout).to.include(`pulling minilm from hub:sentence-transformers/all-MiniLM-L6-v2@${hub.commit}`);
+    expect(first.stdout).to.match(/installed at .*ai_models_cache\/minilm/);
+    const second = await run(process.execPath, [TSX, EXAMPLE, t.server.address]);
+    expect(second.stdout).to.include("before: CACHE_STATUS_INSTALLED");
+  });
+});
