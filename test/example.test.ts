@@ -1,6 +1,7 @@
 // The client example in the README runs as written against a server whose hub
 // serves the model it asks for.
 import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect } from "chai";
@@ -31,5 +32,13 @@ describe("the TypeScript client example", () => {
     expect(first.stdout).to.match(/installed at .*ai_models_cache\/minilm/);
     const second = await run(process.execPath, [TSX, EXAMPLE, t.server.address]);
     expect(second.stdout).to.include("before: CACHE_STATUS_INSTALLED");
+  });
+});
+
+describe("the README", () => {
+  it("shows the client example exactly as the file that CI compiles and the tests run", async () => {
+    const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
+    const example = await readFile(EXAMPLE, "utf8");
+    expect(readme).to.include("```ts\n" + example + "```\n");
   });
 });
