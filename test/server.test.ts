@@ -10,17 +10,11 @@ import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
 import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
+import { bufCurl } from "./support/buf-curl.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, "..");
-const BUF = join(ROOT, "node_modules", ".bin", "buf");
-
-/** `buf curl` against the server, resolving the schema by reflection only. */
-async function bufCurl(address: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args.slice(0, -1), `http://${address}${args.at(-1)}`], { cwd: tmpdir() });
-  return stdout;
-}
 
 describe("server", () => {
   let t: TestServer;

@@ -1,8 +1,7 @@
-import { Metadata, credentials, loadPackageDefinition, status, type ServiceError } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
+import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { protoPath as healthProtoPath } from "grpc-health-check";
 import { isCredentialKey } from "../src/grpc/reject-plaintext-credentials.js";
+import { healthCheck } from "./support/health-check.js";
 import { type TestServer, call, callError, modelSpec, startTestServer } from "./support/test-server.js";
 
 describe("credential vault", () => {
@@ -107,14 +106,9 @@ describe("plaintext credentials in call metadata", () => {
   });
 
   it("applies to the health service as well", async () => {
-    const health = loadPackageDefinition(loadSync(healthProtoPath)) as unknown as {
-      grpc: { health: { v1: { Health: new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => { check: Function; close(): void } } } };
-    };
-    const client = new health.grpc.health.v1.Health(t.server.address, credentials.createInsecure());
     const metadata = new Metadata();
     metadata.set("password", "p");
-    const code = await new Promise((resolve) => client.check({ service: "" }, metadata, (err: ServiceError | null) => resolve(err?.code)));
-    client.close();
+    const { code } = await healthCheck(t.server.address, "", metadata);
     expect(code).to.equal(status.INVALID_ARGUMENT);
   });
 });

@@ -13,9 +13,10 @@ export async function syncDirectory(path: string): Promise<void> {
 }
 
 /** Writes `data` to `path` through a synced temp file and a rename, then syncs the directory. */
-export async function writeFileDurably(path: string, data: string): Promise<void> {
+export async function writeFileDurably(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
   const temp = `${path}.tmp`;
-  const handle = await open(temp, "w", 0o644);
+  await rm(temp, { force: true });
+  const handle = await open(temp, "w", mode);
   try {
     await handle.writeFile(data);
     await handle.sync();

@@ -13,17 +13,32 @@ import {
   Task,
   TrustPolicy,
 } from "../../generated/modelcache/v1/model_cache.js";
-import { EXIT, call, connect, reportError } from "./client.js";
+import { type Connection, EXIT, call, connect, reportError } from "./client.js";
 import { PullProgress } from "./pull-progress.js";
 
 interface Global {
   address: string;
+  token?: string;
+  tls?: boolean | string;
+  tlsCa?: string;
+  tlsClientCert?: string;
+  tlsClientKey?: string;
+}
+
+function connection(options: Global): Connection {
+  const files = options.tlsCa || options.tlsClientCert || options.tlsClientKey;
+  const tlsOn = options.tls !== undefined && options.tls !== false && options.tls !== "false";
+  return {
+    address: options.address,
+    token: options.token || undefined,
+    tls: files ? { ca: options.tlsCa, cert: options.tlsClientCert, key: options.tlsClientKey } : tlsOn,
+  };
 }
 
 export function addClientCommands(program: Command, option: (flags: string, description: string, defaultValue?: string) => import("commander").Option): void {
   const address = () => (program.opts() as Global).address;
   const run = (work: (client: ReturnType<typeof connect>) => Promise<number | void>) => async () => {
-    const client = connect(address());
+    const client = connect(connection(program.opts() as Global));
     try {
       process.exitCode = (await work(client)) ?? EXIT.ok;
     } catch (err) {
@@ -33,6 +48,11 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     }
   };
   program.addOption(option("--address <host:port>", "the server to talk to", "127.0.0.1:50051"));
+  program.addOption(option("--token <token>", "access token for a server with --auth-tokens (prefer the env var: argv is visible to other users)"));
+  program.addOption(option("--tls", "connect over TLS, trusting the system's CAs"));
+  program.addOption(option("--tls-ca <file>", "connect over TLS, trusting this PEM CA bundle"));
+  program.addOption(option("--tls-client-cert <file>", "PEM client certificate, for a server with --tls-client-ca"));
+  program.addOption(option("--tls-client-key <file>", "PEM private key of --tls-client-cert"));
 
   const models = program.command("models").description("register, list, show and remove models");
   models

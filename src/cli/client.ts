@@ -1,13 +1,41 @@
 // What the client commands share: the connection to a running server
 // (--address, MODELCACHE_ADDRESS), promise-shaped calls, and the exit codes
 // scripts branch on.
-import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { readFileSync } from "node:fs";
+import { type ChannelCredentials, type Interceptor, InterceptingCall, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { ModelCacheServiceClient, type ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, unhealthy: 4, missing: 5, interrupted: 130 } as const;
 
-export function connect(address: string): ModelCacheServiceClient {
-  return new ModelCacheServiceClient(address, credentials.createInsecure());
+export interface Connection {
+  address: string;
+  /** sent as `authorization: Bearer <token>` on every call */
+  token?: string;
+  /** TLS: true for the system's CAs, or PEM files */
+  tls?: boolean | { ca?: string; cert?: string; key?: string };
+}
+
+export function connect(connection: Connection): ModelCacheServiceClient {
+  const interceptors = connection.token ? [bearer(connection.token)] : [];
+  return new ModelCacheServiceClient(connection.address, channelCredentials(connection.tls), { interceptors });
+}
+
+function channelCredentials(tls: Connection["tls"]): ChannelCredentials {
+  if (!tls) return credentials.createInsecure();
+  if (tls === true) return credentials.createSsl();
+  const read = (file: string | undefined) => (file ? readFileSync(file) : null);
+  return credentials.createSsl(read(tls.ca), read(tls.key), read(tls.cert));
+}
+
+/** Adds the bearer token to every call's metadata (over TLS or not: a loopback server may run without it). */
+function bearer(token: string): Interceptor {
+  return (options, next) =>
+    new InterceptingCall(next(options), {
+      start(metadata, listener, start) {
+        metadata.set("authorization", `Bearer ${token}`);
+        start(metadata, listener);
+      },
+    });
 }
 
 type Methods = typeof ModelCacheServiceService;
@@ -31,5 +59,7 @@ export function reportError(err: unknown, address: string): number {
   process.stderr.write(`error: ${service.details || status[service.code]}\n`);
   if (service.code === status.UNAVAILABLE) process.stderr.write(`hint: is a server running at ${address}? start one with 'modelcache serve', or set --address / MODELCACHE_ADDRESS\n`);
   if (service.code === status.NOT_FOUND) process.stderr.write("hint: 'modelcache models list' shows the registered models\n");
+  if (service.code === status.UNAUTHENTICATED) process.stderr.write("hint: pass a token with --token or MODELCACHE_TOKEN (an operator makes one with 'modelcache tokens new')\n");
+  if (service.code === status.PERMISSION_DENIED) process.stderr.write("hint: this needs a token with more rights, or a path inside the server's --fixture-root\n");
   return service.code === status.NOT_FOUND ? EXIT.notFound : service.code === status.CANCELLED ? EXIT.interrupted : EXIT.failure;
 }

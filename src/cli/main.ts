@@ -6,6 +6,8 @@ import envPaths from "env-paths";
 import { ModelCacheError } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
+import { AccessTokens, ROLES, type Role, newToken } from "../auth/access-tokens.js";
+import { addTokenEntry } from "../auth/add-token-entry.js";
 import { addClientCommands } from "./client-commands.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
@@ -29,6 +31,11 @@ interface ServeOptions {
   metricsListen?: string;
   logLevel: "info";
   logFormat: LogFormat;
+  authTokens?: string;
+  insecureNoAuth?: boolean | string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
 }
 
 const program = new Command("modelcache")
@@ -58,11 +65,23 @@ program
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics"))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
+  .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'); without it auth is off and only loopback may listen"))
+  .addOption(flag("--insecure-no-auth", "allow listening beyond loopback without --auth-tokens"))
+  .addOption(flag("--tls-cert <file>", "PEM certificate chain: serve over TLS (with --tls-key)"))
+  .addOption(flag("--tls-key <file>", "PEM private key of --tls-cert"))
+  .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
   .action(async (options: ServeOptions) => {
     const logger = createLogger(options.logLevel, options.logFormat);
     let server;
     try {
+      if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
+        throw new ModelCacheError("invalid_argument", "--tls-cert and --tls-key go together: give both, or neither for plaintext");
+      }
+      if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
       server = await startServer({
+        authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
+        insecureNoAuth: options.insecureNoAuth !== undefined && options.insecureNoAuth !== false && options.insecureNoAuth !== "false",
+        tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
         listen: options.listen,
         dataDir: options.dataDir,
         cacheDir: options.cacheDir,
@@ -98,6 +117,26 @@ program
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
+  });
+
+program
+  .command("tokens")
+  .description("access tokens for servers started with --auth-tokens")
+  .command("new")
+  .description("print a fresh token (give it to the caller) and its entry (add it to the --auth-tokens file); with --file, add the entry there")
+  .requiredOption("--name <name>", "who will use it: shown in the audit log")
+  .addOption(new Option("--role <role>", "reader: GetModel, ListModels, InspectCache, reflection; admin: everything").choices(ROLES).makeOptionMandatory())
+  .option("--file <file>", "add the entry to this --auth-tokens file (created if absent, mode 0600)")
+  .action(async (options: { name: string; role: Role; file?: string }) => {
+    try {
+      const { token, entry } = newToken(options.name, options.role);
+      if (options.file) await addTokenEntry(options.file, entry);
+      process.stdout.write(`token: ${token}\nentry: ${JSON.stringify(entry)}\n`);
+      process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (restart the server to load it)` : ""}\n`);
+    } catch (err) {
+      process.stderr.write(`error: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
   });
 
 addClientCommands(program, flag);

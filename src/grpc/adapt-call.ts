@@ -7,6 +7,8 @@ import { type ServerUnaryCall, type ServerWritableStream, type handleServerStrea
 import type { Logger } from "pino";
 import { ModelCacheError } from "../errors.js";
 import { toServiceError } from "./errors.js";
+import { callerOf } from "./guard-calls.js";
+import { MUTATING_METHODS } from "../auth/method-roles.js";
 
 /** Told about every call (the server's metrics). */
 export interface RpcRecorder {
@@ -16,6 +18,8 @@ export interface RpcRecorder {
 
 export interface CallContext {
   logger: Logger;
+  /** where audit lines go (default: logger) */
+  audit?: Logger;
   rpcs?: RpcRecorder;
   /** aborts every pull when the server shuts down; unary calls are let finish */
   shutdown: AbortSignal;
@@ -32,13 +36,13 @@ export function unary<Req, Res>(
     const signal = callSignal(call);
     handle(call.request, signal).then(
       (response) => {
-        logCall(context, method, call.request, status.OK, started);
+        logCall(context, method, call, status.OK, started);
         context.rpcs?.handled(method, "unary", "OK", (performance.now() - started) / 1000);
         callback(null, response);
       },
       (err: unknown) => {
         const error = toServiceError(err);
-        logCall(context, method, call.request, error.code, started, error.details);
+        logCall(context, method, call, error.code, started, error.details);
         context.rpcs?.handled(method, "unary", status[error.code], (performance.now() - started) / 1000);
         callback(error);
       },
@@ -60,14 +64,14 @@ export function serverStream<Req, Res>(
         for await (const message of handle(call.request, signal)) {
           if (!call.write(message)) await once(call, "drain", { signal });
         }
-        logCall(context, method, call.request, status.OK, started);
+        logCall(context, method, call, status.OK, started);
         context.rpcs?.handled(method, "server_stream", "OK", (performance.now() - started) / 1000);
         call.end();
       } catch (err) {
         // once the call's signal has fired, its reason (client gone, or the
         // server shutting down) says better than the error it caused
         const error = toServiceError(signal.aborted ? signal.reason : err);
-        logCall(context, method, call.request, error.code, started, error.details);
+        logCall(context, method, call, error.code, started, error.details);
         context.rpcs?.handled(method, "server_stream", status[error.code], (performance.now() - started) / 1000);
         call.emit("error", error);
       }
@@ -82,17 +86,20 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
   return controller.signal;
 }
 
-function logCall(context: CallContext, method: string, request: unknown, code: status, started: number, details?: string): void {
-  if (!context.logger.isLevelEnabled("info")) return;
-  const name = (request as { name?: unknown } | null)?.name;
-  context.logger.info(
-    {
-      method,
-      model: typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined,
-      code: status[code],
-      duration_ms: Math.round(performance.now() - started),
-      error: details,
-    },
-    "rpc",
-  );
+/**
+ * One line per call (method, model, code, duration); a call that changes
+ * anything also gets an audit line naming its caller (token name, client
+ * certificate subject, or the peer address when auth is off).
+ */
+function logCall(context: CallContext, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, code: status, started: number, details?: string): void {
+  const request = call.request as { name?: unknown; alias?: unknown } | null;
+  const model = typeof request?.name === "string" && request.name !== "" ? request.name.slice(0, 128) : undefined;
+  const caller = callerOf(call.metadata) ?? `peer ${call.getPeer()}`;
+  if (context.logger.isLevelEnabled("info")) {
+    context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
+  }
+  if (MUTATING_METHODS.has(method)) {
+    const alias = typeof request?.alias === "string" && request.alias !== "" ? request.alias.slice(0, 128) : undefined;
+    (context.audit ?? context.logger).info({ audit: true, caller, method, model, alias, result: status[code] }, "audit");
+  }
 }

@@ -1,7 +1,7 @@
 // Credentials reach modelcache only through the vault (PutSecret, then a
-// credential_alias). A call whose metadata carries something that looks
-// like a credential is refused before anything else happens, on every RPC.
-import { type Metadata, ResponderBuilder, ServerInterceptingCall, type ServerInterceptor, ServerListenerBuilder, status } from "@grpc/grpc-js";
+// credential_alias). Metadata that carries something that looks like a
+// credential is refused by the call guard (guard-calls.ts), on every RPC.
+import type { Metadata } from "@grpc/grpc-js";
 
 const CREDENTIAL_WORDS = new Set(["token", "password", "secret", "apikey"]);
 
@@ -14,24 +14,3 @@ export function isCredentialKey(key: string): boolean {
 export function firstCredentialKey(metadata: Metadata): string | undefined {
   return Object.keys(metadata.getMap()).find(isCredentialKey);
 }
-
-export const rejectPlaintextCredentials: ServerInterceptor = (_method, call) =>
-  new ServerInterceptingCall(
-    call,
-    new ResponderBuilder()
-      .withStart((next) => {
-        next(
-          new ServerListenerBuilder()
-            .withOnReceiveMetadata((metadata, pass) => {
-              const key = firstCredentialKey(metadata);
-              if (key === undefined) return pass(metadata);
-              call.sendStatus({
-                code: status.INVALID_ARGUMENT,
-                details: `metadata key '${key.slice(0, 80)}' looks like a plaintext credential, which modelcache never accepts: store the secret with PutSecret and refer to it by credential_alias`,
-              });
-            })
-            .build(),
-        );
-      })
-      .build(),
-  );

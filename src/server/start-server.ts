@@ -4,7 +4,7 @@
 // removed) and closes LevelDB last.
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { CacheLayout } from "../cache/layout.js";
@@ -17,7 +17,8 @@ import { PullQueue } from "../pull/pull-queue.js";
 import { Bandwidth } from "../sources/hub/bandwidth.js";
 import { ModelCacheError } from "../errors.js";
 import { modelCacheService } from "../grpc/model-cache-service.js";
-import { rejectPlaintextCredentials } from "../grpc/reject-plaintext-credentials.js";
+import { guardCalls } from "../grpc/guard-calls.js";
+import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import type { Runtime } from "../runtime.js";
 import { ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
@@ -25,6 +26,7 @@ import { createLogger } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import { PullLog } from "./pull-log.js";
 import { addReflection } from "./reflection.js";
+import { type TlsFiles, checkExposure, serverCredentials } from "./transport-security.js";
 
 export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
 
@@ -54,6 +56,11 @@ export interface ServerOptions {
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
+  /** the tokens callers must present; without them, auth is off (loopback only) */
+  authTokens?: AccessTokens;
+  /** lets a server without auth listen beyond loopback */
+  insecureNoAuth?: boolean;
+  tls?: TlsFiles;
 }
 
 export interface RunningServer {
@@ -68,6 +75,9 @@ export interface RunningServer {
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger ?? createLogger();
+  checkExposure(options.listen, options.authTokens !== undefined, options.insecureNoAuth ?? false);
+  // the TLS files are read before anything else opens, so a bad one fails fast
+  const credentials = await serverCredentials(options.tls);
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
   const registry = await openRegistry(dataDir);
@@ -115,15 +125,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     };
 
     const shutdown = new AbortController();
-    const server = new Server({ interceptors: [rejectPlaintextCredentials] });
+    const audit = auditLogger(logger);
+    const server = new Server({ interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit"))] });
     running = runtime;
-    server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, shutdown: shutdown.signal, rpcs: metrics }));
+    server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, audit, shutdown: shutdown.signal, rpcs: metrics }));
     const health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     health.addToServer(server);
     addReflection(server);
 
     const port = await new Promise<number>((ok, fail) =>
-      server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, bound) =>
+      server.bindAsync(options.listen, credentials, (err, bound) =>
         err ? fail(new ModelCacheError("unavailable", `cannot listen on ${options.listen}: ${err.message}; choose another --listen address`)) : ok(bound),
       ),
     );
@@ -133,9 +144,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls },
+      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : "off" },
       "modelcache is serving",
     );
+    if (!options.authTokens) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
 
     let closing: Promise<void> | undefined;
     const close = () =>
@@ -167,6 +179,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await registry.close();
     throw err;
   }
+}
+
+/** Audit lines are kept at any --log-level short of silent. */
+function auditLogger(logger: Logger): Logger {
+  return logger.level === "silent" ? logger : logger.child({}, { level: "info" });
 }
 
 function checkHubUrl(url: string): string {

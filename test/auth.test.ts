@@ -1,0 +1,145 @@
+// Authentication and roles: every RPC against no token, an unknown token, a
+// reader and an admin; health open; reflection for readers; authentication
+// before any other check; loopback-only without auth; the audit log.
+import { Writable } from "node:stream";
+import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { pino } from "pino";
+import { AccessTokens, newToken } from "../src/auth/access-tokens.js";
+import { startServer } from "../src/server/start-server.js";
+import { bufCurl } from "./support/buf-curl.js";
+import { healthCheck } from "./support/health-check.js";
+import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
+import type { ModelCacheServiceClient } from "../generated/modelcache/v1/model_cache.js";
+
+const reader = newToken("dashboard", "reader");
+const admin = newToken("deployer", "admin");
+const tokens = AccessTokens.parse(JSON.stringify({ tokens: [reader.entry, admin.entry] }));
+
+function bearer(token: string | undefined): Metadata {
+  const metadata = new Metadata();
+  if (token !== undefined) metadata.set("authorization", `Bearer ${token}`);
+  return metadata;
+}
+
+/** One call of each RPC; resolves with its status code. */
+const RPCS: Record<string, (client: ModelCacheServiceClient, metadata: Metadata) => Promise<unknown>> = {
+  GetModel: (c, m) => call(c, "getModel", { name: "minilm" }, m),
+  ListModels: (c, m) => call(c, "listModels", {}, m),
+  InspectCache: (c, m) => call(c, "inspectCache", { name: "minilm", deep: false }, m),
+  RegisterModel: (c, m) => call(c, "registerModel", { model: modelSpec({ name: "other" }) }, m),
+  UpdateModel: (c, m) => call(c, "updateModel", { name: "minilm", model: modelSpec() }, m),
+  UnregisterModel: (c, m) => call(c, "unregisterModel", { name: "nope", dropCache: false }, m),
+  DropCache: (c, m) => call(c, "dropCache", { name: "minilm" }, m),
+  PutSecret: (c, m) => call(c, "putSecret", { alias: "hf", value: "v" }, m),
+  DeleteSecret: (c, m) => call(c, "deleteSecret", { alias: "hf" }, m),
+  Pull: async (c, m) => {
+    const outcome = await pull(c, { name: "minilm", fixtureDir: FIXTURE_DIR }, { metadata: m });
+    if (outcome.error) throw outcome.error;
+  },
+};
+const READER_RPCS = new Set(["GetModel", "ListModels", "InspectCache"]);
+
+async function codeOf(work: Promise<unknown>): Promise<status> {
+  try {
+    await work;
+    return status.OK;
+  } catch (err) {
+    return (err as ServiceError).code;
+  }
+}
+
+describe("authentication and roles", () => {
+  let t: TestServer;
+  let audit: Record<string, unknown>[];
+  beforeEach(async () => {
+    audit = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split("\n").filter(Boolean)) {
+          const parsed = JSON.parse(line) as Record<string, unknown>;
+          if (parsed.audit) audit.push(parsed);
+        }
+        done();
+      },
+    });
+    t = await startTestServer({ authTokens: tokens, fixtureDir: FIXTURE_DIR, logger: pino({ level: "warn" }, sink) });
+    await call(t.client, "registerModel", { model: modelSpec() }, bearer(admin.token));
+    audit.length = 0;
+  });
+  afterEach(() => t.close());
+
+  for (const [rpc, invoke] of Object.entries(RPCS)) {
+    it(`${rpc}: UNAUTHENTICATED without a token or with an unknown one; ${READER_RPCS.has(rpc) ? "allowed" : "PERMISSION_DENIED"} for a reader; allowed for an admin`, async () => {
+      expect(await codeOf(invoke(t.client, bearer(undefined))), "no token").to.equal(status.UNAUTHENTICATED);
+      expect(await codeOf(invoke(t.client, bearer("mct_not-a-real-token"))), "unknown token").to.equal(status.UNAUTHENTICATED);
+      const asReader = await codeOf(invoke(t.client, bearer(reader.token)));
+      if (READER_RPCS.has(rpc)) expect(asReader, "reader").to.equal(status.OK);
+      else expect(asReader, "reader").to.equal(status.PERMISSION_DENIED);
+      const asAdmin = await codeOf(invoke(t.client, bearer(admin.token)));
+      expect([status.UNAUTHENTICATED, status.PERMISSION_DENIED], "admin").to.not.include(asAdmin);
+    });
+  }
+
+  it("names the missing role and the token, never the token's value", async () => {
+    const err = (await call(t.client, "putSecret", { alias: "hf", value: "v" }, bearer(reader.token)).catch((e: unknown) => e)) as ServiceError;
+    expect(err.details).to.include("'dashboard'").and.include("'reader'").and.include("'admin'").and.not.include(reader.token);
+    const unknown = (await call(t.client, "listModels", {}, bearer("mct_guess")).catch((e: unknown) => e)) as ServiceError;
+    expect(unknown.details).to.include("unknown bearer token").and.not.include("mct_guess");
+  });
+
+  it("authenticates before any other check: a bad request or a plaintext credential without a token is UNAUTHENTICATED", async () => {
+    expect(await codeOf(call(t.client, "getModel", { name: "../../etc" }, bearer(undefined)))).to.equal(status.UNAUTHENTICATED);
+    const withCredential = bearer(undefined);
+    withCredential.set("x-api-key", "plaintext");
+    expect(await codeOf(call(t.client, "listModels", {}, withCredential))).to.equal(status.UNAUTHENTICATED);
+    const authenticated = bearer(admin.token);
+    authenticated.set("x-api-key", "plaintext");
+    expect(await codeOf(call(t.client, "listModels", {}, authenticated))).to.equal(status.INVALID_ARGUMENT);
+  });
+
+  it("answers health checks without a token", async () => {
+    expect(await healthCheck(t.server.address, "modelcache.v1.ModelCacheService")).to.deep.equal({ code: status.OK, status: "SERVING" });
+  });
+
+  it("serves reflection to a reader, not to a caller without a token", async () => {
+    const error = await bufCurl(t.server.address, "--list-services", "").catch((err: { stderr: string }) => err.stderr);
+    expect(error).to.match(/not authenticated|unauthenticated/i);
+    const services = await bufCurl(t.server.address, "--reflect-header", `authorization: Bearer ${reader.token}`, "--list-services", "");
+    expect(services).to.include("modelcache.v1.ModelCacheService");
+  });
+
+  it("writes one audit line per mutating RPC with the caller's token name, method, model and result", async () => {
+    await call(t.client, "dropCache", { name: "minilm" }, bearer(admin.token));
+    await call(t.client, "putSecret", { alias: "hf", value: "v" }, bearer(reader.token)).catch(() => undefined);
+    await call(t.client, "getModel", { name: "minilm" }, bearer(reader.token));
+    expect(audit.map((l) => ({ caller: l.caller, method: l.method, model: l.model, alias: l.alias, result: l.result }))).to.deep.equal([
+      { caller: "deployer", method: "DropCache", model: "minilm", alias: undefined, result: "OK" },
+      { caller: "dashboard", method: "PutSecret", model: undefined, alias: undefined, result: "PERMISSION_DENIED" },
+    ]);
+  });
+});
+
+describe("a server without authentication", () => {
+  it("refuses to listen beyond loopback, naming --auth-tokens and --insecure-no-auth", async () => {
+    let error: Error | undefined;
+    await startServer({ listen: "0.0.0.0:0", dataDir: "unused-never-created", logger: pino({ level: "silent" }) }).catch((err: Error) => (error = err));
+    expect(error?.message).to.include("--auth-tokens").and.include("--insecure-no-auth");
+  });
+
+  it("listens beyond loopback with --insecure-no-auth, and anywhere with tokens", async () => {
+    for (const options of [{ insecureNoAuth: true }, { authTokens: tokens }]) {
+      const t = await startTestServer({ listen: "0.0.0.0:0", ...options });
+      await t.close();
+    }
+  });
+});
+
+describe("access token files", () => {
+  it("refuses entries that hold a token instead of its hash, or an unknown role, naming the field", () => {
+    expect(() => AccessTokens.parse(JSON.stringify({ tokens: [{ name: "ci", sha256: admin.token, role: "admin" }] }))).to.throw(/tokens\[0\]\.sha256/);
+    expect(() => AccessTokens.parse(JSON.stringify({ tokens: [{ ...admin.entry, role: "root" }] }))).to.throw(/tokens\[0\]\.role/);
+    expect(() => AccessTokens.parse(JSON.stringify({ tokens: [admin.entry, admin.entry] }))).to.throw(/appears twice/);
+    expect(() => AccessTokens.parse("{}")).to.throw(/"tokens"/);
+  });
+});
