@@ -1,6 +1,10 @@
 // Authentication and roles: every RPC against no token, an unknown token, a
 // reader and an admin; health open; reflection for readers; authentication
 // before any other check; loopback-only without auth; the audit log.
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -9,6 +13,7 @@ import { AccessTokens, newToken } from "../src/auth/access-tokens.js";
 import { startServer } from "../src/server/start-server.js";
 import { bufCurl } from "./support/buf-curl.js";
 import { healthCheck } from "./support/health-check.js";
+import { runCli } from "./support/run-cli.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
 import type { ModelCacheServiceClient } from "../generated/modelcache/v1/model_cache.js";
 
@@ -141,5 +146,50 @@ describe("access token files", () => {
     expect(() => AccessTokens.parse(JSON.stringify({ tokens: [{ ...admin.entry, role: "root" }] }))).to.throw(/tokens\[0\]\.role/);
     expect(() => AccessTokens.parse(JSON.stringify({ tokens: [admin.entry, admin.entry] }))).to.throw(/appears twice/);
     expect(() => AccessTokens.parse("{}")).to.throw(/"tokens"/);
+  });
+});
+
+describe("the CLI and access tokens", () => {
+  let t: TestServer;
+  let dir: string;
+  beforeEach(async () => {
+    t = await startTestServer({ authTokens: tokens });
+    dir = await mkdtemp(join(tmpdir(), "modelcache-tokens-"));
+  });
+  afterEach(async () => {
+    await t.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("sends MODELCACHE_TOKEN or --token; without one it fails with a hint", async () => {
+    const without = await runCli(t.server.address, ["models", "list"]);
+    expect(without.code).to.equal(1);
+    expect(without.stderr).to.include("no bearer token").and.include("hint: pass a token with --token or MODELCACHE_TOKEN");
+    const byEnv = await runCli(t.server.address, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"], { env: { MODELCACHE_TOKEN: admin.token } });
+    expect(byEnv.code, byEnv.stderr).to.equal(0);
+    const byFlag = await runCli(t.server.address, ["models", "list", "--token", reader.token]);
+    expect(byFlag.code, byFlag.stderr).to.equal(0);
+    expect(byFlag.stdout).to.include("minilm");
+    const denied = await runCli(t.server.address, ["drop", "minilm", "--token", reader.token]);
+    expect(denied.code).to.equal(1);
+    expect(denied.stderr).to.include("needs 'admin'");
+  });
+
+  it("'tokens new' prints a token and its entry, and --file adds the entry to a 0600 file the server loads", async () => {
+    const file = join(dir, "tokens.json");
+    const made = await runCli(t.server.address, ["tokens", "new", "--name", "ci", "--role", "admin", "--file", file]);
+    expect(made.code, made.stderr).to.equal(0);
+    const token = /^token: (mct_\S+)$/m.exec(made.stdout)![1]!;
+    const entry = JSON.parse(/^entry: (.*)$/m.exec(made.stdout)![1]!) as { name: string; sha256: string; role: string };
+    expect(entry).to.include({ name: "ci", role: "admin" });
+    expect(entry.sha256).to.equal(createHash("sha256").update(token).digest("hex"));
+    expect((await stat(file)).mode & 0o777).to.equal(0o600);
+    expect(await readFile(file, "utf8")).to.not.include(token);
+    expect((await AccessTokens.load(file)).identify(token)).to.deep.equal({ name: "ci", role: "admin" });
+    const again = await runCli(t.server.address, ["tokens", "new", "--name", "ci", "--role", "reader", "--file", file]);
+    expect(again.code).to.equal(1);
+    expect(again.stderr).to.include("already has a token named 'ci'");
+    const badRole = await runCli(t.server.address, ["tokens", "new", "--name", "ci", "--role", "root"]);
+    expect(badRole.code).to.equal(2);
   });
 });

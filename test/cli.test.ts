@@ -2,27 +2,13 @@ import { spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "chai";
+import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js";
 import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
 
-const BIN = join(import.meta.dirname, "..", "bin", "modelcache.js");
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real CLI against the test server; `during` may act on the child while it runs. */
-function cli(t: TestServer, args: string[], options: { stdin?: string; during?: (child: ReturnType<typeof spawn>, out: () => string) => void } = {}): Promise<Run> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, MODELCACHE_ADDRESS: t.server.address }, stdio: ["pipe", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  child.stdin!.end(options.stdin ?? "");
-  options.during?.(child, () => stdout);
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr })));
+/** Runs the real CLI against the test server. */
+function cli(t: TestServer, args: string[], options: CliOptions = {}): Promise<CliRun> {
+  return runCli(t.server.address, args, options);
 }
 
 describe("the modelcache client commands", () => {

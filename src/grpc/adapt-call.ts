@@ -92,8 +92,9 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
  * certificate subject, or the peer address when auth is off).
  */
 function logCall(context: CallContext, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, code: status, started: number, details?: string): void {
-  const request = call.request as { name?: unknown; alias?: unknown } | null;
-  const model = typeof request?.name === "string" && request.name !== "" ? request.name.slice(0, 128) : undefined;
+  const request = call.request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
+  const name = request?.name || request?.model?.name;
+  const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
   const caller = callerOf(call.metadata) ?? `peer ${call.getPeer()}`;
   if (context.logger.isLevelEnabled("info")) {
     context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
