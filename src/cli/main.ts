@@ -23,6 +23,7 @@ interface ServeOptions {
   dataDir: string;
   cacheDir?: string;
   fixtureDir?: string;
+  fixtureRoot?: string[];
   maxConcurrentPulls: string;
   hubUrl?: string;
   offline?: boolean | string;
@@ -57,6 +58,12 @@ program
   .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) lives", DEFAULT_DATA_DIR))
   .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
   .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
+  .addOption(
+    flag("--fixture-root <dir>", "a directory a PullRequest's fixture_dir may lie in; repeatable (env: several separated by ':')").argParser((value: string, previous: string[] | undefined) => [
+      ...(previous ?? []),
+      ...value.split(":").filter(Boolean),
+    ]),
+  )
   .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2"))
   .addOption(flag("--hub-url <url>", "the Hugging Face-compatible hub to pull from (else HF_ENDPOINT, else https://huggingface.co)"))
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
@@ -86,6 +93,7 @@ program
         dataDir: options.dataDir,
         cacheDir: options.cacheDir,
         fixtureDir: options.fixtureDir,
+        fixtureRoots: options.fixtureRoot,
         maxConcurrentPulls: Number(options.maxConcurrentPulls),
         hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
         offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",

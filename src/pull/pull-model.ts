@@ -35,7 +35,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
   if (!job) {
     const dir =
       request.fixtureDir !== ""
-        ? { path: request.fixtureDir, field: "fixture_dir" }
+        ? { path: await runtime.fixtureRoots.admit(request.fixtureDir, "fixture_dir"), field: "fixture_dir" }
         : runtime.fixtureDir !== undefined
           ? { path: runtime.fixtureDir, field: "the server's --fixture-dir" }
           : undefined;

@@ -26,7 +26,8 @@ import { createLogger } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import { PullLog } from "./pull-log.js";
 import { addReflection } from "./reflection.js";
-import { type TlsFiles, checkExposure, serverCredentials } from "./transport-security.js";
+import { type TlsFiles, checkExposure, hostOf, isLoopback, serverCredentials } from "./transport-security.js";
+import { FixtureRoots } from "../sources/fixture-roots.js";
 
 export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
 
@@ -37,6 +38,8 @@ export interface ServerOptions {
   /** default <dataDir>/ai_models_cache */
   cacheDir?: string;
   fixtureDir?: string;
+  /** directories a PullRequest's fixture_dir may lie in (the fixtureDir is one implicitly) */
+  fixtureRoots?: string[];
   /** default 100 ms, about ten file_progress events a second */
   progressIntervalMs?: number;
   /** pulls running at once; more wait in a queue (default 2) */
@@ -78,6 +81,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   checkExposure(options.listen, options.authTokens !== undefined, options.insecureNoAuth ?? false);
   // the TLS files are read before anything else opens, so a bad one fails fast
   const credentials = await serverCredentials(options.tls);
+  const fixtureRoots = await FixtureRoots.resolve(options.fixtureRoots ?? [], options.fixtureDir, {
+    openWithoutRoots: options.authTokens === undefined && isLoopback(hostOf(options.listen)),
+  });
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
   const registry = await openRegistry(dataDir);
@@ -116,6 +122,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       }),
       copier,
       fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
+      fixtureRoots,
       hub: {
         url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
         offline: options.offline ?? false,
@@ -144,7 +151,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : "off" },
+      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : "off" },
       "modelcache is serving",
     );
     if (!options.authTokens) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
