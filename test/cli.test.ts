@@ -71,7 +71,7 @@ describe("the modelcache client commands", () => {
     const stored = await cli(t, ["secrets", "put", "hf"], { stdin: "hf_super_secret\n" });
     expect(stored.code).to.equal(0);
     expect(stored.stdout + stored.stderr).to.not.include("hf_super_secret");
-    expect(await t.server.runtime.registry.secrets.get("hf")).to.equal("hf_super_secret");
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal("hf_super_secret");
     expect((await cli(t, ["secrets", "rm", "hf"])).stdout).to.include("removed hf");
   });
 

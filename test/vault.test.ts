@@ -1,4 +1,8 @@
+import { randomBytes } from "node:crypto";
+import { chmod, readFile, readdir, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { Level } from "level";
 import { expect } from "chai";
 import { isCredentialKey } from "../src/grpc/reject-plaintext-credentials.js";
 import { healthCheck } from "./support/health-check.js";
@@ -20,7 +24,7 @@ describe("credential vault", () => {
   it("replaces a secret stored again under the same alias", async () => {
     await call(t.client, "putSecret", { alias: "hf", value: "one" });
     await call(t.client, "putSecret", { alias: "hf", value: "two" });
-    expect(await t.server.runtime.registry.secrets.get("hf")).to.equal("two");
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal("two");
   });
 
   it("refuses an empty value with INVALID_ARGUMENT naming value", async () => {
@@ -95,7 +99,7 @@ describe("plaintext credentials in call metadata", () => {
     ];
     for (const err of await Promise.all(calls)) expect(err.code).to.equal(status.INVALID_ARGUMENT);
     expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
-    expect(await t.server.runtime.registry.secrets.get("hf")).to.equal(undefined);
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal(undefined);
   });
 
   it("lets authorization and ordinary metadata through", async () => {
@@ -110,5 +114,72 @@ describe("plaintext credentials in call metadata", () => {
     metadata.set("password", "p");
     const { code } = await healthCheck(t.server.address, "", metadata);
     expect(code).to.equal(status.INVALID_ARGUMENT);
+  });
+});
+
+describe("the vault at rest", () => {
+  let t: TestServer | undefined;
+  afterEach(async () => {
+    await t?.close();
+    t = undefined;
+  });
+
+  /** Every byte of the registry's LevelDB files, as one latin1 string. */
+  async function dump(dataDir: string): Promise<string> {
+    const dir = join(dataDir, "registry");
+    const files = await readdir(dir);
+    return (await Promise.all(files.map((f) => readFile(join(dir, f))))).map((b) => b.toString("latin1")).join("");
+  }
+
+  it("creates a 32-byte key readable by its owner only, and keeps no plaintext in the LevelDB files", async () => {
+    t = await startTestServer();
+    const key = join(t.dataDir, "vault.key");
+    expect((await stat(key)).mode & 0o777).to.equal(0o600);
+    expect((await readFile(key)).length).to.equal(32);
+    await call(t.client, "putSecret", { alias: "hf", value: "hf_plaintext_marker_123" });
+    await call(t.client, "putSecret", { alias: "other", value: "hf_plaintext_marker_123" });
+    await t.restart();
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal("hf_plaintext_marker_123");
+    const sealed = await t.server.runtime.registry.db.sublevel<string, string>("secrets", { valueEncoding: "utf8" }).values().all();
+    expect(sealed).to.have.length(2);
+    expect(sealed[0]).to.match(/^mcv1\./);
+    expect(sealed[0]).to.not.equal(sealed[1]);
+    await t.server.close();
+    expect(await dump(t.dataDir)).to.not.include("hf_plaintext_marker_123");
+    await t.restart();
+  });
+
+  it("seals secrets an earlier version stored in plaintext, and the plaintext leaves the files", async () => {
+    t = await startTestServer();
+    await t.server.close();
+    const db = new Level<string, unknown>(join(t.dataDir, "registry"), { valueEncoding: "json" });
+    await db.sublevel<string, string>("secrets", { valueEncoding: "utf8" }).put("legacy", "hf_legacy_plaintext_456");
+    await db.close();
+    expect(await dump(t.dataDir)).to.include("hf_legacy_plaintext_456");
+    await t.restart();
+    expect(await t.server.runtime.registry.vault.get("legacy")).to.equal("hf_legacy_plaintext_456");
+    await t.server.close();
+    expect(await dump(t.dataDir)).to.not.include("hf_legacy_plaintext_456");
+    await t.restart();
+  });
+
+  it("refuses a key file its group or others may read, naming the fix", async () => {
+    t = await startTestServer();
+    await t.server.close();
+    await chmod(join(t.dataDir, "vault.key"), 0o640);
+    const error = await t.restart().catch((err: Error) => err);
+    expect((error as Error).message).to.include("chmod 600").and.include("vault.key");
+    await chmod(join(t.dataDir, "vault.key"), 0o600);
+    await t.restart();
+  });
+
+  it("says a secret sealed under another key cannot be opened, without showing it", async () => {
+    t = await startTestServer();
+    await call(t.client, "putSecret", { alias: "hf", value: "hf_sealed_789" });
+    await t.server.close();
+    await writeFile(join(t.dataDir, "vault.key"), randomBytes(32), { mode: 0o600 });
+    await t.restart();
+    const error = await t.server.runtime.registry.vault.get("hf").catch((err: Error) => err);
+    expect((error as Error).message).to.include("'hf'").and.include("vault key").and.not.include("hf_sealed_789");
   });
 });

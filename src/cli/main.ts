@@ -37,6 +37,7 @@ interface ServeOptions {
   tlsCert?: string;
   tlsKey?: string;
   tlsClientCa?: string;
+  vaultKeyFile?: string;
 }
 
 const program = new Command("modelcache")
@@ -77,6 +78,7 @@ program
   .addOption(flag("--tls-cert <file>", "PEM certificate chain: serve over TLS (with --tls-key)"))
   .addOption(flag("--tls-key <file>", "PEM private key of --tls-cert"))
   .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
+  .addOption(flag("--vault-key-file <file>", "32-byte key that seals secrets at rest, mode 0600 (default: <data-dir>/vault.key, created on first start)"))
   .action(async (options: ServeOptions) => {
     const logger = createLogger(options.logLevel, options.logFormat);
     let server;
@@ -94,6 +96,7 @@ program
         cacheDir: options.cacheDir,
         fixtureDir: options.fixtureDir,
         fixtureRoots: options.fixtureRoot,
+        vaultKeyFile: options.vaultKeyFile,
         maxConcurrentPulls: Number(options.maxConcurrentPulls),
         hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
         offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",

@@ -6,13 +6,16 @@ import { Level } from "level";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError } from "../errors.js";
 import type { ModelRecord } from "./model-record.js";
+import { Vault } from "./vault.js";
+import { loadVaultKey } from "./vault-key.js";
 
 const SCHEMA_VERSION = 1;
 
 export interface Registry {
   db: Level<string, unknown>;
   models: LevelSublevel<ModelRecord>;
-  secrets: LevelSublevel<string>;
+  /** secrets by alias, sealed at rest */
+  vault: Vault;
   settings: LevelSublevel<unknown>;
   /** serialises read-modify-write of one model's record */
   records: KeyedLock;
@@ -25,7 +28,14 @@ function sublevelOf<V>(db: Level<string, unknown>, name: string, valueEncoding: 
   return db.sublevel<string, V>(name, { valueEncoding });
 }
 
-export async function openRegistry(dataDir: string): Promise<Registry> {
+export interface RegistryOptions {
+  /** the vault key's file; default <dataDir>/vault.key, created on first start */
+  vaultKeyFile?: string;
+}
+
+export async function openRegistry(dataDir: string, options: RegistryOptions = {}): Promise<Registry> {
+  // the key first: a refused key file leaves the registry untouched
+  const key = await loadVaultKey(options.vaultKeyFile ?? join(dataDir, "vault.key"));
   const location = join(dataDir, "registry");
   const db = new Level<string, unknown>(location, { valueEncoding: "json" });
   try {
@@ -54,10 +64,16 @@ export async function openRegistry(dataDir: string): Promise<Registry> {
       `the registry at '${location}' has schema version ${String(stored)}, this server understands ${SCHEMA_VERSION}: upgrade modelcache`,
     );
   }
+  const vault = new Vault(secrets, key);
+  if ((await vault.sealPlaintext()) > 0) {
+    // rewrite the files so the plaintext an earlier version wrote leaves the disk
+    // (`level` is classic-level on Node, whose compactRange its types leave out)
+    await (db as unknown as { compactRange(start: string, end: string): Promise<void> }).compactRange("!", '"');
+  }
   return {
     db,
     models,
-    secrets,
+    vault,
     settings,
     records: new KeyedLock(),
     close: () => db.close(),

@@ -64,6 +64,8 @@ export interface ServerOptions {
   /** lets a server without auth listen beyond loopback */
   insecureNoAuth?: boolean;
   tls?: TlsFiles;
+  /** the vault key (32 bytes, mode 0600); default <dataDir>/vault.key */
+  vaultKeyFile?: string;
 }
 
 export interface RunningServer {
@@ -86,7 +88,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const registry = await openRegistry(dataDir);
+  const registry = await openRegistry(dataDir, { vaultKeyFile: options.vaultKeyFile });
   try {
     const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
     const locks = new ModelLocks(layout);
