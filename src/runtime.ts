@@ -4,6 +4,7 @@ import type { FileCopier } from "./cache/file-copier.js";
 import type { CacheLayout } from "./cache/layout.js";
 import type { ModelLocks } from "./cache/model-lock.js";
 import type { PullJobs } from "./pull/pull-jobs.js";
+import type { PullLimits } from "./pull/pull-limits.js";
 import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
@@ -21,6 +22,8 @@ export interface Runtime {
   /** where a PullRequest's fixture_dir may point */
   fixtureRoots: FixtureRoots;
   hub: HubSettings;
+  /** what one pull may bring in */
+  pullLimits: PullLimits;
 }
 
 export interface HubSettings {

@@ -6,6 +6,7 @@ import envPaths from "env-paths";
 import { ModelCacheError } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
+import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
 import { AccessTokens, ROLES, type Role, newToken } from "../auth/access-tokens.js";
 import { addTokenEntry } from "../auth/add-token-entry.js";
 import { addClientCommands } from "./client-commands.js";
@@ -38,6 +39,11 @@ interface ServeOptions {
   tlsKey?: string;
   tlsClientCa?: string;
   vaultKeyFile?: string;
+  maxMessageBytes: string;
+  maxConcurrentStreams: string;
+  maxFilesPerPull: string;
+  maxFileBytes: string;
+  maxPullBytes: string;
 }
 
 const program = new Command("modelcache")
@@ -79,6 +85,11 @@ program
   .addOption(flag("--tls-key <file>", "PEM private key of --tls-cert"))
   .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
   .addOption(flag("--vault-key-file <file>", "32-byte key that seals secrets at rest, mode 0600 (default: <data-dir>/vault.key, created on first start)"))
+  .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)))
+  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once", "100"))
+  .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)))
+  .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)))
+  .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)))
   .action(async (options: ServeOptions) => {
     const logger = createLogger(options.logLevel, options.logFormat);
     let server;
@@ -97,6 +108,9 @@ program
         fixtureDir: options.fixtureDir,
         fixtureRoots: options.fixtureRoot,
         vaultKeyFile: options.vaultKeyFile,
+        maxMessageBytes: Number(options.maxMessageBytes),
+        maxConcurrentStreams: Number(options.maxConcurrentStreams),
+        pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
         maxConcurrentPulls: Number(options.maxConcurrentPulls),
         hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
         offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",

@@ -13,6 +13,7 @@ import { filterFiles } from "../sources/file-filters.js";
 import { openHubSource } from "../sources/hub/open-hub-source.js";
 import { openDirectorySource } from "../sources/local-directory.js";
 import type { PullEvent } from "./pull-event.js";
+import { checkPullLimits } from "./pull-limits.js";
 
 export interface PullModelRequest {
   name: string;
@@ -59,6 +60,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           signal,
         });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
+    checkPullLimits(model.name, source.files, runtime.pullLimits);
     job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);
   } else if (request.force) {
     throw new ModelCacheError(

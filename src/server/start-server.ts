@@ -14,6 +14,7 @@ import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
+import { DEFAULT_PULL_LIMITS, type PullLimits } from "../pull/pull-limits.js";
 import { Bandwidth } from "../sources/hub/bandwidth.js";
 import { ModelCacheError } from "../errors.js";
 import { modelCacheService } from "../grpc/model-cache-service.js";
@@ -66,6 +67,12 @@ export interface ServerOptions {
   tls?: TlsFiles;
   /** the vault key (32 bytes, mode 0600); default <dataDir>/vault.key */
   vaultKeyFile?: string;
+  /** largest request message accepted (default 4 MiB) */
+  maxMessageBytes?: number;
+  /** streams one connection may have open at once (default 100) */
+  maxConcurrentStreams?: number;
+  /** what one pull may bring in */
+  pullLimits?: Partial<PullLimits>;
 }
 
 export interface RunningServer {
@@ -131,11 +138,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         bandwidth: options.maxBytesPerSecond ? new Bandwidth(checkRate(options.maxBytesPerSecond)) : undefined,
         parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
       },
+      pullLimits: {
+        maxFiles: checkLimit("--max-files-per-pull", options.pullLimits?.maxFiles ?? DEFAULT_PULL_LIMITS.maxFiles),
+        maxFileBytes: checkLimit("--max-file-bytes", options.pullLimits?.maxFileBytes ?? DEFAULT_PULL_LIMITS.maxFileBytes),
+        maxTotalBytes: checkLimit("--max-pull-bytes", options.pullLimits?.maxTotalBytes ?? DEFAULT_PULL_LIMITS.maxTotalBytes),
+      },
     };
 
     const shutdown = new AbortController();
     const audit = auditLogger(logger);
-    const server = new Server({ interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit"))] });
+    const server = new Server({
+      "grpc.max_receive_message_length": checkLimit("--max-message-bytes", options.maxMessageBytes ?? 4 * 1024 * 1024),
+      "grpc.max_concurrent_streams": checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? 100),
+      interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit"))],
+    });
     running = runtime;
     server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, audit, shutdown: shutdown.signal, rpcs: metrics }));
     const health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
@@ -213,6 +229,13 @@ function checkRate(bytesPerSecond: number): number {
     throw new ModelCacheError("invalid_argument", `--max-bytes-per-second must be a number of at least 1024 (got ${bytesPerSecond})`);
   }
   return bytesPerSecond;
+}
+
+function checkLimit(flag: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new ModelCacheError("invalid_argument", `${flag} must be a whole number of at least 1 (got ${value})`);
+  }
+  return value;
 }
 
 function checkRangeMinimum(bytes: number): number {

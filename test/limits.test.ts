@@ -1,0 +1,74 @@
+// Limits: message size, streams per connection, and what one pull may bring
+// in, each refused with RESOURCE_EXHAUSTED naming the limit; errors quote at
+// most 80 characters of a bad value.
+import { connect as http2Connect } from "node:http2";
+import { status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+describe("limits", () => {
+  let t: TestServer | undefined;
+  afterEach(async () => {
+    await t?.close();
+    t = undefined;
+  });
+
+  async function serve(options: Parameters<typeof startTestServer>[0]): Promise<TestServer> {
+    t = await startTestServer(options);
+    await call(t.client, "registerModel", { model: modelSpec() });
+    return t;
+  }
+
+  const pullLimits: [string, Parameters<typeof startTestServer>[0], RegExp][] = [
+    ["files per pull", { pullLimits: { maxFiles: 2 } }, /lists 4 files, more than --max-files-per-pull \(2\)/],
+    ["file size", { pullLimits: { maxFileBytes: 1000 } }, /file '.*' is \d+ bytes, more than --max-file-bytes \(1000\)/],
+    ["total bytes per pull", { pullLimits: { maxTotalBytes: 3000, maxFileBytes: 10_000 } }, /come to \d+ bytes, more than --max-pull-bytes \(3000\)/],
+  ];
+  for (const [what, options, message] of pullLimits) {
+    it(`refuses a pull over the ${what} limit with RESOURCE_EXHAUSTED naming it, installing nothing`, async () => {
+      const server = await serve(options);
+      const outcome = await pull(server.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(outcome.error?.details).to.match(message);
+      expect(outcome.events).to.deep.equal([]);
+      expect((await call(server.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+    });
+  }
+
+  it("counts only the files the model's filters keep", async () => {
+    const server = await serve({ pullLimits: { maxFiles: 2 } });
+    await call(server.client, "updateModel", { name: "minilm", model: modelSpec({ include: ["config.json"] }) });
+    await pullOk(server.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+  });
+
+  it("refuses a request message over --max-message-bytes with RESOURCE_EXHAUSTED", async () => {
+    const server = await serve({ maxMessageBytes: 1024 });
+    const err = await callError(server.client, "putSecret", { alias: "hf", value: "x".repeat(2048) });
+    expect(err.code).to.equal(status.RESOURCE_EXHAUSTED);
+    await call(server.client, "putSecret", { alias: "hf", value: "small" });
+  });
+
+  it("advertises --max-concurrent-streams to every connection", async () => {
+    const server = await serve({ maxConcurrentStreams: 7 });
+    const session = http2Connect(`http://${server.server.address}`);
+    try {
+      const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      expect(settings.maxConcurrentStreams).to.equal(7);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("quotes at most 80 characters of a 100 KB name in its error", async () => {
+    const server = await serve({});
+    const name = `${"a".repeat(80)}b${"c".repeat(100_000)}!`;
+    const err = await callError(server.client, "getModel", { name });
+    expect(err.code).to.equal(status.INVALID_ARGUMENT);
+    expect(err.details).to.include("a".repeat(80)).and.not.include("ab");
+    expect(err.details.length).to.be.below(400);
+  });
+});
