@@ -5,13 +5,13 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
 import { AccessTokens, newToken } from "../src/auth/access-tokens.js";
 import { startServer } from "../src/server/start-server.js";
 import { bufCurl } from "./support/buf-curl.js";
+import { type LogCapture, captureLogs } from "./support/log-capture.js";
 import { healthCheck } from "./support/health-check.js";
 import { runCli } from "./support/run-cli.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
@@ -56,21 +56,12 @@ async function codeOf(work: Promise<unknown>): Promise<status> {
 
 describe("authentication and roles", () => {
   let t: TestServer;
-  let audit: Record<string, unknown>[];
+  let logs: LogCapture;
   beforeEach(async () => {
-    audit = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split("\n").filter(Boolean)) {
-          const parsed = JSON.parse(line) as Record<string, unknown>;
-          if (parsed.audit) audit.push(parsed);
-        }
-        done();
-      },
-    });
-    t = await startTestServer({ authTokens: tokens, fixtureDir: FIXTURE_DIR, logger: pino({ level: "warn" }, sink) });
+    logs = captureLogs("warn");
+    t = await startTestServer({ authTokens: tokens, fixtureDir: FIXTURE_DIR, logger: logs.logger });
     await call(t.client, "registerModel", { model: modelSpec() }, bearer(admin.token));
-    audit.length = 0;
+    logs.lines.length = 0;
   });
   afterEach(() => t.close());
 
@@ -118,7 +109,7 @@ describe("authentication and roles", () => {
     await call(t.client, "dropCache", { name: "minilm" }, bearer(admin.token));
     await call(t.client, "putSecret", { alias: "hf", value: "v" }, bearer(reader.token)).catch(() => undefined);
     await call(t.client, "getModel", { name: "minilm" }, bearer(reader.token));
-    expect(audit.map((l) => ({ caller: l.caller, method: l.method, model: l.model, alias: l.alias, result: l.result }))).to.deep.equal([
+    expect(logs.audit().map((l) => ({ caller: l.caller, method: l.method, model: l.model, alias: l.alias, result: l.result }))).to.deep.equal([
       { caller: "deployer", method: "DropCache", model: "minilm", alias: undefined, result: "OK" },
       { caller: "dashboard", method: "PutSecret", model: undefined, alias: undefined, result: "PERMISSION_DENIED" },
     ]);

@@ -5,36 +5,26 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { expect } from "chai";
-import { pino } from "pino";
+import { type LogCapture, type LogLine, captureLogs } from "./support/log-capture.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const BIN = join(import.meta.dirname, "..", "bin", "modelcache.js");
 const REPO = "acme/private-minilm";
 
-type Line = Record<string, unknown>;
-
 describe("server logs", () => {
   let hub: FakeHub;
   let t: TestServer;
-  let lines: Line[];
-  let raw: string;
+  let logs: LogCapture;
+  let lines: LogLine[];
 
   beforeEach(async () => {
-    lines = [];
-    raw = "";
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        raw += chunk.toString();
-        for (const line of chunk.toString().split("\n").filter(Boolean)) lines.push(JSON.parse(line) as Line);
-        done();
-      },
-    });
+    logs = captureLogs("info");
+    lines = logs.lines;
     hub = await FakeHub.serve(REPO, FIXTURE_DIR);
     hub.faults.token = "hf_very_secret_token";
-    t = await startTestServer({ hubUrl: hub.url, logger: pino({ level: "info" }, sink) });
+    t = await startTestServer({ hubUrl: hub.url, logger: logs.logger });
     await call(t.client, "registerModel", { model: modelSpec({ source: REPO, credentialAlias: "hf" }) });
   });
   afterEach(async () => {
@@ -62,7 +52,7 @@ describe("server logs", () => {
     expect(finished).to.include({ model: "minilm", result: "ok", bytes: total });
     expect(finished!.bytesPerSecond).to.be.above(0);
     expect(finished!.seconds).to.be.a("number");
-    expect(raw).to.not.include("hf_very_secret_token");
+    expect(logs.raw()).to.not.include("hf_very_secret_token");
   });
 
   it("logs a failed pull as a warning with its reason", async () => {
@@ -73,7 +63,7 @@ describe("server logs", () => {
     const failed = lines.find((l) => l.msg === "pull failed");
     expect(failed).to.include({ model: "minilm", result: "failed", level: 40 });
     expect(failed!.error).to.match(/^data_loss: .*tokenizer\.json/);
-    expect(raw).to.not.include("hf_very_secret_token");
+    expect(logs.raw()).to.not.include("hf_very_secret_token");
   });
 });
 
@@ -99,7 +89,7 @@ describe("log format", () => {
 
   it("is JSON lines when stdout is not a terminal", async () => {
     const out = await serveOnce(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir]);
-    const first = JSON.parse(out.split("\n")[0]!) as Line;
+    const first = JSON.parse(out.split("\n")[0]!) as LogLine;
     expect(first).to.include({ msg: "modelcache is serving", service: "modelcache" });
   });
 

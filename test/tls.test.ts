@@ -1,9 +1,8 @@
 // TLS and mTLS with certificates made for the test, driven through the real
 // CLI: the server's flags, the client's flags, and who the audit log names.
-import { Writable } from "node:stream";
 import { expect } from "chai";
-import { pino } from "pino";
 import { type Certificates, makeCertificates } from "./support/certificates.js";
+import { type LogCapture, captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";
 import { type TestServer, startTestServer } from "./support/test-server.js";
 
@@ -37,19 +36,10 @@ describe("TLS", () => {
 
   describe("mutual TLS", () => {
     let t: TestServer;
-    let audit: Record<string, unknown>[];
+    let logs: LogCapture;
     beforeEach(async () => {
-      audit = [];
-      const sink = new Writable({
-        write(chunk: Buffer, _encoding, done) {
-          for (const line of chunk.toString().split("\n").filter(Boolean)) {
-            const parsed = JSON.parse(line) as Record<string, unknown>;
-            if (parsed.audit) audit.push(parsed);
-          }
-          done();
-        },
-      });
-      t = await startTestServer({ tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca }, logger: pino({ level: "warn" }, sink) });
+      logs = captureLogs("warn");
+      t = await startTestServer({ tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca }, logger: logs.logger });
     });
     afterEach(() => t.close());
 
@@ -61,6 +51,7 @@ describe("TLS", () => {
       const client = ["--tls-ca", certs.ca, "--tls-client-cert", certs.clientCert, "--tls-client-key", certs.clientKey];
       const registered = await runCli(t.server.address, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", ...client]);
       expect(registered.code, registered.stderr).to.equal(0);
+      const audit = logs.audit();
       expect(audit).to.have.length(1);
       expect(audit[0]).to.include({ method: "RegisterModel", model: "minilm", result: "OK" });
       expect(audit[0]!.caller).to.match(/CN=ci-client/).and.match(/O=acme/);
