@@ -123,10 +123,29 @@ describe("a server without authentication", () => {
     expect(error?.message).to.include("--auth-tokens").and.include("--insecure-no-auth");
   });
 
-  it("listens beyond loopback with --insecure-no-auth, and anywhere with tokens", async () => {
-    for (const options of [{ insecureNoAuth: true }, { authTokens: tokens }]) {
+  it("listens beyond loopback with --insecure-no-auth, or with tokens over TLS or behind --insecure-no-tls", async () => {
+    for (const options of [{ insecureNoAuth: true }, { authTokens: tokens, insecureNoTls: true }]) {
       const t = await startTestServer({ listen: "0.0.0.0:0", ...options });
       await t.close();
+    }
+  });
+
+  it("refuses tokens beyond loopback in clear text, naming --tls-cert and --insecure-no-tls", async () => {
+    const error = await startServer({ listen: "0.0.0.0:0", dataDir: "unused-never-created", authTokens: tokens, logger: pino({ level: "silent" }) }).catch((err: Error) => err);
+    expect((error as Error).message).to.include("--tls-cert").and.include("--insecure-no-tls");
+  });
+
+  it("reads MODELCACHE_INSECURE_NO_AUTH=false as off, and refuses a value it cannot read", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "modelcache-env-"));
+    try {
+      const off = await runCli("unused", ["serve", "--listen", "0.0.0.0:0", "--data-dir", dataDir], { env: { MODELCACHE_INSECURE_NO_AUTH: "false" } });
+      expect(off.code).to.equal(1);
+      expect(off.stdout + off.stderr).to.include("--insecure-no-auth");
+      const junk = await runCli("unused", ["serve", "--listen", "0.0.0.0:0", "--data-dir", dataDir], { env: { MODELCACHE_INSECURE_NO_AUTH: "maybe" } });
+      expect(junk.code).to.equal(2);
+      expect(junk.stderr).to.include("MODELCACHE_INSECURE_NO_AUTH");
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

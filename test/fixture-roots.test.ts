@@ -20,6 +20,8 @@ describe("fixture roots", () => {
     for (const dir of ["root/model", "root-sibling/model", "outside/model"]) await cp(FIXTURE_DIR, join(base, dir), { recursive: true });
     await symlink(join(base, "outside"), join(base, "root", "link-out"));
     await symlink(join(base, "root"), join(base, "linked-root"));
+    await symlink(join(base, "outside", "not-yet"), join(base, "root", "dangling-out"));
+    await symlink(join(base, "root", "model"), join(base, "root", "alias"));
   });
   afterEach(async () => {
     await t?.close();
@@ -51,6 +53,7 @@ describe("fixture roots", () => {
     ["a path elsewhere that does not exist", () => "/no/such/dir"],
     ["a symbolic link inside the root leading out", (b) => join(b, "root", "link-out", "model")],
     ["a path that does not exist below a link leading out", (b) => join(b, "root", "link-out", "nothing-here")],
+    ["a dangling link whose missing target lies outside", (b) => join(b, "root", "dangling-out")],
   ];
   for (const [what, path] of escapes) {
     it(`refuses ${what} with PERMISSION_DENIED naming --fixture-root, installing nothing`, async () => {
@@ -63,11 +66,18 @@ describe("fixture roots", () => {
     });
   }
 
-  it("says a directory inside a root does not exist only after admitting it", async () => {
+  it("says a directory inside a root does not exist only after admitting it, also below a link that stays inside", async () => {
     const server = await serve([join(base, "root")]);
-    const { code, details } = await refusal(server, join(base, "root", "missing"));
-    expect(code).to.equal(status.INVALID_ARGUMENT);
-    expect(details).to.include("does not exist");
+    for (const missing of [join(base, "root", "missing"), join(base, "root", "alias", "missing")]) {
+      const { code, details } = await refusal(server, missing);
+      expect(code, missing).to.equal(status.INVALID_ARGUMENT);
+      expect(details).to.include("does not exist");
+    }
+  });
+
+  it("pulls through a link that stays inside the root", async () => {
+    const server = await serve([join(base, "root")]);
+    await pullOk(server.client, { name: "minilm", fixtureDir: join(base, "root", "alias") });
   });
 
   it("resolves a root given through a symbolic link, accepting both spellings of a directory inside it", async () => {

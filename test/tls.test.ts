@@ -56,5 +56,19 @@ describe("TLS", () => {
       expect(audit[0]).to.include({ method: "RegisterModel", model: "minilm", result: "OK" });
       expect(audit[0]!.caller).to.match(/CN=ci-client/).and.match(/O=acme/);
     });
+
+    it("counts client certificates as authentication: such a server may listen beyond loopback", async () => {
+      const wide = await startTestServer({ listen: "0.0.0.0:0", tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca } });
+      await wide.close();
+    });
+
+    it("serves a client whose certificate subject is not ASCII, naming it escaped in the audit log", async () => {
+      const client = ["--tls-ca", certs.ca, "--tls-client-cert", certs.unicodeCert, "--tls-client-key", certs.unicodeKey];
+      const registered = await runCli(t.server.address, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", ...client]);
+      expect(registered.code, registered.stderr).to.equal(0);
+      expect(logs.audit()[0]!.caller).to.include("CN=Zo\\u{eb}");
+      const listed = await runCli(t.server.address, ["models", "list", ...client]);
+      expect(listed.stdout).to.include("minilm");
+    });
   });
 });

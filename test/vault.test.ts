@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, readFile, readdir, stat, writeFile } from "node:fs/promises";
+import { chmod, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { Level } from "level";
@@ -181,5 +181,24 @@ describe("the vault at rest", () => {
     await t.restart();
     const error = await t.server.runtime.registry.vault.get("hf").catch((err: Error) => err);
     expect((error as Error).message).to.include("'hf'").and.include("vault key").and.not.include("hf_sealed_789");
+  });
+});
+
+describe("the vault key, lost", () => {
+  it("is not silently replaced while sealed secrets exist: the server refuses to start, naming the way out", async () => {
+    const t = await startTestServer();
+    try {
+      await call(t.client, "putSecret", { alias: "hf", value: "hf_lost_key" });
+      await t.server.close();
+      await rm(join(t.dataDir, "vault.key"));
+      const error = await t.restart().catch((err: Error) => err);
+      expect((error as Error).message).to.include("does not exist").and.include("sealed").and.include("head -c 32 /dev/urandom");
+      await writeFile(join(t.dataDir, "vault.key"), randomBytes(32), { mode: 0o600 });
+      await t.restart();
+      await call(t.client, "putSecret", { alias: "hf", value: "hf_new" });
+      expect(await t.server.runtime.registry.vault.get("hf")).to.equal("hf_new");
+    } finally {
+      await t.close();
+    }
   });
 });

@@ -19,7 +19,7 @@ import { PullProgress } from "./pull-progress.js";
 interface Global {
   address: string;
   token?: string;
-  tls?: boolean | string;
+  tls: boolean;
   tlsCa?: string;
   tlsClientCert?: string;
   tlsClientKey?: string;
@@ -27,11 +27,10 @@ interface Global {
 
 function connection(options: Global): Connection {
   const files = options.tlsCa || options.tlsClientCert || options.tlsClientKey;
-  const tlsOn = options.tls !== undefined && options.tls !== false && options.tls !== "false";
   return {
     address: options.address,
     token: options.token || undefined,
-    tls: files ? { ca: options.tlsCa, cert: options.tlsClientCert, key: options.tlsClientKey } : tlsOn,
+    tls: files ? { ca: options.tlsCa, cert: options.tlsClientCert, key: options.tlsClientKey } : options.tls,
   };
 }
 

@@ -3,6 +3,7 @@
 // scripts branch on.
 import { readFileSync } from "node:fs";
 import { type ChannelCredentials, type Interceptor, InterceptingCall, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { hostOf, isLoopback } from "../server/transport-security.js";
 import { ModelCacheServiceClient, type ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, unhealthy: 4, missing: 5, interrupted: 130 } as const;
@@ -17,6 +18,9 @@ export interface Connection {
 
 export function connect(connection: Connection): ModelCacheServiceClient {
   const interceptors = connection.token ? [bearer(connection.token)] : [];
+  if (connection.token && !connection.tls && !isLoopback(hostOf(connection.address))) {
+    process.stderr.write(`warning: sending the token to ${connection.address} without TLS; it can be read on the way (use --tls or --tls-ca)\n`);
+  }
   return new ModelCacheServiceClient(connection.address, channelCredentials(connection.tls), { interceptors });
 }
 

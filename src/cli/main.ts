@@ -3,7 +3,7 @@
 // environment variable MODELCACHE_FOO_BAR (the flag wins).
 import { Command, Option } from "commander";
 import envPaths from "env-paths";
-import { ModelCacheError } from "../errors.js";
+import { ModelCacheError, quote } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
@@ -15,8 +15,22 @@ const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
 function flag(flags: string, description: string, defaultValue?: string): Option {
   const long = flags.split(" ")[0]!.replace(/^--/, "");
-  const option = new Option(flags, description).env(`MODELCACHE_${long.replace(/-/g, "_").toUpperCase()}`);
+  const env = `MODELCACHE_${long.replace(/-/g, "_").toUpperCase()}`;
+  if (!flags.includes("<")) {
+    // commander turns a switch on whenever its variable exists, even as "false": read it here
+    return new Option(flags, `${description} (env: ${env}=1)`).default(switchFromEnv(env));
+  }
+  const option = new Option(flags, description).env(env);
   return defaultValue === undefined ? option : option.default(defaultValue);
+}
+
+/** A switch from the environment: 1/true/yes/on or 0/false/no/off (or unset); anything else is a usage error. */
+function switchFromEnv(name: string): boolean {
+  const value = process.env[name];
+  if (value === undefined || /^(0|false|no|off|)$/i.test(value)) return false;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  process.stderr.write(`error: ${name} must be 1, true, yes or on, or 0, false, no or off (got ${quote(value)})\n`);
+  process.exit(2);
 }
 
 interface ServeOptions {
@@ -27,14 +41,15 @@ interface ServeOptions {
   fixtureRoot?: string[];
   maxConcurrentPulls: string;
   hubUrl?: string;
-  offline?: boolean | string;
+  offline: boolean;
   maxBytesPerSecond?: string;
   parallelRangeMinBytes: string;
   metricsListen?: string;
   logLevel: "info";
   logFormat: LogFormat;
   authTokens?: string;
-  insecureNoAuth?: boolean | string;
+  insecureNoAuth: boolean;
+  insecureNoTls: boolean;
   tlsCert?: string;
   tlsKey?: string;
   tlsClientCa?: string;
@@ -80,7 +95,8 @@ program
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
   .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'); without it auth is off and only loopback may listen"))
-  .addOption(flag("--insecure-no-auth", "allow listening beyond loopback without --auth-tokens"))
+  .addOption(flag("--insecure-no-auth", "allow listening beyond loopback without --auth-tokens or --tls-client-ca"))
+  .addOption(flag("--insecure-no-tls", "allow tokens beyond loopback without TLS (a proxy in front terminates it)"))
   .addOption(flag("--tls-cert <file>", "PEM certificate chain: serve over TLS (with --tls-key)"))
   .addOption(flag("--tls-key <file>", "PEM private key of --tls-cert"))
   .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
@@ -100,7 +116,8 @@ program
       if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
       server = await startServer({
         authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
-        insecureNoAuth: options.insecureNoAuth !== undefined && options.insecureNoAuth !== false && options.insecureNoAuth !== "false",
+        insecureNoAuth: options.insecureNoAuth,
+        insecureNoTls: options.insecureNoTls,
         tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
         listen: options.listen,
         dataDir: options.dataDir,
@@ -113,7 +130,7 @@ program
         pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
         maxConcurrentPulls: Number(options.maxConcurrentPulls),
         hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
-        offline: Boolean(options.offline) || process.env.HF_HUB_OFFLINE === "1",
+        offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
         maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
         parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
         metricsListen: options.metricsListen,

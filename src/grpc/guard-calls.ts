@@ -6,7 +6,7 @@
 //  2. metadata that looks like a plaintext credential is refused;
 //  3. the handler sees the caller's name in `modelcache-caller` (for the audit
 //     log) and never the authorization header itself.
-import { Metadata, ResponderBuilder, ServerInterceptingCall, type ServerInterceptor, ServerListenerBuilder, status } from "@grpc/grpc-js";
+import { Metadata, ResponderBuilder, ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor, ServerListenerBuilder, status } from "@grpc/grpc-js";
 import type { AccessTokens, Caller } from "../auth/access-tokens.js";
 import { allows, requiredRole } from "../auth/method-roles.js";
 import { quote } from "../errors.js";
@@ -20,7 +20,7 @@ export function callerOf(metadata: Metadata): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
-/** Told of every call the guard refuses for want of a token or a role (the audit log). */
+/** Told of every call the guard refuses (the audit log). */
 export type RefusalRecorder = (refusal: { caller: string; method: string; result: string }) => void;
 
 export function guardCalls(tokens: AccessTokens | undefined, onRefused?: RefusalRecorder): ServerInterceptor {
@@ -32,42 +32,67 @@ export function guardCalls(tokens: AccessTokens | undefined, onRefused?: Refusal
           next(
             new ServerListenerBuilder()
               .withOnReceiveMetadata((metadata, pass) => {
-                const refused = (code: status, details: string) => call.sendStatus({ code, details, metadata: new Metadata() });
-                const required = requiredRole(method.path);
-                let caller: Caller | undefined;
-                if (tokens && required !== "none") {
-                  const bearer = bearerOf(metadata);
-                  caller = bearer === undefined ? undefined : tokens.identify(bearer);
-                  if (!caller) {
-                    onRefused?.({ caller: `peer ${call.getPeer()}`, method: methodName(method.path), result: "UNAUTHENTICATED" });
-                    return refused(
-                      status.UNAUTHENTICATED,
-                      `${bearer === undefined ? "no bearer token" : "unknown bearer token"}: this server requires 'authorization: Bearer <token>' metadata (modelcache CLI: --token or MODELCACHE_TOKEN)`,
-                    );
-                  }
-                  if (!allows(caller.role, required)) {
-                    onRefused?.({ caller: caller.name, method: methodName(method.path), result: "PERMISSION_DENIED" });
-                    return refused(status.PERMISSION_DENIED, `token ${quote(caller.name)} has the role '${caller.role}'; ${methodName(method.path)} needs '${required}': ask for an admin token`);
-                  }
+                let verdict: Verdict;
+                try {
+                  verdict = judge(tokens, method.path, metadata, call);
+                } catch {
+                  // never let one call's odd metadata or certificate take the server down
+                  verdict = { code: status.INTERNAL, details: "the server could not read this call's metadata", caller: `peer ${call.getPeer()}` };
                 }
-                const key = firstCredentialKey(metadata);
-                if (key !== undefined) {
-                  return refused(
-                    status.INVALID_ARGUMENT,
-                    `metadata key ${quote(key)} looks like a plaintext credential, which modelcache never accepts: store the secret with PutSecret and refer to it by credential_alias`,
-                  );
-                }
-                metadata.remove("authorization");
-                metadata.remove(CALLER_KEY);
-                const name = caller?.name ?? certificateSubject(call.getAuthContext().sslPeerCertificate?.subject);
-                if (name !== undefined) metadata.set(CALLER_KEY, name);
-                pass(metadata);
+                if ("metadata" in verdict) return pass(verdict.metadata);
+                onRefused?.({ caller: verdict.caller, method: methodName(method.path), result: status[verdict.code] });
+                call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new Metadata() });
               })
               .build(),
           );
         })
         .build(),
     );
+}
+
+type Verdict = { metadata: Metadata } | { code: status; details: string; caller: string };
+
+/** Lets a call through (with the metadata its handler sees) or says why not. */
+function judge(tokens: AccessTokens | undefined, path: string, metadata: Metadata, call: ServerInterceptingCallInterface): Verdict {
+  const required = requiredRole(path);
+  let caller: Caller | undefined;
+  if (tokens && required !== "none") {
+    const bearer = bearerOf(metadata);
+    caller = bearer === undefined ? undefined : tokens.identify(bearer);
+    if (!caller) {
+      return {
+        code: status.UNAUTHENTICATED,
+        details: `${bearer === undefined ? "no bearer token" : "unknown bearer token"}: this server requires 'authorization: Bearer <token>' metadata (modelcache CLI: --token or MODELCACHE_TOKEN)`,
+        caller: `peer ${call.getPeer()}`,
+      };
+    }
+    if (!allows(caller.role, required)) {
+      return {
+        code: status.PERMISSION_DENIED,
+        details: `token ${quote(caller.name)} has the role '${caller.role}'; ${methodName(path)} needs '${required}': ask for an admin token`,
+        caller: caller.name,
+      };
+    }
+  }
+  const name = caller?.name ?? certificateSubject(call.getAuthContext().sslPeerCertificate?.subject);
+  const key = firstCredentialKey(metadata);
+  if (key !== undefined) {
+    return {
+      code: status.INVALID_ARGUMENT,
+      details: `metadata key ${quote(key)} looks like a plaintext credential, which modelcache never accepts: store the secret with PutSecret and refer to it by credential_alias`,
+      caller: name ?? `peer ${call.getPeer()}`,
+    };
+  }
+  metadata.remove("authorization");
+  metadata.remove(CALLER_KEY);
+  // metadata values are printable ASCII: a certificate subject may not be
+  if (name !== undefined) metadata.set(CALLER_KEY, printable(name));
+  return { metadata };
+}
+
+/** `value` with every character outside printable ASCII written as \\u{...}. */
+function printable(value: string): string {
+  return value.replace(/[^\x20-\x7e]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`).slice(0, 256);
 }
 
 /** "GetModel" from "/modelcache.v1.ModelCacheService/GetModel". */

@@ -2,7 +2,7 @@
 // events. Checks run in the contract's order: name, registration,
 // credential alias, source; the first failure ends the pull. The source is
 // the request's fixture_dir, else the server's --fixture-dir, else the hub.
-import { ModelCacheError } from "../errors.js";
+import { ModelCacheError, quote } from "../errors.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import { checkName } from "../registry/names.js";
@@ -81,7 +81,7 @@ async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAl
   if (secret === undefined) {
     throw new ModelCacheError(
       "failed_precondition",
-      `credential alias '${alias}' (${field}) has no secret stored: store one with PutSecret {"alias": "${alias}", "value": "..."} and pull again`,
+      `credential alias ${quote(alias)} (${field}) has no secret stored: store one under that alias with PutSecret and pull again`,
     );
   }
   return { alias, secret };

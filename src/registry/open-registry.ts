@@ -34,8 +34,6 @@ export interface RegistryOptions {
 }
 
 export async function openRegistry(dataDir: string, options: RegistryOptions = {}): Promise<Registry> {
-  // the key first: a refused key file leaves the registry untouched
-  const key = await loadVaultKey(options.vaultKeyFile ?? join(dataDir, "vault.key"));
   const location = join(dataDir, "registry");
   const db = new Level<string, unknown>(location, { valueEncoding: "json" });
   try {
@@ -64,11 +62,25 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
       `the registry at '${location}' has schema version ${String(stored)}, this server understands ${SCHEMA_VERSION}: upgrade modelcache`,
     );
   }
-  const vault = new Vault(secrets, key);
-  if ((await vault.sealPlaintext()) > 0) {
-    // rewrite the files so the plaintext an earlier version wrote leaves the disk
-    // (`level` is classic-level on Node, whose compactRange its types leave out)
-    await (db as unknown as { compactRange(start: string, end: string): Promise<void> }).compactRange("!", '"');
+  let vault: Vault;
+  try {
+    // after the registry's lock, so two servers starting at once cannot both make a key
+    const key = await loadVaultKey(options.vaultKeyFile ?? join(dataDir, "vault.key"), await Vault.holdsSealed(secrets));
+    vault = new Vault(secrets, key);
+    if (await vault.holdsPlaintext()) {
+      // noted before sealing, so a crash between the sealing and the compaction compacts again next start
+      await settings.put("vault_compacted", false);
+      await vault.sealPlaintext();
+    }
+    if ((await settings.get("vault_compacted")) !== true) {
+      // rewrite the files so plaintext an earlier version wrote leaves the disk
+      // (`level` is classic-level on Node, whose compactRange its types leave out)
+      await (db as unknown as { compactRange(start: string, end: string): Promise<void> }).compactRange("!", '"');
+      await settings.put("vault_compacted", true);
+    }
+  } catch (err) {
+    await db.close();
+    throw err;
   }
   return {
     db,

@@ -2,21 +2,27 @@
 // (--vault-key-file, default <data-dir>/vault.key). Created with mode 0600 on
 // first start; a key file that its group or others may read is refused.
 import { randomBytes } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
-import { writeFileDurably } from "../cache/durable.js";
+import { open, readFile, stat } from "node:fs/promises";
+import { dirname } from "node:path";
+import { syncDirectory } from "../cache/durable.js";
 import { ModelCacheError, quote } from "../errors.js";
 
 export const VAULT_KEY_BYTES = 32;
 
-export async function loadVaultKey(file: string): Promise<Buffer> {
+/** The key in `file`, made there if absent, unless secrets sealed under some key already exist (a new key could not open them). */
+export async function loadVaultKey(file: string, sealedSecretsExist: boolean): Promise<Buffer> {
   const info = await stat(file).catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return undefined;
     throw new ModelCacheError("failed_precondition", `cannot read --vault-key-file ${quote(file)}: ${err.code ?? err.message}`);
   });
   if (!info) {
-    const key = randomBytes(VAULT_KEY_BYTES);
-    await writeFileDurably(file, key, 0o600);
-    return key;
+    if (sealedSecretsExist) {
+      throw new ModelCacheError(
+        "failed_precondition",
+        `--vault-key-file ${quote(file)} does not exist, but the registry holds secrets sealed under a key: restore that key file (or point --vault-key-file at it); if it is lost, so are those secrets: make a new key with 'head -c 32 /dev/urandom > ${file} && chmod 600 ${file}' and store each secret again with PutSecret`,
+      );
+    }
+    return createKey(file);
   }
   if (!info.isFile()) throw new ModelCacheError("failed_precondition", `--vault-key-file ${quote(file)} is not a regular file`);
   if ((info.mode & 0o077) !== 0) {
@@ -29,5 +35,21 @@ export async function loadVaultKey(file: string): Promise<Buffer> {
   if (key.length !== VAULT_KEY_BYTES) {
     throw new ModelCacheError("failed_precondition", `--vault-key-file ${quote(file)} holds ${key.length} bytes, not the ${VAULT_KEY_BYTES} random bytes of a vault key`);
   }
+  return key;
+}
+
+/** A fresh key, written with exclusive create (never over another) and synced, mode 0600. */
+async function createKey(file: string): Promise<Buffer> {
+  const key = randomBytes(VAULT_KEY_BYTES);
+  const handle = await open(file, "wx", 0o600).catch((err: NodeJS.ErrnoException) => {
+    throw new ModelCacheError("failed_precondition", `cannot create --vault-key-file ${quote(file)}: ${err.code ?? err.message}`);
+  });
+  try {
+    await handle.writeFile(key);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await syncDirectory(dirname(file));
   return key;
 }

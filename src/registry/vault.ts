@@ -16,6 +16,18 @@ export class Vault {
     private readonly key: Buffer,
   ) {}
 
+  /** Whether the store holds any sealed secret (which a new key could not open). */
+  static async holdsSealed(store: LevelSublevel<string>): Promise<boolean> {
+    for await (const stored of store.values()) if (SEALED.test(stored)) return true;
+    return false;
+  }
+
+  /** Whether any secret is still stored in plaintext (by an earlier version). */
+  async holdsPlaintext(): Promise<boolean> {
+    for await (const stored of this.store.values()) if (!SEALED.test(stored)) return true;
+    return false;
+  }
+
   async put(alias: string, secret: string): Promise<void> {
     await this.store.put(alias, this.seal(alias, secret));
   }
@@ -33,7 +45,7 @@ export class Vault {
     await this.store.del(alias);
   }
 
-  /** Seals every secret still stored in plaintext; returns how many. */
+  /** Seals every secret still stored in plaintext, in one batch; returns how many. */
   async sealPlaintext(): Promise<number> {
     const batch = this.store.batch();
     for await (const [alias, stored] of this.store.iterator()) {

@@ -64,6 +64,8 @@ export interface ServerOptions {
   authTokens?: AccessTokens;
   /** lets a server without auth listen beyond loopback */
   insecureNoAuth?: boolean;
+  /** lets tokens be accepted beyond loopback without TLS (a proxy terminates it) */
+  insecureNoTls?: boolean;
   tls?: TlsFiles;
   /** the vault key (32 bytes, mode 0600); default <dataDir>/vault.key */
   vaultKeyFile?: string;
@@ -87,11 +89,17 @@ export interface RunningServer {
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger ?? createLogger();
-  checkExposure(options.listen, options.authTokens !== undefined, options.insecureNoAuth ?? false);
+  checkExposure({
+    listen: options.listen,
+    tokens: options.authTokens !== undefined,
+    tls: options.tls,
+    insecureNoAuth: options.insecureNoAuth ?? false,
+    insecureNoTls: options.insecureNoTls ?? false,
+  });
   // the TLS files are read before anything else opens, so a bad one fails fast
   const credentials = await serverCredentials(options.tls);
   const fixtureRoots = await FixtureRoots.resolve(options.fixtureRoots ?? [], options.fixtureDir, {
-    openWithoutRoots: options.authTokens === undefined && isLoopback(hostOf(options.listen)),
+    openWithoutRoots: options.authTokens === undefined && options.tls?.clientCa === undefined && isLoopback(hostOf(options.listen)),
   });
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
@@ -169,10 +177,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : "off" },
+      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
     );
-    if (!options.authTokens) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
+    if (!options.authTokens && !options.tls?.clientCa) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
 
     let closing: Promise<void> | undefined;
     const close = () =>

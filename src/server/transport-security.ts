@@ -39,11 +39,33 @@ export function isLoopback(host: string): boolean {
   return false;
 }
 
-/** Refuses to expose an unauthenticated server beyond this host, unless the operator insists. */
-export function checkExposure(listen: string, authenticated: boolean, insecureNoAuth: boolean): void {
-  if (authenticated || insecureNoAuth || isLoopback(hostOf(listen))) return;
-  throw new ModelCacheError(
-    "failed_precondition",
-    `--listen ${quote(listen)} is not a loopback address and authentication is off: give --auth-tokens FILE (see 'modelcache tokens new'), listen on 127.0.0.1, or accept the risk with --insecure-no-auth`,
-  );
+export interface Exposure {
+  listen: string;
+  /** callers must present a token */
+  tokens: boolean;
+  tls: TlsFiles | undefined;
+  insecureNoAuth: boolean;
+  insecureNoTls: boolean;
+}
+
+/**
+ * Beyond loopback, callers must authenticate (tokens, or client certificates
+ * with --tls-client-ca) and tokens must travel over TLS, unless the operator
+ * insists (say, behind a proxy or mesh that terminates TLS and checks callers).
+ */
+export function checkExposure(exposure: Exposure): void {
+  if (isLoopback(hostOf(exposure.listen))) return;
+  const authenticated = exposure.tokens || exposure.tls?.clientCa !== undefined;
+  if (!authenticated && !exposure.insecureNoAuth) {
+    throw new ModelCacheError(
+      "failed_precondition",
+      `--listen ${quote(exposure.listen)} is not a loopback address and authentication is off: give --auth-tokens FILE (see 'modelcache tokens new') or --tls-client-ca, listen on 127.0.0.1, or accept the risk with --insecure-no-auth`,
+    );
+  }
+  if (exposure.tokens && !exposure.tls && !exposure.insecureNoTls) {
+    throw new ModelCacheError(
+      "failed_precondition",
+      `--listen ${quote(exposure.listen)} is not a loopback address and tokens would cross the network in clear text: give --tls-cert and --tls-key, or --insecure-no-tls when a proxy in front terminates TLS`,
+    );
+  }
 }

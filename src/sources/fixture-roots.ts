@@ -10,9 +10,9 @@
 //     exist, the nearest existing ancestor is what must lie inside.
 // Without any root, a fixture_dir is accepted only while the server is
 // reachable from this host alone and nobody needs a token.
-import { realpath } from "node:fs/promises";
+import { lstat, realpath } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
-import { ModelCacheError, quote } from "../errors.js";
+import { ModelCacheError, errorCode, quote } from "../errors.js";
 
 export class FixtureRoots {
   private constructor(
@@ -65,7 +65,7 @@ export class FixtureRoots {
       new ModelCacheError("permission_denied", `${field} ${quote(requested)} is outside every --fixture-root of this server: use a directory inside one of them (${this.list.map(quote).join(", ")})`);
     if (!this.roots.some((root) => inside(written, root.given) || inside(written, root.real))) throw denied();
     const real = await realOrNearest(written);
-    if (!this.roots.some((root) => inside(real.path, root.real))) throw denied();
+    if (!real || !this.roots.some((root) => inside(real.path, root.real))) throw denied();
     return real.exists ? real.path : written;
   }
 }
@@ -76,17 +76,25 @@ function inside(path: string, root: string): boolean {
   return rel === "" || (rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel));
 }
 
-/** The real path of `path`, or of its nearest existing ancestor when it does not exist. */
-async function realOrNearest(path: string): Promise<{ path: string; exists: boolean }> {
+/**
+ * The real path of `path`; when it does not exist, the real path of the
+ * nearest entry on its way that does. Undefined when that cannot be told
+ * (a symbolic link whose target is missing, a loop, no permission): the
+ * caller refuses then, since where such a path leads cannot be judged.
+ */
+async function realOrNearest(path: string): Promise<{ path: string; exists: boolean } | undefined> {
   try {
     return { path: await realpath(path), exists: true };
-  } catch {
-    for (let current = dirname(path); ; current = dirname(current)) {
-      try {
-        return { path: await realpath(current), exists: false };
-      } catch {
-        if (dirname(current) === current) return { path: current, exists: false };
-      }
+  } catch (err) {
+    if (errorCode(err) !== "ENOENT") return undefined;
+  }
+  for (let current = path; ; current = dirname(current)) {
+    const entry = await lstat(current).catch((err: unknown) => (errorCode(err) === "ENOENT" ? null : undefined));
+    if (entry === undefined) return undefined;
+    if (entry !== null) {
+      const real = await realpath(current).catch(() => undefined);
+      return real === undefined ? undefined : { path: real, exists: false };
     }
+    if (dirname(current) === current) return undefined;
   }
 }

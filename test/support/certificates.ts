@@ -18,6 +18,9 @@ export interface Certificates {
   /** a client certificate from another CA, which the server must refuse */
   strangerCert: string;
   strangerKey: string;
+  /** a client certificate whose subject is not ASCII */
+  unicodeCert: string;
+  unicodeKey: string;
   cleanup(): Promise<void>;
 }
 
@@ -29,7 +32,7 @@ export async function makeCertificates(): Promise<Certificates> {
     await openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.pem`);
   };
   const issue = async (name: string, subject: string, ca: string, extensions: string) => {
-    await openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject, "-keyout", `${name}.key`, "-out", `${name}.csr`);
+    await openssl("req", "-new", "-utf8", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject, "-keyout", `${name}.key`, "-out", `${name}.csr`);
     await writeFile(path(`${name}.ext`), extensions);
     await openssl("x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-days", "1", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
   };
@@ -37,6 +40,7 @@ export async function makeCertificates(): Promise<Certificates> {
   await authority("other-ca");
   await issue("server", "/CN=modelcache", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
   await issue("client", "/CN=ci-client/O=acme", "ca", "extendedKeyUsage=clientAuth\n");
+  await issue("unicode", "/CN=Zo\u00eb/O=acme", "ca", "extendedKeyUsage=clientAuth\n");
   await issue("stranger", "/CN=stranger", "other-ca", "extendedKeyUsage=clientAuth\n");
   return {
     dir,
@@ -47,6 +51,8 @@ export async function makeCertificates(): Promise<Certificates> {
     clientKey: path("client.key"),
     strangerCert: path("stranger.pem"),
     strangerKey: path("stranger.key"),
+    unicodeCert: path("unicode.pem"),
+    unicodeKey: path("unicode.key"),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 }

@@ -5,7 +5,7 @@
 // hub's refusals turned into errors that say what to do.
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Dispatcher, Agent, request } from "undici";
-import { ModelCacheError } from "../../errors.js";
+import { ModelCacheError, quote } from "../../errors.js";
 
 export interface HubHttpOptions {
   baseUrl: string;
@@ -113,7 +113,7 @@ export class HubHttp {
       return new ModelCacheError(
         "unauthenticated",
         alias
-          ? `the hub did not accept the secret of credential alias '${alias}' for ${what} (401): store a valid token with PutSecret {"alias": "${alias}"}`
+          ? `the hub did not accept the secret of credential alias ${quote(alias)} for ${what} (401): store a valid token under that alias with PutSecret`
           : `the hub needs a token for ${what} (401): store one with PutSecret and set credential_alias on the model or the pull`,
       );
     }
@@ -121,7 +121,7 @@ export class HubHttp {
       return new ModelCacheError(
         "permission_denied",
         alias
-          ? `the hub refused ${what} to the token of credential alias '${alias}' (403): grant it access, or store another with PutSecret {"alias": "${alias}"}`
+          ? `the hub refused ${what} to the token of credential alias ${quote(alias)} (403): grant it access, or store another under that alias with PutSecret`
           : `the hub refused ${what} (403): it may need a token with access; store one with PutSecret and set credential_alias`,
       );
     }
