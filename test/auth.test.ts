@@ -58,7 +58,7 @@ describe("authentication and roles", () => {
   let t: TestServer;
   let logs: LogCapture;
   beforeEach(async () => {
-    logs = captureLogs("warn");
+    logs = captureLogs("info");
     t = await startTestServer({ authTokens: tokens, fixtureDir: FIXTURE_DIR, logger: logs.logger });
     await call(t.client, "registerModel", { model: modelSpec() }, bearer(admin.token));
     logs.lines.length = 0;
@@ -113,6 +113,9 @@ describe("authentication and roles", () => {
       { caller: "deployer", method: "DropCache", model: "minilm", alias: undefined, result: "OK" },
       { caller: "dashboard", method: "PutSecret", model: undefined, alias: undefined, result: "PERMISSION_DENIED" },
     ]);
+    // every call was logged, and no line holds a token
+    expect(logs.lines.filter((l) => l.msg === "rpc")).to.have.length(2);
+    expect(logs.raw()).to.not.include(admin.token).and.not.include(reader.token);
   });
 });
 
