@@ -138,8 +138,19 @@ function parseRetryAfter(value: string | string[] | undefined): number | undefin
   return Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms)) : undefined;
 }
 
+/** The most a JSON answer of the hub may hold: a page of a listing is far smaller. */
+const MAX_JSON_BYTES = 64 * 1024 * 1024;
+
 async function readText(body: HubResponse["body"]): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
+  let length = 0;
+  for await (const chunk of body) {
+    length += (chunk as Buffer).length;
+    if (length > MAX_JSON_BYTES) {
+      body.destroy();
+      throw new Error(`it is larger than ${MAX_JSON_BYTES} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks).toString("utf8");
 }

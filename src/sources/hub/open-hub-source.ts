@@ -126,13 +126,21 @@ interface TreeEntry {
   lfs?: { oid?: string; size?: number };
 }
 
+/** Entries (files and directories) a listing may hold before it is refused, whatever the per-pull limits. */
+const MAX_LISTED_ENTRIES = 1_000_000;
+
 async function listFiles(http: HubHttp, repoPath: string, repo: string, commit: string, signal: AbortSignal): Promise<HubFile[]> {
   const files: HubFile[] = [];
   let next: string | undefined = http.url(`api/models/${repoPath}/tree/${commit}?recursive=true&expand=false`);
+  let entries = 0;
   for (let page = 0; next !== undefined; page++) {
     if (page > 10_000) throw new ModelCacheError("unavailable", `the hub's listing of ${quote(repo)} does not end`);
     const { body, headers } = await http.json(next, `the file list of ${quote(repo)}@${commit}`, signal);
     if (!Array.isArray(body)) throw new ModelCacheError("unavailable", `the hub's file list of ${quote(repo)} is not an array`);
+    entries += body.length;
+    if (entries > MAX_LISTED_ENTRIES) {
+      throw new ModelCacheError("resource_exhausted", `the hub's listing of ${quote(repo)} holds more than ${MAX_LISTED_ENTRIES} entries; no model is that large`);
+    }
     for (const entry of body as TreeEntry[]) {
       if (entry.type !== "file" || typeof entry.path !== "string") continue;
       const parts = entry.path.split("/");
