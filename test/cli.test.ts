@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { expect } from "chai";
 import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js";
 import { makeSourceDir } from "./support/source-dir.js";
@@ -64,7 +64,20 @@ describe("the modelcache client commands", () => {
     await register();
     const failed = await cli(t, ["pull", "minilm", "--fixture-dir", "/nonexistent/dir"]);
     expect(failed.code).to.equal(1);
-    expect(failed.stderr).to.include("does not exist or is not a directory");
+    expect(failed.stderr).to.include("does not exist or is not a directory").and.include("hint: the message names the field to fix");
+    const twice = await register();
+    expect(twice.code).to.equal(1);
+    expect(twice.stderr).to.include("already registered").and.include("hint: 'modelcache models update' changes a registered model");
+    expect(twice.stderr).to.not.match(/\n\s+at /);
+  });
+
+  it("sends a relative --fixture-dir as an absolute path, resolved where the CLI runs", async () => {
+    await register();
+    const relativeDir = relative(process.cwd(), FIXTURE_DIR);
+    expect(relativeDir.startsWith("/")).to.equal(false);
+    const pulled = await cli(t, ["pull", "minilm", "--fixture-dir", relativeDir]);
+    expect(pulled.code, pulled.stderr).to.equal(0);
+    expect(pulled.stdout).to.include(`dir:${FIXTURE_DIR}`);
   });
 
   it("reads a secret from stdin and never echoes it", async () => {

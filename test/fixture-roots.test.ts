@@ -51,7 +51,8 @@ describe("fixture roots", () => {
     ["a `..` out of the root", (b) => `${b}/root/../outside/model`],
     ["an absolute path elsewhere", () => "/etc"],
     ["a path elsewhere that does not exist", () => "/no/such/dir"],
-    ["a symbolic link inside the root leading out", (b) => join(b, "root", "link-out", "model")],
+    ["a symbolic link inside the root leading out", (b) => join(b, "root", "link-out")],
+    ["a path through a symbolic link leading out", (b) => join(b, "root", "link-out", "model")],
     ["a path that does not exist below a link leading out", (b) => join(b, "root", "link-out", "nothing-here")],
     ["a dangling link whose missing target lies outside", (b) => join(b, "root", "dangling-out")],
   ];

@@ -166,9 +166,11 @@ describe("a hub whose listing tries to escape the cache", () => {
     ["/abs.txt", "refused"],
     ["ctl\u0001.txt", "refused"],
     ["back\\slash.txt", "refused"],
-    // a part starting with '.' is skipped like every dot-name, so `..` never reaches the disk
-    ["../escape.txt", "skipped"],
-    ["a/../../escape.txt", "skipped"],
+    ["../escape.txt", "refused"],
+    ["a/../../escape.txt", "refused"],
+    ["./here.txt", "refused"],
+    // a name starting with '.' is skipped like every dot-name
+    [".hidden/escape.txt", "skipped"],
   ];
   for (const [path, fate] of cases) {
     it(`${fate === "refused" ? "refuses" : "skips"} the listed path ${JSON.stringify(path)}, never downloading it or writing outside the cache root`, async () => {

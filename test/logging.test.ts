@@ -89,8 +89,10 @@ describe("log format", () => {
 
   it("is JSON lines when stdout is not a terminal", async () => {
     const out = await serveOnce(process.execPath, [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir]);
-    const first = JSON.parse(out.split("\n")[0]!) as LogLine;
-    expect(first).to.include({ msg: "modelcache is serving", service: "modelcache" });
+    const lines = out.split("\n").filter(Boolean).map((line) => JSON.parse(line) as LogLine);
+    expect(lines[0]).to.include({ msg: "modelcache is serving", service: "modelcache", auth: "off" });
+    // a server without tokens says so at start
+    expect(lines.find((l) => String(l.msg).startsWith("authentication is off"))).to.include({ level: 40 });
   });
 
   it("is readable lines on a terminal", async () => {

@@ -2,6 +2,7 @@
 // public gRPC API as every other service. Human-readable by default;
 // --json prints proto3-JSON objects, one per line, and nothing else.
 import { readFile } from "node:fs/promises";
+import { resolve as resolvePath } from "node:path";
 import type { Command } from "commander";
 import {
   CacheStatus,
@@ -128,7 +129,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
       run(
         (client) =>
           new Promise<number>((resolve, reject) => {
-            const stream = client.pull({ name, fixtureDir: opts.fixtureDir ?? "", credentialAlias: "", force: opts.force ?? false, detach: false });
+            const stream = client.pull({ name, fixtureDir: opts.fixtureDir ? resolvePath(opts.fixtureDir) : "", credentialAlias: "", force: opts.force ?? false, detach: false });
             const started = performance.now();
             // bars on a terminal; plain lines (one per file) otherwise
             const bars = process.stdout.isTTY && !opts.json ? new PullProgress(bytes) : undefined;

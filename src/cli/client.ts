@@ -53,6 +53,38 @@ export function call<K extends UnaryName>(client: ModelCacheServiceClient, metho
   return new Promise((resolve, reject) => fn.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
+/** What to try next, by status code; the server's message says what was wrong. */
+function hintFor(code: status, address: string): string {
+  switch (code) {
+    case status.UNAVAILABLE:
+      return `is a server running at ${address}? start one with 'modelcache serve', or set --address / MODELCACHE_ADDRESS`;
+    case status.NOT_FOUND:
+      return "'modelcache models list' shows the registered models";
+    case status.UNAUTHENTICATED:
+      return "pass a token with --token or MODELCACHE_TOKEN (an operator makes one with 'modelcache tokens new')";
+    case status.PERMISSION_DENIED:
+      return "this needs a token with more rights, or a path inside the server's --fixture-root";
+    case status.INVALID_ARGUMENT:
+      return "the message names the field to fix; '--help' on the command shows what each flag takes";
+    case status.ALREADY_EXISTS:
+      return "'modelcache models update' changes a registered model";
+    case status.FAILED_PRECONDITION:
+      return "the message says what must be true first; fix that and run the command again";
+    case status.ABORTED:
+      return "another operation on this model is under way; wait for it, or attach without --force";
+    case status.RESOURCE_EXHAUSTED:
+      return "a server limit was reached; narrow the model with --include/--exclude, or ask the operator to raise it";
+    case status.DATA_LOSS:
+      return "nothing was installed and the previous install is untouched; pull again, and if it repeats, the source is serving bad bytes";
+    case status.CANCELLED:
+      return "the call was cancelled; nothing was installed";
+    case status.DEADLINE_EXCEEDED:
+      return "the server took too long; try again";
+    default:
+      return "the server's log has the details of this call";
+  }
+}
+
 /** Prints a failed call's message and a hint, no stack, and returns the exit code. */
 export function reportError(err: unknown, address: string): number {
   const service = err as Partial<ServiceError>;
@@ -61,9 +93,6 @@ export function reportError(err: unknown, address: string): number {
     return EXIT.failure;
   }
   process.stderr.write(`error: ${service.details || status[service.code]}\n`);
-  if (service.code === status.UNAVAILABLE) process.stderr.write(`hint: is a server running at ${address}? start one with 'modelcache serve', or set --address / MODELCACHE_ADDRESS\n`);
-  if (service.code === status.NOT_FOUND) process.stderr.write("hint: 'modelcache models list' shows the registered models\n");
-  if (service.code === status.UNAUTHENTICATED) process.stderr.write("hint: pass a token with --token or MODELCACHE_TOKEN (an operator makes one with 'modelcache tokens new')\n");
-  if (service.code === status.PERMISSION_DENIED) process.stderr.write("hint: this needs a token with more rights, or a path inside the server's --fixture-root\n");
+  process.stderr.write(`hint: ${hintFor(service.code, address)}\n`);
   return service.code === status.NOT_FOUND ? EXIT.notFound : service.code === status.CANCELLED ? EXIT.interrupted : EXIT.failure;
 }

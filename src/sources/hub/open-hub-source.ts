@@ -144,12 +144,13 @@ async function listFiles(http: HubHttp, repoPath: string, repo: string, commit: 
     for (const entry of body as TreeEntry[]) {
       if (entry.type !== "file" || typeof entry.path !== "string") continue;
       const parts = entry.path.split("/");
-      if (parts.some((p) => p.startsWith(".")) || entry.path === MANIFEST_FILE) continue;
       try {
+        // before the dot-name skip below, so that `..` is refused, not quietly left out
         checkArtifactPath(entry.path, `the hub's listing of ${quote(repo)}`);
       } catch (err) {
         throw new ModelCacheError("failed_precondition", (err as Error).message);
       }
+      if (parts.some((p) => p.startsWith(".")) || entry.path === MANIFEST_FILE) continue;
       const sha256 = entry.lfs?.oid;
       const size = entry.lfs?.size ?? entry.size;
       if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
