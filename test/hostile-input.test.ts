@@ -29,7 +29,8 @@ const spec = fc.record({
   source: text,
   revision: text,
   task: anEnum,
-  dimensions: fc.oneof(fc.integer({ min: -5, max: 5000 }), fc.constant(2 ** 31 - 1)),
+  // uint32 on the wire: a client cannot even encode a negative one
+  dimensions: fc.oneof(fc.integer({ min: 0, max: 5000 }), fc.constant(2 ** 32 - 1)),
   engine: anEnum,
   pullPolicy: anEnum,
   trustPolicy: anEnum,
@@ -45,11 +46,21 @@ async function filesBelow(dir: string): Promise<string[]> {
   return entries.map((e) => relative(dir, join(e.parentPath, e.name))).sort();
 }
 
-function expectProperStatus(err: ServiceError | undefined): void {
+/**
+ * A refusal the caller can act on: a defined status that is neither UNKNOWN
+ * nor (for a well-formed message) INTERNAL, a short message, and no more than
+ * 80 characters of any value the request sent.
+ */
+function expectProperStatus(err: ServiceError | undefined, sent: string[] = [], wellFormed = true): void {
   if (!err) return;
-  expect(err.code, err.details).to.be.within(1, 16);
-  expect(err.code, `${status[err.code]}: ${err.details}`).to.not.equal(status.UNKNOWN);
+  const what = `${status[err.code]}: ${err.details.slice(0, 300)}`;
+  expect(err.code, what).to.be.within(1, 16);
+  expect(err.code, what).to.not.equal(status.UNKNOWN);
+  if (wellFormed) expect(err.code, what).to.not.equal(status.INTERNAL);
   expect(err.details.length, "errors stay small").to.be.below(1000);
+  for (const value of sent) {
+    for (let at = 0; at + 81 <= value.length; at += 81) expect(err.details.includes(value.slice(at, at + 81)), `quotes more than 80 characters of a value: ${what}`).to.equal(false);
+  }
 }
 
 describe("hostile input, property-based", function () {
@@ -99,8 +110,9 @@ describe("hostile input, property-based", function () {
   it("RegisterModel and UpdateModel answer any spec with a proper status", async () => {
     await holds(
       fc.asyncProperty(spec, text, async (model, name) => {
-        expectProperStatus(await unary("registerModel", { model: ModelSpec.fromPartial(model) }));
-        expectProperStatus(await unary("updateModel", { name, model: ModelSpec.fromPartial(model) }));
+        const sent = [model.name, model.source, model.revision, model.credentialAlias, ...model.include, ...model.exclude];
+        expectProperStatus(await unary("registerModel", { model: ModelSpec.fromPartial(model) }), sent);
+        expectProperStatus(await unary("updateModel", { name, model: ModelSpec.fromPartial(model) }), [name, ...sent]);
       }),
     );
     // whatever was registered, the registry still lists cleanly
@@ -110,12 +122,13 @@ describe("hostile input, property-based", function () {
   it("GetModel, InspectCache, DropCache, UnregisterModel, PutSecret and DeleteSecret answer any name", async () => {
     await holds(
       fc.asyncProperty(text, text, fc.boolean(), async (name, value, flag) => {
-        expectProperStatus(await unary("getModel", { name }));
-        expectProperStatus(await unary("inspectCache", { name, deep: flag }));
-        expectProperStatus(await unary("dropCache", { name: name === "minilm" ? "x" : name }));
-        expectProperStatus(await unary("unregisterModel", { name: name === "minilm" ? "x" : name, dropCache: flag }));
-        expectProperStatus(await unary("putSecret", { alias: name, value }));
-        expectProperStatus(await unary("deleteSecret", { alias: name }));
+        const sent = [name, value];
+        expectProperStatus(await unary("getModel", { name }), sent);
+        expectProperStatus(await unary("inspectCache", { name, deep: flag }), sent);
+        expectProperStatus(await unary("dropCache", { name: name === "minilm" ? "x" : name }), sent);
+        expectProperStatus(await unary("unregisterModel", { name: name === "minilm" ? "x" : name, dropCache: flag }), sent);
+        expectProperStatus(await unary("putSecret", { alias: name, value }), sent);
+        expectProperStatus(await unary("deleteSecret", { alias: name }), sent);
       }),
     );
   });
@@ -125,7 +138,7 @@ describe("hostile input, property-based", function () {
     await holds(
       fc.asyncProperty(fc.oneof(fc.constant("minilm"), text), fixtureDir, fc.oneof(fc.constant(""), text), fc.boolean(), async (name, dir, alias, force) => {
         const outcome = await pull(t.client, PullRequest.fromPartial({ name, fixtureDir: dir, credentialAlias: alias, force }));
-        expectProperStatus(outcome.error);
+        expectProperStatus(outcome.error, [name, dir, alias]);
       }),
     );
   });
@@ -152,7 +165,8 @@ describe("hostile input, property-based", function () {
               handle.on("end", () => resolve(undefined));
             }
           });
-          expectProperStatus(err);
+          // bytes that do not decode are grpc-js's to refuse, with INTERNAL
+          expectProperStatus(err, [], false);
         }),
       );
     } finally {
