@@ -40,6 +40,11 @@ describe("the modelcache client commands", () => {
     const events = pulled.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(Object.keys(events[0]!)).to.include("started");
     expect(Object.keys(events.at(-1)!)).to.include("completed");
+    // canonical proto3 JSON: 64-bit integers as strings, timestamps in RFC 3339
+    expect((events[0]!.started as { totalBytes: unknown }).totalBytes).to.equal("5039");
+    const completed = events.at(-1)!.completed as { manifest: { totalSizeBytes: unknown; installedAt: unknown } };
+    expect(completed.manifest.totalSizeBytes).to.equal("5039");
+    expect(completed.manifest.installedAt).to.match(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
     const listed = JSON.parse((await cli(t, ["models", "list", "--json"])).stdout.trim());
     expect(listed).to.include({ name: "minilm", status: "MODEL_STATUS_INSTALLED" });
     const report = JSON.parse((await cli(t, ["inspect", "minilm", "--json"])).stdout.trim());

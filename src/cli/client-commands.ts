@@ -15,6 +15,7 @@ import {
   TrustPolicy,
 } from "../../generated/modelcache/v1/model_cache.js";
 import { type Connection, EXIT, call, connect, reportError } from "./client.js";
+import { protoJson } from "./proto-json.js";
 import { PullProgress } from "./pull-progress.js";
 
 interface Global {
@@ -140,7 +141,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
             };
             process.once("SIGINT", onSigint);
             stream.on("data", (event: PullResponse) => {
-              if (opts.json) return print(PullResponse.toJSON(event));
+              if (opts.json) return print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
               if (event.queued) process.stdout.write(`queued: position ${event.queued.position}\n`);
               if (event.started) process.stdout.write(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}\n`);
               if (bars) {
@@ -178,7 +179,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .action((name: string, opts: { deep?: boolean; json?: boolean }) =>
       run(async (client) => {
         const report = await call(client, "inspectCache", { name, deep: opts.deep ?? false });
-        if (opts.json) print(InspectCacheResponse.toJSON(report));
+        if (opts.json) print(protoJson("modelcache.v1.InspectCacheResponse", InspectCacheResponse.encode(report).finish()));
         else {
           table([{ model: name, status: word(CacheStatus[report.status]), footprint: bytes(report.footprintBytes), files: report.manifest?.files.length ?? 0, dir: report.cacheDir }]);
           if (report.detail) process.stdout.write(`${report.detail}\n`);
@@ -222,7 +223,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
 
 /** Models as proto3-JSON lines, or as a table. */
 function showModels(models: Model[], json: boolean | undefined): void {
-  if (json) for (const m of models) print(Model.toJSON(m));
+  if (json) for (const m of models) print(protoJson("modelcache.v1.Model", Model.encode(m).finish()));
   else table(models.map(row));
 }
 
