@@ -76,6 +76,25 @@ describe("the modelcache client commands", () => {
     expect(twice.stderr).to.not.match(/\n\s+at /);
   });
 
+  it("asks for a secret at a terminal without echoing it", async () => {
+    // `script` gives the CLI a pseudo-terminal; the secret is typed only once the prompt is up
+    const child = spawn("script", ["-qfec", `${process.execPath} ${BIN} secrets put hf`, "/dev/null"], {
+      env: { ...process.env, MODELCACHE_ADDRESS: t.server.address },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let screen = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      const before = screen;
+      screen += d.toString();
+      if (!before.includes("(not shown): ") && screen.includes("(not shown): ")) child.stdin!.write("hf_typed_at_a_terminal\r");
+    });
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    expect(code, screen).to.equal(0);
+    expect(screen).to.include("secret for hf (not shown): ").and.include("stored a secret under hf");
+    expect(screen).to.not.include("hf_typed_at_a_terminal");
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal("hf_typed_at_a_terminal");
+  });
+
   it("sends a relative --fixture-dir as an absolute path, resolved where the CLI runs", async () => {
     await register();
     const relativeDir = relative(process.cwd(), FIXTURE_DIR);

@@ -2,6 +2,7 @@
 // public gRPC API as every other service. Human-readable by default;
 // --json prints proto3-JSON objects, one per line, and nothing else.
 import { readFile } from "node:fs/promises";
+import { read } from "read";
 import { resolve as resolvePath } from "node:path";
 import type { Command } from "commander";
 import {
@@ -205,7 +206,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .option("--from-file <path>", "read the secret from this file")
     .action((alias: string, opts: { fromFile?: string }) =>
       run(async (client) => {
-        const value = (opts.fromFile ? await readFile(opts.fromFile, "utf8") : await readStdin()).trim();
+        const value = (opts.fromFile ? await readFile(opts.fromFile, "utf8") : await readSecretInput(alias)).trim();
         await call(client, "putSecret", { alias, value });
         process.stdout.write(`stored a secret under ${alias}\n`);
       })(),
@@ -266,7 +267,9 @@ function bytes(n: number): string {
   return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-async function readStdin(): Promise<string> {
+/** The secret: typed at a terminal without echo (the `read` package, as npm asks for passwords), else all of stdin. */
+async function readSecretInput(alias: string): Promise<string> {
+  if (process.stdin.isTTY) return read({ prompt: `secret for ${alias} (not shown): `, silent: true, replace: "", output: process.stderr });
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString("utf8");
