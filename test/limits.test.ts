@@ -2,9 +2,12 @@
 // in, each refused with RESOURCE_EXHAUSTED naming the limit; errors quote at
 // most 80 characters of a bad value.
 import { connect as http2Connect } from "node:http2";
+import { setTimeout as sleep } from "node:timers/promises";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, PullRequest } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 describe("limits", () => {
@@ -49,7 +52,42 @@ describe("limits", () => {
     await call(server.client, "putSecret", { alias: "hf", value: "small" });
   });
 
-  it("advertises --max-concurrent-streams to every connection", async () => {
+  it("refuses a call past --max-concurrent-streams on one connection with RESOURCE_EXHAUSTED naming it, and serves again once one ends", async () => {
+    const made = await makeSourceDir({ "model.safetensors": Buffer.alloc(4 * 1024 * 1024, 1) });
+    const hub = await FakeHub.serve("acme/slow", made.dir);
+    hub.faults.bytesPerSecond = 256 * 1024;
+    try {
+      const server = await serve({ maxConcurrentStreams: 2, hubUrl: hub.url });
+      await call(server.client, "updateModel", { name: "minilm", model: modelSpec({ source: "acme/slow" }) });
+      const streams = [0, 1].map(() => server.client.pull(PullRequest.fromPartial({ name: "minilm" })));
+      const ended = streams.map((s) => new Promise((resolve) => s.on("error", resolve).on("end", resolve).on("data", () => undefined)));
+      // both streams are open once each has sent its first event
+      await Promise.all(streams.map((s) => new Promise((resolve) => s.once("data", resolve))));
+      const refused = await callError(server.client, "getModel", { name: "minilm" });
+      expect(refused.code).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(refused.details).to.include("--max-concurrent-streams");
+      for (const s of streams) s.cancel();
+      await Promise.all(ended);
+      // the server learns of the cancels a moment after the client: wait for the job to go
+      while (server.server.runtime.pulls.find("minilm")) await sleep(20);
+      await call(server.client, "getModel", { name: "minilm" });
+    } finally {
+      await t?.close();
+      t = undefined;
+      await hub.close();
+      await made.cleanup();
+    }
+  });
+
+  it("counts a call only while it is open: many calls in turn on one connection all pass a limit of 2", async () => {
+    const server = await serve({ maxConcurrentStreams: 2 });
+    for (let i = 0; i < 200; i++) await call(server.client, "getModel", { name: "minilm" });
+    await callError(server.client, "getModel", { name: "nope" });
+    await pullOk(server.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    for (let i = 0; i < 50; i++) await call(server.client, "inspectCache", { name: "minilm", deep: false });
+  });
+
+  it("advertises one more than --max-concurrent-streams to HTTP/2, so clients queue rather than be refused again and again", async () => {
     const server = await serve({ maxConcurrentStreams: 7 });
     const session = http2Connect(`http://${server.server.address}`);
     try {
@@ -57,7 +95,7 @@ describe("limits", () => {
         session.once("remoteSettings", resolve);
         session.once("error", reject);
       });
-      expect(settings.maxConcurrentStreams).to.equal(7);
+      expect(settings.maxConcurrentStreams).to.equal(8);
     } finally {
       session.destroy();
     }

@@ -19,6 +19,7 @@ import { Bandwidth } from "../sources/hub/bandwidth.js";
 import { ModelCacheError } from "../errors.js";
 import { modelCacheService } from "../grpc/model-cache-service.js";
 import { guardCalls } from "../grpc/guard-calls.js";
+import { limitStreams } from "../grpc/limit-streams.js";
 import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import type { Runtime } from "../runtime.js";
@@ -155,10 +156,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
     const shutdown = new AbortController();
     const audit = auditLogger(logger);
+    const maxStreams = checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? 100);
     const server = new Server({
       "grpc.max_receive_message_length": checkLimit("--max-message-bytes", options.maxMessageBytes ?? 4 * 1024 * 1024),
-      "grpc.max_concurrent_streams": checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? 100),
-      interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit"))],
+      "grpc.max_concurrent_streams": maxStreams + 1,
+      // the guard first: authentication comes before every other check
+      interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit")), limitStreams(maxStreams)],
     });
     running = runtime;
     server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, audit, shutdown: shutdown.signal, rpcs: metrics }));
