@@ -6,10 +6,11 @@
 //  2. metadata that looks like a plaintext credential is refused;
 //  3. the handler sees the caller's name in `modelcache-caller` (for the audit
 //     log) and never the authorization header itself.
-import { Metadata, ResponderBuilder, ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor, ServerListenerBuilder, status } from "@grpc/grpc-js";
+import { type Metadata, type ServerInterceptingCallInterface, type ServerInterceptor, status } from "@grpc/grpc-js";
 import type { AccessTokens, Caller } from "../auth/access-tokens.js";
 import { allows, requiredRole } from "../auth/method-roles.js";
 import { quote } from "../errors.js";
+import { interceptCall } from "./intercept-call.js";
 import { firstCredentialKey } from "./reject-plaintext-credentials.js";
 
 export const CALLER_KEY = "modelcache-caller";
@@ -25,29 +26,20 @@ export type RefusalRecorder = (refusal: { caller: string; method: string; result
 
 export function guardCalls(tokens: AccessTokens | undefined, onRefused?: RefusalRecorder): ServerInterceptor {
   return (method, call) =>
-    new ServerInterceptingCall(
-      call,
-      new ResponderBuilder()
-        .withStart((next) => {
-          next(
-            new ServerListenerBuilder()
-              .withOnReceiveMetadata((metadata, pass) => {
-                let verdict: Verdict;
-                try {
-                  verdict = judge(tokens, method.path, metadata, call);
-                } catch {
-                  // never let one call's odd metadata or certificate take the server down
-                  verdict = { code: status.INTERNAL, details: "the server could not read this call's metadata", caller: `peer ${call.getPeer()}` };
-                }
-                if ("metadata" in verdict) return pass(verdict.metadata);
-                onRefused?.({ caller: verdict.caller, method: methodName(method.path), result: status[verdict.code] });
-                call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new Metadata() });
-              })
-              .build(),
-          );
-        })
-        .build(),
-    );
+    interceptCall(call, {
+      onMetadata(metadata) {
+        let verdict: Verdict;
+        try {
+          verdict = judge(tokens, method.path, metadata, call);
+        } catch {
+          // never let one call's odd metadata or certificate take the server down
+          verdict = { code: status.INTERNAL, details: "the server could not read this call's metadata", caller: `peer ${call.getPeer()}` };
+        }
+        if ("metadata" in verdict) return verdict.metadata;
+        onRefused?.({ caller: verdict.caller, method: methodName(method.path), result: status[verdict.code] });
+        return { code: verdict.code, details: verdict.details };
+      },
+    });
 }
 
 type Verdict = { metadata: Metadata } | { code: status; details: string; caller: string };

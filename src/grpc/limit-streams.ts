@@ -2,49 +2,34 @@
 // one more is refused with RESOURCE_EXHAUSTED naming the flag. HTTP/2 is told
 // limit + 1, so a well-behaved client queues beyond that instead of being
 // refused over and over; this count is what decides.
-import { Metadata, ResponderBuilder, ServerInterceptingCall, type ServerInterceptor, ServerListenerBuilder, status } from "@grpc/grpc-js";
+import { type ServerInterceptor, status } from "@grpc/grpc-js";
+import { interceptCall } from "./intercept-call.js";
 
 export function limitStreams(limit: number): ServerInterceptor {
   const open = new Map<string, number>();
   return (_method, call) => {
     const peer = call.getPeer();
     let counted = false;
-    const release = () => {
-      if (!counted) return;
-      counted = false;
-      const left = (open.get(peer) ?? 1) - 1;
-      if (left > 0) open.set(peer, left);
-      else open.delete(peer);
-    };
-    return new ServerInterceptingCall(
-      call,
-      new ResponderBuilder()
-        .withStart((next) => {
-          next(
-            new ServerListenerBuilder()
-              .withOnReceiveMetadata((metadata, pass) => {
-                const current = open.get(peer) ?? 0;
-                if (current >= limit) {
-                  call.sendStatus({
-                    code: status.RESOURCE_EXHAUSTED,
-                    details: `this connection already has ${current} calls open, the most --max-concurrent-streams allows: wait for one to end, or open another connection`,
-                    metadata: new Metadata(),
-                  });
-                  return;
-                }
-                open.set(peer, current + 1);
-                counted = true;
-                pass(metadata);
-              })
-              .withOnCancel(release)
-              .build(),
-          );
-        })
-        .withSendStatus((sent, next) => {
-          release();
-          next(sent);
-        })
-        .build(),
-    );
+    return interceptCall(call, {
+      onMetadata(metadata) {
+        const current = open.get(peer) ?? 0;
+        if (current >= limit) {
+          return {
+            code: status.RESOURCE_EXHAUSTED,
+            details: `this connection already has ${current} calls open, the most --max-concurrent-streams allows: wait for one to end, or open another connection`,
+          };
+        }
+        open.set(peer, current + 1);
+        counted = true;
+        return metadata;
+      },
+      onEnd() {
+        if (!counted) return;
+        counted = false;
+        const left = (open.get(peer) ?? 1) - 1;
+        if (left > 0) open.set(peer, left);
+        else open.delete(peer);
+      },
+    });
   };
 }
