@@ -1,5 +1,7 @@
 import { spawn } from "node:child_process";
-import { readdir } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join, relative } from "node:path";
 import { expect } from "chai";
 import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js";
@@ -76,9 +78,9 @@ describe("the modelcache client commands", () => {
     expect(twice.stderr).to.not.match(/\n\s+at /);
   });
 
-  it("asks for a secret at a terminal without echoing it", async () => {
-    // `script` gives the CLI a pseudo-terminal; the secret is typed only once the prompt is up
-    const child = spawn("script", ["-qfec", `${process.execPath} ${BIN} secrets put hf`, "/dev/null"], {
+  /** Runs `secrets put hf` under a pseudo-terminal (`script`), typing the secret once `ready` shows on the screen. */
+  async function typeSecret(shellCommand: string, ready: string, secret: string): Promise<{ code: unknown; screen: string }> {
+    const child = spawn("script", ["-qfec", shellCommand, "/dev/null"], {
       env: { ...process.env, MODELCACHE_ADDRESS: t.server.address },
       stdio: ["pipe", "pipe", "pipe"],
     });
@@ -86,13 +88,37 @@ describe("the modelcache client commands", () => {
     child.stdout!.on("data", (d: Buffer) => {
       const before = screen;
       screen += d.toString();
-      if (!before.includes("(not shown): ") && screen.includes("(not shown): ")) child.stdin!.write("hf_typed_at_a_terminal\r");
+      if (!before.includes(ready) && screen.includes(ready)) child.stdin!.write(`${secret}\r`);
     });
     const code = await new Promise((resolve) => child.on("exit", resolve));
+    return { code, screen };
+  }
+
+  it("asks for a secret at a terminal without echoing it", async () => {
+    const { code, screen } = await typeSecret(`${process.execPath} ${BIN} secrets put hf`, "(not shown): ", "hf_typed_at_a_terminal");
     expect(code, screen).to.equal(0);
     expect(screen).to.include("secret for hf (not shown): ").and.include("stored a secret under hf");
     expect(screen).to.not.include("hf_typed_at_a_terminal");
     expect(await t.server.runtime.registry.vault.get("hf")).to.equal("hf_typed_at_a_terminal");
+  });
+
+  it("does not echo a typed secret when stderr, where the prompt goes, is redirected", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-prompt-"));
+    try {
+      // the prompt lands in the file: the secret is typed once it is there
+      const log = join(dir, "stderr.log");
+      const shell = `${process.execPath} ${BIN} secrets put hf 2>${log}; echo done-$?`;
+      const child = spawn("script", ["-qfec", shell, "/dev/null"], { env: { ...process.env, MODELCACHE_ADDRESS: t.server.address }, stdio: ["pipe", "pipe", "pipe"] });
+      let screen = "";
+      child.stdout!.on("data", (d: Buffer) => (screen += d.toString()));
+      while (!(await readFile(log, "utf8").catch(() => "")).includes("(not shown): ")) await sleep(20);
+      child.stdin!.write("hf_typed_with_stderr_redirected\r");
+      await new Promise((resolve) => child.on("exit", resolve));
+      expect(screen).to.include("done-0").and.not.include("hf_typed_with_stderr_redirected");
+      expect(await t.server.runtime.registry.vault.get("hf")).to.equal("hf_typed_with_stderr_redirected");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("sends a relative --fixture-dir as an absolute path, resolved where the CLI runs", async () => {

@@ -79,6 +79,11 @@ describe("limits", () => {
     }
   });
 
+  it("refuses a --max-concurrent-streams that HTTP/2 cannot carry", async () => {
+    const error = await startTestServer({ maxConcurrentStreams: 2 ** 32 - 1 }).catch((err: Error) => err);
+    expect((error as Error).message).to.include("--max-concurrent-streams").and.include(String(2 ** 32 - 2));
+  });
+
   it("counts a call only while it is open: many calls in turn on one connection all pass a limit of 2", async () => {
     const server = await serve({ maxConcurrentStreams: 2 });
     for (let i = 0; i < 200; i++) await call(server.client, "getModel", { name: "minilm" });
@@ -87,7 +92,7 @@ describe("limits", () => {
     for (let i = 0; i < 50; i++) await call(server.client, "inspectCache", { name: "minilm", deep: false });
   });
 
-  it("advertises one more than --max-concurrent-streams to HTTP/2, so clients queue rather than be refused again and again", async () => {
+  it("advertises one more than --max-concurrent-streams to HTTP/2, so the call past the limit reaches the server to be refused", async () => {
     const server = await serve({ maxConcurrentStreams: 7 });
     const session = http2Connect(`http://${server.server.address}`);
     try {

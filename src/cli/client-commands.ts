@@ -269,7 +269,8 @@ function bytes(n: number): string {
 
 /** The secret: typed at a terminal without echo (the `read` package, as npm asks for passwords), else all of stdin. */
 async function readSecretInput(alias: string): Promise<string> {
-  if (process.stdin.isTTY) return read({ prompt: `secret for ${alias} (not shown): `, silent: true, replace: "", output: process.stderr });
+  // terminal: the terminal's own echo goes off even when stderr, where the prompt goes, is redirected
+  if (process.stdin.isTTY) return read({ prompt: `secret for ${alias} (not shown): `, silent: true, replace: "", output: process.stderr, terminal: true });
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString("utf8");

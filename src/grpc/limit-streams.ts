@@ -1,7 +1,8 @@
 // At most `limit` calls open at once on one connection (--max-concurrent-streams):
-// one more is refused with RESOURCE_EXHAUSTED naming the flag. HTTP/2 is told
-// limit + 1, so a well-behaved client queues beyond that instead of being
-// refused over and over; this count is what decides.
+// a call past it is refused with RESOURCE_EXHAUSTED naming the flag. HTTP/2 is
+// told one more than the limit, so that the call past it reaches the server
+// and is refused, rather than waiting unseen in the client's queue until its
+// deadline; a client that wants to queue can retry on RESOURCE_EXHAUSTED.
 import { type ServerInterceptor, status } from "@grpc/grpc-js";
 import { interceptCall } from "./intercept-call.js";
 

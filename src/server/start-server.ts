@@ -156,7 +156,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
     const shutdown = new AbortController();
     const audit = auditLogger(logger);
-    const maxStreams = checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? 100);
+    // one below HTTP/2's largest setting, since HTTP/2 is told one more
+    const maxStreams = checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? 100, 2 ** 32 - 2);
     const server = new Server({
       "grpc.max_receive_message_length": checkLimit("--max-message-bytes", options.maxMessageBytes ?? 4 * 1024 * 1024),
       "grpc.max_concurrent_streams": maxStreams + 1,
@@ -242,9 +243,9 @@ function checkRate(bytesPerSecond: number): number {
   return bytesPerSecond;
 }
 
-function checkLimit(flag: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new ModelCacheError("invalid_argument", `${flag} must be a whole number of at least 1 (got ${value})`);
+function checkLimit(flag: string, value: number, most = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isSafeInteger(value) || value < 1 || value > most) {
+    throw new ModelCacheError("invalid_argument", `${flag} must be a whole number from 1 to ${most} (got ${value})`);
   }
   return value;
 }
