@@ -28,9 +28,16 @@ export class ModelCacheError extends Error {
 
 const MAX_QUOTED = 80;
 
+/** `text` with each lone surrogate replaced by U+FFFD (String.prototype.toWellFormed, which Node 20's types lack). */
+export function wellFormed(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
+}
+
 /** Quotes a caller-supplied value for a message, cut to 80 characters. */
 export function quote(value: string): string {
-  const shown = value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}...` : value;
+  // cut by code points, so no emoji is split into a lone surrogate
+  const points = Array.from(value.length > MAX_QUOTED * 2 ? value.slice(0, MAX_QUOTED * 2) : value);
+  const shown = wellFormed(points.length > MAX_QUOTED ? `${points.slice(0, MAX_QUOTED).join("")}...` : points.join(""));
   return `'${shown.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)}'`;
 }
 

@@ -5,6 +5,7 @@ import { connect as http2Connect } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
+import { wellFormed } from "../src/errors.js";
 import { CacheStatus, PullRequest } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { makeSourceDir } from "./support/source-dir.js";
@@ -113,5 +114,17 @@ describe("limits", () => {
     expect(err.code).to.equal(status.INVALID_ARGUMENT);
     expect(err.details).to.include("a".repeat(80)).and.not.include("ab");
     expect(err.details.length).to.be.below(400);
+  });
+
+  it("answers a value cut inside an emoji, or holding a lone surrogate, with a well-formed message instead of hanging", async () => {
+    const server = await serve({});
+    for (const name of ["😀".repeat(100), "a\uD83D", "\uDE00b"]) {
+      const err = await callError(server.client, "getModel", { name });
+      expect(err.code, JSON.stringify(name)).to.equal(status.INVALID_ARGUMENT);
+      expect(err.details, "no lone surrogate").to.equal(wellFormed(err.details));
+    }
+    const outcome = await pull(server.client, { name: "minilm", fixtureDir: `/x/${"😀".repeat(50)}` }, { deadline: new Date(Date.now() + 10_000) });
+    expect(outcome.error?.code).to.not.equal(status.DEADLINE_EXCEEDED);
+    expect(outcome.error?.details).to.include("fixture_dir");
   });
 });

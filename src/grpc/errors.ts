@@ -1,6 +1,6 @@
 // The one place where domain errors become gRPC statuses.
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
-import { type ErrorKind, ModelCacheError, isAbort } from "../errors.js";
+import { type ErrorKind, ModelCacheError, isAbort, wellFormed } from "../errors.js";
 
 const CODES: Record<ErrorKind, status> = {
   invalid_argument: status.INVALID_ARGUMENT,
@@ -18,8 +18,11 @@ const CODES: Record<ErrorKind, status> = {
 };
 
 export function toServiceError(err: unknown): ServiceError {
-  const { code, details } = describe(err);
-  return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
+  const described = describe(err);
+  // a lone surrogate (from a caller's value) would make grpc-js fail to encode
+  // the grpc-message header and leave the call hanging: never send one
+  const details = wellFormed(described.details);
+  return Object.assign(new Error(details), { code: described.code, details, metadata: new Metadata() });
 }
 
 function describe(err: unknown): { code: status; details: string } {

@@ -1,6 +1,7 @@
 // The one shape of server interceptor modelcache needs: look at a call's
 // metadata before its handler does, and let it through (with metadata of
 // one's choosing) or end it with a status; optionally hear when it ends.
+import { wellFormed } from "../errors.js";
 import { Metadata, ResponderBuilder, ServerInterceptingCall, type ServerInterceptingCallInterface, ServerListenerBuilder, type status } from "@grpc/grpc-js";
 
 export interface CallHooks {
@@ -20,7 +21,7 @@ export function interceptCall(call: ServerInterceptingCallInterface, hooks: Call
             .withOnReceiveMetadata((metadata, pass) => {
               const verdict = hooks.onMetadata(metadata);
               if (verdict instanceof Metadata) pass(verdict);
-              else call.sendStatus({ ...verdict, metadata: new Metadata() });
+              else call.sendStatus({ code: verdict.code, details: wellFormed(verdict.details), metadata: new Metadata() });
             })
             .withOnCancel(() => hooks.onEnd?.())
             .build(),

@@ -132,9 +132,9 @@ export interface PullOutcome {
 export function pull(
   client: ModelCacheServiceClient,
   request: Partial<PullRequest> & { name: string },
-  options: { metadata?: Metadata; onEvent?: (event: PullResponse, stream: ClientReadableStream<PullResponse>) => void } = {},
+  options: { metadata?: Metadata; deadline?: Date; onEvent?: (event: PullResponse, stream: ClientReadableStream<PullResponse>) => void } = {},
 ): Promise<PullOutcome> {
-  const stream = client.pull({ fixtureDir: "", credentialAlias: "", force: false, detach: false, ...request }, options.metadata ?? new Metadata());
+  const stream = client.pull({ fixtureDir: "", credentialAlias: "", force: false, detach: false, ...request }, options.metadata ?? new Metadata(), { deadline: options.deadline });
   const events: PullResponse[] = [];
   return new Promise((resolve) => {
     stream.on("data", (event: PullResponse) => {
