@@ -35,8 +35,9 @@ export function wellFormed(text: string): string {
 
 /** Quotes a caller-supplied value for a message, cut to 80 characters. */
 export function quote(value: string): string {
-  // cut by code points, so no emoji is split into a lone surrogate
-  const points = Array.from(value.length > MAX_QUOTED * 2 ? value.slice(0, MAX_QUOTED * 2) : value);
+  // cut by code points, so no emoji is split into a lone surrogate; two code
+  // units per point at most, and one point more, tell whether anything was cut
+  const points = Array.from(value.slice(0, (MAX_QUOTED + 1) * 2));
   const shown = wellFormed(points.length > MAX_QUOTED ? `${points.slice(0, MAX_QUOTED).join("")}...` : points.join(""));
   return `'${shown.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)}'`;
 }
