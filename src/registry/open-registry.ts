@@ -65,9 +65,10 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
   let vault: Vault;
   try {
     // after the registry's lock, so two servers starting at once cannot both make a key
-    const key = await loadVaultKey(options.vaultKeyFile ?? join(dataDir, "vault.key"), await Vault.holdsSealed(secrets));
+    const held = await Vault.census(secrets);
+    const key = await loadVaultKey(options.vaultKeyFile ?? join(dataDir, "vault.key"), held.sealed);
     vault = new Vault(secrets, key);
-    if (await vault.holdsPlaintext()) {
+    if (held.plaintext) {
       // noted before sealing, so a crash between the sealing and the compaction compacts again next start
       await settings.put("vault_compacted", false);
       await vault.sealPlaintext();

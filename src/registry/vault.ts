@@ -16,16 +16,14 @@ export class Vault {
     private readonly key: Buffer,
   ) {}
 
-  /** Whether the store holds any sealed secret (which a new key could not open). */
-  static async holdsSealed(store: LevelSublevel<string>): Promise<boolean> {
-    for await (const stored of store.values()) if (SEALED.test(stored)) return true;
-    return false;
-  }
-
-  /** Whether any secret is still stored in plaintext (by an earlier version). */
-  async holdsPlaintext(): Promise<boolean> {
-    for await (const stored of this.store.values()) if (!SEALED.test(stored)) return true;
-    return false;
+  /** What the store holds: sealed secrets (which a new key could not open), plaintext ones (from an earlier version). */
+  static async census(store: LevelSublevel<string>): Promise<{ sealed: boolean; plaintext: boolean }> {
+    const found = { sealed: false, plaintext: false };
+    for await (const stored of store.values()) {
+      if (SEALED.test(stored)) found.sealed = true;
+      else found.plaintext = true;
+    }
+    return found;
   }
 
   async put(alias: string, secret: string): Promise<void> {
@@ -45,15 +43,13 @@ export class Vault {
     await this.store.del(alias);
   }
 
-  /** Seals every secret still stored in plaintext, in one batch; returns how many. */
-  async sealPlaintext(): Promise<number> {
+  /** Seals every secret still stored in plaintext, in one batch. */
+  async sealPlaintext(): Promise<void> {
     const batch = this.store.batch();
     for await (const [alias, stored] of this.store.iterator()) {
       if (!SEALED.test(stored)) batch.put(alias, this.seal(alias, stored));
     }
-    const count = batch.length;
     await batch.write();
-    return count;
   }
 
   private seal(alias: string, secret: string): string {

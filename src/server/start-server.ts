@@ -99,8 +99,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   // the TLS files are read before anything else opens, so a bad one fails fast
   const credentials = await serverCredentials(options.tls);
+  // callers prove who they are with a token or a client certificate
+  const authenticated = options.authTokens !== undefined || options.tls?.clientCa !== undefined;
   const fixtureRoots = await FixtureRoots.resolve(options.fixtureRoots ?? [], options.fixtureDir, {
-    openWithoutRoots: options.authTokens === undefined && options.tls?.clientCa === undefined && isLoopback(hostOf(options.listen)),
+    openWithoutRoots: !authenticated && isLoopback(hostOf(options.listen)),
   });
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
@@ -184,7 +186,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
     );
-    if (!options.authTokens && !options.tls?.clientCa) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
+    if (!authenticated) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
 
     let closing: Promise<void> | undefined;
     const close = () =>
