@@ -46,6 +46,11 @@ async function filesBelow(dir: string): Promise<string[]> {
   return entries.map((e) => relative(dir, join(e.parentPath, e.name))).sort();
 }
 
+/** Files in a data dir that are neither the registry, the cache root nor the vault key. */
+async function strayFiles(dataDir: string): Promise<string[]> {
+  return (await filesBelow(dataDir)).filter((f) => !f.startsWith("registry") && !f.startsWith("ai_models_cache") && f !== "vault.key");
+}
+
 /**
  * A refusal the caller can act on: a defined status that is neither UNKNOWN
  * nor (for a well-formed message) INTERNAL, a short message, and no more than
@@ -96,7 +101,7 @@ describe("hostile input, property-based", function () {
     expect(await healthCheck(t.server.address)).to.deep.equal({ code: status.OK, status: "SERVING" });
     expect(await readdir(process.cwd())).to.deep.equal(cwdBefore);
     expect(await filesBelow(root)).to.deep.equal(rootBefore);
-    const outside = (await filesBelow(t.dataDir)).filter((f) => !f.startsWith("registry") && !f.startsWith("ai_models_cache") && f !== "vault.key");
+    const outside = await strayFiles(t.dataDir);
     expect(outside).to.deep.equal([]);
   }
 
@@ -205,7 +210,7 @@ describe("a hub whose listing tries to escape the cache", () => {
           expect(outcome.error).to.equal(undefined);
           expect(hub.requests.filter((r) => r.path.includes("escape"))).to.deep.equal([]);
         }
-        const outside = (await filesBelow(t.dataDir)).filter((f) => !f.startsWith("registry") && !f.startsWith("ai_models_cache") && f !== "vault.key");
+        const outside = await strayFiles(t.dataDir);
         expect(outside).to.deep.equal([]);
         expect((await filesBelow(t.dataDir)).filter((f) => f.includes("escape") || f.includes("abs.txt"))).to.deep.equal([]);
       } finally {
