@@ -158,6 +158,23 @@ describe("pull jobs", () => {
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
   });
 
+  it("drops one model while another model's pull holds its lock, and both end well", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+    await pullOk(t.client, { name: "other", fixtureDir: FIXTURE_DIR });
+    let drop: Promise<unknown> | undefined;
+    const pulling = pull(t.client, { name: "minilm" }, {
+      onEvent: (event) => {
+        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "other" });
+      },
+    });
+    expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect(await drop).to.include({ removed: true });
+    // both locks were released cleanly: each model can be changed again
+    expect(await call(t.client, "dropCache", { name: "minilm" })).to.include({ removed: true });
+    await pullOk(t.client, { name: "other", fixtureDir: FIXTURE_DIR });
+    expect((await call(t.client, "inspectCache", { name: "other", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
   it("gives up waiting for a running pull when the DropCache deadline passes", async () => {
     let drop: Promise<unknown> | undefined;
     const pulling = pull(t.client, { name: "minilm" }, {

@@ -73,7 +73,9 @@ export class ModelLocks {
     for (;;) {
       signal?.throwIfAborted();
       try {
-        return await lockfile.lock(dir, {
+        // proper-lockfile keeps its held locks in a table keyed by this path:
+        // one key per model, or two models' locks would overwrite each other
+        return await lockfile.lock(join(dir, name), {
           lockfilePath: lockPath,
           realpath: false,
           stale: STALE_MS,
