@@ -17,7 +17,7 @@ import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { FileCopier } from "./file-copier.js";
 import type { Manifest, ManifestFile } from "./manifest.js";
 import { serializeManifest } from "./manifest.js";
-import { parkInstall } from "./park-install.js";
+import { markParkedForDelete, parkInstall } from "./park-install.js";
 
 /** Told about each file as the install goes; calls come in path order for fileStarted. */
 export interface InstallObserver {
@@ -136,10 +136,14 @@ async function copyAndHash(source: ArtifactSource, file: SourceFile, target: str
   return hash.digest("hex");
 }
 
-/** Swaps the staging dir in: the old install is parked, the new one renamed into place, the old one deleted. */
+/**
+ * Swaps the staging dir in: the old install is parked as a swap (to be put
+ * back if a crash comes before the new one is in place), the new one renamed
+ * into place, then the old one marked for deletion and deleted.
+ */
 async function promote(layout: CacheLayout, name: string, staging: string): Promise<void> {
   const target = layout.modelDir(name);
-  const parked = await parkInstall(layout, name);
+  const parked = await parkInstall(layout, name, "swap");
   try {
     await rename(staging, target);
   } catch (err) {
@@ -147,5 +151,5 @@ async function promote(layout: CacheLayout, name: string, staging: string): Prom
     throw filesystemError("move the new install into", target, err);
   }
   await syncDirectory(layout.root);
-  if (parked) await rm(parked, { recursive: true, force: true });
+  if (parked) await rm(await markParkedForDelete(layout, parked), { recursive: true, force: true });
 }

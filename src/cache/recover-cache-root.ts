@@ -1,24 +1,30 @@
 // Startup housekeeping for the cache root: work in progress in .staging/ is
-// abandoned, replaced installs in .purge/ are deleted, and an install that a
-// crash left parked in .purge/ (between the two renames of a promotion, so
-// that the model has no install) is moved back. Entries of a model whose
-// lock another live process holds are that process's business and left alone.
+// abandoned, and each entry in .purge/ is handled by the intent its name
+// states: a parked delete is finished; a parked swap (a crash between the
+// two renames of a promotion) is moved back, and removed only when the
+// move fails because the model has an install again. Any other failure
+// keeps the parked copy, which may be the only one, and is reported.
+// Entries of a model whose lock another live process holds are that
+// process's business and left alone.
 // Resumable hub downloads in .partial/ are kept for the newest commit of each
 // registered model, so a pull interrupted by a restart resumes.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { errorCode } from "../errors.js";
 import { isValidName } from "../registry/names.js";
 import { syncDirectory } from "./durable.js";
 import type { CacheLayout } from "./layout.js";
 import type { ModelLocks } from "./model-lock.js";
-import { parkedModelName } from "./park-install.js";
+import { parkedEntry } from "./park-install.js";
 
 export interface Recovery {
   stagingRemoved: number;
   purgeRemoved: number;
   restored: string[];
-  /** models whose leftovers another process is working on */
+  /** models whose leftovers were left alone: another process is working on them, or a parked install could not be moved back */
   skipped: string[];
+  /** parked installs kept because moving them back failed, and why */
+  kept: { entry: string; error: string }[];
   /** resumable downloads dropped: of unregistered models, or of older commits */
   partialRemoved: number;
 }
@@ -44,11 +50,12 @@ async function prunePartials(layout: CacheLayout, registered: ReadonlySet<string
 
 export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, registered: ReadonlySet<string>): Promise<Recovery> {
   await mkdir(layout.root, { recursive: true });
-  const recovery: Recovery = { stagingRemoved: 0, purgeRemoved: 0, restored: [], skipped: [], partialRemoved: 0 };
+  const recovery: Recovery = { stagingRemoved: 0, purgeRemoved: 0, restored: [], skipped: [], kept: [], partialRemoved: 0 };
   recovery.partialRemoved = await prunePartials(layout, registered);
   const staging = await readdir(layout.staging).catch(() => []);
   const parked = (await readdir(layout.purge).catch(() => [])).sort();
-  const names = new Set([...staging, ...parked].map(parkedModelName));
+  const nameOf = (entry: string) => parkedEntry(entry).name;
+  const names = new Set([...staging, ...parked].map(nameOf));
   for (const name of names) {
     const release = isValidName(name) ? await locks.tryAcquire(name) : async () => undefined;
     if (!release) {
@@ -56,19 +63,26 @@ export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, r
       continue;
     }
     try {
-      for (const entry of staging.filter((e) => parkedModelName(e) === name)) {
+      for (const entry of staging.filter((e) => nameOf(e) === name)) {
         await rm(join(layout.staging, entry), { recursive: true, force: true });
         recovery.stagingRemoved += 1;
       }
-      for (const entry of parked.filter((e) => parkedModelName(e) === name)) {
+      for (const entry of parked.filter((e) => nameOf(e) === name)) {
         const path = join(layout.purge, entry);
-        if (isValidName(name) && !recovery.restored.includes(name)) {
+        if (isValidName(name) && parkedEntry(entry).intent === "swap") {
           try {
             await rename(path, layout.modelDir(name));
             recovery.restored.push(name);
             continue;
-          } catch {
-            // the model has an install again: this parked copy is stale
+          } catch (err) {
+            const code = errorCode(err);
+            // only an install already in place makes this parked copy stale;
+            // after any other failure it may be the model's only copy
+            if (code !== "EEXIST" && code !== "ENOTEMPTY") {
+              recovery.kept.push({ entry, error: code ?? String(err) });
+              if (!recovery.skipped.includes(name)) recovery.skipped.push(name);
+              continue;
+            }
           }
         }
         await rm(path, { recursive: true, force: true });
@@ -78,6 +92,9 @@ export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, r
       await release();
     }
   }
-  if (recovery.restored.length > 0) await syncDirectory(layout.root);
+  if (recovery.restored.length > 0) {
+    await syncDirectory(layout.root);
+    await syncDirectory(layout.purge);
+  }
   return recovery;
 }

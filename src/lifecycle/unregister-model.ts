@@ -1,7 +1,12 @@
 // UnregisterModel: forget a model. An installed model keeps its artifacts
 // unless the caller asks for them to go too, so nothing is orphaned on disk.
+// The steps are ordered for crashes: the install is parked for deletion
+// (one synced rename), the resumable downloads go, then the registry record,
+// then the parked install; a crash at any step leaves either a registered
+// model without an install or an unregistered one whose leftovers startup
+// recovery deletes, never a half-deleted install of a registered model.
 import { lstat, rm } from "node:fs/promises";
-import { removeInstall } from "../cache/remove-install.js";
+import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
 import type { Runtime } from "../runtime.js";
@@ -19,9 +24,10 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
         `local AI model '${name}' is installed at '${cacheDir}': set drop_cache to true to remove its artifacts with it, or call DropCache first`,
       );
     }
-    if (onDisk) await removeInstall(runtime.layout, name);
+    const removal = await parkForRemoval(runtime.layout, name);
     await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
     await runtime.registry.records.run(name, undefined, () => runtime.registry.models.del(name));
+    await removal.finish();
     return true;
   });
 }
