@@ -40,6 +40,8 @@ export interface InstallArtifactsOptions {
   copier?: FileCopier;
   /** the current install's manifest: its files may be reused where the copier proves them identical */
   reuse?: Manifest;
+  /** makes a directory's entries durable; the default fsyncs it */
+  syncDirectory?: (path: string) => Promise<void>;
 }
 
 /** Installs the source's files and returns the manifest once the install is promoted. */
@@ -65,7 +67,8 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         const file = source.files[index]!;
         observer.fileStarted(file, index);
         const target = join(staging, file.path);
-        directories.add(dirname(target));
+        // every directory the file's path creates holds an entry to make durable, not only its parent
+        for (let dir = dirname(target); dir.length > staging.length; dir = dirname(dir)) directories.add(dir);
         try {
           const local = options.copier && source.localPath?.(file);
           const previous = reusable.get(file.path);
@@ -101,7 +104,8 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     await writeFileDurably(manifestPath, serializeManifest(manifest)).catch((err: unknown) => {
       throw filesystemError("write", manifestPath, err);
     });
-    for (const dir of directories) await syncDirectory(dir);
+    const sync = options.syncDirectory ?? syncDirectory;
+    for (const dir of directories) await sync(dir);
     signal.throwIfAborted();
     await promote(layout, name, staging);
     promoted = true;
