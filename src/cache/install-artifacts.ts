@@ -7,10 +7,10 @@
 // is a few chunks, whatever its size.
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { lstat, mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { filesystemError } from "../errors.js";
+import { errorCode, filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
 import { syncDirectory, writeFileDurably } from "./durable.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
@@ -72,7 +72,9 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         try {
           const local = options.copier && source.localPath?.(file);
           const previous = reusable.get(file.path);
-          const installed = previous?.sizeBytes === file.sizeBytes ? { path: join(layout.modelDir(name), file.path), sha256: previous.sha256 } : undefined;
+          const installedPath = join(layout.modelDir(name), file.path);
+          const installed =
+            previous?.sizeBytes === file.sizeBytes && (await isReusable(installedPath, file.sizeBytes)) ? { path: installedPath, sha256: previous.sha256 } : undefined;
           const onBytes = (n: number) => observer.bytesWritten(file, n);
           if (local) {
             await mkdir(dirname(target), { recursive: true });
@@ -113,6 +115,23 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     return manifest;
   } finally {
     if (!promoted) await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Whether the install still holds a regular file of the listed size at
+ * `path`, worth proving identical; when it is gone (or was replaced by
+ * something else) the file is copied afresh, which is how a Pull repairs.
+ */
+async function isReusable(path: string, sizeBytes: number): Promise<boolean> {
+  try {
+    const stats = await lstat(path);
+    return stats.isFile() && stats.size === sizeBytes;
+  } catch (err) {
+    // missing, or a path part is no longer a directory: nothing to reuse
+    const code = errorCode(err);
+    if (code === "ENOENT" || code === "ENOTDIR") return false;
+    throw filesystemError("read", path, err);
   }
 }
 
