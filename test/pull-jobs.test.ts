@@ -12,6 +12,7 @@ import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const BIG = 64 * 1024 * 1024;
+const completedOf = (events: PullResponse[]) => events.at(-1)?.completed;
 
 describe("pull jobs", () => {
   // a hub that serves the model slowly (about half a second), so that a job
@@ -33,7 +34,6 @@ describe("pull jobs", () => {
     await cleanup();
   });
   const slowSource = () => `hub:acme/slow@${hub.commit}`;
-  const completedOf = (events: PullResponse[]) => events.at(-1)?.completed;
 
   it("attaches a second Pull to the running job: started again with its totals, then the same result", async () => {
     let second: ReturnType<typeof pull> | undefined;
@@ -268,6 +268,39 @@ describe("crash safety", () => {
 });
 
 describe("two servers sharing one cache root", () => {
+  it("a server starting while another's hub download is in progress leaves its resumable download alone", async () => {
+    const made = await makeSourceDir({ "a.bin": Buffer.alloc(8 * 1024 * 1024, 3), "b.json": "{}" });
+    const hub = await FakeHub.serve("acme/slow", made.dir);
+    hub.faults.bytesPerSecond = 16 * 1024 * 1024;
+    const a = await startTestServer({ hubUrl: hub.url });
+    let b: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      await call(a.client, "registerModel", { model: modelSpec({ source: "acme/slow" }) });
+      let starting: Promise<void> | undefined;
+      const first = pull(a.client, { name: "minilm" }, {
+        onEvent: (event) => {
+          if (event.fileProgress && event.fileProgress.path === "a.bin") {
+            // the other server's registry has never heard of 'minilm'
+            starting ??= startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, offline: true, logger: pino({ level: "silent" }) }).then((started) => {
+              b = started;
+            });
+          }
+        },
+      });
+      const outcome = await first;
+      await starting;
+      expect(b, "the second server started during the download").to.not.equal(undefined);
+      expect(outcome.error).to.equal(undefined);
+      expect(completedOf(outcome.events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      await b?.close();
+      await a.close();
+      await hub.close();
+      await made.cleanup();
+    }
+  });
+
   it("never interleave changes to one model: the second pull waits for the first", async () => {
     const a = await startTestServer();
     const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, logger: pino({ level: "silent" }) });

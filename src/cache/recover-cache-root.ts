@@ -7,7 +7,8 @@
 // Entries of a model whose lock another live process holds are that
 // process's business and left alone.
 // Resumable hub downloads in .partial/ are kept for the newest commit of each
-// registered model, so a pull interrupted by a restart resumes.
+// registered model, so a pull interrupted by a restart resumes; older commits
+// are pruned under the model's lock, and only for names this registry knows.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { errorCode } from "../errors.js";
@@ -25,25 +26,27 @@ export interface Recovery {
   skipped: string[];
   /** parked installs kept because moving them back failed, and why */
   kept: { entry: string; error: string }[];
-  /** resumable downloads dropped: of unregistered models, or of older commits */
+  /** resumable downloads of older commits dropped */
   partialRemoved: number;
 }
 
 /**
- * Keeps, for each registered model, the resumable downloads of its newest
- * commit (the pull to resume); drops older commits and unregistered models.
+ * Keeps the resumable downloads of a registered model's newest commit (the
+ * pull to resume) and drops its older commits. Called under the model's lock,
+ * so never while a download of it is in progress.
  */
-async function prunePartials(layout: CacheLayout, registered: ReadonlySet<string>): Promise<number> {
+async function prunePartials(layout: CacheLayout, name: string): Promise<number> {
+  const dir = layout.partialDir(name);
+  const commits = await readdir(dir).catch((err: unknown) => {
+    // no resumable download of this model
+    if (errorCode(err) === "ENOENT") return [];
+    throw err;
+  });
+  const newest = (await Promise.all(commits.map(async (c) => ({ c, at: (await stat(join(dir, c))).mtimeMs })))).sort((a, b) => b.at - a.at)[0]?.c;
   let removed = 0;
-  for (const name of await readdir(layout.partial).catch(() => [])) {
-    const dir = join(layout.partial, name);
-    const commits = isValidName(name) && registered.has(name) ? await readdir(dir).catch(() => []) : [];
-    const newest = (await Promise.all(commits.map(async (c) => ({ c, at: (await stat(join(dir, c))).mtimeMs })))).sort((a, b) => b.at - a.at)[0]?.c;
-    const drop = registered.has(name) && isValidName(name) ? commits.filter((c) => c !== newest).map((c) => join(dir, c)) : [dir];
-    for (const path of drop) {
-      await rm(path, { recursive: true, force: true });
-      removed += 1;
-    }
+  for (const commit of commits.filter((c) => c !== newest)) {
+    await rm(join(dir, commit), { recursive: true, force: true });
+    removed += 1;
   }
   return removed;
 }
@@ -51,11 +54,13 @@ async function prunePartials(layout: CacheLayout, registered: ReadonlySet<string
 export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, registered: ReadonlySet<string>): Promise<Recovery> {
   await mkdir(layout.root, { recursive: true });
   const recovery: Recovery = { stagingRemoved: 0, purgeRemoved: 0, restored: [], skipped: [], kept: [], partialRemoved: 0 };
-  recovery.partialRemoved = await prunePartials(layout, registered);
   const staging = await readdir(layout.staging).catch(() => []);
   const parked = (await readdir(layout.purge).catch(() => [])).sort();
+  // resumable downloads of a name this registry does not know may be another
+  // server's (servers with their own data dirs may share a cache root): never ours to prune
+  const partials = (await readdir(layout.partial).catch(() => [])).filter((name) => isValidName(name) && registered.has(name));
   const nameOf = (entry: string) => parkedEntry(entry).name;
-  const names = new Set([...staging, ...parked].map(nameOf));
+  const names = new Set([...staging, ...parked].map(nameOf).concat(partials));
   for (const name of names) {
     const release = isValidName(name) ? await locks.tryAcquire(name) : async () => undefined;
     if (!release) {
@@ -88,6 +93,7 @@ export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, r
         await rm(path, { recursive: true, force: true });
         recovery.purgeRemoved += 1;
       }
+      if (partials.includes(name)) recovery.partialRemoved += await prunePartials(layout, name);
     } finally {
       await release();
     }
