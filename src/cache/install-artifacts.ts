@@ -40,6 +40,8 @@ export interface InstallArtifactsOptions {
   copier?: FileCopier;
   /** the current install's manifest: its files may be reused where the copier proves them identical */
   reuse?: Manifest;
+  /** a last check before the new install is made visible; what it throws fails the install */
+  beforePromote?: () => Promise<void>;
   /** makes a directory's entries durable; the default fsyncs it */
   syncDirectory?: (path: string) => Promise<void>;
 }
@@ -108,6 +110,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     });
     const sync = options.syncDirectory ?? syncDirectory;
     for (const dir of directories) await sync(dir);
+    await options.beforePromote?.();
     signal.throwIfAborted();
     await promote(layout, name, staging);
     promoted = true;

@@ -1,5 +1,7 @@
 // UnregisterModel: forget a model. An installed model keeps its artifacts
 // unless the caller asks for them to go too, so nothing is orphaned on disk.
+// Refused while a pull of the model is queued or running, so no pull can
+// install a model that is no longer registered.
 // The steps are ordered for crashes: the install is parked for deletion
 // (one synced rename), the resumable downloads go, then the registry record,
 // then the parked install; a crash at any step leaves either a registered
@@ -13,7 +15,11 @@ import type { Runtime } from "../runtime.js";
 
 export async function unregisterModel(runtime: Runtime, name: string, dropCache: boolean, signal: AbortSignal): Promise<boolean> {
   await getModel(runtime.registry, name);
+  runtime.pulls.refuseWhilePulling(name, "UnregisterModel");
   return runtime.locks.run(name, signal, async () => {
+    // a pull may have been asked for while this call waited for the lock; one
+    // asked for after this check finds the record gone when it takes the lock
+    runtime.pulls.refuseWhilePulling(name, "UnregisterModel");
     const record = await runtime.registry.models.get(name);
     if (record === undefined) throw notRegistered(name);
     const cacheDir = runtime.layout.modelDir(name);

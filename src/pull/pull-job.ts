@@ -75,14 +75,27 @@ export class PullJob implements InstallObserver {
   private lastProgressAt = 0;
   private readonly startedAt = performance.now();
 
+  /** fixed once the job begins staging: a force asked for later cannot apply */
+  private forceSettled = false;
+
   constructor(
     private readonly settings: PullJobSettings,
     readonly model: ModelRecord,
     readonly source: ArtifactSource,
     /** reuse nothing from the current install */
-    readonly force: boolean,
+    private forced: boolean,
   ) {
     this.done = this.run();
+  }
+
+  get force(): boolean {
+    return this.forced;
+  }
+
+  /** Makes the job reuse nothing, if it has not begun staging; whether it now will. */
+  requireForce(): boolean {
+    if (!this.forceSettled) this.forced = true;
+    return this.forced;
   }
 
   get state(): "queued" | "running" | "finished" {
@@ -155,7 +168,11 @@ export class PullJob implements InstallObserver {
       try {
         const release = await settings.locks.acquire(model.name, signal);
         try {
-          if (this.force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
+          // the record as it is now: an UnregisterModel may have gone first
+          const current = await this.registeredRecord();
+          this.forceSettled = true;
+          const force = this.forced;
+          if (force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
           this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
           this.broadcast(this.started);
@@ -164,12 +181,13 @@ export class PullJob implements InstallObserver {
             layout: settings.layout,
             name: model.name,
             source,
-            model: { source: model.source, revision: model.revision, task: model.task, engine: model.engine, dimensions: model.dimensions },
+            model: { source: current.source, revision: current.revision, task: current.task, engine: current.engine, dimensions: current.dimensions },
             signal,
             observer: this,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
-            reuse: this.force ? undefined : currentManifest(settings.layout, model.name),
+            reuse: force ? undefined : currentManifest(settings.layout, model.name),
+            beforePromote: async () => void (await this.registeredRecord()),
           });
           const cacheDir = settings.layout.modelDir(model.name);
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit });
@@ -183,6 +201,15 @@ export class PullJob implements InstallObserver {
     } catch (err) {
       this.finish({ error: signal.aborted ? signal.reason : err });
     }
+  }
+
+  /** The model's record, read again; fails when the model is no longer registered. */
+  private async registeredRecord(): Promise<ModelRecord> {
+    const record = await this.settings.registry.models.get(this.model.name);
+    if (record === undefined) {
+      throw new ModelCacheError("not_found", `local AI model '${this.model.name}' was unregistered while its pull waited; nothing was installed`);
+    }
+    return record;
   }
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {
