@@ -114,7 +114,8 @@ export class ModelLocks {
           throw err;
         });
         return async () => {
-          await rm(ownerPath, { force: true });
+          // a process that judged us dead may hold the lock now, with its own record
+          if (await this.ownedBy(ownerPath, owner)) await rm(ownerPath, { force: true });
           await release();
         };
       } catch (err) {
@@ -157,6 +158,17 @@ export class ModelLocks {
       // change under way still ends in one rename, so carry on rather than crash
       onCompromised: () => undefined,
     });
+  }
+
+  private async ownedBy(ownerPath: string, owner: LockOwner): Promise<boolean> {
+    try {
+      const found = JSON.parse(await readFile(ownerPath, "utf8")) as LockOwner;
+      return found.pid === owner.pid && found.host === owner.host && found.ino === owner.ino;
+    } catch (err) {
+      // gone already, or not a record we wrote whole: not ours to remove
+      if (errorCode(err) === "ENOENT" || err instanceof SyntaxError) return false;
+      throw err;
+    }
   }
 
   /** Whether the lock's holder is provably dead (same host, pid gone), else why we must wait. */
