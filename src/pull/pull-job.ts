@@ -160,6 +160,7 @@ export class PullJob implements InstallObserver {
   private async run(): Promise<void> {
     const { settings, model, source } = this;
     const signal = this.controller.signal;
+    let outcome: NonNullable<PullJob["outcome"]>;
     try {
       const leaveQueue = await settings.queue.admit(signal, (position, running) => {
         this.queued = { type: "queued", position, running };
@@ -191,7 +192,7 @@ export class PullJob implements InstallObserver {
           });
           const cacheDir = settings.layout.modelDir(model.name);
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit });
-          this.finish({ completed: { type: "completed", cacheDir, manifest } });
+          outcome = { completed: { type: "completed", cacheDir, manifest } };
         } finally {
           await release();
         }
@@ -199,8 +200,10 @@ export class PullJob implements InstallObserver {
         leaveQueue();
       }
     } catch (err) {
-      this.finish({ error: signal.aborted ? signal.reason : err });
+      outcome = { error: signal.aborted ? signal.reason : err };
     }
+    // clients hear the end once the model's lock is free, so what they do next finds it so
+    this.finish(outcome);
   }
 
   /** The model's record, read again; fails when the model is no longer registered. */
