@@ -8,6 +8,7 @@ import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
 import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullError, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -330,7 +331,10 @@ describe("crash safety", () => {
       }
       expect((await readdir(join(t.cacheRoot, ".staging"))).length, "the crash left work in .staging").to.be.above(0);
 
-      await t.restart();
+      const logs = captureLogs();
+      await t.restart({ logger: logs.logger });
+      // the killed server's lock is taken over at once, not after it goes stale
+      expect(logs.lines.filter((l) => l.model === "minilm").map((l) => l.msg)).to.deep.equal(["took over a model lock whose holder is gone"]);
       expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
       expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
       const report = await call(t.client, "inspectCache", { name: "minilm", deep: true });
