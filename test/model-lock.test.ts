@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -22,10 +22,10 @@ describe("model locks across processes", () => {
   afterEach(() => rm(root, { recursive: true, force: true }));
 
   /** Leaves a fresh lock of `name` as a process that died holding it would. */
-  async function leaveLock(name: string, owner: { host: string; pid: number } | undefined): Promise<void> {
+  async function leaveLock(name: string, owner: { host: string; pid: number; pids?: string } | undefined): Promise<void> {
     const lockPath = join(root, ".locks", `${name}.lock`);
     await mkdir(lockPath, { recursive: true });
-    if (owner) await writeFile(join(root, ".locks", `${name}.owner`), JSON.stringify({ ...owner, ino: (await stat(lockPath)).ino }));
+    if (owner) await writeFile(join(root, ".locks", `${name}.owner`), JSON.stringify({ pids: await readlink("/proc/self/ns/pid").catch(() => ""), ...owner, ino: (await stat(lockPath)).ino }));
   }
 
   it("takes over at once a lock whose holder on this host is gone, without waiting for it to go stale", async () => {
@@ -52,6 +52,16 @@ describe("model locks across processes", () => {
     } finally {
       await held();
     }
+  });
+
+  it("waits for staleness when the holder's pid belongs to another pid namespace (another container)", async () => {
+    const logs = captureLogs();
+    await leaveLock("minilm", { host: hostname(), pids: "pid:[1]", pid: await deadPid() });
+    const locks = new ModelLocks(new CacheLayout(root), { log: logs.logger });
+    const err = await locks.acquire("minilm", undefined, 300).then(() => undefined, (e: unknown) => e as Error & { kind?: string });
+    expect(err?.kind).to.equal("unavailable");
+    expect(logs.lines.map((l) => l.msg)).to.have.length(1);
+    expect(logs.lines[0]!.msg).to.include("pid namespace pid:[1]").and.include("cannot be checked");
   });
 
   it("says why it waits for staleness when a lock has no owner record", async () => {

@@ -5,7 +5,7 @@
 // a small owner record (host, pid, the lock dir's inode) lets a restart take
 // over at once a lock whose holder is provably dead instead of waiting for
 // it to go stale.
-import { mkdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readlink, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import lockfile from "proper-lockfile";
@@ -23,6 +23,8 @@ export interface LockLog {
 
 interface LockOwner {
   host: string;
+  /** the pid namespace (Linux): containers sharing a host name may each have their own pids */
+  pids: string;
   pid: number;
   /** the inode of the lock dir it holds: a record left by an earlier holder does not describe a newer lock */
   ino: number;
@@ -106,13 +108,16 @@ export class ModelLocks {
       signal?.throwIfAborted();
       try {
         const release = await this.lockFile(dir, name, lockPath);
-        // the record goes beside the lock dir, not in it: a write inside would
-        // change the dir's mtime, which proper-lockfile reads as a lock taken over
-        const owner: LockOwner = { host: hostname(), pid: process.pid, ino: (await stat(lockPath)).ino };
-        await writeFile(ownerPath, JSON.stringify(owner)).catch(async (err: unknown) => {
+        let owner: LockOwner;
+        try {
+          owner = { host: hostname(), pids: await pidNamespace(), pid: process.pid, ino: (await stat(lockPath)).ino };
+          // the record goes beside the lock dir, not in it: a write inside would
+          // change the dir's mtime, which proper-lockfile reads as a lock taken over
+          await writeFile(ownerPath, JSON.stringify(owner));
+        } catch (err) {
           await release();
           throw err;
-        });
+        }
         return async () => {
           // a process that judged us dead may hold the lock now, with its own record
           if (await this.ownedBy(ownerPath, owner)) await rm(ownerPath, { force: true });
@@ -163,7 +168,7 @@ export class ModelLocks {
   private async ownedBy(ownerPath: string, owner: LockOwner): Promise<boolean> {
     try {
       const found = JSON.parse(await readFile(ownerPath, "utf8")) as LockOwner;
-      return found.pid === owner.pid && found.host === owner.host && found.ino === owner.ino;
+      return found.pid === owner.pid && found.host === owner.host && found.pids === owner.pids && found.ino === owner.ino;
     } catch (err) {
       // gone already, or not a record we wrote whole: not ours to remove
       if (errorCode(err) === "ENOENT" || err instanceof SyntaxError) return false;
@@ -184,9 +189,22 @@ export class ModelLocks {
       return { why: `its holder left no owner record; ${staleWait}` };
     }
     if (owner.ino !== ino) return { why: `its owner record describes an earlier lock; ${staleWait}` };
-    if (owner.host !== hostname()) return { why: `it is held by pid ${owner.pid} on host '${owner.host}', whose liveness cannot be checked from here; ${staleWait}` };
+    if (owner.host !== hostname() || owner.pids !== (await pidNamespace())) {
+      return { why: `it is held by pid ${owner.pid} on host '${owner.host}' (pid namespace ${owner.pids}), whose liveness cannot be checked from here; ${staleWait}` };
+    }
     if (owner.pid === process.pid || processAlive(owner.pid)) return { why: `it is held by live process ${owner.pid} on this host` };
     return { dead: owner };
+  }
+}
+
+/** This process's pid namespace on Linux ("pid:[4026531836]"), or "" where there is none to read. */
+async function pidNamespace(): Promise<string> {
+  try {
+    return await readlink("/proc/self/ns/pid");
+  } catch (err) {
+    // not Linux: pids are the host's
+    if (errorCode(err) === "ENOENT") return "";
+    throw err;
   }
 }
 
