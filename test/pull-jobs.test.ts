@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { lstat, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
@@ -378,6 +378,32 @@ describe("two servers sharing one cache root", () => {
       await a.close();
       await hub.close();
       await made.cleanup();
+    }
+  });
+
+  it("a DropCache waiting for another server's pull of the model gives up when its deadline passes", async () => {
+    const a = await startTestServer();
+    const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, logger: pino({ level: "silent" }) });
+    const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(BIG, 9) });
+    try {
+      for (const client of [a.client, bClient]) await call(client, "registerModel", { model: modelSpec() });
+      let drop: Promise<number | undefined> | undefined;
+      const pulling = pull(a.client, { name: "minilm", fixtureDir: source.dir }, {
+        onEvent: (event) => {
+          if (event.fileStarted) {
+            drop ??= new Promise((resolve) => bClient.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 100 }, (err) => resolve(err?.code)));
+          }
+        },
+      });
+      expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(await drop).to.equal(status.DEADLINE_EXCEEDED);
+      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      bClient.close();
+      await b.close();
+      await source.cleanup();
+      await a.close();
     }
   });
 
