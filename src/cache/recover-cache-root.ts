@@ -30,6 +30,16 @@ export interface Recovery {
   partialRemoved: number;
 }
 
+/** The names in `dir`; none when it does not exist (nothing was ever left there). */
+async function entriesOf(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") return [];
+    throw err;
+  }
+}
+
 /**
  * Keeps the resumable downloads of a registered model's newest commit (the
  * pull to resume) and drops its older commits. Called under the model's lock,
@@ -37,11 +47,7 @@ export interface Recovery {
  */
 async function prunePartials(layout: CacheLayout, name: string): Promise<number> {
   const dir = layout.partialDir(name);
-  const commits = await readdir(dir).catch((err: unknown) => {
-    // no resumable download of this model
-    if (errorCode(err) === "ENOENT") return [];
-    throw err;
-  });
+  const commits = await entriesOf(dir);
   const newest = (await Promise.all(commits.map(async (c) => ({ c, at: (await stat(join(dir, c))).mtimeMs })))).sort((a, b) => b.at - a.at)[0]?.c;
   let removed = 0;
   for (const commit of commits.filter((c) => c !== newest)) {
@@ -54,11 +60,11 @@ async function prunePartials(layout: CacheLayout, name: string): Promise<number>
 export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, registered: ReadonlySet<string>): Promise<Recovery> {
   await mkdir(layout.root, { recursive: true });
   const recovery: Recovery = { stagingRemoved: 0, purgeRemoved: 0, restored: [], skipped: [], kept: [], partialRemoved: 0 };
-  const staging = await readdir(layout.staging).catch(() => []);
-  const parked = (await readdir(layout.purge).catch(() => [])).sort();
+  const staging = await entriesOf(layout.staging);
+  const parked = (await entriesOf(layout.purge)).sort();
   // resumable downloads of a name this registry does not know may be another
   // server's (servers with their own data dirs may share a cache root): never ours to prune
-  const partials = (await readdir(layout.partial).catch(() => [])).filter((name) => isValidName(name) && registered.has(name));
+  const partials = (await entriesOf(layout.partial)).filter((name) => isValidName(name) && registered.has(name));
   const nameOf = (entry: string) => parkedEntry(entry).name;
   const names = new Set([...staging, ...parked].map(nameOf).concat(partials));
   for (const name of names) {

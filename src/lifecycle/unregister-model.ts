@@ -9,7 +9,7 @@
 // recovery deletes, never a half-deleted install of a registered model.
 import { lstat, rm } from "node:fs/promises";
 import { parkForRemoval } from "../cache/remove-install.js";
-import { ModelCacheError } from "../errors.js";
+import { ModelCacheError, errorCode } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
 import type { Runtime } from "../runtime.js";
 
@@ -23,7 +23,14 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
     const record = await runtime.registry.models.get(name);
     if (record === undefined) throw notRegistered(name);
     const cacheDir = runtime.layout.modelDir(name);
-    const onDisk = (await lstat(cacheDir).catch(() => undefined)) !== undefined;
+    const onDisk = await lstat(cacheDir).then(
+      () => true,
+      (err: unknown) => {
+        // no install; any other failure to look is not a reason to forget the model
+        if (errorCode(err) === "ENOENT") return false;
+        throw err;
+      },
+    );
     if ((onDisk || record.status !== "registered") && !dropCache) {
       throw new ModelCacheError(
         "failed_precondition",
