@@ -1,7 +1,8 @@
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { expect } from "chai";
+import { syncDirectory } from "../src/cache/durable.js";
 import { installArtifacts } from "../src/cache/install-artifacts.js";
 import { CacheLayout } from "../src/cache/layout.js";
 import { parseManifest } from "../src/cache/manifest.js";
@@ -46,6 +47,33 @@ describe("installArtifacts, streaming a source that is not on the local disk", (
       expect(onDisk).to.deep.equal(manifest);
       expect(manifest.files.find((f) => f.path === "a.bin")!.sha256).to.equal(sha256(await readFile(join(made.dir, "a.bin"))));
       expect(await readdir(join(root, ".staging"))).to.deep.equal([]);
+    } finally {
+      await made.cleanup();
+    }
+  });
+
+  it("syncs every directory a nested file path creates in staging, each ancestor as well as the parent", async () => {
+    const made = await makeSourceDir({ "top.json": "{}", "a/b/c/deep.bin": "deep", "a/side.txt": "side" });
+    try {
+      const { localPath: _local, ...streamed } = await openDirectorySource(made.dir, "fixture_dir");
+      const synced: string[] = [];
+      await installArtifacts({
+        layout: new CacheLayout(root),
+        name: "m",
+        source: streamed,
+        model,
+        signal: new AbortController().signal,
+        concurrency: 2,
+        observer: { fileStarted: () => undefined, bytesWritten: () => undefined, fileCompleted: () => undefined },
+        syncDirectory: async (path) => {
+          synced.push(path);
+          await syncDirectory(path);
+        },
+      });
+      const staging = synced.find((path) => relative(join(root, ".staging"), path).match(/^m\.[0-9a-f]+$/));
+      expect(staging, "the staging dir itself is synced").to.not.equal(undefined);
+      const inStaging = synced.filter((path) => path.startsWith(staging!)).map((path) => relative(staging!, path));
+      expect(inStaging.sort()).to.deep.equal(["", "a", "a/b", "a/b/c"]);
     } finally {
       await made.cleanup();
     }

@@ -1,17 +1,19 @@
 import { spawn } from "node:child_process";
-import { readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { lstat, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { Metadata, credentials, status } from "@grpc/grpc-js";
+import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
 import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
-import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullError, pullOk, startTestServer } from "./support/test-server.js";
 
 const BIG = 64 * 1024 * 1024;
+const completedOf = (events: PullResponse[]) => events.at(-1)?.completed;
 
 describe("pull jobs", () => {
   // a hub that serves the model slowly (about half a second), so that a job
@@ -33,7 +35,6 @@ describe("pull jobs", () => {
     await cleanup();
   });
   const slowSource = () => `hub:acme/slow@${hub.commit}`;
-  const completedOf = (events: PullResponse[]) => events.at(-1)?.completed;
 
   it("attaches a second Pull to the running job: started again with its totals, then the same result", async () => {
     let second: ReturnType<typeof pull> | undefined;
@@ -143,35 +144,128 @@ describe("pull jobs", () => {
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
-  it("makes DropCache wait for a running pull instead of interleaving", async () => {
-    const order: string[] = [];
+  it("drops one model while another model's pull holds its lock, and both end well", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+    await pullOk(t.client, { name: "other", fixtureDir: FIXTURE_DIR });
     let drop: Promise<unknown> | undefined;
     const pulling = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
-        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "minilm" }).then((r) => order.push("dropped") && r);
-        if (event.completed) order.push("installed");
+        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "other" });
       },
     });
-    expect((await pulling).error).to.equal(undefined);
+    expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     expect(await drop).to.include({ removed: true });
-    expect(order).to.deep.equal(["installed", "dropped"]);
-    expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+    // both locks were released cleanly: each model can be changed again
+    expect(await call(t.client, "dropCache", { name: "minilm" })).to.include({ removed: true });
+    await pullOk(t.client, { name: "other", fixtureDir: FIXTURE_DIR });
+    expect((await call(t.client, "inspectCache", { name: "other", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
-  it("gives up waiting for a running pull when the DropCache deadline passes", async () => {
-    let drop: Promise<unknown> | undefined;
+  it("refuses DropCache while a pull runs, naming the pull and how to cancel it, and the pull completes", async () => {
+    let drop: Promise<ServiceError> | undefined;
     const pulling = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
-        if (event.fileStarted) {
-          drop ??= new Promise((resolve) => t.client.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 1 }, (err) => resolve(err?.code)));
-        }
+        if (event.fileStarted) drop ??= callError(t.client, "dropCache", { name: "minilm" });
       },
     });
-    expect((await pulling).error).to.equal(undefined);
-    expect(await drop).to.equal(status.DEADLINE_EXCEEDED);
+    expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    const refused = await drop!;
+    expect(refused.code).to.equal(status.FAILED_PRECONDITION);
+    expect(refused.details).to.include("running").and.include(slowSource()).and.include("cancel");
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
+  it("refuses UnregisterModel while the model's pull is queued, and the pull then installs a model still registered", async () => {
+    await t.restart({ maxConcurrentPulls: 1 });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "second" }) });
+    let queued: ReturnType<typeof pull> | undefined;
+    let unregister: Promise<ServiceError> | undefined;
+    const first = pull(t.client, { name: "minilm" }, {
+      onEvent: (event) => {
+        if (event.fileStarted) {
+          queued ??= pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR }, {
+            onEvent: (e) => {
+              if (e.queued) unregister ??= callError(t.client, "unregisterModel", { name: "second", dropCache: true });
+            },
+          });
+        }
+      },
+    });
+    await first;
+    const refused = await unregister!;
+    expect(refused.code).to.equal(status.FAILED_PRECONDITION);
+    expect(refused.details).to.include("queued").and.include("UnregisterModel");
+    expect(completedOf((await queued!).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect((await call(t.client, "getModel", { name: "second" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+  });
+
+  it("a pull whose model was unregistered while it waited for the model's lock installs nothing", async () => {
+    // an UnregisterModel that checked for pulls before this one was asked for, and holds the lock
+    const release = await t.server.runtime.locks.acquire("minilm", undefined);
+    const pulling = pullError(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    while (!t.server.runtime.pulls.find("minilm")) await new Promise((resolve) => setImmediate(resolve));
+    await t.server.runtime.registry.models.del("minilm");
+    await release();
+    const { error } = await pulling;
+    expect(error.code).to.equal(status.NOT_FOUND);
+    expect(error.details).to.include("unregistered while its pull waited");
+    expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+  });
+
+  it("makes a queued pull force when a client asks for force, instead of dropping the request", async () => {
+    await t.restart({ maxConcurrentPulls: 1 });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "second" }) });
+    await pullOk(t.client, { name: "second", fixtureDir: FIXTURE_DIR });
+    const ino = async () => (await lstat(join(t.cacheRoot, "second", "model.safetensors"))).ino;
+    const before = await ino();
+    const later: ReturnType<typeof pull>[] = [];
+    const first = pull(t.client, { name: "minilm" }, {
+      onEvent: (event) => {
+        if (event.fileStarted && later.length === 0) {
+          later.push(
+            pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR }, {
+              onEvent: (e) => {
+                if (e.queued && later.length === 1) later.push(pull(t.client, { name: "second", fixtureDir: FIXTURE_DIR, force: true }));
+              },
+            }),
+          );
+        }
+      },
+    });
+    await first;
+    for (const outcome of [await later[0]!, await later[1]!]) {
+      expect(outcome.error).to.equal(undefined);
+      expect(completedOf(outcome.events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    }
+    expect(await ino(), "forced: nothing reused from the install").to.not.equal(before);
+  });
+
+  it("refuses a Pull naming a fixture_dir other than the running pull's source, naming that source", async () => {
+    let other: ReturnType<typeof pullError> | undefined;
+    const first = pull(t.client, { name: "minilm" }, {
+      onEvent: (event) => {
+        if (event.fileStarted) other ??= pullError(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      },
+    });
+    expect(completedOf((await first).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    const { error } = await other!;
+    expect(error.code).to.equal(status.FAILED_PRECONDITION);
+    expect(error.details).to.include(slowSource()).and.include("fixture_dir");
+    const manifest = JSON.parse(await readFile(join(t.cacheRoot, "minilm", "manifest.json"), "utf8"));
+    expect(manifest.files.map((f: { path: string }) => f.path)).to.deep.equal(["a.bin", "b.json"]);
+  });
+
+  it("attaches a Pull naming the same fixture_dir as the running pull", async () => {
+    let second: ReturnType<typeof pull> | undefined;
+    const first = pull(t.client, { name: "minilm", fixtureDir: dir }, {
+      onEvent: (event) => {
+        if (event.fileStarted) second ??= pull(t.client, { name: "minilm", fixtureDir: dir });
+      },
+    });
+    const [a, b] = [await first, await second!];
+    expect(b.error).to.equal(undefined);
+    expect(completedOf(b.events)).to.deep.equal(completedOf(a.events));
+  });
 });
 
 describe("the registry checked against the disk at startup", () => {
@@ -237,7 +331,10 @@ describe("crash safety", () => {
       }
       expect((await readdir(join(t.cacheRoot, ".staging"))).length, "the crash left work in .staging").to.be.above(0);
 
-      await t.restart();
+      const logs = captureLogs();
+      await t.restart({ logger: logs.logger });
+      // the killed server's lock is taken over at once, not after it goes stale
+      expect(logs.lines.filter((l) => l.model === "minilm").map((l) => l.msg)).to.deep.equal(["took over a model lock whose holder is gone"]);
       expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
       expect(await snapshot(join(t.cacheRoot, "minilm"))).to.deep.equal(before);
       const report = await call(t.client, "inspectCache", { name: "minilm", deep: true });
@@ -251,6 +348,65 @@ describe("crash safety", () => {
 });
 
 describe("two servers sharing one cache root", () => {
+  it("a server starting while another's hub download is in progress leaves its resumable download alone", async () => {
+    const made = await makeSourceDir({ "a.bin": Buffer.alloc(8 * 1024 * 1024, 3), "b.json": "{}" });
+    const hub = await FakeHub.serve("acme/slow", made.dir);
+    hub.faults.bytesPerSecond = 16 * 1024 * 1024;
+    const a = await startTestServer({ hubUrl: hub.url });
+    let b: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      await call(a.client, "registerModel", { model: modelSpec({ source: "acme/slow" }) });
+      let starting: Promise<void> | undefined;
+      const first = pull(a.client, { name: "minilm" }, {
+        onEvent: (event) => {
+          if (event.fileProgress && event.fileProgress.path === "a.bin") {
+            // the other server's registry has never heard of 'minilm'
+            starting ??= startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, offline: true, logger: pino({ level: "silent" }) }).then((started) => {
+              b = started;
+            });
+          }
+        },
+      });
+      const outcome = await first;
+      await starting;
+      expect(b, "the second server started during the download").to.not.equal(undefined);
+      expect(outcome.error).to.equal(undefined);
+      expect(completedOf(outcome.events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      await b?.close();
+      await a.close();
+      await hub.close();
+      await made.cleanup();
+    }
+  });
+
+  it("a DropCache waiting for another server's pull of the model gives up when its deadline passes", async () => {
+    const a = await startTestServer();
+    const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, logger: pino({ level: "silent" }) });
+    const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(BIG, 9) });
+    try {
+      for (const client of [a.client, bClient]) await call(client, "registerModel", { model: modelSpec() });
+      let drop: Promise<number | undefined> | undefined;
+      const pulling = pull(a.client, { name: "minilm", fixtureDir: source.dir }, {
+        onEvent: (event) => {
+          if (event.fileStarted) {
+            drop ??= new Promise((resolve) => bClient.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 100 }, (err) => resolve(err?.code)));
+          }
+        },
+      });
+      expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(await drop).to.equal(status.DEADLINE_EXCEEDED);
+      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      bClient.close();
+      await b.close();
+      await source.cleanup();
+      await a.close();
+    }
+  });
+
   it("never interleave changes to one model: the second pull waits for the first", async () => {
     const a = await startTestServer();
     const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, logger: pino({ level: "silent" }) });

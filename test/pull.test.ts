@@ -1,4 +1,4 @@
-import { lstat, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -140,6 +140,24 @@ describe("Pull", () => {
       const before = await ino("model.safetensors");
       await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR, force: true });
       expect(await ino("model.safetensors")).to.not.equal(before);
+    });
+
+    it("repairs an install that lost a file with a plain Pull, reusing the files still there", async () => {
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const kept = await ino("tokenizer.json");
+      await rm(join(suite.t.cacheRoot, "minilm", "model.safetensors"));
+      expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_FILE_MISSING);
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(await ino("tokenizer.json")).to.equal(kept);
+    });
+
+    it("repairs an install whose file became a directory", async () => {
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await rm(join(suite.t.cacheRoot, "minilm", "config.json"));
+      await mkdir(join(suite.t.cacheRoot, "minilm", "config.json"));
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     });
 
     it("repairs an installed file whose bytes rotted, even when its size did not change", async () => {

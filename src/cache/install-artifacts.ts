@@ -7,17 +7,17 @@
 // is a few chunks, whatever its size.
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { lstat, mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { filesystemError } from "../errors.js";
+import { errorCode, filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
 import { syncDirectory, writeFileDurably } from "./durable.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { FileCopier } from "./file-copier.js";
 import type { Manifest, ManifestFile } from "./manifest.js";
 import { serializeManifest } from "./manifest.js";
-import { parkInstall } from "./park-install.js";
+import { markParkedForDelete, parkInstall } from "./park-install.js";
 
 /** Told about each file as the install goes; calls come in path order for fileStarted. */
 export interface InstallObserver {
@@ -40,6 +40,10 @@ export interface InstallArtifactsOptions {
   copier?: FileCopier;
   /** the current install's manifest: its files may be reused where the copier proves them identical */
   reuse?: Manifest;
+  /** a last check before the new install is made visible; what it throws fails the install */
+  beforePromote?: () => Promise<void>;
+  /** makes a directory's entries durable; the default fsyncs it */
+  syncDirectory?: (path: string) => Promise<void>;
 }
 
 /** Installs the source's files and returns the manifest once the install is promoted. */
@@ -65,11 +69,14 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         const file = source.files[index]!;
         observer.fileStarted(file, index);
         const target = join(staging, file.path);
-        directories.add(dirname(target));
+        // every directory the file's path creates holds an entry to make durable, not only its parent
+        for (let dir = dirname(target); dir.length > staging.length; dir = dirname(dir)) directories.add(dir);
         try {
           const local = options.copier && source.localPath?.(file);
           const previous = reusable.get(file.path);
-          const installed = previous?.sizeBytes === file.sizeBytes ? { path: join(layout.modelDir(name), file.path), sha256: previous.sha256 } : undefined;
+          const installedPath = join(layout.modelDir(name), file.path);
+          const installed =
+            previous?.sizeBytes === file.sizeBytes && (await isReusable(installedPath, file.sizeBytes)) ? { path: installedPath, sha256: previous.sha256 } : undefined;
           const onBytes = (n: number) => observer.bytesWritten(file, n);
           if (local) {
             await mkdir(dirname(target), { recursive: true });
@@ -101,7 +108,9 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     await writeFileDurably(manifestPath, serializeManifest(manifest)).catch((err: unknown) => {
       throw filesystemError("write", manifestPath, err);
     });
-    for (const dir of directories) await syncDirectory(dir);
+    const sync = options.syncDirectory ?? syncDirectory;
+    for (const dir of directories) await sync(dir);
+    await options.beforePromote?.();
     signal.throwIfAborted();
     await promote(layout, name, staging);
     promoted = true;
@@ -109,6 +118,23 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     return manifest;
   } finally {
     if (!promoted) await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Whether the install still holds a regular file of the listed size at
+ * `path`, worth proving identical; when it is gone (or was replaced by
+ * something else) the file is copied afresh, which is how a Pull repairs.
+ */
+async function isReusable(path: string, sizeBytes: number): Promise<boolean> {
+  try {
+    const stats = await lstat(path);
+    return stats.isFile() && stats.size === sizeBytes;
+  } catch (err) {
+    // missing, or a path part is no longer a directory: nothing to reuse
+    const code = errorCode(err);
+    if (code === "ENOENT" || code === "ENOTDIR") return false;
+    throw filesystemError("read", path, err);
   }
 }
 
@@ -136,10 +162,14 @@ async function copyAndHash(source: ArtifactSource, file: SourceFile, target: str
   return hash.digest("hex");
 }
 
-/** Swaps the staging dir in: the old install is parked, the new one renamed into place, the old one deleted. */
+/**
+ * Swaps the staging dir in: the old install is parked as a swap (to be put
+ * back if a crash comes before the new one is in place), the new one renamed
+ * into place, then the old one marked for deletion and deleted.
+ */
 async function promote(layout: CacheLayout, name: string, staging: string): Promise<void> {
   const target = layout.modelDir(name);
-  const parked = await parkInstall(layout, name);
+  const parked = await parkInstall(layout, name, "swap");
   try {
     await rename(staging, target);
   } catch (err) {
@@ -147,5 +177,5 @@ async function promote(layout: CacheLayout, name: string, staging: string): Prom
     throw filesystemError("move the new install into", target, err);
   }
   await syncDirectory(layout.root);
-  if (parked) await rm(parked, { recursive: true, force: true });
+  if (parked) await rm(await markParkedForDelete(layout, parked), { recursive: true, force: true });
 }

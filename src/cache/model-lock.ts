@@ -1,8 +1,12 @@
 // One change (pull, drop, unregister) per model at a time, within this
 // process (an async mutex) and across processes sharing the cache root (a
 // lock directory under <cache-root>/.locks/, kept fresh while held and
-// considered stale a few seconds after its holder died).
-import { mkdir } from "node:fs/promises";
+// considered stale a few seconds after its holder died). Beside each lock,
+// a small owner record (host, pid, the lock dir's inode) lets a restart take
+// over at once a lock whose holder is provably dead instead of waiting for
+// it to go stale.
+import { mkdir, readFile, readlink, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import lockfile from "proper-lockfile";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
@@ -12,14 +16,36 @@ import type { CacheLayout } from "./layout.js";
 const STALE_MS = 3000;
 const RETRY_MS = 200;
 
+/** Where the locks say why they wait or take over (the server's logger). */
+export interface LockLog {
+  info(fields: object, message: string): void;
+}
+
+interface LockOwner {
+  host: string;
+  /** the pid namespace (Linux): containers sharing a host name may each have their own pids */
+  pids: string;
+  pid: number;
+  /** the inode of the lock dir it holds: a record left by an earlier holder does not describe a newer lock */
+  ino: number;
+}
+
 export class ModelLocks {
   private readonly local = new KeyedLock();
+  private readonly waitMs: number;
+  private readonly log: LockLog | undefined;
 
   constructor(
     private readonly layout: CacheLayout,
-    /** how long to wait for another process to let go before giving up */
-    private readonly waitMs = 30_000,
-  ) {}
+    options: {
+      /** how long to wait for another process to let go before giving up */
+      waitMs?: number;
+      log?: LockLog;
+    } = {},
+  ) {
+    this.waitMs = options.waitMs ?? 30_000;
+    this.log = options.log;
+  }
 
   /** Holds the model's lock until the returned release is called. */
   async acquire(name: string, signal: AbortSignal | undefined, waitMs = this.waitMs): Promise<() => Promise<void>> {
@@ -27,8 +53,14 @@ export class ModelLocks {
     try {
       const releaseFile = await this.acquireFile(name, signal, waitMs);
       return async () => {
-        await releaseFile().catch(() => undefined);
-        releaseLocal();
+        try {
+          await releaseFile();
+        } catch (err) {
+          // another process judged us dead and took the lock over: nothing of ours is left to remove
+          if (errorCode(err) !== "ENOTACQUIRED") throw err;
+        } finally {
+          releaseLocal();
+        }
       };
     } catch (err) {
       releaseLocal();
@@ -69,21 +101,45 @@ export class ModelLocks {
     const dir = join(this.layout.root, ".locks");
     await mkdir(dir, { recursive: true });
     const lockPath = join(dir, `${name}.lock`);
+    const ownerPath = join(dir, `${name}.owner`);
     const giveUpAt = Date.now() + waitMs;
+    let toldWhy = false;
     for (;;) {
       signal?.throwIfAborted();
       try {
-        return await lockfile.lock(dir, {
-          lockfilePath: lockPath,
-          realpath: false,
-          stale: STALE_MS,
-          update: STALE_MS / 3,
-          // a lock found taken over means another process decided we died; the
-          // change under way still ends in one rename, so carry on rather than crash
-          onCompromised: () => undefined,
-        });
+        const release = await this.lockFile(dir, name, lockPath);
+        let owner: LockOwner;
+        try {
+          owner = { host: hostname(), pids: await pidNamespace(), pid: process.pid, ino: (await stat(lockPath)).ino };
+          // the record goes beside the lock dir, not in it: a write inside would
+          // change the dir's mtime, which proper-lockfile reads as a lock taken over
+          await writeFile(ownerPath, JSON.stringify(owner));
+        } catch (err) {
+          await release();
+          throw err;
+        }
+        return async () => {
+          // a process that judged us dead may hold the lock now, with its own record
+          if (await this.ownedBy(ownerPath, owner)) await rm(ownerPath, { force: true });
+          await release();
+        };
       } catch (err) {
         if (errorCode(err) !== "ELOCKED") throw err;
+        const holder = await this.holderOf(lockPath, ownerPath);
+        if (holder.dead) {
+          // proper-lockfile removes a stale lock itself, with the same care
+          // as when its holder stopped refreshing it: age it, then lock again
+          this.log?.info({ model: name, lock: lockPath, ownerPid: holder.dead.pid }, "took over a model lock whose holder is gone");
+          await utimes(lockPath, 0, 0).catch((e: unknown) => {
+            // the holder's lock went away meanwhile: simply lock again
+            if (errorCode(e) !== "ENOENT") throw e;
+          });
+          continue;
+        }
+        if (!toldWhy) {
+          toldWhy = true;
+          this.log?.info({ model: name, lock: lockPath, waitMs }, `waiting for model lock: ${holder.why}`);
+        }
         if (Date.now() >= giveUpAt) {
           throw new ModelCacheError(
             "unavailable",
@@ -93,5 +149,71 @@ export class ModelLocks {
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }
     }
+  }
+
+  private lockFile(dir: string, name: string, lockPath: string): Promise<() => Promise<void>> {
+    // proper-lockfile keeps its held locks in a table keyed by this path:
+    // one key per model, or two models' locks would overwrite each other
+    return lockfile.lock(join(dir, name), {
+      lockfilePath: lockPath,
+      realpath: false,
+      stale: STALE_MS,
+      update: STALE_MS / 3,
+      // a lock found taken over means another process decided we died; the
+      // change under way still ends in one rename, so carry on rather than crash
+      onCompromised: () => undefined,
+    });
+  }
+
+  private async ownedBy(ownerPath: string, owner: LockOwner): Promise<boolean> {
+    try {
+      const found = JSON.parse(await readFile(ownerPath, "utf8")) as LockOwner;
+      return found.pid === owner.pid && found.host === owner.host && found.pids === owner.pids && found.ino === owner.ino;
+    } catch (err) {
+      // gone already, or not a record we wrote whole: not ours to remove
+      if (errorCode(err) === "ENOENT" || err instanceof SyntaxError) return false;
+      throw err;
+    }
+  }
+
+  /** Whether the lock's holder is provably dead (same host, pid gone), else why we must wait. */
+  private async holderOf(lockPath: string, ownerPath: string): Promise<{ dead: LockOwner; why?: undefined } | { dead?: undefined; why: string }> {
+    const staleWait = `it is taken over once it has not been refreshed for ${STALE_MS / 1000} s`;
+    let owner: LockOwner;
+    let ino: number;
+    try {
+      owner = JSON.parse(await readFile(ownerPath, "utf8")) as LockOwner;
+      ino = (await stat(lockPath)).ino;
+    } catch {
+      // no record (its holder may be between taking the lock and writing it), or the lock just went
+      return { why: `its holder left no owner record; ${staleWait}` };
+    }
+    if (owner.ino !== ino) return { why: `its owner record describes an earlier lock; ${staleWait}` };
+    if (owner.host !== hostname() || owner.pids !== (await pidNamespace())) {
+      return { why: `it is held by pid ${owner.pid} on host '${owner.host}' (pid namespace ${owner.pids}), whose liveness cannot be checked from here; ${staleWait}` };
+    }
+    if (owner.pid === process.pid || processAlive(owner.pid)) return { why: `it is held by live process ${owner.pid} on this host` };
+    return { dead: owner };
+  }
+}
+
+/** This process's pid namespace on Linux ("pid:[4026531836]"), or "" where there is none to read. */
+async function pidNamespace(): Promise<string> {
+  try {
+    return await readlink("/proc/self/ns/pid");
+  } catch (err) {
+    // not Linux: pids are the host's
+    if (errorCode(err) === "ENOENT") return "";
+    throw err;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to another user
+    return errorCode(err) !== "ESRCH";
   }
 }

@@ -1,16 +1,24 @@
 // DropCache: remove a model's artifacts (and resumable downloads) and keep its registration.
+// Refused while a pull of the model is queued or running.
+// The install is parked for deletion before the registry changes and deleted
+// after, so a crash at any step leaves the model either installed as it was
+// or without an install (startup recovery finishes the delete).
 import { rm } from "node:fs/promises";
-import { removeInstall } from "../cache/remove-install.js";
+import { parkForRemoval } from "../cache/remove-install.js";
 import { getModel } from "../registry/get-model.js";
 import { recordNoInstall } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
 
 export async function dropCache(runtime: Runtime, name: string, signal: AbortSignal): Promise<{ removed: boolean; freedBytes: number }> {
   await getModel(runtime.registry, name);
+  runtime.pulls.refuseWhilePulling(name, "DropCache");
   return runtime.locks.run(name, signal, async () => {
-    const result = await removeInstall(runtime.layout, name);
+    // a pull may have been asked for while this call waited for the lock
+    runtime.pulls.refuseWhilePulling(name, "DropCache");
+    const removal = await parkForRemoval(runtime.layout, name);
     await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
     await recordNoInstall(runtime.registry, name);
-    return result;
+    await removal.finish();
+    return { removed: removal.removed, freedBytes: removal.freedBytes };
   });
 }

@@ -75,14 +75,27 @@ export class PullJob implements InstallObserver {
   private lastProgressAt = 0;
   private readonly startedAt = performance.now();
 
+  /** fixed once the job begins staging: a force asked for later cannot apply */
+  private forceSettled = false;
+
   constructor(
     private readonly settings: PullJobSettings,
     readonly model: ModelRecord,
     readonly source: ArtifactSource,
     /** reuse nothing from the current install */
-    readonly force: boolean,
+    private forced: boolean,
   ) {
     this.done = this.run();
+  }
+
+  get force(): boolean {
+    return this.forced;
+  }
+
+  /** Makes the job reuse nothing, if it has not begun staging; whether it now will. */
+  requireForce(): boolean {
+    if (!this.forceSettled) this.forced = true;
+    return this.forced;
   }
 
   get state(): "queued" | "running" | "finished" {
@@ -147,6 +160,7 @@ export class PullJob implements InstallObserver {
   private async run(): Promise<void> {
     const { settings, model, source } = this;
     const signal = this.controller.signal;
+    let outcome: NonNullable<PullJob["outcome"]>;
     try {
       const leaveQueue = await settings.queue.admit(signal, (position, running) => {
         this.queued = { type: "queued", position, running };
@@ -155,7 +169,11 @@ export class PullJob implements InstallObserver {
       try {
         const release = await settings.locks.acquire(model.name, signal);
         try {
-          if (this.force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
+          // the record as it is now: an UnregisterModel may have gone first
+          const current = await this.registeredRecord();
+          this.forceSettled = true;
+          const force = this.forced;
+          if (force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
           this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
           this.broadcast(this.started);
@@ -164,16 +182,17 @@ export class PullJob implements InstallObserver {
             layout: settings.layout,
             name: model.name,
             source,
-            model: { source: model.source, revision: model.revision, task: model.task, engine: model.engine, dimensions: model.dimensions },
+            model: { source: current.source, revision: current.revision, task: current.task, engine: current.engine, dimensions: current.dimensions },
             signal,
             observer: this,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
-            reuse: this.force ? undefined : currentManifest(settings.layout, model.name),
+            reuse: force ? undefined : currentManifest(settings.layout, model.name),
+            beforePromote: async () => void (await this.registeredRecord()),
           });
           const cacheDir = settings.layout.modelDir(model.name);
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit });
-          this.finish({ completed: { type: "completed", cacheDir, manifest } });
+          outcome = { completed: { type: "completed", cacheDir, manifest } };
         } finally {
           await release();
         }
@@ -181,8 +200,19 @@ export class PullJob implements InstallObserver {
         leaveQueue();
       }
     } catch (err) {
-      this.finish({ error: signal.aborted ? signal.reason : err });
+      outcome = { error: signal.aborted ? signal.reason : err };
     }
+    // clients hear the end once the model's lock is free, so what they do next finds it so
+    this.finish(outcome);
+  }
+
+  /** The model's record, read again; fails when the model is no longer registered. */
+  private async registeredRecord(): Promise<ModelRecord> {
+    const record = await this.settings.registry.models.get(this.model.name);
+    if (record === undefined) {
+      throw new ModelCacheError("not_found", `local AI model '${this.model.name}' was unregistered while its pull waited; nothing was installed`);
+    }
+    return record;
   }
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {

@@ -1,4 +1,5 @@
 // The table of pull jobs, one per model at most.
+import { ModelCacheError } from "../errors.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { ArtifactSource } from "../sources/artifact-source.js";
 import { PullJob, type PullJobSettings } from "./pull-job.js";
@@ -12,6 +13,21 @@ export class PullJobs {
   find(name: string): PullJob | undefined {
     const job = this.jobs.get(name);
     return job?.state === "finished" ? undefined : job;
+  }
+
+  /**
+   * Refuses `operation` (DropCache, UnregisterModel) while the model has a
+   * pull queued or running: the change would race the pull, which could then
+   * install after it. Refusing keeps another client's pull intact; that
+   * client decides whether to cancel it.
+   */
+  refuseWhilePulling(name: string, operation: string): void {
+    const job = this.find(name);
+    if (!job) return;
+    throw new ModelCacheError(
+      "failed_precondition",
+      `a pull of model '${name}' is ${job.state} (from ${job.source.description}): ${operation} would race it; wait for it to end, or cancel it (the clients attached to it cancel their Pull calls; a detached pull runs to its end), then call ${operation} again`,
+    );
   }
 
   start(model: ModelRecord, source: ArtifactSource, force: boolean): PullJob {

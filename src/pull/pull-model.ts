@@ -2,6 +2,7 @@
 // events. Checks run in the contract's order: name, registration,
 // credential alias, source; the first failure ends the pull. The source is
 // the request's fixture_dir, else the server's --fixture-dir, else the hub.
+import { resolve } from "node:path";
 import { ModelCacheError, quote } from "../errors.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
@@ -13,6 +14,7 @@ import { filterFiles } from "../sources/file-filters.js";
 import { openHubSource } from "../sources/hub/open-hub-source.js";
 import { openDirectorySource } from "../sources/local-directory.js";
 import type { PullEvent } from "./pull-event.js";
+import type { PullJob } from "./pull-job.js";
 import { checkPullLimits } from "./pull-limits.js";
 
 export interface PullModelRequest {
@@ -26,17 +28,20 @@ export interface PullModelRequest {
 }
 
 /**
- * The events of the model's pull job: a new one, or the one already running,
- * which this call attaches to (a source given with it is then not read).
+ * The events of the model's pull job: a new one, or the one already queued
+ * or running, which this call attaches to. Attaching never changes a pull
+ * silently: a fixture_dir other than the job's source is refused, and so is
+ * force once the job has begun staging (a queued job is made to force).
  */
 export async function* pullModel(runtime: Runtime, request: PullModelRequest, signal: AbortSignal): AsyncGenerator<PullEvent> {
   const model = await getModel(runtime.registry, request.name);
   const credential = await resolveCredential(runtime, model, request.credentialAlias);
+  const requestedDir = request.fixtureDir !== "" ? await runtime.fixtureRoots.admit(request.fixtureDir, "fixture_dir") : undefined;
   let job = runtime.pulls.find(model.name);
   if (!job) {
     const dir =
-      request.fixtureDir !== ""
-        ? { path: await runtime.fixtureRoots.admit(request.fixtureDir, "fixture_dir"), field: "fixture_dir" }
+      requestedDir !== undefined
+        ? { path: requestedDir, field: "fixture_dir" }
         : runtime.fixtureDir !== undefined
           ? { path: runtime.fixtureDir, field: "the server's --fixture-dir" }
           : undefined;
@@ -61,14 +66,28 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
         });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
     checkPullLimits(model.name, source.files, runtime.pullLimits);
+    // another client's request may have started a job while this one was being set up
     job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);
-  } else if (request.force) {
+  }
+  checkJoin(job, requestedDir, request.force);
+  yield* job.attach(request.detach, signal);
+}
+
+/** Refuses to attach a request to a job that is not the pull it asks for. */
+function checkJoin(job: PullJob, requestedDir: string | undefined, force: boolean): void {
+  const name = job.model.name;
+  if (requestedDir !== undefined && job.source.description !== `dir:${resolve(requestedDir)}`) {
     throw new ModelCacheError(
-      "aborted",
-      `a pull of model '${model.name}' is already ${job.state} (from ${job.source.description}); force cannot restart it: attach without force, or wait for it to end`,
+      "failed_precondition",
+      `a pull of model '${name}' from ${job.source.description} is already ${job.state}; fixture_dir ${quote(requestedDir)} is another source: wait for that pull to end, or pull without fixture_dir to attach to it`,
     );
   }
-  yield* job.attach(request.detach, signal);
+  if (force && !job.requireForce()) {
+    throw new ModelCacheError(
+      "aborted",
+      `a pull of model '${name}' is already ${job.state} (from ${job.source.description}); force cannot restart it: attach without force, or wait for it to end`,
+    );
+  }
 }
 
 /** The alias a pull would authenticate with (its own, else the model's) and its secret. */

@@ -109,7 +109,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const registry = await openRegistry(dataDir, { vaultKeyFile: options.vaultKeyFile });
   try {
     const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
-    const locks = new ModelLocks(layout);
+    const locks = new ModelLocks(layout, { log: logger });
     const registered = new Set(await registry.models.keys().all());
     const recovery = await recoverCacheRoot(layout, locks, registered);
     if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length + recovery.skipped.length > 0) {

@@ -10,6 +10,7 @@ import { type RequestOf, type UnaryName, call } from "../../src/cli/client.js";
 import { makeSourceDir } from "./source-dir.js";
 import { type RunningServer, type ServerOptions, startServer } from "../../src/server/start-server.js";
 import {
+  CacheStatus,
   Engine,
   type ModelSpec,
   ModelCacheServiceClient,
@@ -128,7 +129,11 @@ export interface PullOutcome {
   error?: ServiceError;
 }
 
-/** Runs a Pull to its end and collects every event and the final error, if any. */
+/**
+ * Runs a Pull to its end and collects every event and the final error, if
+ * any. A stream that ends without an error must end with `completed`: the
+ * promise rejects otherwise, whatever the test expected.
+ */
 export function pull(
   client: ModelCacheServiceClient,
   request: Partial<PullRequest> & { name: string },
@@ -136,25 +141,45 @@ export function pull(
 ): Promise<PullOutcome> {
   const stream = client.pull({ fixtureDir: "", credentialAlias: "", force: false, detach: false, ...request }, options.metadata ?? new Metadata(), { deadline: options.deadline });
   const events: PullResponse[] = [];
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     stream.on("data", (event: PullResponse) => {
       events.push(event);
       options.onEvent?.(event, stream);
     });
     stream.on("error", (error: ServiceError) => resolve({ events, error }));
-    stream.on("end", () => resolve({ events }));
+    stream.on("end", () => {
+      const last = events.at(-1);
+      if (last?.completed === undefined) {
+        reject(new Error(`the pull of '${request.name}' ended without an error and without 'completed' (last event: ${last ? kindOf(last) : "none"})`));
+      } else {
+        resolve({ events });
+      }
+    });
   });
 }
 
-/** Runs a Pull that must succeed; returns its events. */
+/** Runs a Pull that must succeed: no error, and a last event `completed` with the install INSTALLED; returns its events. */
 export async function pullOk(client: ModelCacheServiceClient, request: Partial<PullRequest> & { name: string }): Promise<PullResponse[]> {
   const outcome = await pull(client, request);
   if (outcome.error) throw outcome.error;
+  const completed = outcome.events.at(-1)!.completed!;
+  if (completed.status !== CacheStatus.CACHE_STATUS_INSTALLED) throw new Error(`the pull of '${request.name}' completed with status ${completed.status}, not INSTALLED`);
   return outcome.events;
+}
+
+/** Runs a Pull that must fail; resolves with its error and the events sent before it. */
+export async function pullError(
+  client: ModelCacheServiceClient,
+  request: Partial<PullRequest> & { name: string },
+  options: Parameters<typeof pull>[2] = {},
+): Promise<{ error: ServiceError; events: PullResponse[] }> {
+  const outcome = await pull(client, request, options);
+  if (!outcome.error) throw new Error(`expected the pull of '${request.name}' to fail, it completed`);
+  return { error: outcome.error, events: outcome.events };
 }
 
 /** The event kind of a PullResponse: "started", "fileStarted", ... */
 export function kindOf(event: PullResponse): string {
-  const kinds = ["started", "fileStarted", "fileProgress", "fileCompleted", "completed"] as const;
+  const kinds = ["queued", "started", "fileStarted", "fileProgress", "fileCompleted", "completed"] as const;
   return kinds.find((k) => event[k] !== undefined) ?? "none";
 }
