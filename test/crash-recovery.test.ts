@@ -44,14 +44,24 @@ describe("startup recovery after a crash between the steps of a change", () => {
     expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
-  it("UnregisterModel parked the install but had not changed the registry: registered, no install, pullable", async () => {
+  it("UnregisterModel had committed but not yet touched the install: the restart finishes it, the model is gone", async () => {
+    const record = await t.server.runtime.registry.models.get("minilm");
+    await t.server.runtime.registry.models.put("minilm", { ...record!, unregistering: true });
+    await t.restart();
+    expect(await purge()).to.deep.equal([]);
+    expect(await readdir(t.cacheRoot)).to.not.include("minilm");
+    expect((await callError(t.client, "getModel", { name: "minilm" })).code).to.equal(status.NOT_FOUND);
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.not.include("minilm");
+    await call(t.client, "registerModel", { model: modelSpec() });
+  });
+
+  it("UnregisterModel had committed and parked the install: the restart finishes it, never a registered model without its install", async () => {
+    const record = await t.server.runtime.registry.models.get("minilm");
+    await t.server.runtime.registry.models.put("minilm", { ...record!, unregistering: true });
     await parkForRemoval(t.server.runtime.layout, "minilm");
     await t.restart();
     expect(await purge()).to.deep.equal([]);
-    expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
-    expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
-    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
-    expect(await snapshot(installDir)).to.have.keys(Object.keys(before));
+    expect((await callError(t.client, "getModel", { name: "minilm" })).code).to.equal(status.NOT_FOUND);
   });
 
   it("UnregisterModel deleted the registry record but not the parked install: the model does not come back", async () => {
@@ -162,9 +172,8 @@ describe("a server killed while it deletes an install", () => {
           expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
           await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
         } else {
-          // killed before or after the registry changed: registered without an install, or gone
-          const found = await call(t.client, "getModel", { name: "minilm" }).then((r) => r.model!.status, (err: { code: number }) => err.code);
-          expect(found).to.be.oneOf([ModelStatus.MODEL_STATUS_REGISTERED, status.NOT_FOUND]);
+          // the install is parked only after the unregistration committed: the restart finishes it
+          expect((await callError(t.client, "getModel", { name: "minilm" })).code).to.equal(status.NOT_FOUND);
         }
       } finally {
         await source.cleanup();

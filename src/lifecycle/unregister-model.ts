@@ -2,16 +2,24 @@
 // unless the caller asks for them to go too, so nothing is orphaned on disk.
 // Refused while a pull of the model is queued or running, so no pull can
 // install a model that is no longer registered.
-// The steps are ordered for crashes: the install is parked for deletion
-// (one synced rename), the resumable downloads go, then the registry record,
-// then the parked install; a crash at any step leaves either a registered
-// model without an install or an unregistered one whose leftovers startup
-// recovery deletes, never a half-deleted install of a registered model.
+// The commit point is one synced registry write that marks the record as
+// being unregistered: before it, a crash leaves the model as it was; after
+// it, the next start finishes the rest (park the install for deletion, drop
+// the resumable downloads, delete the record, delete the parked install), so
+// a crash never leaves a registered model whose install went missing.
 import { lstat, rm } from "node:fs/promises";
+import type { CacheLayout } from "../cache/layout.js";
+import type { ModelLocks } from "../cache/model-lock.js";
 import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, errorCode } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
+import type { Registry } from "../registry/open-registry.js";
 import type { Runtime } from "../runtime.js";
+
+// fsync'd LevelDB writes: the commit point must survive a power cut, not only
+// a crash (a sublevel passes the option on to classic-level, which honours it;
+// the sublevel's types leave it out)
+const SYNCED: {} = { sync: true };
 
 export async function unregisterModel(runtime: Runtime, name: string, dropCache: boolean, signal: AbortSignal): Promise<boolean> {
   await getModel(runtime.registry, name);
@@ -21,7 +29,7 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
     // asked for after this check finds the record gone when it takes the lock
     runtime.pulls.refuseWhilePulling(name, "UnregisterModel");
     const record = await runtime.registry.models.get(name);
-    if (record === undefined) throw notRegistered(name);
+    if (record === undefined || record.unregistering) throw notRegistered(name);
     const cacheDir = runtime.layout.modelDir(name);
     const onDisk = await lstat(cacheDir).then(
       () => true,
@@ -37,10 +45,37 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
         `local AI model '${name}' is installed at '${cacheDir}': set drop_cache to true to remove its artifacts with it, or call DropCache first`,
       );
     }
-    const removal = await parkForRemoval(runtime.layout, name);
-    await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-    await runtime.registry.records.run(name, undefined, () => runtime.registry.models.del(name));
-    await removal.finish();
+    await runtime.registry.records.run(name, undefined, () => runtime.registry.models.put(name, { ...record, unregistering: true }, SYNCED));
+    await forget(runtime, name);
     return true;
   });
+}
+
+/** The steps after the commit point; the caller holds the model's lock. */
+async function forget(runtime: { registry: Registry; layout: CacheLayout }, name: string): Promise<void> {
+  const removal = await parkForRemoval(runtime.layout, name);
+  await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
+  await runtime.registry.records.run(name, undefined, () => runtime.registry.models.del(name, SYNCED));
+  await removal.finish();
+}
+
+/**
+ * At start, before recovery: finishes each unregistration a crash
+ * interrupted after its commit point. A model whose lock another live
+ * process holds is left for a later start. Returns the names finished.
+ */
+export async function finishUnregistrations(runtime: { registry: Registry; layout: CacheLayout; locks: ModelLocks }): Promise<string[]> {
+  const finished: string[] = [];
+  for await (const [name, record] of runtime.registry.models.iterator()) {
+    if (!record.unregistering) continue;
+    const release = await runtime.locks.tryAcquire(name);
+    if (!release) continue;
+    try {
+      await forget(runtime, name);
+      finished.push(name);
+    } finally {
+      await release();
+    }
+  }
+  return finished;
 }

@@ -14,6 +14,7 @@ export async function getModel(registry: Registry, name: string, field = "name")
   // a point read answered from LevelDB's memtable or block cache: cheaper
   // synchronously than through the thread pool
   const record = registry.models.getSync(name);
-  if (record === undefined) throw notRegistered(name);
+  // a record marked as being unregistered is gone for callers (a restart finishes its removal)
+  if (record === undefined || record.unregistering) throw notRegistered(name);
   return record;
 }

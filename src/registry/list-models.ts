@@ -3,5 +3,5 @@ import type { ModelRecord } from "./model-record.js";
 import type { Registry } from "./open-registry.js";
 
 export async function listModels(registry: Registry): Promise<ModelRecord[]> {
-  return registry.models.values().all();
+  return (await registry.models.values().all()).filter((record) => !record.unregistering);
 }

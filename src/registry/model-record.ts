@@ -58,4 +58,6 @@ export interface ModelRecord extends ModelSpec {
   updatedAtMs: number;
   /** present while installed (or installed but unhealthy) */
   install?: InstallRecord;
+  /** set, durably, when UnregisterModel commits: a restart finishes what a crash interrupted */
+  unregistering?: true;
 }

@@ -12,6 +12,7 @@ import { recoverCacheRoot } from "../cache/recover-cache-root.js";
 import { FileCopier } from "../cache/file-copier.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
+import { finishUnregistrations } from "../lifecycle/unregister-model.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
 import { DEFAULT_PULL_LIMITS, type PullLimits } from "../pull/pull-limits.js";
@@ -110,6 +111,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   try {
     const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
     const locks = new ModelLocks(layout, { log: logger });
+    const unregistered = await finishUnregistrations({ registry, layout, locks });
+    if (unregistered.length > 0) logger.warn({ unregistered }, "finished unregistering models a crash interrupted");
     const registered = new Set(await registry.models.keys().all());
     const recovery = await recoverCacheRoot(layout, locks, registered);
     if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length + recovery.skipped.length > 0) {
