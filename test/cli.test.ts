@@ -194,3 +194,39 @@ describe("modelcache pull on a terminal", () => {
     }
   });
 });
+
+describe("what the CLI loads", () => {
+  /** A module hook that fails the CLI as soon as it resolves a module a client command must not need. */
+  const SERVER_ONLY = /\/node_modules\/(level|classic-level|piscina|prom-client|undici|pino|pino-pretty|proper-lockfile|cli-progress|read)\/|\/src\/(server\/start-server|sources\/|pull\/(?!pull-limits)|cache\/|registry\/|lifecycle\/|grpc\/)/;
+  const guard = `data:text/javascript,${encodeURIComponent(`
+import { register } from "node:module";
+register(${JSON.stringify(
+    `data:text/javascript,${encodeURIComponent(`
+export async function resolve(specifier, context, next) {
+  const found = await next(specifier, context);
+  if (${SERVER_ONLY}.test(found.url)) throw new Error("a client command loaded " + found.url);
+  return found;
+}`)}`,
+  )});
+`)}`;
+
+  it("loads no server, hub client, worker pool, metrics, LevelDB or progress bars for --help or a client command", async () => {
+    const t = await startTestServer();
+    try {
+      const guarded = (args: string[]) => runCli(t.server.address, args, { env: { NODE_OPTIONS: `--import=${guard}` } });
+      const help = await guarded(["--help"]);
+      expect(help.code, help.stderr).to.equal(0);
+      expect(help.stdout).to.include("Usage: modelcache");
+      expect((await guarded(["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"])).code).to.equal(0);
+      const listed = await guarded(["models", "list", "--json"]);
+      expect(listed.code, listed.stderr).to.equal(0);
+      expect(listed.stdout).to.include('"name":"minilm"');
+      // the guard does fail a command that loads what it names
+      const serve = await guarded(["serve", "--listen", "127.0.0.1:0", "--data-dir", t.dataDir]);
+      expect(serve.code).to.not.equal(0);
+      expect(serve.stderr).to.include("a client command loaded");
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -3,13 +3,11 @@
 // environment variable MODELCACHE_FOO_BAR (the flag wins).
 import { Command, Option } from "commander";
 import envPaths from "env-paths";
-import { ModelCacheError, quote } from "../errors.js";
-import { type LogFormat, createLogger } from "../server/logger.js";
-import { startServer } from "../server/start-server.js";
+import { quote } from "../errors.js";
 import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
-import { AccessTokens, ROLES, type Role, newToken } from "../auth/access-tokens.js";
-import { addTokenEntry } from "../auth/add-token-entry.js";
+import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
+import type { ServeOptions } from "./serve.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -33,33 +31,6 @@ function switchFromEnv(name: string): boolean {
   process.exit(2);
 }
 
-interface ServeOptions {
-  listen: string;
-  dataDir: string;
-  cacheDir?: string;
-  fixtureDir?: string;
-  fixtureRoot?: string[];
-  maxConcurrentPulls: string;
-  hubUrl?: string;
-  offline: boolean;
-  maxBytesPerSecond?: string;
-  parallelRangeMinBytes: string;
-  metricsListen?: string;
-  logLevel: "info";
-  logFormat: LogFormat;
-  authTokens?: string;
-  insecureNoAuth: boolean;
-  insecureNoTls: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsClientCa?: string;
-  vaultKeyFile?: string;
-  maxMessageBytes: string;
-  maxConcurrentStreams: string;
-  maxFilesPerPull: string;
-  maxFileBytes: string;
-  maxPullBytes: string;
-}
 
 const program = new Command("modelcache")
   .description("A local cache of AI embedding-model artifacts, served over gRPC")
@@ -106,60 +77,8 @@ program
   .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)))
   .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)))
   .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)))
-  .action(async (options: ServeOptions) => {
-    const logger = createLogger(options.logLevel, options.logFormat);
-    let server;
-    try {
-      if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
-        throw new ModelCacheError("invalid_argument", "--tls-cert and --tls-key go together: give both, or neither for plaintext");
-      }
-      if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
-      server = await startServer({
-        authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
-        insecureNoAuth: options.insecureNoAuth,
-        insecureNoTls: options.insecureNoTls,
-        tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
-        listen: options.listen,
-        dataDir: options.dataDir,
-        cacheDir: options.cacheDir,
-        fixtureDir: options.fixtureDir,
-        fixtureRoots: options.fixtureRoot,
-        vaultKeyFile: options.vaultKeyFile,
-        maxMessageBytes: Number(options.maxMessageBytes),
-        maxConcurrentStreams: Number(options.maxConcurrentStreams),
-        pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
-        maxConcurrentPulls: Number(options.maxConcurrentPulls),
-        hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
-        offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
-        maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
-        parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
-        metricsListen: options.metricsListen,
-        logger,
-      });
-    } catch (err) {
-      logger.fatal(err instanceof ModelCacheError ? { error: err.message } : { err }, "modelcache could not start");
-      process.exit(1);
-    }
-    const running = server;
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        logger.warn({ signal }, "second signal: exiting now");
-        process.exit(1);
-      }
-      stopping = true;
-      logger.info({ signal }, "shutting down");
-      running.close().then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, "shutdown failed");
-          process.exit(1);
-        },
-      );
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  // the server and everything it needs load only for `serve`: client commands and --help stay fast
+  .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
 
 program
   .command("tokens")
@@ -171,8 +90,9 @@ program
   .option("--file <file>", "add the entry to this --auth-tokens file (created if absent, mode 0600)")
   .action(async (options: { name: string; role: Role; file?: string }) => {
     try {
+      const { newToken } = await import("../auth/access-tokens.js");
       const { token, entry } = newToken(options.name, options.role);
-      if (options.file) await addTokenEntry(options.file, entry);
+      if (options.file) await (await import("../auth/add-token-entry.js")).addTokenEntry(options.file, entry);
       process.stdout.write(`token: ${token}\nentry: ${JSON.stringify(entry)}\n`);
       process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (restart the server to load it)` : ""}\n`);
     } catch (err) {
