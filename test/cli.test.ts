@@ -67,6 +67,33 @@ describe("the modelcache client commands", () => {
     expect((await cli(t, ["pull"])).code).to.equal(2);
   });
 
+  it("refuses a bad number or word in a flag before calling the server, naming the flag, exit 2", async () => {
+    for (const dimensions of ["abc", "-1", "1.5", "99999999999", ""]) {
+      const run = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", dimensions]);
+      expect(run.code, dimensions).to.equal(2);
+      expect(run.stderr, dimensions).to.include("option '--dimensions <n>'").and.include("whole number from 1 to 4294967295");
+    }
+    const policy = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "bogus"]);
+    expect(policy.code).to.equal(2);
+    expect(policy.stderr).to.include("'--pull-policy <policy>'").and.include("never, if-missing, always");
+    // nothing reached the server
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+    const serve = await cli(t, ["serve", "--max-concurrent-pulls", "two"]);
+    expect(serve.code).to.equal(2);
+    expect(serve.stderr).to.include("'--max-concurrent-pulls <n>'");
+    const fromEnv = await cli(t, ["serve"], { env: { MODELCACHE_MAX_FILE_BYTES: "1e9" } });
+    expect(fromEnv.code).to.equal(2);
+    expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("whole number");
+    const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "if-missing"]);
+    expect(registered.code, registered.stderr).to.equal(0);
+  });
+
+  it("marks the options a command requires in its help", async () => {
+    const help = await cli(t, ["models", "register", "--help"]);
+    expect(help.stdout).to.match(/--source <repo>[^]*\(required\)[^]*--dimensions <n>\s+embedding width \(required\)/);
+    expect(help.stdout).to.match(/--revision <rev>\s+commit sha, tag or branch \(default: "main"\)\n/);
+  });
+
   it("exits 1 with the server's message and a hint when the call fails", async () => {
     await register();
     const failed = await cli(t, ["pull", "minilm", "--fixture-dir", "/nonexistent/dir"]);

@@ -3,7 +3,8 @@
 // --json prints proto3-JSON objects, one per line, and nothing else.
 // Only the commands and their flags are defined here; what a command does is
 // in client-actions.ts, imported when the command runs.
-import type { Command, Option } from "commander";
+import { type Command, Option } from "commander";
+import { wholeNumber } from "./parse-flags.js";
 import type { Global } from "./client-actions.js";
 
 const actions = () => import("./client-actions.js");
@@ -33,10 +34,10 @@ export function addClientCommands(program: Command, option: (flags: string, desc
       .command(`${verb} <name>`)
       .description(verb === "register" ? "add a model to the registry" : "replace a model's whole spec")
       .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2")
-      .requiredOption("--dimensions <n>", "embedding width")
+      .requiredOption("--dimensions <n>", "embedding width", (value: string) => Number(wholeNumber(1, 2 ** 32 - 1)(value)))
       .option("--revision <rev>", "commit sha, tag or branch", "main")
       .option("--credential-alias <alias>", "vault alias of the hub token")
-      .option("--pull-policy <policy>", "never, if-missing or always")
+      .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
       .option("--include <glob...>", "only files matching these globs")
       .option("--exclude <glob...>", "never files matching these globs")
       .option("--json", "the proto3-JSON Model")

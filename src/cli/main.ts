@@ -8,6 +8,7 @@ import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
 import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
+import { helpMarkingRequired, wholeNumber } from "./parse-flags.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -35,6 +36,7 @@ function switchFromEnv(name: string): boolean {
 const program = new Command("modelcache")
   .description("A local cache of AI embedding-model artifacts, served over gRPC")
   .showHelpAfterError()
+  .configureHelp(helpMarkingRequired)
   // usage errors exit with 2, so scripts can tell them from failed calls (1); subcommands inherit this
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
@@ -57,11 +59,11 @@ program
       ...value.split(":").filter(Boolean),
     ]),
   )
-  .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2"))
+  .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2").argParser(wholeNumber(1)))
   .addOption(flag("--hub-url <url>", "the Hugging Face-compatible hub to pull from (else HF_ENDPOINT, else https://huggingface.co)"))
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
-  .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub"))
-  .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)))
+  .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub").argParser(wholeNumber(1024)))
+  .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)).argParser(wholeNumber(1024 * 1024)))
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics"))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
@@ -72,11 +74,11 @@ program
   .addOption(flag("--tls-key <file>", "PEM private key of --tls-cert"))
   .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
   .addOption(flag("--vault-key-file <file>", "32-byte key that seals secrets at rest, mode 0600 (default: <data-dir>/vault.key, created on first start)"))
-  .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)))
-  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once", "100"))
-  .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)))
-  .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)))
-  .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)))
+  .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once", "100").argParser(wholeNumber(1)))
+  .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)).argParser(wholeNumber(1)))
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
   .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
 
