@@ -88,6 +88,13 @@ describe("the modelcache client commands", () => {
     expect(registered.code, registered.stderr).to.equal(0);
   });
 
+  it("refuses a path as a source at registration, naming the field and its shape", async () => {
+    const run = await cli(t, ["models", "register", "minilm", "--source", "../../etc", "--dimensions", "8"]);
+    expect(run.code).to.equal(1);
+    expect(run.stderr).to.include("model.source '../../etc' is neither a hub repo id nor an s3:// location").and.include("'owner/name'");
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+  });
+
   it("marks the options a command requires in its help", async () => {
     const help = await cli(t, ["models", "register", "--help"]);
     expect(help.stdout).to.match(/--source <repo>[^]*\(required\)[^]*--dimensions <n>\s+embedding width \(required\)/);
