@@ -187,11 +187,45 @@ describe("the modelcache client commands", () => {
         },
       });
       expect(run.code).to.equal(130);
-      expect(run.stderr).to.include("interrupted");
+      expect(run.stderr).to.include("interrupted: this client stopped following the pull of minilm");
       await t.server.runtime.locks.idle();
       expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
       expect(await readdir(t.cacheRoot)).to.not.include("minilm");
     } finally {
+      await source.cleanup();
+    }
+  });
+});
+
+describe("Ctrl-C in a client following someone else's pull", () => {
+  it("says this client stopped following and the pull goes on; the other client's pull completes", async () => {
+    const t = await startTestServer();
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(256 * 1024 * 1024, 1), "b.bin": Buffer.alloc(256 * 1024 * 1024, 2) });
+    try {
+      await call(t.client, "registerModel", { model: (await import("./support/test-server.js")).modelSpec() });
+      const { pull } = await import("./support/test-server.js");
+      let startedFirst!: () => void;
+      const first = new Promise<void>((resolve) => (startedFirst = resolve));
+      const owner = pull(t.client, { name: "minilm", fixtureDir: source.dir }, { onEvent: (event) => event.started && startedFirst() });
+      await first;
+      const follower = await runCli(t.server.address, ["pull", "minilm", "--fixture-dir", source.dir], {
+        during: (child, out) => {
+          const timer = setInterval(() => {
+            if (out().includes("pulling minilm")) {
+              clearInterval(timer);
+              child.kill("SIGINT");
+            }
+          }, 5);
+        },
+      });
+      expect(follower.code).to.equal(130);
+      expect(follower.stderr).to.include("this client stopped following the pull of minilm").and.include("otherwise the pull goes on");
+      expect(follower.stderr).to.not.include("nothing was installed");
+      const outcome = await owner;
+      expect(outcome.error).to.equal(undefined);
+      expect(outcome.events.at(-1)!.completed, "the owner's pull ended with completed").to.not.equal(undefined);
+    } finally {
+      await t.close();
       await source.cleanup();
     }
   });

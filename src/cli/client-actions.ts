@@ -140,7 +140,11 @@ export const pull = (global: Global, name: string, opts: { fixtureDir?: string; 
           bars?.stop();
           process.off("SIGINT", onSigint);
           if (interrupted) {
-            process.stderr.write("interrupted: the pull was cancelled and nothing was installed\n");
+            // the stream does not say who else follows this pull, so both outcomes are told
+            process.stderr.write(
+              `interrupted: this client stopped following the pull of ${name}. If no other client follows it and it was not started with detach, ` +
+                `the server cancels it and the previous install (if any) stays as it was; otherwise the pull goes on. 'modelcache inspect ${name}' shows what is installed\n`,
+            );
             resolve(EXIT.interrupted);
           } else reject(err);
         });
