@@ -1,10 +1,12 @@
 import { spawn } from "node:child_process";
+import { type AddressInfo, createServer } from "node:net";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join, relative } from "node:path";
 import { expect } from "chai";
 import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js";
+import { type Certificates, makeCertificates } from "./support/certificates.js";
 import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
 
@@ -259,6 +261,83 @@ describe("modelcache pull on a terminal", () => {
       await t.close();
       await hub.close();
       await made.cleanup();
+    }
+  });
+});
+
+describe("the CLI's hints", () => {
+  it("asks whether a server runs at an address where nothing listens", async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((resolve) => closed.close(resolve));
+    const run = await runCli(address, ["models", "list"]);
+    expect(run.code).to.equal(1);
+    expect(run.stderr).to.include("ECONNREFUSED").and.include(`hint: is a server running at ${address}?`).and.not.include("Resolution note");
+  });
+
+  it("gives up on an address that accepts the connection and never answers, at --connect-timeout", async () => {
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      const run = await runCli(address, ["--connect-timeout", "300", "models", "list"]);
+      expect(run.code).to.equal(1);
+      expect(run.stderr).to.include(`no gRPC server answered at ${address} within 300 ms`);
+    } finally {
+      silent.close();
+    }
+  });
+
+  describe("with TLS on one side only", () => {
+    let certs: Certificates;
+    before(async () => {
+      certs = await makeCertificates();
+    });
+    after(() => certs.cleanup());
+
+    it("points a plaintext client of a TLS server at --tls-ca, and a TLS client of a plaintext server at leaving TLS out", async () => {
+      const secure = await startTestServer({ tls: { cert: certs.serverCert, key: certs.serverKey } });
+      const plain = await startTestServer();
+      try {
+        const plaintextClient = await runCli(secure.server.address, ["models", "list"]);
+        expect(plaintextClient.code).to.equal(1);
+        expect(plaintextClient.stderr).to.include("if the server uses TLS, connect with --tls-ca FILE");
+        const tlsClient = await runCli(plain.server.address, ["models", "list", "--tls-ca", certs.ca]);
+        expect(tlsClient.code).to.equal(1);
+        expect(tlsClient.stderr).to.include(`the server at ${plain.server.address} does not speak TLS`);
+        const untrusting = await runCli(secure.server.address, ["models", "list", "--tls"]);
+        expect(untrusting.stderr).to.include("pass the CA that signed it with --tls-ca FILE");
+      } finally {
+        await secure.close();
+        await plain.close();
+      }
+    });
+  });
+
+  it("sends a revision the hub does not have to the model's spec, an unknown model to the list, an unreachable hub to the server's side", async () => {
+    const { FakeHub } = await import("./support/fake-hub.js");
+    const hub = await FakeHub.serve("acme/model", FIXTURE_DIR);
+    const t = await startTestServer({ hubUrl: hub.url });
+    try {
+      await runCli(t.server.address, ["models", "register", "minilm", "--source", "acme/model", "--dimensions", "8", "--revision", "v9"]);
+      const missingRevision = await runCli(t.server.address, ["pull", "minilm"]);
+      expect(missingRevision.code).to.equal(3);
+      expect(missingRevision.stderr).to.include("the hub has no").and.include("hint: 'modelcache models get NAME' shows the model's source and revision");
+      const unknown = await runCli(t.server.address, ["inspect", "ghost"]);
+      expect(unknown.stderr).to.include("hint: 'modelcache models list' shows the registered models");
+    } finally {
+      await t.close();
+      await hub.close();
+    }
+    const unreachable = await startTestServer({ hubUrl: "http://127.0.0.1:1" });
+    try {
+      await runCli(unreachable.server.address, ["models", "register", "minilm", "--source", "acme/model", "--dimensions", "8"]);
+      const run = await runCli(unreachable.server.address, ["pull", "minilm"]);
+      expect(run.code).to.equal(1);
+      expect(run.stderr).to.include("cannot reach the hub").and.include("hint: the server is up, but it or something it depends on (the hub) is not ready").and.not.include("is a server running");
+    } finally {
+      await unreachable.close();
     }
   });
 });

@@ -14,7 +14,7 @@ import {
   Task,
   TrustPolicy,
 } from "../../generated/modelcache/v1/model_cache.js";
-import { type Connection, EXIT, call, connect, reportError } from "./client.js";
+import { type Connection, EXIT, call, connect, connectWithin, reportError } from "./client.js";
 import { protoJson } from "./proto-json.js";
 import type { PullProgress } from "./pull-progress.js";
 
@@ -26,6 +26,7 @@ export interface Global {
   tlsCa?: string;
   tlsClientCert?: string;
   tlsClientKey?: string;
+  connectTimeout: string;
 }
 
 export interface SpecOptions {
@@ -58,12 +59,15 @@ function connection(options: Global): Connection {
 
 /** Runs one command's work against the server and sets the exit code from its outcome. */
 async function run(global: Global, work: (client: ReturnType<typeof connect>) => Promise<number | void>): Promise<void> {
-  const client = connect(connection(global));
+  const target = connection(global);
+  const client = connect(target);
+  const watchdog = connectWithin(client, global.address, Number(global.connectTimeout));
   try {
-    process.exitCode = (await work(client)) ?? EXIT.ok;
+    process.exitCode = (await Promise.race([work(client), watchdog.connected])) ?? EXIT.ok;
   } catch (err) {
-    process.exitCode = reportError(err, global.address);
+    process.exitCode = reportError(err, target);
   } finally {
+    watchdog.stop();
     client.close();
   }
 }

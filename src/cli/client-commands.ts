@@ -17,6 +17,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
   program.addOption(option("--tls-ca <file>", "connect over TLS, trusting this PEM CA bundle"));
   program.addOption(option("--tls-client-cert <file>", "PEM client certificate, for a server with --tls-client-ca"));
   program.addOption(option("--tls-client-key <file>", "PEM private key of --tls-client-cert"));
+  program.addOption(option("--connect-timeout <ms>", "give up when the server has not answered the connection by then", "1000").argParser(wholeNumber(1)));
 
   const models = program.command("models").description("register, list, show and remove models");
   models
