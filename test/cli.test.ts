@@ -342,6 +342,38 @@ describe("the CLI's hints", () => {
   });
 });
 
+describe("modelcache serve's start-up errors", () => {
+  let dataDir: string;
+  beforeEach(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "modelcache-serve-"));
+  });
+  afterEach(() => rm(dataDir, { recursive: true, force: true }));
+
+  it("reports a port in use as one JSON line, with no line of grpc-js's own", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const listen = `127.0.0.1:${(taken.address() as AddressInfo).port}`;
+      const run = await runCli("", ["serve", "--listen", listen, "--data-dir", dataDir, "--log-format", "json"]);
+      expect(run.code).to.equal(1);
+      const lines = (run.stdout + run.stderr).split("\n").filter(Boolean);
+      for (const line of lines) expect(() => JSON.parse(line), line).to.not.throw();
+      expect(lines.map((line) => JSON.parse(line) as { error?: string }).find((l) => l.error)?.error).to.include(`cannot listen on ${listen}`);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("reports a malformed --listen or --metrics-listen as malformed, exit 2, before starting anything", async () => {
+    for (const [flag, value] of [["--listen", "nonsense"], ["--listen", "127.0.0.1"], ["--listen", "127.0.0.1:70000"], ["--metrics-listen", "[nope]:9090"]]) {
+      const run = await runCli("", ["serve", flag!, value!, "--data-dir", dataDir]);
+      expect(run.code, value).to.equal(2);
+      expect(run.stderr, value).to.include(`option '${flag} <host:port>' argument '${value}' is invalid. It is malformed`).and.not.include("is not a loopback address");
+    }
+    expect(await readdir(dataDir), "nothing was started").to.deep.equal([]);
+  });
+});
+
 describe("what the CLI loads", () => {
   /** A module hook that fails the CLI as soon as it resolves a module a client command must not need. */
   const SERVER_ONLY = /\/node_modules\/(level|classic-level|piscina|prom-client|undici|pino|pino-pretty|proper-lockfile|cli-progress|read)\/|\/src\/(server\/start-server|sources\/|pull\/(?!pull-limits)|cache\/|registry\/|lifecycle\/|grpc\/)/;

@@ -8,7 +8,7 @@ import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
 import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
-import { helpMarkingRequired, wholeNumber } from "./parse-flags.js";
+import { helpMarkingRequired, hostAndPort, wholeNumber } from "./parse-flags.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -49,7 +49,7 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 program
   .command("serve")
   .description("run the gRPC server")
-  .addOption(flag("--listen <host:port>", "address to listen on", "127.0.0.1:50051"))
+  .addOption(flag("--listen <host:port>", "address to listen on", "127.0.0.1:50051").argParser(hostAndPort))
   .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) lives", DEFAULT_DATA_DIR))
   .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
   .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
@@ -64,7 +64,7 @@ program
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
   .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub").argParser(wholeNumber(1024)))
   .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)).argParser(wholeNumber(1024 * 1024)))
-  .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics"))
+  .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics").argParser(hostAndPort))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
   .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'); without it auth is off and only loopback may listen"))

@@ -1,6 +1,9 @@
 // `modelcache serve`: starts the server with the parsed flags and stops it
 // on SIGINT/SIGTERM. Loaded only by that command, so that client commands
 // never load the server, its dependencies or LevelDB.
+import { format } from "node:util";
+import { setLogger } from "@grpc/grpc-js";
+import type { Logger } from "pino";
 import { ModelCacheError } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
@@ -34,8 +37,22 @@ export interface ServeOptions {
   maxPullBytes: string;
 }
 
+/**
+ * grpc-js prints its own lines ("E No address added ...") to stderr, outside
+ * the log's format; each error it logs also reaches our code, which reports it.
+ * Its lines go to our logger at debug level, unless the operator asked for
+ * grpc-js's own output with GRPC_VERBOSITY / GRPC_TRACE.
+ */
+function routeGrpcLogs(logger: Logger): void {
+  const env = process.env;
+  if (env.GRPC_NODE_VERBOSITY || env.GRPC_VERBOSITY || env.GRPC_NODE_TRACE || env.GRPC_TRACE) return;
+  const toDebug = (message: unknown, ...rest: unknown[]) => logger.debug({ component: "grpc-js" }, format(message, ...rest));
+  setLogger({ error: toDebug, info: toDebug, debug: toDebug });
+}
+
 export async function serve(options: ServeOptions): Promise<void> {
   const logger = createLogger(options.logLevel, options.logFormat);
+  routeGrpcLogs(logger);
   let server;
   try {
     if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
