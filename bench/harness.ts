@@ -4,7 +4,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -17,6 +17,8 @@ import { modelSpec } from "../test/support/test-server.js";
 const run = promisify(execFile);
 export const MiB = 1024 * 1024;
 const ROOT = join(import.meta.dirname, "..");
+/** Where benchmark output goes: results/<name>.json and each server's log under logs/ (git ignores `.bench/`). */
+export const OUTPUT_DIR = join(ROOT, ".bench");
 
 export interface Result {
   name: string;
@@ -53,9 +55,15 @@ async function freePort(): Promise<number> {
 export async function startBenchServer(workDir: string, extraArgs: string[] = []): Promise<BenchServer> {
   const port = await freePort();
   const dataDir = await mkdtemp(join(workDir, "data-"));
+  // the server's log goes to a file, not into the tables on the terminal
+  const logDir = join(OUTPUT_DIR, "logs");
+  await mkdir(logDir, { recursive: true });
+  const log = await open(join(logDir, `server-${new Date().toISOString().replace(/[:.]/g, "-")}-${port}.log`), "a");
   const child = spawn(process.execPath, [join(ROOT, "bin", "modelcache.js"), "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "warn", ...extraArgs], {
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", log.fd, log.fd],
   });
+  // the child holds its own copy of the descriptor
+  await log.close();
   const address = `127.0.0.1:${port}`;
   const clients: ModelCacheServiceClient[] = [];
   const probe = new ModelCacheServiceClient(address, credentials.createInsecure());

@@ -1,11 +1,12 @@
 // npm run bench [-- names... --pull-mib N ...]: runs the benchmarks, prints
-// a table for each and writes bench/results/<name>.json.
+// a table for each and writes .bench/results/<name>.json (servers' logs go
+// to .bench/logs/).
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command } from "commander";
 import { benchBigfile } from "./bigfile.js";
 import { benchFanout } from "./fanout.js";
-import { type Result, workDir } from "./harness.js";
+import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
@@ -29,7 +30,7 @@ const options = program.opts<Record<string, string>>();
 const names = program.args.length > 0 ? program.args : ALL;
 for (const name of names) if (!ALL.includes(name)) program.error(`unknown benchmark '${name}': choose from ${ALL.join(", ")}`);
 
-const resultsDir = join(import.meta.dirname, "results");
+const resultsDir = join(OUTPUT_DIR, "results");
 await mkdir(resultsDir, { recursive: true });
 const dir = await workDir();
 const report = async (result: Result) => {

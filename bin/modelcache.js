@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// The modelcache command: runs the TypeScript entry point through tsx.
-import { register } from "tsx/esm/api";
-
-register();
-await import("../src/cli/main.ts");
+// The modelcache command: runs the compiled CLI (`npm run build` writes dist/).
+try {
+  await import("../dist/src/cli/main.js");
+} catch (err) {
+  if (err?.code === "ERR_MODULE_NOT_FOUND" && String(err.message).includes("dist/src/cli/main.js")) {
+    process.stderr.write("error: modelcache is not built: run 'npm run build' (or 'npm install') in its directory\n");
+    process.exit(1);
+  }
+  throw err;
+}

@@ -3,11 +3,19 @@
 // ts-proto (see "Using modelcache from another service" in the README); CI
 // type-checks this file against the generated code.
 //
-//   npx tsx examples/client.ts [address]
-import { Metadata, credentials } from "@grpc/grpc-js";
+//   npx tsx examples/client.ts [address] [source]
+//
+// source: a hub repo id (default sentence-transformers/all-MiniLM-L6-v2), or a
+// local directory to install from instead of the hub (works offline; the
+// server must allow it with --fixture-root, or be the server's --fixture-dir).
+import { isAbsolute, resolve } from "node:path";
+import { Metadata, type ServiceError, credentials } from "@grpc/grpc-js";
 import { CacheStatus, ModelCacheServiceClient, ModelSpec, PullRequest, type PullResponse, Task, cacheStatusToJSON } from "../generated/modelcache/v1/model_cache.js";
 
 const address = process.argv[2] ?? process.env.MODELCACHE_ADDRESS ?? "127.0.0.1:50051";
+const source = process.argv[3] ?? "sentence-transformers/all-MiniLM-L6-v2";
+// a path (it starts with '.' or '/') is a directory to install from; anything else is a hub repo id
+const fixtureDir = source.startsWith(".") || isAbsolute(source) ? resolve(source) : "";
 const client = new ModelCacheServiceClient(address, credentials.createInsecure());
 
 // a server started with --auth-tokens wants a bearer token on every call
@@ -17,7 +25,8 @@ if (process.env.MODELCACHE_TOKEN) metadata.set("authorization", `Bearer ${proces
 // fromPartial fills every field left out with its default
 const spec = ModelSpec.fromPartial({
   name: "minilm",
-  source: "sentence-transformers/all-MiniLM-L6-v2",
+  // the model's source must be a hub repo id; a pull from a directory names the directory instead
+  source: fixtureDir ? "sentence-transformers/all-MiniLM-L6-v2" : source,
   // a full commit sha pins the exact files; a branch is resolved at pull time
   revision: "main",
   task: Task.TASK_EMBEDDING,
@@ -35,7 +44,7 @@ function ensureRegistered(): Promise<void> {
 /** Pulls the model, printing progress, and resolves with the install dir. */
 function pull(name: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const stream = client.pull(PullRequest.fromPartial({ name }), metadata);
+    const stream = client.pull(PullRequest.fromPartial({ name, fixtureDir }), metadata);
     stream.on("data", (event: PullResponse) => {
       if (event.started) console.log(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files`);
       if (event.fileCompleted) console.log(`  ${event.fileCompleted.path} sha256:${event.fileCompleted.sha256.slice(0, 12)}`);
@@ -58,6 +67,10 @@ try {
   if (before === CacheStatus.CACHE_STATUS_INSTALLED) console.log("already installed: pulling again reuses every unchanged file");
   const dir = await pull(spec.name);
   console.log(`installed at ${dir}; the files are read from there, the manifest is ${dir}/manifest.json`);
+} catch (err) {
+  // one line a person can act on (the server's message names the cause), not a stack trace
+  console.error(`error: ${(err as ServiceError).details ?? (err as Error).message}`);
+  process.exitCode = 1;
 } finally {
   client.close();
 }

@@ -1,10 +1,12 @@
 import { spawn } from "node:child_process";
+import { type AddressInfo, createServer } from "node:net";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join, relative } from "node:path";
 import { expect } from "chai";
 import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js";
+import { type Certificates, makeCertificates } from "./support/certificates.js";
 import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
 
@@ -65,6 +67,40 @@ describe("the modelcache client commands", () => {
     expect((await cli(t, ["inspect", "minilm"])).code).to.equal(4);
     expect((await cli(t, ["models", "frobnicate"])).code).to.equal(2);
     expect((await cli(t, ["pull"])).code).to.equal(2);
+  });
+
+  it("refuses a bad number or word in a flag before calling the server, naming the flag, exit 2", async () => {
+    for (const dimensions of ["abc", "-1", "1.5", "99999999999", ""]) {
+      const run = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", dimensions]);
+      expect(run.code, dimensions).to.equal(2);
+      expect(run.stderr, dimensions).to.include("option '--dimensions <n>'").and.include("whole number from 1 to 4294967295");
+    }
+    const policy = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "bogus"]);
+    expect(policy.code).to.equal(2);
+    expect(policy.stderr).to.include("'--pull-policy <policy>'").and.include("never, if-missing, always");
+    // nothing reached the server
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+    const serve = await cli(t, ["serve", "--max-concurrent-pulls", "two"]);
+    expect(serve.code).to.equal(2);
+    expect(serve.stderr).to.include("'--max-concurrent-pulls <n>'");
+    const fromEnv = await cli(t, ["serve"], { env: { MODELCACHE_MAX_FILE_BYTES: "1e9" } });
+    expect(fromEnv.code).to.equal(2);
+    expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("whole number");
+    const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "if-missing"]);
+    expect(registered.code, registered.stderr).to.equal(0);
+  });
+
+  it("refuses a path as a source at registration, naming the field and its shape", async () => {
+    const run = await cli(t, ["models", "register", "minilm", "--source", "../../etc", "--dimensions", "8"]);
+    expect(run.code).to.equal(1);
+    expect(run.stderr).to.include("model.source '../../etc' is neither a hub repo id nor an s3:// location").and.include("'owner/name'");
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+  });
+
+  it("marks the options a command requires in its help", async () => {
+    const help = await cli(t, ["models", "register", "--help"]);
+    expect(help.stdout).to.match(/--source <repo>[^]*\(required\)[^]*--dimensions <n>\s+embedding width \(required\)/);
+    expect(help.stdout).to.match(/--revision <rev>\s+commit sha, tag or branch \(default: "main"\)\n/);
   });
 
   it("exits 1 with the server's message and a hint when the call fails", async () => {
@@ -153,11 +189,45 @@ describe("the modelcache client commands", () => {
         },
       });
       expect(run.code).to.equal(130);
-      expect(run.stderr).to.include("interrupted");
+      expect(run.stderr).to.include("interrupted: this client stopped following the pull of minilm");
       await t.server.runtime.locks.idle();
       expect(await readdir(join(t.cacheRoot, ".staging"))).to.deep.equal([]);
       expect(await readdir(t.cacheRoot)).to.not.include("minilm");
     } finally {
+      await source.cleanup();
+    }
+  });
+});
+
+describe("Ctrl-C in a client following someone else's pull", () => {
+  it("says this client stopped following and the pull goes on; the other client's pull completes", async () => {
+    const t = await startTestServer();
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(256 * 1024 * 1024, 1), "b.bin": Buffer.alloc(256 * 1024 * 1024, 2) });
+    try {
+      await call(t.client, "registerModel", { model: (await import("./support/test-server.js")).modelSpec() });
+      const { pull } = await import("./support/test-server.js");
+      let startedFirst!: () => void;
+      const first = new Promise<void>((resolve) => (startedFirst = resolve));
+      const owner = pull(t.client, { name: "minilm", fixtureDir: source.dir }, { onEvent: (event) => event.started && startedFirst() });
+      await first;
+      const follower = await runCli(t.server.address, ["pull", "minilm", "--fixture-dir", source.dir], {
+        during: (child, out) => {
+          const timer = setInterval(() => {
+            if (out().includes("pulling minilm")) {
+              clearInterval(timer);
+              child.kill("SIGINT");
+            }
+          }, 5);
+        },
+      });
+      expect(follower.code).to.equal(130);
+      expect(follower.stderr).to.include("this client stopped following the pull of minilm").and.include("otherwise the pull goes on");
+      expect(follower.stderr).to.not.include("nothing was installed");
+      const outcome = await owner;
+      expect(outcome.error).to.equal(undefined);
+      expect(outcome.events.at(-1)!.completed, "the owner's pull ended with completed").to.not.equal(undefined);
+    } finally {
+      await t.close();
       await source.cleanup();
     }
   });
@@ -191,6 +261,151 @@ describe("modelcache pull on a terminal", () => {
       await t.close();
       await hub.close();
       await made.cleanup();
+    }
+  });
+});
+
+describe("the CLI's hints", () => {
+  it("asks whether a server runs at an address where nothing listens", async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((resolve) => closed.close(resolve));
+    const run = await runCli(address, ["models", "list"]);
+    expect(run.code).to.equal(1);
+    expect(run.stderr).to.include("ECONNREFUSED").and.include(`hint: is a server running at ${address}?`).and.not.include("Resolution note");
+  });
+
+  it("gives up on an address that accepts the connection and never answers, at --connect-timeout", async () => {
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      const run = await runCli(address, ["--connect-timeout", "300", "models", "list"]);
+      expect(run.code).to.equal(1);
+      expect(run.stderr).to.include(`no gRPC server answered at ${address} within 300 ms`);
+    } finally {
+      silent.close();
+    }
+  });
+
+  describe("with TLS on one side only", () => {
+    let certs: Certificates;
+    before(async () => {
+      certs = await makeCertificates();
+    });
+    after(() => certs.cleanup());
+
+    it("points a plaintext client of a TLS server at --tls-ca, and a TLS client of a plaintext server at leaving TLS out", async () => {
+      const secure = await startTestServer({ tls: { cert: certs.serverCert, key: certs.serverKey } });
+      const plain = await startTestServer();
+      try {
+        const plaintextClient = await runCli(secure.server.address, ["models", "list"]);
+        expect(plaintextClient.code).to.equal(1);
+        expect(plaintextClient.stderr).to.include("if the server uses TLS, connect with --tls-ca FILE");
+        const tlsClient = await runCli(plain.server.address, ["models", "list", "--tls-ca", certs.ca]);
+        expect(tlsClient.code).to.equal(1);
+        expect(tlsClient.stderr).to.include(`the server at ${plain.server.address} does not speak TLS`);
+        const untrusting = await runCli(secure.server.address, ["models", "list", "--tls"]);
+        expect(untrusting.stderr).to.include("pass the CA that signed it with --tls-ca FILE");
+      } finally {
+        await secure.close();
+        await plain.close();
+      }
+    });
+  });
+
+  it("sends a revision the hub does not have to the model's spec, an unknown model to the list, an unreachable hub to the server's side", async () => {
+    const { FakeHub } = await import("./support/fake-hub.js");
+    const hub = await FakeHub.serve("acme/model", FIXTURE_DIR);
+    const t = await startTestServer({ hubUrl: hub.url });
+    try {
+      await runCli(t.server.address, ["models", "register", "minilm", "--source", "acme/model", "--dimensions", "8", "--revision", "v9"]);
+      const missingRevision = await runCli(t.server.address, ["pull", "minilm"]);
+      expect(missingRevision.code).to.equal(3);
+      expect(missingRevision.stderr).to.include("the hub has no").and.include("hint: 'modelcache models get NAME' shows the model's source and revision");
+      const unknown = await runCli(t.server.address, ["inspect", "ghost"]);
+      expect(unknown.stderr).to.include("hint: 'modelcache models list' shows the registered models");
+    } finally {
+      await t.close();
+      await hub.close();
+    }
+    const unreachable = await startTestServer({ hubUrl: "http://127.0.0.1:1" });
+    try {
+      await runCli(unreachable.server.address, ["models", "register", "minilm", "--source", "acme/model", "--dimensions", "8"]);
+      const run = await runCli(unreachable.server.address, ["pull", "minilm"]);
+      expect(run.code).to.equal(1);
+      expect(run.stderr).to.include("cannot reach the hub").and.include("hint: the server is up, but it or something it depends on (the hub) is not ready").and.not.include("is a server running");
+    } finally {
+      await unreachable.close();
+    }
+  });
+});
+
+describe("modelcache serve's start-up errors", () => {
+  let dataDir: string;
+  beforeEach(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "modelcache-serve-"));
+  });
+  afterEach(() => rm(dataDir, { recursive: true, force: true }));
+
+  it("reports a port in use as one JSON line, with no line of grpc-js's own", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const listen = `127.0.0.1:${(taken.address() as AddressInfo).port}`;
+      const run = await runCli("", ["serve", "--listen", listen, "--data-dir", dataDir, "--log-format", "json"]);
+      expect(run.code).to.equal(1);
+      const lines = (run.stdout + run.stderr).split("\n").filter(Boolean);
+      for (const line of lines) expect(() => JSON.parse(line), line).to.not.throw();
+      expect(lines.map((line) => JSON.parse(line) as { error?: string }).find((l) => l.error)?.error).to.include(`cannot listen on ${listen}`);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("reports a malformed --listen or --metrics-listen as malformed, exit 2, before starting anything", async () => {
+    for (const [flag, value] of [["--listen", "nonsense"], ["--listen", "127.0.0.1"], ["--listen", "127.0.0.1:70000"], ["--metrics-listen", "[nope]:9090"]]) {
+      const run = await runCli("", ["serve", flag!, value!, "--data-dir", dataDir]);
+      expect(run.code, value).to.equal(2);
+      expect(run.stderr, value).to.include(`option '${flag} <host:port>' argument '${value}' is invalid. It is malformed`).and.not.include("is not a loopback address");
+    }
+    expect(await readdir(dataDir), "nothing was started").to.deep.equal([]);
+  });
+});
+
+describe("what the CLI loads", () => {
+  /** A module hook that fails the CLI as soon as it resolves a module a client command must not need. */
+  const SERVER_ONLY = /\/node_modules\/(level|classic-level|piscina|prom-client|undici|pino|pino-pretty|proper-lockfile|cli-progress|read)\/|\/src\/(server\/start-server|sources\/|pull\/(?!pull-limits)|cache\/|registry\/|lifecycle\/|grpc\/)/;
+  const guard = `data:text/javascript,${encodeURIComponent(`
+import { register } from "node:module";
+register(${JSON.stringify(
+    `data:text/javascript,${encodeURIComponent(`
+export async function resolve(specifier, context, next) {
+  const found = await next(specifier, context);
+  if (${SERVER_ONLY}.test(found.url)) throw new Error("a client command loaded " + found.url);
+  return found;
+}`)}`,
+  )});
+`)}`;
+
+  it("loads no server, hub client, worker pool, metrics, LevelDB or progress bars for --help or a client command", async () => {
+    const t = await startTestServer();
+    try {
+      const guarded = (args: string[]) => runCli(t.server.address, args, { env: { NODE_OPTIONS: `--import=${guard}` } });
+      const help = await guarded(["--help"]);
+      expect(help.code, help.stderr).to.equal(0);
+      expect(help.stdout).to.include("Usage: modelcache");
+      expect((await guarded(["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"])).code).to.equal(0);
+      const listed = await guarded(["models", "list", "--json"]);
+      expect(listed.code, listed.stderr).to.equal(0);
+      expect(listed.stdout).to.include('"name":"minilm"');
+      // the guard does fail a command that loads what it names
+      const serve = await guarded(["serve", "--listen", "127.0.0.1:0", "--data-dir", t.dataDir]);
+      expect(serve.code).to.not.equal(0);
+      expect(serve.stderr).to.include("a client command loaded");
+    } finally {
+      await t.close();
     }
   });
 });

@@ -35,6 +35,32 @@ describe("the TypeScript client example", () => {
   });
 });
 
+describe("the TypeScript client example, offline", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    // no hub: the test server is offline
+    t = await startTestServer();
+  });
+  afterEach(() => t.close());
+
+  it("installs from a local directory given as its source", async () => {
+    const { stdout } = await run(process.execPath, [TSX, EXAMPLE, t.server.address, FIXTURE_DIR]);
+    expect(stdout).to.include(`pulling minilm from dir:${FIXTURE_DIR}`);
+    expect(stdout).to.match(/installed at .*ai_models_cache\/minilm/);
+  });
+
+  it("fails with one line naming the cause, no stack trace, when the hub cannot be used", async () => {
+    const failed = await run(process.execPath, [TSX, EXAMPLE, t.server.address]).then(
+      () => expect.fail("the example succeeded offline"),
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(failed.code).to.equal(1);
+    const lines = failed.stderr.trim().split("\n");
+    expect(lines, failed.stderr).to.have.length(1);
+    expect(lines[0]).to.match(/^error: /);
+  });
+});
+
 describe("the README", () => {
   it("shows the client example exactly as the file that CI compiles and the tests run", async () => {
     const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");

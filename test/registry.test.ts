@@ -72,6 +72,14 @@ describe("registry", () => {
       ["a name of 129 characters", { name: "a".repeat(129) }, "model.name"],
       ["a missing source", { source: "" }, "model.source"],
       ["a source with whitespace", { source: "sentence transformers/x" }, "model.source"],
+      ["a source that is a relative path", { source: "../../etc" }, "model.source"],
+      ["a source that is an absolute path", { source: "/etc/passwd" }, "model.source"],
+      ["a source of three parts", { source: "a/b/c" }, "model.source"],
+      ["a source with '..' inside", { source: "org/a..b" }, "model.source"],
+      ["a source starting with '-'", { source: "-org/model" }, "model.source"],
+      ["a repo id of 97 characters", { source: `org/${"m".repeat(93)}` }, "model.source"],
+      ["an s3 location with '..'", { source: "s3://bucket/models/../other" }, "model.source"],
+      ["an s3 location with an invalid bucket", { source: "s3://Bucket_Name/x" }, "model.source"],
       ["a missing revision", { revision: "" }, "model.revision"],
       ["a revision with whitespace", { revision: "ma in" }, "model.revision"],
       ["zero dimensions", { dimensions: 0 }, "model.dimensions"],
@@ -91,6 +99,13 @@ describe("registry", () => {
         expect(models).to.have.length(0);
       });
     }
+
+    it("accepts a source in each shape: owner/name, a bare name, a 96-character repo id, an s3:// location", async () => {
+      const sources = ["sentence-transformers/all-MiniLM-L6-v2", "gpt2", `org/${"m".repeat(92)}`, "BAAI/bge-small-en-v1.5", "s3://my-bucket/models/minilm", "s3://my.bucket"];
+      for (const [i, source] of sources.entries()) await call(t.client, "registerModel", { model: modelSpec({ name: `m${i}`, source }) });
+      const { models } = await call(t.client, "listModels", {});
+      expect(models.map((m) => m.source).sort()).to.deep.equal([...sources].sort());
+    });
 
     it("accepts the boundaries: a 128-character name and 1 and 65536 dimensions", async () => {
       await call(t.client, "registerModel", { model: modelSpec({ name: "A_-9".repeat(32), dimensions: 1 }) });

@@ -2,7 +2,7 @@
 // (--address, MODELCACHE_ADDRESS), promise-shaped calls, and the exit codes
 // scripts branch on.
 import { readFileSync } from "node:fs";
-import { type ChannelCredentials, type Interceptor, InterceptingCall, Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
+import { type ChannelCredentials, type Interceptor, InterceptingCall, Metadata, type ServiceError, connectivityState, credentials, status } from "@grpc/grpc-js";
 import { hostOf, isLoopback } from "../server/transport-security.js";
 import { ModelCacheServiceClient, type ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 
@@ -53,12 +53,34 @@ export function call<K extends UnaryName>(client: ModelCacheServiceClient, metho
   return new Promise((resolve, reject) => fn.call(client, request, metadata, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
-/** What to try next, by status code; the server's message says what was wrong. */
-function hintFor(code: status, address: string): string {
+/** A call that failed before it reached a server: the channel never connected. */
+const NOT_CONNECTED = /^(No connection established|Name resolution failed|Failed to connect|Connection dropped)|^no gRPC server answered/;
+
+/** Why the connection failed, read from the channel's last error, as a hint that fits it. */
+function connectionHint(details: string, address: string, tls: boolean): string {
+  const running = `is a server running at ${address}? start one with 'modelcache serve', or set --address / MODELCACHE_ADDRESS`;
+  if (/wrong version number|WRONG_VERSION_NUMBER|packet length too long|http request/i.test(details)) {
+    return `the server at ${address} does not speak TLS: leave out --tls and --tls-ca (and the client certificate flags)`;
+  }
+  if (/certificate|self[- ]signed|unable to verify|CERT_|altnames/i.test(details)) {
+    return `the server's certificate is not trusted for ${address}: pass the CA that signed it with --tls-ca FILE (--tls trusts only the system's CAs)`;
+  }
+  if (/ECONNREFUSED|Name resolution failed|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(details)) return running;
+  if (!tls) {
+    // a TLS server drops a plaintext client's HTTP/2 preface without a word: that is the likely cause
+    return `${address} accepted the connection but did not answer over plaintext gRPC: if the server uses TLS, connect with --tls-ca FILE (or --tls for a publicly trusted certificate); else ${running}`;
+  }
+  return running;
+}
+
+/** What to try next, by status code and cause; the server's message says what was wrong. */
+function hintFor(code: status, details: string, address: string, tls: boolean): string {
   switch (code) {
     case status.UNAVAILABLE:
-      return `is a server running at ${address}? start one with 'modelcache serve', or set --address / MODELCACHE_ADDRESS`;
+      if (NOT_CONNECTED.test(details)) return connectionHint(details, address, tls);
+      return "the server is up, but it or something it depends on (the hub) is not ready: the message says what; try again later, or pull from a local directory with --fixture-dir";
     case status.NOT_FOUND:
+      if (/the hub has no/.test(details)) return "'modelcache models get NAME' shows the model's source and revision; 'modelcache models update' changes them";
       return "'modelcache models list' shows the registered models";
     case status.UNAUTHENTICATED:
       return "pass a token with --token or MODELCACHE_TOKEN (an operator makes one with 'modelcache tokens new')";
@@ -86,13 +108,34 @@ function hintFor(code: status, address: string): string {
 }
 
 /** Prints a failed call's message and a hint, no stack, and returns the exit code. */
-export function reportError(err: unknown, address: string): number {
+export function reportError(err: unknown, connection: Connection): number {
   const service = err as Partial<ServiceError>;
   if (typeof service.code !== "number") {
     process.stderr.write(`error: ${(err as Error).message ?? String(err)}\n`);
     return EXIT.failure;
   }
-  process.stderr.write(`error: ${service.details || status[service.code]}\n`);
-  process.stderr.write(`hint: ${hintFor(service.code, address)}\n`);
+  // grpc-js ends a connection failure with an empty "Resolution note: "
+  const details = (service.details || status[service.code]).replace(/\.?\s*Resolution note:\s*$/, "");
+  process.stderr.write(`error: ${details}\n`);
+  process.stderr.write(`hint: ${hintFor(service.code, details, connection.address, Boolean(connection.tls))}\n`);
   return service.code === status.NOT_FOUND ? EXIT.notFound : service.code === status.CANCELLED ? EXIT.interrupted : EXIT.failure;
+}
+
+/**
+ * Rejects when the channel is still connecting after `ms`: a call to an
+ * address that swallows packets, or accepts the connection and never answers,
+ * would otherwise wait forever (a refused connection fails the call at once).
+ */
+export function connectWithin(client: ModelCacheServiceClient, address: string, ms: number): { connected: Promise<never>; stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const connected = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const state = client.getChannel().getConnectivityState(false);
+      if (state === connectivityState.CONNECTING || state === connectivityState.IDLE) {
+        const details = `no gRPC server answered at ${address} within ${ms} ms (--connect-timeout)`;
+        reject(Object.assign(new Error(details), { code: status.UNAVAILABLE, details }));
+      }
+    }, ms);
+  });
+  return { connected, stop: () => clearTimeout(timer) };
 }

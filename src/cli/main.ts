@@ -3,13 +3,12 @@
 // environment variable MODELCACHE_FOO_BAR (the flag wins).
 import { Command, Option } from "commander";
 import envPaths from "env-paths";
-import { ModelCacheError, quote } from "../errors.js";
-import { type LogFormat, createLogger } from "../server/logger.js";
-import { startServer } from "../server/start-server.js";
+import { quote } from "../errors.js";
 import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
-import { AccessTokens, ROLES, type Role, newToken } from "../auth/access-tokens.js";
-import { addTokenEntry } from "../auth/add-token-entry.js";
+import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
+import type { ServeOptions } from "./serve.js";
+import { helpMarkingRequired, hostAndPort, wholeNumber } from "./parse-flags.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -33,37 +32,11 @@ function switchFromEnv(name: string): boolean {
   process.exit(2);
 }
 
-interface ServeOptions {
-  listen: string;
-  dataDir: string;
-  cacheDir?: string;
-  fixtureDir?: string;
-  fixtureRoot?: string[];
-  maxConcurrentPulls: string;
-  hubUrl?: string;
-  offline: boolean;
-  maxBytesPerSecond?: string;
-  parallelRangeMinBytes: string;
-  metricsListen?: string;
-  logLevel: "info";
-  logFormat: LogFormat;
-  authTokens?: string;
-  insecureNoAuth: boolean;
-  insecureNoTls: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsClientCa?: string;
-  vaultKeyFile?: string;
-  maxMessageBytes: string;
-  maxConcurrentStreams: string;
-  maxFilesPerPull: string;
-  maxFileBytes: string;
-  maxPullBytes: string;
-}
 
 const program = new Command("modelcache")
   .description("A local cache of AI embedding-model artifacts, served over gRPC")
   .showHelpAfterError()
+  .configureHelp(helpMarkingRequired)
   // usage errors exit with 2, so scripts can tell them from failed calls (1); subcommands inherit this
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
@@ -76,7 +49,7 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 program
   .command("serve")
   .description("run the gRPC server")
-  .addOption(flag("--listen <host:port>", "address to listen on", "127.0.0.1:50051"))
+  .addOption(flag("--listen <host:port>", "address to listen on", "127.0.0.1:50051").argParser(hostAndPort))
   .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) lives", DEFAULT_DATA_DIR))
   .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
   .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
@@ -86,12 +59,12 @@ program
       ...value.split(":").filter(Boolean),
     ]),
   )
-  .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2"))
+  .addOption(flag("--max-concurrent-pulls <n>", "pulls running at once; more wait in a queue", "2").argParser(wholeNumber(1)))
   .addOption(flag("--hub-url <url>", "the Hugging Face-compatible hub to pull from (else HF_ENDPOINT, else https://huggingface.co)"))
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
-  .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub"))
-  .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)))
-  .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics"))
+  .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub").argParser(wholeNumber(1024)))
+  .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)).argParser(wholeNumber(1024 * 1024)))
+  .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics").argParser(hostAndPort))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
   .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'); without it auth is off and only loopback may listen"))
@@ -101,65 +74,13 @@ program
   .addOption(flag("--tls-key <file>", "PEM private key of --tls-cert"))
   .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
   .addOption(flag("--vault-key-file <file>", "32-byte key that seals secrets at rest, mode 0600 (default: <data-dir>/vault.key, created on first start)"))
-  .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)))
-  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once", "100"))
-  .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)))
-  .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)))
-  .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)))
-  .action(async (options: ServeOptions) => {
-    const logger = createLogger(options.logLevel, options.logFormat);
-    let server;
-    try {
-      if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
-        throw new ModelCacheError("invalid_argument", "--tls-cert and --tls-key go together: give both, or neither for plaintext");
-      }
-      if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
-      server = await startServer({
-        authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
-        insecureNoAuth: options.insecureNoAuth,
-        insecureNoTls: options.insecureNoTls,
-        tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
-        listen: options.listen,
-        dataDir: options.dataDir,
-        cacheDir: options.cacheDir,
-        fixtureDir: options.fixtureDir,
-        fixtureRoots: options.fixtureRoot,
-        vaultKeyFile: options.vaultKeyFile,
-        maxMessageBytes: Number(options.maxMessageBytes),
-        maxConcurrentStreams: Number(options.maxConcurrentStreams),
-        pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
-        maxConcurrentPulls: Number(options.maxConcurrentPulls),
-        hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
-        offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
-        maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
-        parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
-        metricsListen: options.metricsListen,
-        logger,
-      });
-    } catch (err) {
-      logger.fatal(err instanceof ModelCacheError ? { error: err.message } : { err }, "modelcache could not start");
-      process.exit(1);
-    }
-    const running = server;
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        logger.warn({ signal }, "second signal: exiting now");
-        process.exit(1);
-      }
-      stopping = true;
-      logger.info({ signal }, "shutting down");
-      running.close().then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, "shutdown failed");
-          process.exit(1);
-        },
-      );
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once", "100").argParser(wholeNumber(1)))
+  .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)).argParser(wholeNumber(1)))
+  // the server and everything it needs load only for `serve`: client commands and --help stay fast
+  .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
 
 program
   .command("tokens")
@@ -171,8 +92,9 @@ program
   .option("--file <file>", "add the entry to this --auth-tokens file (created if absent, mode 0600)")
   .action(async (options: { name: string; role: Role; file?: string }) => {
     try {
+      const { newToken } = await import("../auth/access-tokens.js");
       const { token, entry } = newToken(options.name, options.role);
-      if (options.file) await addTokenEntry(options.file, entry);
+      if (options.file) await (await import("../auth/add-token-entry.js")).addTokenEntry(options.file, entry);
       process.stdout.write(`token: ${token}\nentry: ${JSON.stringify(entry)}\n`);
       process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (restart the server to load it)` : ""}\n`);
     } catch (err) {

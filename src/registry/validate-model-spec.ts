@@ -11,7 +11,7 @@ const MAX_REFERENCE = 512;
 
 export function validateModelSpec(input: ModelSpecInput): ModelSpec {
   const name = checkName("model.name", input.name);
-  const source = checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'");
+  const source = checkSource(checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'"));
   const revision = checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'");
 
   if (input.task !== "embedding") {
@@ -72,6 +72,32 @@ function checkPatterns(field: string, patterns: string[]): string[] {
     }
   });
   return patterns;
+}
+
+const MAX_REPO_ID = 96;
+// the hub's own rule for a repo id: [owner/]name, each part of letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'
+const REPO_ID = /^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\/)?[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$/;
+// an S3 bucket's naming rule (3-63 lowercase letters, digits, '.' and '-'), then an optional key prefix
+const S3_LOCATION = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/;
+
+/**
+ * A source names where files come from, never a path: a hub repo id or an
+ * s3:// location. Refused here, at registration, rather than when a pull
+ * first uses it.
+ */
+function checkSource(value: string): string {
+  const s3 = S3_LOCATION.exec(value);
+  if (s3) {
+    const segments = (s3[2] ?? "").split("/");
+    if (!segments.some((segment) => segment === "." || segment === "..") && !value.includes("\\")) return value;
+  } else if (value.length <= MAX_REPO_ID && REPO_ID.test(value) && !value.includes("--") && !value.includes("..") && !value.endsWith(".git")) {
+    return value;
+  }
+  throw new ModelCacheError(
+    "invalid_argument",
+    `model.source ${quote(value)} is neither a hub repo id nor an s3:// location: give 'owner/name' or 'name' ` +
+      `(letters, digits, '_', '-' and '.', no '--' or '..', at most ${MAX_REPO_ID} characters) such as 'sentence-transformers/all-MiniLM-L6-v2', or 's3://bucket/prefix'`,
+  );
 }
 
 function checkReference(field: string, value: string, example: string): string {

@@ -1,0 +1,245 @@
+// What the client commands do once their flags are parsed: connect to the
+// server, make the call, print the answer. Loaded only when a client command
+// runs, so that `--help` and usage errors load no gRPC, protobuf or
+// progress-bar code.
+import { readFile } from "node:fs/promises";
+import { resolve as resolvePath } from "node:path";
+import {
+  CacheStatus,
+  InspectCacheResponse,
+  Model,
+  ModelStatus,
+  PullPolicy,
+  PullResponse,
+  Task,
+  TrustPolicy,
+} from "../../generated/modelcache/v1/model_cache.js";
+import { type Connection, EXIT, call, connect, connectWithin, reportError } from "./client.js";
+import { protoJson } from "./proto-json.js";
+import type { PullProgress } from "./pull-progress.js";
+
+/** The program-wide flags every client command takes. */
+export interface Global {
+  address: string;
+  token?: string;
+  tls: boolean;
+  tlsCa?: string;
+  tlsClientCert?: string;
+  tlsClientKey?: string;
+  connectTimeout: string;
+}
+
+export interface SpecOptions {
+  source: string;
+  dimensions: number;
+  revision: string;
+  credentialAlias?: string;
+  pullPolicy?: PullPolicyWord;
+  include?: string[];
+  exclude?: string[];
+  json?: boolean;
+}
+
+export type PullPolicyWord = "never" | "if-missing" | "always";
+
+const PULL_POLICY: Record<PullPolicyWord, PullPolicy> = {
+  never: PullPolicy.PULL_POLICY_NEVER,
+  "if-missing": PullPolicy.PULL_POLICY_IF_MISSING,
+  always: PullPolicy.PULL_POLICY_ALWAYS,
+};
+
+function connection(options: Global): Connection {
+  const files = options.tlsCa || options.tlsClientCert || options.tlsClientKey;
+  return {
+    address: options.address,
+    token: options.token || undefined,
+    tls: files ? { ca: options.tlsCa, cert: options.tlsClientCert, key: options.tlsClientKey } : options.tls,
+  };
+}
+
+/** Runs one command's work against the server and sets the exit code from its outcome. */
+async function run(global: Global, work: (client: ReturnType<typeof connect>) => Promise<number | void>): Promise<void> {
+  const target = connection(global);
+  const client = connect(target);
+  const watchdog = connectWithin(client, global.address, Number(global.connectTimeout));
+  try {
+    process.exitCode = (await Promise.race([work(client), watchdog.connected])) ?? EXIT.ok;
+  } catch (err) {
+    process.exitCode = reportError(err, target);
+  } finally {
+    watchdog.stop();
+    client.close();
+  }
+}
+
+export const listModels = (global: Global, opts: { json?: boolean }) =>
+  run(global, async (client) => {
+    const { models: all } = await call(client, "listModels", {});
+    showModels(all, opts.json);
+  });
+
+export const getModel = (global: Global, name: string, opts: { json?: boolean }) =>
+  run(global, async (client) => {
+    const { model } = await call(client, "getModel", { name });
+    showModels([model!], opts.json);
+  });
+
+export const putModel = (global: Global, verb: "register" | "update", name: string, opts: SpecOptions) =>
+  run(global, async (client) => {
+    const spec = {
+      name,
+      source: opts.source,
+      revision: opts.revision,
+      task: Task.TASK_EMBEDDING,
+      dimensions: opts.dimensions,
+      engine: 0,
+      pullPolicy: opts.pullPolicy ? PULL_POLICY[opts.pullPolicy] : 0,
+      trustPolicy: TrustPolicy.TRUST_POLICY_UNSPECIFIED,
+      acknowledgeRemoteCodeRisk: false,
+      credentialAlias: opts.credentialAlias ?? "",
+      include: opts.include ?? [],
+      exclude: opts.exclude ?? [],
+    };
+    const { model } = verb === "register" ? await call(client, "registerModel", { model: spec }) : await call(client, "updateModel", { name, model: spec });
+    showModels([model!], opts.json);
+  });
+
+export const unregisterModel = (global: Global, name: string, opts: { dropCache?: boolean }) =>
+  run(global, async (client) => {
+    await call(client, "unregisterModel", { name, dropCache: opts.dropCache ?? false });
+    process.stdout.write(`unregistered ${name}\n`);
+  });
+
+export const pull = (global: Global, name: string, opts: { fixtureDir?: string; force?: boolean; json?: boolean }) =>
+  run(
+    global,
+    async (client) => {
+      // bars on a terminal; plain lines (one per file) otherwise
+      const bars: PullProgress | undefined = process.stdout.isTTY && !opts.json ? new (await import("./pull-progress.js")).PullProgress(bytes) : undefined;
+      return new Promise<number>((resolve, reject) => {
+        const stream = client.pull({ name, fixtureDir: opts.fixtureDir ? resolvePath(opts.fixtureDir) : "", credentialAlias: "", force: opts.force ?? false, detach: false });
+        const started = performance.now();
+        let interrupted = false;
+        const onSigint = () => {
+          interrupted = true;
+          stream.cancel();
+        };
+        process.once("SIGINT", onSigint);
+        stream.on("data", (event: PullResponse) => {
+          if (opts.json) return print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
+          if (event.queued) process.stdout.write(`queued: position ${event.queued.position}\n`);
+          if (event.started) process.stdout.write(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}\n`);
+          if (bars) {
+            bars.update(event);
+            if (event.completed) bars.stop();
+          } else if (event.fileCompleted) {
+            process.stdout.write(`  ${event.fileCompleted.path}  ${bytes(event.fileCompleted.sizeBytes)}  sha256:${event.fileCompleted.sha256.slice(0, 12)}\n`);
+          }
+          if (event.completed) {
+            const m = event.completed.manifest!;
+            process.stdout.write(`installed ${m.files.length} files, ${bytes(m.totalSizeBytes)} in ${((performance.now() - started) / 1000).toFixed(1)} s at ${event.completed.cacheDir}\n`);
+          }
+        });
+        stream.on("error", (err) => {
+          bars?.stop();
+          process.off("SIGINT", onSigint);
+          if (interrupted) {
+            // the stream does not say who else follows this pull, so both outcomes are told
+            process.stderr.write(
+              `interrupted: this client stopped following the pull of ${name}. If no other client follows it and it was not started with detach, ` +
+                `the server cancels it and the previous install (if any) stays as it was; otherwise the pull goes on. 'modelcache inspect ${name}' shows what is installed\n`,
+            );
+            resolve(EXIT.interrupted);
+          } else reject(err);
+        });
+        stream.on("end", () => {
+          process.off("SIGINT", onSigint);
+          resolve(EXIT.ok);
+        });
+      });
+    },
+  );
+
+export const inspect = (global: Global, name: string, opts: { deep?: boolean; json?: boolean }) =>
+  run(global, async (client) => {
+    const report = await call(client, "inspectCache", { name, deep: opts.deep ?? false });
+    if (opts.json) print(protoJson("modelcache.v1.InspectCacheResponse", InspectCacheResponse.encode(report).finish()));
+    else {
+      table([{ model: name, status: word(CacheStatus[report.status]), footprint: bytes(report.footprintBytes), files: report.manifest?.files.length ?? 0, dir: report.cacheDir }]);
+      if (report.detail) process.stdout.write(`${report.detail}\n`);
+    }
+    return report.status === CacheStatus.CACHE_STATUS_UNHEALTHY ? EXIT.unhealthy : report.status === CacheStatus.CACHE_STATUS_MISSING ? EXIT.missing : EXIT.ok;
+  });
+
+export const drop = (global: Global, name: string) =>
+  run(global, async (client) => {
+    const dropped = await call(client, "dropCache", { name });
+    process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
+  });
+
+export const putSecret = (global: Global, alias: string, opts: { fromFile?: string }) =>
+  run(global, async (client) => {
+    const value = (opts.fromFile ? await readFile(opts.fromFile, "utf8") : await readSecretInput(alias)).trim();
+    await call(client, "putSecret", { alias, value });
+    process.stdout.write(`stored a secret under ${alias}\n`);
+  });
+
+export const deleteSecret = (global: Global, alias: string) =>
+  run(global, async (client) => {
+    const { removed } = await call(client, "deleteSecret", { alias });
+    process.stdout.write(removed ? `removed ${alias}\n` : `${alias} had no secret\n`);
+  });
+
+/** Models as proto3-JSON lines, or as a table. */
+function showModels(models: Model[], json: boolean | undefined): void {
+  if (json) for (const m of models) print(protoJson("modelcache.v1.Model", Model.encode(m).finish()));
+  else table(models.map(row));
+}
+
+function row(m: Model): Record<string, string | number> {
+  return {
+    name: m.name,
+    status: word(ModelStatus[m.status]),
+    source: `${m.source}@${m.revision}`,
+    dimensions: m.dimensions,
+    size: m.cacheSizeBytes ? bytes(m.cacheSizeBytes) : "",
+  };
+}
+
+function word(enumName: string | undefined): string {
+  return (enumName ?? "").replace(/^[A-Z]+_STATUS_/, "").toLowerCase();
+}
+
+function print(json: unknown): void {
+  process.stdout.write(`${JSON.stringify(json)}\n`);
+}
+
+/** A plain text table: a header line, then one line per row, columns padded. */
+function table(rows: Record<string, string | number>[]): void {
+  if (rows.length === 0) return void process.stdout.write("(none)\n");
+  const keys = Object.keys(rows[0]!);
+  const widths = keys.map((k) => Math.max(k.length, ...rows.map((r) => String(r[k]).length)));
+  const line = (cells: string[]) => `${cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`;
+  process.stdout.write(line(keys.map((k) => k.toUpperCase())));
+  for (const r of rows) process.stdout.write(line(keys.map((k) => String(r[k]))));
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** The secret: typed at a terminal without echo (the `read` package, as npm asks for passwords), else all of stdin. */
+async function readSecretInput(alias: string): Promise<string> {
+  // terminal: the terminal's own echo goes off even when stderr, where the prompt goes, is redirected
+  if (process.stdin.isTTY) return (await import("read")).read({ prompt: `secret for ${alias} (not shown): `, silent: true, replace: "", output: process.stderr, terminal: true });
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}

@@ -1,0 +1,107 @@
+// `modelcache serve`: starts the server with the parsed flags and stops it
+// on SIGINT/SIGTERM. Loaded only by that command, so that client commands
+// never load the server, its dependencies or LevelDB.
+import { format } from "node:util";
+import { setLogger } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { ModelCacheError } from "../errors.js";
+import { type LogFormat, createLogger } from "../server/logger.js";
+import { startServer } from "../server/start-server.js";
+import { AccessTokens } from "../auth/access-tokens.js";
+
+export interface ServeOptions {
+  listen: string;
+  dataDir: string;
+  cacheDir?: string;
+  fixtureDir?: string;
+  fixtureRoot?: string[];
+  maxConcurrentPulls: string;
+  hubUrl?: string;
+  offline: boolean;
+  maxBytesPerSecond?: string;
+  parallelRangeMinBytes: string;
+  metricsListen?: string;
+  logLevel: "info";
+  logFormat: LogFormat;
+  authTokens?: string;
+  insecureNoAuth: boolean;
+  insecureNoTls: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  vaultKeyFile?: string;
+  maxMessageBytes: string;
+  maxConcurrentStreams: string;
+  maxFilesPerPull: string;
+  maxFileBytes: string;
+  maxPullBytes: string;
+}
+
+/**
+ * grpc-js prints its own lines ("E No address added ...") to stderr, outside
+ * the log's format; each error it logs also reaches our code, which reports it.
+ * Its lines go to our logger at debug level, unless the operator asked for
+ * grpc-js's own output with GRPC_VERBOSITY / GRPC_TRACE.
+ */
+function routeGrpcLogs(logger: Logger): void {
+  const env = process.env;
+  if (env.GRPC_NODE_VERBOSITY || env.GRPC_VERBOSITY || env.GRPC_NODE_TRACE || env.GRPC_TRACE) return;
+  const toDebug = (message: unknown, ...rest: unknown[]) => logger.debug({ component: "grpc-js" }, format(message, ...rest));
+  setLogger({ error: toDebug, info: toDebug, debug: toDebug });
+}
+
+export async function serve(options: ServeOptions): Promise<void> {
+  const logger = createLogger(options.logLevel, options.logFormat);
+  routeGrpcLogs(logger);
+  let server;
+  try {
+    if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
+      throw new ModelCacheError("invalid_argument", "--tls-cert and --tls-key go together: give both, or neither for plaintext");
+    }
+    if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
+    server = await startServer({
+      authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
+      insecureNoAuth: options.insecureNoAuth,
+      insecureNoTls: options.insecureNoTls,
+      tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
+      listen: options.listen,
+      dataDir: options.dataDir,
+      cacheDir: options.cacheDir,
+      fixtureDir: options.fixtureDir,
+      fixtureRoots: options.fixtureRoot,
+      vaultKeyFile: options.vaultKeyFile,
+      maxMessageBytes: Number(options.maxMessageBytes),
+      maxConcurrentStreams: Number(options.maxConcurrentStreams),
+      pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
+      maxConcurrentPulls: Number(options.maxConcurrentPulls),
+      hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
+      offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
+      maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
+      parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
+      metricsListen: options.metricsListen,
+      logger,
+    });
+  } catch (err) {
+    logger.fatal(err instanceof ModelCacheError ? { error: err.message } : { err }, "modelcache could not start");
+    process.exit(1);
+  }
+  const running = server;
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    running.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
