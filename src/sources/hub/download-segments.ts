@@ -5,12 +5,13 @@
 // stopped. The file is hashed once whole, on the worker pool, and checked
 // against the hub's sha256. A hub that ignores Range makes the caller fall
 // back to one stream.
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
+import { writeFileDurably } from "../../cache/durable.js";
 import { Writeback } from "../../cache/writeback.js";
-import { ModelCacheError } from "../../errors.js";
+import { ModelCacheError, filesystemError } from "../../errors.js";
 import { type DownloadOptions, resumesAt } from "./download-file.js";
 
 interface Segment {
@@ -26,7 +27,6 @@ export interface SegmentedOptions extends DownloadOptions {
 }
 
 const FLUSH_BYTES = 1024 * 1024;
-const SAVE_EVERY_BYTES = 16 * 1024 * 1024;
 const MAX_FAILURES = 5;
 
 /** The verified sha256, or "unsupported" when the hub does not serve ranges. */
@@ -44,8 +44,17 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
     for (let start = 0; start < sizeBytes; start += step) segments.push({ start, end: Math.min(sizeBytes, start + step), done: 0 });
   }
   const all = segments;
+  // the state counts only bytes a completed sync has put on the disk: a crash may lose the rest
+  const durable = all.map((s) => s.done);
   let saving: Promise<void> = Promise.resolve();
-  const save = () => (saving = saving.then(() => writeState(statePath, sizeBytes, all)).catch(() => undefined));
+  let saveFailure: { error: unknown } | undefined;
+  const save = () =>
+    (saving = saving
+      .then(() => writeState(statePath, sizeBytes, all.map((s, i) => ({ ...s, done: durable[i]! }))))
+      .catch((error: unknown) => {
+        // without a state file the download starts over next time; the first failure is reported at the end
+        saveFailure ??= { error };
+      }));
   await save();
   let reported = 0;
   const report = () => {
@@ -58,32 +67,64 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
   report();
 
   const handle = await open(partialPath, "r+");
-  const writeback = new Writeback(handle);
+  const writeback = new Writeback(handle, {
+    sync: options.sync,
+    checkpoint: () => {
+      const reached = all.map((s) => s.done);
+      return () => {
+        reached.forEach((done, i) => (durable[i] = Math.max(durable[i]!, done)));
+        save();
+      };
+    },
+  });
   // the first range to fail stops the others; all settle before the file is closed
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
+  let failure: { error: unknown } | undefined;
   try {
     const settled = await Promise.allSettled(
       all.map((segment) =>
-        fetchSegment(segment, handle, writeback, { ...options, signal: inner }, report, save).catch((err: unknown) => {
+        fetchSegment(segment, handle, writeback, { ...options, signal: inner }, report).catch((err: unknown) => {
           stop.abort(err);
           throw err;
         }),
       ),
     );
-    const failure = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failure) {
-      if (signal.aborted) throw signal.reason;
-      if (stop.signal.reason === RANGE_IGNORED) return "unsupported";
-      throw stop.signal.reason;
+    if (settled.some((r) => r.status === "rejected")) {
+      failure = { error: stop.signal.reason };
+      // what did arrive is kept for the next attempt once it is on the disk; a sync that
+      // fails here is not lost: it is the writeback's syncFailure, handled below
+      await writeback.finish().then(
+        () => all.forEach((s, i) => (durable[i] = s.done)),
+        () => undefined,
+      );
+    } else {
+      await writeback.finish();
+      all.forEach((s, i) => (durable[i] = s.done));
     }
-    await writeback.finish();
+  } catch (error) {
+    failure = { error };
   } finally {
     await writeback.settle();
     await handle.close();
-    await save();
-    await saving;
   }
+  const syncFailure = writeback.syncFailure;
+  if (syncFailure) {
+    // bytes a failed sync may have lost must never be resumed from: nothing of this file is kept
+    await saving;
+    await rm(statePath, { force: true });
+    await rm(partialPath, { force: true });
+    if (signal.aborted) throw signal.reason;
+    throw filesystemError("sync", partialPath, syncFailure.error);
+  }
+  await save();
+  await saving;
+  if (failure) {
+    if (signal.aborted) throw signal.reason;
+    if (failure.error === RANGE_IGNORED) return "unsupported";
+    throw failure.error;
+  }
+  if (saveFailure) throw filesystemError("write", statePath, saveFailure.error);
   const sha256 = await options.hasher(partialPath, signal);
   await rm(statePath, { force: true });
   if (sha256 !== options.sha256) {
@@ -98,10 +139,9 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
 
 const RANGE_IGNORED = new Error("the hub ignored the Range request");
 
-async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, report: () => void, save: () => void): Promise<void> {
+async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, report: () => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
-  let sinceSave = 0;
   for (let failures = 0; segment.done < length; ) {
     try {
       const from = segment.start + segment.done;
@@ -121,13 +161,8 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
           offset += (await handle.write(block, offset, block.length - offset, segment.start + segment.done + offset)).bytesWritten;
         }
         segment.done += block.length;
-        sinceSave += block.length;
         writeback.wrote(block.length);
         report();
-        if (sinceSave >= SAVE_EVERY_BYTES) {
-          sinceSave = 0;
-          save();
-        }
       };
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
         if (segment.done + pendingBytes + chunk.length > length) {
@@ -142,7 +177,6 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       if (segment.done < length) throw new Error(`a range ended after ${segment.done} of ${length} bytes`);
     } catch (err) {
       if (err === RANGE_IGNORED || signal.aborted || err instanceof ModelCacheError) throw signal.aborted ? signal.reason : err;
-      save();
       failures += 1;
       if (failures >= MAX_FAILURES) {
         throw new ModelCacheError("unavailable", `downloading '${options.path}' from the hub failed ${failures} times (${(err as Error).message}); pull again to resume`);
@@ -168,6 +202,5 @@ async function readState(statePath: string, partialPath: string, sizeBytes: numb
 }
 
 async function writeState(statePath: string, sizeBytes: number, segments: Segment[]): Promise<void> {
-  await writeFile(`${statePath}.tmp`, JSON.stringify({ sizeBytes, segments }));
-  await rename(`${statePath}.tmp`, statePath);
+  await writeFileDurably(statePath, JSON.stringify({ sizeBytes, segments }));
 }
