@@ -1,4 +1,4 @@
-import { readFile, readdir, stat } from "node:fs/promises";
+import { open, readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -135,6 +135,44 @@ describe("pulling from a hub", () => {
     await pullOk(t.client, { name: "minilm" });
     expect(hub.sent("onnx/model.onnx") - before).to.equal(BIG - kept);
     expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  /** Cancels a pull once part of onnx/model.onnx is on disk; returns the partial's path and size. */
+  const leavePartial = async (): Promise<{ partial: string; kept: number }> => {
+    hub.faults.bytesPerSecond = 16 * 1024 * 1024;
+    const first = await pull(t.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    hub.faults.bytesPerSecond = undefined;
+    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "onnx", "model.onnx");
+    return { partial, kept: (await stat(partial)).size };
+  };
+
+  it("starts a resumed file over from zero, once, when the bytes kept on disk do not verify", async () => {
+    const { partial, kept } = await leavePartial();
+    // what a crash before the bytes reached the disk can leave: the right length, the wrong bytes
+    const handle = await open(partial, "r+");
+    await handle.write(Buffer.from([0xde, 0xad]), 0, 2, 100);
+    await handle.close();
+    const before = hub.sent("onnx/model.onnx");
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.sent("onnx/model.onnx") - before, "the missing bytes, then the whole file again").to.equal(BIG - kept + BIG);
+    expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  it("reports DATA_LOSS when a resumed file still does not verify after starting over from zero", async () => {
+    const { kept } = await leavePartial();
+    hub.faults.wrongBytes.add("onnx/model.onnx");
+    const before = hub.sent("onnx/model.onnx");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("onnx/model.onnx").and.include(hub.file("onnx/model.onnx").sha256);
+    expect(hub.sent("onnx/model.onnx") - before, "one restart from zero, no more").to.equal(BIG - kept + BIG);
+    expect(await readdir(t.cacheRoot)).to.not.include("minilm");
   });
 
   it("caps the download rate at --max-bytes-per-second", async () => {
