@@ -116,9 +116,9 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   let failure: { error: unknown } | undefined;
   try {
     await fetchAll(all, options.connections, inner, stop, (segment) =>
-      fetchSegment(segment, handle, writeback, { ...options, signal: inner }, (position, block) => {
+      fetchSegment(segment, handle, writeback, { ...options, signal: inner }, (position, chunks) => {
         progress();
-        hashing.landed(position, block);
+        hashing.landed(position, chunks);
       }),
     );
     if (stop.signal.aborted) {
@@ -234,11 +234,13 @@ class InOrderHash {
     private readonly signal: AbortSignal,
   ) {}
 
-  /** Notes `block` written at `position` (its segment's `done` already counts it). */
-  landed(position: number, block: Buffer): void {
+  /** Notes `chunks` written from `position` on (their segment's `done` already counts them). */
+  landed(position: number, chunks: Buffer[]): void {
     if (position === this.hashed && !this.reading) {
-      this.hash.update(block);
-      this.hashed += block.length;
+      for (const chunk of chunks) {
+        this.hash.update(chunk);
+        this.hashed += chunk.length;
+      }
     }
     if (!this.reading && this.frontier() > this.hashed) this.readBack();
   }
@@ -293,7 +295,7 @@ class InOrderHash {
 
 const RANGE_IGNORED = new Error("the hub ignored the Range request");
 
-async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, landed: (position: number, block: Buffer) => void): Promise<void> {
+async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, landed: (position: number, chunks: Buffer[]) => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
   for (let failures = 0; segment.done < length; ) {
@@ -306,18 +308,20 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       }
       let pending: Buffer[] = [];
       let pendingBytes = 0;
+      // the chunks as they came, in one writev: copying them into one block would double what the heap churns through
       const flush = async () => {
         if (pendingBytes === 0) return;
-        const block = Buffer.concat(pending, pendingBytes);
+        const chunks = pending;
+        const length = pendingBytes;
         pending = [];
         pendingBytes = 0;
         const position = segment.start + segment.done;
-        for (let offset = 0; offset < block.length; ) {
-          offset += (await handle.write(block, offset, block.length - offset, position + offset)).bytesWritten;
+        for (let written = 0; written < length; ) {
+          written += (await handle.writev(written === 0 ? chunks : after(chunks, written), position + written)).bytesWritten;
         }
-        segment.done += block.length;
-        writeback.wrote(block.length);
-        landed(position, block);
+        segment.done += length;
+        writeback.wrote(length);
+        landed(position, chunks);
       };
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
         if (segment.done + pendingBytes + chunk.length > length) {
@@ -339,6 +343,19 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       await sleep(http.backoff(failures), undefined, { signal });
     }
   }
+}
+
+/** The chunks' bytes after the first `skip`. */
+function after(chunks: Buffer[], skip: number): Buffer[] {
+  const rest: Buffer[] = [];
+  for (const chunk of chunks) {
+    if (skip >= chunk.length) skip -= chunk.length;
+    else {
+      rest.push(skip > 0 ? chunk.subarray(skip) : chunk);
+      skip = 0;
+    }
+  }
+  return rest;
 }
 
 async function readState(statePath: string, partialPath: string, sizeBytes: number): Promise<Segment[] | undefined> {
