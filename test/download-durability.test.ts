@@ -11,7 +11,8 @@ import { FakeHub } from "./support/fake-hub.js";
 import { FIXTURE_DIR } from "./support/test-server.js";
 
 const REPO = "acme/durable";
-const SIZE = 40 * 1024 * 1024;
+// past the 64 MiB after which a background sync starts
+const SIZE = 72 * 1024 * 1024;
 const content = Buffer.alloc(SIZE);
 for (let i = 0; i < SIZE; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
 

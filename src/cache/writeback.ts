@@ -9,7 +9,10 @@
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
 
-const EVERY_BYTES = 16 * 1024 * 1024;
+// every sync forces a flush of the disk's cache and stalls the writes around
+// it: on a virtual disk, syncing every 16 MiB made a 1 GiB hub pull 1.7x
+// slower than syncing once at the end, every 64 MiB cost little
+const EVERY_BYTES = 64 * 1024 * 1024;
 
 /** How a file's bytes are made durable: `data` for the background syncs, `all` for the final one. */
 export interface FileSync {
