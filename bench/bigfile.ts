@@ -1,7 +1,7 @@
 // bigfile: one large file pulled; the server's peak RSS must not grow with
-// the file. Baseline: cp + openssl dgst -sha256 of the same file.
+// the file. Baseline: cp + openssl dgst -sha256 + sync of the same file.
 import { join } from "node:path";
-import { MiB, type Result, makeFixture, pullAll, register, seconds, shellCopyAndHash, startBenchServer, warm } from "./harness.js";
+import { MiB, type Result, makeFixture, pullAll, quietDisk, register, seconds, shellCopyAndHash, startBenchServer, warm } from "./harness.js";
 
 export async function benchBigfile(options: { workDir: string; sizeMiB: number }): Promise<Result> {
   const source = join(options.workDir, "bigfile-source");
@@ -13,6 +13,7 @@ export async function benchBigfile(options: { workDir: string; sizeMiB: number }
     const client = server.client();
     await register(client, "bench");
     const idle = await server.peakRssBytes();
+    await quietDisk();
     const started = performance.now();
     await pullAll(client, "bench", source);
     const took = seconds(started);
@@ -28,7 +29,7 @@ export async function benchBigfile(options: { workDir: string; sizeMiB: number }
       table: [
         { what: `modelcache pull of one ${options.sizeMiB} MiB file`, seconds: took.toFixed(3), "peak RSS MB": (peak / 1e6).toFixed(0) },
         { what: "server at rest before the pull", seconds: "", "peak RSS MB": (idle / 1e6).toFixed(0) },
-        { what: "cp + openssl dgst -sha256", seconds: baseline.toFixed(3), "peak RSS MB": "" },
+        { what: "cp + openssl dgst -sha256 + sync FILES", seconds: baseline.toFixed(3), "peak RSS MB": "" },
       ],
     };
   } finally {

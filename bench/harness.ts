@@ -138,14 +138,32 @@ export async function makeFixture(dir: string, shards: number, shardBytes: numbe
   }
 }
 
-/** The shell baseline: `cp -r` of the source, then `openssl dgst -sha256` of every copied file. */
+/**
+ * The shell baseline, as durable as a pull: `cp -r` of the source, `openssl
+ * dgst -sha256` of every copied file, then `sync` of the copied files (modelcache
+ * fsyncs what it installs; without the sync the baseline would time page-cache
+ * copies, and the disk's writeback would land in whatever runs next).
+ */
 export async function shellCopyAndHash(source: string, target: string): Promise<number> {
   await rm(target, { recursive: true, force: true });
+  await quietDisk();
   const started = performance.now();
-  await run("bash", ["-c", `cp -r "$1" "$2" && find "$2" -type f -exec openssl dgst -sha256 {} + > /dev/null`, "baseline", source, target]);
+  await run("bash", ["-c", `cp -r "$1" "$2" && find "$2" -type f -exec openssl dgst -sha256 {} + > /dev/null && find "$2" -type f -exec sync {} +`, "baseline", source, target]);
   const seconds = (performance.now() - started) / 1000;
   await rm(target, { recursive: true, force: true });
   return seconds;
+}
+
+/** Lets the disk finish what the last step left (deleted files, writeback) before the next measurement starts. */
+export async function quietDisk(): Promise<void> {
+  await run("sync");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 /** Reads every file once so that subject and baseline both start from a warm page cache. */

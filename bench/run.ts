@@ -17,7 +17,7 @@ const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
   .option("--pull-mib <n>", "size of the pull fixture", "1024")
   .option("--shards <n>", "large files in the pull fixture", "4")
-  .option("--repeat <n>", "runs of pull, repull, hubpull and their baselines; the best counts", "2")
+  .option("--repeat <n>", "runs of pull, repull, hubpull and their baselines; the medians count", "3")
   .option("--fanout-mib <n>", "size of the fanout fixture", "512")
   .option("--fanout-clients <n>", "clients attached to the fanout pull", "16")
   .option("--bigfile-mib <n>", "size of the bigfile", "2048")
@@ -48,7 +48,10 @@ try {
   }
   if (names.includes("fanout")) await report(await benchFanout({ workDir: dir, totalMiB: Number(options.fanoutMib), clients: Number(options.fanoutClients) }));
   if (names.includes("bigfile")) await report(await benchBigfile({ workDir: dir, sizeMiB: Number(options.bigfileMib) }));
-  if (names.includes("hubpull")) await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: Number(options.shards), repeat: Number(options.repeat) }));
+  if (names.includes("hubpull")) {
+    await report(await benchHubpull({ workDir: dir, totalMiB: 256, shards: 4, repeat: Number(options.repeat), name: "hubpull-4x64" }));
+    await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: Number(options.shards), repeat: Number(options.repeat) }));
+  }
   if (names.includes("inspect")) {
     await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));
   }

@@ -1,4 +1,4 @@
-import { readFile, readdir, stat } from "node:fs/promises";
+import { open, readFile, readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -135,6 +135,44 @@ describe("pulling from a hub", () => {
     await pullOk(t.client, { name: "minilm" });
     expect(hub.sent("onnx/model.onnx") - before).to.equal(BIG - kept);
     expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  /** Cancels a pull once part of onnx/model.onnx is on disk; returns the partial's path and size. */
+  const leavePartial = async (): Promise<{ partial: string; kept: number }> => {
+    hub.faults.bytesPerSecond = 16 * 1024 * 1024;
+    const first = await pull(t.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    hub.faults.bytesPerSecond = undefined;
+    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "onnx", "model.onnx");
+    return { partial, kept: (await stat(partial)).size };
+  };
+
+  it("starts a resumed file over from zero, once, when the bytes kept on disk do not verify", async () => {
+    const { partial, kept } = await leavePartial();
+    // what a crash before the bytes reached the disk can leave: the right length, the wrong bytes
+    const handle = await open(partial, "r+");
+    await handle.write(Buffer.from([0xde, 0xad]), 0, 2, 100);
+    await handle.close();
+    const before = hub.sent("onnx/model.onnx");
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.sent("onnx/model.onnx") - before, "the missing bytes, then the whole file again").to.equal(BIG - kept + BIG);
+    expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
+  });
+
+  it("reports DATA_LOSS when a resumed file still does not verify after starting over from zero", async () => {
+    const { kept } = await leavePartial();
+    hub.faults.wrongBytes.add("onnx/model.onnx");
+    const before = hub.sent("onnx/model.onnx");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("onnx/model.onnx").and.include(hub.file("onnx/model.onnx").sha256);
+    expect(hub.sent("onnx/model.onnx") - before, "one restart from zero, no more").to.equal(BIG - kept + BIG);
+    expect(await readdir(t.cacheRoot)).to.not.include("minilm");
   });
 
   it("caps the download rate at --max-bytes-per-second", async () => {
@@ -283,6 +321,59 @@ describe("pulling a large file from a hub in parallel byte ranges", () => {
     expect(resumed).to.be.below(RANGED);
     expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
     expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+  });
+
+  it("does not split files that download side by side: no more connections than one per file in flight", async () => {
+    const shards = Object.fromEntries([1, 2, 3, 4].map((i) => [`shards/model-${i}.safetensors`, Buffer.concat([file.subarray(i), file.subarray(0, i)])]));
+    await hub.close();
+    hub = await FakeHub.serve(REPO, FIXTURE_DIR, shards);
+    await t.restart({ hubUrl: hub.url, parallelRangeMinBytes: 4 * 1024 * 1024 });
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, include: ["shards/"] }) });
+    // slow enough that streams overlap whenever the server opens them together
+    hub.faults.bytesPerSecond = 32 * 1024 * 1024;
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.peakContentStreams, "content requests in flight at once").to.be.at.most(4);
+    for (const path of Object.keys(shards)) {
+      expect(sha256(await readFile(join(t.cacheRoot, "minilm", path)))).to.equal(hub.file(path).sha256);
+    }
+  });
+
+  /** Cancels a pull once part of the file is on disk; returns the partial's path and the bytes its resume state counts. */
+  const leaveRanges = async (): Promise<{ partial: string; kept: number }> => {
+    hub.faults.bytesPerSecond = 8 * 1024 * 1024;
+    const first = await pull(t.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if ((event.fileProgress?.bytesDone ?? 0) > 2 * 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    hub.faults.bytesPerSecond = undefined;
+    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "weights", "model.safetensors");
+    const state = JSON.parse(await readFile(`${partial}.segments.json`, "utf8")) as { segments: { done: number }[] };
+    const kept = state.segments.reduce((sum, s) => sum + s.done, 0);
+    expect(kept).to.be.above(0).and.below(RANGED);
+    return { partial, kept };
+  };
+
+  it("starts a resumed file over from zero, once, when the ranges kept on disk do not verify", async () => {
+    const { partial, kept } = await leaveRanges();
+    const handle = await open(partial, "r+");
+    await handle.write(Buffer.from([0xde, 0xad]), 0, 2, 100);
+    await handle.close();
+    const before = hub.sent("weights/model.safetensors");
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.sent("weights/model.safetensors") - before, "the missing ranges, then the whole file again").to.equal(RANGED - kept + RANGED);
+    expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
+  });
+
+  it("reports DATA_LOSS when a resumed file in ranges still does not verify after starting over from zero", async () => {
+    const { kept } = await leaveRanges();
+    hub.faults.wrongBytes.add("weights/model.safetensors");
+    const before = hub.sent("weights/model.safetensors");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(hub.sent("weights/model.safetensors") - before, "one restart from zero, no more").to.equal(RANGED - kept + RANGED);
   });
 
   it("falls back to one stream when the hub ignores Range", async () => {

@@ -3,11 +3,14 @@
 // and hashing several files use every core while the main thread keeps
 // serving gRPC. Cancelling a copy ends it at once: the
 // worker running it is terminated, and the caller removes the staging dir.
+// The pool (and piscina itself) is loaded on the first copy or hash, not when
+// the server starts: a server that only serves hub pulls and shallow
+// inspections never pays for it.
 import { availableParallelism } from "node:os";
 import { MessageChannel } from "node:worker_threads";
-import { Piscina } from "piscina";
-import { ModelCacheError, filesystemError } from "../errors.js";
 import type { MessagePort } from "node:worker_threads";
+import type { Piscina } from "piscina";
+import { ModelCacheError, filesystemError } from "../errors.js";
 
 /** What copy-file-worker.js is asked to do. */
 export interface CopyTask {
@@ -30,19 +33,29 @@ export type CopyOutcome =
   | { changed: number }
   | { failed: string; code: string | undefined; path: string };
 
+type Pool = Piscina<CopyTask | HashTask, CopyOutcome | HashOutcome>;
+
 export class FileCopier {
   // two tasks run on it: the default export (copy) and "hash"
-  private readonly pool: Piscina<CopyTask | HashTask, CopyOutcome | HashOutcome>;
+  private pool: Promise<Pool> | undefined;
+  private closed = false;
 
-  constructor(threads = Math.max(1, Math.min(4, availableParallelism()))) {
-    this.pool = new Piscina({
-      filename: new URL("./copy-file-worker.js", import.meta.url).href,
-      // plain JavaScript: no loader, so each worker stays small and starts fast
-      execArgv: [],
-      minThreads: 0,
-      maxThreads: threads,
-      idleTimeout: 30_000,
-    });
+  constructor(private readonly threads = Math.max(1, Math.min(4, availableParallelism()))) {}
+
+  private start(): Promise<Pool> {
+    if (this.closed) return Promise.reject(new ModelCacheError("unavailable", "the server is shutting down; try again once it is back"));
+    this.pool ??= import("piscina").then(
+      ({ Piscina }) =>
+        new Piscina({
+          filename: new URL("./copy-file-worker.js", import.meta.url).href,
+          // plain JavaScript: no loader, so each worker stays small and starts fast
+          execArgv: [],
+          minThreads: 0,
+          maxThreads: this.threads,
+          idleTimeout: 30_000,
+        }),
+    );
+    return this.pool;
   }
 
   /**
@@ -67,7 +80,8 @@ export class FileCopier {
       onBytes(bytes);
     });
     try {
-      const outcome = (await this.pool.run({ from, to, sizeBytes, progress: port2, installed }, { transferList: [port2], signal }).catch((err: unknown) => {
+      const pool = await this.start();
+      const outcome = (await pool.run({ from, to, sizeBytes, progress: port2, installed }, { transferList: [port2], signal }).catch((err: unknown) => {
         throw signal.aborted ? signal.reason : err;
       })) as CopyOutcome;
       if ("sha256" in outcome) {
@@ -91,14 +105,16 @@ export class FileCopier {
 
   /** The sha256 of a file, computed on a worker thread. */
   async hash(path: string, signal: AbortSignal): Promise<string> {
-    const outcome = (await this.pool.run({ path }, { name: "hash", signal }).catch((err: unknown) => {
+    const pool = await this.start();
+    const outcome = (await pool.run({ path }, { name: "hash", signal }).catch((err: unknown) => {
       throw signal.aborted ? signal.reason : err;
     })) as HashOutcome;
     if ("sha256" in outcome) return outcome.sha256;
     throw filesystemError("read", outcome.path, Object.assign(new Error(outcome.failed), { code: outcome.code }));
   }
 
-  close(): Promise<void> {
-    return this.pool.destroy();
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.pool) await (await this.pool).destroy();
   }
 }

@@ -61,7 +61,6 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           name: model.name,
           bandwidth: runtime.hub.bandwidth,
           parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
-          hasher: (path, s) => runtime.copier.hash(path, s),
           signal,
         });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };

@@ -52,6 +52,9 @@ export class FakeHub {
   pageSize = 2;
   /** bytes per write of a response: small in tests, so faults land midway; large in benchmarks */
   chunkBytes = 64 * 1024;
+  /** most file contents being sent at once, since the hub started */
+  peakContentStreams = 0;
+  private contentStreams = 0;
   private hub!: Server;
   private cdn!: Server;
   url = "";
@@ -202,6 +205,9 @@ export class FakeHub {
       "accept-ranges": "bytes",
       ...(ranged ? { "content-range": `bytes ${start}-${end - 1}/${bytes.length}` } : {}),
     });
+    this.contentStreams += 1;
+    this.peakContentStreams = Math.max(this.peakContentStreams, this.contentStreams);
+    res.once("close", () => (this.contentStreams -= 1));
     const dropAfter = this.faults.dropAfter.get(file.path);
     if (dropAfter !== undefined) this.faults.dropAfter.delete(file.path);
     const chunk = this.chunkBytes;

@@ -3,7 +3,10 @@
 // server) goes on from the bytes already on disk with a Range request, and
 // starts over only when the hub ignores Range. The bytes are hashed as they
 // arrive (sha256, and the git blob sha1 for files not in LFS) and checked
-// against the hub's listing; a mismatch removes the partial and fails.
+// against the hub's listing; a mismatch removes the partial and fails. When
+// some of the bytes came from an earlier attempt, the mismatch may be theirs
+// (a crash before they reached the disk), so the file is fetched once more
+// from zero before the hub is blamed.
 import { createHash, type Hash } from "node:crypto";
 import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -11,8 +14,8 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
-import { Writeback } from "../../cache/writeback.js";
-import { ModelCacheError } from "../../errors.js";
+import { type FileSync, Writeback } from "../../cache/writeback.js";
+import { ModelCacheError, filesystemError } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
 import type { HubHttp } from "./hub-http.js";
 
@@ -30,21 +33,42 @@ export interface DownloadOptions {
   signal: AbortSignal;
   /** bytes newly accounted for; never more than sizeBytes in all */
   onBytes(bytes: number): void;
+  /** how the partial is made durable (the real fsync unless a caller must see it fail) */
+  sync?: FileSync;
 }
 
 const MAX_FAILURES = 5;
 
 /** The verified file's sha256, once it is whole in `partialPath`. */
 export async function downloadFile(options: DownloadOptions): Promise<string> {
-  const { http, partialPath, sizeBytes, signal } = options;
+  const { partialPath } = options;
   await mkdir(dirname(partialPath), { recursive: true });
   let reported = 0;
+  // after a restart from zero, progress resumes once it passes what was already told
   const report = (done: number) => {
     if (done > reported) {
       options.onBytes(done - reported);
       reported = done;
     }
   };
+  const kept = (await stat(partialPath).catch(() => undefined))?.size ?? 0;
+  let hashes = await fetchFile(options, report);
+  let mismatch = check(options, hashes);
+  if (mismatch && kept > 0) {
+    await rm(partialPath, { force: true });
+    hashes = await fetchFile(options, report);
+    mismatch = check(options, hashes);
+  }
+  if (mismatch) {
+    await rm(partialPath, { force: true });
+    throw new ModelCacheError("data_loss", `file '${options.path}' from the hub does not match its listing: its bytes have ${mismatch}; nothing was installed`);
+  }
+  return hashes[0]!.digest("hex");
+}
+
+/** Fetches what `partialPath` lacks; returns the hashes of the whole file, not yet checked. */
+async function fetchFile(options: DownloadOptions, report: (done: number) => void): Promise<Hash[]> {
+  const { http, partialPath, sizeBytes, signal } = options;
   for (let failures = 0; ; ) {
     // every attempt starts from what is on disk, hashed again
     let have = (await stat(partialPath).catch(() => undefined))?.size ?? 0;
@@ -54,7 +78,8 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
     }
     let hashes = await hashPrefix(partialPath, have, sizeBytes, options.gitBlobId !== undefined, signal);
     report(have);
-    if (have === sizeBytes) return verified(options, hashes);
+    if (have === sizeBytes) return hashes;
+    let writeback: Writeback | undefined;
     try {
       const response = await http.get(options.url, `file '${options.path}'`, signal, have);
       if (have > 0 && !resumesAt(response, have)) {
@@ -65,7 +90,7 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
       let received = have;
       const bandwidth = options.bandwidth;
       const handle = await open(partialPath, have > 0 ? "r+" : "w");
-      const writeback = new Writeback(handle);
+      writeback = new Writeback(handle, { sync: options.sync });
       // synchronous transforms: an async step per chunk would cost more than the hashing
       const hashing = new Transform({
         transform(chunk: Buffer, _encoding, done) {
@@ -89,9 +114,16 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
         await writeback.settle();
         await handle.close();
       }
-      if (received === sizeBytes) return verified(options, hashes);
+      if (received === sizeBytes) return hashes;
       throw new Error(`the transfer ended after ${received} of ${sizeBytes} bytes`);
     } catch (err) {
+      const syncFailure = writeback?.syncFailure;
+      if (syncFailure) {
+        // bytes a failed sync may have lost must never be resumed from
+        await rm(partialPath, { force: true });
+        if (signal.aborted) throw signal.reason;
+        throw filesystemError("sync", partialPath, syncFailure.error);
+      }
       if (signal.aborted) throw signal.reason;
       if (err instanceof ModelCacheError) {
         if (err.kind === "data_loss") await rm(partialPath, { force: true });
@@ -106,20 +138,14 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
   }
 }
 
-/** Checks the digests of a whole file against the listing; removes the partial on a mismatch. */
-async function verified(options: DownloadOptions, hashes: Hash[]): Promise<string> {
-  const [sha256, blob] = hashes.map((h) => h.digest("hex"));
-  const mismatch =
-    options.sha256 !== undefined && sha256 !== options.sha256
-      ? `sha256 ${sha256}, the hub lists ${options.sha256}`
-      : options.gitBlobId !== undefined && blob !== options.gitBlobId
-        ? `git blob id ${blob}, the hub lists ${options.gitBlobId}`
-        : undefined;
-  if (mismatch) {
-    await rm(options.partialPath, { force: true });
-    throw new ModelCacheError("data_loss", `file '${options.path}' from the hub does not match its listing: its bytes have ${mismatch}; nothing was installed`);
-  }
-  return sha256!;
+/** What is wrong with a whole file's digests against the listing, if anything. */
+function check(options: DownloadOptions, hashes: Hash[]): string | undefined {
+  const [sha256, blob] = hashes.map((h) => h.copy().digest("hex"));
+  return options.sha256 !== undefined && sha256 !== options.sha256
+    ? `sha256 ${sha256}, the hub lists ${options.sha256}`
+    : options.gitBlobId !== undefined && blob !== options.gitBlobId
+      ? `git blob id ${blob}, the hub lists ${options.gitBlobId}`
+      : undefined;
 }
 
 /** sha256 (and the git blob sha1, "blob <size>\0" + bytes, when asked) of the first `length` bytes on disk. */

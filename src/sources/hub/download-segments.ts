@@ -1,16 +1,25 @@
-// Downloads one large LFS file as several byte ranges at once (as
-// hf_transfer does), each written straight to its place in the partial file.
-// Each range's progress is kept in `<partial>.segments.json`, so a dropped
-// connection, a cancelled pull or a restart resumes every range where it
-// stopped. The file is hashed once whole, on the worker pool, and checked
-// against the hub's sha256. A hub that ignores Range makes the caller fall
-// back to one stream.
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+// Downloads one large LFS file as consecutive byte ranges (segments), each
+// written straight to its place in the partial file. One connection fetches
+// them in order; idle connections of the pull (see connections.ts) join in
+// and take the next ones, so a lone large file is fetched in parallel, while
+// files already downloading side by side are not split further. The file is
+// hashed in order as its segments land: the bytes at the hashed edge straight
+// from memory, segments that landed ahead of it read back from the page cache
+// once the edge reaches them, so no pass over the whole file is left at the
+// end. Each segment's progress is kept in `<partial>.segments.json`, counting
+// only bytes a completed sync has put on the disk, so a dropped connection, a
+// cancelled pull or a restart resumes every segment where it stopped. A
+// resumed file that fails verification is fetched once more from zero. A hub
+// that ignores Range makes the caller fall back to one stream.
+import { createHash } from "node:crypto";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
+import { writeFileDurably } from "../../cache/durable.js";
 import { Writeback } from "../../cache/writeback.js";
-import { ModelCacheError } from "../../errors.js";
+import { ModelCacheError, filesystemError } from "../../errors.js";
+import type { Connections } from "./connections.js";
 import { type DownloadOptions, resumesAt } from "./download-file.js";
 
 interface Segment {
@@ -21,87 +30,274 @@ interface Segment {
 
 export interface SegmentedOptions extends DownloadOptions {
   sha256: string;
-  segments: number;
-  hasher: (path: string, signal: AbortSignal) => Promise<string>;
+  /** idle connections that may fetch further segments at once; without, one segment at a time */
+  connections?: Connections;
 }
 
+/** A file is cut into at least this many segments, so that idle connections can share it. */
+const MIN_SEGMENTS = 4;
+const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
 const FLUSH_BYTES = 1024 * 1024;
-const SAVE_EVERY_BYTES = 16 * 1024 * 1024;
+const READ_BACK_BYTES = 4 * 1024 * 1024;
 const MAX_FAILURES = 5;
 
 /** The verified sha256, or "unsupported" when the hub does not serve ranges. */
 export async function downloadInSegments(options: SegmentedOptions): Promise<string | "unsupported"> {
-  const { http, partialPath, sizeBytes, signal } = options;
-  const statePath = `${partialPath}.segments.json`;
+  const { partialPath } = options;
   await mkdir(dirname(partialPath), { recursive: true });
-  let segments = await readState(statePath, partialPath, sizeBytes);
-  if (!segments) {
-    const handle = await open(partialPath, "w");
-    await handle.truncate(sizeBytes);
-    await handle.close();
-    const step = Math.ceil(sizeBytes / options.segments / FLUSH_BYTES) * FLUSH_BYTES;
-    segments = [];
-    for (let start = 0; start < sizeBytes; start += step) segments.push({ start, end: Math.min(sizeBytes, start + step), done: 0 });
-  }
-  const all = segments;
-  let saving: Promise<void> = Promise.resolve();
-  const save = () => (saving = saving.then(() => writeState(statePath, sizeBytes, all)).catch(() => undefined));
-  await save();
   let reported = 0;
-  const report = () => {
-    const done = all.reduce((sum, s) => sum + s.done, 0);
+  // after a restart from zero, progress resumes once it passes what was already told
+  const report = (done: number) => {
     if (done > reported) {
       options.onBytes(done - reported);
       reported = done;
     }
   };
-  report();
-
-  const handle = await open(partialPath, "r+");
-  const writeback = new Writeback(handle);
-  // the first range to fail stops the others; all settle before the file is closed
-  const stop = new AbortController();
-  const inner = AbortSignal.any([signal, stop.signal]);
-  try {
-    const settled = await Promise.allSettled(
-      all.map((segment) =>
-        fetchSegment(segment, handle, writeback, { ...options, signal: inner }, report, save).catch((err: unknown) => {
-          stop.abort(err);
-          throw err;
-        }),
-      ),
-    );
-    const failure = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failure) {
-      if (signal.aborted) throw signal.reason;
-      if (stop.signal.reason === RANGE_IGNORED) return "unsupported";
-      throw stop.signal.reason;
-    }
-    await writeback.finish();
-  } finally {
-    await writeback.settle();
-    await handle.close();
-    await save();
-    await saving;
+  let fetched = await fetchSegments(options, report);
+  if (fetched !== "unsupported" && fetched.sha256 !== options.sha256 && fetched.resumed) {
+    // the bytes kept from an earlier attempt may be what is wrong (a crash before they were synced)
+    await rm(partialPath, { force: true });
+    fetched = await fetchSegments(options, report);
   }
-  const sha256 = await options.hasher(partialPath, signal);
-  await rm(statePath, { force: true });
-  if (sha256 !== options.sha256) {
+  if (fetched === "unsupported") return fetched;
+  if (fetched.sha256 !== options.sha256) {
     await rm(partialPath, { force: true });
     throw new ModelCacheError(
       "data_loss",
-      `file '${options.path}' from the hub does not match its listing: its bytes have sha256 ${sha256}, the hub lists ${options.sha256}; nothing was installed`,
+      `file '${options.path}' from the hub does not match its listing: its bytes have sha256 ${fetched.sha256}, the hub lists ${options.sha256}; nothing was installed`,
     );
   }
-  return sha256;
+  return fetched.sha256;
+}
+
+/** Fetches the segments the partial lacks; the whole file's sha256 (not yet checked), and whether it resumed earlier bytes. */
+async function fetchSegments(options: SegmentedOptions, report: (done: number) => void): Promise<{ sha256: string; resumed: boolean } | "unsupported"> {
+  const { partialPath, sizeBytes, signal } = options;
+  const statePath = `${partialPath}.segments.json`;
+  let segments = await readState(statePath, partialPath, sizeBytes);
+  const resumed = segments?.some((s) => s.done > 0) ?? false;
+  if (!segments) {
+    const handle = await open(partialPath, "w");
+    await handle.truncate(sizeBytes);
+    await handle.close();
+    segments = cut(sizeBytes);
+  }
+  const all = segments;
+  // the state counts only bytes a completed sync has put on the disk: a crash may lose the rest
+  const durable = all.map((s) => s.done);
+  let saving: Promise<void> = Promise.resolve();
+  let saveFailure: { error: unknown } | undefined;
+  const save = () =>
+    (saving = saving
+      .then(() => writeState(statePath, sizeBytes, all.map((s, i) => ({ ...s, done: durable[i]! }))))
+      .catch((error: unknown) => {
+        // without a state file the download starts over next time; the first failure is reported at the end
+        saveFailure ??= { error };
+      }));
+  await save();
+  const progress = () => report(all.reduce((sum, s) => sum + s.done, 0));
+  progress();
+
+  const handle = await open(partialPath, "r+");
+  const writeback = new Writeback(handle, {
+    sync: options.sync,
+    checkpoint: () => {
+      const reached = all.map((s) => s.done);
+      return () => {
+        reached.forEach((done, i) => (durable[i] = Math.max(durable[i]!, done)));
+        save();
+      };
+    },
+  });
+  // the first segment to fail stops the others; all settle before the file is closed
+  const stop = new AbortController();
+  const inner = AbortSignal.any([signal, stop.signal]);
+  const hashing = new InOrderHash(handle, all, inner);
+  let failure: { error: unknown } | undefined;
+  try {
+    await fetchAll(all, options.connections, inner, stop, (segment) =>
+      fetchSegment(segment, handle, writeback, { ...options, signal: inner }, (position, chunks) => {
+        progress();
+        hashing.landed(position, chunks);
+      }),
+    );
+    if (stop.signal.aborted) {
+      failure = { error: stop.signal.reason };
+      // what did arrive is kept for the next attempt once it is on the disk; a sync that
+      // fails here is not lost: it is the writeback's syncFailure, handled below
+      await writeback.finish().then(
+        () => all.forEach((s, i) => (durable[i] = s.done)),
+        () => undefined,
+      );
+    } else {
+      // the last bytes are hashed while they are synced
+      await Promise.all([writeback.finish().then(() => all.forEach((s, i) => (durable[i] = s.done))), hashing.end()]);
+    }
+  } catch (error) {
+    failure ??= { error };
+  } finally {
+    await hashing.settle();
+    await writeback.settle();
+    await handle.close();
+  }
+  const syncFailure = writeback.syncFailure;
+  if (syncFailure) {
+    // bytes a failed sync may have lost must never be resumed from: nothing of this file is kept
+    await saving;
+    await rm(statePath, { force: true });
+    await rm(partialPath, { force: true });
+    if (signal.aborted) throw signal.reason;
+    throw filesystemError("sync", partialPath, syncFailure.error);
+  }
+  if (failure) {
+    await save();
+    await saving;
+    if (signal.aborted) throw signal.reason;
+    if (failure.error === RANGE_IGNORED) return "unsupported";
+    throw failure.error;
+  }
+  await saving;
+  if (saveFailure) throw filesystemError("write", statePath, saveFailure.error);
+  await rm(statePath, { force: true });
+  return { sha256: hashing.digest(), resumed };
+}
+
+/** Consecutive segments covering `sizeBytes`, whole MiB each but the last. */
+function cut(sizeBytes: number): Segment[] {
+  const step = Math.min(MAX_SEGMENT_BYTES, Math.max(FLUSH_BYTES, Math.ceil(sizeBytes / MIN_SEGMENTS / FLUSH_BYTES) * FLUSH_BYTES));
+  const segments: Segment[] = [];
+  for (let start = 0; start < sizeBytes; start += step) segments.push({ start, end: Math.min(sizeBytes, start + step), done: 0 });
+  return segments;
+}
+
+/**
+ * Runs `fetch` on every unfinished segment, in order: one at a time on the
+ * file's own connection, more at once while idle connections can be borrowed.
+ * Resolves once every started fetch has settled; the first failure aborts `stop`.
+ */
+async function fetchAll(all: Segment[], connections: Connections | undefined, signal: AbortSignal, stop: AbortController, fetch: (segment: Segment) => Promise<void>): Promise<void> {
+  let next = 0;
+  const take = () => {
+    while (next < all.length && all[next]!.done === all[next]!.end - all[next]!.start) next += 1;
+    return next < all.length ? all[next++] : undefined;
+  };
+  const running: Promise<void>[] = [];
+  const fetcher = async (release?: () => void) => {
+    try {
+      for (let segment = take(); segment && !signal.aborted; segment = take()) {
+        grow();
+        await fetch(segment);
+      }
+    } catch (err) {
+      if (!stop.signal.aborted) stop.abort(err);
+    } finally {
+      release?.();
+    }
+  };
+  const grow = () => {
+    while (connections && next < all.length && !signal.aborted) {
+      const release = connections.borrow();
+      if (!release) return;
+      running.push(fetcher(release));
+    }
+  };
+  const unlisten = connections?.onRelease(grow);
+  try {
+    running.push(fetcher());
+    for (let settled = 0; settled < running.length; ) {
+      settled = running.length;
+      await Promise.all(running.slice());
+    }
+  } finally {
+    unlisten?.();
+  }
+  if (signal.aborted && !stop.signal.aborted) stop.abort(signal.reason);
+}
+
+/**
+ * sha256 of the file in order, fed as segments land: a block written at the
+ * hashed edge is hashed from memory; bytes that landed ahead of the edge are
+ * read back once every byte before them has landed.
+ */
+class InOrderHash {
+  private readonly hash = createHash("sha256");
+  private hashed = 0;
+  /** the first segment not yet whole */
+  private edge = 0;
+  private reading: Promise<void> | undefined;
+  private buffer: Buffer | undefined;
+  private failure: { error: unknown } | undefined;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly segments: Segment[],
+    private readonly signal: AbortSignal,
+  ) {}
+
+  /** Notes `chunks` written from `position` on (their segment's `done` already counts them). */
+  landed(position: number, chunks: Buffer[]): void {
+    if (position === this.hashed && !this.reading) {
+      for (const chunk of chunks) {
+        this.hash.update(chunk);
+        this.hashed += chunk.length;
+      }
+    }
+    if (!this.reading && this.frontier() > this.hashed) this.readBack();
+  }
+
+  /** Hashes whatever is left once every segment is whole. */
+  async end(): Promise<void> {
+    await this.settle();
+    if (!this.failure && this.frontier() > this.hashed) {
+      this.readBack();
+      await this.settle();
+    }
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Waits for a read-back in progress; never throws (end() reports). */
+  async settle(): Promise<void> {
+    while (this.reading) await this.reading;
+  }
+
+  digest(): string {
+    return this.hash.digest("hex");
+  }
+
+  /** The end of the bytes that have all landed from the start of the file. */
+  private frontier(): number {
+    while (this.edge < this.segments.length) {
+      const segment = this.segments[this.edge]!;
+      if (segment.done < segment.end - segment.start) return segment.start + segment.done;
+      this.edge += 1;
+    }
+    return this.segments.at(-1)?.end ?? 0;
+  }
+
+  private readBack(): void {
+    this.reading = (async () => {
+      this.buffer ??= Buffer.allocUnsafe(READ_BACK_BYTES);
+      for (let end = this.frontier(); this.hashed < end && !this.signal.aborted; end = this.frontier()) {
+        const { bytesRead } = await this.handle.read(this.buffer, 0, Math.min(this.buffer.length, end - this.hashed), this.hashed);
+        if (bytesRead === 0) throw new Error(`the file ended at ${this.hashed} bytes`);
+        this.hash.update(this.buffer.subarray(0, bytesRead));
+        this.hashed += bytesRead;
+      }
+    })()
+      .catch((error: unknown) => {
+        this.failure ??= { error: filesystemError("read back", "the partial download", error) };
+      })
+      .finally(() => {
+        this.reading = undefined;
+      });
+  }
 }
 
 const RANGE_IGNORED = new Error("the hub ignored the Range request");
 
-async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, report: () => void, save: () => void): Promise<void> {
+async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, landed: (position: number, chunks: Buffer[]) => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
-  let sinceSave = 0;
   for (let failures = 0; segment.done < length; ) {
     try {
       const from = segment.start + segment.done;
@@ -112,22 +308,20 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       }
       let pending: Buffer[] = [];
       let pendingBytes = 0;
+      // the chunks as they came, in one writev: copying them into one block would double what the heap churns through
       const flush = async () => {
         if (pendingBytes === 0) return;
-        const block = Buffer.concat(pending, pendingBytes);
+        const chunks = pending;
+        const length = pendingBytes;
         pending = [];
         pendingBytes = 0;
-        for (let offset = 0; offset < block.length; ) {
-          offset += (await handle.write(block, offset, block.length - offset, segment.start + segment.done + offset)).bytesWritten;
+        const position = segment.start + segment.done;
+        for (let written = 0; written < length; ) {
+          written += (await handle.writev(written === 0 ? chunks : after(chunks, written), position + written)).bytesWritten;
         }
-        segment.done += block.length;
-        sinceSave += block.length;
-        writeback.wrote(block.length);
-        report();
-        if (sinceSave >= SAVE_EVERY_BYTES) {
-          sinceSave = 0;
-          save();
-        }
+        segment.done += length;
+        writeback.wrote(length);
+        landed(position, chunks);
       };
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
         if (segment.done + pendingBytes + chunk.length > length) {
@@ -142,7 +336,6 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       if (segment.done < length) throw new Error(`a range ended after ${segment.done} of ${length} bytes`);
     } catch (err) {
       if (err === RANGE_IGNORED || signal.aborted || err instanceof ModelCacheError) throw signal.aborted ? signal.reason : err;
-      save();
       failures += 1;
       if (failures >= MAX_FAILURES) {
         throw new ModelCacheError("unavailable", `downloading '${options.path}' from the hub failed ${failures} times (${(err as Error).message}); pull again to resume`);
@@ -152,22 +345,55 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
   }
 }
 
+/** The chunks' bytes after the first `skip`. */
+function after(chunks: Buffer[], skip: number): Buffer[] {
+  const rest: Buffer[] = [];
+  for (const chunk of chunks) {
+    if (skip >= chunk.length) skip -= chunk.length;
+    else {
+      rest.push(skip > 0 ? chunk.subarray(skip) : chunk);
+      skip = 0;
+    }
+  }
+  return rest;
+}
+
 async function readState(statePath: string, partialPath: string, sizeBytes: number): Promise<Segment[] | undefined> {
+  let text: string;
   try {
-    const state = JSON.parse(await readFile(statePath, "utf8")) as { sizeBytes: number; segments: Segment[] };
-    const partial = await stat(partialPath);
+    text = await readFile(statePath, "utf8");
+  } catch (err) {
+    // no state: this file starts from zero
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw filesystemError("read", statePath, err);
+  }
+  try {
+    const state = JSON.parse(text) as { sizeBytes: number; segments: Segment[] };
+    const partial = await stat(partialPath).catch(() => undefined);
+    // consecutive segments from 0 to the end, each no further done than its length
     const valid =
       state.sizeBytes === sizeBytes &&
-      partial.size === sizeBytes &&
+      partial?.size === sizeBytes &&
       Array.isArray(state.segments) &&
-      state.segments.every((s) => Number.isSafeInteger(s.start) && Number.isSafeInteger(s.end) && Number.isSafeInteger(s.done) && s.done >= 0 && s.done <= s.end - s.start);
-    return valid ? state.segments : undefined;
+      state.segments.length > 0 &&
+      state.segments.every(
+        (s, i) =>
+          Number.isSafeInteger(s.start) &&
+          Number.isSafeInteger(s.end) &&
+          Number.isSafeInteger(s.done) &&
+          s.start === (i === 0 ? 0 : state.segments[i - 1]!.end) &&
+          s.end > s.start &&
+          s.done >= 0 &&
+          s.done <= s.end - s.start,
+      ) &&
+      state.segments.at(-1)!.end === sizeBytes;
+    return valid ? state.segments.map(({ start, end, done }) => ({ start, end, done })) : undefined;
   } catch {
+    // a torn or foreign state file: this file starts from zero
     return undefined;
   }
 }
 
 async function writeState(statePath: string, sizeBytes: number, segments: Segment[]): Promise<void> {
-  await writeFile(`${statePath}.tmp`, JSON.stringify({ sizeBytes, segments }));
-  await rename(`${statePath}.tmp`, statePath);
+  await writeFileDurably(statePath, JSON.stringify({ sizeBytes, segments }));
 }

@@ -11,6 +11,7 @@ import { ModelCacheError, filesystemError, quote } from "../../errors.js";
 import type { ArtifactSource, SourceFile } from "../artifact-source.js";
 import type { Bandwidth } from "./bandwidth.js";
 import { downloadFile } from "./download-file.js";
+import { Connections } from "./connections.js";
 import { downloadInSegments } from "./download-segments.js";
 import { HubHttp } from "./hub-http.js";
 
@@ -31,13 +32,12 @@ export interface HubSourceOptions {
   name: string;
   bandwidth?: Bandwidth;
   signal: AbortSignal;
-  /** LFS files at least this large are fetched as parallel byte ranges */
+  /** LFS files at least this large are fetched as byte ranges, in parallel while connections are idle */
   parallelRangeMinBytes: number;
-  /** hashes a whole file (off the main thread) for ranged downloads */
-  hasher: (path: string, signal: AbortSignal) => Promise<string>;
 }
 
-const RANGES_PER_FILE = 4;
+/** Hub connections a pull uses at once: each file in flight holds one, a file in ranges borrows idle ones. */
+const CONNECTIONS = 4;
 
 const COMMIT = /^[0-9a-f]{40}$/;
 
@@ -56,6 +56,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Artifact
   const files = await listFiles(http, repoPath, options.repo, commit, options.signal);
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const partialDir = options.layout.partialDir(options.name, commit);
+  const connections = new Connections(CONNECTIONS);
   const resolveUrl = (file: SourceFile) => http.url(`${repoPath}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`);
 
   return {
@@ -75,38 +76,48 @@ export async function openHubSource(options: HubSourceOptions): Promise<Artifact
         onBytes(file.sizeBytes);
         return installed.sha256;
       }
-      const partialPath = join(partialDir, file.path);
-      const download = {
-        http,
-        url: resolveUrl(file),
-        path: file.path,
-        partialPath,
-        sizeBytes: file.sizeBytes,
-        sha256: listed.sha256,
-        gitBlobId: listed.sha256 === undefined ? listed.gitBlobId : undefined,
-        bandwidth: options.bandwidth,
-        signal,
-        onBytes,
-      };
-      let sha256: string | "unsupported" = "unsupported";
-      if (listed.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) {
-        sha256 = await downloadInSegments({ ...download, sha256: listed.sha256, segments: RANGES_PER_FILE, hasher: options.hasher });
+      const release = connections.hold();
+      try {
+        return await download(listed, target, signal, onBytes);
+      } finally {
+        release();
       }
-      if (sha256 === "unsupported") {
-        // no ranges here (a small file, or a hub that ignores Range): one stream, resumable from its length
-        await rm(`${partialPath}.segments.json`, { force: true });
-        if (file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
-        sha256 = await downloadFile(download);
-      }
-      await link(partialPath, target).catch((err: unknown) => {
-        throw filesystemError("link the download into", target, err);
-      });
-      return sha256;
     },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
   };
+
+  /** Downloads one file into its partial (resuming it), verifies it and links it to `target`. */
+  async function download(file: HubFile, target: string, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<string> {
+    const partialPath = join(partialDir, file.path);
+    const request = {
+      http,
+      url: resolveUrl(file),
+      path: file.path,
+      partialPath,
+      sizeBytes: file.sizeBytes,
+      sha256: file.sha256,
+      gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined,
+      bandwidth: options.bandwidth,
+      signal,
+      onBytes,
+    };
+    let sha256: string | "unsupported" = "unsupported";
+    if (file.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) {
+      sha256 = await downloadInSegments({ ...request, sha256: file.sha256, connections });
+    }
+    if (sha256 === "unsupported") {
+      // no ranges here (a small file, or a hub that ignores Range): one stream, resumable from its length
+      await rm(`${partialPath}.segments.json`, { force: true });
+      if (file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
+      sha256 = await downloadFile(request);
+    }
+    await link(partialPath, target).catch((err: unknown) => {
+      throw filesystemError("link the download into", target, err);
+    });
+    return sha256;
+  }
 }
 
 /** The repo id as a URL path: each '/'-separated part encoded, no empty, '.' or '..' part. */
