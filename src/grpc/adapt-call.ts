@@ -9,11 +9,12 @@ import { ModelCacheError } from "../errors.js";
 import { toServiceError } from "./errors.js";
 import { callerOf } from "./guard-calls.js";
 import { MUTATING_METHODS } from "../auth/method-roles.js";
+import { type MethodDefinition, methodOf } from "./method-path.js";
 
-/** Told about every call (the server's metrics). */
+/** Told about every call (the server's metrics), by the method's path. */
 export interface RpcRecorder {
-  started(method: string, type: "unary" | "server_stream"): void;
-  handled(method: string, type: "unary" | "server_stream", code: string, seconds: number): void;
+  started(path: string, type: "unary" | "server_stream"): void;
+  handled(path: string, type: "unary" | "server_stream", code: string, seconds: number): void;
 }
 
 export interface CallContext {
@@ -27,23 +28,23 @@ export interface CallContext {
 
 export function unary<Req, Res>(
   context: CallContext,
-  method: string,
+  { path }: MethodDefinition,
   handle: (request: Req, signal: AbortSignal) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const started = performance.now();
-    context.rpcs?.started(method, "unary");
+    context.rpcs?.started(path, "unary");
     const signal = callSignal(call);
     handle(call.request, signal).then(
       (response) => {
-        logCall(context, method, call, status.OK, started);
-        context.rpcs?.handled(method, "unary", "OK", (performance.now() - started) / 1000);
+        logCall(context, path, call, status.OK, started);
+        context.rpcs?.handled(path, "unary", "OK", (performance.now() - started) / 1000);
         callback(null, response);
       },
       (err: unknown) => {
         const error = toServiceError(err);
-        logCall(context, method, call, error.code, started, error.details);
-        context.rpcs?.handled(method, "unary", status[error.code], (performance.now() - started) / 1000);
+        logCall(context, path, call, error.code, started, error.details);
+        context.rpcs?.handled(path, "unary", status[error.code], (performance.now() - started) / 1000);
         callback(error);
       },
     );
@@ -52,27 +53,27 @@ export function unary<Req, Res>(
 
 export function serverStream<Req, Res>(
   context: CallContext,
-  method: string,
+  { path }: MethodDefinition,
   handle: (request: Req, signal: AbortSignal) => AsyncIterable<Res>,
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
     const started = performance.now();
-    context.rpcs?.started(method, "server_stream");
+    context.rpcs?.started(path, "server_stream");
     const signal = AbortSignal.any([callSignal(call), context.shutdown]);
     void (async () => {
       try {
         for await (const message of handle(call.request, signal)) {
           if (!call.write(message)) await once(call, "drain", { signal });
         }
-        logCall(context, method, call, status.OK, started);
-        context.rpcs?.handled(method, "server_stream", "OK", (performance.now() - started) / 1000);
+        logCall(context, path, call, status.OK, started);
+        context.rpcs?.handled(path, "server_stream", "OK", (performance.now() - started) / 1000);
         call.end();
       } catch (err) {
         // once the call's signal has fired, its reason (client gone, or the
         // server shutting down) says better than the error it caused
         const error = toServiceError(signal.aborted ? signal.reason : err);
-        logCall(context, method, call, error.code, started, error.details);
-        context.rpcs?.handled(method, "server_stream", status[error.code], (performance.now() - started) / 1000);
+        logCall(context, path, call, error.code, started, error.details);
+        context.rpcs?.handled(path, "server_stream", status[error.code], (performance.now() - started) / 1000);
         call.emit("error", error);
       }
     })();
@@ -91,7 +92,8 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
  * anything also gets an audit line naming its caller (token name, client
  * certificate subject, or the peer address when auth is off).
  */
-function logCall(context: CallContext, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, code: status, started: number, details?: string): void {
+function logCall(context: CallContext, path: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, code: status, started: number, details?: string): void {
+  const method = methodOf(path);
   const request = call.request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
   const name = request?.name || request?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
@@ -99,7 +101,7 @@ function logCall(context: CallContext, method: string, call: ServerUnaryCall<unk
   if (context.logger.isLevelEnabled("info")) {
     context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
   }
-  if (MUTATING_METHODS.has(method)) {
+  if (MUTATING_METHODS.has(path)) {
     const alias = typeof request?.alias === "string" && request.alias !== "" ? request.alias.slice(0, 128) : undefined;
     (context.audit ?? context.logger).info({ audit: true, caller, method, model, alias, result: status[code] }, "audit");
   }

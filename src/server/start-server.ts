@@ -31,7 +31,7 @@ import { addReflection } from "./reflection.js";
 import { type TlsFiles, checkExposure, hostOf, isLoopback, serverCredentials } from "./transport-security.js";
 import { FixtureRoots } from "../sources/fixture-roots.js";
 
-export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
+import { MODEL_CACHE_SERVICE as SERVICE_NAME } from "../grpc/method-path.js";
 
 export interface ServerOptions {
   /** host:port; port 0 picks a free one */
