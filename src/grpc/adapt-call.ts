@@ -31,20 +31,21 @@ export function unary<Req, Res>(
   { path }: MethodDefinition,
   handle: (request: Req, signal: AbortSignal) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
+  const method = methodOf(path);
   return (call, callback) => {
-    const started = performance.now();
+    const begun = begin(path, method, call);
     context.rpcs?.started(path, "unary");
     const signal = callSignal(call);
     handle(call.request, signal).then(
       (response) => {
-        logCall(context, path, call, status.OK, started);
-        context.rpcs?.handled(path, "unary", "OK", (performance.now() - started) / 1000);
+        logCall(context, begun, call.request, status.OK);
+        context.rpcs?.handled(path, "unary", "OK", (performance.now() - begun.started) / 1000);
         callback(null, response);
       },
       (err: unknown) => {
         const error = toServiceError(err);
-        logCall(context, path, call, error.code, started, error.details);
-        context.rpcs?.handled(path, "unary", status[error.code], (performance.now() - started) / 1000);
+        logCall(context, begun, call.request, error.code, error.details);
+        context.rpcs?.handled(path, "unary", status[error.code], (performance.now() - begun.started) / 1000);
         callback(error);
       },
     );
@@ -56,8 +57,9 @@ export function serverStream<Req, Res>(
   { path }: MethodDefinition,
   handle: (request: Req, signal: AbortSignal) => AsyncIterable<Res>,
 ): handleServerStreamingCall<Req, Res> {
+  const method = methodOf(path);
   return (call) => {
-    const started = performance.now();
+    const begun = begin(path, method, call);
     context.rpcs?.started(path, "server_stream");
     const signal = AbortSignal.any([callSignal(call), context.shutdown]);
     void (async () => {
@@ -65,15 +67,15 @@ export function serverStream<Req, Res>(
         for await (const message of handle(call.request, signal)) {
           if (!call.write(message)) await once(call, "drain", { signal });
         }
-        logCall(context, path, call, status.OK, started);
-        context.rpcs?.handled(path, "server_stream", "OK", (performance.now() - started) / 1000);
+        logCall(context, begun, call.request, status.OK);
+        context.rpcs?.handled(path, "server_stream", "OK", (performance.now() - begun.started) / 1000);
         call.end();
       } catch (err) {
         // once the call's signal has fired, its reason (client gone, or the
         // server shutting down) says better than the error it caused
         const error = toServiceError(signal.aborted ? signal.reason : err);
-        logCall(context, path, call, error.code, started, error.details);
-        context.rpcs?.handled(path, "server_stream", status[error.code], (performance.now() - started) / 1000);
+        logCall(context, begun, call.request, error.code, error.details);
+        context.rpcs?.handled(path, "server_stream", status[error.code], (performance.now() - begun.started) / 1000);
         call.emit("error", error);
       }
     })();
@@ -87,22 +89,36 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
   return controller.signal;
 }
 
+/** What a call's log lines need from its start. */
+interface Begun {
+  path: string;
+  method: string;
+  started: number;
+  caller: string;
+}
+
+/**
+ * The caller is named when the call starts: once a client has cancelled,
+ * grpc-js no longer knows its peer ("unknown").
+ */
+function begin(path: string, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): Begun {
+  return { path, method, started: performance.now(), caller: callerOf(call.metadata) ?? `peer ${call.getPeer()}` };
+}
+
 /**
  * One line per call (method, model, code, duration); a call that changes
  * anything also gets an audit line naming its caller (token name, client
  * certificate subject, or the peer address when auth is off).
  */
-function logCall(context: CallContext, path: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, code: status, started: number, details?: string): void {
-  const method = methodOf(path);
-  const request = call.request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
-  const name = request?.name || request?.model?.name;
+function logCall(context: CallContext, { path, method, started, caller }: Begun, request: unknown, code: status, details?: string): void {
+  const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
+  const name = fields?.name || fields?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
-  const caller = callerOf(call.metadata) ?? `peer ${call.getPeer()}`;
   if (context.logger.isLevelEnabled("info")) {
     context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
   }
   if (MUTATING_METHODS.has(path)) {
-    const alias = typeof request?.alias === "string" && request.alias !== "" ? request.alias.slice(0, 128) : undefined;
+    const alias = typeof fields?.alias === "string" && fields.alias !== "" ? fields.alias.slice(0, 128) : undefined;
     (context.audit ?? context.logger).info({ audit: true, caller, method, model, alias, result: status[code] }, "audit");
   }
 }
