@@ -108,6 +108,26 @@ describe("InspectCache and DropCache", () => {
       expect(deep.detail).to.include("model.safetensors");
     });
 
+    it("sees every change to an install it inspected before, once its directories have settled", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      // directories changed within the last second are read afresh every time; let them settle
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect((await inspect()).footprintBytes).to.equal(await footprint());
+      expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      const pooling = join(installDir, "1_Pooling", "config.json");
+      const original = await readFile(pooling);
+      await appendFile(pooling, " ");
+      const grown = await inspect();
+      expect(grown).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_SIZE_MISMATCH, footprintBytes: await footprint() });
+      await writeFile(join(installDir, "1_Pooling", "extra.bin"), "extra bytes");
+      expect((await inspect()).footprintBytes).to.equal(await footprint());
+      await writeFile(pooling, original);
+      await rm(join(installDir, "tokenizer.json"));
+      const gone = await inspect();
+      expect(gone).to.include({ reason: UnhealthyReason.UNHEALTHY_REASON_FILE_MISSING, footprintBytes: await footprint() });
+      expect(gone.detail).to.include("tokenizer.json");
+    });
+
     it("re-hashes an install of 20 files with deep without a MaxListenersExceededWarning", async () => {
       const files: Record<string, string> = {};
       for (let i = 0; i < 20; i++) files[`shard-${String(i).padStart(2, "0")}.bin`] = `bytes of shard ${i}\n`.repeat(1000);

@@ -5,7 +5,7 @@
 import { lstatSync } from "node:fs";
 import { join } from "node:path";
 import { ModelCacheError, errorCode } from "../errors.js";
-import { regularFiles } from "./footprint.js";
+import { installFiles } from "./footprint.js";
 import { hashFile } from "./hash-file.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { Manifest } from "./manifest.js";
@@ -27,7 +27,7 @@ export type FileHasher = (path: string, signal: AbortSignal) => Promise<string>;
 
 export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal, hasher: FileHasher = hashFile): Promise<InstallReport> {
   const cacheDir = layout.modelDir(name);
-  const files = regularFiles(cacheDir);
+  const files = installFiles(cacheDir);
   if (!files) {
     const stat = lstatSync(cacheDir, { throwIfNoEntry: false });
     if (!stat) return { status: "missing", cacheDir, footprintBytes: 0 };

@@ -35,14 +35,16 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const begun = begin(path, method, call);
     context.rpcs?.started(path, "unary");
-    const signal = callSignal(call);
+    const { signal, ended } = callSignal(call);
     handle(call.request, signal).then(
       (response) => {
+        ended();
         logCall(context, begun, call.request, status.OK);
         context.rpcs?.handled(path, "unary", "OK", (performance.now() - begun.started) / 1000);
         callback(null, response);
       },
       (err: unknown) => {
+        ended();
         const error = toServiceError(err);
         logCall(context, begun, call.request, error.code, error.details);
         context.rpcs?.handled(path, "unary", status[error.code], (performance.now() - begun.started) / 1000);
@@ -61,12 +63,14 @@ export function serverStream<Req, Res>(
   return (call) => {
     const begun = begin(path, method, call);
     context.rpcs?.started(path, "server_stream");
-    const signal = AbortSignal.any([callSignal(call), context.shutdown]);
+    const cancelled = callSignal(call);
+    const signal = AbortSignal.any([cancelled.signal, context.shutdown]);
     void (async () => {
       try {
         for await (const message of handle(call.request, signal)) {
           if (!call.write(message)) await once(call, "drain", { signal });
         }
+        cancelled.ended();
         logCall(context, begun, call.request, status.OK);
         context.rpcs?.handled(path, "server_stream", "OK", (performance.now() - begun.started) / 1000);
         call.end();
@@ -82,11 +86,23 @@ export function serverStream<Req, Res>(
   };
 }
 
-/** Aborts when the client cancels the call or its deadline passes. */
-function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): AbortSignal {
+/**
+ * Aborts when the client cancels the call or its deadline passes. grpc-js
+ * also reports "cancelled" when the stream of a call that has ended closes:
+ * after `ended` that is no news, and costs no error (with its stack) per call.
+ */
+function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): { signal: AbortSignal; ended(): void } {
   const controller = new AbortController();
-  call.once("cancelled", () => controller.abort(new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed")));
-  return controller.signal;
+  let ended = false;
+  call.once("cancelled", () => {
+    if (!ended) controller.abort(new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed"));
+  });
+  return {
+    signal: controller.signal,
+    ended() {
+      ended = true;
+    },
+  };
 }
 
 /** What a call's log lines need from its start. */

@@ -12,7 +12,14 @@ import { updateModel } from "../registry/update-model.js";
 import type { Runtime } from "../runtime.js";
 import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
-import { modelToProto, pullEventToProto, reportToProto, specFromProto } from "./convert.js";
+import { modelToProto, pullEventToProto, specFromProto } from "./convert.js";
+import { inspectResponse, serializeInspectResponse } from "./inspect-response.js";
+
+/** The generated service definition, with InspectCache's responses encoded by serializeInspectResponse. */
+export const modelCacheServiceDefinition = {
+  ...Service,
+  inspectCache: { ...Service.inspectCache, responseSerialize: serializeInspectResponse },
+};
 
 export function modelCacheService(runtime: Runtime, context: CallContext): ModelCacheServiceServer {
   const { registry } = runtime;
@@ -36,7 +43,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       for await (const event of pullModel(runtime, request, signal)) yield pullEventToProto(request.name, event);
     }),
     inspectCache: unary(context, Service.inspectCache, async (request, signal) =>
-      reportToProto(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
+      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
     ),
     dropCache: unary(context, Service.dropCache, async (request, signal) => {
       const { removed, freedBytes } = await dropCache(runtime, request.name, signal);
