@@ -168,7 +168,7 @@ describe("server", () => {
         ["--metrics-listen", { metricsListen: "nonsense" }, "--metrics-listen"],
         ["--max-pull-bytes", { pullLimits: { maxTotalBytes: -1 } }, "--max-pull-bytes"],
         ["--parallel-range-min-bytes", { parallelRangeMinBytes: 10 }, "--parallel-range-min-bytes"],
-        ["--tls-cert", { tls: { cert: "/nonexistent/cert.pem", key: "/nonexistent/key.pem" } }, "--tls-cert"],
+        ["--tls-cert and --tls-key", { tls: { cert: "/nonexistent/cert.pem", key: "/nonexistent/key.pem" } }, "--tls-"],
       ];
       for (const [flag, options, named] of badOptions) {
         it(`refuses a bad ${flag} before it creates anything in the data dir or the cache root`, async () => {
