@@ -7,7 +7,8 @@ import { join } from "node:path";
 
 /** Relative '/'-separated path -> size in bytes, for every regular file below `dir`; undefined when `dir` cannot be listed. */
 export function regularFiles(dir: string): Map<string, number> | undefined {
-  return walk(dir)?.files;
+  const files = walk(dir)?.files;
+  return files && new Map([...files].map(([path, stat]) => [path, stat.size]));
 }
 
 export function footprintBytes(dir: string): number {
@@ -17,39 +18,47 @@ export function footprintBytes(dir: string): number {
 }
 
 /**
- * As regularFiles, but the listing of an install inspected before is reused
+ * As regularFiles, with each file's lstat, but the listing of an install inspected before is reused
  * while none of its directories changed: a directory's entries change only
  * with its mtime and ctime, so a stat of each directory stands in for reading
  * it, and each file is still stat'ed for its size. A listing whose directory
  * changed less than RACY_MS before it was read is not remembered, since a
  * second change within the clock's granularity would leave the same times.
  */
-export function installFiles(dir: string): Map<string, number> | undefined {
+export function installFiles(dir: string): Map<string, Stats> | undefined {
   const known = listings.get(dir);
-  if (known && [...known.dirs].every(([path, signature]) => signatureOf(lstatSync(join(dir, path), { throwIfNoEntry: false })) === signature)) {
-    const files = new Map<string, number>();
-    for (const path of known.files) {
-      const stat = lstatSync(join(dir, path), { throwIfNoEntry: false });
+  if (known && unchanged(known.dirs)) {
+    const files = new Map<string, Stats>();
+    for (const [path, absolute] of known.files) {
+      const stat = lstatSync(absolute, { throwIfNoEntry: false });
       // a file swapped for another kind in place: read the directories again
       if (!stat?.isFile()) return remember(dir);
-      files.set(path, stat.size);
+      files.set(path, stat);
     }
     return files;
   }
   return remember(dir);
 }
 
+function unchanged(dirs: Map<string, string>): boolean {
+  for (const [absolute, signature] of dirs) {
+    if (signatureOf(lstatSync(absolute, { throwIfNoEntry: false })) !== signature) return false;
+  }
+  return true;
+}
+
 const RACY_MS = 1000;
 const MAX_REMEMBERED = 1024;
-const listings = new Map<string, { dirs: Map<string, string>; files: string[] }>();
+/** install dir -> its directories (absolute path -> signature) and its files (relative path -> absolute path) */
+const listings = new Map<string, { dirs: Map<string, string>; files: Map<string, string> }>();
 
-function remember(dir: string): Map<string, number> | undefined {
+function remember(dir: string): Map<string, Stats> | undefined {
   listings.delete(dir);
   const walked = walk(dir);
   if (!walked) return undefined;
   if (walked.settled) {
     if (listings.size >= MAX_REMEMBERED) listings.delete(listings.keys().next().value!);
-    listings.set(dir, { dirs: walked.dirs, files: [...walked.files.keys()] });
+    listings.set(dir, { dirs: walked.dirs, files: new Map([...walked.files.keys()].map((path) => [path, join(dir, path)])) });
   }
   return walked.files;
 }
@@ -59,8 +68,8 @@ function signatureOf(stat: Stats | undefined): string | undefined {
 }
 
 /** The files below `dir`, each directory's signature (taken before it is read), and whether every directory was last changed long enough ago to trust its signature. */
-function walk(dir: string): { files: Map<string, number>; dirs: Map<string, string>; settled: boolean } | undefined {
-  const files = new Map<string, number>();
+function walk(dir: string): { files: Map<string, Stats>; dirs: Map<string, string>; settled: boolean } | undefined {
+  const files = new Map<string, Stats>();
   const dirs = new Map<string, string>();
   let settled = true;
   const visit = (prefix: string): boolean => {
@@ -69,7 +78,7 @@ function walk(dir: string): { files: Map<string, number>; dirs: Map<string, stri
     const signature = signatureOf(stat);
     // a symbolic link to a directory is listed (as readdir follows it) but never trusted
     if (signature === undefined || Date.now() - Math.max(stat!.mtimeMs, stat!.ctimeMs) < RACY_MS) settled = false;
-    else dirs.set(prefix, signature);
+    else dirs.set(path, signature);
     let names: string[];
     try {
       names = readdirSync(path);
@@ -79,7 +88,7 @@ function walk(dir: string): { files: Map<string, number>; dirs: Map<string, stri
     for (const name of names) {
       const child = prefix === "" ? name : `${prefix}/${name}`;
       const entry = lstatSync(join(dir, child), { throwIfNoEntry: false });
-      if (entry?.isFile()) files.set(child, entry.size);
+      if (entry?.isFile()) files.set(child, entry);
       else if (entry?.isDirectory()) visit(child);
     }
     return true;

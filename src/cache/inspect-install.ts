@@ -34,11 +34,11 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
     return unhealthy(cacheDir, 0, "manifest_unreadable", `'${cacheDir}' is ${stat.isDirectory() ? "a directory that cannot be listed" : "not a directory"}`);
   }
   let footprint = 0;
-  for (const size of files.values()) footprint += size;
+  for (const stat of files.values()) footprint += stat.size;
 
   let manifest: Manifest;
   try {
-    manifest = readManifest(join(cacheDir, MANIFEST_FILE));
+    manifest = readManifest(join(cacheDir, MANIFEST_FILE), files.get(MANIFEST_FILE));
   } catch (err) {
     if (err instanceof ModelCacheError) {
       return unhealthy(cacheDir, footprint, "manifest_invalid", `${err.message}; pull the model again`);
@@ -52,7 +52,7 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
 
   const problems: { reason: UnhealthyReason; detail: string }[] = [];
   for (const file of manifest.files) {
-    const size = files.get(file.path);
+    const size = files.get(file.path)?.size;
     if (size === undefined) {
       problems.push({ reason: "file_missing", detail: `artifact file '${file.path}' listed in ${MANIFEST_FILE} is missing or not a regular file` });
     } else if (size !== file.sizeBytes) {

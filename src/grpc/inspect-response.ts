@@ -30,5 +30,6 @@ export function serializeInspectResponse(response: InspectCacheResponse): Buffer
     // field 4, length-delimited: what Manifest.encode(..., writer.uint32(34).fork()).join() writes
     writer.uint32(34).bytes(bytes);
   }
-  return Buffer.from(writer.finish());
+  const bytes = writer.finish();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
