@@ -170,6 +170,19 @@ describe("server", () => {
         ["--parallel-range-min-bytes", { parallelRangeMinBytes: 10 }, "--parallel-range-min-bytes"],
         ["--tls-cert and --tls-key", { tls: { cert: "/nonexistent/cert.pem", key: "/nonexistent/key.pem" } }, "--tls-"],
       ];
+      it("refuses a --vault-key-file others may read before it creates anything in the data dir", async () => {
+        const keyDir = await mkdtemp(join(tmpdir(), "modelcache-key-"));
+        try {
+          const vaultKeyFile = join(keyDir, "vault.key");
+          await writeFile(vaultKeyFile, Buffer.alloc(32, 7), { mode: 0o644 });
+          const error = await startServer({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), logger: quiet, offline: true, vaultKeyFile }).catch((err: Error) => err);
+          expect((error as Error).message).to.include("--vault-key-file").and.include("chmod 600");
+          expect(await readdir(dir)).to.deep.equal([]);
+        } finally {
+          await rm(keyDir, { recursive: true, force: true });
+        }
+      });
+
       for (const [flag, options, named] of badOptions) {
         it(`refuses a bad ${flag} before it creates anything in the data dir or the cache root`, async () => {
           const dataDir = join(dir, "data");

@@ -22,6 +22,7 @@ import { guardCalls } from "../grpc/guard-calls.js";
 import { limitStreams } from "../grpc/limit-streams.js";
 import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
+import { checkVaultKeyFile } from "../registry/vault-key.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
 import { PullLog } from "./pull-log.js";
@@ -152,6 +153,8 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
   const shutdownGraceMs = checkLimit("the shutdown grace", options.shutdownGraceMs ?? 10_000);
   // the TLS files are read before anything else opens, so a bad one fails fast
   const credentials = await serverCredentials(options.tls);
+  // a key file that exists must already be usable; a missing one is made once the registry is open
+  if (options.vaultKeyFile !== undefined) await checkVaultKeyFile(options.vaultKeyFile);
   // callers prove who they are with a token or a client certificate
   const authenticated = options.authTokens !== undefined || options.tls?.clientCa !== undefined;
   const fixtureRoots = await FixtureRoots.resolve(options.fixtureRoots ?? [], options.fixtureDir, {
