@@ -1,7 +1,7 @@
 // Limits: message size, streams per connection, and what one pull may bring
 // in, each refused with RESOURCE_EXHAUSTED naming the limit; errors quote at
 // most 80 characters of a bad value.
-import { connect as http2Connect } from "node:http2";
+import { connect as http2Connect, constants as http2Constants } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -78,6 +78,22 @@ describe("limits", () => {
       t = undefined;
       await hub.close();
       await made.cleanup();
+    }
+  });
+
+  it("refuses a stream past --max-concurrent-streams from a client that ignores the setting, at the HTTP/2 level", async () => {
+    const server = await serve({ maxConcurrentStreams: 2 });
+    const session = http2Connect(`http://${server.server.address}`);
+    try {
+      // sent at once, before the server's SETTINGS arrive: nothing on the client holds the third back
+      const streams = [0, 1, 2].map(() =>
+        session.request({ ":method": "POST", ":path": "/modelcache.v1.ModelCacheService/GetModel", "content-type": "application/grpc", te: "trailers" }, { endStream: false }),
+      );
+      const refused = await new Promise<number>((resolve) => streams[2]!.once("close", () => resolve(streams[2]!.rstCode ?? 0)).on("error", () => undefined));
+      expect(refused).to.equal(http2Constants.NGHTTP2_REFUSED_STREAM);
+      for (const stream of streams.slice(0, 2)) stream.close(http2Constants.NGHTTP2_CANCEL);
+    } finally {
+      session.destroy();
     }
   });
 
