@@ -122,7 +122,8 @@ interface Settings {
  * they were.
  */
 async function resolveSettings(options: ServerOptions): Promise<Settings> {
-  checkAddress("--listen", options.listen);
+  // grpc-js also listens on unix:PATH
+  if (!options.listen.startsWith("unix:")) checkAddress("--listen", options.listen);
   if (options.metricsListen !== undefined) checkAddress("--metrics-listen", options.metricsListen);
   checkExposure({
     listen: options.listen,
