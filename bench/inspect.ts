@@ -1,6 +1,7 @@
 // inspect: InspectCache (shallow) requests per second and latency with 1,
 // 16 and 64 concurrent clients, beside grpc.health.v1.Health/Check (a no-op
-// unary handler on the same server) as the baseline.
+// unary handler on the same server) as the baseline, the two measured in
+// alternating turns.
 import { credentials, loadPackageDefinition, type ServiceError } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
@@ -15,8 +16,8 @@ interface Load {
 
 type Call = () => Promise<unknown>;
 
-async function load(calls: Call[], durationMs: number): Promise<Load> {
-  const latencies: number[] = [];
+/** Keeps every call busy for `durationMs`, adding each call's latency to `latencies`. */
+async function run(calls: Call[], durationMs: number, latencies: number[]): Promise<void> {
   const until = performance.now() + durationMs;
   await Promise.all(
     calls.map(async (call) => {
@@ -27,9 +28,26 @@ async function load(calls: Call[], durationMs: number): Promise<Load> {
       }
     }),
   );
+}
+
+function summary(latencies: number[], durationMs: number): Load {
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
   return { rps: latencies.length / (durationMs / 1000), p50: at(0.5), p99: at(0.99) };
+}
+
+/**
+ * Both handlers in turns of a fraction of a second each, so that whatever
+ * else the machine does in the meantime falls on both alike.
+ */
+async function loadInTurns(first: Call[], second: Call[], durationMs: number, turns = 10): Promise<[Load, Load]> {
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < turns; i++) {
+    await run(first, durationMs / turns, a);
+    await run(second, durationMs / turns, b);
+  }
+  return [summary(a, durationMs), summary(b, durationMs)];
 }
 
 export async function benchInspect(options: { workDir: string; seconds: number; levels: number[] }): Promise<Result> {
@@ -53,10 +71,9 @@ export async function benchInspect(options: { workDir: string; seconds: number; 
         return () => new Promise((resolve, reject) => c.check({ service: "" }, (err: ServiceError | null) => (err ? reject(err) : resolve(undefined))));
       });
       // warm both paths before measuring
-      await load(inspectCalls, 300);
-      await load(noopCalls, 300);
-      const noop = await load(noopCalls, options.seconds * 1000);
-      const inspect = await load(inspectCalls, options.seconds * 1000);
+      await run(inspectCalls, 300, []);
+      await run(noopCalls, 300, []);
+      const [noop, inspect] = await loadInTurns(noopCalls, inspectCalls, options.seconds * 1000);
       figures[level] = { inspect, noop };
       rows.push(
         { clients: level, handler: "InspectCache", rps: inspect.rps.toFixed(0), "p50 ms": inspect.p50.toFixed(2), "p99 ms": inspect.p99.toFixed(2) },

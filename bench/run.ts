@@ -10,8 +10,9 @@ import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
+import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -55,6 +56,7 @@ try {
   if (names.includes("inspect")) {
     await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));
   }
+  if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -15,14 +15,24 @@ export type ErrorKind =
   | "data_loss"
   | "internal";
 
+const BRAND = Symbol.for("modelcache.ModelCacheError");
+
 export class ModelCacheError extends Error {
   override readonly name = "ModelCacheError";
+  readonly [BRAND] = true;
   constructor(
     readonly kind: ErrorKind,
     message: string,
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+
+  // recognised by a registered symbol rather than by class: a module loaded
+  // on demand may be a second copy of this one under some loaders, and its
+  // errors must still map to their status
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
   }
 }
 

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
-import { snapshot } from "./support/source-dir.js";
+import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
 describe("InspectCache and DropCache", () => {
@@ -106,6 +106,89 @@ describe("InspectCache and DropCache", () => {
       const deep = await inspect(true);
       expect(deep).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH });
       expect(deep.detail).to.include("model.safetensors");
+    });
+
+    it("sees every change to an install it inspected before, once its directories have settled", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      // directories changed within the last second are read afresh every time; let them settle
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect((await inspect()).footprintBytes).to.equal(await footprint());
+      expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      const pooling = join(installDir, "1_Pooling", "config.json");
+      const original = await readFile(pooling);
+      await appendFile(pooling, " ");
+      const grown = await inspect();
+      expect(grown).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_SIZE_MISMATCH, footprintBytes: await footprint() });
+      await writeFile(join(installDir, "1_Pooling", "extra.bin"), "extra bytes");
+      expect((await inspect()).footprintBytes).to.equal(await footprint());
+      await writeFile(pooling, original);
+      await rm(join(installDir, "tokenizer.json"));
+      const gone = await inspect();
+      expect(gone).to.include({ reason: UnhealthyReason.UNHEALTHY_REASON_FILE_MISSING, footprintBytes: await footprint() });
+      expect(gone.detail).to.include("tokenizer.json");
+    });
+
+    it("re-hashes an install of 20 files with deep without a MaxListenersExceededWarning", async () => {
+      const files: Record<string, string> = {};
+      for (let i = 0; i < 20; i++) files[`shard-${String(i).padStart(2, "0")}.bin`] = `bytes of shard ${i}\n`.repeat(1000);
+      const made = await makeSourceDir(files);
+      const warnings: Error[] = [];
+      const onWarning = (warning: Error) => warnings.push(warning);
+      process.on("warning", onWarning);
+      try {
+        await pullOk(t.client, { name: "minilm", fixtureDir: made.dir });
+        const report = await inspect(true);
+        expect(report.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        expect(report.manifest!.files).to.have.length(20);
+        // warnings are emitted on a later tick
+        await new Promise((resolve) => setImmediate(resolve));
+        expect(warnings.map((w) => `${w.name}: ${w.message}`)).to.deep.equal([]);
+      } finally {
+        process.off("warning", onWarning);
+        await made.cleanup();
+      }
+    });
+
+    describe("keeps the registry's status in step with what it finds", () => {
+      const modelStatus = async () => (await call(t.client, "getModel", { name: "minilm" })).model!.status;
+      const listed = async () => (await call(t.client, "listModels", {})).models.find((m) => m.name === "minilm")!.status;
+
+      it("UNHEALTHY after a shallow inspection finds a file gone, INSTALLED again once one finds it healthy", async () => {
+        await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+        const path = join(installDir, "config.json");
+        const kept = await readFile(path);
+        await rm(path);
+        expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+        expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_UNHEALTHY);
+        expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+        expect(await listed()).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+        await writeFile(path, kept);
+        expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+        expect(model.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+        expect(model.cacheDir).to.equal(installDir);
+        expect(model.cacheSizeBytes).to.be.greaterThan(0);
+      });
+
+      it("UNHEALTHY after a deep inspection finds a changed byte", async () => {
+        await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+        const path = join(installDir, "model.safetensors");
+        const bytes = await readFile(path);
+        bytes[0] ^= 0xff;
+        await writeFile(path, bytes);
+        expect((await inspect(true)).status).to.equal(CacheStatus.CACHE_STATUS_UNHEALTHY);
+        expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      });
+
+      it("REGISTERED after an inspection finds the install gone", async () => {
+        await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+        await rm(installDir, { recursive: true });
+        expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+        const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+        expect(model.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+        expect(model.cacheDir).to.equal("");
+        expect(await listed()).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+      });
     });
 
     it("is NOT_FOUND for an unregistered name and INVALID_ARGUMENT for a bad one", async () => {

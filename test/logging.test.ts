@@ -5,7 +5,9 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
+import { PullRequest } from "../generated/modelcache/v1/model_cache.js";
 import { type LogCapture, type LogLine, captureLogs } from "./support/log-capture.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -65,7 +67,51 @@ describe("server logs", () => {
     expect(failed!.error).to.match(/^data_loss: .*tokenizer\.json/);
     expect(logs.raw()).to.not.include("hf_very_secret_token");
   });
+
+  it("logs the end of a detached pull that fails after its client has gone", async () => {
+    await call(t.client, "putSecret", { alias: "hf", value: "hf_very_secret_token" });
+    hub.faults.wrongBytes.add("model.safetensors");
+    // slow enough that the client is gone long before the wrong bytes are found
+    hub.faults.bytesPerSecond = 1024;
+    const stream = t.client.pull(PullRequest.fromPartial({ name: "minilm", detach: true }));
+    const gone = new Promise((resolve) => stream.on("error", resolve).on("end", resolve));
+    await new Promise((resolve) => stream.once("data", resolve));
+    stream.cancel();
+    await gone;
+    const left = await waitFor(() => lines.find((l) => l.msg === "rpc" && l.method === "Pull"));
+    expect(left.code).to.equal("CANCELLED");
+    // the job goes on without a client until the wrong bytes fail it
+    const failed = await waitFor(() => lines.find((l) => l.msg === "pull failed"));
+    expect(lines.indexOf(failed)).to.be.greaterThan(lines.indexOf(left));
+    expect(failed).to.include({ model: "minilm", result: "failed", code: "DATA_LOSS", level: 40 });
+    expect(failed.error).to.match(/^data_loss: .*model\.safetensors/);
+  });
+
+  it("names the caller in the audit line of a call the client cancelled", async () => {
+    await call(t.client, "putSecret", { alias: "hf", value: "hf_very_secret_token" });
+    hub.faults.bytesPerSecond = 64 * 1024;
+    const stream = t.client.pull(PullRequest.fromPartial({ name: "minilm" }));
+    const gone = new Promise((resolve) => stream.on("error", resolve).on("end", resolve));
+    await new Promise((resolve) => stream.once("data", resolve));
+    stream.cancel();
+    await gone;
+    const audited = await waitFor(() => logs.audit().find((l) => l.method === "Pull"));
+    expect(audited.result).to.equal("CANCELLED");
+    expect(audited.caller).to.match(/^peer 127\.0\.0\.1:\d+$/);
+    // its last client gone, the job was cancelled, and says so
+    const cancelled = await waitFor(() => lines.find((l) => l.msg === "pull cancelled"));
+    expect(cancelled).to.include({ model: "minilm", result: "cancelled", code: "CANCELLED" });
+  });
 });
+
+/** Polls until `find` returns something (the server logs a moment after the client hears). */
+async function waitFor<T>(find: () => T | undefined): Promise<T> {
+  for (;;) {
+    const found = find();
+    if (found !== undefined) return found;
+    await sleep(20);
+  }
+}
 
 describe("log format", () => {
   let dataDir: string;

@@ -7,7 +7,9 @@ import { promisify } from "node:util";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
-import { startServer } from "../src/server/start-server.js";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { type ServerOptions, startServer } from "../src/server/start-server.js";
 import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { bufCurl } from "./support/buf-curl.js";
@@ -156,6 +158,83 @@ describe("server", () => {
       expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
     });
 
+    describe("a start that fails", () => {
+      let dir: string;
+      const quiet = pino({ level: "silent" });
+      beforeEach(async () => {
+        dir = await mkdtemp(join(tmpdir(), "modelcache-start-"));
+      });
+      afterEach(() => rm(dir, { recursive: true, force: true }));
+
+      const badOptions: [string, Partial<ServerOptions>, string][] = [
+        ["--max-concurrent-streams", { maxConcurrentStreams: 0 }, "--max-concurrent-streams"],
+        ["--hub-url", { hubUrl: "not a url" }, "--hub-url"],
+        ["--metrics-listen", { metricsListen: "nonsense" }, "--metrics-listen"],
+        ["--max-pull-bytes", { pullLimits: { maxTotalBytes: -1 } }, "--max-pull-bytes"],
+        ["--parallel-range-min-bytes", { parallelRangeMinBytes: 10 }, "--parallel-range-min-bytes"],
+        ["--tls-cert and --tls-key", { tls: { cert: "/nonexistent/cert.pem", key: "/nonexistent/key.pem" } }, "--tls-"],
+      ];
+      it("refuses a --vault-key-file others may read before it creates anything in the data dir", async () => {
+        const keyDir = await mkdtemp(join(tmpdir(), "modelcache-key-"));
+        try {
+          const vaultKeyFile = join(keyDir, "vault.key");
+          await writeFile(vaultKeyFile, Buffer.alloc(32, 7), { mode: 0o644 });
+          const error = await startServer({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), logger: quiet, offline: true, vaultKeyFile }).catch((err: Error) => err);
+          expect((error as Error).message).to.include("--vault-key-file").and.include("chmod 600");
+          expect(await readdir(dir)).to.deep.equal([]);
+        } finally {
+          await rm(keyDir, { recursive: true, force: true });
+        }
+      });
+
+      for (const [flag, options, named] of badOptions) {
+        it(`refuses a bad ${flag} before it creates anything in the data dir or the cache root`, async () => {
+          const dataDir = join(dir, "data");
+          const cacheDir = join(dir, "cache");
+          const error = await startServer({ listen: "127.0.0.1:0", dataDir, cacheDir, logger: quiet, offline: true, ...options }).then(
+            async (server) => {
+              await server.close();
+              throw new Error("the server started");
+            },
+            (err: Error) => err,
+          );
+          expect(error.message).to.include(named);
+          expect(await readdir(dir)).to.deep.equal([]);
+        });
+      }
+
+      it("when its port is in use, closes the metrics listener and the registry it had opened", async () => {
+        const dataDir = join(dir, "data");
+        const taken = await occupyPort();
+        const metricsPort = await freePort();
+        try {
+          const error = await startServer({ listen: `127.0.0.1:${taken.port}`, metricsListen: `127.0.0.1:${metricsPort}`, dataDir, logger: quiet, offline: true }).catch((err: Error) => err);
+          expect((error as Error).message).to.include("cannot listen on");
+        } finally {
+          await taken.close();
+        }
+        // the metrics port is free again, and the data dir is not locked
+        await (await occupyPort(metricsPort)).close();
+        const again = await startServer({ listen: "127.0.0.1:0", dataDir, logger: quiet, offline: true });
+        await again.close();
+      });
+
+      it("when the metrics port is in use, closes the gRPC listener and the registry it had opened", async () => {
+        const dataDir = join(dir, "data");
+        const taken = await occupyPort();
+        const grpcPort = await freePort();
+        try {
+          const error = await startServer({ listen: `127.0.0.1:${grpcPort}`, metricsListen: `127.0.0.1:${taken.port}`, dataDir, logger: quiet, offline: true }).catch((err: Error) => err);
+          expect((error as Error).message).to.include("EADDRINUSE");
+        } finally {
+          await taken.close();
+        }
+        await (await occupyPort(grpcPort)).close();
+        const again = await startServer({ listen: "127.0.0.1:0", dataDir, logger: quiet, offline: true });
+        await again.close();
+      });
+    });
+
     it("reports SERVING for the service and the server as a whole", async () => {
       const out = await bufCurl(t.server.address, "-d", '{"service":"modelcache.v1.ModelCacheService"}', "/grpc.health.v1.Health/Check");
       expect(JSON.parse(out)).to.deep.equal({ status: "SERVING" });
@@ -205,3 +284,20 @@ describe("modelcache serve (the command)", () => {
     }
   });
 });
+
+/** A TCP listener on 127.0.0.1 (on `port`, or a free one), to hold a port in use. */
+async function occupyPort(port = 0): Promise<{ port: number; close(): Promise<void> }> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", resolve);
+  });
+  return { port: (server.address() as AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/** A port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const held = await occupyPort();
+  await held.close();
+  return held.port;
+}

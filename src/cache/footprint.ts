@@ -2,32 +2,96 @@
 // following symbolic links. Synchronous on purpose: an install holds tens of
 // files, and a handful of stat calls in a row cost far less than as many
 // round trips through the libuv thread pool.
-import { lstatSync, readdirSync } from "node:fs";
+import { type Stats, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 /** Relative '/'-separated path -> size in bytes, for every regular file below `dir`; undefined when `dir` cannot be listed. */
 export function regularFiles(dir: string): Map<string, number> | undefined {
-  const files = new Map<string, number>();
-  const walk = (prefix: string): boolean => {
-    let names: string[];
-    try {
-      names = readdirSync(prefix === "" ? dir : join(dir, prefix));
-    } catch {
-      return false;
-    }
-    for (const name of names) {
-      const path = prefix === "" ? name : `${prefix}/${name}`;
-      const stat = lstatSync(join(dir, path), { throwIfNoEntry: false });
-      if (stat?.isFile()) files.set(path, stat.size);
-      else if (stat?.isDirectory()) walk(path);
-    }
-    return true;
-  };
-  return walk("") ? files : undefined;
+  const files = walk(dir)?.files;
+  return files && new Map([...files].map(([path, stat]) => [path, stat.size]));
 }
 
 export function footprintBytes(dir: string): number {
   let total = 0;
   for (const size of regularFiles(dir)?.values() ?? []) total += size;
   return total;
+}
+
+/**
+ * As regularFiles, with each file's lstat, but the listing of an install inspected before is reused
+ * while none of its directories changed: a directory's entries change only
+ * with its mtime and ctime, so a stat of each directory stands in for reading
+ * it, and each file is still stat'ed for its size. A listing whose directory
+ * changed less than RACY_MS before it was read is not remembered, since a
+ * second change within the clock's granularity would leave the same times.
+ */
+export function installFiles(dir: string): Map<string, Stats> | undefined {
+  const known = listings.get(dir);
+  if (known && unchanged(known.dirs)) {
+    const files = new Map<string, Stats>();
+    for (const [path, absolute] of known.files) {
+      const stat = lstatSync(absolute, { throwIfNoEntry: false });
+      // a file swapped for another kind in place: read the directories again
+      if (!stat?.isFile()) return remember(dir);
+      files.set(path, stat);
+    }
+    return files;
+  }
+  return remember(dir);
+}
+
+function unchanged(dirs: Map<string, string>): boolean {
+  for (const [absolute, signature] of dirs) {
+    if (signatureOf(lstatSync(absolute, { throwIfNoEntry: false })) !== signature) return false;
+  }
+  return true;
+}
+
+const RACY_MS = 1000;
+const MAX_REMEMBERED = 1024;
+/** install dir -> its directories (absolute path -> signature) and its files (relative path -> absolute path) */
+const listings = new Map<string, { dirs: Map<string, string>; files: Map<string, string> }>();
+
+function remember(dir: string): Map<string, Stats> | undefined {
+  listings.delete(dir);
+  const walked = walk(dir);
+  if (!walked) return undefined;
+  if (walked.settled) {
+    if (listings.size >= MAX_REMEMBERED) listings.delete(listings.keys().next().value!);
+    listings.set(dir, { dirs: walked.dirs, files: new Map([...walked.files.keys()].map((path) => [path, join(dir, path)])) });
+  }
+  return walked.files;
+}
+
+function signatureOf(stat: Stats | undefined): string | undefined {
+  return stat?.isDirectory() ? `${stat.ino}:${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.nlink}` : undefined;
+}
+
+/** The files below `dir`, each directory's signature (taken before it is read), and whether every directory was last changed long enough ago to trust its signature. */
+function walk(dir: string): { files: Map<string, Stats>; dirs: Map<string, string>; settled: boolean } | undefined {
+  const files = new Map<string, Stats>();
+  const dirs = new Map<string, string>();
+  let settled = true;
+  const visit = (prefix: string): boolean => {
+    const path = prefix === "" ? dir : join(dir, prefix);
+    const stat = lstatSync(path, { throwIfNoEntry: false });
+    const signature = signatureOf(stat);
+    // a symbolic link to a directory is listed (as readdir follows it) but never trusted
+    if (signature === undefined || Date.now() - Math.max(stat!.mtimeMs, stat!.ctimeMs) < RACY_MS) settled = false;
+    else dirs.set(path, signature);
+    let names: string[];
+    try {
+      names = readdirSync(path);
+    } catch {
+      return false;
+    }
+    for (const name of names) {
+      const child = prefix === "" ? name : `${prefix}/${name}`;
+      const entry = lstatSync(join(dir, child), { throwIfNoEntry: false });
+      if (entry?.isFile()) files.set(child, entry);
+      else if (entry?.isDirectory()) visit(child);
+    }
+    return true;
+  };
+  return visit("") ? { files, dirs, settled } : undefined;
 }

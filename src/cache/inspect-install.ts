@@ -5,7 +5,7 @@
 import { lstatSync } from "node:fs";
 import { join } from "node:path";
 import { ModelCacheError, errorCode } from "../errors.js";
-import { regularFiles } from "./footprint.js";
+import { installFiles } from "./footprint.js";
 import { hashFile } from "./hash-file.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { Manifest } from "./manifest.js";
@@ -27,18 +27,18 @@ export type FileHasher = (path: string, signal: AbortSignal) => Promise<string>;
 
 export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal, hasher: FileHasher = hashFile): Promise<InstallReport> {
   const cacheDir = layout.modelDir(name);
-  const files = regularFiles(cacheDir);
+  const files = installFiles(cacheDir);
   if (!files) {
     const stat = lstatSync(cacheDir, { throwIfNoEntry: false });
     if (!stat) return { status: "missing", cacheDir, footprintBytes: 0 };
     return unhealthy(cacheDir, 0, "manifest_unreadable", `'${cacheDir}' is ${stat.isDirectory() ? "a directory that cannot be listed" : "not a directory"}`);
   }
   let footprint = 0;
-  for (const size of files.values()) footprint += size;
+  for (const stat of files.values()) footprint += stat.size;
 
   let manifest: Manifest;
   try {
-    manifest = readManifest(join(cacheDir, MANIFEST_FILE));
+    manifest = readManifest(join(cacheDir, MANIFEST_FILE), files.get(MANIFEST_FILE));
   } catch (err) {
     if (err instanceof ModelCacheError) {
       return unhealthy(cacheDir, footprint, "manifest_invalid", `${err.message}; pull the model again`);
@@ -52,7 +52,7 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
 
   const problems: { reason: UnhealthyReason; detail: string }[] = [];
   for (const file of manifest.files) {
-    const size = files.get(file.path);
+    const size = files.get(file.path)?.size;
     if (size === undefined) {
       problems.push({ reason: "file_missing", detail: `artifact file '${file.path}' listed in ${MANIFEST_FILE} is missing or not a regular file` });
     } else if (size !== file.sizeBytes) {
@@ -61,7 +61,7 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
   }
   if (deep && problems.length === 0) {
     // all files at once: the hasher spreads them over its threads; problems keep the manifest's order
-    const digests = await Promise.all(manifest.files.map((file) => hasher(join(cacheDir, file.path), signal)));
+    const digests = await hashAll(manifest.files.map((file) => join(cacheDir, file.path)), signal, hasher);
     manifest.files.forEach((file, i) => {
       if (digests[i] !== file.sha256) {
         problems.push({ reason: "checksum_mismatch", detail: `artifact file '${file.path}' has sha256 ${digests[i]}, ${MANIFEST_FILE} says ${file.sha256}` });
@@ -72,6 +72,26 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
   if (!first) return { status: "installed", cacheDir, manifest, footprintBytes: footprint };
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? "s" : ""})` : "";
   return unhealthy(cacheDir, footprint, first.reason, `${first.detail}${more}; pull the model again`, manifest);
+}
+
+/**
+ * The sha256 of every file, all asked for at once. Each file gets a signal of
+ * its own, and the caller's signal one listener that aborts them all: a
+ * hasher that listens on the signal it is given would otherwise put one
+ * listener per file on the caller's signal (Node warns past ten).
+ */
+async function hashAll(paths: string[], signal: AbortSignal, hasher: FileHasher): Promise<string[]> {
+  signal.throwIfAborted();
+  const controllers = paths.map(() => new AbortController());
+  const abortAll = () => {
+    for (const controller of controllers) controller.abort(signal.reason);
+  };
+  signal.addEventListener("abort", abortAll, { once: true });
+  try {
+    return await Promise.all(paths.map((path, i) => hasher(path, controllers[i]!.signal)));
+  } finally {
+    signal.removeEventListener("abort", abortAll);
+  }
 }
 
 function unhealthy(cacheDir: string, footprint: number, reason: UnhealthyReason, detail: string, manifest?: Manifest): InstallReport {

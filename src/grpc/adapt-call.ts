@@ -9,11 +9,12 @@ import { ModelCacheError } from "../errors.js";
 import { toServiceError } from "./errors.js";
 import { callerOf } from "./guard-calls.js";
 import { MUTATING_METHODS } from "../auth/method-roles.js";
+import { type MethodDefinition, methodOf } from "./method-path.js";
 
-/** Told about every call (the server's metrics). */
+/** Told about every call (the server's metrics), by the method's path. */
 export interface RpcRecorder {
-  started(method: string, type: "unary" | "server_stream"): void;
-  handled(method: string, type: "unary" | "server_stream", code: string, seconds: number): void;
+  started(path: string, type: "unary" | "server_stream"): void;
+  handled(path: string, type: "unary" | "server_stream", code: string, seconds: number): void;
 }
 
 export interface CallContext {
@@ -27,23 +28,26 @@ export interface CallContext {
 
 export function unary<Req, Res>(
   context: CallContext,
-  method: string,
+  { path }: MethodDefinition,
   handle: (request: Req, signal: AbortSignal) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
+  const method = methodOf(path);
   return (call, callback) => {
-    const started = performance.now();
-    context.rpcs?.started(method, "unary");
-    const signal = callSignal(call);
+    const begun = begin(path, method, call);
+    context.rpcs?.started(path, "unary");
+    const { signal, ended } = callSignal(call);
     handle(call.request, signal).then(
       (response) => {
-        logCall(context, method, call, status.OK, started);
-        context.rpcs?.handled(method, "unary", "OK", (performance.now() - started) / 1000);
+        ended();
+        logCall(context, begun, call.request, status.OK);
+        context.rpcs?.handled(path, "unary", "OK", (performance.now() - begun.started) / 1000);
         callback(null, response);
       },
       (err: unknown) => {
+        ended();
         const error = toServiceError(err);
-        logCall(context, method, call, error.code, started, error.details);
-        context.rpcs?.handled(method, "unary", status[error.code], (performance.now() - started) / 1000);
+        logCall(context, begun, call.request, error.code, error.details);
+        context.rpcs?.handled(path, "unary", status[error.code], (performance.now() - begun.started) / 1000);
         callback(error);
       },
     );
@@ -52,38 +56,69 @@ export function unary<Req, Res>(
 
 export function serverStream<Req, Res>(
   context: CallContext,
-  method: string,
+  { path }: MethodDefinition,
   handle: (request: Req, signal: AbortSignal) => AsyncIterable<Res>,
 ): handleServerStreamingCall<Req, Res> {
+  const method = methodOf(path);
   return (call) => {
-    const started = performance.now();
-    context.rpcs?.started(method, "server_stream");
-    const signal = AbortSignal.any([callSignal(call), context.shutdown]);
+    const begun = begin(path, method, call);
+    context.rpcs?.started(path, "server_stream");
+    const cancelled = callSignal(call);
+    const signal = AbortSignal.any([cancelled.signal, context.shutdown]);
     void (async () => {
       try {
         for await (const message of handle(call.request, signal)) {
           if (!call.write(message)) await once(call, "drain", { signal });
         }
-        logCall(context, method, call, status.OK, started);
-        context.rpcs?.handled(method, "server_stream", "OK", (performance.now() - started) / 1000);
+        cancelled.ended();
+        logCall(context, begun, call.request, status.OK);
+        context.rpcs?.handled(path, "server_stream", "OK", (performance.now() - begun.started) / 1000);
         call.end();
       } catch (err) {
         // once the call's signal has fired, its reason (client gone, or the
         // server shutting down) says better than the error it caused
         const error = toServiceError(signal.aborted ? signal.reason : err);
-        logCall(context, method, call, error.code, started, error.details);
-        context.rpcs?.handled(method, "server_stream", status[error.code], (performance.now() - started) / 1000);
+        logCall(context, begun, call.request, error.code, error.details);
+        context.rpcs?.handled(path, "server_stream", status[error.code], (performance.now() - begun.started) / 1000);
         call.emit("error", error);
       }
     })();
   };
 }
 
-/** Aborts when the client cancels the call or its deadline passes. */
-function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): AbortSignal {
+/**
+ * Aborts when the client cancels the call or its deadline passes. grpc-js
+ * also reports "cancelled" when the stream of a call that has ended closes:
+ * after `ended` that is no news, and costs no error (with its stack) per call.
+ */
+function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): { signal: AbortSignal; ended(): void } {
   const controller = new AbortController();
-  call.once("cancelled", () => controller.abort(new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed")));
-  return controller.signal;
+  let ended = false;
+  call.once("cancelled", () => {
+    if (!ended) controller.abort(new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed"));
+  });
+  return {
+    signal: controller.signal,
+    ended() {
+      ended = true;
+    },
+  };
+}
+
+/** What a call's log lines need from its start. */
+interface Begun {
+  path: string;
+  method: string;
+  started: number;
+  caller: string;
+}
+
+/**
+ * The caller is named when the call starts: once a client has cancelled,
+ * grpc-js no longer knows its peer ("unknown").
+ */
+function begin(path: string, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): Begun {
+  return { path, method, started: performance.now(), caller: callerOf(call.metadata) ?? `peer ${call.getPeer()}` };
 }
 
 /**
@@ -91,16 +126,15 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
  * anything also gets an audit line naming its caller (token name, client
  * certificate subject, or the peer address when auth is off).
  */
-function logCall(context: CallContext, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, code: status, started: number, details?: string): void {
-  const request = call.request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
-  const name = request?.name || request?.model?.name;
+function logCall(context: CallContext, { path, method, started, caller }: Begun, request: unknown, code: status, details?: string): void {
+  const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
+  const name = fields?.name || fields?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
-  const caller = callerOf(call.metadata) ?? `peer ${call.getPeer()}`;
   if (context.logger.isLevelEnabled("info")) {
     context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
   }
-  if (MUTATING_METHODS.has(method)) {
-    const alias = typeof request?.alias === "string" && request.alias !== "" ? request.alias.slice(0, 128) : undefined;
+  if (MUTATING_METHODS.has(path)) {
+    const alias = typeof fields?.alias === "string" && fields.alias !== "" ? fields.alias.slice(0, 128) : undefined;
     (context.audit ?? context.logger).info({ audit: true, caller, method, model, alias, result: status[code] }, "audit");
   }
 }

@@ -11,6 +11,7 @@ import type { AccessTokens, Caller } from "../auth/access-tokens.js";
 import { allows, requiredRole } from "../auth/method-roles.js";
 import { quote } from "../errors.js";
 import { interceptCall } from "./intercept-call.js";
+import { methodOf } from "./method-path.js";
 import { firstCredentialKey } from "./reject-plaintext-credentials.js";
 
 export const CALLER_KEY = "modelcache-caller";
@@ -36,7 +37,7 @@ export function guardCalls(tokens: AccessTokens | undefined, onRefused?: Refusal
           verdict = { code: status.INTERNAL, details: "the server could not read this call's metadata", caller: `peer ${call.getPeer()}` };
         }
         if ("metadata" in verdict) return verdict.metadata;
-        onRefused?.({ caller: verdict.caller, method: methodName(method.path), result: status[verdict.code] });
+        onRefused?.({ caller: verdict.caller, method: methodOf(method.path), result: status[verdict.code] });
         return { code: verdict.code, details: verdict.details };
       },
     });
@@ -61,7 +62,7 @@ function judge(tokens: AccessTokens | undefined, path: string, metadata: Metadat
     if (!allows(caller.role, required)) {
       return {
         code: status.PERMISSION_DENIED,
-        details: `token ${quote(caller.name)} has the role '${caller.role}'; ${methodName(path)} needs '${required}': ask for an admin token`,
+        details: `token ${quote(caller.name)} has the role '${caller.role}'; ${methodOf(path)} needs '${required}': ask for an admin token`,
         caller: caller.name,
       };
     }
@@ -85,11 +86,6 @@ function judge(tokens: AccessTokens | undefined, path: string, metadata: Metadat
 /** `value` with every character outside printable ASCII written as \\u{...}. */
 function printable(value: string): string {
   return value.replace(/[^\x20-\x7e]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`).slice(0, 256);
-}
-
-/** "GetModel" from "/modelcache.v1.ModelCacheService/GetModel". */
-function methodName(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
 }
 
 function bearerOf(metadata: Metadata): string | undefined {

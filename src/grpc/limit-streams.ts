@@ -1,8 +1,11 @@
-// At most `limit` calls open at once on one connection (--max-concurrent-streams):
-// a call past it is refused with RESOURCE_EXHAUSTED naming the flag. HTTP/2 is
-// told one more than the limit, so that the call past it reaches the server
-// and is refused, rather than waiting unseen in the client's queue until its
-// deadline; a client that wants to queue can retry on RESOURCE_EXHAUSTED.
+// At most `limit` calls open at once on one connection (--max-concurrent-streams).
+// HTTP/2 tells clients the same limit (SETTINGS_MAX_CONCURRENT_STREAMS):
+// standard clients, grpc-js included, queue the calls past it, and Node's
+// HTTP/2 server refuses a stream past it (REFUSED_STREAM) from a client that
+// ignores it. This guard is the last line should a stream ever get past the
+// transport: the call is refused with RESOURCE_EXHAUSTED naming the flag. A
+// call leaves the count when its status is sent, before its HTTP/2 stream
+// closes, so a call the transport let through never meets the guard.
 import { type ServerInterceptor, status } from "@grpc/grpc-js";
 import { interceptCall } from "./intercept-call.js";
 

@@ -10,43 +10,50 @@ import { registerModel } from "../registry/register-model.js";
 import { deleteSecret, putSecret } from "../registry/secrets.js";
 import { updateModel } from "../registry/update-model.js";
 import type { Runtime } from "../runtime.js";
-import { ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
+import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
-import { modelToProto, pullEventToProto, reportToProto, specFromProto } from "./convert.js";
+import { modelToProto, pullEventToProto, specFromProto } from "./convert.js";
+import { inspectResponse, serializeInspectResponse } from "./inspect-response.js";
+
+/** The generated service definition, with InspectCache's responses encoded by serializeInspectResponse. */
+export const modelCacheServiceDefinition = {
+  ...Service,
+  inspectCache: { ...Service.inspectCache, responseSerialize: serializeInspectResponse },
+};
 
 export function modelCacheService(runtime: Runtime, context: CallContext): ModelCacheServiceServer {
   const { registry } = runtime;
   return {
-    registerModel: unary(context, "RegisterModel", async (request) => ({
+    registerModel: unary(context, Service.registerModel, async (request) => ({
       model: modelToProto(await registerModel(registry, specFromProto(request.model))),
     })),
-    updateModel: unary(context, "UpdateModel", async (request) => ({
+    updateModel: unary(context, Service.updateModel, async (request) => ({
       model: modelToProto(await updateModel(registry, request.name, specFromProto(request.model))),
     })),
-    getModel: unary(context, "GetModel", async (request) => ({
+    getModel: unary(context, Service.getModel, async (request) => ({
       model: modelToProto(await getModel(registry, request.name)),
     })),
-    listModels: unary(context, "ListModels", async () => ({
+    listModels: unary(context, Service.listModels, async () => ({
       models: (await listModels(registry)).map(modelToProto),
     })),
-    unregisterModel: unary(context, "UnregisterModel", async (request, signal) => ({
+    unregisterModel: unary(context, Service.unregisterModel, async (request, signal) => ({
       removed: await unregisterModel(runtime, request.name, request.dropCache, signal),
     })),
-    pull: serverStream(context, "Pull", async function* (request, signal): AsyncGenerator<PullResponse> {
+    pull: serverStream(context, Service.pull, async function* (request, signal): AsyncGenerator<PullResponse> {
       for await (const event of pullModel(runtime, request, signal)) yield pullEventToProto(request.name, event);
     }),
-    inspectCache: unary(context, "InspectCache", async (request, signal) =>
-      reportToProto(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
+    inspectCache: unary(context, Service.inspectCache, async (request, signal) =>
+      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
     ),
-    dropCache: unary(context, "DropCache", async (request, signal) => {
+    dropCache: unary(context, Service.dropCache, async (request, signal) => {
       const { removed, freedBytes } = await dropCache(runtime, request.name, signal);
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
     }),
-    putSecret: unary(context, "PutSecret", async (request) => {
+    putSecret: unary(context, Service.putSecret, async (request) => {
       await putSecret(registry, request.alias, request.value);
       return {};
     }),
-    deleteSecret: unary(context, "DeleteSecret", async (request) => ({
+    deleteSecret: unary(context, Service.deleteSecret, async (request) => ({
       removed: await deleteSecret(registry, request.alias),
     })),
   };

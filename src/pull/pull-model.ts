@@ -11,7 +11,6 @@ import { readSecret } from "../registry/secrets.js";
 import type { Runtime } from "../runtime.js";
 import { inspectInstall } from "../cache/inspect-install.js";
 import { filterFiles } from "../sources/file-filters.js";
-import { openHubSource } from "../sources/hub/open-hub-source.js";
 import { openDirectorySource } from "../sources/local-directory.js";
 import type { PullEvent } from "./pull-event.js";
 import type { PullJob } from "./pull-job.js";
@@ -51,7 +50,8 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
     }
     const opened = dir
       ? await openDirectorySource(dir.path, dir.field)
-      : await openHubSource({
+      : // the hub client (undici) loads with the first hub pull, not at boot
+        await (await import("../sources/hub/open-hub-source.js")).openHubSource({
           hubUrl: runtime.hub.url,
           repo: model.source,
           revision: model.revision,

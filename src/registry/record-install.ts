@@ -1,5 +1,6 @@
 // Keeps a model's record in step with its install: stamped when a pull
-// promotes one, cleared when the install is dropped.
+// promotes one, cleared when the install is dropped, and corrected when an
+// inspection finds the disk saying otherwise.
 import { notRegistered } from "./get-model.js";
 import type { InstallRecord, ModelRecord } from "./model-record.js";
 import type { Registry } from "./open-registry.js";
@@ -9,22 +10,57 @@ export function recordInstall(registry: Registry, name: string, install: Install
 }
 
 /** The install on disk is not healthy: keep where it is, stop vouching for it. */
-export function recordUnhealthyInstall(registry: Registry, name: string, cacheDir: string): Promise<ModelRecord> {
-  return rewrite(registry, name, (record) => ({
+function unhealthy(record: ModelRecord, cacheDir: string): ModelRecord {
+  return {
     ...record,
     status: "unhealthy",
     install: { cacheDir, installedAtMs: record.install?.installedAtMs ?? 0, sizeBytes: record.install?.sizeBytes ?? 0, resolvedCommit: record.install?.resolvedCommit ?? "" },
-  }));
+  };
 }
 
 export function recordNoInstall(registry: Registry, name: string): Promise<ModelRecord> {
   return rewrite(registry, name, ({ install: _dropped, ...record }) => ({ ...record, status: "registered" }));
 }
 
-function rewrite(registry: Registry, name: string, change: (record: ModelRecord) => ModelRecord): Promise<ModelRecord> {
+/** What an inspection of the disk found for a model's install. */
+export type DiskFinding = { status: "missing" } | { status: "unhealthy"; cacheDir: string } | { status: "installed"; install: InstallRecord };
+
+/** Whether `record` already says what the disk shows. */
+export function agrees(record: ModelRecord, finding: DiskFinding): boolean {
+  switch (finding.status) {
+    case "missing":
+      return record.status === "registered";
+    case "unhealthy":
+      return record.status === "unhealthy";
+    case "installed":
+      return record.status === "installed" && record.install?.installedAtMs === finding.install.installedAtMs;
+  }
+}
+
+/**
+ * Records what the disk shows, unless the record changed after `seen` was
+ * read: a pull or a drop that recorded meanwhile knows better than an
+ * inspection that began before it. Resolves with the new record, or
+ * undefined when nothing was written.
+ */
+export function recordFinding(registry: Registry, seen: ModelRecord, finding: DiskFinding): Promise<ModelRecord | undefined> {
+  if (agrees(seen, finding)) return Promise.resolve(undefined);
+  const change = (record: ModelRecord): ModelRecord => {
+    if (finding.status === "installed") return { ...record, status: "installed", install: finding.install };
+    if (finding.status === "unhealthy") return unhealthy(record, finding.cacheDir);
+    const { install: _dropped, ...rest } = record;
+    return { ...rest, status: "registered" };
+  };
+  return rewrite(registry, seen.name, change, seen.updatedAtMs);
+}
+
+function rewrite(registry: Registry, name: string, change: (record: ModelRecord) => ModelRecord): Promise<ModelRecord>;
+function rewrite(registry: Registry, name: string, change: (record: ModelRecord) => ModelRecord, onlyAt: number): Promise<ModelRecord | undefined>;
+function rewrite(registry: Registry, name: string, change: (record: ModelRecord) => ModelRecord, onlyAt?: number): Promise<ModelRecord | undefined> {
   return registry.records.run(name, undefined, async () => {
     const current = await registry.models.get(name);
     if (current === undefined) throw notRegistered(name);
+    if (onlyAt !== undefined && current.updatedAtMs !== onlyAt) return undefined;
     const next = { ...change(current), updatedAtMs: Math.max(Date.now(), current.updatedAtMs + 1) };
     await registry.models.put(name, next);
     return next;

@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { RpcRecorder } from "../grpc/adapt-call.js";
+import { methodOf, serviceOf } from "../grpc/method-path.js";
 import type { PullRecorder, PullResult } from "../pull/pull-job.js";
 import type { Runtime } from "../runtime.js";
 
@@ -46,13 +47,14 @@ export class Metrics implements RpcRecorder, PullRecorder {
     });
   }
 
-  started(method: string, type: "unary" | "server_stream"): void {
-    this.rpcStarted.inc({ grpc_service: SERVICE, grpc_method: method, grpc_type: type });
+  started(path: string, type: "unary" | "server_stream"): void {
+    this.rpcStarted.inc({ grpc_service: serviceOf(path), grpc_method: methodOf(path), grpc_type: type });
   }
 
-  handled(method: string, type: "unary" | "server_stream", code: string, seconds: number): void {
-    this.rpcHandled.inc({ grpc_service: SERVICE, grpc_method: method, grpc_type: type, grpc_code: code });
-    this.rpcSeconds.observe({ grpc_service: SERVICE, grpc_method: method, grpc_type: type }, seconds);
+  handled(path: string, type: "unary" | "server_stream", code: string, seconds: number): void {
+    const labels = { grpc_service: serviceOf(path), grpc_method: methodOf(path), grpc_type: type };
+    this.rpcHandled.inc({ ...labels, grpc_code: code });
+    this.rpcSeconds.observe(labels, seconds);
   }
 
   pullEnded(_model: string, { result, bytes, seconds }: { result: PullResult; bytes: number; seconds: number }): void {
@@ -83,5 +85,3 @@ export class Metrics implements RpcRecorder, PullRecorder {
     return { address, close: () => new Promise((resolve) => server.close(() => resolve())) };
   }
 }
-
-const SERVICE = "modelcache.v1.ModelCacheService";

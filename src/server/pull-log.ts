@@ -1,7 +1,11 @@
 // Log lines for pull jobs: one when a job starts its transfer (source, files,
-// bytes) and one when it ends (result, bytes, time, rate, and the reason of a
-// failure). Messages are the errors' own, which never hold a secret.
+// bytes) and one when it ends (result, bytes, time, rate, and for a failed or
+// cancelled job the gRPC status its clients get and why), whether or not a
+// client is still attached. Messages are the errors' own, which never hold a
+// secret.
+import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { toServiceError } from "../grpc/errors.js";
 import { ModelCacheError } from "../errors.js";
 import type { PullRecorder, PullResult } from "../pull/pull-job.js";
 
@@ -19,7 +23,7 @@ export class PullLog implements PullRecorder {
       bytes: ended.bytes,
       seconds: Number(ended.seconds.toFixed(3)),
       bytesPerSecond: ended.seconds > 0 ? Math.round(ended.bytes / ended.seconds) : 0,
-      ...(ended.error === undefined ? {} : { error: describe(ended.error) }),
+      ...(ended.error === undefined ? {} : { code: status[toServiceError(ended.error).code], error: describe(ended.error) }),
     };
     if (ended.result === "failed") this.logger.warn(fields, "pull failed");
     else this.logger.info(fields, ended.result === "ok" ? "pull finished" : "pull cancelled");

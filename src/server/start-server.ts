@@ -4,7 +4,7 @@
 // removed) and closes LevelDB last.
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { Server } from "@grpc/grpc-js";
+import { Server, type ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { CacheLayout } from "../cache/layout.js";
@@ -17,22 +17,21 @@ import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
 import { DEFAULT_PULL_LIMITS, type PullLimits } from "../pull/pull-limits.js";
 import { Bandwidth } from "../sources/hub/bandwidth.js";
-import { ModelCacheError } from "../errors.js";
-import { modelCacheService } from "../grpc/model-cache-service.js";
+import { ModelCacheError, quote } from "../errors.js";
+import { modelCacheService, modelCacheServiceDefinition } from "../grpc/model-cache-service.js";
 import { guardCalls } from "../grpc/guard-calls.js";
 import { limitStreams } from "../grpc/limit-streams.js";
 import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
+import { checkVaultKeyFile } from "../registry/vault-key.js";
 import type { Runtime } from "../runtime.js";
-import { ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 import { createLogger } from "./logger.js";
-import { Metrics } from "./metrics.js";
 import { PullLog } from "./pull-log.js";
 import { addReflection } from "./reflection.js";
 import { type TlsFiles, checkExposure, hostOf, isLoopback, serverCredentials } from "./transport-security.js";
 import { FixtureRoots } from "../sources/fixture-roots.js";
 
-export const SERVICE_NAME = "modelcache.v1.ModelCacheService";
+import { MODEL_CACHE_SERVICE as SERVICE_NAME } from "../grpc/method-path.js";
 
 export interface ServerOptions {
   /** host:port; port 0 picks a free one */
@@ -73,11 +72,22 @@ export interface ServerOptions {
   vaultKeyFile?: string;
   /** largest request message accepted (default 4 MiB) */
   maxMessageBytes?: number;
-  /** streams one connection may have open at once (default 100) */
+  /** calls one connection may have open at once, advertised to HTTP/2 so clients queue the rest (default 256) */
   maxConcurrentStreams?: number;
   /** what one pull may bring in */
   pullLimits?: Partial<PullLimits>;
 }
+
+/**
+ * Calls one connection may have open at once unless --max-concurrent-streams
+ * says otherwise. Clients queue what is past it (HTTP/2 tells them the limit),
+ * so it bounds the work one connection can put on the server, not what a
+ * client may ask for. 256 is above what common servers choose (nginx 128,
+ * Go's net/http2 250) so that a client tuned for them is never held back.
+ */
+export const DEFAULT_MAX_CONCURRENT_STREAMS = 256;
+/** HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS is a 32-bit value */
+const MAX_HTTP2_STREAMS = 2 ** 32 - 1;
 
 export interface RunningServer {
   /** host:port actually bound */
@@ -89,8 +99,33 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(options: ServerOptions): Promise<RunningServer> {
-  const logger = options.logger ?? createLogger();
+/** Everything start needs, checked before anything opens. */
+interface Settings {
+  credentials: ServerCredentials;
+  authenticated: boolean;
+  fixtureRoots: FixtureRoots;
+  dataDir: string;
+  cacheRoot: string;
+  fixtureDir: string | undefined;
+  maxConcurrentPulls: number;
+  progressIntervalMs: number;
+  fileConcurrency: number;
+  hub: Omit<Runtime["hub"], "bandwidth"> & { maxBytesPerSecond: number | undefined };
+  pullLimits: PullLimits;
+  maxStreams: number;
+  maxMessageBytes: number;
+  shutdownGraceMs: number;
+}
+
+/**
+ * Checks every option (and reads the TLS files) without creating or opening
+ * anything, so that a bad option leaves the data dir and the cache root as
+ * they were.
+ */
+async function resolveSettings(options: ServerOptions): Promise<Settings> {
+  // grpc-js also listens on unix:PATH
+  if (!options.listen.startsWith("unix:")) checkAddress("--listen", options.listen);
+  if (options.metricsListen !== undefined) checkAddress("--metrics-listen", options.metricsListen);
   checkExposure({
     listen: options.listen,
     tokens: options.authTokens !== undefined,
@@ -98,18 +133,65 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     insecureNoAuth: options.insecureNoAuth ?? false,
     insecureNoTls: options.insecureNoTls ?? false,
   });
+  const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
+  if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
+    throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
+  }
+  const hub = {
+    url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
+    offline: options.offline ?? false,
+    maxBytesPerSecond: options.maxBytesPerSecond ? checkRate(options.maxBytesPerSecond) : undefined,
+    parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
+  };
+  const pullLimits = {
+    maxFiles: checkLimit("--max-files-per-pull", options.pullLimits?.maxFiles ?? DEFAULT_PULL_LIMITS.maxFiles),
+    maxFileBytes: checkLimit("--max-file-bytes", options.pullLimits?.maxFileBytes ?? DEFAULT_PULL_LIMITS.maxFileBytes),
+    maxTotalBytes: checkLimit("--max-pull-bytes", options.pullLimits?.maxTotalBytes ?? DEFAULT_PULL_LIMITS.maxTotalBytes),
+  };
+  const maxStreams = checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, MAX_HTTP2_STREAMS);
+  const maxMessageBytes = checkLimit("--max-message-bytes", options.maxMessageBytes ?? 4 * 1024 * 1024);
+  const progressIntervalMs = checkLimit("the progress interval (ms)", options.progressIntervalMs ?? 100, Number.MAX_SAFE_INTEGER, 0);
+  const fileConcurrency = checkLimit("--file-concurrency", options.fileConcurrency ?? 4);
+  const shutdownGraceMs = checkLimit("the shutdown grace", options.shutdownGraceMs ?? 10_000);
   // the TLS files are read before anything else opens, so a bad one fails fast
   const credentials = await serverCredentials(options.tls);
+  // a key file that exists must already be usable; a missing one is made once the registry is open
+  if (options.vaultKeyFile !== undefined) await checkVaultKeyFile(options.vaultKeyFile);
   // callers prove who they are with a token or a client certificate
   const authenticated = options.authTokens !== undefined || options.tls?.clientCa !== undefined;
   const fixtureRoots = await FixtureRoots.resolve(options.fixtureRoots ?? [], options.fixtureDir, {
     openWithoutRoots: !authenticated && isLoopback(hostOf(options.listen)),
   });
   const dataDir = resolve(options.dataDir);
-  await mkdir(dataDir, { recursive: true });
-  const registry = await openRegistry(dataDir, { vaultKeyFile: options.vaultKeyFile });
+  return {
+    credentials,
+    authenticated,
+    fixtureRoots,
+    dataDir,
+    cacheRoot: resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")),
+    fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
+    maxConcurrentPulls,
+    progressIntervalMs,
+    fileConcurrency,
+    hub,
+    pullLimits,
+    maxStreams,
+    maxMessageBytes,
+    shutdownGraceMs,
+  };
+}
+
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger();
+  const settings = await resolveSettings(options);
+  const { dataDir, fixtureRoots, maxConcurrentPulls } = settings;
+  // what start has opened so far, closed in reverse order if a later step fails
+  const closers: { what: string; close: () => Promise<void> | void }[] = [];
   try {
-    const layout = new CacheLayout(resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")));
+    await mkdir(dataDir, { recursive: true });
+    const registry = await openRegistry(dataDir, { vaultKeyFile: options.vaultKeyFile });
+    closers.push({ what: "the registry", close: () => registry.close() });
+    const layout = new CacheLayout(settings.cacheRoot);
     const locks = new ModelLocks(layout, { log: logger });
     const unregistered = await finishUnregistrations({ registry, layout, locks });
     if (unregistered.length > 0) logger.warn({ unregistered }, "finished unregistering models a crash interrupted");
@@ -122,13 +204,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (reconciliation.missing.length + reconciliation.unhealthy.length + reconciliation.recovered.length > 0) {
       logger.warn({ ...reconciliation }, "the registry did not match the cache: corrected from the disk");
     }
-    const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
-    if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
-      throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
-    }
     const copier = new FileCopier();
+    closers.push({ what: "the file copier", close: () => copier.close() });
     let running: Runtime | undefined;
-    const metrics = new Metrics(() => running);
+    // prom-client is loaded only when metrics are served
+    const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
     const runtime: Runtime = {
       registry,
       layout,
@@ -138,58 +218,55 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         layout,
         locks,
         queue: new PullQueue(maxConcurrentPulls),
-        progressIntervalMs: options.progressIntervalMs ?? 100,
-        fileConcurrency: options.fileConcurrency ?? 4,
+        progressIntervalMs: settings.progressIntervalMs,
+        fileConcurrency: settings.fileConcurrency,
         copier,
-        recorders: [metrics, new PullLog(logger)],
+        recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
       }),
       copier,
-      fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
+      fixtureDir: settings.fixtureDir,
       fixtureRoots,
       hub: {
-        url: checkHubUrl(options.hubUrl ?? "https://huggingface.co"),
-        offline: options.offline ?? false,
-        bandwidth: options.maxBytesPerSecond ? new Bandwidth(checkRate(options.maxBytesPerSecond)) : undefined,
-        parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
+        url: settings.hub.url,
+        offline: settings.hub.offline,
+        bandwidth: settings.hub.maxBytesPerSecond ? new Bandwidth(settings.hub.maxBytesPerSecond) : undefined,
+        parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
       },
-      pullLimits: {
-        maxFiles: checkLimit("--max-files-per-pull", options.pullLimits?.maxFiles ?? DEFAULT_PULL_LIMITS.maxFiles),
-        maxFileBytes: checkLimit("--max-file-bytes", options.pullLimits?.maxFileBytes ?? DEFAULT_PULL_LIMITS.maxFileBytes),
-        maxTotalBytes: checkLimit("--max-pull-bytes", options.pullLimits?.maxTotalBytes ?? DEFAULT_PULL_LIMITS.maxTotalBytes),
-      },
+      pullLimits: settings.pullLimits,
     };
 
     const shutdown = new AbortController();
     const audit = auditLogger(logger);
-    // one below HTTP/2's largest setting, since HTTP/2 is told one more
-    const maxStreams = checkLimit("--max-concurrent-streams", options.maxConcurrentStreams ?? 100, 2 ** 32 - 2);
     const server = new Server({
-      "grpc.max_receive_message_length": checkLimit("--max-message-bytes", options.maxMessageBytes ?? 4 * 1024 * 1024),
-      "grpc.max_concurrent_streams": maxStreams + 1,
+      "grpc.max_receive_message_length": settings.maxMessageBytes,
+      // HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: clients queue the calls past it
+      "grpc.max_concurrent_streams": settings.maxStreams,
       // the guard first: authentication comes before every other check
-      interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit")), limitStreams(maxStreams)],
+      interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit")), limitStreams(settings.maxStreams)],
     });
+    closers.push({ what: "the gRPC listener", close: () => server.forceShutdown() });
     running = runtime;
-    server.addService(ModelCacheServiceService, modelCacheService(runtime, { logger, audit, shutdown: shutdown.signal, rpcs: metrics }));
+    server.addService(modelCacheServiceDefinition, modelCacheService(runtime, { logger, audit, shutdown: shutdown.signal, rpcs: metrics }));
     const health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     health.addToServer(server);
     addReflection(server);
 
+    const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
+    if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await new Promise<number>((ok, fail) =>
-      server.bindAsync(options.listen, credentials, (err, bound) =>
+      server.bindAsync(options.listen, settings.credentials, (err, bound) =>
         err ? fail(new ModelCacheError("unavailable", `cannot listen on ${options.listen}: ${err.message}; choose another --listen address`)) : ok(bound),
       ),
     );
     const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
-    const metricsServer = options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
       { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
     );
-    if (!authenticated) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
+    if (!settings.authenticated) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
 
     let closing: Promise<void> | undefined;
     const close = () =>
@@ -203,7 +280,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           const timer = setTimeout(() => {
             server.forceShutdown();
             done();
-          }, options.shutdownGraceMs ?? 10_000);
+          }, settings.shutdownGraceMs);
           server.tryShutdown(() => {
             clearTimeout(timer);
             done();
@@ -218,8 +295,33 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       })());
     return { address, port, runtime, close, metricsAddress: metricsServer?.address };
   } catch (err) {
-    await registry.close();
+    await unwind(closers, logger);
     throw err;
+  }
+}
+
+/**
+ * Closes what a failed start had opened, last first. A closer that fails is
+ * logged and the others still run: the error that stopped the start is the
+ * one the caller must see, and one stuck listener must not keep LevelDB open.
+ */
+async function unwind(closers: { what: string; close: () => Promise<void> | void }[], logger: Logger): Promise<void> {
+  for (const { what, close } of closers.reverse()) {
+    try {
+      await close();
+    } catch (err) {
+      logger.error({ err }, `could not close ${what} after a failed start`);
+    }
+  }
+}
+
+/** host:port with a port from 0 to 65535. */
+function checkAddress(flag: string, address: string): void {
+  const split = address.lastIndexOf(":");
+  const port = address.slice(split + 1);
+  const host = address.slice(0, Math.max(0, split));
+  if (split < 1 || !/^\d{1,5}$/.test(port) || Number(port) > 65535 || /\s/.test(host)) {
+    throw new ModelCacheError("invalid_argument", `${flag} ${quote(address)} is not host:port: give an address such as 127.0.0.1:50051 (port 0 picks a free one)`);
   }
 }
 
@@ -248,9 +350,9 @@ function checkRate(bytesPerSecond: number): number {
   return bytesPerSecond;
 }
 
-function checkLimit(flag: string, value: number, most = Number.MAX_SAFE_INTEGER): number {
-  if (!Number.isSafeInteger(value) || value < 1 || value > most) {
-    throw new ModelCacheError("invalid_argument", `${flag} must be a whole number from 1 to ${most} (got ${value})`);
+function checkLimit(flag: string, value: number, most = Number.MAX_SAFE_INTEGER, least = 1): number {
+  if (!Number.isSafeInteger(value) || value < least || value > most) {
+    throw new ModelCacheError("invalid_argument", `${flag} must be a whole number from ${least} to ${most} (got ${value})`);
   }
   return value;
 }
