@@ -75,7 +75,7 @@ program
   .addOption(flag("--tls-client-ca <file>", "PEM CA bundle: require client certificates signed by it (mTLS)"))
   .addOption(flag("--vault-key-file <file>", "32-byte key that seals secrets at rest, mode 0600 (default: <data-dir>/vault.key, created on first start)"))
   .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)).argParser(wholeNumber(1)))
-  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once", "100").argParser(wholeNumber(1)))
+  .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once (advertised to clients, which queue the rest)", "256").argParser(wholeNumber(1)))
   .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)).argParser(wholeNumber(1)))
   .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)).argParser(wholeNumber(1)))
   .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)).argParser(wholeNumber(1)))
