@@ -51,6 +51,7 @@ try {
   if (names.includes("bigfile")) await report(await benchBigfile({ workDir: dir, sizeMiB: Number(options.bigfileMib) }));
   if (names.includes("hubpull")) {
     await report(await benchHubpull({ workDir: dir, totalMiB: 256, shards: 4, repeat: Number(options.repeat), name: "hubpull-4x64" }));
+    await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: 1, repeat: Number(options.repeat), name: "hubpull-1file" }));
     await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: Number(options.shards), repeat: Number(options.repeat) }));
   }
   if (names.includes("inspect")) {

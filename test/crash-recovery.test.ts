@@ -1,16 +1,15 @@
 // Crashes between the steps of a change, simulated by doing the first steps
 // with the server's own functions and restarting the server on the same
 // dirs: startup recovery must finish or undo each by what it was doing.
-import { spawn } from "node:child_process";
 import { watch } from "node:fs";
 import { cp, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { credentials, status } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { CacheStatus, ModelCacheServiceClient, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { parkInstall } from "../src/cache/park-install.js";
 import { parkForRemoval } from "../src/cache/remove-install.js";
+import { spawnServer } from "./support/child-server.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -105,30 +104,6 @@ describe("startup recovery after a crash between the steps of a change", () => {
   });
 });
 
-/** A modelcache server in a child process on `dataDir`, to be killed with SIGKILL. */
-async function spawnServer(dataDir: string): Promise<{ client: ModelCacheServiceClient; kill(): Promise<void> }> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, "..", "bin", "modelcache.js"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  const address = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      const entry = JSON.parse(line) as { msg?: string; address?: string };
-      if (entry.msg === "modelcache is serving") resolve(entry.address!);
-    });
-    void exited.then(() => reject(new Error("the server exited early")));
-  });
-  const client = new ModelCacheServiceClient(address, credentials.createInsecure());
-  return {
-    client,
-    async kill() {
-      child.kill("SIGKILL");
-      await exited;
-      client.close();
-    },
-  };
-}
-
 describe("a server killed while it deletes an install", () => {
   // many files, so that deleting the parked install takes a while and the kill lands in it
   const files: Record<string, string> = {};
@@ -142,7 +117,7 @@ describe("a server killed while it deletes an install", () => {
         await call(t.client, "registerModel", { model: modelSpec() });
         await pullOk(t.client, { name: "minilm", fixtureDir: source.dir });
         await t.server.close();
-        const child = await spawnServer(t.dataDir);
+        const child = await spawnServer({ dataDir: t.dataDir });
         try {
           // killed once the parked install has begun to go
           const parked = new Promise<void>((resolve) => {

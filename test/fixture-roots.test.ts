@@ -1,7 +1,7 @@
 // A PullRequest's fixture_dir must lie inside an allowed root: `..` tricks,
 // absolute paths elsewhere, siblings that share a prefix and symbolic links
 // that lead out are refused with PERMISSION_DENIED before anything is read.
-import { cp, mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
+import { cp, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";

@@ -3,35 +3,41 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { expect } from "chai";
 import { syncDirectory } from "../src/cache/durable.js";
+import { FileCopier } from "../src/cache/file-copier.js";
 import { installArtifacts } from "../src/cache/install-artifacts.js";
 import { CacheLayout } from "../src/cache/layout.js";
 import { parseManifest } from "../src/cache/manifest.js";
 import { openDirectorySource } from "../src/sources/local-directory.js";
 import { makeSourceDir, sha256 } from "./support/source-dir.js";
 
-// The pull engine copies local files on worker threads; sources that are not
-// on the local disk (a hub) are streamed through installArtifacts itself.
-// These tests take that streaming path with a real directory read as a stream.
-describe("installArtifacts, streaming a source that is not on the local disk", () => {
+// installArtifacts on its own, with a real directory source and the real
+// worker-pool copier, below the pull jobs that normally drive it.
+describe("installArtifacts", () => {
   let root: string;
+  let copier: FileCopier;
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), "modelcache-install-"));
+    copier = new FileCopier();
   });
-  afterEach(() => rm(root, { recursive: true, force: true }));
+  afterEach(async () => {
+    await copier.close();
+    await rm(root, { recursive: true, force: true });
+  });
 
   const model = { source: "org/m", revision: "main", task: "embedding", engine: "candle", dimensions: 8 };
 
   it("installs every file with its sha256, reporting each byte once", async () => {
     const made = await makeSourceDir({ "a.bin": Buffer.alloc(3 * 1024 * 1024 + 5, 9), "sub/b.json": "{}" });
     try {
-      const { localPath: _local, ...streamed } = await openDirectorySource(made.dir, "fixture_dir");
+      const source = await openDirectorySource(made.dir, "fixture_dir");
       const seen: Record<string, number> = {};
       const completed: string[] = [];
       const layout = new CacheLayout(root);
       const manifest = await installArtifacts({
         layout,
         name: "m",
-        source: streamed,
+        source,
+        copier,
         model,
         signal: new AbortController().signal,
         concurrency: 2,
@@ -55,12 +61,13 @@ describe("installArtifacts, streaming a source that is not on the local disk", (
   it("syncs every directory a nested file path creates in staging, each ancestor as well as the parent", async () => {
     const made = await makeSourceDir({ "top.json": "{}", "a/b/c/deep.bin": "deep", "a/side.txt": "side" });
     try {
-      const { localPath: _local, ...streamed } = await openDirectorySource(made.dir, "fixture_dir");
+      const source = await openDirectorySource(made.dir, "fixture_dir");
       const synced: string[] = [];
       await installArtifacts({
         layout: new CacheLayout(root),
         name: "m",
-        source: streamed,
+        source,
+        copier,
         model,
         signal: new AbortController().signal,
         concurrency: 2,
@@ -82,13 +89,14 @@ describe("installArtifacts, streaming a source that is not on the local disk", (
   it("removes its staging dir when aborted, leaving no install", async () => {
     const made = await makeSourceDir({ "a.bin": Buffer.alloc(8 * 1024 * 1024, 1) });
     try {
-      const { localPath: _local, ...streamed } = await openDirectorySource(made.dir, "fixture_dir");
+      const source = await openDirectorySource(made.dir, "fixture_dir");
       const controller = new AbortController();
       let error: unknown;
       await installArtifacts({
         layout: new CacheLayout(root),
         name: "m",
-        source: streamed,
+        source,
+        copier,
         model,
         signal: controller.signal,
         concurrency: 1,

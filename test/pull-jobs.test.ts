@@ -1,7 +1,5 @@
-import { spawn } from "node:child_process";
 import { lstat, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
@@ -9,6 +7,7 @@ import { startServer } from "../src/server/start-server.js";
 import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { captureLogs } from "./support/log-capture.js";
+import { spawnServer } from "./support/child-server.js";
 import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullError, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -305,29 +304,16 @@ describe("crash safety", () => {
       const before = await snapshot(join(t.cacheRoot, "minilm"));
       await t.server.close();
 
-      const child = spawn(process.execPath, [join(import.meta.dirname, "..", "bin", "modelcache.js"), "serve", "--listen", "127.0.0.1:0", "--data-dir", t.dataDir], {
-        stdio: ["ignore", "pipe", "inherit"],
-      });
-      const exited = new Promise((resolve) => child.on("exit", resolve));
+      const child = await spawnServer({ dataDir: t.dataDir });
       try {
-        const address = await new Promise<string>((resolve, reject) => {
-          createInterface({ input: child.stdout! }).on("line", (line) => {
-            const entry = JSON.parse(line) as { msg?: string; address?: string };
-            if (entry.msg === "modelcache is serving") resolve(entry.address!);
-          });
-          void exited.then(() => reject(new Error("the server exited early")));
-        });
-        const client = new ModelCacheServiceClient(address, credentials.createInsecure());
-        const outcome = await pull(client, { name: "minilm", fixtureDir: source.dir }, {
+        const outcome = await pull(child.client, { name: "minilm", fixtureDir: source.dir }, {
           onEvent: (event) => {
-            if (event.fileProgress) child.kill("SIGKILL");
+            if (event.fileProgress) void child.kill();
           },
         });
-        client.close();
         expect(outcome.error?.code).to.equal(status.UNAVAILABLE);
       } finally {
-        child.kill("SIGKILL");
-        await exited;
+        await child.kill();
       }
       expect((await readdir(join(t.cacheRoot, ".staging"))).length, "the crash left work in .staging").to.be.above(0);
 

@@ -1,9 +1,8 @@
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { promisify } from "node:util";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
@@ -15,7 +14,6 @@ import { makeSourceDir, snapshot } from "./support/source-dir.js";
 import { bufCurl } from "./support/buf-curl.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
-const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, "..");
 
 describe("server", () => {

@@ -6,7 +6,7 @@ import { type Stats, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 /** Relative '/'-separated path -> size in bytes, for every regular file below `dir`; undefined when `dir` cannot be listed. */
-export function regularFiles(dir: string): Map<string, number> | undefined {
+function regularFiles(dir: string): Map<string, number> | undefined {
   const files = walk(dir)?.files;
   return files && new Map([...files].map(([path, stat]) => [path, stat.size]));
 }

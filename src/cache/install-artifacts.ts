@@ -5,11 +5,9 @@
 // before that rename removes the staging dir and leaves the previous
 // install untouched. Several files are in flight at once; memory per file
 // is a few chunks, whatever its size.
-import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { lstat, mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { pipeline } from "node:stream/promises";
 import { errorCode, filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
 import { syncDirectory, writeFileDurably } from "./durable.js";
@@ -36,8 +34,8 @@ export interface InstallArtifactsOptions {
   observer: InstallObserver;
   /** files copied at once */
   concurrency: number;
-  /** copies files that are on the local disk on worker threads; without it, everything is streamed here */
-  copier?: FileCopier;
+  /** copies and hashes the files of a local source on worker threads */
+  copier: FileCopier;
   /** the current install's manifest: its files may be reused where the copier proves them identical */
   reuse?: Manifest;
   /** a last check before the new install is made visible; what it throws fails the install */
@@ -72,20 +70,17 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         // every directory the file's path creates holds an entry to make durable, not only its parent
         for (let dir = dirname(target); dir.length > staging.length; dir = dirname(dir)) directories.add(dir);
         try {
-          const local = options.copier && source.localPath?.(file);
           const previous = reusable.get(file.path);
           const installedPath = join(layout.modelDir(name), file.path);
           const installed =
             previous?.sizeBytes === file.sizeBytes && (await isReusable(installedPath, file.sizeBytes)) ? { path: installedPath, sha256: previous.sha256 } : undefined;
           const onBytes = (n: number) => observer.bytesWritten(file, n);
-          if (local) {
-            await mkdir(dirname(target), { recursive: true });
-            digests[index] = await options.copier!.copy(local, target, file.sizeBytes, signal, onBytes, installed);
-          } else if (source.fetchInto) {
+          if ("fetchInto" in source) {
             await mkdir(dirname(target), { recursive: true });
             digests[index] = await source.fetchInto(file, target, signal, onBytes, installed);
           } else {
-            digests[index] = await copyAndHash(source, file, target, observer, signal);
+            await mkdir(dirname(target), { recursive: true });
+            digests[index] = await options.copier.copy(source.localPath(file), target, file.sizeBytes, signal, onBytes, installed);
           }
         } catch (err) {
           stop.abort(err);
@@ -136,30 +131,6 @@ async function isReusable(path: string, sizeBytes: number): Promise<boolean> {
     if (code === "ENOENT" || code === "ENOTDIR") return false;
     throw filesystemError("read", path, err);
   }
-}
-
-/** Streams one file into `target`, hashing what is written; returns its sha256 once the file is synced and closed. */
-async function copyAndHash(source: ArtifactSource, file: SourceFile, target: string, observer: InstallObserver, signal: AbortSignal): Promise<string> {
-  await mkdir(dirname(target), { recursive: true }).catch((err: unknown) => {
-    throw filesystemError("create a directory in", dirname(target), err);
-  });
-  const hash = createHash("sha256");
-  await pipeline(
-    source.read(file, signal),
-    async function* (chunks: AsyncIterable<Buffer>) {
-      for await (const chunk of chunks) {
-        hash.update(chunk);
-        observer.bytesWritten(file, chunk.length);
-        yield chunk;
-      }
-    },
-    // flush: the file is fsynced before the stream closes
-    createWriteStream(target, { flags: "wx", mode: 0o644, flush: true, highWaterMark: 1024 * 1024 }),
-    { signal },
-  ).catch((err: unknown) => {
-    throw filesystemError("write", target, err);
-  });
-  return hash.digest("hex");
 }
 
 /**

@@ -14,7 +14,7 @@ import { interceptCall } from "./intercept-call.js";
 import { methodOf } from "./method-path.js";
 import { firstCredentialKey } from "./reject-plaintext-credentials.js";
 
-export const CALLER_KEY = "modelcache-caller";
+const CALLER_KEY = "modelcache-caller";
 
 /** The caller's name as the guard recorded it, for logs. */
 export function callerOf(metadata: Metadata): string | undefined {

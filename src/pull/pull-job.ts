@@ -39,7 +39,8 @@ export interface PullJobSettings {
   progressIntervalMs: number;
   /** files copied at once */
   fileConcurrency: number;
-  copier?: FileCopier;
+  /** copies and hashes local files on worker threads */
+  copier: FileCopier;
   recorders?: PullRecorder[];
 }
 

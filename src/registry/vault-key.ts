@@ -8,7 +8,7 @@ import { dirname } from "node:path";
 import { syncDirectory } from "../cache/durable.js";
 import { ModelCacheError, quote } from "../errors.js";
 
-export const VAULT_KEY_BYTES = 32;
+const VAULT_KEY_BYTES = 32;
 
 /** The key in `file`, made there if absent, unless secrets sealed under some key already exist (a new key could not open them). */
 export async function loadVaultKey(file: string, sealedSecretsExist: boolean): Promise<Buffer> {

@@ -85,7 +85,7 @@ export interface ServerOptions {
  * client may ask for. 256 is above what common servers choose (nginx 128,
  * Go's net/http2 250) so that a client tuned for them is never held back.
  */
-export const DEFAULT_MAX_CONCURRENT_STREAMS = 256;
+const DEFAULT_MAX_CONCURRENT_STREAMS = 256;
 /** HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS is a 32-bit value */
 const MAX_HTTP2_STREAMS = 2 ** 32 - 1;
 

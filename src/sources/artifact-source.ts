@@ -1,5 +1,5 @@
-// What a pull installs from: a listing of files with their sizes, and a way
-// to read each one as a stream of chunks.
+// What a pull installs from: a listing of files with their sizes, and either
+// the files' places on this machine or a way to fetch each one into place.
 
 export interface SourceFile {
   /** relative, '/'-separated */
@@ -7,22 +7,30 @@ export interface SourceFile {
   sizeBytes: number;
 }
 
-export interface ArtifactSource {
+interface SourceListing {
   /** how the source reads in PullStarted, e.g. "dir:/srv/models/minilm" */
   readonly description: string;
   /** the hub commit the files come from, for a hub */
   readonly resolvedCommit?: string;
   /** sorted by path, never empty */
   readonly files: readonly SourceFile[];
-  /** the bytes of one listed file; fails if they are not exactly `sizeBytes` long */
-  read(file: SourceFile, signal: AbortSignal): AsyncIterable<Buffer>;
-  /** where the file is on the local disk, when it is, so the installer may copy it itself */
-  localPath?(file: SourceFile): string;
+  /** called once the install is promoted */
+  installed?(): Promise<void>;
+}
+
+/** Files on this machine: the installer copies and hashes them on its worker pool. */
+export interface LocalSource extends SourceListing {
+  /** where the file is on the local disk */
+  localPath(file: SourceFile): string;
+}
+
+/** Files elsewhere (a hub): the source puts each one in place itself. */
+export interface FetchingSource extends SourceListing {
   /**
    * Puts the verified file at `target` itself (a hub: resumable download),
    * or links `installed` there when that copy is proven identical; returns its sha256.
    */
-  fetchInto?(file: SourceFile, target: string, signal: AbortSignal, onBytes: (bytes: number) => void, installed?: { path: string; sha256: string }): Promise<string>;
-  /** called once the install is promoted */
-  installed?(): Promise<void>;
+  fetchInto(file: SourceFile, target: string, signal: AbortSignal, onBytes: (bytes: number) => void, installed?: { path: string; sha256: string }): Promise<string>;
 }
+
+export type ArtifactSource = LocalSource | FetchingSource;

@@ -5,11 +5,10 @@ import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { ModelCacheError, filesystemError, quote } from "../errors.js";
 import { MANIFEST_FILE, checkArtifactPath } from "../cache/layout.js";
-import { readFileChunks } from "../cache/read-file-chunks.js";
-import type { ArtifactSource, SourceFile } from "./artifact-source.js";
+import type { LocalSource, SourceFile } from "./artifact-source.js";
 
 /** Lists `dir` (named by `field` in errors) as an artifact source. */
-export async function openDirectorySource(dir: string, field: string): Promise<ArtifactSource> {
+export async function openDirectorySource(dir: string, field: string): Promise<LocalSource> {
   const root = resolve(dir);
   const info = await stat(root).catch(() => undefined);
   if (!info?.isDirectory()) {
@@ -26,7 +25,6 @@ export async function openDirectorySource(dir: string, field: string): Promise<A
   return {
     description: `dir:${root}`,
     files,
-    read: (file, signal) => readExactly(join(root, file.path), file, signal),
     localPath: (file) => join(root, file.path),
   };
 }
@@ -51,23 +49,4 @@ async function listFiles(root: string, prefix: string): Promise<SourceFile[]> {
     }
   }
   return files;
-}
-
-async function* readExactly(path: string, file: SourceFile, signal: AbortSignal): AsyncGenerator<Buffer> {
-  let read = 0;
-  try {
-    for await (const chunk of readFileChunks(path, signal)) {
-      read += chunk.length;
-      if (read > file.sizeBytes) break;
-      yield chunk;
-    }
-  } catch (err) {
-    throw filesystemError("read the source file", path, err);
-  }
-  if (read !== file.sizeBytes) {
-    throw new ModelCacheError(
-      "aborted",
-      `source file '${path}' changed while it was being read (listed with ${file.sizeBytes} bytes, read ${read}${read > file.sizeBytes ? "+" : ""}); pull again once it is stable`,
-    );
-  }
 }

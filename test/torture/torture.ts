@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type ServiceError, status as grpcStatus } from "@grpc/grpc-js";
 import { CacheStatus, type ModelCacheServiceClient, ModelStatus } from "../../generated/modelcache/v1/model_cache.js";
 import { call, modelSpec, pull } from "../support/test-server.js";
-import { ChildServer } from "./child-server.js";
+import { spawnServer } from "../support/child-server.js";
 import { HUB_REPO, makeSources, type Sources, type Version } from "./sources.js";
 
 type Install = "A" | "B" | "H" | "missing";
@@ -67,7 +67,8 @@ export async function runTorture(options: TortureOptions): Promise<TortureResult
   const logFile = join(work, "server.log");
   await mkdir(join(work, "sources"), { recursive: true });
   const sources = await makeSources(join(work, "sources"), random);
-  const start = () => ChildServer.start({ dataDir, hubUrl: sources.hub.url, fixtureRoot: sources.root, logFile });
+  const start = () =>
+    spawnServer({ dataDir, logFile, args: ["--hub-url", sources.hub.url, "--fixture-root", sources.root, "--log-level", "info", "--max-concurrent-pulls", "2"] });
   const result: TortureResult = { cycles: 0, killedMidway: 0, operations: {} };
   let server = await start();
   let failed = false;

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { hashFile } from "../../cache/hash-file.js";
 import { ModelCacheError, filesystemError, quote } from "../../errors.js";
-import type { ArtifactSource, SourceFile } from "../artifact-source.js";
+import type { FetchingSource, SourceFile } from "../artifact-source.js";
 import type { Bandwidth } from "./bandwidth.js";
 import { downloadFile } from "./download-file.js";
 import { Connections } from "./connections.js";
@@ -41,7 +41,7 @@ const CONNECTIONS = 4;
 
 const COMMIT = /^[0-9a-f]{40}$/;
 
-export async function openHubSource(options: HubSourceOptions): Promise<ArtifactSource> {
+export async function openHubSource(options: HubSourceOptions): Promise<FetchingSource> {
   const repoPath = repoUrlPath(options.repo);
   const http = new HubHttp({ baseUrl: options.hubUrl, token: options.token, alias: options.alias });
   const { body } = await http.json(
@@ -63,10 +63,6 @@ export async function openHubSource(options: HubSourceOptions): Promise<Artifact
     description: `hub:${options.repo}@${commit}`,
     resolvedCommit: commit,
     files,
-    async *read(file, signal) {
-      const response = await http.get(resolveUrl(file), `file '${file.path}'`, signal);
-      yield* response.body as AsyncIterable<Buffer>;
-    },
     async fetchInto(file, target, signal, onBytes, installed) {
       const listed = file as HubFile;
       if (installed && listed.sha256 === installed.sha256 && (await hashFile(installed.path, signal)) === installed.sha256) {
