@@ -70,6 +70,7 @@ export function modelToProto(record: ModelRecord): Model {
     include: record.include ?? [],
     exclude: record.exclude ?? [],
     resolvedCommit: record.install?.resolvedCommit ?? "",
+    managedBy: record.managedBy ?? "",
   };
 }
 

@@ -10,6 +10,7 @@ import { registerModel } from "../registry/register-model.js";
 import { deleteSecret, putSecret } from "../registry/secrets.js";
 import { updateModel } from "../registry/update-model.js";
 import type { Runtime } from "../runtime.js";
+import { ModelCacheError } from "../errors.js";
 import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
 import { modelToProto, pullEventToProto, specFromProto } from "./convert.js";
@@ -56,5 +57,8 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     deleteSecret: unary(context, Service.deleteSecret, async (request) => ({
       removed: await deleteSecret(registry, request.alias),
     })),
+    applyModels: unary(context, Service.applyModels, async () => {
+      throw new ModelCacheError("failed_precondition", "ApplyModels is not served by this server yet: register models one by one with RegisterModel");
+    }),
   };
 }
