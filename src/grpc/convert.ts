@@ -4,8 +4,11 @@ import type { InstallReport } from "../cache/inspect-install.js";
 import type { Manifest as ManifestRecord } from "../cache/manifest.js";
 import type { ModelRecord, ModelSpecInput } from "../registry/model-record.js";
 import type { PullEvent } from "../pull/pull-event.js";
+import type { ModelChange as PlannedChange } from "../models-file/plan-changes.js";
 import {
   CacheStatus,
+  ChangeAction,
+  type ModelChange,
   Engine,
   type InspectCacheResponse,
   type Manifest,
@@ -72,6 +75,12 @@ export function modelToProto(record: ModelRecord): Model {
     resolvedCommit: record.install?.resolvedCommit ?? "",
     managedBy: record.managedBy ?? "",
   };
+}
+
+const CHANGE_ACTIONS = { create: ChangeAction.CHANGE_ACTION_CREATE, update: ChangeAction.CHANGE_ACTION_UPDATE, delete: ChangeAction.CHANGE_ACTION_DELETE, unchanged: ChangeAction.CHANGE_ACTION_UNCHANGED } as const;
+
+export function changeToProto(change: PlannedChange): ModelChange {
+  return { name: change.name, action: CHANGE_ACTIONS[change.action], changedFields: change.changedFields };
 }
 
 export function manifestToProto(manifest: ManifestRecord): Manifest {

@@ -1,0 +1,131 @@
+import { expect } from "chai";
+import { access } from "node:fs/promises";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { applyModels } from "../src/models-file/apply-models.js";
+import { validateSpecs } from "../src/models-file/validate-specs.js";
+import { specFromProto } from "../src/grpc/convert.js";
+import { ChangeAction, type ModelSpec, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+
+/** Applies `specs` as the models file would. */
+function applyAsFile(t: TestServer, specs: ModelSpec[]) {
+  return applyModels(t.server.runtime, validateSpecs(specs.map(specFromProto)), { scope: { by: "models-file" }, dryRun: false, signal: new AbortController().signal });
+}
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+const plan = (changes: { name: string; action: ChangeAction; changedFields: string[] }[]) => changes.map((c) => [c.name, ChangeAction[c.action], c.changedFields.join(",")]);
+
+describe("ApplyModels", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it("reports the plan on a dry run and changes nothing", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "kept" }) });
+    const { changes } = await call(t.client, "applyModels", { models: [modelSpec({ name: "new" }), modelSpec({ name: "kept", dimensions: 8 })], dryRun: true, prune: true });
+    expect(plan(changes)).to.deep.equal([
+      ["kept", "CHANGE_ACTION_UPDATE", "dimensions"],
+      ["new", "CHANGE_ACTION_CREATE", ""],
+    ]);
+    const { models } = await call(t.client, "listModels", {});
+    expect(models.map((m) => [m.name, m.dimensions])).to.deep.equal([["kept", 384]]);
+  });
+
+  it("creates, updates only what differs, and leaves an equal spec alone: no write, no new updated_at", async () => {
+    await call(t.client, "applyModels", { models: [modelSpec({ name: "a" }), modelSpec({ name: "b" })], dryRun: false, prune: false });
+    const before = (await call(t.client, "getModel", { name: "a" })).model!;
+    const { changes } = await call(t.client, "applyModels", { models: [modelSpec({ name: "a" }), modelSpec({ name: "b", revision: "v2", pullPolicy: PullPolicy.PULL_POLICY_NEVER })], dryRun: false, prune: false });
+    expect(plan(changes)).to.deep.equal([
+      ["a", "CHANGE_ACTION_UNCHANGED", ""],
+      ["b", "CHANGE_ACTION_UPDATE", "revision,pull_policy"],
+    ]);
+    const after = (await call(t.client, "getModel", { name: "a" })).model!;
+    expect(after.updatedAt!.getTime()).to.equal(before.updatedAt!.getTime());
+    expect((await call(t.client, "getModel", { name: "b" })).model!.revision).to.equal("v2");
+    expect(after.managedBy).to.equal("");
+  });
+
+  it("deletes models it does not list only with prune, dropping their caches, and never a model the models file manages", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "rpc" }) });
+    await pullOk(t.client, { name: "rpc", fixtureDir: FIXTURE_DIR });
+    await applyAsFile(t, [modelSpec({ name: "filed" })]);
+    const kept = await call(t.client, "applyModels", { models: [], dryRun: false, prune: false });
+    expect(kept.changes).to.deep.equal([]);
+    const pruned = await call(t.client, "applyModels", { models: [], dryRun: false, prune: true });
+    expect(plan(pruned.changes)).to.deep.equal([["rpc", "CHANGE_ACTION_DELETE", ""]]);
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["filed"]);
+    expect(await exists(join(t.cacheRoot, "rpc"))).to.equal(false);
+  });
+
+  it("refuses, changing nothing, an invalid spec (naming models[i] and the field) or a name listed twice", async () => {
+    const invalid = await callError(t.client, "applyModels", { models: [modelSpec({ name: "a" }), modelSpec({ name: "b", dimensions: 0 })], dryRun: false, prune: false });
+    expect(invalid.code).to.equal(status.INVALID_ARGUMENT);
+    expect(invalid.details).to.match(/^models\[1\]\.dimensions must be between 1 and 65536/);
+    const twice = await callError(t.client, "applyModels", { models: [modelSpec({ name: "a" }), modelSpec({ name: "a" })], dryRun: false, prune: false });
+    expect(twice.details).to.include("models[1].name 'a' is also models[0].name");
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+  });
+
+  it("refuses to change a model the models file manages, and leaves it unchanged when its spec is equal", async () => {
+    await applyAsFile(t, [modelSpec({ name: "filed" })]);
+    const refused = await callError(t.client, "applyModels", { models: [modelSpec({ name: "filed", revision: "v9" })], dryRun: true, prune: false });
+    expect(refused.code).to.equal(status.FAILED_PRECONDITION);
+    expect(refused.details).to.include("managed by the models file");
+    const same = await call(t.client, "applyModels", { models: [modelSpec({ name: "filed" })], dryRun: false, prune: false });
+    expect(plan(same.changes)).to.deep.equal([["filed", "CHANGE_ACTION_UNCHANGED", ""]]);
+  });
+});
+
+describe("applying the models file", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer();
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it("marks the models it lists as managed by the models file, and takes over a model registered by RPC", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "rpc" }) });
+    const changes = await applyAsFile(t, [modelSpec({ name: "rpc" }), modelSpec({ name: "filed" })]);
+    expect(changes.map((c) => [c.name, c.action, c.changedFields.join(",")])).to.deep.equal([
+      ["filed", "create", ""],
+      ["rpc", "update", "managed_by"],
+    ]);
+    const { models } = await call(t.client, "listModels", {});
+    expect(models.map((m) => [m.name, m.managedBy])).to.deep.equal([
+      ["filed", "models-file"],
+      ["rpc", "models-file"],
+    ]);
+  });
+
+  it("removes, with its cache, a model an earlier version of the file listed, and never a model registered by RPC", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "rpc" }) });
+    await applyAsFile(t, [modelSpec({ name: "gone" })]);
+    await pullOk(t.client, { name: "gone", fixtureDir: FIXTURE_DIR });
+    expect(await exists(join(t.cacheRoot, "gone"))).to.equal(true);
+    const changes = await applyAsFile(t, []);
+    expect(changes.map((c) => [c.name, c.action])).to.deep.equal([["gone", "delete"]]);
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["rpc"]);
+    expect(await exists(join(t.cacheRoot, "gone"))).to.equal(false);
+  });
+
+  it("refuses UpdateModel and UnregisterModel of a model the file manages, while Pull, InspectCache and DropCache work", async () => {
+    await applyAsFile(t, [modelSpec({ name: "filed" })]);
+    const update = await callError(t.client, "updateModel", { name: "filed", model: modelSpec({ name: "filed", revision: "v2" }) });
+    expect(update.code).to.equal(status.FAILED_PRECONDITION);
+    expect(update.details).to.include("managed by the models file").and.include("UpdateModel");
+    const unregister = await callError(t.client, "unregisterModel", { name: "filed", dropCache: true });
+    expect(unregister.code).to.equal(status.FAILED_PRECONDITION);
+    expect(unregister.details).to.include("managed by the models file");
+    await pullOk(t.client, { name: "filed", fixtureDir: FIXTURE_DIR });
+    expect((await call(t.client, "inspectCache", { name: "filed", deep: false })).footprintBytes).to.be.greaterThan(0);
+    expect((await call(t.client, "dropCache", { name: "filed" })).removed).to.equal(true);
+    expect((await call(t.client, "getModel", { name: "filed" })).model!.revision).to.equal("main");
+  });
+});
