@@ -40,14 +40,17 @@ const SECRET_LIKE = /token|password|secret|api_?key|credential(?!_alias)/i;
 
 /** Reads and validates the models file at `path`. */
 export async function readModelsFile(path: string): Promise<ModelSpec[]> {
-  let text: string;
+  return parseModelsFile(await readModelsFileText(path), path);
+}
+
+/** The text of the models file; a refusal naming it when it cannot be read. */
+export async function readModelsFileText(path: string): Promise<string> {
   try {
-    text = await readFile(path, "utf8");
+    return await readFile(path, "utf8");
   } catch (err) {
     const reason = errorCode(err) === "ENOENT" ? "it does not exist" : (errorCode(err) ?? (err as Error).message);
     throw new ModelCacheError("invalid_argument", `models file ${path}: cannot be read (${reason}); check --models-file`, { cause: err });
   }
-  return parseModelsFile(text, path);
 }
 
 /** Validates the text of a models file; `file` names it in errors. */
