@@ -6,6 +6,9 @@ import { applyModels } from "../src/models-file/apply-models.js";
 import { validateSpecs } from "../src/models-file/validate-specs.js";
 import { specFromProto } from "../src/grpc/convert.js";
 import { ChangeAction, type ModelSpec, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { runCli } from "./support/run-cli.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
 /** Applies `specs` as the models file would. */
@@ -127,5 +130,58 @@ describe("applying the models file", () => {
     expect((await call(t.client, "inspectCache", { name: "filed", deep: false })).footprintBytes).to.be.greaterThan(0);
     expect((await call(t.client, "dropCache", { name: "filed" })).removed).to.equal(true);
     expect((await call(t.client, "getModel", { name: "filed" })).model!.revision).to.equal("main");
+  });
+});
+
+describe("modelcache apply", () => {
+  let t: TestServer;
+  let dir: string;
+  beforeEach(async () => {
+    t = await startTestServer();
+    dir = await mkdtemp(join(tmpdir(), "modelcache-apply-"));
+  });
+  afterEach(async () => {
+    await t.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const model = (name: string, revision = "main") => `  - {name: ${name}, source: org/${name}, revision: ${revision}, task: embedding, dimensions: 8, pull_policy: never}`;
+
+  it("prints the plan as a table: create, update with the changed fields, delete, unchanged; --dry-run changes nothing", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ name: "same", source: "org/same", dimensions: 8, pullPolicy: PullPolicy.PULL_POLICY_NEVER }) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "moved", source: "org/moved", dimensions: 8, pullPolicy: PullPolicy.PULL_POLICY_NEVER }) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "old" }) });
+    const file = join(dir, "models.yaml");
+    await writeFile(file, `models:\n${model("new")}\n${model("moved", "v2")}\n${model("same")}\n`);
+
+    const dry = await runCli(t.server.address, ["apply", "-f", file, "--dry-run", "--prune"]);
+    expect(dry.code, dry.stderr).to.equal(0);
+    expect(dry.stdout.split("\n").map((l) => l.trimEnd())).to.deep.equal([
+      "ACTION     NAME   CHANGES",
+      "update     moved  revision",
+      "create     new",
+      "delete     old",
+      "unchanged  same",
+      "dry run: 1 to create, 1 to update, 1 to delete, 1 unchanged; nothing was changed",
+      "",
+    ]);
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["moved", "old", "same"]);
+
+    const applied = await runCli(t.server.address, ["apply", "-f", file]);
+    expect(applied.code, applied.stderr).to.equal(0);
+    expect(applied.stdout).to.include("applied: 1 created, 1 updated, 0 deleted, 1 unchanged");
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["moved", "new", "old", "same"]);
+    const pruned = await runCli(t.server.address, ["apply", "-f", file, "--prune"]);
+    expect(pruned.stdout).to.include("applied: 0 created, 0 updated, 1 deleted, 3 unchanged");
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["moved", "new", "same"]);
+  });
+
+  it("exits non-zero on an invalid file, naming the line, and sends nothing", async () => {
+    const file = join(dir, "models.yaml");
+    await writeFile(file, `models:\n${model("a")}\n  - {name: b, source: org/b, revision: main, task: embedding, dimensions: 8, colour: red}\n`);
+    const run = await runCli(t.server.address, ["apply", "-f", file]);
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.include(`${file}:3`).and.include("unknown key 'colour'");
+    expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
   });
 });

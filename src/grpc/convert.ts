@@ -2,7 +2,7 @@
 // the domain does not know become refusals that name the field.
 import type { InstallReport } from "../cache/inspect-install.js";
 import type { Manifest as ManifestRecord } from "../cache/manifest.js";
-import type { ModelRecord, ModelSpecInput } from "../registry/model-record.js";
+import type { ModelSpec as DomainSpec, ModelRecord, ModelSpecInput } from "../registry/model-record.js";
 import type { PullEvent } from "../pull/pull-event.js";
 import type { ModelChange as PlannedChange } from "../models-file/plan-changes.js";
 import {
@@ -51,6 +51,24 @@ const ENGINES = { candle: Engine.ENGINE_CANDLE } as const;
 const PULL_POLICIES = { never: PullPolicy.PULL_POLICY_NEVER, if_missing: PullPolicy.PULL_POLICY_IF_MISSING, always: PullPolicy.PULL_POLICY_ALWAYS } as const;
 const TRUST_POLICIES = { disabled: TrustPolicy.TRUST_POLICY_DISABLED, allow_remote_code: TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE } as const;
 const MODEL_STATUSES = { registered: ModelStatus.MODEL_STATUS_REGISTERED, installed: ModelStatus.MODEL_STATUS_INSTALLED, unhealthy: ModelStatus.MODEL_STATUS_UNHEALTHY } as const;
+
+/** A validated spec as the wire's ModelSpec (every enum set explicitly). */
+export function specToProto(spec: DomainSpec): ModelSpec {
+  return {
+    name: spec.name,
+    source: spec.source,
+    revision: spec.revision,
+    task: TASKS[spec.task],
+    dimensions: spec.dimensions,
+    engine: ENGINES[spec.engine],
+    pullPolicy: PULL_POLICIES[spec.pullPolicy],
+    trustPolicy: TRUST_POLICIES[spec.trustPolicy],
+    acknowledgeRemoteCodeRisk: spec.acknowledgeRemoteCodeRisk,
+    credentialAlias: spec.credentialAlias,
+    include: spec.include,
+    exclude: spec.exclude,
+  };
+}
 
 export function modelToProto(record: ModelRecord): Model {
   return {
