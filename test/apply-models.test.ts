@@ -9,7 +9,8 @@ import { ChangeAction, type ModelSpec, PullPolicy } from "../generated/modelcach
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { runCli } from "./support/run-cli.js";
-import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 /** Applies `specs` as the models file would. */
 function applyAsFile(t: TestServer, specs: ModelSpec[]) {
@@ -183,5 +184,40 @@ describe("modelcache apply", () => {
     expect(run.code).to.equal(2);
     expect(run.stderr).to.include(`${file}:3`).and.include("unknown key 'colour'");
     expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+  });
+});
+
+describe("applying while a model is being pulled", () => {
+  let hub: FakeHub;
+  let t: TestServer;
+  beforeEach(async () => {
+    hub = await FakeHub.serve("acme/tiny-minilm", FIXTURE_DIR);
+    t = await startTestServer({ hubUrl: hub.url });
+  });
+  afterEach(async () => {
+    await t.close();
+    await hub.close();
+  });
+
+  it("changes the model after its pull ends, without cancelling it", async () => {
+    const spec = modelSpec({ name: "a", source: "acme/tiny-minilm", pullPolicy: PullPolicy.PULL_POLICY_NEVER });
+    await applyAsFile(t, [spec]);
+    hub.faults.bytesPerSecond = 4000;
+    let pullEnded = false;
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const pulling = pull(t.client, { name: "a" }, { onEvent: (event) => event.started && started() }).then((outcome) => {
+      pullEnded = true;
+      return outcome;
+    });
+    await running;
+    const changes = await applyAsFile(t, [{ ...spec, revision: "v2" }]);
+    expect(changes.map((c) => [c.name, c.action])).to.deep.equal([["a", "update"]]);
+    // the apply waited for the pull, which was not cancelled
+    expect(pullEnded).to.equal(true);
+    const outcome = await pulling;
+    expect(outcome.error).to.equal(undefined);
+    expect(outcome.events.at(-1)!.completed!.manifest!.revision).to.equal("main");
+    expect((await call(t.client, "getModel", { name: "a" })).model!.revision).to.equal("v2");
   });
 });

@@ -56,11 +56,13 @@ export class BackgroundPulls {
 
   private async run(name: string, state: { again: boolean }): Promise<void> {
     let delay = this.firstRetryMs;
-    for (;;) {
+    for (let attempt = 0; ; attempt += 1) {
       if (this.signal.aborted) return;
       const record = await this.runtime.registry.models.get(name);
       // the file (or a later apply) removed it, or it stopped being the file's
-      if (!record || record.unregistering || record.managedBy !== "models-file") return;
+      if (!record || record.unregistering || record.managedBy !== "models-file" || record.pullPolicy === "never") return;
+      // a retry of an IF_MISSING pull is moot once something else installed the model
+      if (attempt > 0 && !state.again && record.pullPolicy === "if_missing" && record.status === "installed") return;
       state.again = false;
       try {
         this.logger.info({ model: name, policy: record.pullPolicy }, "pulling a model of the models file in the background");
