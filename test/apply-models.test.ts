@@ -17,16 +17,26 @@ function applyAsFile(t: TestServer, specs: ModelSpec[]) {
   return applyModels(t.server.runtime, validateSpecs(specs.map(specFromProto)), { scope: { by: "models-file" }, dryRun: false, signal: new AbortController().signal });
 }
 
+/** A server following an empty models file, as `applyAsFile` stands in for its later versions. */
+async function startFollowingFile(): Promise<{ t: TestServer; close(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "modelcache-apply-"));
+  await writeFile(join(dir, "models.yaml"), "models: []\n");
+  const t = await startTestServer({ modelsFile: join(dir, "models.yaml") });
+  return { t, close: async () => { await t.close(); await rm(dir, { recursive: true, force: true }); } };
+}
+
 const exists = (path: string) => access(path).then(() => true, () => false);
 const plan = (changes: { name: string; action: ChangeAction; changedFields: string[] }[]) => changes.map((c) => [c.name, ChangeAction[c.action], c.changedFields.join(",")]);
 
 describe("ApplyModels", () => {
   let t: TestServer;
+  let server: Awaited<ReturnType<typeof startFollowingFile>>;
   beforeEach(async () => {
-    t = await startTestServer();
+    server = await startFollowingFile();
+    t = server.t;
   });
   afterEach(async () => {
-    await t.close();
+    await server.close();
   });
 
   it("reports the plan on a dry run and changes nothing", async () => {
@@ -87,11 +97,13 @@ describe("ApplyModels", () => {
 
 describe("applying the models file", () => {
   let t: TestServer;
+  let server: Awaited<ReturnType<typeof startFollowingFile>>;
   beforeEach(async () => {
-    t = await startTestServer();
+    server = await startFollowingFile();
+    t = server.t;
   });
   afterEach(async () => {
-    await t.close();
+    await server.close();
   });
 
   it("marks the models it lists as managed by the models file, and takes over a model registered by RPC", async () => {
@@ -123,7 +135,7 @@ describe("applying the models file", () => {
     await applyAsFile(t, [modelSpec({ name: "filed" })]);
     const update = await callError(t.client, "updateModel", { name: "filed", model: modelSpec({ name: "filed", revision: "v2" }) });
     expect(update.code).to.equal(status.FAILED_PRECONDITION);
-    expect(update.details).to.include("managed by the models file").and.include("UpdateModel");
+    expect(update.details).to.include("managed by the models file").and.include(t.server.runtime.modelsFile!).and.include("UpdateModel");
     const unregister = await callError(t.client, "unregisterModel", { name: "filed", dropCache: true });
     expect(unregister.code).to.equal(status.FAILED_PRECONDITION);
     expect(unregister.details).to.include("managed by the models file");
@@ -131,6 +143,14 @@ describe("applying the models file", () => {
     expect((await call(t.client, "inspectCache", { name: "filed", deep: false })).footprintBytes).to.be.greaterThan(0);
     expect((await call(t.client, "dropCache", { name: "filed" })).removed).to.equal(true);
     expect((await call(t.client, "getModel", { name: "filed" })).model!.revision).to.equal("main");
+  });
+
+  it("leaves models an earlier models file managed to RPC callers once the server follows none", async () => {
+    await applyAsFile(t, [modelSpec({ name: "filed" })]);
+    await t.restart({ modelsFile: undefined });
+    const { model } = await call(t.client, "updateModel", { name: "filed", model: modelSpec({ name: "filed", revision: "v2" }) });
+    expect(model!.revision).to.equal("v2");
+    expect((await call(t.client, "unregisterModel", { name: "filed", dropCache: false })).removed).to.equal(true);
   });
 });
 

@@ -10,7 +10,7 @@ import { registerModel } from "../registry/register-model.js";
 import { deleteSecret, putSecret } from "../registry/secrets.js";
 import { updateModel } from "../registry/update-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
-import { managedByFile } from "../models-file/plan-changes.js";
+import { managedByFile, ownedByFile } from "../models-file/plan-changes.js";
 import type { Runtime } from "../runtime.js";
 import { applyModels } from "../models-file/apply-models.js";
 import { validateSpecs } from "../models-file/validate-specs.js";
@@ -28,7 +28,7 @@ export const modelCacheServiceDefinition = {
 /** A check that refuses an RPC change to a model the models file manages. */
 function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord) => void {
   return (current) => {
-    if (current.managedBy === "models-file") throw managedByFile(current.name, runtime.modelsFile, what);
+    if (ownedByFile(current, runtime.modelsFile)) throw managedByFile(current.name, runtime.modelsFile, what);
   };
 }
 

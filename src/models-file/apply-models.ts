@@ -10,7 +10,7 @@ import type { ModelRecord, ModelSpec } from "../registry/model-record.js";
 import { registerModel } from "../registry/register-model.js";
 import { updateModel } from "../registry/update-model.js";
 import type { Runtime } from "../runtime.js";
-import { type ApplyScope, type ModelChange, managedByFile, planChanges } from "./plan-changes.js";
+import { type ApplyScope, type ModelChange, managedByFile, ownedByFile, planChanges } from "./plan-changes.js";
 
 export interface ApplyOptions {
   scope: ApplyScope;
@@ -60,6 +60,6 @@ async function afterPull(runtime: Runtime, name: string): Promise<void> {
 /** For an RPC apply: refuses a model the models file took over after the plan was made. */
 function refuseFileTakeover(modelsFile: string | undefined): (current: ModelRecord) => void {
   return (current) => {
-    if (current.managedBy === "models-file") throw managedByFile(current.name, modelsFile, "ApplyModels would change it");
+    if (ownedByFile(current, modelsFile)) throw managedByFile(current.name, modelsFile, "ApplyModels would change it");
   };
 }

@@ -16,7 +16,11 @@ export interface ModelChange {
   spec?: ModelSpec;
 }
 
-/** Who asks: the server's models file, or an ApplyModels caller (prune: also delete what it does not list). */
+/**
+ * Who asks: the server's models file, or an ApplyModels caller (prune: also
+ * delete what it does not list). `modelsFile` is the file the server follows:
+ * without one, models an earlier file managed are ordinary models again.
+ */
 export type ApplyScope = { by: "models-file" } | { by: "rpc"; prune: boolean; modelsFile: string | undefined };
 
 const SPEC_FIELDS: readonly [keyof ModelSpec, string][] = [
@@ -46,14 +50,14 @@ export function planChanges(current: readonly ModelRecord[], desired: readonly M
     }
     const changedFields = differences(record, spec);
     if (scope.by === "models-file" && record.managedBy !== "models-file") changedFields.push("managed_by");
-    if (scope.by === "rpc" && record.managedBy === "models-file" && changedFields.length > 0) {
+    if (scope.by === "rpc" && ownedByFile(record, scope.modelsFile) && changedFields.length > 0) {
       throw managedByFile(spec.name, scope.modelsFile, `ApplyModels would change ${changedFields.join(", ")}`);
     }
     changes.push(changedFields.length > 0 ? { name: spec.name, action: "update", changedFields, spec } : { name: spec.name, action: "unchanged", changedFields: [] });
   }
   for (const record of current) {
     if (listed.has(record.name)) continue;
-    const removable = scope.by === "models-file" ? record.managedBy === "models-file" : scope.prune && record.managedBy === undefined;
+    const removable = scope.by === "models-file" ? record.managedBy === "models-file" : scope.prune && !ownedByFile(record, scope.modelsFile);
     if (removable) changes.push({ name: record.name, action: "delete", changedFields: [] });
   }
   return changes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -63,6 +67,11 @@ function differences(record: ModelRecord, spec: ModelSpec): string[] {
   // records written before include/exclude existed have neither
   const normalised = { ...record, include: record.include ?? [], exclude: record.exclude ?? [] };
   return SPEC_FIELDS.filter(([field]) => JSON.stringify(normalised[field]) !== JSON.stringify(spec[field])).map(([, label]) => label);
+}
+
+/** Whether RPCs must leave `record` to the models file: it is the file's, and the server follows one. */
+export function ownedByFile(record: ModelRecord, modelsFile: string | undefined): boolean {
+  return modelsFile !== undefined && record.managedBy === "models-file";
 }
 
 /** The refusal of an RPC that would change or remove a model the models file manages. */
