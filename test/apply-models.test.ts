@@ -5,10 +5,11 @@ import { status } from "@grpc/grpc-js";
 import { applyModels } from "../src/models-file/apply-models.js";
 import { validateSpecs } from "../src/models-file/validate-specs.js";
 import { specFromProto } from "../src/grpc/convert.js";
-import { ChangeAction, type ModelSpec, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { ChangeAction, type ModelSpec, ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { runCli } from "./support/run-cli.js";
+import { captureLogs } from "./support/log-capture.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -83,6 +84,13 @@ describe("ApplyModels", () => {
     const twice = await callError(t.client, "applyModels", { models: [modelSpec({ name: "a" }), modelSpec({ name: "a" })], dryRun: false, prune: false });
     expect(twice.details).to.include("models[1].name 'a' is also models[0].name");
     expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
+  });
+
+  it("writes an audit line naming the models asked for, and whether it was a dry run", async () => {
+    const logs = captureLogs();
+    await t.restart({ logger: logs.logger });
+    await call(t.client, "applyModels", { models: [modelSpec({ name: "a" }), modelSpec({ name: "b" })], dryRun: true, prune: false });
+    expect(logs.audit().map((l) => [l.method, l.models, l.dryRun, l.result])).to.deep.equal([["ApplyModels", ["a", "b"], true, "OK"]]);
   });
 
   it("refuses to change a model the models file manages, and leaves it unchanged when its spec is equal", async () => {
@@ -222,19 +230,18 @@ describe("applying while a model is being pulled", () => {
   it("changes the model after its pull ends, without cancelling it", async () => {
     const spec = modelSpec({ name: "a", source: "acme/tiny-minilm", pullPolicy: PullPolicy.PULL_POLICY_NEVER });
     await applyAsFile(t, [spec]);
-    hub.faults.bytesPerSecond = 4000;
-    let pullEnded = false;
+    // slow enough that the pull is still running when the apply begins
+    hub.chunkBytes = 256;
+    hub.faults.bytesPerSecond = 2000;
     let started!: () => void;
     const running = new Promise<void>((resolve) => (started = resolve));
-    const pulling = pull(t.client, { name: "a" }, { onEvent: (event) => event.started && started() }).then((outcome) => {
-      pullEnded = true;
-      return outcome;
-    });
+    const pulling = pull(t.client, { name: "a" }, { onEvent: (event) => event.started && started() });
     await running;
     const changes = await applyAsFile(t, [{ ...spec, revision: "v2" }]);
     expect(changes.map((c) => [c.name, c.action])).to.deep.equal([["a", "update"]]);
-    // the apply waited for the pull, which was not cancelled
-    expect(pullEnded).to.equal(true);
+    // the apply waited for the pull: its install was recorded before the update
+    const updated = (await call(t.client, "getModel", { name: "a" })).model!;
+    expect(ModelStatus[updated.status]).to.equal("MODEL_STATUS_INSTALLED");
     const outcome = await pulling;
     expect(outcome.error).to.equal(undefined);
     expect(outcome.events.at(-1)!.completed!.manifest!.revision).to.equal("main");
