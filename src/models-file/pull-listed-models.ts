@@ -4,7 +4,6 @@
 // ALWAYS every time the file is applied, NEVER not at all. A failed pull is
 // logged and tried again with a growing delay; it never stops the server.
 import type { Logger } from "pino";
-import { isAbort } from "../errors.js";
 import { pullModel } from "../pull/pull-model.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelChange } from "./plan-changes.js";
@@ -37,7 +36,7 @@ export class BackgroundPulls {
     }
   }
 
-  /** Resolves when no background pull loop is left (for tests and shutdown). */
+  /** How many models have a background pull loop running. */
   get running(): number {
     return this.loops.size;
   }
@@ -51,7 +50,10 @@ export class BackgroundPulls {
     }
     const state = { again: false };
     this.loops.set(name, state);
-    void this.run(name, state).finally(() => this.loops.delete(name));
+    void this.run(name, state)
+      // the registry read failed (it closes at shutdown): the next apply starts the loop again
+      .catch((err: unknown) => this.signal.aborted || this.logger.error({ model: name, error: (err as Error).message }, "a background pull of a model of the models file stopped"))
+      .finally(() => this.loops.delete(name));
   }
 
   private async run(name: string, state: { again: boolean }): Promise<void> {
@@ -71,7 +73,7 @@ export class BackgroundPulls {
         if (!state.again) return;
         delay = this.firstRetryMs;
       } catch (err) {
-        if (this.signal.aborted || (isAbort(err) && this.signal.aborted)) return;
+        if (this.signal.aborted) return;
         this.logger.warn({ model: name, error: (err as Error).message, retryInSeconds: delay / 1000 }, "a background pull of a model of the models file failed; trying again later");
         const waited = await sleep(delay, this.signal);
         if (!waited) return;

@@ -46,11 +46,18 @@ export class ModelsFileFollower {
 
   /** Applies the file once; an invalid or unreadable file throws (the server must not start on it). */
   async start(): Promise<void> {
+    // read first, so that a missing file is reported as such; then watch before
+    // applying, so that a change made during the first apply is applied after it
     const text = await this.read();
-    await this.apply(text);
-    this.watcher = watch(dirname(this.options.path), { persistent: false }, (_event, name) => {
+    this.watchDirectory();
+    const first = this.apply(text);
+    this.queue = first.catch(() => undefined);
+    await first;
+  }
+
+  private watchDirectory(): void {
+    this.watcher = watch(dirname(this.options.path), { persistent: false }, () => {
       // a ConfigMap swaps a symlink named ..data, not the file: any change in the directory may be one
-      void name;
       this.schedule();
     });
     this.watcher.on("error", (err) => this.options.logger.error({ file: this.options.path, error: err.message }, "the models file's directory can no longer be watched; send SIGHUP to apply it"));
