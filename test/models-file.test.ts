@@ -1,6 +1,8 @@
 import { expect } from "chai";
 import { parseModelsFile } from "../src/models-file/parse-models-file.js";
 import { ModelCacheError } from "../src/errors.js";
+import fc from "fast-check";
+import { stringify } from "yaml";
 
 function parseError(text: string): string {
   try {
@@ -95,5 +97,23 @@ describe("reading a models file", () => {
 
   it("refuses a top-level key other than models", () => {
     expect(parseError("modles: []\n")).to.match(/^models file models\.yaml:1: unknown key 'modles'/);
+  });
+
+  it("answers any text, and any YAML value under models, with specs or a refusal naming the file", () => {
+    const refusalOrSpecs = (text: string) => {
+      try {
+        return Array.isArray(parseModelsFile(text, "models.yaml"));
+      } catch (err) {
+        return err instanceof ModelCacheError && err.kind === "invalid_argument" && err.message.startsWith("models file models.yaml");
+      }
+    };
+    fc.assert(fc.property(fc.string({ unit: "binary", maxLength: 200 }), refusalOrSpecs), { numRuns: 300 });
+    fc.assert(fc.property(fc.jsonValue({ maxDepth: 4 }), (value) => refusalOrSpecs(stringify({ models: value }))), { numRuns: 300 });
+    fc.assert(
+      fc.property(fc.dictionary(fc.constantFrom("name", "source", "revision", "task", "dimensions", "pullPolicy", "pull_policy", "include", "x"), fc.jsonValue({ maxDepth: 2 })), (model) =>
+        refusalOrSpecs(stringify({ models: [model] })),
+      ),
+      { numRuns: 300 },
+    );
   });
 });
