@@ -195,6 +195,12 @@ describe("modelcache apply", () => {
       "",
     ]);
     expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["moved", "old", "same"]);
+    const json = await runCli(t.server.address, ["apply", "-f", file, "--dry-run", "--json"]);
+    expect(json.stdout.trim().split("\n").map((line) => JSON.parse(line) as unknown)).to.deep.equal([
+      { name: "moved", action: "CHANGE_ACTION_UPDATE", changedFields: ["revision"] },
+      { name: "new", action: "CHANGE_ACTION_CREATE" },
+      { name: "same", action: "CHANGE_ACTION_UNCHANGED" },
+    ]);
 
     const applied = await runCli(t.server.address, ["apply", "-f", file]);
     expect(applied.code, applied.stderr).to.equal(0);
