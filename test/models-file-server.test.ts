@@ -118,6 +118,8 @@ describe("the server's models file", () => {
     expect(run.code).to.equal(2);
     expect(run.stdout).to.include(`${path}:8`).and.include("hf_token").and.include("credential_alias").and.not.include("hf_abc");
     expect(run.stdout).not.to.include("modelcache is serving");
+    // refused before anything opened: no data dir, no registry
+    expect(await access(data).then(() => true, () => false)).to.equal(false);
   });
 
   it("is applied again on SIGHUP: a dropped IF_MISSING model is pulled again", async () => {
