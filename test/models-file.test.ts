@@ -59,9 +59,11 @@ describe("reading a models file", () => {
     expect(specs.map((s) => s.name)).to.deep.equal(["a"]);
   });
 
-  it("reads an empty file as no models", () => {
-    expect(parseModelsFile("", "models.yaml")).to.deep.equal([]);
+  it("reads 'models: []' as no models, and refuses an empty file or a bare 'models:' (a file caught half-written)", () => {
     expect(parseModelsFile("models: []\n", "models.yaml")).to.deep.equal([]);
+    expect(parseError("")).to.equal("models file models.yaml: the file is empty: to remove every model the file manages, write 'models: []'");
+    expect(parseError("# nothing yet\n")).to.include("write 'models: []'");
+    expect(parseError("models:\n")).to.match(/^models file models\.yaml:1: 'models' is empty/);
   });
 
   it("refuses an unknown key, naming the file, the line and the key", () => {

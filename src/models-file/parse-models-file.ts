@@ -64,8 +64,11 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
   const syntax = doc.errors[0];
   if (syntax) fail(`${file}:${syntax.linePos?.[0].line ?? 1}`, `not valid YAML or JSON (${syntax.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")})`);
 
+  // an empty file, or a bare 'models:', is more often a file caught half-written
+  // than a wish to remove every model: that takes an explicit empty list
+  const empty = "is empty: to remove every model the file manages, write 'models: []'";
   const root = doc.contents;
-  if (root === null || (isScalar(root) && root.value === null)) return [];
+  if (root === null || (isScalar(root) && root.value === null)) return fail(file, `the file ${empty}`);
   if (!isMap(root)) return fail(at(root), "must be a mapping with a 'models' list, such as 'models: [{name: minilm, ...}]'");
   let list: Node | null = null;
   for (const pair of root.items as Pair<Node, Node | null>[]) {
@@ -73,7 +76,7 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
     if (key !== "models") fail(at(pair.key), `unknown key ${quote(key)} at the top: the file holds only 'models', a list of model specs`);
     list = pair.value;
   }
-  if (list === null || (isScalar(list) && list.value === null)) return [];
+  if (list === null || (isScalar(list) && list.value === null)) return fail(at(root), `'models' ${empty}`);
   if (!isSeq(list)) return fail(at(list), "'models' must be a list of model specs");
 
   const specs: ModelSpec[] = [];
