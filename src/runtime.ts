@@ -24,6 +24,8 @@ export interface Runtime {
   hub: HubSettings;
   /** what one pull may bring in */
   pullLimits: PullLimits;
+  /** the --models-file the registry follows, if any */
+  modelsFile?: string;
 }
 
 export interface HubSettings {

@@ -127,6 +127,16 @@ describe("hostile input, property-based", function () {
     await call(t.client, "listModels", {});
   });
 
+  it("ApplyModels answers any list of specs with a proper status", async () => {
+    await holds(
+      fc.asyncProperty(fc.array(spec, { maxLength: 3 }), fc.boolean(), async (models, dryRun) => {
+        const sent = models.flatMap((m) => [m.name, m.source, m.revision, m.credentialAlias, ...m.include, ...m.exclude]);
+        expectProperStatus(await unary("applyModels", { models: models.map((m) => ModelSpec.fromPartial(m)), dryRun, prune: false }), sent);
+      }),
+    );
+    await call(t.client, "listModels", {});
+  });
+
   it("GetModel, InspectCache, DropCache, UnregisterModel, PutSecret and DeleteSecret answer any name", async () => {
     await holds(
       fc.asyncProperty(text, text, fc.boolean(), async (name, value, flag) => {

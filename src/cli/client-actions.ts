@@ -6,6 +6,8 @@ import { readFile } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import {
   CacheStatus,
+  ChangeAction,
+  ModelChange,
   InspectCacheResponse,
   Model,
   ModelStatus,
@@ -189,6 +191,39 @@ export const deleteSecret = (global: Global, alias: string) =>
     const { removed } = await call(client, "deleteSecret", { alias });
     process.stdout.write(removed ? `removed ${alias}\n` : `${alias} had no secret\n`);
   });
+
+/**
+ * Applies a models file through ApplyModels and prints the plan. The file is
+ * validated here first, so a mistake is reported with its line before
+ * anything is sent.
+ */
+export async function apply(global: Global, opts: { file: string; dryRun?: boolean; prune?: boolean; json?: boolean }): Promise<void> {
+  const { readModelsFile } = await import("../models-file/parse-models-file.js");
+  let specs;
+  try {
+    specs = await readModelsFile(opts.file);
+  } catch (err) {
+    process.stderr.write(`error: ${(err as Error).message}\n`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
+  const { specToProto } = await import("../grpc/convert.js");
+  await run(global, async (client) => {
+    const { changes } = await call(client, "applyModels", { models: specs.map(specToProto), dryRun: opts.dryRun ?? false, prune: opts.prune ?? false });
+    if (opts.json) {
+      for (const change of changes) print(protoJson("modelcache.v1.ModelChange", ModelChange.encode(change).finish()));
+      return;
+    }
+    table(changes.map((c) => ({ action: ChangeAction[c.action].replace(/^CHANGE_ACTION_/, "").toLowerCase(), name: c.name, changes: c.changedFields.join(", ") })));
+    const count = (action: ChangeAction) => changes.filter((c) => c.action === action).length;
+    const [create, update, remove, unchanged] = [ChangeAction.CHANGE_ACTION_CREATE, ChangeAction.CHANGE_ACTION_UPDATE, ChangeAction.CHANGE_ACTION_DELETE, ChangeAction.CHANGE_ACTION_UNCHANGED].map(count);
+    process.stdout.write(
+      opts.dryRun
+        ? `dry run: ${create} to create, ${update} to update, ${remove} to delete, ${unchanged} unchanged; nothing was changed\n`
+        : `applied: ${create} created, ${update} updated, ${remove} deleted, ${unchanged} unchanged\n`,
+    );
+  });
+}
 
 /** Models as proto3-JSON lines, or as a table. */
 function showModels(models: Model[], json: boolean | undefined): void {

@@ -70,6 +70,15 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .description("remove a model's artifacts, keep its registration")
     .action(async (name: string) => (await actions()).drop(global(), name));
 
+  program
+    .command("apply")
+    .description("bring the registry to a models file (YAML or JSON) and print the plan: create, update (with the fields that change), delete, unchanged")
+    .requiredOption("-f, --file <file>", "the models file")
+    .option("--dry-run", "only print the plan; change nothing")
+    .option("--prune", "also delete the models the file does not list (never those a server's --models-file manages)")
+    .option("--json", "one proto3-JSON ModelChange per line")
+    .action(async (opts: { file: string; dryRun?: boolean; prune?: boolean; json?: boolean }) => (await actions()).apply(global(), opts));
+
   const secrets = program.command("secrets").description("store and remove hub credentials (never shown again)");
   secrets
     .command("put <alias>")

@@ -8,6 +8,7 @@ import { ModelCacheError } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { AccessTokens } from "../auth/access-tokens.js";
+import { readModelsFile } from "../models-file/parse-models-file.js";
 
 export interface ServeOptions {
   listen: string;
@@ -35,6 +36,7 @@ export interface ServeOptions {
   maxFilesPerPull: string;
   maxFileBytes: string;
   maxPullBytes: string;
+  modelsFile?: string;
 }
 
 /**
@@ -53,6 +55,15 @@ function routeGrpcLogs(logger: Logger): void {
 export async function serve(options: ServeOptions): Promise<void> {
   const logger = createLogger(options.logLevel, options.logFormat);
   routeGrpcLogs(logger);
+  if (options.modelsFile !== undefined) {
+    // an invalid models file is a configuration error, like a bad flag: exit 2, naming the file, the line and the field
+    try {
+      await readModelsFile(options.modelsFile);
+    } catch (err) {
+      logger.fatal({ error: (err as Error).message }, "modelcache could not start: the models file is invalid");
+      process.exit(2);
+    }
+  }
   let server;
   try {
     if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
@@ -79,6 +90,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
       parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
+      modelsFile: options.modelsFile,
       logger,
     });
   } catch (err) {
@@ -102,6 +114,13 @@ export async function serve(options: ServeOptions): Promise<void> {
       },
     );
   };
+  const follower = running.modelsFile;
+  if (follower) {
+    process.on("SIGHUP", () => {
+      logger.info({ signal: "SIGHUP" }, "applying the models file again");
+      void follower.reload();
+    });
+  }
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
 }

@@ -127,7 +127,7 @@ function begin(path: string, method: string, call: ServerUnaryCall<unknown, unkn
  * certificate subject, or the peer address when auth is off).
  */
 function logCall(context: CallContext, { path, method, started, caller }: Begun, request: unknown, code: status, details?: string): void {
-  const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown } } | null;
+  const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown }; models?: { name?: unknown }[]; dryRun?: unknown } | null;
   const name = fields?.name || fields?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
   if (context.logger.isLevelEnabled("info")) {
@@ -135,6 +135,9 @@ function logCall(context: CallContext, { path, method, started, caller }: Begun,
   }
   if (MUTATING_METHODS.has(path)) {
     const alias = typeof fields?.alias === "string" && fields.alias !== "" ? fields.alias.slice(0, 128) : undefined;
-    (context.audit ?? context.logger).info({ audit: true, caller, method, model, alias, result: status[code] }, "audit");
+    // ApplyModels names every model it was asked to bring in line, and whether it only planned
+    const models = Array.isArray(fields?.models) ? fields.models.slice(0, 100).map((m) => String(m?.name ?? "").slice(0, 128)) : undefined;
+    const dryRun = fields?.dryRun === true ? true : undefined;
+    (context.audit ?? context.logger).info({ audit: true, caller, method, model, models, dryRun, alias, result: status[code] }, "audit");
   }
 }

@@ -2,10 +2,13 @@
 // the domain does not know become refusals that name the field.
 import type { InstallReport } from "../cache/inspect-install.js";
 import type { Manifest as ManifestRecord } from "../cache/manifest.js";
-import type { ModelRecord, ModelSpecInput } from "../registry/model-record.js";
+import type { ModelSpec as DomainSpec, ModelRecord, ModelSpecInput } from "../registry/model-record.js";
 import type { PullEvent } from "../pull/pull-event.js";
+import type { ModelChange as PlannedChange } from "../models-file/plan-changes.js";
 import {
   CacheStatus,
+  ChangeAction,
+  type ModelChange,
   Engine,
   type InspectCacheResponse,
   type Manifest,
@@ -49,6 +52,24 @@ const PULL_POLICIES = { never: PullPolicy.PULL_POLICY_NEVER, if_missing: PullPol
 const TRUST_POLICIES = { disabled: TrustPolicy.TRUST_POLICY_DISABLED, allow_remote_code: TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE } as const;
 const MODEL_STATUSES = { registered: ModelStatus.MODEL_STATUS_REGISTERED, installed: ModelStatus.MODEL_STATUS_INSTALLED, unhealthy: ModelStatus.MODEL_STATUS_UNHEALTHY } as const;
 
+/** A validated spec as the wire's ModelSpec (every enum set explicitly). */
+export function specToProto(spec: DomainSpec): ModelSpec {
+  return {
+    name: spec.name,
+    source: spec.source,
+    revision: spec.revision,
+    task: TASKS[spec.task],
+    dimensions: spec.dimensions,
+    engine: ENGINES[spec.engine],
+    pullPolicy: PULL_POLICIES[spec.pullPolicy],
+    trustPolicy: TRUST_POLICIES[spec.trustPolicy],
+    acknowledgeRemoteCodeRisk: spec.acknowledgeRemoteCodeRisk,
+    credentialAlias: spec.credentialAlias,
+    include: spec.include,
+    exclude: spec.exclude,
+  };
+}
+
 export function modelToProto(record: ModelRecord): Model {
   return {
     name: record.name,
@@ -70,7 +91,14 @@ export function modelToProto(record: ModelRecord): Model {
     include: record.include ?? [],
     exclude: record.exclude ?? [],
     resolvedCommit: record.install?.resolvedCommit ?? "",
+    managedBy: record.managedBy ?? "",
   };
+}
+
+const CHANGE_ACTIONS = { create: ChangeAction.CHANGE_ACTION_CREATE, update: ChangeAction.CHANGE_ACTION_UPDATE, delete: ChangeAction.CHANGE_ACTION_DELETE, unchanged: ChangeAction.CHANGE_ACTION_UNCHANGED } as const;
+
+export function changeToProto(change: PlannedChange): ModelChange {
+  return { name: change.name, action: CHANGE_ACTIONS[change.action], changedFields: change.changedFields };
 }
 
 export function manifestToProto(manifest: ManifestRecord): Manifest {

@@ -9,10 +9,14 @@ import { listModels } from "../registry/list-models.js";
 import { registerModel } from "../registry/register-model.js";
 import { deleteSecret, putSecret } from "../registry/secrets.js";
 import { updateModel } from "../registry/update-model.js";
+import type { ModelRecord } from "../registry/model-record.js";
+import { managedByFile, ownedByFile } from "../models-file/plan-changes.js";
 import type { Runtime } from "../runtime.js";
+import { applyModels } from "../models-file/apply-models.js";
+import { validateSpecs } from "../models-file/validate-specs.js";
 import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
-import { modelToProto, pullEventToProto, specFromProto } from "./convert.js";
+import { changeToProto, modelToProto, pullEventToProto, specFromProto } from "./convert.js";
 import { inspectResponse, serializeInspectResponse } from "./inspect-response.js";
 
 /** The generated service definition, with InspectCache's responses encoded by serializeInspectResponse. */
@@ -21,6 +25,13 @@ export const modelCacheServiceDefinition = {
   inspectCache: { ...Service.inspectCache, responseSerialize: serializeInspectResponse },
 };
 
+/** A check that refuses an RPC change to a model the models file manages. */
+function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord) => void {
+  return (current) => {
+    if (ownedByFile(current, runtime.modelsFile)) throw managedByFile(current.name, runtime.modelsFile, what);
+  };
+}
+
 export function modelCacheService(runtime: Runtime, context: CallContext): ModelCacheServiceServer {
   const { registry } = runtime;
   return {
@@ -28,7 +39,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       model: modelToProto(await registerModel(registry, specFromProto(request.model))),
     })),
     updateModel: unary(context, Service.updateModel, async (request) => ({
-      model: modelToProto(await updateModel(registry, request.name, specFromProto(request.model))),
+      model: modelToProto(await updateModel(registry, request.name, specFromProto(request.model), { check: refuseIfManaged(runtime, "UpdateModel would replace its spec") })),
     })),
     getModel: unary(context, Service.getModel, async (request) => ({
       model: modelToProto(await getModel(registry, request.name)),
@@ -37,7 +48,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       models: (await listModels(registry)).map(modelToProto),
     })),
     unregisterModel: unary(context, Service.unregisterModel, async (request, signal) => ({
-      removed: await unregisterModel(runtime, request.name, request.dropCache, signal),
+      removed: await unregisterModel(runtime, request.name, request.dropCache, signal, refuseIfManaged(runtime, "UnregisterModel would remove it, and the file would register it again")),
     })),
     pull: serverStream(context, Service.pull, async function* (request, signal): AsyncGenerator<PullResponse> {
       for await (const event of pullModel(runtime, request, signal)) yield pullEventToProto(request.name, event);
@@ -56,5 +67,11 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     deleteSecret: unary(context, Service.deleteSecret, async (request) => ({
       removed: await deleteSecret(registry, request.alias),
     })),
+    applyModels: unary(context, Service.applyModels, async (request, signal) => {
+      const specs = validateSpecs(request.models.map(specFromProto));
+      const scope = { by: "rpc", prune: request.prune, modelsFile: runtime.modelsFile } as const;
+      const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal });
+      return { changes: changes.map(changeToProto) };
+    }),
   };
 }

@@ -13,6 +13,7 @@ import type { ModelLocks } from "../cache/model-lock.js";
 import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, errorCode } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
+import type { ModelRecord } from "../registry/model-record.js";
 import type { Registry } from "../registry/open-registry.js";
 import type { Runtime } from "../runtime.js";
 
@@ -21,7 +22,8 @@ import type { Runtime } from "../runtime.js";
 // the sublevel's types leave it out)
 const SYNCED: {} = { sync: true };
 
-export async function unregisterModel(runtime: Runtime, name: string, dropCache: boolean, signal: AbortSignal): Promise<boolean> {
+/** `check` runs on the record under the model's lock, and throws to refuse. */
+export async function unregisterModel(runtime: Runtime, name: string, dropCache: boolean, signal: AbortSignal, check?: (record: ModelRecord) => void): Promise<boolean> {
   await getModel(runtime.registry, name);
   runtime.pulls.refuseWhilePulling(name, "UnregisterModel");
   return runtime.locks.run(name, signal, async () => {
@@ -30,6 +32,7 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
     runtime.pulls.refuseWhilePulling(name, "UnregisterModel");
     const record = await runtime.registry.models.get(name);
     if (record === undefined || record.unregistering) throw notRegistered(name);
+    check?.(record);
     const cacheDir = runtime.layout.modelDir(name);
     const onDisk = await lstat(cacheDir).then(
       () => true,

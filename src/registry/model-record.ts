@@ -60,4 +60,9 @@ export interface ModelRecord extends ModelSpec {
   install?: InstallRecord;
   /** set, durably, when UnregisterModel commits: a restart finishes what a crash interrupted */
   unregistering?: true;
+  /** "models-file" while the server's models file lists the model; absent when it was registered by RPC */
+  managedBy?: ManagedBy;
 }
+
+/** Who owns a model's spec besides RPC callers. */
+export type ManagedBy = "models-file";

@@ -2,12 +2,19 @@
 // the next Pull brings it in line with the new spec.
 import { ModelCacheError, quote } from "../errors.js";
 import { notRegistered } from "./get-model.js";
-import type { ModelRecord, ModelSpecInput } from "./model-record.js";
+import type { ManagedBy, ModelRecord, ModelSpecInput } from "./model-record.js";
 import { checkName } from "./names.js";
 import type { Registry } from "./open-registry.js";
 import { validateModelSpec } from "./validate-model-spec.js";
 
-export async function updateModel(registry: Registry, name: string, input: ModelSpecInput): Promise<ModelRecord> {
+export interface UpdateOptions {
+  /** runs on the current record under the record's lock; throws to refuse the update */
+  check?: (current: ModelRecord) => void;
+  /** the owner the updated record gets (the models file taking a model over) */
+  managedBy?: ManagedBy;
+}
+
+export async function updateModel(registry: Registry, name: string, input: ModelSpecInput, options: UpdateOptions = {}): Promise<ModelRecord> {
   checkName("name", name);
   if (input.name !== "" && input.name !== name) {
     throw new ModelCacheError(
@@ -19,9 +26,11 @@ export async function updateModel(registry: Registry, name: string, input: Model
   return registry.records.run(name, undefined, async () => {
     const current = await registry.models.get(name);
     if (current === undefined) throw notRegistered(name);
+    options.check?.(current);
     const record: ModelRecord = {
       ...current,
       ...spec,
+      ...(options.managedBy ? { managedBy: options.managedBy } : {}),
       updatedAtMs: Math.max(Date.now(), current.updatedAtMs + 1),
     };
     await registry.models.put(name, record);

@@ -9,14 +9,17 @@ import type { RpcRecorder } from "../grpc/adapt-call.js";
 import { methodOf, serviceOf } from "../grpc/method-path.js";
 import type { PullRecorder, PullResult } from "../pull/pull-job.js";
 import type { Runtime } from "../runtime.js";
+import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 
-export class Metrics implements RpcRecorder, PullRecorder {
+export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
   readonly registry = new Registry();
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
   private readonly rpcSeconds = new Histogram({ name: "grpc_server_handling_seconds", help: "Time from the start of an RPC to its status.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600], registers: [this.registry] });
   private readonly pulls = new Counter({ name: "modelcache_pulls_total", help: "Pull jobs ended, by result.", labelNames: ["result"], registers: [this.registry] });
   private readonly pullBytes = new Counter({ name: "modelcache_pull_bytes_total", help: "Bytes written into staging by pull jobs.", registers: [this.registry] });
+  private readonly modelsFileErrors = new Counter({ name: "modelcache_models_file_errors_total", help: "Versions of the models file that could not be read, validated or applied.", registers: [this.registry] });
+  private readonly lastModelsFileApply = new Gauge({ name: "modelcache_models_file_applied_timestamp_seconds", help: "When the models file was last applied without error (Unix seconds).", registers: [this.registry] });
   private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
 
   constructor(runtime: () => Runtime | undefined) {
@@ -61,6 +64,14 @@ export class Metrics implements RpcRecorder, PullRecorder {
     this.pulls.inc({ result });
     this.pullBytes.inc(bytes);
     this.pullSeconds.observe(seconds);
+  }
+
+  modelsFileApplied(atMs: number): void {
+    this.lastModelsFileApply.set(atMs / 1000);
+  }
+
+  modelsFileFailed(): void {
+    this.modelsFileErrors.inc();
   }
 
   /** Serves /metrics on `listen` (host:port); resolves with the bound address. */

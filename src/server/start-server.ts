@@ -31,6 +31,7 @@ import { PullLog } from "./pull-log.js";
 import { addReflection } from "./reflection.js";
 import { type TlsFiles, checkExposure, hostOf, isLoopback, serverCredentials } from "./transport-security.js";
 import { FixtureRoots } from "../sources/fixture-roots.js";
+import { ModelsFileFollower } from "../models-file/watch-models-file.js";
 
 import { MODEL_CACHE_SERVICE as SERVICE_NAME } from "../grpc/method-path.js";
 
@@ -77,6 +78,12 @@ export interface ServerOptions {
   maxConcurrentStreams?: number;
   /** what one pull may bring in */
   pullLimits?: Partial<PullLimits>;
+  /** a YAML or JSON list of models the registry follows */
+  modelsFile?: string;
+  /** quiet time after a change to the models file before it is applied (default 500 ms) */
+  modelsFileDebounceMs?: number;
+  /** first delay before a failed background pull of a listed model is tried again (default 1 s) */
+  modelsFileRetryMs?: number;
 }
 
 /**
@@ -97,6 +104,8 @@ export interface RunningServer {
   metricsAddress?: string;
   port: number;
   runtime: Runtime;
+  /** follows --models-file, when given */
+  modelsFile?: ModelsFileFollower;
   close(): Promise<void>;
 }
 
@@ -116,6 +125,7 @@ interface Settings {
   maxStreams: number;
   maxMessageBytes: number;
   shutdownGraceMs: number;
+  modelsFile: string | undefined;
 }
 
 /**
@@ -179,6 +189,7 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     maxStreams,
     maxMessageBytes,
     shutdownGraceMs,
+    modelsFile: options.modelsFile !== undefined ? resolve(options.modelsFile) : undefined,
   };
 }
 
@@ -234,7 +245,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
       },
       pullLimits: settings.pullLimits,
+      modelsFile: settings.modelsFile,
     };
+    const modelsFile = settings.modelsFile
+      ? new ModelsFileFollower(runtime, {
+          path: settings.modelsFile,
+          logger,
+          recorders: metrics ? [metrics] : [],
+          debounceMs: options.modelsFileDebounceMs,
+          retryMs: options.modelsFileRetryMs,
+        })
+      : undefined;
+    if (modelsFile) {
+      closers.push({ what: "the models file's watcher", close: () => modelsFile.close() });
+      // before the server listens: callers never see the registry before the file is applied
+      await modelsFile.start();
+    }
 
     const shutdown = new AbortController();
     const audit = auditLogger(logger);
@@ -264,7 +290,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, metrics: metricsServer?.address, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
+      { address, metrics: metricsServer?.address, modelsFile: settings.modelsFile, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
     );
     if (!settings.authenticated) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
@@ -275,6 +301,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         health.setStatus("", "NOT_SERVING");
         health.setStatus(SERVICE_NAME, "NOT_SERVING");
         const reason = new ModelCacheError("unavailable", "the server is shutting down: pull again once it is back");
+        modelsFile?.close();
         const pullsEnded = runtime.pulls.abortAll(reason);
         shutdown.abort(reason);
         await new Promise<void>((done) => {
@@ -294,7 +321,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await registry.close();
         logger.info("modelcache stopped");
       })());
-    return { address, port, runtime, close, metricsAddress: metricsServer?.address };
+    return { address, port, runtime, modelsFile, close, metricsAddress: metricsServer?.address };
   } catch (err) {
     await unwind(closers, logger);
     throw err;

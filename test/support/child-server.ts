@@ -23,6 +23,8 @@ export interface ChildServerOptions {
 export interface ChildServer {
   address: string;
   client: ModelCacheServiceClient;
+  /** the server's process, for signals */
+  process: ChildProcess;
   /** SIGKILL, then wait until the process is gone; safe to call twice */
   kill(): Promise<void>;
 }
@@ -45,6 +47,7 @@ export async function spawnServer(options: ChildServerOptions): Promise<ChildSer
   return {
     address,
     client,
+    process: child,
     async kill() {
       client.close();
       if (isRunning(child)) child.kill("SIGKILL");

@@ -317,6 +317,54 @@ export function unhealthyReasonToJSON(object: UnhealthyReason): string {
   }
 }
 
+/** ChangeAction is the kind of a ModelChange. */
+export enum ChangeAction {
+  CHANGE_ACTION_UNSPECIFIED = 0,
+  CHANGE_ACTION_CREATE = 1,
+  CHANGE_ACTION_UPDATE = 2,
+  CHANGE_ACTION_DELETE = 3,
+  CHANGE_ACTION_UNCHANGED = 4,
+}
+
+export function changeActionFromJSON(object: any): ChangeAction {
+  switch (object) {
+    case 0:
+    case "CHANGE_ACTION_UNSPECIFIED":
+      return ChangeAction.CHANGE_ACTION_UNSPECIFIED;
+    case 1:
+    case "CHANGE_ACTION_CREATE":
+      return ChangeAction.CHANGE_ACTION_CREATE;
+    case 2:
+    case "CHANGE_ACTION_UPDATE":
+      return ChangeAction.CHANGE_ACTION_UPDATE;
+    case 3:
+    case "CHANGE_ACTION_DELETE":
+      return ChangeAction.CHANGE_ACTION_DELETE;
+    case 4:
+    case "CHANGE_ACTION_UNCHANGED":
+      return ChangeAction.CHANGE_ACTION_UNCHANGED;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum ChangeAction");
+  }
+}
+
+export function changeActionToJSON(object: ChangeAction): string {
+  switch (object) {
+    case ChangeAction.CHANGE_ACTION_UNSPECIFIED:
+      return "CHANGE_ACTION_UNSPECIFIED";
+    case ChangeAction.CHANGE_ACTION_CREATE:
+      return "CHANGE_ACTION_CREATE";
+    case ChangeAction.CHANGE_ACTION_UPDATE:
+      return "CHANGE_ACTION_UPDATE";
+    case ChangeAction.CHANGE_ACTION_DELETE:
+      return "CHANGE_ACTION_DELETE";
+    case ChangeAction.CHANGE_ACTION_UNCHANGED:
+      return "CHANGE_ACTION_UNCHANGED";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum ChangeAction");
+  }
+}
+
 /** ModelSpec is what a caller registers. */
 export interface ModelSpec {
   /** ^[A-Za-z0-9_-]{1,128}$ */
@@ -379,6 +427,8 @@ export interface Model {
   exclude: string[];
   /** the hub commit of the install, when it came from a hub */
   resolvedCommit: string;
+  /** "" when registered by RPC; "models-file" when the server's --models-file lists it */
+  managedBy: string;
 }
 
 /** RegisterModelRequest carries the spec to register. */
@@ -584,6 +634,29 @@ export interface DeleteSecretRequest {
 /** DeleteSecretResponse says whether a secret was removed. */
 export interface DeleteSecretResponse {
   removed: boolean;
+}
+
+/** ApplyModelsRequest is the list of specs the registry should match. */
+export interface ApplyModelsRequest {
+  models: ModelSpec[];
+  /** only report the plan; change nothing */
+  dryRun: boolean;
+  /** also delete the models the request does not list and no models file manages */
+  prune: boolean;
+}
+
+/** ApplyModelsResponse is the plan, applied unless dry_run. */
+export interface ApplyModelsResponse {
+  /** sorted by name */
+  changes: ModelChange[];
+}
+
+/** ModelChange is what applying does to one model. */
+export interface ModelChange {
+  name: string;
+  action: ChangeAction;
+  /** for an update: the spec fields that differ, in snake_case */
+  changedFields: string[];
 }
 
 function createBaseModelSpec(): ModelSpec {
@@ -885,6 +958,7 @@ function createBaseModel(): Model {
     include: [],
     exclude: [],
     resolvedCommit: "",
+    managedBy: "",
   };
 }
 
@@ -946,6 +1020,9 @@ export const Model: MessageFns<Model> = {
     }
     if (message.resolvedCommit !== "") {
       writer.uint32(154).string(message.resolvedCommit);
+    }
+    if (message.managedBy !== "") {
+      writer.uint32(186).string(message.managedBy);
     }
     return writer;
   },
@@ -1115,6 +1192,14 @@ export const Model: MessageFns<Model> = {
             message.resolvedCommit = reader.string();
             continue;
           }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.managedBy = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1188,6 +1273,11 @@ export const Model: MessageFns<Model> = {
         : isSet(object.resolved_commit)
         ? globalThis.String(object.resolved_commit)
         : "",
+      managedBy: isSet(object.managedBy)
+        ? globalThis.String(object.managedBy)
+        : isSet(object.managed_by)
+        ? globalThis.String(object.managed_by)
+        : "",
     };
   },
 
@@ -1250,6 +1340,9 @@ export const Model: MessageFns<Model> = {
     if (message.resolvedCommit !== "") {
       obj.resolvedCommit = message.resolvedCommit;
     }
+    if (message.managedBy !== "") {
+      obj.managedBy = message.managedBy;
+    }
     return obj;
   },
 
@@ -1277,6 +1370,7 @@ export const Model: MessageFns<Model> = {
     message.include = object.include?.map((e) => e) || [];
     message.exclude = object.exclude?.map((e) => e) || [];
     message.resolvedCommit = object.resolvedCommit ?? "";
+    message.managedBy = object.managedBy ?? "";
     return message;
   },
 };
@@ -4038,6 +4132,285 @@ export const DeleteSecretResponse: MessageFns<DeleteSecretResponse> = {
   },
 };
 
+function createBaseApplyModelsRequest(): ApplyModelsRequest {
+  return { models: [], dryRun: false, prune: false };
+}
+
+export const ApplyModelsRequest: MessageFns<ApplyModelsRequest> = {
+  encode(message: ApplyModelsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.models) {
+      ModelSpec.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    if (message.prune !== false) {
+      writer.uint32(24).bool(message.prune);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyModelsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyModelsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.models.push(ModelSpec.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.prune = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyModelsRequest {
+    return {
+      models: globalThis.Array.isArray(object?.models) ? object.models.map((e: any) => ModelSpec.fromJSON(e)) : [],
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+      prune: isSet(object.prune) ? globalThis.Boolean(object.prune) : false,
+    };
+  },
+
+  toJSON(message: ApplyModelsRequest): unknown {
+    const obj: any = {};
+    if (message.models?.length) {
+      obj.models = message.models.map((e) => ModelSpec.toJSON(e));
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    if (message.prune !== false) {
+      obj.prune = message.prune;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ApplyModelsRequest>, I>>(base?: I): ApplyModelsRequest {
+    return ApplyModelsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplyModelsRequest>, I>>(object: I): ApplyModelsRequest {
+    const message = createBaseApplyModelsRequest();
+    message.models = object.models?.map((e) => ModelSpec.fromPartial(e)) || [];
+    message.dryRun = object.dryRun ?? false;
+    message.prune = object.prune ?? false;
+    return message;
+  },
+};
+
+function createBaseApplyModelsResponse(): ApplyModelsResponse {
+  return { changes: [] };
+}
+
+export const ApplyModelsResponse: MessageFns<ApplyModelsResponse> = {
+  encode(message: ApplyModelsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.changes) {
+      ModelChange.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyModelsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyModelsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.changes.push(ModelChange.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyModelsResponse {
+    return {
+      changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => ModelChange.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ApplyModelsResponse): unknown {
+    const obj: any = {};
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => ModelChange.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ApplyModelsResponse>, I>>(base?: I): ApplyModelsResponse {
+    return ApplyModelsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplyModelsResponse>, I>>(object: I): ApplyModelsResponse {
+    const message = createBaseApplyModelsResponse();
+    message.changes = object.changes?.map((e) => ModelChange.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseModelChange(): ModelChange {
+  return { name: "", action: 0, changedFields: [] };
+}
+
+export const ModelChange: MessageFns<ModelChange> = {
+  encode(message: ModelChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.action !== 0) {
+      writer.uint32(16).int32(message.action);
+    }
+    for (const v of message.changedFields) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.changedFields.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ModelChange {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      action: isSet(object.action) ? changeActionFromJSON(object.action) : 0,
+      changedFields: globalThis.Array.isArray(object?.changedFields)
+        ? object.changedFields.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.changed_fields)
+        ? object.changed_fields.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ModelChange): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.action !== 0) {
+      obj.action = changeActionToJSON(message.action);
+    }
+    if (message.changedFields?.length) {
+      obj.changedFields = message.changedFields;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ModelChange>, I>>(base?: I): ModelChange {
+    return ModelChange.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelChange>, I>>(object: I): ModelChange {
+    const message = createBaseModelChange();
+    message.name = object.name ?? "";
+    message.action = object.action ?? 0;
+    message.changedFields = object.changedFields?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * ModelCacheService keeps a registry of embedding models (in LevelDB) and
  * installs, inspects and drops their artifact files in a managed cache.
@@ -4149,6 +4522,19 @@ export const ModelCacheServiceService = {
       Buffer.from(DeleteSecretResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteSecretResponse => DeleteSecretResponse.decode(value),
   },
+  /**
+   * ApplyModels brings the registry to a list of specs: creates and updates
+   * (and, with prune, deletes); dry_run only reports the plan.
+   */
+  applyModels: {
+    path: "/modelcache.v1.ModelCacheService/ApplyModels" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ApplyModelsRequest): Buffer => Buffer.from(ApplyModelsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ApplyModelsRequest => ApplyModelsRequest.decode(value),
+    responseSerialize: (value: ApplyModelsResponse): Buffer => Buffer.from(ApplyModelsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ApplyModelsResponse => ApplyModelsResponse.decode(value),
+  },
 } as const;
 
 export interface ModelCacheServiceServer extends UntypedServiceImplementation {
@@ -4172,6 +4558,11 @@ export interface ModelCacheServiceServer extends UntypedServiceImplementation {
   putSecret: handleUnaryCall<PutSecretRequest, PutSecretResponse>;
   /** DeleteSecret removes a stored credential. */
   deleteSecret: handleUnaryCall<DeleteSecretRequest, DeleteSecretResponse>;
+  /**
+   * ApplyModels brings the registry to a list of specs: creates and updates
+   * (and, with prune, deletes); dry_run only reports the plan.
+   */
+  applyModels: handleUnaryCall<ApplyModelsRequest, ApplyModelsResponse>;
 }
 
 export interface ModelCacheServiceClient extends Client {
@@ -4321,6 +4712,25 @@ export interface ModelCacheServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteSecretResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ApplyModels brings the registry to a list of specs: creates and updates
+   * (and, with prune, deletes); dry_run only reports the plan.
+   */
+  applyModels(
+    request: ApplyModelsRequest,
+    callback: (error: ServiceError | null, response: ApplyModelsResponse) => void,
+  ): ClientUnaryCall;
+  applyModels(
+    request: ApplyModelsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ApplyModelsResponse) => void,
+  ): ClientUnaryCall;
+  applyModels(
+    request: ApplyModelsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ApplyModelsResponse) => void,
   ): ClientUnaryCall;
 }
 
