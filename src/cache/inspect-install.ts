@@ -20,6 +20,8 @@ export interface InstallReport {
   reason?: UnhealthyReason;
   detail?: string;
   footprintBytes: number;
+  /** what dropping the install would free: files no other install shares, and the manifest */
+  exclusiveBytes?: number;
 }
 
 /** Hashes a file for the deep checks; the worker pool's, or hashFile on this thread. */

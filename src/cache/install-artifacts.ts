@@ -21,7 +21,7 @@ import { markParkedForDelete, parkInstall } from "./park-install.js";
 export interface InstallObserver {
   fileStarted(file: SourceFile, index: number): void;
   bytesWritten(file: SourceFile, bytes: number): void;
-  fileCompleted(file: SourceFile, sha256: string): void;
+  fileCompleted(file: SourceFile, sha256: string, reused: boolean): void;
 }
 
 export interface InstallArtifactsOptions {
@@ -86,7 +86,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
           stop.abort(err);
           throw err;
         }
-        observer.fileCompleted(file, digests[index]!);
+        observer.fileCompleted(file, digests[index]!, false);
       }
     };
     const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency, source.files.length)) }, worker);

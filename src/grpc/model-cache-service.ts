@@ -1,5 +1,6 @@
 // ModelCacheService: each RPC decodes its request, calls one domain
 // operation and encodes the result. Nothing else happens here.
+import { ModelCacheError } from "../errors.js";
 import { dropCache } from "../lifecycle/drop-cache.js";
 import { inspectCache } from "../lifecycle/inspect-cache.js";
 import { unregisterModel } from "../lifecycle/unregister-model.js";
@@ -48,6 +49,12 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     dropCache: unary(context, Service.dropCache, async (request, signal) => {
       const { removed, freedBytes } = await dropCache(runtime, request.name, signal);
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
+    }),
+    describeCache: unary(context, Service.describeCache, async () => {
+      throw new ModelCacheError("failed_precondition", "DescribeCache is not served by this version yet");
+    }),
+    pruneCache: unary(context, Service.pruneCache, async () => {
+      throw new ModelCacheError("failed_precondition", "PruneCache is not served by this version yet");
     }),
     putSecret: unary(context, Service.putSecret, async (request) => {
       await putSecret(registry, request.alias, request.value);

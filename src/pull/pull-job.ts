@@ -151,8 +151,8 @@ export class PullJob implements InstallObserver {
     this.scheduleProgress();
   }
 
-  fileCompleted(file: SourceFile, sha256: string): void {
-    const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes };
+  fileCompleted(file: SourceFile, sha256: string, reused: boolean): void {
+    const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes, reused };
     this.files.get(file.path)!.completed = completed;
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
@@ -176,7 +176,7 @@ export class PullJob implements InstallObserver {
           const force = this.forced;
           if (force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
-          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
+          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes: 0 };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           const manifest = await installArtifacts({
