@@ -5,15 +5,14 @@
 // live events and the same result. When the last client leaves, the job is
 // cancelled unless a client asked for it to be detached.
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
 import type { InstallObserver } from "../cache/install-artifacts.js";
 import { installArtifacts } from "../cache/install-artifacts.js";
 import type { FileCopier } from "../cache/file-copier.js";
-import { type CacheLayout, MANIFEST_FILE } from "../cache/layout.js";
-import type { Manifest } from "../cache/manifest.js";
-import { readManifest } from "../cache/read-manifest.js";
+import type { CacheLayout } from "../cache/layout.js";
 import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
+import type { ContentStore } from "../store/content-store.js";
+import { plannedReuse } from "../store/planned-reuse.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Registry } from "../registry/open-registry.js";
 import { recordInstall } from "../registry/record-install.js";
@@ -41,6 +40,8 @@ export interface PullJobSettings {
   fileConcurrency: number;
   /** copies and hashes local files on worker threads */
   copier: FileCopier;
+  /** where every file's content is kept once */
+  store: ContentStore;
   recorders?: PullRecorder[];
 }
 
@@ -50,15 +51,6 @@ interface FileState {
   started: Event<"file_started">;
   bytesDone: number;
   completed?: Event<"file_completed">;
-}
-
-/** The manifest of the model's current install, if it has a readable one. */
-function currentManifest(layout: CacheLayout, name: string): Manifest | undefined {
-  try {
-    return readManifest(join(layout.modelDir(name), MANIFEST_FILE));
-  } catch {
-    return undefined;
-  }
 }
 
 export class PullJob implements InstallObserver {
@@ -176,7 +168,9 @@ export class PullJob implements InstallObserver {
           const force = this.forced;
           if (force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
-          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes: 0 };
+          // a directory's files must be read before the store can know them: each file's `reused` tells
+          const reusedBytes = "fetch" in source && !force ? await plannedReuse(settings.store, source.files) : 0;
+          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           const manifest = await installArtifacts({
@@ -188,7 +182,8 @@ export class PullJob implements InstallObserver {
             observer: this,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
-            reuse: force ? undefined : currentManifest(settings.layout, model.name),
+            store: settings.store,
+            force,
             beforePromote: async () => void (await this.registeredRecord()),
           });
           const cacheDir = settings.layout.modelDir(model.name);

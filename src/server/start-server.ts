@@ -11,6 +11,7 @@ import { CacheLayout } from "../cache/layout.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
+import { ContentStore } from "../store/content-store.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
@@ -207,6 +208,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
+    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
     let running: Runtime | undefined;
     // prom-client is loaded only when metrics are served
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
@@ -222,9 +224,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         progressIntervalMs: settings.progressIntervalMs,
         fileConcurrency: settings.fileConcurrency,
         copier,
+        store,
         recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
       }),
       copier,
+      store,
       fixtureDir: settings.fixtureDir,
       fixtureRoots,
       hub: {

@@ -1,0 +1,148 @@
+import { execFileSync } from "node:child_process";
+import { lstat, readFile, readdir, stat, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { expect } from "chai";
+import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { sha256 } from "./support/source-dir.js";
+import { type TestServer, call, modelSpec, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
+
+const MIB = 1024 * 1024;
+/** bytes that differ for each seed, and do not compress to nothing */
+function content(seed: number, size: number): Buffer {
+  const bytes = Buffer.alloc(size);
+  for (let i = 0; i + 4 <= size; i += 4) bytes.writeUInt32LE(((i + 1) * 2654435761 + seed * 40503) >>> 0, i);
+  return bytes;
+}
+const completedFiles = (events: Awaited<ReturnType<typeof pullOk>>) => events.filter((e) => e.fileCompleted).map((e) => e.fileCompleted!);
+/** Bytes the tree takes on disk, each hard-linked file counted once (du's rule). */
+const du = (dir: string) => Number(execFileSync("du", ["-sb", dir], { encoding: "utf8" }).split("\t")[0]);
+
+describe("the content store", () => {
+  describe("from a directory", () => {
+    const suite = serverWithModel();
+    const installed = (name: string, path: string) => join(suite.t.cacheRoot, name, path);
+
+    it("stores the files two models share once: same inode, du counts one copy, the second pull writes nothing", async () => {
+      const dir = await suite.source({ "model.bin": content(1, 2 * MIB), "config.json": '{"a":1}' });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      const first = await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+      expect(completedFiles(first).map((f) => f.reused)).to.deep.equal([false, false]);
+      const second = await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      expect(completedFiles(second).map((f) => f.reused)).to.deep.equal([true, true]);
+      for (const path of ["model.bin", "config.json"]) {
+        const [a, b] = [await lstat(installed("minilm", path)), await lstat(installed("twin", path))];
+        expect(a.ino, path).to.equal(b.ino);
+        // the store's name plus the two installs
+        expect(a.nlink, path).to.equal(3);
+        expect(a.mode & 0o777, path).to.equal(0o444);
+      }
+      expect(du(suite.t.cacheRoot)).to.be.below(2 * MIB + 256 * 1024);
+      expect(await readFile(installed("twin", "config.json"), "utf8")).to.equal('{"a":1}');
+    });
+
+    it("never links stored content that changed behind its back, even with size and mtime restored: it is copied again", async () => {
+      const bytes = content(2, MIB);
+      const dir = await suite.source({ "model.bin": bytes });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+      const blob = join(suite.t.cacheRoot, ".blobs", "sha256", sha256(bytes));
+      const before = await stat(blob);
+      const rotten = Buffer.from(bytes);
+      rotten[1000] ^= 0xff;
+      await writeFile(blob, rotten);
+      await utimes(blob, before.atime, before.mtime);
+      const events = await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      expect(completedFiles(events)[0]!.reused).to.equal(false);
+      expect(sha256(await readFile(installed("twin", "model.bin")))).to.equal(sha256(bytes));
+      expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      // the rotten inode left the store: only the install that already held it still does
+      expect((await lstat(installed("twin", "model.bin"))).ino).to.equal((await lstat(blob)).ino);
+      expect((await lstat(installed("minilm", "model.bin"))).ino).to.not.equal((await lstat(blob)).ino);
+    });
+  });
+
+  describe("removing content", () => {
+    const suite = serverWithModel();
+
+    it("drop of one of two sharing models frees only its exclusive bytes, and the other stays healthy on a deep inspect", async () => {
+      const shared = content(3, MIB);
+      const own = content(4, 300 * 1024);
+      const a = await suite.source({ "model.bin": shared, "own.bin": own });
+      const b = await suite.source({ "model.bin": shared, "other.bin": "other" });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: a });
+      await pullOk(suite.t.client, { name: "twin", fixtureDir: b });
+      const manifestBytes = (await stat(join(suite.t.cacheRoot, "minilm", "manifest.json"))).size;
+      const inspected = await call(suite.t.client, "inspectCache", { name: "minilm", deep: false });
+      expect(inspected.exclusiveBytes).to.equal(own.length + manifestBytes);
+      expect(inspected.footprintBytes).to.equal(shared.length + own.length + manifestBytes);
+      const dropped = await call(suite.t.client, "dropCache", { name: "minilm" });
+      expect(dropped.freedBytes).to.equal(own.length + manifestBytes);
+      const blobs = await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"));
+      expect(blobs).to.include(sha256(shared)).and.not.include(sha256(own));
+      expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      // the last reference goes with the second model
+      await call(suite.t.client, "unregisterModel", { name: "twin", dropCache: true });
+      expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.deep.equal([]);
+    });
+  });
+
+  describe("from a hub", () => {
+    let hub: FakeHub;
+    let t: TestServer;
+    const shards = [0, 1, 2, 3].map((i) => content(10 + i, 256 * 1024));
+    beforeEach(async () => {
+      const extra = Object.fromEntries(shards.map((bytes, i) => [`shard-${i}.safetensors`, bytes]));
+      hub = await FakeHub.serve("acme/sharded", join(import.meta.dirname, "..", "fixtures", "tiny-minilm"), extra);
+      t = await startTestServer({ hubUrl: hub.url, progressIntervalMs: 0 });
+      await call(t.client, "registerModel", { model: modelSpec({ source: "acme/sharded", revision: "main" }) });
+    });
+    afterEach(async () => {
+      await t.close();
+      await hub.close();
+    });
+    const contentRequests = () => hub.requests.filter((r) => r.path.includes("/resolve/") || r.path.startsWith("/lfs/"));
+
+    it("links content the store holds without asking for its bytes, known by sha256 (LFS) or git blob id (the rest)", async () => {
+      const first = await pullOk(t.client, { name: "minilm" });
+      expect(first[0]!.started!.reusedBytes).to.equal(0);
+      await call(t.client, "registerModel", { model: modelSpec({ name: "twin", source: "acme/sharded", revision: "main" }) });
+      const asked = contentRequests().length;
+      const second = await pullOk(t.client, { name: "twin" });
+      expect(contentRequests().length).to.equal(asked);
+      expect(second[0]!.started!.reusedBytes).to.equal(second[0]!.started!.totalBytes);
+      expect(completedFiles(second).every((f) => f.reused)).to.equal(true);
+      expect((await call(t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+
+    it("downloads only the changed shard of a new revision", async () => {
+      await pullOk(t.client, { name: "minilm" });
+      hub.commitFile("shard-2.safetensors", content(99, 256 * 1024));
+      const before = hub.requests.length;
+      const events = await pullOk(t.client, { name: "minilm" });
+      const fetched = hub.requests.slice(before).filter((r) => r.path.includes("/resolve/") || r.path.startsWith("/lfs/"));
+      const sent = fetched.reduce((sum, r) => sum + r.sent, 0);
+      expect(sent).to.equal(256 * 1024);
+      expect(completedFiles(events).filter((f) => !f.reused).map((f) => f.path)).to.deep.equal(["shard-2.safetensors"]);
+      expect(events[0]!.started!.reusedBytes).to.equal(events[0]!.started!.totalBytes - 256 * 1024);
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      // the old shard's content went with the install that held it
+      expect(await readdir(join(t.cacheRoot, ".blobs", "sha256"))).to.not.include(sha256(shards[2]!));
+    });
+
+    it("fetches again content found corrupt in the store, and never links it", async () => {
+      await pullOk(t.client, { name: "minilm" });
+      const blob = join(t.cacheRoot, ".blobs", "sha256", sha256(shards[1]!));
+      const before = await stat(blob);
+      const rotten = Buffer.from(shards[1]!);
+      rotten[7] ^= 0xff;
+      await writeFile(blob, rotten);
+      await utimes(blob, before.atime, before.mtime);
+      await call(t.client, "registerModel", { model: modelSpec({ name: "twin", source: "acme/sharded", revision: "main" }) });
+      const events = await pullOk(t.client, { name: "twin" });
+      expect(completedFiles(events).filter((f) => !f.reused).map((f) => f.path)).to.deep.equal(["shard-1.safetensors"]);
+      expect((await call(t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+  });
+});
