@@ -1,11 +1,14 @@
 import { execFileSync } from "node:child_process";
-import { lstat, readFile, readdir, stat, utimes, writeFile } from "node:fs/promises";
+import { lstat, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { expect } from "chai";
 import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
-import { type TestServer, call, modelSpec, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
+import { type TestServer, call, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
 
 const MIB = 1024 * 1024;
 /** bytes that differ for each seed, and do not compress to nothing */
@@ -144,5 +147,75 @@ describe("the content store", () => {
       expect(completedFiles(events).filter((f) => !f.reused).map((f) => f.path)).to.deep.equal(["shard-1.safetensors"]);
       expect((await call(t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     });
+  });
+
+  describe("the cache as a whole", () => {
+    const suite = serverWithModel();
+
+    it("DescribeCache reports logical vs stored bytes, free space and the installs least recently used first; PruneCache has nothing to free", async () => {
+      const shared = content(5, MIB);
+      const dir = await suite.source({ "model.bin": shared });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+      const described = await call(suite.t.client, "describeCache", {});
+      const manifests = (await stat(join(suite.t.cacheRoot, "minilm", "manifest.json"))).size + (await stat(join(suite.t.cacheRoot, "twin", "manifest.json"))).size;
+      expect(described.cacheRoot).to.equal(suite.t.cacheRoot);
+      expect(described.logicalBytes).to.equal(2 * shared.length + manifests);
+      expect(described.storedBytes).to.equal(shared.length + manifests);
+      expect(described.models.map((m) => m.name)).to.deep.equal(["twin", "minilm"]);
+      expect(described.models[0]!.sizeBytes).to.equal(shared.length + (await stat(join(suite.t.cacheRoot, "twin", "manifest.json"))).size);
+      expect(described.models[0]!.exclusiveBytes).to.equal((await stat(join(suite.t.cacheRoot, "twin", "manifest.json"))).size);
+      expect(described.filesystemTotalBytes).to.be.above(described.filesystemFreeBytes);
+      expect(described.reclaimableBytes).to.equal(0);
+      expect(await call(suite.t.client, "pruneCache", { dryRun: false })).to.deep.equal({ freedBytes: 0, blobsRemoved: 0, partialsRemoved: 0, dryRun: false });
+      expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.deep.equal([sha256(shared)]);
+    });
+
+    it("PruneCache leaves a name in the store that is not a sha256 alone", async () => {
+      await writeFile(join(suite.t.cacheRoot, ".blobs", "sha256", "not-content"), "x");
+      expect((await call(suite.t.client, "pruneCache", { dryRun: false })).blobsRemoved).to.equal(0);
+      expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.deep.equal(["not-content"]);
+    });
+  });
+
+  it("after a SIGKILLed pull, PruneCache (dry_run first) removes the content nothing references, and the next pull installs", async function () {
+    this.timeout(60_000);
+    const files = Object.fromEntries([0, 1, 2].map((i) => [`small-${i}.safetensors`, content(20 + i, 64 * 1024)]));
+    files["large.safetensors"] = content(30, 4 * MIB);
+    const hub = await FakeHub.serve("acme/slow", join(import.meta.dirname, "..", "fixtures", "tiny-minilm"), files);
+    const work = await mkdtemp(join(tmpdir(), "modelcache-prune-"));
+    const dataDir = join(work, "data");
+    const blobs = join(dataDir, "ai_models_cache", ".blobs", "sha256");
+    let server = await spawnServer({ dataDir, args: ["--hub-url", hub.url] });
+    try {
+      await call(server.client, "registerModel", { model: modelSpec({ source: "acme/slow" }) });
+      hub.faults.bytesPerSecond = 512 * 1024;
+      const running = pull(server.client, { name: "minilm" });
+      // the small files are in the store, the large one still downloading
+      while ((await readdir(blobs).catch(() => [])).length < 3) await sleep(20);
+      await server.kill();
+      await running.catch(() => undefined);
+      hub.faults.bytesPerSecond = undefined;
+      server = await spawnServer({ dataDir, args: ["--hub-url", hub.url] });
+      const left = await readdir(blobs);
+      let leftBytes = 0;
+      for (const blob of left) leftBytes += (await stat(join(blobs, blob))).size;
+      expect(left.length).to.be.at.least(3);
+      const described = await call(server.client, "describeCache", {});
+      expect(described.reclaimableBytes).to.equal(leftBytes);
+      const dry = await call(server.client, "pruneCache", { dryRun: true });
+      expect(dry).to.include({ dryRun: true, blobsRemoved: left.length });
+      expect(await readdir(blobs)).to.deep.equal(left);
+      const pruned = await call(server.client, "pruneCache", { dryRun: false });
+      expect(pruned).to.include({ dryRun: false, blobsRemoved: left.length, freedBytes: leftBytes });
+      expect(await readdir(blobs)).to.deep.equal([]);
+      await pullOk(server.client, { name: "minilm" });
+      expect((await call(server.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      await server.kill();
+      await hub.close();
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,7 @@
 // ModelCacheService: each RPC decodes its request, calls one domain
 // operation and encodes the result. Nothing else happens here.
-import { ModelCacheError } from "../errors.js";
+import { describeCache } from "../lifecycle/describe-cache.js";
+import { pruneCache } from "../lifecycle/prune-cache.js";
 import { dropCache } from "../lifecycle/drop-cache.js";
 import { inspectCache } from "../lifecycle/inspect-cache.js";
 import { unregisterModel } from "../lifecycle/unregister-model.js";
@@ -51,10 +52,16 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
     }),
     describeCache: unary(context, Service.describeCache, async () => {
-      throw new ModelCacheError("failed_precondition", "DescribeCache is not served by this version yet");
+      const described = await describeCache(runtime);
+      return {
+        ...described,
+        maxBytes: 0,
+        models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: false, leases: 0 })),
+      };
     }),
-    pruneCache: unary(context, Service.pruneCache, async () => {
-      throw new ModelCacheError("failed_precondition", "PruneCache is not served by this version yet");
+    pruneCache: unary(context, Service.pruneCache, async (request) => {
+      const { freedBytes, blobsRemoved, partialsRemoved, dryRun } = await pruneCache(runtime, request.dryRun);
+      return { freedBytes, blobsRemoved, partialsRemoved, dryRun };
     }),
     putSecret: unary(context, Service.putSecret, async (request) => {
       await putSecret(registry, request.alias, request.value);
