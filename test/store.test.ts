@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { expect } from "chai";
-import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
@@ -146,6 +146,45 @@ describe("the content store", () => {
       const events = await pullOk(t.client, { name: "twin" });
       expect(completedFiles(events).filter((f) => !f.reused).map((f) => f.path)).to.deep.equal(["shard-1.safetensors"]);
       expect((await call(t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+  });
+
+  describe("installs of an earlier version", () => {
+    const suite = serverWithModel();
+
+    it("are adopted at startup without a download: each matching file becomes stored content, a file that does not match leaves its model UNHEALTHY", async () => {
+      const shared = content(6, MIB);
+      const dir = await suite.source({ "model.bin": shared, "config.json": '{"x":1}' });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+      await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      // what an earlier version left: plain files beside each manifest, no store
+      const root = suite.t.cacheRoot;
+      for (const name of ["minilm", "twin"]) {
+        for (const path of ["model.bin", "config.json"]) {
+          const bytes = await readFile(join(root, name, path));
+          await rm(join(root, name, path));
+          await writeFile(join(root, name, path), bytes);
+        }
+      }
+      await rm(join(root, ".blobs"), { recursive: true });
+      const rotten = Buffer.from('{"x":2}');
+      await writeFile(join(root, "twin", "config.json"), rotten);
+      await suite.t.restart();
+      const blob = (bytes: Buffer | string) => join(root, ".blobs", "sha256", sha256(bytes));
+      for (const path of ["model.bin", "config.json"]) {
+        expect((await lstat(join(root, "minilm", path))).ino, path).to.equal((await lstat(blob(path === "model.bin" ? shared : '{"x":1}'))).ino);
+      }
+      expect((await lstat(join(root, "twin", "model.bin"))).ino).to.equal((await lstat(blob(shared))).ino);
+      // not adopted: the store never holds content that does not match its name
+      expect((await lstat(join(root, "twin", "config.json"))).nlink).to.equal(1);
+      expect(await readdir(join(root, ".blobs", "sha256"))).to.not.include(sha256(rotten));
+      expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect((await call(suite.t.client, "getModel", { name: "twin" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      // a pull repairs it from the store, nothing written but the changed file
+      const events = await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      expect(completedFiles(events).map((f) => f.reused)).to.deep.equal([true, true]);
+      expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     });
   });
 
