@@ -145,6 +145,12 @@ function chooseOperation(world: World, sources: Sources, pick: <T>(items: readon
       run: (client) => Promise.all([localPull(false)(client), hubPull(true)(client)]),
     },
     { label: `drop(${name})`, targets: { [name]: { registered: world[name].registered, install: "missing" } }, run: (client) => call(client, "dropCache", { name }) },
+    { label: "prune", targets: {}, run: (client) => call(client, "pruneCache", { dryRun: false }) },
+    {
+      label: `pull-and-prune(local-model ${version})`,
+      targets: { "local-model": installed(version) },
+      run: (client) => Promise.all([localPull(false)(client), call(client, "pruneCache", { dryRun: false })]),
+    },
     { label: `unregister(${name})`, targets: { [name]: { registered: false, install: "missing" } }, run: (client) => call(client, "unregisterModel", { name, dropCache: true }) },
   ];
   return pick(operations);
