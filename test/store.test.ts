@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { lstat, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
@@ -216,6 +216,66 @@ describe("the content store", () => {
       expect((await call(suite.t.client, "pruneCache", { dryRun: false })).blobsRemoved).to.equal(0);
       expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.deep.equal(["not-content"]);
     });
+  });
+
+  it("DropCache and PruneCache during a pull never remove the content the pull holds", async () => {
+    const small = content(40, 64 * 1024);
+    const hub = await FakeHub.serve("acme/slow", join(import.meta.dirname, "..", "fixtures", "tiny-minilm"), { "small.safetensors": small, "large.safetensors": content(41, 2 * MIB) });
+    const t = await startTestServer({ hubUrl: hub.url, progressIntervalMs: 0 });
+    const made = await mkdtemp(join(tmpdir(), "modelcache-shared-"));
+    try {
+      await writeFile(join(made, "small.safetensors"), small);
+      await call(t.client, "registerModel", { model: modelSpec({ source: "acme/slow" }) });
+      await call(t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(t.client, { name: "twin", fixtureDir: made });
+      const twinManifest = (await stat(join(t.cacheRoot, "twin", "manifest.json"))).size;
+      hub.faults.bytesPerSecond = 1024 * 1024;
+      let during: Promise<unknown> | undefined;
+      const outcome = await pull(t.client, { name: "minilm" }, {
+        onEvent: (event) => {
+          // the shared file is linked into the pull's staging dir; the large one is still coming
+          if (event.fileCompleted?.path === "small.safetensors") {
+            during = (async () => {
+              const dropped = await call(t.client, "dropCache", { name: "twin" });
+              const pruned = await call(t.client, "pruneCache", { dryRun: false });
+              return { dropped, pruned };
+            })();
+          }
+        },
+      });
+      expect(outcome.error).to.equal(undefined);
+      const { dropped, pruned } = (await during) as { dropped: { freedBytes: number }; pruned: { blobsRemoved: number } };
+      // the pull's link keeps the shared content: dropping twin frees only its manifest
+      expect(dropped.freedBytes).to.equal(twinManifest);
+      expect(pruned.blobsRemoved).to.equal(0);
+      expect(completedFiles(outcome.events).find((f) => f.path === "small.safetensors")!.reused).to.equal(true);
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      await t.close();
+      await hub.close();
+      await rm(made, { recursive: true, force: true });
+    }
+  });
+
+  it("never follows a link in the store's place: it is removed and the content copied again", async () => {
+    const t = await startTestServer();
+    const made = await mkdtemp(join(tmpdir(), "modelcache-link-"));
+    try {
+      const bytes = Buffer.from("the real content");
+      await writeFile(join(made, "a.bin"), bytes);
+      await writeFile(join(made, "outside.bin"), "elsewhere, not ours");
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await mkdir(join(t.cacheRoot, ".blobs", "sha256"), { recursive: true });
+      await symlink(join(made, "outside.bin"), join(t.cacheRoot, ".blobs", "sha256", sha256(bytes)));
+      await pullOk(t.client, { name: "minilm", fixtureDir: made });
+      const stored = await lstat(join(t.cacheRoot, ".blobs", "sha256", sha256(bytes)));
+      expect(stored.isFile()).to.equal(true);
+      expect(await readFile(join(made, "outside.bin"), "utf8")).to.equal("elsewhere, not ours");
+      expect(await readFile(join(t.cacheRoot, "minilm", "a.bin"), "utf8")).to.equal("the real content");
+    } finally {
+      await t.close();
+      await rm(made, { recursive: true, force: true });
+    }
   });
 
   it("after a SIGKILLed pull, PruneCache (dry_run first) removes the content nothing references, and the next pull installs", async function () {
