@@ -31,6 +31,27 @@ export interface CacheDescription {
 }
 
 export async function describeCache(runtime: Runtime): Promise<CacheDescription> {
+  const { layout } = runtime;
+  const { models, logicalBytes, storedBytes } = await cacheBytes(runtime);
+  const fs = await statfs(layout.root).catch((err: unknown) => {
+    throw filesystemError("read the free space of", layout.root, err);
+  });
+  const reclaimable = await pruneCache(runtime, true);
+  return {
+    cacheRoot: layout.root,
+    logicalBytes,
+    storedBytes,
+    filesystemFreeBytes: fs.bavail * fs.bsize,
+    filesystemTotalBytes: fs.blocks * fs.bsize,
+    reclaimableBytes: reclaimable.freedBytes,
+    // pins and leases do not exist yet: every install not being pulled could go
+    evictableBytes: models.filter((m) => !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
+    models,
+  };
+}
+
+/** The installed models, least recently used first; their files as if nothing were shared (logical); what the cache root holds (stored). */
+export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "registry">): Promise<{ models: CachedModel[]; logicalBytes: number; storedBytes: number }> {
   const { layout, store } = runtime;
   const models: CachedModel[] = [];
   let manifests = 0;
@@ -48,21 +69,7 @@ export async function describeCache(runtime: Runtime): Promise<CacheDescription>
     const stats = await lstat(join(store.blobsDir, name)).catch(() => undefined);
     if (stats?.isFile()) blobs += stats.size;
   }
-  const fs = await statfs(layout.root).catch((err: unknown) => {
-    throw filesystemError("read the free space of", layout.root, err);
-  });
-  const reclaimable = await pruneCache(runtime, true);
-  return {
-    cacheRoot: layout.root,
-    logicalBytes: models.reduce((sum, m) => sum + m.sizeBytes, 0),
-    storedBytes: blobs + manifests + footprintBytes(layout.partial),
-    filesystemFreeBytes: fs.bavail * fs.bsize,
-    filesystemTotalBytes: fs.blocks * fs.bsize,
-    reclaimableBytes: reclaimable.freedBytes,
-    // pins and leases do not exist yet: every install not being pulled could go
-    evictableBytes: models.filter((m) => !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
-    models,
-  };
+  return { models, logicalBytes: models.reduce((sum, m) => sum + m.sizeBytes, 0), storedBytes: blobs + manifests + footprintBytes(layout.partial) };
 }
 
 async function entriesOf(dir: string): Promise<string[]> {

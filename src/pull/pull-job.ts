@@ -26,7 +26,8 @@ export type PullResult = "ok" | "failed" | "cancelled";
 /** Told when each job starts its transfer and how it ended (the server's metrics and log). */
 export interface PullRecorder {
   pullStarted?(model: string, started: { source: string; fileCount: number; totalBytes: number }): void;
-  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; error?: unknown }): void;
+  /** `reusedBytes`: the bytes of files taken from the content store */
+  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; reusedBytes: number; error?: unknown }): void;
 }
 
 export interface PullJobSettings {
@@ -62,6 +63,7 @@ export class PullJob implements InstallObserver {
   private started: Event<"started"> | undefined;
   private readonly files = new Map<string, FileState>();
   private totalBytesDone = 0;
+  private reusedBytes = 0;
   private outcome: { completed: Event<"completed"> } | { error: unknown } | undefined;
   private readonly pendingProgress = new Set<string>();
   private progressTimer: NodeJS.Timeout | undefined;
@@ -146,6 +148,7 @@ export class PullJob implements InstallObserver {
   fileCompleted(file: SourceFile, sha256: string, reused: boolean): void {
     const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes, reused };
     this.files.get(file.path)!.completed = completed;
+    if (reused) this.reusedBytes += file.sizeBytes;
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
   }
@@ -213,7 +216,7 @@ export class PullJob implements InstallObserver {
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {
     const result: PullResult = "completed" in outcome ? "ok" : this.controller.signal.aborted ? "cancelled" : "failed";
-    const ended = { result, bytes: this.totalBytesDone, seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
+    const ended = { result, bytes: this.totalBytesDone, reusedBytes: this.reusedBytes, seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
     for (const recorder of this.settings.recorders ?? []) recorder.pullEnded(this.model.name, ended);
     clearTimeout(this.progressTimer);
     this.pendingProgress.clear();
