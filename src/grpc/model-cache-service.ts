@@ -60,7 +60,8 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       };
     }),
     pruneCache: unary(context, Service.pruneCache, async (request) => {
-      const { freedBytes, blobsRemoved, partialsRemoved, dryRun } = await pruneCache(runtime, request.dryRun);
+      const { freedBytes, blobsRemoved, partialsRemoved, dryRun, strays } = await pruneCache(runtime, request.dryRun);
+      if (strays.length > 0) context.logger.warn({ strays }, "the content store holds names that are not sha256 digests: left alone, remove them by hand once checked");
       return { freedBytes, blobsRemoved, partialsRemoved, dryRun };
     }),
     putSecret: unary(context, Service.putSecret, async (request) => {

@@ -4,7 +4,7 @@
 // anything else (a write, a link the store did not make, a lost record)
 // means it is hashed again now. Content that fails is removed, so the caller
 // fetches or copies it again; it is never linked.
-import { unlink } from "node:fs/promises";
+import { rm, unlink } from "node:fs/promises";
 import { errorCode, filesystemError } from "../errors.js";
 import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
 
@@ -17,7 +17,9 @@ export async function verifyContent(store: ContentStore, sha256: string, hasher:
   if (!before) return false;
   if (!before.isFile()) {
     // never followed nor read: a link or a directory in the store's place is removed like corrupt content
-    await removeBlob(store, sha256, undefined);
+    // (rm removes a link itself, never what it points at)
+    await rm(path, { recursive: true, force: true });
+    await forget(store, sha256);
     return false;
   }
   const known = await store.known.get(sha256);
@@ -42,6 +44,11 @@ export async function removeBlob(store: ContentStore, sha256: string, sizeBytes:
     if (errorCode(err) !== "ENOENT") throw filesystemError("remove", path, err);
   }
   if (sizeBytes !== undefined) store.countSize(sizeBytes, -1);
+  await forget(store, sha256);
+}
+
+/** Drops what the store knew of a blob. */
+async function forget(store: ContentStore, sha256: string): Promise<void> {
   const known = await store.known.get(sha256);
   if (known?.gitBlobId) await store.blobIds.del(known.gitBlobId);
   await store.known.del(sha256);
