@@ -24,8 +24,13 @@ export function footprintBytes(dir: string): number {
  * any link beyond those is another install's (or a running pull's).
  */
 export function exclusiveBytes(dir: string): number {
+  return exclusiveOf(walk(dir)?.files.values() ?? []);
+}
+
+/** exclusiveBytes, from the lstat of every file of an install. */
+export function exclusiveOf(files: Iterable<Stats>): number {
   const inodes = new Map<number, { stat: Stats; paths: number }>();
-  for (const stat of walk(dir)?.files.values() ?? []) {
+  for (const stat of files) {
     const seen = inodes.get(stat.ino);
     if (seen) seen.paths += 1;
     else inodes.set(stat.ino, { stat, paths: 1 });

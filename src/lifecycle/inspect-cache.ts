@@ -2,7 +2,6 @@
 // finds becomes the registry's status too, so GetModel and ListModels agree
 // with the last inspection without waiting for a restart.
 import { inspectInstall, type InstallReport } from "../cache/inspect-install.js";
-import { exclusiveBytes } from "../cache/footprint.js";
 import { getModel } from "../registry/get-model.js";
 import type { Runtime } from "../runtime.js";
 import { reconcileModel } from "./reconcile-registry.js";
@@ -11,5 +10,5 @@ export async function inspectCache(runtime: Runtime, name: string, deep: boolean
   const model = await getModel(runtime.registry, name);
   const report = await inspectInstall(runtime.layout, name, deep, signal, (path, s) => runtime.copier.hash(path, s));
   await reconcileModel(runtime, model, report);
-  return report.status === "missing" ? report : { ...report, exclusiveBytes: exclusiveBytes(report.cacheDir) };
+  return report;
 }
