@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { parkForRemoval } from "../src/cache/remove-install.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
@@ -146,6 +147,31 @@ describe("the content store", () => {
       const events = await pullOk(t.client, { name: "twin" });
       expect(completedFiles(events).filter((f) => !f.reused).map((f) => f.path)).to.deep.equal(["shard-1.safetensors"]);
       expect((await call(t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+  });
+
+  describe("a crash during a drop", () => {
+    const suite = serverWithModel();
+
+    it("leaves the model sharing content healthy, and only unreferenced content, which PruneCache removes", async () => {
+      const shared = content(7, MIB);
+      const own = content(8, 128 * 1024);
+      const a = await suite.source({ "model.bin": shared, "own.bin": own });
+      const b = await suite.source({ "model.bin": shared });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: a });
+      await pullOk(suite.t.client, { name: "twin", fixtureDir: b });
+      // the drop parked the install and had deleted part of it when the server died
+      await parkForRemoval(suite.t.server.runtime.layout, "minilm");
+      const [parked] = await readdir(join(suite.t.cacheRoot, ".purge"));
+      await rm(join(suite.t.cacheRoot, ".purge", parked!, "model.bin"));
+      await suite.t.restart();
+      expect(await readdir(join(suite.t.cacheRoot, ".purge"))).to.deep.equal([]);
+      expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+      expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(await call(suite.t.client, "pruneCache", { dryRun: false })).to.deep.equal({ freedBytes: own.length, blobsRemoved: 1, partialsRemoved: 0, dryRun: false });
+      expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.deep.equal([sha256(shared)]);
+      expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     });
   });
 
