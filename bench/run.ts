@@ -5,6 +5,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command } from "commander";
 import { benchBigfile } from "./bigfile.js";
+import { benchDedupe } from "./dedupe.js";
 import { benchFanout } from "./fanout.js";
 import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
@@ -12,7 +13,7 @@ import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -25,6 +26,7 @@ const program = new Command("bench")
   .option("--inspect-seconds <n>", "measuring time per level and handler", "3")
   .option("--inspect-levels <list>", "concurrent clients, comma-separated", "1,16,64")
   .option("--hub-mib <n>", "size of the hubpull repository", "1024")
+  .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
   .parse();
 
 const options = program.opts<Record<string, string>>();
@@ -56,6 +58,9 @@ try {
   }
   if (names.includes("inspect")) {
     await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));
+  }
+  if (names.includes("dedupe")) {
+    for (const result of await benchDedupe({ workDir: dir, totalMiB: Number(options.dedupeMib), shards: 4, repeat: Number(options.repeat) })) await report(result);
   }
   if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {

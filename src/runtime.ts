@@ -5,6 +5,7 @@ import type { CacheLayout } from "./cache/layout.js";
 import type { ModelLocks } from "./cache/model-lock.js";
 import type { PullJobs } from "./pull/pull-jobs.js";
 import type { PullLimits } from "./pull/pull-limits.js";
+import type { ContentStore } from "./store/content-store.js";
 import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
@@ -17,6 +18,8 @@ export interface Runtime {
   pulls: PullJobs;
   /** copies and hashes files on worker threads */
   copier: FileCopier;
+  /** every distinct file's content, once */
+  store: ContentStore;
   /** the server's --fixture-dir, used when a pull names none */
   fixtureDir: string | undefined;
   /** where a PullRequest's fixture_dir may point */

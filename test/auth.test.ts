@@ -36,6 +36,8 @@ const RPCS: Record<string, (client: ModelCacheServiceClient, metadata: Metadata)
   UpdateModel: (c, m) => call(c, "updateModel", { name: "minilm", model: modelSpec() }, m),
   UnregisterModel: (c, m) => call(c, "unregisterModel", { name: "nope", dropCache: false }, m),
   DropCache: (c, m) => call(c, "dropCache", { name: "minilm" }, m),
+  DescribeCache: (c, m) => call(c, "describeCache", {}, m),
+  PruneCache: (c, m) => call(c, "pruneCache", { dryRun: true }, m),
   PutSecret: (c, m) => call(c, "putSecret", { alias: "hf", value: "v" }, m),
   DeleteSecret: (c, m) => call(c, "deleteSecret", { alias: "hf" }, m),
   Pull: async (c, m) => {
@@ -43,7 +45,7 @@ const RPCS: Record<string, (client: ModelCacheServiceClient, metadata: Metadata)
     if (outcome.error) throw outcome.error;
   },
 };
-const READER_RPCS = new Set(["GetModel", "ListModels", "InspectCache"]);
+const READER_RPCS = new Set(["GetModel", "ListModels", "InspectCache", "DescribeCache"]);
 
 async function codeOf(work: Promise<unknown>): Promise<status> {
   try {

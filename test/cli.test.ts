@@ -1,13 +1,13 @@
 import { spawn } from "node:child_process";
 import { type AddressInfo, createServer } from "node:net";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join, relative } from "node:path";
 import { expect } from "chai";
 import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js";
 import { type Certificates, makeCertificates } from "./support/certificates.js";
-import { makeSourceDir } from "./support/source-dir.js";
+import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
 
 /** Runs the real CLI against the test server. */
@@ -36,6 +36,22 @@ describe("the modelcache client commands", () => {
     expect(inspected.stdout).to.include("installed");
     expect((await cli(t, ["drop", "minilm"])).stdout).to.include("dropped minilm");
     expect((await call(t.client, "getModel", { name: "minilm" })).model!.cacheDir).to.equal("");
+  });
+
+  it("shows the cache as a table or as proto3 JSON, and prunes (with --dry-run only reporting)", async () => {
+    await register();
+    await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    const cache = await cli(t, ["cache"]);
+    expect(cache.code).to.equal(0);
+    expect(cache.stdout).to.include(t.cacheRoot).and.include("reclaimable").and.match(/MODEL\s+SIZE\s+EXCLUSIVE\s+LAST USED\nminilm\s/);
+    const described = JSON.parse((await cli(t, ["cache", "--json"])).stdout.trim());
+    expect(described.cacheRoot).to.equal(t.cacheRoot);
+    expect(described.models.map((m: { name: string }) => m.name)).to.deep.equal(["minilm"]);
+    // an unreferenced blob, as a crash would leave
+    await writeFile(join(t.cacheRoot, ".blobs", "sha256", sha256("orphan")), "orphan");
+    expect((await cli(t, ["prune", "--dry-run"])).stdout).to.equal("would remove 1 unreferenced blob, 0 partial downloads: 6 B\n");
+    expect((await cli(t, ["prune"])).stdout).to.equal("removed 1 unreferenced blob, 0 partial downloads: 6 B\n");
+    expect(JSON.parse((await cli(t, ["prune", "--json"])).stdout.trim())).to.deep.equal({});
   });
 
   it("prints only proto3-JSON objects, one per line, with --json", async () => {

@@ -1,4 +1,4 @@
-import { open, readFile, readdir, stat } from "node:fs/promises";
+import { open, readFile, readdir, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -46,7 +46,7 @@ describe("pulling from a hub", () => {
     for (const r of downloads) expect(r.path).to.include(`/resolve/${hub.commit}/`);
     // the listing came in pages
     expect(hub.requests.filter((r) => r.path.includes("/tree/")).length).to.be.above(2);
-    expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+    expect(await readdir(join(t.cacheRoot, ".blobs", "partial"))).to.deep.equal([]);
   });
 
   it("applies include and exclude filters before downloading anything", async () => {
@@ -125,7 +125,7 @@ describe("pulling from a hub", () => {
     });
     expect(first.error?.code).to.equal(status.CANCELLED);
     await t.server.runtime.pulls.find("minilm")?.done;
-    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "onnx", "model.onnx");
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm", hub.commit, "onnx", "model.onnx");
     const kept = (await stat(partial)).size;
     expect(kept).to.be.above(0).and.below(BIG);
     await t.restart();
@@ -148,9 +148,25 @@ describe("pulling from a hub", () => {
     expect(first.error?.code).to.equal(status.CANCELLED);
     await t.server.runtime.pulls.find("minilm")?.done;
     hub.faults.bytesPerSecond = undefined;
-    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "onnx", "model.onnx");
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm", hub.commit, "onnx", "model.onnx");
     return { partial, kept: (await stat(partial)).size };
   };
+
+  it("resumes a download an earlier version kept in .partial/, moved into the store's area at startup", async () => {
+    const { partial, kept } = await leavePartial();
+    // no pull is running: the layout an earlier version left, then its restart
+    const legacy = join(t.cacheRoot, ".partial");
+    await rename(join(t.cacheRoot, ".blobs", "partial"), legacy);
+    await t.restart();
+    expect((await stat(partial)).size).to.equal(kept);
+    await stat(legacy).then(
+      () => expect.fail(".partial/ is still there"),
+      () => undefined,
+    );
+    const before = hub.sent("onnx/model.onnx");
+    await pullOk(t.client, { name: "minilm" });
+    expect(hub.sent("onnx/model.onnx") - before).to.equal(BIG - kept);
+  });
 
   it("starts a resumed file over from zero, once, when the bytes kept on disk do not verify", async () => {
     const { partial, kept } = await leavePartial();
@@ -266,7 +282,7 @@ describe("pulling from a hub", () => {
     hub.faults.dropAfter.set("onnx/model.onnx", 1024 * 1024);
     await pull(t.client, { name: "minilm" });
     await call(t.client, "dropCache", { name: "minilm" });
-    expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+    expect(await readdir(join(t.cacheRoot, ".blobs", "partial"))).to.deep.equal([]);
   });
 
   it("never lets plaintext credentials in, even for hub pulls", async () => {
@@ -320,7 +336,7 @@ describe("pulling a large file from a hub in parallel byte ranges", () => {
     const resumed = hub.sent("weights/model.safetensors") - before;
     expect(resumed).to.be.below(RANGED);
     expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
-    expect(await readdir(join(t.cacheRoot, ".partial"))).to.deep.equal([]);
+    expect(await readdir(join(t.cacheRoot, ".blobs", "partial"))).to.deep.equal([]);
   });
 
   it("does not split files that download side by side: no more connections than one per file in flight", async () => {
@@ -349,7 +365,7 @@ describe("pulling a large file from a hub in parallel byte ranges", () => {
     expect(first.error?.code).to.equal(status.CANCELLED);
     await t.server.runtime.pulls.find("minilm")?.done;
     hub.faults.bytesPerSecond = undefined;
-    const partial = join(t.cacheRoot, ".partial", "minilm", hub.commit, "weights", "model.safetensors");
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm", hub.commit, "weights", "model.safetensors");
     const state = JSON.parse(await readFile(`${partial}.segments.json`, "utf8")) as { segments: { done: number }[] };
     const kept = state.segments.reduce((sum, s) => sum + s.done, 0);
     expect(kept).to.be.above(0).and.below(RANGED);

@@ -4,6 +4,7 @@ import { join, relative } from "node:path";
 import { expect } from "chai";
 import { syncDirectory } from "../src/cache/durable.js";
 import { FileCopier } from "../src/cache/file-copier.js";
+import { ContentStore } from "../src/store/content-store.js";
 import { installArtifacts } from "../src/cache/install-artifacts.js";
 import { CacheLayout } from "../src/cache/layout.js";
 import { parseManifest } from "../src/cache/manifest.js";
@@ -38,6 +39,7 @@ describe("installArtifacts", () => {
         name: "m",
         source,
         copier,
+        store: await new ContentStore(root).open(),
         model,
         signal: new AbortController().signal,
         concurrency: 2,
@@ -68,6 +70,7 @@ describe("installArtifacts", () => {
         name: "m",
         source,
         copier,
+        store: await new ContentStore(root).open(),
         model,
         signal: new AbortController().signal,
         concurrency: 2,
@@ -97,6 +100,7 @@ describe("installArtifacts", () => {
         name: "m",
         source,
         copier,
+        store: await new ContentStore(root).open(),
         model,
         signal: controller.signal,
         concurrency: 1,

@@ -50,6 +50,18 @@ describe("metrics at /metrics (--metrics-listen)", () => {
     expect(sample(await scrape(), "modelcache_cache_bytes", { model: "minilm" })).to.equal(undefined);
   });
 
+  it("reports the store's stored and logical bytes, and the bytes pulls took from the store", async () => {
+    await call(t.client, "registerModel", { model: modelSpec() });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+    const total = (await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR })).at(-1)!.completed!.manifest!.totalSizeBytes;
+    await pullOk(t.client, { name: "twin", fixtureDir: FIXTURE_DIR });
+    const page = await scrape();
+    expect(sample(page, "modelcache_reused_bytes_total")).to.equal(total);
+    const [stored, logical] = [sample(page, "modelcache_store_bytes", { kind: "stored" })!, sample(page, "modelcache_store_bytes", { kind: "logical" })!];
+    // two installs of the same files: logical counts them twice, the store once (manifests are each install's own)
+    expect(logical - stored).to.equal(total);
+  });
+
   it("answers 404 off /metrics", async () => {
     expect((await fetch(`http://${t.server.metricsAddress}/other`)).status).to.equal(404);
   });

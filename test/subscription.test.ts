@@ -20,7 +20,7 @@ describe("a pull subscription (one client's queue)", () => {
       subscription.push(progress("b", i % 1000));
     }
     expect(subscription.backlog).to.equal(4);
-    subscription.push({ type: "file_completed", path: "a", sha256: "0".repeat(64), sizeBytes: 1000 });
+    subscription.push({ type: "file_completed", path: "a", sha256: "0".repeat(64), sizeBytes: 1000, reused: false });
     subscription.end();
     const events = await drain(subscription);
     expect(events.map((e) => `${e.type}:${"path" in e ? e.path : ""}`)).to.deep.equal([
@@ -42,7 +42,7 @@ describe("a pull subscription (one client's queue)", () => {
 
   it("ends with the job's error after the queued events", async () => {
     const subscription = new Subscription();
-    subscription.push({ type: "started", source: "dir:/x", fileCount: 1, totalBytes: 1 });
+    subscription.push({ type: "started", source: "dir:/x", fileCount: 1, totalBytes: 1, reusedBytes: 0 });
     subscription.end(new Error("boom"));
     const seen: PullEvent[] = [];
     let error: unknown;

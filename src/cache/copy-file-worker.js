@@ -1,13 +1,11 @@
 // Runs in a worker thread (see file-copier.ts; plain JavaScript so that a
 // worker needs no TypeScript loader of its own): copies one local file into
-// the staging dir in a single pass, hashing the bytes it writes, with plain
-// blocking reads and writes on a buffer reused for every file. Each chunk's
-// size is posted back as progress; the file is fsynced before it returns.
-// Given the current install's copy of the file, it first proves the two
-// identical (both hash to the manifest's sha256) and then links that copy
-// instead of writing the bytes again.
+// the content store's ingest area in a single pass, hashing the bytes it
+// writes, with plain blocking reads and writes on a buffer reused for every
+// file. Each chunk's size is posted back as progress; the file is fsynced
+// before it returns.
 import { createHash } from "node:crypto";
-import { closeSync, constants, fsyncSync, linkSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 
 // 1 MiB: large enough that system calls cost nothing, small enough to stay in
 // the CPU's caches between the read, the hash and the write (measured on a
@@ -18,15 +16,6 @@ const buffer = Buffer.allocUnsafe(1024 * 1024);
 export default function copyFile(task) {
   let path = task.from;
   try {
-    if (task.installed && sha256Of(task.from, task.sizeBytes) === task.installed.sha256) {
-      path = task.installed.path;
-      if (sha256Of(task.installed.path, task.sizeBytes) === task.installed.sha256) {
-        path = task.to;
-        linkSync(task.installed.path, task.to);
-        task.progress.postMessage(task.sizeBytes);
-        return { sha256: task.installed.sha256, reused: true };
-      }
-    }
     return copyAndHash(task, (p) => (path = p));
   } catch (err) {
     return { failed: err.code ?? err.message, code: err.code, path };
@@ -41,8 +30,7 @@ export default function copyFile(task) {
  */
 export function hash(task) {
   try {
-    const sha256 = sha256Of(task.path, undefined);
-    return { sha256 };
+    return { sha256: sha256Of(task.path) };
   } catch (err) {
     return { failed: err.code ?? err.message, code: err.code, path: task.path };
   }
@@ -72,27 +60,24 @@ function copyAndHash(task, at) {
     }
     if (total !== task.sizeBytes) return { changed: total };
     fsyncSync(output);
-    return { sha256: hash.digest("hex"), reused: false };
+    return { sha256: hash.digest("hex") };
   } finally {
     if (input !== undefined) closeSync(input);
     if (output !== undefined) closeSync(output);
   }
 }
 
-/** The sha256 of a file, or undefined when it is not exactly `sizeBytes` long (when given). */
-function sha256Of(path, sizeBytes) {
+/** The sha256 of a file. */
+function sha256Of(path) {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash("sha256");
-    let total = 0;
     for (;;) {
       const read = readSync(fd, buffer, 0, buffer.length, null);
       if (read === 0) break;
-      total += read;
-      if (sizeBytes !== undefined && total > sizeBytes) return undefined;
       hash.update(buffer.subarray(0, read));
     }
-    return sizeBytes === undefined || total === sizeBytes ? hash.digest("hex") : undefined;
+    return hash.digest("hex");
   } finally {
     closeSync(fd);
   }

@@ -1,5 +1,5 @@
-// Copies local files into staging, and hashes installed files for deep
-// inspections, on worker threads (piscina), one per core, so that copying
+// Copies local files into the content store's ingest area, and hashes files
+// (sources before they are copied, stored content, installs for deep inspections), on worker threads (piscina), one per core, so that copying
 // and hashing several files use every core while the main thread keeps
 // serving gRPC. Cancelling a copy ends it at once: the
 // worker running it is terminated, and the caller removes the staging dir.
@@ -18,8 +18,6 @@ export interface CopyTask {
   to: string;
   sizeBytes: number;
   progress: MessagePort;
-  /** the file in the current install, with the sha256 its manifest gives */
-  installed?: { path: string; sha256: string };
 }
 
 interface HashTask {
@@ -29,7 +27,7 @@ interface HashTask {
 type HashOutcome = { sha256: string } | { failed: string; code: string | undefined; path: string };
 
 export type CopyOutcome =
-  | { sha256: string; reused: boolean }
+  | { sha256: string }
   | { changed: number }
   | { failed: string; code: string | undefined; path: string };
 
@@ -60,8 +58,7 @@ export class FileCopier {
 
   /**
    * Copies `from` to `to` (which must not exist), reporting bytes as they are
-   * written; returns the sha256 of what was written. With `installed`, the
-   * current install's copy is linked instead when both prove identical.
+   * written; returns the sha256 of what was written.
    */
   async copy(
     from: string,
@@ -69,7 +66,6 @@ export class FileCopier {
     sizeBytes: number,
     signal: AbortSignal,
     onBytes: (bytes: number) => void,
-    installed?: CopyTask["installed"],
   ): Promise<string> {
     const { port1, port2 } = new MessageChannel();
     let delivered = 0;
@@ -81,7 +77,7 @@ export class FileCopier {
     });
     try {
       const pool = await this.start();
-      const outcome = (await pool.run({ from, to, sizeBytes, progress: port2, installed }, { transferList: [port2], signal }).catch((err: unknown) => {
+      const outcome = (await pool.run({ from, to, sizeBytes, progress: port2 }, { transferList: [port2], signal }).catch((err: unknown) => {
         throw signal.aborted ? signal.reason : err;
       })) as CopyOutcome;
       if ("sha256" in outcome) {

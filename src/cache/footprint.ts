@@ -18,6 +18,29 @@ export function footprintBytes(dir: string): number {
 }
 
 /**
+ * What removing the install at `dir` frees: each of its files whose inode
+ * no other install shares, counted once. A file's links are its own paths
+ * in this install, plus the content store's name for it when it is stored:
+ * any link beyond those is another install's (or a running pull's).
+ */
+export function exclusiveBytes(dir: string): number {
+  return exclusiveOf(walk(dir)?.files.values() ?? []);
+}
+
+/** exclusiveBytes, from the lstat of every file of an install. */
+export function exclusiveOf(files: Iterable<Stats>): number {
+  const inodes = new Map<number, { stat: Stats; paths: number }>();
+  for (const stat of files) {
+    const seen = inodes.get(stat.ino);
+    if (seen) seen.paths += 1;
+    else inodes.set(stat.ino, { stat, paths: 1 });
+  }
+  let total = 0;
+  for (const { stat, paths } of inodes.values()) if (stat.nlink <= paths + 1) total += stat.size;
+  return total;
+}
+
+/**
  * As regularFiles, with each file's lstat, but the listing of an install inspected before is reused
  * while none of its directories changed: a directory's entries change only
  * with its mtime and ctime, so a stat of each directory stands in for reading

@@ -5,7 +5,7 @@
 import { lstatSync } from "node:fs";
 import { join } from "node:path";
 import { ModelCacheError, errorCode } from "../errors.js";
-import { installFiles } from "./footprint.js";
+import { exclusiveOf, installFiles } from "./footprint.js";
 import { hashFile } from "./hash-file.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { Manifest } from "./manifest.js";
@@ -20,6 +20,8 @@ export interface InstallReport {
   reason?: UnhealthyReason;
   detail?: string;
   footprintBytes: number;
+  /** what dropping the install would free: files no other install shares, and the manifest */
+  exclusiveBytes?: number;
 }
 
 /** Hashes a file for the deep checks; the worker pool's, or hashFile on this thread. */
@@ -35,19 +37,20 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
   }
   let footprint = 0;
   for (const stat of files.values()) footprint += stat.size;
+  const exclusiveBytes = exclusiveOf(files.values());
 
   let manifest: Manifest;
   try {
     manifest = readManifest(join(cacheDir, MANIFEST_FILE), files.get(MANIFEST_FILE));
   } catch (err) {
     if (err instanceof ModelCacheError) {
-      return unhealthy(cacheDir, footprint, "manifest_invalid", `${err.message}; pull the model again`);
+      return { ...unhealthy(cacheDir, footprint, "manifest_invalid", `${err.message}; pull the model again`), exclusiveBytes };
     }
     const why = errorCode(err) === "ENOENT" ? "is missing" : `cannot be read (${errorCode(err) ?? (err as Error).message})`;
-    return unhealthy(cacheDir, footprint, "manifest_unreadable", `${MANIFEST_FILE} ${why}; pull the model again`);
+    return { ...unhealthy(cacheDir, footprint, "manifest_unreadable", `${MANIFEST_FILE} ${why}; pull the model again`), exclusiveBytes };
   }
   if (manifest.name !== name) {
-    return unhealthy(cacheDir, footprint, "manifest_invalid", `${MANIFEST_FILE} names model '${manifest.name}', not '${name}'; pull the model again`, manifest);
+    return { ...unhealthy(cacheDir, footprint, "manifest_invalid", `${MANIFEST_FILE} names model '${manifest.name}', not '${name}'; pull the model again`, manifest), exclusiveBytes };
   }
 
   const problems: { reason: UnhealthyReason; detail: string }[] = [];
@@ -69,9 +72,9 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
     });
   }
   const [first] = problems;
-  if (!first) return { status: "installed", cacheDir, manifest, footprintBytes: footprint };
+  if (!first) return { status: "installed", cacheDir, manifest, footprintBytes: footprint, exclusiveBytes };
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? "s" : ""})` : "";
-  return unhealthy(cacheDir, footprint, first.reason, `${first.detail}${more}; pull the model again`, manifest);
+  return { ...unhealthy(cacheDir, footprint, first.reason, `${first.detail}${more}; pull the model again`, manifest), exclusiveBytes };
 }
 
 /**

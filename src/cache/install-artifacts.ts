@@ -1,31 +1,42 @@
-// Installs a source's files the way containerd commits content: everything
-// is written into a private staging dir, hashed in the same streaming pass
-// and synced; the manifest goes last; then one rename makes the new install
-// visible and the old one is parked in .purge/ and deleted. Any failure
-// before that rename removes the staging dir and leaves the previous
-// install untouched. Several files are in flight at once; memory per file
-// is a few chunks, whatever its size.
+// Installs a source's files the way containerd commits content: each file's
+// content goes into the content store (written under a temporary name,
+// hashed in the same streaming pass, synced, renamed to its sha256) unless
+// the store already holds it intact, and is hard-linked into a private
+// staging dir; the manifest goes last; then one rename makes the new install
+// visible and the old one is parked in .purge/ and deleted, and its content
+// no install references any more leaves the store. Any failure before that
+// rename removes the staging dir and leaves the previous install untouched.
+// Several files are in flight at once; memory per file is a few chunks,
+// whatever its size.
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, rename, rm } from "node:fs/promises";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { errorCode, filesystemError } from "../errors.js";
+import { filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
+import type { ContentStore } from "../store/content-store.js";
+import { releaseContent } from "../store/collect-garbage.js";
+import { commitContent } from "../store/ingest.js";
+import { linkContent } from "../store/link-content.js";
+import { verifyContent } from "../store/verify-content.js";
 import { syncDirectory, writeFileDurably } from "./durable.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { FileCopier } from "./file-copier.js";
 import type { Manifest, ManifestFile } from "./manifest.js";
 import { serializeManifest } from "./manifest.js";
 import { markParkedForDelete, parkInstall } from "./park-install.js";
+import { readManifest } from "./read-manifest.js";
 
 /** Told about each file as the install goes; calls come in path order for fileStarted. */
 export interface InstallObserver {
   fileStarted(file: SourceFile, index: number): void;
   bytesWritten(file: SourceFile, bytes: number): void;
-  fileCompleted(file: SourceFile, sha256: string): void;
+  /** `reused`: the content came from the store, neither fetched nor written */
+  fileCompleted(file: SourceFile, sha256: string, reused: boolean): void;
 }
 
 export interface InstallArtifactsOptions {
   layout: CacheLayout;
+  store: ContentStore;
   name: string;
   source: ArtifactSource;
   /** what the manifest says about the model besides its files */
@@ -36,8 +47,8 @@ export interface InstallArtifactsOptions {
   concurrency: number;
   /** copies and hashes the files of a local source on worker threads */
   copier: FileCopier;
-  /** the current install's manifest: its files may be reused where the copier proves them identical */
-  reuse?: Manifest;
+  /** fetch every file from a hub again, and hash stored content again before it is reused */
+  force?: boolean;
   /** a last check before the new install is made visible; what it throws fails the install */
   beforePromote?: () => Promise<void>;
   /** makes a directory's entries durable; the default fsyncs it */
@@ -57,7 +68,6 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
   let promoted = false;
   try {
     const directories = new Set<string>([staging]);
-    const reusable = new Map((options.reuse?.files ?? []).map((f) => [f.path, f]));
     const digests: string[] = new Array(source.files.length);
     let next = 0;
     const worker = async () => {
@@ -69,24 +79,16 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         const target = join(staging, file.path);
         // every directory the file's path creates holds an entry to make durable, not only its parent
         for (let dir = dirname(target); dir.length > staging.length; dir = dirname(dir)) directories.add(dir);
+        let placed: { sha256: string; reused: boolean };
         try {
-          const previous = reusable.get(file.path);
-          const installedPath = join(layout.modelDir(name), file.path);
-          const installed =
-            previous?.sizeBytes === file.sizeBytes && (await isReusable(installedPath, file.sizeBytes)) ? { path: installedPath, sha256: previous.sha256 } : undefined;
-          const onBytes = (n: number) => observer.bytesWritten(file, n);
-          if ("fetchInto" in source) {
-            await mkdir(dirname(target), { recursive: true });
-            digests[index] = await source.fetchInto(file, target, signal, onBytes, installed);
-          } else {
-            await mkdir(dirname(target), { recursive: true });
-            digests[index] = await options.copier.copy(source.localPath(file), target, file.sizeBytes, signal, onBytes, installed);
-          }
+          await mkdir(dirname(target), { recursive: true });
+          placed = await placeFile(options, file, target, signal, (n) => observer.bytesWritten(file, n));
         } catch (err) {
           stop.abort(err);
           throw err;
         }
-        observer.fileCompleted(file, digests[index]!);
+        digests[index] = placed.sha256;
+        observer.fileCompleted(file, placed.sha256, placed.reused);
       }
     };
     const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency, source.files.length)) }, worker);
@@ -107,38 +109,86 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     for (const dir of directories) await sync(dir);
     await options.beforePromote?.();
     signal.throwIfAborted();
-    await promote(layout, name, staging);
+    await promote(layout, options.store, name, staging);
     promoted = true;
     await source.installed?.();
     return manifest;
   } finally {
-    if (!promoted) await rm(staging, { recursive: true, force: true });
+    if (!promoted) {
+      await rm(staging, { recursive: true, force: true });
+      // content this pull committed and nothing else holds stays until PruneCache: another pull may want it
+    }
   }
 }
 
 /**
- * Whether the install still holds a regular file of the listed size at
- * `path`, worth proving identical; when it is gone (or was replaced by
- * something else) the file is copied afresh, which is how a Pull repairs.
+ * Puts one file's content at `target`: linked from the store when it holds
+ * the content intact (from a hub known by the listed sha256 or git blob id,
+ * from a directory by hashing the file first when the store has content of
+ * its size), otherwise fetched or copied into the store, then linked.
  */
-async function isReusable(path: string, sizeBytes: number): Promise<boolean> {
+async function placeFile(
+  options: InstallArtifactsOptions,
+  file: SourceFile,
+  target: string,
+  signal: AbortSignal,
+  onBytes: (bytes: number) => void,
+): Promise<{ sha256: string; reused: boolean }> {
+  const { store, source, copier } = options;
+  const hasher = (path: string, s: AbortSignal) => copier.hash(path, s);
+  const force = options.force === true;
+  const reuse = async (sha256: string | undefined): Promise<boolean> =>
+    sha256 !== undefined &&
+    (await store.withBlob(sha256, signal, async () => {
+      if (!(await verifyContent(store, sha256, hasher, signal, force))) return false;
+      await linkContent(store, sha256, target);
+      return true;
+    }));
+  if ("fetch" in source) {
+    const listed = file.sha256 ?? (file.gitBlobId ? await store.blobIds.get(file.gitBlobId) : undefined);
+    if (!force && (await reuse(listed))) {
+      onBytes(file.sizeBytes);
+      return { sha256: listed!, reused: true };
+    }
+    const fetched = await source.fetch(file, signal, onBytes);
+    await store.withBlob(fetched.sha256, signal, async () => {
+      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal);
+      await linkContent(store, fetched.sha256, target);
+    });
+    return { sha256: fetched.sha256, reused: false };
+  }
+  const from = source.localPath(file);
+  if (force || store.mayHoldSize(file.sizeBytes)) {
+    // the file must be read to learn its content: read once without writing, and written only when the store lacks it
+    const sha256 = await hasher(from, signal);
+    if (await reuse(sha256)) {
+      onBytes(file.sizeBytes);
+      return { sha256, reused: true };
+    }
+  }
+  const ingest = store.ingestPath();
+  store.ingesting.add(ingest);
   try {
-    const stats = await lstat(path);
-    return stats.isFile() && stats.size === sizeBytes;
-  } catch (err) {
-    // missing, or a path part is no longer a directory: nothing to reuse
-    const code = errorCode(err);
-    if (code === "ENOENT" || code === "ENOTDIR") return false;
-    throw filesystemError("read", path, err);
+    const sha256 = await copier.copy(from, ingest, file.sizeBytes, signal, onBytes);
+    await store.withBlob(sha256, signal, async () => {
+      await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal);
+      await linkContent(store, sha256, target);
+    });
+    return { sha256, reused: false };
+  } finally {
+    store.ingesting.delete(ingest);
+    // committed: renamed away already; failed: a partial copy nobody will resume
+    await rm(ingest, { force: true });
   }
 }
 
 /**
  * Swaps the staging dir in: the old install is parked as a swap (to be put
  * back if a crash comes before the new one is in place), the new one renamed
- * into place, then the old one marked for deletion and deleted.
+ * into place, then the old one marked for deletion and deleted, and its
+ * content that nothing references any more removed from the store.
  */
-async function promote(layout: CacheLayout, name: string, staging: string): Promise<void> {
+async function promote(layout: CacheLayout, store: ContentStore, name: string, staging: string): Promise<void> {
   const target = layout.modelDir(name);
   const parked = await parkInstall(layout, name, "swap");
   try {
@@ -148,5 +198,20 @@ async function promote(layout: CacheLayout, name: string, staging: string): Prom
     throw filesystemError("move the new install into", target, err);
   }
   await syncDirectory(layout.root);
-  if (parked) await rm(await markParkedForDelete(layout, parked), { recursive: true, force: true });
+  if (parked) {
+    const deleting = await markParkedForDelete(layout, parked);
+    const replaced = manifestIn(deleting);
+    await rm(deleting, { recursive: true, force: true });
+    if (replaced) await releaseContent(store, replaced.files.map((f) => f.sha256));
+  }
+}
+
+/** The manifest of an install (parked or in place), if it has a readable one. */
+export function manifestIn(dir: string): Manifest | undefined {
+  try {
+    return readManifest(join(dir, MANIFEST_FILE));
+  } catch {
+    // unreadable: its content is left to PruneCache
+    return undefined;
+  }
 }

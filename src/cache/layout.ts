@@ -10,14 +10,18 @@ export class CacheLayout {
   readonly staging: string;
   readonly purge: string;
   readonly partial: string;
+  /** where earlier versions kept resumable downloads */
+  readonly legacyPartial: string;
 
   constructor(readonly root: string) {
     this.staging = join(root, ".staging");
     this.purge = join(root, ".purge");
-    this.partial = join(root, ".partial");
+    // in the content store's area: a finished download is renamed into the store, never copied
+    this.partial = join(root, ".blobs", "partial");
+    this.legacyPartial = join(root, ".partial");
   }
 
-  /** `<root>/.partial/<name>[/<commit>]`: resumable downloads from a hub, kept across cancels and restarts. */
+  /** `<root>/.blobs/partial/<name>[/<commit>]`: resumable downloads from a hub, kept across cancels and restarts. */
   partialDir(name: string, commit?: string): string {
     const dir = join(this.partial, checkName("name", name));
     if (commit === undefined) return dir;

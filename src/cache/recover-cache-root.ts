@@ -6,11 +6,12 @@
 // keeps the parked copy, which may be the only one, and is reported.
 // Entries of a model whose lock another live process holds are that
 // process's business and left alone.
-// Resumable hub downloads in .partial/ are kept for the newest commit of each
+// Resumable hub downloads in .blobs/partial/ (moved there from .partial/,
+// where earlier versions kept them, with one rename) are kept for the newest commit of each
 // registered model, so a pull interrupted by a restart resumes; older commits
 // are pruned under the model's lock, and only for names this registry knows.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { errorCode } from "../errors.js";
 import { isValidName } from "../registry/names.js";
 import { syncDirectory } from "./durable.js";
@@ -57,9 +58,26 @@ async function prunePartials(layout: CacheLayout, name: string): Promise<number>
   return removed;
 }
 
+/** Moves an earlier version's .partial/ into the store's area, unless the store has its own already. */
+async function adoptLegacyPartials(layout: CacheLayout): Promise<void> {
+  if ((await entriesOf(layout.legacyPartial)).length === 0) return;
+  await mkdir(dirname(layout.partial), { recursive: true });
+  try {
+    await rename(layout.legacyPartial, layout.partial);
+  } catch (err) {
+    const code = errorCode(err);
+    // the store's own partials are there already: the earlier ones are left for the operator, never mixed in
+    if (code === "EEXIST" || code === "ENOTEMPTY") return;
+    throw err;
+  }
+  await syncDirectory(layout.root);
+  await syncDirectory(dirname(layout.partial));
+}
+
 export async function recoverCacheRoot(layout: CacheLayout, locks: ModelLocks, registered: ReadonlySet<string>): Promise<Recovery> {
   await mkdir(layout.root, { recursive: true });
   const recovery: Recovery = { stagingRemoved: 0, purgeRemoved: 0, restored: [], skipped: [], kept: [], partialRemoved: 0 };
+  await adoptLegacyPartials(layout);
   const staging = await entriesOf(layout.staging);
   const parked = (await entriesOf(layout.purge)).sort();
   // resumable downloads of a name this registry does not know may be another

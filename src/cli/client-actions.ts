@@ -8,9 +8,11 @@ import {
   CacheStatus,
   ChangeAction,
   ModelChange,
+  DescribeCacheResponse,
   InspectCacheResponse,
   Model,
   ModelStatus,
+  PruneCacheResponse,
   PullPolicy,
   PullResponse,
   Task,
@@ -177,6 +179,26 @@ export const drop = (global: Global, name: string) =>
   run(global, async (client) => {
     const dropped = await call(client, "dropCache", { name });
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
+  });
+
+export const describeCache = (global: Global, opts: { json?: boolean }) =>
+  run(global, async (client) => {
+    const described = await call(client, "describeCache", {});
+    if (opts.json) return print(protoJson("modelcache.v1.DescribeCacheResponse", DescribeCacheResponse.encode(described).finish()));
+    process.stdout.write(
+      `${described.cacheRoot}: ${bytes(described.storedBytes)} stored for ${bytes(described.logicalBytes)} of installs, ` +
+        `${bytes(described.reclaimableBytes)} reclaimable (modelcache prune); filesystem ${bytes(described.filesystemFreeBytes)} free of ${bytes(described.filesystemTotalBytes)}\n`,
+    );
+    // least recently used first, as the server sorts them
+    table(described.models.map((m) => ({ model: m.name, size: bytes(m.sizeBytes), exclusive: bytes(m.exclusiveBytes), "last used": m.lastUsedAt?.toISOString() ?? "" })));
+  });
+
+export const prune = (global: Global, opts: { dryRun?: boolean; json?: boolean }) =>
+  run(global, async (client) => {
+    const pruned = await call(client, "pruneCache", { dryRun: opts.dryRun ?? false });
+    if (opts.json) return print(protoJson("modelcache.v1.PruneCacheResponse", PruneCacheResponse.encode(pruned).finish()));
+    const what = `${pruned.blobsRemoved} unreferenced blob${pruned.blobsRemoved === 1 ? "" : "s"}, ${pruned.partialsRemoved} partial download${pruned.partialsRemoved === 1 ? "" : "s"}: ${bytes(pruned.freedBytes)}`;
+    process.stdout.write(pruned.dryRun ? `would remove ${what}\n` : `removed ${what}\n`);
   });
 
 export const putSecret = (global: Global, alias: string, opts: { fromFile?: string }) =>

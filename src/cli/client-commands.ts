@@ -79,6 +79,19 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .option("--json", "one proto3-JSON ModelChange per line")
     .action(async (opts: { file: string; dryRun?: boolean; prune?: boolean; json?: boolean }) => (await actions()).apply(global(), opts));
 
+  program
+    .command("cache")
+    .description("the cache as a whole: stored vs logical bytes, free space, every install least recently used first")
+    .option("--json", "the proto3-JSON DescribeCacheResponse")
+    .action(async (opts: { json?: boolean }) => (await actions()).describeCache(global(), opts));
+
+  program
+    .command("prune")
+    .description("remove content no install references, partial downloads no model needs, and leftovers")
+    .option("--dry-run", "only report what would be removed")
+    .option("--json", "the proto3-JSON PruneCacheResponse")
+    .action(async (opts: { dryRun?: boolean; json?: boolean }) => (await actions()).prune(global(), opts));
+
   const secrets = program.command("secrets").description("store and remove hub credentials (never shown again)");
   secrets
     .command("put <alias>")

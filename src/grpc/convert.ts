@@ -134,6 +134,7 @@ export function reportToProto(name: string, report: InstallReport): InspectCache
     detail: report.detail ?? "",
     reason: report.reason ? REASONS[report.reason] : UnhealthyReason.UNHEALTHY_REASON_UNSPECIFIED,
     footprintBytes: report.footprintBytes,
+    exclusiveBytes: report.exclusiveBytes ?? 0,
   };
 }
 
@@ -142,7 +143,7 @@ export function pullEventToProto(name: string, event: PullEvent): PullResponse {
     case "queued":
       return { name, queued: { position: event.position, running: event.running } };
     case "started":
-      return { name, started: { source: event.source, fileCount: event.fileCount, totalBytes: event.totalBytes } };
+      return { name, started: { source: event.source, fileCount: event.fileCount, totalBytes: event.totalBytes, reusedBytes: event.reusedBytes } };
     case "file_started":
       return { name, fileStarted: { path: event.path, index: event.index, sizeBytes: event.sizeBytes } };
     case "file_progress":
@@ -151,7 +152,7 @@ export function pullEventToProto(name: string, event: PullEvent): PullResponse {
         fileProgress: { path: event.path, bytesDone: event.bytesDone, sizeBytes: event.sizeBytes, totalBytesDone: event.totalBytesDone, totalBytes: event.totalBytes },
       };
     case "file_completed":
-      return { name, fileCompleted: { path: event.path, sha256: event.sha256, sizeBytes: event.sizeBytes } };
+      return { name, fileCompleted: { path: event.path, sha256: event.sha256, sizeBytes: event.sizeBytes, reused: event.reused } };
     case "completed":
       return { name, completed: { status: CacheStatus.CACHE_STATUS_INSTALLED, cacheDir: event.cacheDir, manifest: manifestToProto(event.manifest) } };
   }

@@ -1,5 +1,7 @@
 // ModelCacheService: each RPC decodes its request, calls one domain
 // operation and encodes the result. Nothing else happens here.
+import { describeCache } from "../lifecycle/describe-cache.js";
+import { pruneCache } from "../lifecycle/prune-cache.js";
 import { dropCache } from "../lifecycle/drop-cache.js";
 import { inspectCache } from "../lifecycle/inspect-cache.js";
 import { unregisterModel } from "../lifecycle/unregister-model.js";
@@ -59,6 +61,19 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     dropCache: unary(context, Service.dropCache, async (request, signal) => {
       const { removed, freedBytes } = await dropCache(runtime, request.name, signal);
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
+    }),
+    describeCache: unary(context, Service.describeCache, async () => {
+      const described = await describeCache(runtime);
+      return {
+        ...described,
+        maxBytes: 0,
+        models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: false, leases: 0 })),
+      };
+    }),
+    pruneCache: unary(context, Service.pruneCache, async (request) => {
+      const { freedBytes, blobsRemoved, partialsRemoved, dryRun, strays } = await pruneCache(runtime, request.dryRun);
+      if (strays.length > 0) context.logger.warn({ strays }, "the content store holds names that are not sha256 digests: left alone, remove them by hand once checked");
+      return { freedBytes, blobsRemoved, partialsRemoved, dryRun };
     }),
     putSecret: unary(context, Service.putSecret, async (request) => {
       await putSecret(registry, request.alias, request.value);

@@ -15,7 +15,7 @@ export async function dropCache(runtime: Runtime, name: string, signal: AbortSig
   return runtime.locks.run(name, signal, async () => {
     // a pull may have been asked for while this call waited for the lock
     runtime.pulls.refuseWhilePulling(name, "DropCache");
-    const removal = await parkForRemoval(runtime.layout, name);
+    const removal = await parkForRemoval(runtime.layout, name, runtime.store);
     await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
     await recordNoInstall(runtime.registry, name);
     await removal.finish();

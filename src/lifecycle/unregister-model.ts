@@ -10,6 +10,7 @@
 import { lstat, rm } from "node:fs/promises";
 import type { CacheLayout } from "../cache/layout.js";
 import type { ModelLocks } from "../cache/model-lock.js";
+import type { ContentStore } from "../store/content-store.js";
 import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, errorCode } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
@@ -55,8 +56,8 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
 }
 
 /** The steps after the commit point; the caller holds the model's lock. */
-async function forget(runtime: { registry: Registry; layout: CacheLayout }, name: string): Promise<void> {
-  const removal = await parkForRemoval(runtime.layout, name);
+async function forget(runtime: { registry: Registry; layout: CacheLayout; store?: ContentStore }, name: string): Promise<void> {
+  const removal = await parkForRemoval(runtime.layout, name, runtime.store);
   await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
   await runtime.registry.records.run(name, undefined, () => runtime.registry.models.del(name, SYNCED));
   await removal.finish();

@@ -5,15 +5,14 @@
 // live events and the same result. When the last client leaves, the job is
 // cancelled unless a client asked for it to be detached.
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
 import type { InstallObserver } from "../cache/install-artifacts.js";
 import { installArtifacts } from "../cache/install-artifacts.js";
 import type { FileCopier } from "../cache/file-copier.js";
-import { type CacheLayout, MANIFEST_FILE } from "../cache/layout.js";
-import type { Manifest } from "../cache/manifest.js";
-import { readManifest } from "../cache/read-manifest.js";
+import type { CacheLayout } from "../cache/layout.js";
 import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
+import type { ContentStore } from "../store/content-store.js";
+import { plannedReuse } from "../store/planned-reuse.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Registry } from "../registry/open-registry.js";
 import { recordInstall } from "../registry/record-install.js";
@@ -27,7 +26,8 @@ export type PullResult = "ok" | "failed" | "cancelled";
 /** Told when each job starts its transfer and how it ended (the server's metrics and log). */
 export interface PullRecorder {
   pullStarted?(model: string, started: { source: string; fileCount: number; totalBytes: number }): void;
-  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; error?: unknown }): void;
+  /** `reusedBytes`: the bytes of files taken from the content store */
+  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; reusedBytes: number; error?: unknown }): void;
 }
 
 export interface PullJobSettings {
@@ -41,6 +41,8 @@ export interface PullJobSettings {
   fileConcurrency: number;
   /** copies and hashes local files on worker threads */
   copier: FileCopier;
+  /** where every file's content is kept once */
+  store: ContentStore;
   recorders?: PullRecorder[];
 }
 
@@ -52,15 +54,6 @@ interface FileState {
   completed?: Event<"file_completed">;
 }
 
-/** The manifest of the model's current install, if it has a readable one. */
-function currentManifest(layout: CacheLayout, name: string): Manifest | undefined {
-  try {
-    return readManifest(join(layout.modelDir(name), MANIFEST_FILE));
-  } catch {
-    return undefined;
-  }
-}
-
 export class PullJob implements InstallObserver {
   readonly done: Promise<void>;
   private readonly controller = new AbortController();
@@ -70,6 +63,7 @@ export class PullJob implements InstallObserver {
   private started: Event<"started"> | undefined;
   private readonly files = new Map<string, FileState>();
   private totalBytesDone = 0;
+  private reusedBytes = 0;
   private outcome: { completed: Event<"completed"> } | { error: unknown } | undefined;
   private readonly pendingProgress = new Set<string>();
   private progressTimer: NodeJS.Timeout | undefined;
@@ -151,9 +145,10 @@ export class PullJob implements InstallObserver {
     this.scheduleProgress();
   }
 
-  fileCompleted(file: SourceFile, sha256: string): void {
-    const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes };
+  fileCompleted(file: SourceFile, sha256: string, reused: boolean): void {
+    const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes, reused };
     this.files.get(file.path)!.completed = completed;
+    if (reused) this.reusedBytes += file.sizeBytes;
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
   }
@@ -176,7 +171,9 @@ export class PullJob implements InstallObserver {
           const force = this.forced;
           if (force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
-          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes };
+          // a directory's files must be read before the store can know them: each file's `reused` tells
+          const reusedBytes = "fetch" in source && !force ? await plannedReuse(settings.store, source.files) : 0;
+          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           const manifest = await installArtifacts({
@@ -188,7 +185,8 @@ export class PullJob implements InstallObserver {
             observer: this,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
-            reuse: force ? undefined : currentManifest(settings.layout, model.name),
+            store: settings.store,
+            force,
             beforePromote: async () => void (await this.registeredRecord()),
           });
           const cacheDir = settings.layout.modelDir(model.name);
@@ -218,7 +216,7 @@ export class PullJob implements InstallObserver {
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {
     const result: PullResult = "completed" in outcome ? "ok" : this.controller.signal.aborted ? "cancelled" : "failed";
-    const ended = { result, bytes: this.totalBytesDone, seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
+    const ended = { result, bytes: this.totalBytesDone, reusedBytes: this.reusedBytes, seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
     for (const recorder of this.settings.recorders ?? []) recorder.pullEnded(this.model.name, ended);
     clearTimeout(this.progressTimer);
     this.pendingProgress.clear();

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { Level } from "level";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError } from "../errors.js";
+import type { KnownContent } from "../store/content-store.js";
 import type { ModelRecord } from "./model-record.js";
 import { Vault } from "./vault.js";
 import { loadVaultKey } from "./vault-key.js";
@@ -17,6 +18,10 @@ export interface Registry {
   /** secrets by alias, sealed at rest */
   vault: Vault;
   settings: LevelSublevel<unknown>;
+  /** what the content store knows of each blob, by sha256 */
+  blobs: LevelSublevel<KnownContent>;
+  /** git blob id -> sha256 of stored content */
+  blobIds: LevelSublevel<string>;
   /** serialises read-modify-write of one model's record */
   records: KeyedLock;
   close(): Promise<void>;
@@ -88,6 +93,8 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
     models,
     vault,
     settings,
+    blobs: sublevelOf<KnownContent>(db, "blobs", "json"),
+    blobIds: sublevelOf<string>(db, "blob-ids", "utf8"),
     records: new KeyedLock(),
     close: () => db.close(),
   };

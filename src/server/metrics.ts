@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { RpcRecorder } from "../grpc/adapt-call.js";
 import { methodOf, serviceOf } from "../grpc/method-path.js";
 import type { PullRecorder, PullResult } from "../pull/pull-job.js";
+import { cacheBytes } from "../lifecycle/describe-cache.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 
@@ -17,9 +18,10 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
   private readonly rpcSeconds = new Histogram({ name: "grpc_server_handling_seconds", help: "Time from the start of an RPC to its status.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600], registers: [this.registry] });
   private readonly pulls = new Counter({ name: "modelcache_pulls_total", help: "Pull jobs ended, by result.", labelNames: ["result"], registers: [this.registry] });
-  private readonly pullBytes = new Counter({ name: "modelcache_pull_bytes_total", help: "Bytes written into staging by pull jobs.", registers: [this.registry] });
   private readonly modelsFileErrors = new Counter({ name: "modelcache_models_file_errors_total", help: "Versions of the models file that could not be read, validated or applied.", registers: [this.registry] });
   private readonly lastModelsFileApply = new Gauge({ name: "modelcache_models_file_applied_timestamp_seconds", help: "When the models file was last applied without error (Unix seconds).", registers: [this.registry] });
+  private readonly pullBytes = new Counter({ name: "modelcache_pull_bytes_total", help: "Bytes pull jobs installed, whether fetched, copied or taken from the content store.", registers: [this.registry] });
+  private readonly reusedBytes = new Counter({ name: "modelcache_reused_bytes_total", help: "Bytes pulls took from the content store instead of fetching or writing them.", registers: [this.registry] });
   private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
 
   constructor(runtime: () => Runtime | undefined) {
@@ -35,6 +37,19 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
         for (const model of await current.registry.models.values().all()) {
           if (model.install) this.set({ model: model.name }, model.install.sizeBytes);
         }
+      },
+    });
+    new Gauge({
+      name: "modelcache_store_bytes",
+      help: "Bytes of the cache: stored (each distinct content once, manifests, partial downloads) and logical (every install's files, as if nothing were shared).",
+      labelNames: ["kind"],
+      registers: [this.registry],
+      async collect() {
+        const current = runtime();
+        if (!current) return;
+        const { storedBytes, logicalBytes } = await cacheBytes(current);
+        this.set({ kind: "stored" }, storedBytes);
+        this.set({ kind: "logical" }, logicalBytes);
       },
     });
     new Gauge({
@@ -60,8 +75,9 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
     this.rpcSeconds.observe(labels, seconds);
   }
 
-  pullEnded(_model: string, { result, bytes, seconds }: { result: PullResult; bytes: number; seconds: number }): void {
+  pullEnded(_model: string, { result, bytes, seconds, reusedBytes }: { result: PullResult; bytes: number; seconds: number; reusedBytes: number }): void {
     this.pulls.inc({ result });
+    this.reusedBytes.inc(reusedBytes);
     this.pullBytes.inc(bytes);
     this.pullSeconds.observe(seconds);
   }

@@ -11,6 +11,8 @@ import { CacheLayout } from "../cache/layout.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
+import { adoptInstalls } from "../store/adopt-installs.js";
+import { ContentStore } from "../store/content-store.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
@@ -218,6 +220,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
+    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
+    const adoption = await adoptInstalls({ registry, layout, locks, store }, (path, signal) => copier.hash(path, signal), AbortSignal.timeout(3_600_000));
+    if (adoption.adopted.length + adoption.unhealthy.length + adoption.skipped.length + adoption.failed.length > 0) {
+      const trouble = adoption.unhealthy.length + adoption.failed.length > 0;
+      logger[trouble ? "warn" : "info"]({ ...adoption }, "moved installs of an earlier version into the content store");
+    }
     let running: Runtime | undefined;
     // prom-client is loaded only when metrics are served
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
@@ -233,9 +241,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         progressIntervalMs: settings.progressIntervalMs,
         fileConcurrency: settings.fileConcurrency,
         copier,
+        store,
         recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
       }),
       copier,
+      store,
       fixtureDir: settings.fixtureDir,
       fixtureRoots,
       hub: {

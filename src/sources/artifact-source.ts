@@ -5,6 +5,10 @@ export interface SourceFile {
   /** relative, '/'-separated */
   path: string;
   sizeBytes: number;
+  /** the content's sha256, when the source lists it (a hub's LFS files) */
+  sha256?: string;
+  /** the content's git blob id, when the source lists it (a hub's other files) */
+  gitBlobId?: string;
 }
 
 interface SourceListing {
@@ -24,13 +28,14 @@ export interface LocalSource extends SourceListing {
   localPath(file: SourceFile): string;
 }
 
-/** Files elsewhere (a hub): the source puts each one in place itself. */
+/** Files elsewhere (a hub): the source fetches each one itself. */
 export interface FetchingSource extends SourceListing {
   /**
-   * Puts the verified file at `target` itself (a hub: resumable download),
-   * or links `installed` there when that copy is proven identical; returns its sha256.
+   * Fetches the file (a hub: resumable download) and verifies it against the
+   * listing; returns where the complete, synced file is, for the content
+   * store to take by rename, and its sha256.
    */
-  fetchInto(file: SourceFile, target: string, signal: AbortSignal, onBytes: (bytes: number) => void, installed?: { path: string; sha256: string }): Promise<string>;
+  fetch(file: SourceFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }>;
 }
 
 export type ArtifactSource = LocalSource | FetchingSource;

@@ -45,7 +45,7 @@ export interface Faults {
 }
 
 export class FakeHub {
-  readonly commit: string;
+  commit: string;
   readonly requests: HubRequest[] = [];
   readonly faults: Faults = { dropAfter: new Map(), fail500: 0, retryAfter: undefined, wrongBytes: new Set(), ignoreRange: false, token: undefined, bytesPerSecond: undefined };
   /** entries per page of the tree listing */
@@ -95,6 +95,26 @@ export class FakeHub {
     const hub = new FakeHub(repo, entries);
     await hub.listen();
     return hub;
+  }
+
+  /** A new commit in which `path` holds `content` (added or changed); returns the new commit. */
+  commitFile(path: string, content: Buffer | string, lfsOver = 4096): string {
+    const bytes = Buffer.from(content);
+    const entry: HubFileEntry = {
+      path,
+      bytes,
+      lfs: bytes.length > lfsOver || path.endsWith(".safetensors"),
+      sha256: createHash("sha256").update(bytes).digest("hex"),
+      blobId: createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex"),
+    };
+    const at = this.files.findIndex((f) => f.path === path);
+    if (at >= 0) this.files[at] = entry;
+    else this.files.push(entry);
+    this.files.sort((a, b) => (a.path < b.path ? -1 : 1));
+    const digest = createHash("sha1");
+    for (const f of this.files) digest.update(`${f.path}\0${f.blobId}\0`);
+    this.commit = digest.digest("hex");
+    return this.commit;
   }
 
   file(path: string): HubFileEntry {

@@ -51,7 +51,8 @@ export async function makeSources(root: string, random: () => number): Promise<S
   const A = await writeVersion(join(root, "A"), { ...shared, ...many, "model.safetensors": bytes(6 * MiB), "onnx/model.onnx": bytes(4 * MiB), "onnx/nested/deep/extra.bin": bytes(2 * MiB) });
   const B = await writeVersion(join(root, "B"), { ...shared, "model.safetensors": bytes(6 * MiB), "onnx/model.onnx": bytes(4 * MiB), "pooling/config.json": Buffer.from('{"mode": "mean"}\n') });
   const hubDir = join(root, "hub");
-  const H = await writeVersion(hubDir, { "config.json": Buffer.from('{"hidden_size": 768}\n'), "model-00001-of-00002.safetensors": bytes(3 * MiB), "model-00002-of-00002.safetensors": bytes(3 * MiB), "sub/tokenizer.json": bytes(256 * 1024) });
+  // the hub's model shares the local versions' vocabulary: one content in the store for both models
+  const H = await writeVersion(hubDir, { "tokenizer/vocab.txt": shared["tokenizer/vocab.txt"], "config.json": Buffer.from('{"hidden_size": 768}\n'), "model-00001-of-00002.safetensors": bytes(3 * MiB), "model-00002-of-00002.safetensors": bytes(3 * MiB), "sub/tokenizer.json": bytes(256 * 1024) });
   const hub = await FakeHub.serve(HUB_REPO, hubDir);
   // ~1 s for the whole repo: most kills land during the download
   hub.faults.bytesPerSecond = 6 * MiB;

@@ -3,8 +3,8 @@
 // model is in the state it had before the operation or the one the operation
 // was heading for (never unhealthy, never a mix of two versions), that the
 // registry agrees with the disk, that recovery left nothing behind, and that a
-// plain Pull still works.
-import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+// plain Pull still works, and every installed file is a link to its stored content.
+import { lstat, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -145,6 +145,12 @@ function chooseOperation(world: World, sources: Sources, pick: <T>(items: readon
       run: (client) => Promise.all([localPull(false)(client), hubPull(true)(client)]),
     },
     { label: `drop(${name})`, targets: { [name]: { registered: world[name].registered, install: "missing" } }, run: (client) => call(client, "dropCache", { name }) },
+    { label: "prune", targets: {}, run: (client) => call(client, "pruneCache", { dryRun: false }) },
+    {
+      label: `pull-and-prune(local-model ${version})`,
+      targets: { "local-model": installed(version) },
+      run: (client) => Promise.all([localPull(false)(client), call(client, "pruneCache", { dryRun: false })]),
+    },
     { label: `unregister(${name})`, targets: { [name]: { registered: false, install: "missing" } }, run: (client) => call(client, "unregisterModel", { name, dropCache: true }) },
   ];
   return pick(operations);
@@ -182,6 +188,12 @@ async function observe(client: ModelCacheServiceClient, cacheRoot: string, sourc
     if (!version) throw new Error(`${name}'s install is none of the versions pulled (a mix?): ${[...files.keys()].join(", ")}`);
     const onDisk = (await listFiles(installDir)).filter((p) => p !== "manifest.json").sort();
     if (onDisk.join("\n") !== [...files.keys()].sort().join("\n")) throw new Error(`${name}'s install holds files its manifest does not list: ${onDisk.join(", ")}`);
+    // every installed file is the stored content its manifest names (deep inspect checked the bytes), and that content is in the store
+    for (const [path, sha] of files) {
+      const [file, blob] = [await lstat(join(installDir, path)), await lstat(join(cacheRoot, ".blobs", "sha256", sha)).catch(() => undefined)];
+      if (!blob) throw new Error(`${name}'s file ${path} names content ${sha} the store does not hold`);
+      if (blob.ino !== file.ino) throw new Error(`${name}'s file ${path} is not a link to the stored content ${sha}`);
+    }
     world[name] = { registered: true, install: version };
   }
   for (const leftover of [".staging", ".purge"]) {

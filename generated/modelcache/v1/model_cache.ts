@@ -547,6 +547,13 @@ export interface PullStarted {
   source: string;
   fileCount: number;
   totalBytes: number;
+  /**
+   * bytes of this pull the store already held, verified: not fetched, not written.
+   * Known up front only for a hub (by the listed digests); a directory's files
+   * must be read to learn their content, so for a directory this is 0 and each
+   * FileCompleted.reused says it
+   */
+  reusedBytes: number;
 }
 
 /** FileStarted announces a file. */
@@ -571,6 +578,8 @@ export interface FileCompleted {
   path: string;
   sha256: string;
   sizeBytes: number;
+  /** this file's content came from the store: not fetched, not written */
+  reused: boolean;
 }
 
 /** PullCompleted closes the stream once the install is promoted. */
@@ -601,6 +610,8 @@ export interface InspectCacheResponse {
   reason: UnhealthyReason;
   /** apparent size of every regular file under <cache-root>/<name>/, manifest.json included; 0 when MISSING */
   footprintBytes: number;
+  /** what a DropCache would free now: the content no other install shares, plus the manifest */
+  exclusiveBytes: number;
 }
 
 /** DropCacheRequest names the model whose artifacts go. */
@@ -614,6 +625,63 @@ export interface DropCacheResponse {
   removed: boolean;
   status: ModelStatus;
   freedBytes: number;
+}
+
+/** DescribeCacheRequest has no fields. */
+export interface DescribeCacheRequest {
+}
+
+/** DescribeCacheResponse is the cache as a whole. */
+export interface DescribeCacheResponse {
+  cacheRoot: string;
+  /** sum of every install's files, as if nothing were shared */
+  logicalBytes: number;
+  /** bytes the cache root holds: each distinct content once, manifests, partials */
+  storedBytes: number;
+  /** the cache quota; 0 = no quota (no quota exists yet: always 0) */
+  maxBytes: number;
+  filesystemFreeBytes: number;
+  filesystemTotalBytes: number;
+  /** what PruneCache would free now */
+  reclaimableBytes: number;
+  /**
+   * installs neither pinned, leased nor being pulled (pins and leases do not exist yet:
+   * every install not being pulled counts)
+   */
+  evictableBytes: number;
+  /** every installed model, least recently used first */
+  models: CachedModel[];
+}
+
+/** CachedModel is one installed model as DescribeCache sees it. */
+export interface CachedModel {
+  name: string;
+  /** the install's files and manifest, apparent size */
+  sizeBytes: number;
+  /** what dropping it would free: content no other install shares, plus its manifest */
+  exclusiveBytes: number;
+  /** last use; until uses are tracked, when it was installed */
+  lastUsedAt?:
+    | Date
+    | undefined;
+  /** pins do not exist yet: always false */
+  pinned: boolean;
+  /** leases do not exist yet: always 0 */
+  leases: number;
+}
+
+/** PruneCacheRequest asks to remove what the cache no longer needs. */
+export interface PruneCacheRequest {
+  /** only report what would go */
+  dryRun: boolean;
+}
+
+/** PruneCacheResponse says what was (or, with dry_run, would be) removed. */
+export interface PruneCacheResponse {
+  freedBytes: number;
+  blobsRemoved: number;
+  partialsRemoved: number;
+  dryRun: boolean;
 }
 
 /** PutSecretRequest stores value under alias. */
@@ -2839,7 +2907,7 @@ export const PullQueued: MessageFns<PullQueued> = {
 };
 
 function createBasePullStarted(): PullStarted {
-  return { source: "", fileCount: 0, totalBytes: 0 };
+  return { source: "", fileCount: 0, totalBytes: 0, reusedBytes: 0 };
 }
 
 export const PullStarted: MessageFns<PullStarted> = {
@@ -2852,6 +2920,9 @@ export const PullStarted: MessageFns<PullStarted> = {
     }
     if (message.totalBytes !== 0) {
       writer.uint32(24).uint64(message.totalBytes);
+    }
+    if (message.reusedBytes !== 0) {
+      writer.uint32(32).uint64(message.reusedBytes);
     }
     return writer;
   },
@@ -2893,6 +2964,14 @@ export const PullStarted: MessageFns<PullStarted> = {
             message.totalBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reusedBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2918,6 +2997,11 @@ export const PullStarted: MessageFns<PullStarted> = {
         : isSet(object.total_bytes)
         ? globalThis.Number(object.total_bytes)
         : 0,
+      reusedBytes: isSet(object.reusedBytes)
+        ? globalThis.Number(object.reusedBytes)
+        : isSet(object.reused_bytes)
+        ? globalThis.Number(object.reused_bytes)
+        : 0,
     };
   },
 
@@ -2932,6 +3016,9 @@ export const PullStarted: MessageFns<PullStarted> = {
     if (message.totalBytes !== 0) {
       obj.totalBytes = Math.round(message.totalBytes);
     }
+    if (message.reusedBytes !== 0) {
+      obj.reusedBytes = Math.round(message.reusedBytes);
+    }
     return obj;
   },
 
@@ -2943,6 +3030,7 @@ export const PullStarted: MessageFns<PullStarted> = {
     message.source = object.source ?? "";
     message.fileCount = object.fileCount ?? 0;
     message.totalBytes = object.totalBytes ?? 0;
+    message.reusedBytes = object.reusedBytes ?? 0;
     return message;
   },
 };
@@ -3202,7 +3290,7 @@ export const FileProgress: MessageFns<FileProgress> = {
 };
 
 function createBaseFileCompleted(): FileCompleted {
-  return { path: "", sha256: "", sizeBytes: 0 };
+  return { path: "", sha256: "", sizeBytes: 0, reused: false };
 }
 
 export const FileCompleted: MessageFns<FileCompleted> = {
@@ -3215,6 +3303,9 @@ export const FileCompleted: MessageFns<FileCompleted> = {
     }
     if (message.sizeBytes !== 0) {
       writer.uint32(24).uint64(message.sizeBytes);
+    }
+    if (message.reused !== false) {
+      writer.uint32(32).bool(message.reused);
     }
     return writer;
   },
@@ -3256,6 +3347,14 @@ export const FileCompleted: MessageFns<FileCompleted> = {
             message.sizeBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reused = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3277,6 +3376,7 @@ export const FileCompleted: MessageFns<FileCompleted> = {
         : isSet(object.size_bytes)
         ? globalThis.Number(object.size_bytes)
         : 0,
+      reused: isSet(object.reused) ? globalThis.Boolean(object.reused) : false,
     };
   },
 
@@ -3291,6 +3391,9 @@ export const FileCompleted: MessageFns<FileCompleted> = {
     if (message.sizeBytes !== 0) {
       obj.sizeBytes = Math.round(message.sizeBytes);
     }
+    if (message.reused !== false) {
+      obj.reused = message.reused;
+    }
     return obj;
   },
 
@@ -3302,6 +3405,7 @@ export const FileCompleted: MessageFns<FileCompleted> = {
     message.path = object.path ?? "";
     message.sha256 = object.sha256 ?? "";
     message.sizeBytes = object.sizeBytes ?? 0;
+    message.reused = object.reused ?? false;
     return message;
   },
 };
@@ -3499,7 +3603,16 @@ export const InspectCacheRequest: MessageFns<InspectCacheRequest> = {
 };
 
 function createBaseInspectCacheResponse(): InspectCacheResponse {
-  return { name: "", status: 0, cacheDir: "", manifest: undefined, detail: "", reason: 0, footprintBytes: 0 };
+  return {
+    name: "",
+    status: 0,
+    cacheDir: "",
+    manifest: undefined,
+    detail: "",
+    reason: 0,
+    footprintBytes: 0,
+    exclusiveBytes: 0,
+  };
 }
 
 export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
@@ -3524,6 +3637,9 @@ export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
     }
     if (message.footprintBytes !== 0) {
       writer.uint32(56).uint64(message.footprintBytes);
+    }
+    if (message.exclusiveBytes !== 0) {
+      writer.uint32(64).uint64(message.exclusiveBytes);
     }
     return writer;
   },
@@ -3597,6 +3713,14 @@ export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
             message.footprintBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.exclusiveBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3626,6 +3750,11 @@ export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
         : isSet(object.footprint_bytes)
         ? globalThis.Number(object.footprint_bytes)
         : 0,
+      exclusiveBytes: isSet(object.exclusiveBytes)
+        ? globalThis.Number(object.exclusiveBytes)
+        : isSet(object.exclusive_bytes)
+        ? globalThis.Number(object.exclusive_bytes)
+        : 0,
     };
   },
 
@@ -3652,6 +3781,9 @@ export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
     if (message.footprintBytes !== 0) {
       obj.footprintBytes = Math.round(message.footprintBytes);
     }
+    if (message.exclusiveBytes !== 0) {
+      obj.exclusiveBytes = Math.round(message.exclusiveBytes);
+    }
     return obj;
   },
 
@@ -3669,6 +3801,7 @@ export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
     message.detail = object.detail ?? "";
     message.reason = object.reason ?? 0;
     message.footprintBytes = object.footprintBytes ?? 0;
+    message.exclusiveBytes = object.exclusiveBytes ?? 0;
     return message;
   },
 };
@@ -3857,6 +3990,666 @@ export const DropCacheResponse: MessageFns<DropCacheResponse> = {
     message.removed = object.removed ?? false;
     message.status = object.status ?? 0;
     message.freedBytes = object.freedBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseDescribeCacheRequest(): DescribeCacheRequest {
+  return {};
+}
+
+export const DescribeCacheRequest: MessageFns<DescribeCacheRequest> = {
+  encode(_: DescribeCacheRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DescribeCacheRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDescribeCacheRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DescribeCacheRequest {
+    return {};
+  },
+
+  toJSON(_: DescribeCacheRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DescribeCacheRequest>, I>>(base?: I): DescribeCacheRequest {
+    return DescribeCacheRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DescribeCacheRequest>, I>>(_: I): DescribeCacheRequest {
+    const message = createBaseDescribeCacheRequest();
+    return message;
+  },
+};
+
+function createBaseDescribeCacheResponse(): DescribeCacheResponse {
+  return {
+    cacheRoot: "",
+    logicalBytes: 0,
+    storedBytes: 0,
+    maxBytes: 0,
+    filesystemFreeBytes: 0,
+    filesystemTotalBytes: 0,
+    reclaimableBytes: 0,
+    evictableBytes: 0,
+    models: [],
+  };
+}
+
+export const DescribeCacheResponse: MessageFns<DescribeCacheResponse> = {
+  encode(message: DescribeCacheResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cacheRoot !== "") {
+      writer.uint32(10).string(message.cacheRoot);
+    }
+    if (message.logicalBytes !== 0) {
+      writer.uint32(16).uint64(message.logicalBytes);
+    }
+    if (message.storedBytes !== 0) {
+      writer.uint32(24).uint64(message.storedBytes);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(32).uint64(message.maxBytes);
+    }
+    if (message.filesystemFreeBytes !== 0) {
+      writer.uint32(40).uint64(message.filesystemFreeBytes);
+    }
+    if (message.filesystemTotalBytes !== 0) {
+      writer.uint32(48).uint64(message.filesystemTotalBytes);
+    }
+    if (message.reclaimableBytes !== 0) {
+      writer.uint32(56).uint64(message.reclaimableBytes);
+    }
+    if (message.evictableBytes !== 0) {
+      writer.uint32(64).uint64(message.evictableBytes);
+    }
+    for (const v of message.models) {
+      CachedModel.encode(v!, writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DescribeCacheResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDescribeCacheResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cacheRoot = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.logicalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.storedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.filesystemFreeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.filesystemTotalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.reclaimableBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.evictableBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.models.push(CachedModel.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DescribeCacheResponse {
+    return {
+      cacheRoot: isSet(object.cacheRoot)
+        ? globalThis.String(object.cacheRoot)
+        : isSet(object.cache_root)
+        ? globalThis.String(object.cache_root)
+        : "",
+      logicalBytes: isSet(object.logicalBytes)
+        ? globalThis.Number(object.logicalBytes)
+        : isSet(object.logical_bytes)
+        ? globalThis.Number(object.logical_bytes)
+        : 0,
+      storedBytes: isSet(object.storedBytes)
+        ? globalThis.Number(object.storedBytes)
+        : isSet(object.stored_bytes)
+        ? globalThis.Number(object.stored_bytes)
+        : 0,
+      maxBytes: isSet(object.maxBytes)
+        ? globalThis.Number(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? globalThis.Number(object.max_bytes)
+        : 0,
+      filesystemFreeBytes: isSet(object.filesystemFreeBytes)
+        ? globalThis.Number(object.filesystemFreeBytes)
+        : isSet(object.filesystem_free_bytes)
+        ? globalThis.Number(object.filesystem_free_bytes)
+        : 0,
+      filesystemTotalBytes: isSet(object.filesystemTotalBytes)
+        ? globalThis.Number(object.filesystemTotalBytes)
+        : isSet(object.filesystem_total_bytes)
+        ? globalThis.Number(object.filesystem_total_bytes)
+        : 0,
+      reclaimableBytes: isSet(object.reclaimableBytes)
+        ? globalThis.Number(object.reclaimableBytes)
+        : isSet(object.reclaimable_bytes)
+        ? globalThis.Number(object.reclaimable_bytes)
+        : 0,
+      evictableBytes: isSet(object.evictableBytes)
+        ? globalThis.Number(object.evictableBytes)
+        : isSet(object.evictable_bytes)
+        ? globalThis.Number(object.evictable_bytes)
+        : 0,
+      models: globalThis.Array.isArray(object?.models)
+        ? object.models.map((e: any) => CachedModel.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DescribeCacheResponse): unknown {
+    const obj: any = {};
+    if (message.cacheRoot !== "") {
+      obj.cacheRoot = message.cacheRoot;
+    }
+    if (message.logicalBytes !== 0) {
+      obj.logicalBytes = Math.round(message.logicalBytes);
+    }
+    if (message.storedBytes !== 0) {
+      obj.storedBytes = Math.round(message.storedBytes);
+    }
+    if (message.maxBytes !== 0) {
+      obj.maxBytes = Math.round(message.maxBytes);
+    }
+    if (message.filesystemFreeBytes !== 0) {
+      obj.filesystemFreeBytes = Math.round(message.filesystemFreeBytes);
+    }
+    if (message.filesystemTotalBytes !== 0) {
+      obj.filesystemTotalBytes = Math.round(message.filesystemTotalBytes);
+    }
+    if (message.reclaimableBytes !== 0) {
+      obj.reclaimableBytes = Math.round(message.reclaimableBytes);
+    }
+    if (message.evictableBytes !== 0) {
+      obj.evictableBytes = Math.round(message.evictableBytes);
+    }
+    if (message.models?.length) {
+      obj.models = message.models.map((e) => CachedModel.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DescribeCacheResponse>, I>>(base?: I): DescribeCacheResponse {
+    return DescribeCacheResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DescribeCacheResponse>, I>>(object: I): DescribeCacheResponse {
+    const message = createBaseDescribeCacheResponse();
+    message.cacheRoot = object.cacheRoot ?? "";
+    message.logicalBytes = object.logicalBytes ?? 0;
+    message.storedBytes = object.storedBytes ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
+    message.filesystemFreeBytes = object.filesystemFreeBytes ?? 0;
+    message.filesystemTotalBytes = object.filesystemTotalBytes ?? 0;
+    message.reclaimableBytes = object.reclaimableBytes ?? 0;
+    message.evictableBytes = object.evictableBytes ?? 0;
+    message.models = object.models?.map((e) => CachedModel.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCachedModel(): CachedModel {
+  return { name: "", sizeBytes: 0, exclusiveBytes: 0, lastUsedAt: undefined, pinned: false, leases: 0 };
+}
+
+export const CachedModel: MessageFns<CachedModel> = {
+  encode(message: CachedModel, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).uint64(message.sizeBytes);
+    }
+    if (message.exclusiveBytes !== 0) {
+      writer.uint32(24).uint64(message.exclusiveBytes);
+    }
+    if (message.lastUsedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastUsedAt), writer.uint32(34).fork()).join();
+    }
+    if (message.pinned !== false) {
+      writer.uint32(40).bool(message.pinned);
+    }
+    if (message.leases !== 0) {
+      writer.uint32(48).uint32(message.leases);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CachedModel {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCachedModel();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.exclusiveBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.lastUsedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pinned = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.leases = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CachedModel {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      exclusiveBytes: isSet(object.exclusiveBytes)
+        ? globalThis.Number(object.exclusiveBytes)
+        : isSet(object.exclusive_bytes)
+        ? globalThis.Number(object.exclusive_bytes)
+        : 0,
+      lastUsedAt: isSet(object.lastUsedAt)
+        ? fromJsonTimestamp(object.lastUsedAt)
+        : isSet(object.last_used_at)
+        ? fromJsonTimestamp(object.last_used_at)
+        : undefined,
+      pinned: isSet(object.pinned) ? globalThis.Boolean(object.pinned) : false,
+      leases: isSet(object.leases) ? globalThis.Number(object.leases) : 0,
+    };
+  },
+
+  toJSON(message: CachedModel): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.exclusiveBytes !== 0) {
+      obj.exclusiveBytes = Math.round(message.exclusiveBytes);
+    }
+    if (message.lastUsedAt !== undefined) {
+      obj.lastUsedAt = message.lastUsedAt.toISOString();
+    }
+    if (message.pinned !== false) {
+      obj.pinned = message.pinned;
+    }
+    if (message.leases !== 0) {
+      obj.leases = Math.round(message.leases);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CachedModel>, I>>(base?: I): CachedModel {
+    return CachedModel.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CachedModel>, I>>(object: I): CachedModel {
+    const message = createBaseCachedModel();
+    message.name = object.name ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.exclusiveBytes = object.exclusiveBytes ?? 0;
+    message.lastUsedAt = object.lastUsedAt ?? undefined;
+    message.pinned = object.pinned ?? false;
+    message.leases = object.leases ?? 0;
+    return message;
+  },
+};
+
+function createBasePruneCacheRequest(): PruneCacheRequest {
+  return { dryRun: false };
+}
+
+export const PruneCacheRequest: MessageFns<PruneCacheRequest> = {
+  encode(message: PruneCacheRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dryRun !== false) {
+      writer.uint32(8).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneCacheRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneCacheRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneCacheRequest {
+    return {
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: PruneCacheRequest): unknown {
+    const obj: any = {};
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneCacheRequest>, I>>(base?: I): PruneCacheRequest {
+    return PruneCacheRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneCacheRequest>, I>>(object: I): PruneCacheRequest {
+    const message = createBasePruneCacheRequest();
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBasePruneCacheResponse(): PruneCacheResponse {
+  return { freedBytes: 0, blobsRemoved: 0, partialsRemoved: 0, dryRun: false };
+}
+
+export const PruneCacheResponse: MessageFns<PruneCacheResponse> = {
+  encode(message: PruneCacheResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.freedBytes !== 0) {
+      writer.uint32(8).uint64(message.freedBytes);
+    }
+    if (message.blobsRemoved !== 0) {
+      writer.uint32(16).uint32(message.blobsRemoved);
+    }
+    if (message.partialsRemoved !== 0) {
+      writer.uint32(24).uint32(message.partialsRemoved);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(32).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PruneCacheResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePruneCacheResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.freedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.blobsRemoved = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.partialsRemoved = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PruneCacheResponse {
+    return {
+      freedBytes: isSet(object.freedBytes)
+        ? globalThis.Number(object.freedBytes)
+        : isSet(object.freed_bytes)
+        ? globalThis.Number(object.freed_bytes)
+        : 0,
+      blobsRemoved: isSet(object.blobsRemoved)
+        ? globalThis.Number(object.blobsRemoved)
+        : isSet(object.blobs_removed)
+        ? globalThis.Number(object.blobs_removed)
+        : 0,
+      partialsRemoved: isSet(object.partialsRemoved)
+        ? globalThis.Number(object.partialsRemoved)
+        : isSet(object.partials_removed)
+        ? globalThis.Number(object.partials_removed)
+        : 0,
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: PruneCacheResponse): unknown {
+    const obj: any = {};
+    if (message.freedBytes !== 0) {
+      obj.freedBytes = Math.round(message.freedBytes);
+    }
+    if (message.blobsRemoved !== 0) {
+      obj.blobsRemoved = Math.round(message.blobsRemoved);
+    }
+    if (message.partialsRemoved !== 0) {
+      obj.partialsRemoved = Math.round(message.partialsRemoved);
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PruneCacheResponse>, I>>(base?: I): PruneCacheResponse {
+    return PruneCacheResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PruneCacheResponse>, I>>(object: I): PruneCacheResponse {
+    const message = createBasePruneCacheResponse();
+    message.freedBytes = object.freedBytes ?? 0;
+    message.blobsRemoved = object.blobsRemoved ?? 0;
+    message.partialsRemoved = object.partialsRemoved ?? 0;
+    message.dryRun = object.dryRun ?? false;
     return message;
   },
 };
@@ -4501,6 +5294,27 @@ export const ModelCacheServiceService = {
     responseSerialize: (value: DropCacheResponse): Buffer => Buffer.from(DropCacheResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DropCacheResponse => DropCacheResponse.decode(value),
   },
+  /** DescribeCache reports the cache as a whole: logical and stored bytes, free space, every install. */
+  describeCache: {
+    path: "/modelcache.v1.ModelCacheService/DescribeCache" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DescribeCacheRequest): Buffer => Buffer.from(DescribeCacheRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DescribeCacheRequest => DescribeCacheRequest.decode(value),
+    responseSerialize: (value: DescribeCacheResponse): Buffer =>
+      Buffer.from(DescribeCacheResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DescribeCacheResponse => DescribeCacheResponse.decode(value),
+  },
+  /** PruneCache removes content no install references, partial downloads no model needs, and leftovers. */
+  pruneCache: {
+    path: "/modelcache.v1.ModelCacheService/PruneCache" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PruneCacheRequest): Buffer => Buffer.from(PruneCacheRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PruneCacheRequest => PruneCacheRequest.decode(value),
+    responseSerialize: (value: PruneCacheResponse): Buffer => Buffer.from(PruneCacheResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PruneCacheResponse => PruneCacheResponse.decode(value),
+  },
   /** PutSecret stores a credential under an alias. No RPC ever returns a secret. */
   putSecret: {
     path: "/modelcache.v1.ModelCacheService/PutSecret" as const,
@@ -4554,6 +5368,10 @@ export interface ModelCacheServiceServer extends UntypedServiceImplementation {
   inspectCache: handleUnaryCall<InspectCacheRequest, InspectCacheResponse>;
   /** DropCache removes a model's artifacts and keeps its registration. */
   dropCache: handleUnaryCall<DropCacheRequest, DropCacheResponse>;
+  /** DescribeCache reports the cache as a whole: logical and stored bytes, free space, every install. */
+  describeCache: handleUnaryCall<DescribeCacheRequest, DescribeCacheResponse>;
+  /** PruneCache removes content no install references, partial downloads no model needs, and leftovers. */
+  pruneCache: handleUnaryCall<PruneCacheRequest, PruneCacheResponse>;
   /** PutSecret stores a credential under an alias. No RPC ever returns a secret. */
   putSecret: handleUnaryCall<PutSecretRequest, PutSecretResponse>;
   /** DeleteSecret removes a stored credential. */
@@ -4680,6 +5498,38 @@ export interface ModelCacheServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DropCacheResponse) => void,
+  ): ClientUnaryCall;
+  /** DescribeCache reports the cache as a whole: logical and stored bytes, free space, every install. */
+  describeCache(
+    request: DescribeCacheRequest,
+    callback: (error: ServiceError | null, response: DescribeCacheResponse) => void,
+  ): ClientUnaryCall;
+  describeCache(
+    request: DescribeCacheRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DescribeCacheResponse) => void,
+  ): ClientUnaryCall;
+  describeCache(
+    request: DescribeCacheRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DescribeCacheResponse) => void,
+  ): ClientUnaryCall;
+  /** PruneCache removes content no install references, partial downloads no model needs, and leftovers. */
+  pruneCache(
+    request: PruneCacheRequest,
+    callback: (error: ServiceError | null, response: PruneCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneCache(
+    request: PruneCacheRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PruneCacheResponse) => void,
+  ): ClientUnaryCall;
+  pruneCache(
+    request: PruneCacheRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PruneCacheResponse) => void,
   ): ClientUnaryCall;
   /** PutSecret stores a credential under an alias. No RPC ever returns a secret. */
   putSecret(

@@ -2,12 +2,11 @@
 // the revision is resolved to a commit, the files of that commit are listed
 // (following Link rel="next" pages) with their sizes and digests, and each
 // file is downloaded from the pinned commit's resolve endpoint into a
-// resumable partial file, verified, then linked into the staging dir.
-import { link, rm } from "node:fs/promises";
+// resumable partial file and verified; the content store then takes it.
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
-import { hashFile } from "../../cache/hash-file.js";
-import { ModelCacheError, filesystemError, quote } from "../../errors.js";
+import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, SourceFile } from "../artifact-source.js";
 import type { Bandwidth } from "./bandwidth.js";
 import { downloadFile } from "./download-file.js";
@@ -15,12 +14,8 @@ import { Connections } from "./connections.js";
 import { downloadInSegments } from "./download-segments.js";
 import { HubHttp } from "./hub-http.js";
 
-export interface HubFile extends SourceFile {
-  /** LFS files: the hub's sha256 of the content */
-  sha256?: string;
-  /** other files: the git blob id */
-  gitBlobId?: string;
-}
+/** A listed file: LFS files carry the hub's sha256 of the content, the others their git blob id. */
+export type HubFile = SourceFile;
 
 export interface HubSourceOptions {
   hubUrl: string;
@@ -63,18 +58,10 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
     description: `hub:${options.repo}@${commit}`,
     resolvedCommit: commit,
     files,
-    async fetchInto(file, target, signal, onBytes, installed) {
-      const listed = file as HubFile;
-      if (installed && listed.sha256 === installed.sha256 && (await hashFile(installed.path, signal)) === installed.sha256) {
-        await link(installed.path, target).catch((err: unknown) => {
-          throw filesystemError("link the installed copy of", installed.path, err);
-        });
-        onBytes(file.sizeBytes);
-        return installed.sha256;
-      }
+    async fetch(file, signal, onBytes) {
       const release = connections.hold();
       try {
-        return await download(listed, target, signal, onBytes);
+        return await download(file, signal, onBytes);
       } finally {
         release();
       }
@@ -84,8 +71,8 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
     },
   };
 
-  /** Downloads one file into its partial (resuming it), verifies it and links it to `target`. */
-  async function download(file: HubFile, target: string, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<string> {
+  /** Downloads one file into its partial (resuming it) and verifies it. */
+  async function download(file: HubFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
     const partialPath = join(partialDir, file.path);
     const request = {
       http,
@@ -109,10 +96,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
       if (file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
       sha256 = await downloadFile(request);
     }
-    await link(partialPath, target).catch((err: unknown) => {
-      throw filesystemError("link the download into", target, err);
-    });
-    return sha256;
+    return { path: partialPath, sha256 };
   }
 }
 

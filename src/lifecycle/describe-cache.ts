@@ -1,0 +1,83 @@
+// DescribeCache: the cache as a whole, derived from the disk: what the
+// installs hold as if nothing were shared (logical), what the cache root
+// holds (each stored content once, the manifests, resumable downloads), what
+// PruneCache would free, the filesystem's free and total space, and every
+// installed model, least recently used first. Uses are not tracked yet: an
+// install's last use is when it was installed.
+import { lstat, readdir, statfs } from "node:fs/promises";
+import { join } from "node:path";
+import { exclusiveBytes, footprintBytes } from "../cache/footprint.js";
+import { MANIFEST_FILE } from "../cache/layout.js";
+import { errorCode, filesystemError } from "../errors.js";
+import type { Runtime } from "../runtime.js";
+import { pruneCache } from "./prune-cache.js";
+
+export interface CachedModel {
+  name: string;
+  sizeBytes: number;
+  exclusiveBytes: number;
+  lastUsedAtMs: number;
+}
+
+export interface CacheDescription {
+  cacheRoot: string;
+  logicalBytes: number;
+  storedBytes: number;
+  filesystemFreeBytes: number;
+  filesystemTotalBytes: number;
+  reclaimableBytes: number;
+  evictableBytes: number;
+  models: CachedModel[];
+}
+
+export async function describeCache(runtime: Runtime): Promise<CacheDescription> {
+  const { layout } = runtime;
+  const { models, logicalBytes, storedBytes } = await cacheBytes(runtime);
+  const fs = await statfs(layout.root).catch((err: unknown) => {
+    throw filesystemError("read the free space of", layout.root, err);
+  });
+  const reclaimable = await pruneCache(runtime, true);
+  return {
+    cacheRoot: layout.root,
+    logicalBytes,
+    storedBytes,
+    filesystemFreeBytes: fs.bavail * fs.bsize,
+    filesystemTotalBytes: fs.blocks * fs.bsize,
+    reclaimableBytes: reclaimable.freedBytes,
+    // pins and leases do not exist yet: every install not being pulled could go
+    evictableBytes: models.filter((m) => !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
+    models,
+  };
+}
+
+/** The installed models, least recently used first; their files as if nothing were shared (logical); what the cache root holds (stored). */
+export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "registry">): Promise<{ models: CachedModel[]; logicalBytes: number; storedBytes: number }> {
+  const { layout, store } = runtime;
+  const models: CachedModel[] = [];
+  let manifests = 0;
+  for (const record of await runtime.registry.models.values().all()) {
+    if (!record.install) continue;
+    const dir = layout.modelDir(record.name);
+    const manifest = await lstat(join(dir, MANIFEST_FILE)).catch(() => undefined);
+    if (!manifest) continue;
+    manifests += manifest.size;
+    models.push({ name: record.name, sizeBytes: footprintBytes(dir), exclusiveBytes: exclusiveBytes(dir), lastUsedAtMs: record.install.installedAtMs });
+  }
+  models.sort((a, b) => a.lastUsedAtMs - b.lastUsedAtMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  let blobs = 0;
+  for (const name of await entriesOf(store.blobsDir)) {
+    const stats = await lstat(join(store.blobsDir, name)).catch(() => undefined);
+    if (stats?.isFile()) blobs += stats.size;
+  }
+  return { models, logicalBytes: models.reduce((sum, m) => sum + m.sizeBytes, 0), storedBytes: blobs + manifests + footprintBytes(layout.partial) };
+}
+
+async function entriesOf(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    // never created: the store is empty
+    if (errorCode(err) === "ENOENT") return [];
+    throw filesystemError("list", dir, err);
+  }
+}

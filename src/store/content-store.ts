@@ -1,0 +1,136 @@
+// The content store: every distinct file's content once, under
+// <cache-root>/.blobs/sha256/<64 hex>, shared by every install through hard
+// links, as containerd keeps content: written under a temporary name in
+// .blobs/ingest/, hashed, synced, then renamed into place. A blob's
+// references are its link count minus one (installs, staging dirs of running
+// pulls, parked installs), so what the disk shows is the whole truth about
+// what is in use; a crash leaves at most blobs with one link, which nothing
+// references and PruneCache removes.
+// What the store knows about each blob (its size, the git blob id a hub gave
+// for it, when it was last hashed and the stat signature its own last
+// operation left) is kept in the registry's `blobs` sublevel; when it is
+// missing the blob is hashed again before it is reused.
+import { randomBytes } from "node:crypto";
+import type { BigIntStats } from "node:fs";
+import { lstat, mkdir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { KeyedLock } from "../concurrency/keyed-lock.js";
+import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+
+export const SHA256 = /^[0-9a-f]{64}$/;
+
+/** What the store knows about one blob. */
+export interface KnownContent {
+  sizeBytes: number;
+  /** the git blob id of the content, when a hub listed one that the download matched */
+  gitBlobId?: string;
+  hashedAtMs: number;
+  /** the blob's lstat signature after the store's own last operation on it */
+  signature: string;
+}
+
+/** Where the store keeps what it knows: a LevelDB sublevel, or a Map in tests. */
+export interface Table<V> {
+  get(key: string): Promise<V | undefined>;
+  put(key: string, value: V): Promise<void>;
+  del(key: string): Promise<void>;
+}
+
+export function memoryTable<V>(): Table<V> {
+  const map = new Map<string, V>();
+  return {
+    get: async (key) => map.get(key),
+    put: async (key, value) => void map.set(key, value),
+    del: async (key) => void map.delete(key),
+  };
+}
+
+/**
+ * Size, mtime, ctime and inode, to the nanosecond. A write can put size and
+ * mtime back but not ctime, and every link or unlink changes ctime too: the
+ * store records the signature each of its own operations leaves, and any
+ * other change means the content must be hashed again before it is trusted.
+ */
+export function signatureOf(stats: BigIntStats): string {
+  return `${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}:${stats.ino}`;
+}
+
+export class ContentStore {
+  readonly dir: string;
+  readonly blobsDir: string;
+  readonly ingestDir: string;
+  /** one operation per blob at a time: a check and the link that relies on it, or a collection */
+  readonly locks = new KeyedLock();
+  /** how many blobs have each size: a local file is hashed before it is copied only when the store may hold its content */
+  private readonly sizes = new Map<number, number>();
+  /** ingest files being written by this process: PruneCache leaves them alone */
+  readonly ingesting = new Set<string>();
+
+  constructor(
+    readonly cacheRoot: string,
+    readonly known: Table<KnownContent> = memoryTable(),
+    /** git blob id -> sha256 */
+    readonly blobIds: Table<string> = memoryTable(),
+  ) {
+    this.dir = join(cacheRoot, ".blobs");
+    this.blobsDir = join(this.dir, "sha256");
+    this.ingestDir = join(this.dir, "ingest");
+  }
+
+  /** Creates the store's directories and learns the sizes of the blobs on disk. */
+  async open(): Promise<this> {
+    await mkdir(this.blobsDir, { recursive: true });
+    await mkdir(this.ingestDir, { recursive: true });
+    for (const name of await readdir(this.blobsDir)) {
+      if (!SHA256.test(name)) continue;
+      const stats = await lstat(join(this.blobsDir, name)).catch((err: unknown) => {
+        // removed since it was listed
+        if (errorCode(err) === "ENOENT") return undefined;
+        throw filesystemError("read", join(this.blobsDir, name), err);
+      });
+      if (stats?.isFile()) this.countSize(stats.size, 1);
+    }
+    return this;
+  }
+
+  blobPath(sha256: string): string {
+    if (!SHA256.test(sha256)) throw new ModelCacheError("internal", `'${sha256}' is not a sha256 digest`);
+    return join(this.blobsDir, sha256);
+  }
+
+  /** A fresh name in the ingest area for content on its way in. */
+  ingestPath(): string {
+    return join(this.ingestDir, randomBytes(12).toString("hex"));
+  }
+
+  /** Whether some blob has this size (cheap: no disk access). */
+  mayHoldSize(sizeBytes: number): boolean {
+    return (this.sizes.get(sizeBytes) ?? 0) > 0;
+  }
+
+  countSize(sizeBytes: number, delta: 1 | -1): void {
+    const count = (this.sizes.get(sizeBytes) ?? 0) + delta;
+    if (count > 0) this.sizes.set(sizeBytes, count);
+    else this.sizes.delete(sizeBytes);
+  }
+
+  /** Runs `work` holding the blob's lock. */
+  async withBlob<T>(sha256: string, signal: AbortSignal | undefined, work: () => Promise<T>): Promise<T> {
+    const release = await this.locks.acquire(sha256, signal);
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  }
+}
+
+/** lstat with nanosecond times, or undefined when nothing is there. */
+export async function statBlob(path: string): Promise<BigIntStats | undefined> {
+  try {
+    return await lstat(path, { bigint: true });
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") return undefined;
+    throw filesystemError("read", path, err);
+  }
+}
