@@ -75,7 +75,7 @@ describe("the packed package", () => {
     // `npm test` builds first; packing without scripts uses that build
     const packed = JSON.parse((await run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", dir], { cwd: ROOT })).stdout) as { filename: string; files: { path: string }[] }[];
     const shipped = packed[0]!.files.map((f) => f.path);
-    expect(shipped).to.include.members(["bin/modelcache.js", "dist/src/cli/main.js", "dist/generated/modelcache.binpb", "dist/generated/health.binpb", "dist/src/cache/copy-file-worker.js"]);
+    expect(shipped).to.include.members(["bin/modelcache.js", "dist/src/cli/main.js", "dist/generated/modelcache.binpb", "dist/generated/health.binpb", "dist/src/cache/copy-file-worker.cjs"]);
     expect(shipped.filter((p) => p.endsWith(".ts") && !p.endsWith(".d.ts")), "no TypeScript sources").to.deep.equal([]);
     await run("tar", ["-xzf", join(dir, packed[0]!.filename), "-C", dir]);
     const app = join(dir, "package");

@@ -12,7 +12,7 @@ import type { MessagePort } from "node:worker_threads";
 import type { Piscina } from "piscina";
 import { ModelCacheError, filesystemError } from "../errors.js";
 
-/** What copy-file-worker.js is asked to do. */
+/** What copy-file-worker.cjs is asked to do. */
 export interface CopyTask {
   from: string;
   to: string;
@@ -45,7 +45,7 @@ export class FileCopier {
     this.pool ??= import("piscina").then(
       ({ Piscina }) =>
         new Piscina({
-          filename: new URL("./copy-file-worker.js", import.meta.url).href,
+          filename: new URL("./copy-file-worker.cjs", import.meta.url).href,
           // plain JavaScript: no loader, so each worker stays small and starts fast
           execArgv: [],
           minThreads: 0,

@@ -4,8 +4,12 @@
 // writes, with plain blocking reads and writes on a buffer reused for every
 // file. Each chunk's size is posted back as progress; the file is fsynced
 // before it returns.
-import { createHash } from "node:crypto";
-import { closeSync, constants, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+// CommonJS, not an ES module: piscina loads a task file with require() first,
+// and Node's require() of an ES module can abort the whole process when the
+// worker is terminated (a cancelled copy) while that module is instantiated.
+"use strict";
+const { createHash } = require("node:crypto");
+const { closeSync, constants, fsyncSync, openSync, readSync, writeSync } = require("node:fs");
 
 // 1 MiB: large enough that system calls cost nothing, small enough to stay in
 // the CPU's caches between the read, the hash and the write (measured on a
@@ -13,7 +17,7 @@ import { closeSync, constants, fsyncSync, openSync, readSync, writeSync } from "
 const buffer = Buffer.allocUnsafe(1024 * 1024);
 
 /** @param {import("./file-copier.js").CopyTask} task @returns {import("./file-copier.js").CopyOutcome} */
-export default function copyFile(task) {
+function copyFile(task) {
   let path = task.from;
   try {
     return copyAndHash(task, (p) => (path = p));
@@ -28,7 +32,7 @@ export default function copyFile(task) {
  * The sha256 of a file already in the cache (deep InspectCache).
  * @param {{ path: string }} task @returns {{ sha256: string } | { failed: string, code: string | undefined, path: string }}
  */
-export function hash(task) {
+function hash(task) {
   try {
     return { sha256: sha256Of(task.path) };
   } catch (err) {
@@ -82,3 +86,8 @@ function sha256Of(path) {
     closeSync(fd);
   }
 }
+
+// named tasks: "default" copies, "hash" hashes (the marker keeps piscina from wrapping the exports)
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.default = copyFile;
+exports.hash = hash;
