@@ -4,13 +4,14 @@
 // PruneCache would free, the filesystem's free and total space, and every
 // installed model, least recently used first. Uses are not tracked yet: an
 // install's last use is when it was installed.
-import { lstat, readdir, statfs } from "node:fs/promises";
+import { lstat, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { exclusiveBytes, footprintBytes } from "../cache/footprint.js";
 import { MANIFEST_FILE } from "../cache/layout.js";
-import { errorCode, filesystemError } from "../errors.js";
+import { filesystemError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import { pruneCache } from "./prune-cache.js";
+import { listEntries } from "../cache/list-entries.js";
 
 export interface CachedModel {
   name: string;
@@ -65,19 +66,9 @@ export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "re
   }
   models.sort((a, b) => a.lastUsedAtMs - b.lastUsedAtMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   let blobs = 0;
-  for (const name of await entriesOf(store.blobsDir)) {
+  for (const name of await listEntries(store.blobsDir)) {
     const stats = await lstat(join(store.blobsDir, name)).catch(() => undefined);
     if (stats?.isFile()) blobs += stats.size;
   }
   return { models, logicalBytes: models.reduce((sum, m) => sum + m.sizeBytes, 0), storedBytes: blobs + manifests + footprintBytes(layout.partial) };
-}
-
-async function entriesOf(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (err) {
-    // never created: the store is empty
-    if (errorCode(err) === "ENOENT") return [];
-    throw filesystemError("list", dir, err);
-  }
 }

@@ -5,14 +5,14 @@
 // every blob no install references. A model's leftovers are touched only
 // under its lock, so nothing a running pull holds is removed. With `dryRun`
 // nothing is removed and the blobs that would go are reported.
-import { lstat, readdir, rm } from "node:fs/promises";
+import { lstat, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { errorCode, filesystemError } from "../errors.js";
 import { footprintBytes } from "../cache/footprint.js";
 import { parkedEntry } from "../cache/park-install.js";
 import { isValidName } from "../registry/names.js";
 import type { Runtime } from "../runtime.js";
 import { collectGarbage } from "../store/collect-garbage.js";
+import { listEntries } from "../cache/list-entries.js";
 
 export interface Pruned {
   freedBytes: number;
@@ -28,11 +28,11 @@ export async function pruneCache(runtime: Runtime, dryRun: boolean): Promise<Pru
   let freedBytes = 0;
   let partialsRemoved = 0;
   if (!dryRun) {
-    for (const entry of await entriesOf(layout.staging)) {
+    for (const entry of await listEntries(layout.staging)) {
       const name = parkedEntry(entry).name;
       await underLock(runtime, name, () => rm(join(layout.staging, entry), { recursive: true, force: true }));
     }
-    for (const entry of await entriesOf(store.ingestDir)) {
+    for (const entry of await listEntries(store.ingestDir)) {
       const path = join(store.ingestDir, entry);
       if (store.ingesting.has(path)) continue;
       const size = (await lstat(path).catch(() => undefined))?.size ?? 0;
@@ -41,7 +41,7 @@ export async function pruneCache(runtime: Runtime, dryRun: boolean): Promise<Pru
     }
   }
   const registered = new Set(await runtime.registry.models.keys().all());
-  for (const name of await entriesOf(layout.partial)) {
+  for (const name of await listEntries(layout.partial)) {
     if (!isValidName(name) || registered.has(name)) continue;
     const dir = layout.partialDir(name);
     await underLock(runtime, name, async () => {
@@ -62,15 +62,5 @@ async function underLock(runtime: Runtime, name: string, work: () => Promise<unk
     await work();
   } finally {
     await release();
-  }
-}
-
-async function entriesOf(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (err) {
-    // never created: nothing was left there
-    if (errorCode(err) === "ENOENT") return [];
-    throw filesystemError("list", dir, err);
   }
 }
