@@ -9,6 +9,7 @@ import type { ContentStore } from "./store/content-store.js";
 import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
+import type { S3Settings } from "./sources/s3/open-s3-source.js";
 
 export interface Runtime {
   registry: Registry;
@@ -25,6 +26,8 @@ export interface Runtime {
   /** where a PullRequest's fixture_dir may point */
   fixtureRoots: FixtureRoots;
   hub: HubSettings;
+  /** where s3:// sources are read from; unset: AWS S3 in us-east-1 */
+  s3?: S3Settings;
   /** what one pull may bring in */
   pullLimits: PullLimits;
   /** the --models-file the registry follows, if any */

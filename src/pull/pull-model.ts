@@ -50,7 +50,21 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
     }
     const opened = dir
       ? await openDirectorySource(dir.path, dir.field)
-      : // the hub client (undici) loads with the first hub pull, not at boot
+      : model.source.startsWith("s3://")
+        ? // the S3 client loads with the first S3 pull, not at boot
+          await (await import("../sources/s3/open-s3-source.js")).openS3Source({
+            source: model.source,
+            include: model.include ?? [],
+            exclude: model.exclude ?? [],
+            credential,
+            settings: runtime.s3 ?? { region: "us-east-1" },
+            layout: runtime.layout,
+            name: model.name,
+            bandwidth: runtime.hub.bandwidth,
+            parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+            signal,
+          })
+        : // the hub client (undici) loads with the first hub pull, not at boot
         await (await import("../sources/hub/open-hub-source.js")).openHubSource({
           hubUrl: runtime.hub.url,
           repo: model.source,
