@@ -20,6 +20,7 @@ export interface ServeOptions {
   hubUrl?: string;
   s3Endpoint?: string;
   s3Region?: string;
+  proxy?: string;
   offline: boolean;
   maxBytesPerSecond?: string;
   parallelRangeMinBytes: string;
@@ -90,6 +91,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
       s3Endpoint: options.s3Endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined),
       s3Region: options.s3Region ?? (process.env.AWS_REGION || undefined),
+      proxy: options.proxy,
       offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
       maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
       parallelRangeMinBytes: Number(options.parallelRangeMinBytes),

@@ -62,6 +62,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
             name: model.name,
             bandwidth: runtime.hub.bandwidth,
             parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+            dispatcher: await networkOf(runtime),
             signal,
           })
         : // the hub client (undici) loads with the first hub pull, not at boot
@@ -75,6 +76,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           name: model.name,
           bandwidth: runtime.hub.bandwidth,
           parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+          dispatcher: await networkOf(runtime),
           signal,
         });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
@@ -139,4 +141,11 @@ async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortS
     yield { type: "file_completed", path: file.path, sha256: file.sha256, sizeBytes: file.sizeBytes, reused: true };
   }
   yield { type: "completed", cacheDir: report!.cacheDir, manifest };
+}
+
+/** The server's way out for hub and S3 requests, made (and the proxy variables read) with its first pull. */
+async function networkOf(runtime: Runtime) {
+  runtime.network ??= {};
+  runtime.network.dispatcher ??= (await import("../sources/network.js")).networkDispatcher(runtime.network.proxy);
+  return runtime.network.dispatcher;
 }

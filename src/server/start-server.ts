@@ -2,6 +2,7 @@
 // health and reflection, and a graceful shutdown that stops accepting calls,
 // lets unary calls finish, cancels pull jobs (their staging dirs are
 // removed) and closes LevelDB last.
+import { checkProxyUrl, redactProxy } from "../sources/proxy-url.js";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Server, type ServerCredentials } from "@grpc/grpc-js";
@@ -58,6 +59,8 @@ export interface ServerOptions {
   s3Endpoint?: string;
   /** the region of s3:// sources (default us-east-1) */
   s3Region?: string;
+  /** the proxy hub and S3 requests go through, overriding HTTPS_PROXY / HTTP_PROXY / NO_PROXY */
+  proxy?: string;
   /** refuse every pull that needs the network */
   offline?: boolean;
   /** cap on the total download rate from the hub */
@@ -128,6 +131,7 @@ interface Settings {
   fileConcurrency: number;
   hub: Omit<Runtime["hub"], "bandwidth"> & { maxBytesPerSecond: number | undefined };
   s3: NonNullable<Runtime["s3"]>;
+  proxy: string | undefined;
   pullLimits: PullLimits;
   maxStreams: number;
   maxMessageBytes: number;
@@ -197,6 +201,7 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     fileConcurrency,
     hub,
     s3,
+    proxy: options.proxy !== undefined ? checkProxyUrl(options.proxy) : undefined,
     pullLimits,
     maxStreams,
     maxMessageBytes,
@@ -265,6 +270,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
       },
       s3: settings.s3,
+      network: { proxy: settings.proxy },
       pullLimits: settings.pullLimits,
       modelsFile: settings.modelsFile,
     };
@@ -311,7 +317,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, metrics: metricsServer?.address, modelsFile: settings.modelsFile, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
+      { address, metrics: metricsServer?.address, modelsFile: settings.modelsFile, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, ...(settings.proxy !== undefined ? { proxy: redactProxy(settings.proxy) } : {}), ...(settings.s3.endpoint !== undefined ? { s3Endpoint: settings.s3.endpoint } : {}), offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
     );
     if (!settings.authenticated) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");

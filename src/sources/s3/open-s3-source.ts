@@ -7,6 +7,7 @@
 // covers every ETag, so a changed object is never resumed into.
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { Dispatcher } from "undici";
 import type { CacheLayout } from "../../cache/layout.js";
 import type { FetchingSource } from "../artifact-source.js";
 import type { Bandwidth } from "../hub/bandwidth.js";
@@ -35,6 +36,8 @@ export interface S3SourceOptions {
   name: string;
   bandwidth?: Bandwidth;
   parallelRangeMinBytes: number;
+  /** how requests leave the machine (proxies) */
+  dispatcher?: Dispatcher;
   signal: AbortSignal;
 }
 
@@ -46,7 +49,7 @@ const HEADS_AT_ONCE = 8;
 export async function openS3Source(options: S3SourceOptions): Promise<FetchingSource> {
   const location = parseS3Location(options.source);
   const credentials = s3Credentials(options.credential);
-  const store = new S3Store({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias });
+  const store = new S3Store({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias, dispatcher: options.dispatcher });
   const { files, digest } = await listObjects(store, location, options, options.signal);
   for (const file of files) store.etags.set(file.key, file.etag);
   await announceChecksums(store, files, options.signal);

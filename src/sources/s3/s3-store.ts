@@ -9,7 +9,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client, type S3ServiceException } from "@aws-sdk/client-s3";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { RangeReader } from "../hub/download-file.js";
+import type { Dispatcher } from "undici";
 import type { S3Credentials } from "./s3-credentials.js";
+import { undiciRequestHandler } from "./undici-handler.js";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -20,6 +22,8 @@ export interface S3StoreOptions {
   credentials?: S3Credentials;
   /** named in errors about access */
   alias?: string;
+  /** how requests leave the machine (proxies); without it, the SDK's own HTTP handler */
+  dispatcher?: Dispatcher;
   attempts?: number;
   backoffMs?: number;
 }
@@ -43,6 +47,7 @@ export class S3Store implements RangeReader {
         : { credentials: async () => ({ accessKeyId: "", secretAccessKey: "" }), signer: { sign: async (request) => request } }),
       // retries are ours (below), with the same backoff as the hub's
       maxAttempts: 1,
+      ...(options.dispatcher ? { requestHandler: undiciRequestHandler(options.dispatcher) } : {}),
       // the bytes are verified here as they arrive, against the checksum HeadObject announced
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
