@@ -126,6 +126,15 @@ describe("pulling from an S3-compatible store", () => {
     expect(s3.requests.length).to.be.above(0);
   });
 
+  it("never mixes an object that changed during the pull with its listed version: the pull is ABORTED, the next one installs the new version", async () => {
+    s3.faults.beforeGet.set("minilm/config.json", () => s3.put(BUCKET, { "minilm/config.json": '{"hidden_size": 768}' }));
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.ABORTED);
+    expect(outcome.error?.details).to.include("config.json").and.include("pull again");
+    await pullOk(t.client, { name: "minilm" });
+    expect((await installed("config.json")).toString()).to.equal('{"hidden_size": 768}');
+  });
+
   it("changes resolved_commit when an object changes", async () => {
     const first = (await pullOk(t.client, { name: "minilm" })).at(-1)!.completed!.manifest!.resolvedCommit;
     await s3.put(BUCKET, { "minilm/config.json": '{"hidden_size": 768}' });
@@ -140,6 +149,14 @@ describe("pulling from an S3-compatible store", () => {
     expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
     expect(outcome.error?.details).to.include("escape.json");
     expect(s3.requests.filter((r) => r.method !== "GET" || r.key !== "")).to.deep.equal([]);
+  });
+
+  it("refuses an S3 pull on an offline server with FAILED_PRECONDITION naming the object store", async () => {
+    await t.restart({ offline: true });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("offline").and.include("object store");
+    expect(s3.requests).to.deep.equal([]);
   });
 
   it("accepts an empty revision for an s3:// source only", async () => {

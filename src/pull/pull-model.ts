@@ -127,6 +127,12 @@ async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAl
  * are, and nothing touches the network.
  */
 async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortSignal): AsyncGenerator<PullEvent> {
+  if (model.source.startsWith("s3://")) {
+    throw new ModelCacheError(
+      "failed_precondition",
+      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs its object store (${quote(model.source)}): start the server without --offline, or set fixture_dir in the PullRequest to install from a local directory`,
+    );
+  }
   const report = /^[0-9a-f]{40}$/.test(model.revision) ? await inspectInstall(runtime.layout, model.name, false, signal) : undefined;
   const manifest = report?.status === "installed" ? report.manifest : undefined;
   if (!manifest || manifest.resolvedCommit !== model.revision) {

@@ -33,6 +33,8 @@ export class FakeS3 {
     dropAfter: new Map<string, number>(),
     /** GETs of these keys have their first byte flipped */
     corrupt: new Set<string>(),
+    /** runs once before the next GET of the key reaches the store */
+    beforeGet: new Map<string, () => Promise<void>>(),
     /** HEAD of the key announces this full-object SHA-256 (hex) */
     checksum: new Map<string, string>(),
   };
@@ -97,6 +99,17 @@ export class FakeS3 {
       res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>");
       return;
     }
+    const hook = req.method === "GET" ? this.faults.beforeGet.get(key) : undefined;
+    if (hook !== undefined) {
+      this.faults.beforeGet.delete(key);
+      req.pause();
+      void hook().then(() => this.forward(req, res, key, record), () => res.destroy());
+      return;
+    }
+    this.forward(req, res, key, record);
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, key: string, record: S3Request): void {
     const upstream = request({ host: "127.0.0.1", port: this.storePort, method: req.method, path: req.url, headers: req.headers }, (answer) => {
       const headers = { ...answer.headers };
       const checksum = this.faults.checksum.get(key);

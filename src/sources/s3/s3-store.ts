@@ -78,6 +78,12 @@ export class S3Store implements RangeReader {
     const response = await this.call(what, signal, () =>
       this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header, IfMatch: this.etags.get(key) }), { abortSignal: signal }),
     );
+    const listed = this.etags.get(key);
+    if (listed !== undefined && response.ETag !== undefined && response.ETag !== listed) {
+      // a store that ignores If-Match still names the version it sent
+      (response.Body as Readable | undefined)?.destroy();
+      throw this.refusal(412, "PreconditionFailed", what);
+    }
     return {
       status: response.$metadata.httpStatusCode ?? 200,
       headers: { "content-range": response.ContentRange } as Record<string, string | undefined>,
