@@ -1,4 +1,12 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer as createHttpsServer } from "node:https";
+import { request } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect } from "chai";
+import { makeCertificates } from "./support/certificates.js";
+import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FakeS3, S3_CREDENTIALS } from "./support/fake-s3.js";
 import { ForwardProxy } from "./support/forward-proxy.js";
@@ -83,5 +91,51 @@ describe("pulling through a proxy", () => {
       (e: Error & { kind?: string }) => e,
     );
     expect(err?.message).to.include("--proxy").and.not.include("hunter2");
+  });
+});
+
+describe("an https store through HTTPS_PROXY", () => {
+  it("reaches it through a CONNECT tunnel, verifying its certificate end to end", async () => {
+    const certs = await makeCertificates();
+    const s3 = await FakeS3.start(["models"]);
+    const proxy = await ForwardProxy.start();
+    // TLS in front of the S3 server, as a real endpoint would have
+    const front = createHttpsServer({ cert: await readFile(certs.serverCert), key: await readFile(certs.serverKey) }, (req, res) => {
+      const target = new URL(s3.url);
+      const upstream = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    const endpoint = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
+    const dataDir = await mkdtemp(join(tmpdir(), "modelcache-test-"));
+    const names = ["HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "no_grpc_proxy"];
+    const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
+    // the server trusts the test CA; the test's own gRPC client does not use the proxy
+    Object.assign(process.env, { HTTPS_PROXY: proxy.url, NODE_EXTRA_CA_CERTS: certs.ca, no_grpc_proxy: "127.0.0.1" });
+    const server = await spawnServer({ dataDir, args: ["--s3-endpoint", endpoint] }).finally(() => {
+      for (const name of names) {
+        if (saved[name] === undefined) delete process.env[name];
+        else process.env[name] = saved[name];
+      }
+    });
+    try {
+      await s3.put("models", { "minilm/config.json": "{}" });
+      await call(server.client, "registerModel", { model: modelSpec({ source: "s3://models/minilm", revision: "" }) });
+      await pullOk(server.client, { name: "minilm" });
+      expect(proxy.requests.filter((r) => r.kind === "connect").map((r) => r.host)).to.include(new URL(endpoint).host);
+      expect(s3.gets("minilm/config.json")).to.have.length(1);
+    } finally {
+      server.client.close();
+      await server.kill();
+      front.closeAllConnections();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+      await proxy.close();
+      await s3.close();
+      await certs.cleanup();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
