@@ -10,10 +10,6 @@ export interface S3Location {
 
 const LOCATION = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/;
 
-export function isS3Source(source: string): boolean {
-  return source.startsWith("s3://");
-}
-
 export function parseS3Location(source: string): S3Location {
   const match = LOCATION.exec(source);
   if (!match) throw new ModelCacheError("invalid_argument", `model.source ${quote(source)} is not an s3:// location such as 's3://bucket/prefix'`);
