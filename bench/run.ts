@@ -11,9 +11,10 @@ import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
+import { benchS3pull } from "./s3pull.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -26,6 +27,7 @@ const program = new Command("bench")
   .option("--inspect-seconds <n>", "measuring time per level and handler", "3")
   .option("--inspect-levels <list>", "concurrent clients, comma-separated", "1,16,64")
   .option("--hub-mib <n>", "size of the hubpull repository", "1024")
+  .option("--s3-mib <n>", "size of the s3pull model", "1024")
   .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
   .parse();
 
@@ -62,6 +64,7 @@ try {
   if (names.includes("dedupe")) {
     for (const result of await benchDedupe({ workDir: dir, totalMiB: Number(options.dedupeMib), shards: 4, repeat: Number(options.repeat) })) await report(result);
   }
+  if (names.includes("s3pull")) await report(await benchS3pull({ workDir: dir, totalMiB: Number(options.s3Mib), shards: Number(options.shards), repeat: Number(options.repeat) }));
   if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {
   await rm(dir, { recursive: true, force: true });

@@ -1,5 +1,6 @@
 // What the domain operations share while the server runs: the registry, the
 // cache layout, the per-model locks, the pull jobs and the server's settings.
+import type { Dispatcher } from "undici";
 import type { FileCopier } from "./cache/file-copier.js";
 import type { CacheLayout } from "./cache/layout.js";
 import type { ModelLocks } from "./cache/model-lock.js";
@@ -9,6 +10,7 @@ import type { ContentStore } from "./store/content-store.js";
 import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
+import type { S3Settings } from "./sources/s3/open-s3-source.js";
 
 export interface Runtime {
   registry: Registry;
@@ -25,6 +27,10 @@ export interface Runtime {
   /** where a PullRequest's fixture_dir may point */
   fixtureRoots: FixtureRoots;
   hub: HubSettings;
+  /** where s3:// sources are read from; unset: AWS S3 in us-east-1 */
+  s3?: S3Settings;
+  /** how hub and S3 requests leave the machine: --proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY */
+  network?: { proxy?: string; dispatcher?: Dispatcher };
   /** what one pull may bring in */
   pullLimits: PullLimits;
   /** the --models-file the registry follows, if any */

@@ -18,6 +18,9 @@ export interface ServeOptions {
   fixtureRoot?: string[];
   maxConcurrentPulls: string;
   hubUrl?: string;
+  s3Endpoint?: string;
+  s3Region?: string;
+  proxy?: string;
   offline: boolean;
   maxBytesPerSecond?: string;
   parallelRangeMinBytes: string;
@@ -86,6 +89,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
       maxConcurrentPulls: Number(options.maxConcurrentPulls),
       hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
+      s3Endpoint: options.s3Endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined),
+      s3Region: options.s3Region ?? (process.env.AWS_REGION || undefined),
+      proxy: options.proxy,
       offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
       maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
       parallelRangeMinBytes: Number(options.parallelRangeMinBytes),

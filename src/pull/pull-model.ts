@@ -50,7 +50,22 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
     }
     const opened = dir
       ? await openDirectorySource(dir.path, dir.field)
-      : // the hub client (undici) loads with the first hub pull, not at boot
+      : model.source.startsWith("s3://")
+        ? // the S3 client loads with the first S3 pull, not at boot
+          await (await import("../sources/s3/open-s3-source.js")).openS3Source({
+            source: model.source,
+            include: model.include ?? [],
+            exclude: model.exclude ?? [],
+            credential,
+            settings: runtime.s3 ?? { region: "us-east-1" },
+            layout: runtime.layout,
+            name: model.name,
+            bandwidth: runtime.hub.bandwidth,
+            parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+            dispatcher: await networkOf(runtime),
+            signal,
+          })
+        : // the hub client (undici) loads with the first hub pull, not at boot
         await (await import("../sources/hub/open-hub-source.js")).openHubSource({
           hubUrl: runtime.hub.url,
           repo: model.source,
@@ -61,6 +76,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           name: model.name,
           bandwidth: runtime.hub.bandwidth,
           parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+          dispatcher: await networkOf(runtime),
           signal,
         });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
@@ -111,6 +127,12 @@ async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAl
  * are, and nothing touches the network.
  */
 async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortSignal): AsyncGenerator<PullEvent> {
+  if (model.source.startsWith("s3://")) {
+    throw new ModelCacheError(
+      "failed_precondition",
+      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs its object store (${quote(model.source)}): start the server without --offline, or set fixture_dir in the PullRequest to install from a local directory`,
+    );
+  }
   const report = /^[0-9a-f]{40}$/.test(model.revision) ? await inspectInstall(runtime.layout, model.name, false, signal) : undefined;
   const manifest = report?.status === "installed" ? report.manifest : undefined;
   if (!manifest || manifest.resolvedCommit !== model.revision) {
@@ -125,4 +147,11 @@ async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortS
     yield { type: "file_completed", path: file.path, sha256: file.sha256, sizeBytes: file.sizeBytes, reused: true };
   }
   yield { type: "completed", cacheDir: report!.cacheDir, manifest };
+}
+
+/** The server's way out for hub and S3 requests, made (and the proxy variables read) with its first pull. */
+async function networkOf(runtime: Runtime) {
+  runtime.network ??= {};
+  runtime.network.dispatcher ??= (await import("../sources/network.js")).networkDispatcher(runtime.network.proxy);
+  return runtime.network.dispatcher;
 }

@@ -12,7 +12,8 @@ const MAX_REFERENCE = 512;
 export function validateModelSpec(input: ModelSpecInput): ModelSpec {
   const name = checkName("model.name", input.name);
   const source = checkSource(checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'"));
-  const revision = checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'");
+  // an s3:// source has no revisions: its listing's digest is what a pull resolves
+  const revision = source.startsWith("s3://") && input.revision === "" ? "" : checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'");
 
   if (input.task !== "embedding") {
     const got = input.task === undefined ? "it is unset" : `got ${input.task}`;

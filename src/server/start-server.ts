@@ -2,6 +2,7 @@
 // health and reflection, and a graceful shutdown that stops accepting calls,
 // lets unary calls finish, cancels pull jobs (their staging dirs are
 // removed) and closes LevelDB last.
+import { checkProxyUrl, redactProxy } from "../sources/proxy-url.js";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Server, type ServerCredentials } from "@grpc/grpc-js";
@@ -54,6 +55,12 @@ export interface ServerOptions {
   fileConcurrency?: number;
   /** the hub to pull from when no fixture dir applies (default https://huggingface.co) */
   hubUrl?: string;
+  /** the S3-compatible store s3:// sources are read from (default AWS S3) */
+  s3Endpoint?: string;
+  /** the region of s3:// sources (default us-east-1) */
+  s3Region?: string;
+  /** the proxy hub and S3 requests go through, overriding HTTPS_PROXY / HTTP_PROXY / NO_PROXY */
+  proxy?: string;
   /** refuse every pull that needs the network */
   offline?: boolean;
   /** cap on the total download rate from the hub */
@@ -123,6 +130,8 @@ interface Settings {
   progressIntervalMs: number;
   fileConcurrency: number;
   hub: Omit<Runtime["hub"], "bandwidth"> & { maxBytesPerSecond: number | undefined };
+  s3: NonNullable<Runtime["s3"]>;
+  proxy: string | undefined;
   pullLimits: PullLimits;
   maxStreams: number;
   maxMessageBytes: number;
@@ -156,6 +165,10 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     maxBytesPerSecond: options.maxBytesPerSecond ? checkRate(options.maxBytesPerSecond) : undefined,
     parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
   };
+  const s3 = {
+    endpoint: options.s3Endpoint !== undefined ? checkHttpUrl("--s3-endpoint", options.s3Endpoint, "http://127.0.0.1:9000") : undefined,
+    region: checkRegion(options.s3Region ?? "us-east-1"),
+  };
   const pullLimits = {
     maxFiles: checkLimit("--max-files-per-pull", options.pullLimits?.maxFiles ?? DEFAULT_PULL_LIMITS.maxFiles),
     maxFileBytes: checkLimit("--max-file-bytes", options.pullLimits?.maxFileBytes ?? DEFAULT_PULL_LIMITS.maxFileBytes),
@@ -187,6 +200,8 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     progressIntervalMs,
     fileConcurrency,
     hub,
+    s3,
+    proxy: options.proxy !== undefined ? checkProxyUrl(options.proxy) : undefined,
     pullLimits,
     maxStreams,
     maxMessageBytes,
@@ -254,6 +269,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         bandwidth: settings.hub.maxBytesPerSecond ? new Bandwidth(settings.hub.maxBytesPerSecond) : undefined,
         parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
       },
+      s3: settings.s3,
+      network: { proxy: settings.proxy },
       pullLimits: settings.pullLimits,
       modelsFile: settings.modelsFile,
     };
@@ -300,7 +317,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
-      { address, metrics: metricsServer?.address, modelsFile: settings.modelsFile, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
+      { address, metrics: metricsServer?.address, modelsFile: settings.modelsFile, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, ...(settings.proxy !== undefined ? { proxy: redactProxy(settings.proxy) } : {}), ...(settings.s3.endpoint !== undefined ? { s3Endpoint: settings.s3.endpoint } : {}), offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
     );
     if (!settings.authenticated) logger.warn({ address }, "authentication is off: any process that can reach this address may call every RPC; give --auth-tokens FILE to require tokens");
@@ -395,4 +412,24 @@ function checkRangeMinimum(bytes: number): number {
     throw new ModelCacheError("invalid_argument", `--parallel-range-min-bytes must be a whole number of at least 1048576 (got ${bytes})`);
   }
   return bytes;
+}
+
+function checkHttpUrl(flag: string, url: string, example: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ModelCacheError("invalid_argument", `${flag} '${url.slice(0, 80)}' is not a URL; give one such as ${example}`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new ModelCacheError("invalid_argument", `${flag} must be an http(s) URL such as ${example} (got ${parsed.protocol})`);
+  }
+  return url;
+}
+
+function checkRegion(region: string): string {
+  if (!/^[a-z0-9-]{1,64}$/.test(region)) {
+    throw new ModelCacheError("invalid_argument", `--s3-region '${region.slice(0, 80)}' is not a region name such as us-east-1`);
+  }
+  return region;
 }

@@ -17,10 +17,19 @@ import { readFileChunks } from "../../cache/read-file-chunks.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
-import type { HubHttp } from "./hub-http.js";
+import type { Readable } from "node:stream";
+
+/** Ranged GETs with retries until a response starts: the hub's HTTP client, or an object store's. */
+export interface RangeReader {
+  get(url: string, what: string, signal: AbortSignal, range?: number, rangeEnd?: number): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Readable }>;
+  /** the wait before retry `attempt + 1` */
+  backoff(attempt: number): number;
+}
 
 export interface DownloadOptions {
-  http: HubHttp;
+  http: RangeReader;
+  /** how the source reads in messages; "the hub" unless given */
+  origin?: string;
   url: string;
   /** the file's path in the repo, for messages */
   path: string;
@@ -61,7 +70,7 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
   }
   if (mismatch) {
     await rm(partialPath, { force: true });
-    throw new ModelCacheError("data_loss", `file '${options.path}' from the hub does not match its listing: its bytes have ${mismatch}; nothing was installed`);
+    throw new ModelCacheError("data_loss", `file '${options.path}' from ${origin(options)} does not match its listing: its bytes have ${mismatch}; nothing was installed`);
   }
   return hashes[0]!.digest("hex");
 }
@@ -95,7 +104,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       const hashing = new Transform({
         transform(chunk: Buffer, _encoding, done) {
           if (received + chunk.length > sizeBytes) {
-            return done(new ModelCacheError("data_loss", `the hub sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`));
+            return done(new ModelCacheError("data_loss", `${origin(options)} sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`));
           }
           hashes.forEach((h) => h.update(chunk));
           received += chunk.length;
@@ -131,7 +140,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       }
       failures += 1;
       if (failures >= MAX_FAILURES) {
-        throw new ModelCacheError("unavailable", `downloading '${options.path}' from the hub failed ${failures} times (${(err as Error).message}); pull again to resume`);
+        throw new ModelCacheError("unavailable", `downloading '${options.path}' from ${origin(options)} failed ${failures} times (${(err as Error).message}); pull again to resume`);
       }
       await sleep(http.backoff(failures), undefined, { signal });
     }
@@ -142,9 +151,9 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
 function check(options: DownloadOptions, hashes: Hash[]): string | undefined {
   const [sha256, blob] = hashes.map((h) => h.copy().digest("hex"));
   return options.sha256 !== undefined && sha256 !== options.sha256
-    ? `sha256 ${sha256}, the hub lists ${options.sha256}`
+    ? `sha256 ${sha256}, ${origin(options)} lists ${options.sha256}`
     : options.gitBlobId !== undefined && blob !== options.gitBlobId
-      ? `git blob id ${blob}, the hub lists ${options.gitBlobId}`
+      ? `git blob id ${blob}, ${origin(options)} lists ${options.gitBlobId}`
       : undefined;
 }
 
@@ -170,3 +179,8 @@ export function resumesAt(response: { status: number; headers: Record<string, st
   return range !== null && Number(range[1]) === offset;
 }
 
+
+/** The source as messages name it. */
+export function origin(options: { origin?: string }): string {
+  return options.origin ?? "the hub";
+}

@@ -20,7 +20,7 @@ import { writeFileDurably } from "../../cache/durable.js";
 import { Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError } from "../../errors.js";
 import type { Connections } from "./connections.js";
-import { type DownloadOptions, resumesAt } from "./download-file.js";
+import { type DownloadOptions, origin, resumesAt } from "./download-file.js";
 
 interface Segment {
   start: number;
@@ -64,7 +64,7 @@ export async function downloadInSegments(options: SegmentedOptions): Promise<str
     await rm(partialPath, { force: true });
     throw new ModelCacheError(
       "data_loss",
-      `file '${options.path}' from the hub does not match its listing: its bytes have sha256 ${fetched.sha256}, the hub lists ${options.sha256}; nothing was installed`,
+      `file '${options.path}' from ${origin(options)} does not match its listing: its bytes have sha256 ${fetched.sha256}, ${origin(options)} lists ${options.sha256}; nothing was installed`,
     );
   }
   return fetched.sha256;
@@ -325,7 +325,7 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       };
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
         if (segment.done + pendingBytes + chunk.length > length) {
-          throw new ModelCacheError("data_loss", `the hub sent more bytes than asked for a range of '${options.path}'; nothing was installed`);
+          throw new ModelCacheError("data_loss", `${origin(options)} sent more bytes than asked for a range of '${options.path}'; nothing was installed`);
         }
         await options.bandwidth?.take(chunk.length, signal);
         pending.push(chunk);
@@ -338,7 +338,7 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       if (err === RANGE_IGNORED || signal.aborted || err instanceof ModelCacheError) throw signal.aborted ? signal.reason : err;
       failures += 1;
       if (failures >= MAX_FAILURES) {
-        throw new ModelCacheError("unavailable", `downloading '${options.path}' from the hub failed ${failures} times (${(err as Error).message}); pull again to resume`);
+        throw new ModelCacheError("unavailable", `downloading '${options.path}' from ${origin(options)} failed ${failures} times (${(err as Error).message}); pull again to resume`);
       }
       await sleep(http.backoff(failures), undefined, { signal });
     }

@@ -13,6 +13,8 @@ export interface HubHttpOptions {
   token?: string;
   /** named in errors instead of the token */
   alias?: string;
+  /** how requests leave the machine (proxies); without it, a direct connection */
+  dispatcher?: Dispatcher;
   attempts?: number;
   backoffMs?: number;
 }
@@ -96,7 +98,7 @@ export class HubHttp {
       if (this.options.token !== undefined && target.origin === this.origin) headers.authorization = `Bearer ${this.options.token}`;
       if (rangeEnd !== undefined) headers.range = `bytes=${range ?? 0}-${rangeEnd - 1}`;
       else if (range !== undefined && range > 0) headers.range = `bytes=${range}-`;
-      const response = await request(target, { method: "GET", headers, signal, dispatcher: agent });
+      const response = await request(target, { method: "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
       if (response.statusCode >= 300 && response.statusCode < 400 && response.headers.location) {
         await response.body.dump().catch(() => undefined);
         current = new URL(String(response.headers.location), target).href;

@@ -4,6 +4,7 @@
 // file is downloaded from the pinned commit's resolve endpoint into a
 // resumable partial file and verified; the content store then takes it.
 import { rm } from "node:fs/promises";
+import type { Dispatcher } from "undici";
 import { join } from "node:path";
 import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
@@ -26,6 +27,8 @@ export interface HubSourceOptions {
   layout: CacheLayout;
   name: string;
   bandwidth?: Bandwidth;
+  /** how requests leave the machine (proxies) */
+  dispatcher?: Dispatcher;
   signal: AbortSignal;
   /** LFS files at least this large are fetched as byte ranges, in parallel while connections are idle */
   parallelRangeMinBytes: number;
@@ -38,7 +41,7 @@ const COMMIT = /^[0-9a-f]{40}$/;
 
 export async function openHubSource(options: HubSourceOptions): Promise<FetchingSource> {
   const repoPath = repoUrlPath(options.repo);
-  const http = new HubHttp({ baseUrl: options.hubUrl, token: options.token, alias: options.alias });
+  const http = new HubHttp({ baseUrl: options.hubUrl, token: options.token, alias: options.alias, dispatcher: options.dispatcher });
   const { body } = await http.json(
     http.url(`api/models/${repoPath}/revision/${encodeURIComponent(options.revision)}`),
     `revision ${quote(options.revision)} of ${quote(options.repo)}`,

@@ -1,0 +1,112 @@
+// A prefix of an S3-compatible bucket as an artifact source: the objects are
+// listed (their digest is the resolved commit), each is asked for its
+// full-object SHA-256 checksum, so that content the store already holds is
+// linked rather than downloaded and a download that differs is DATA_LOSS,
+// and each is fetched with the hub's resumable, verified downloads: large
+// ones as parallel byte ranges. Partials are kept per listing digest, which
+// covers every ETag, so a changed object is never resumed into.
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Dispatcher } from "undici";
+import type { CacheLayout } from "../../cache/layout.js";
+import type { FetchingSource } from "../artifact-source.js";
+import type { Bandwidth } from "../hub/bandwidth.js";
+import { Connections } from "../hub/connections.js";
+import { downloadFile } from "../hub/download-file.js";
+import { downloadInSegments } from "../hub/download-segments.js";
+import { type S3File, listObjects } from "./list-objects.js";
+import { s3Credentials } from "./s3-credentials.js";
+import { parseS3Location } from "./s3-location.js";
+import { S3Store } from "./s3-store.js";
+
+export interface S3Settings {
+  /** --s3-endpoint or AWS_ENDPOINT_URL; unset for AWS itself */
+  endpoint?: string;
+  /** --s3-region, AWS_REGION, else us-east-1 */
+  region: string;
+}
+
+export interface S3SourceOptions {
+  source: string;
+  include: string[];
+  exclude: string[];
+  credential?: { alias: string; secret: string };
+  settings: S3Settings;
+  layout: CacheLayout;
+  name: string;
+  bandwidth?: Bandwidth;
+  parallelRangeMinBytes: number;
+  /** how requests leave the machine (proxies) */
+  dispatcher?: Dispatcher;
+  signal: AbortSignal;
+}
+
+/** Connections a pull uses at once, as for a hub. */
+const CONNECTIONS = 4;
+/** HeadObject requests in flight while checksums are gathered. */
+const HEADS_AT_ONCE = 8;
+
+export async function openS3Source(options: S3SourceOptions): Promise<FetchingSource> {
+  const location = parseS3Location(options.source);
+  const credentials = s3Credentials(options.credential);
+  const store = new S3Store({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias, dispatcher: options.dispatcher });
+  const { files, digest } = await listObjects(store, location, options, options.signal);
+  for (const file of files) store.etags.set(file.key, file.etag);
+  await announceChecksums(store, files, options.signal);
+  const partialDir = options.layout.partialDir(options.name, digest);
+  const connections = new Connections(CONNECTIONS);
+  const origin = `the object store (s3://${location.bucket})`;
+
+  return {
+    description: `s3:${location.bucket}/${location.prefix.replace(/\/$/, "")}@${digest}`,
+    resolvedCommit: digest,
+    files,
+    async fetch(file, signal, onBytes) {
+      const release = connections.hold();
+      try {
+        return await download(file as S3File, signal, onBytes);
+      } finally {
+        release();
+      }
+    },
+    async installed() {
+      await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
+    },
+  };
+
+  async function download(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
+    const partialPath = join(partialDir, file.path);
+    const request = { http: store, url: file.key, origin, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, signal, onBytes };
+    let sha256: string | "unsupported" = "unsupported";
+    if (file.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) {
+      sha256 = await downloadInSegments({ ...request, sha256: file.sha256, connections });
+    }
+    if (sha256 === "unsupported") {
+      // one stream, resumable from its length
+      await rm(`${partialPath}.segments.json`, { force: true });
+      if (file.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
+      sha256 = await downloadFile(request);
+    }
+    return { path: partialPath, sha256 };
+  }
+}
+
+/**
+ * Sets each file's sha256 from the full-object SHA-256 checksum the store
+ * keeps for it, if any (a multipart upload's composite checksum is not the
+ * file's sha256, and is left out).
+ */
+async function announceChecksums(store: S3Store, files: S3File[], signal: AbortSignal): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < files.length) {
+      const file = files[next++]!;
+      const head = await store.head(file.key, signal);
+      const checksum = head.ChecksumSHA256;
+      if (checksum === undefined || checksum.includes("-") || (head.ChecksumType !== undefined && head.ChecksumType !== "FULL_OBJECT")) continue;
+      const hex = Buffer.from(checksum, "base64").toString("hex");
+      if (/^[0-9a-f]{64}$/.test(hex)) file.sha256 = hex;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(HEADS_AT_ONCE, files.length) }, worker));
+}

@@ -1,0 +1,152 @@
+// One bucket of an S3-compatible object store (AWS S3, MinIO, Ceph RGW, R2,
+// GCS's S3 interface) through @aws-sdk/client-s3: every call retried with
+// exponential backoff and jitter on network errors, 5xx and SlowDown, and the
+// store's refusals turned into errors that name the credential alias (never
+// its secret) and say what to do. Object reads are offered as the ranged
+// GETs the hub downloads use, so that S3 pulls resume and verify the same way.
+import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client, type S3ServiceException } from "@aws-sdk/client-s3";
+import { ModelCacheError, quote } from "../../errors.js";
+import type { RangeReader } from "../hub/download-file.js";
+import type { Dispatcher } from "undici";
+import type { S3Credentials } from "./s3-credentials.js";
+import { undiciRequestHandler } from "./undici-handler.js";
+
+export interface S3StoreOptions {
+  bucket: string;
+  /** --s3-endpoint or AWS_ENDPOINT_URL: any S3-compatible store, addressed path-style */
+  endpoint?: string;
+  region: string;
+  /** none: anonymous requests, for a public bucket */
+  credentials?: S3Credentials;
+  /** named in errors about access */
+  alias?: string;
+  /** how requests leave the machine (proxies); without it, the SDK's own HTTP handler */
+  dispatcher?: Dispatcher;
+  attempts?: number;
+  backoffMs?: number;
+}
+
+export class S3Store implements RangeReader {
+  readonly client: S3Client;
+  /** the ETag each key had when listed: a read of a changed object fails instead of mixing versions */
+  readonly etags = new Map<string, string>();
+  private readonly attempts: number;
+  private readonly backoffMs: number;
+
+  constructor(private readonly options: S3StoreOptions) {
+    this.attempts = options.attempts ?? 5;
+    this.backoffMs = options.backoffMs ?? 250;
+    this.client = new S3Client({
+      region: options.region,
+      ...(options.endpoint !== undefined ? { endpoint: options.endpoint, forcePathStyle: true } : {}),
+      // without credentials, requests go unsigned: a public bucket needs none
+      ...(options.credentials
+        ? { credentials: options.credentials }
+        : { credentials: async () => ({ accessKeyId: "", secretAccessKey: "" }), signer: { sign: async (request) => request } }),
+      // retries are ours (below), with the same backoff as the hub's
+      maxAttempts: 1,
+      ...(options.dispatcher ? { requestHandler: undiciRequestHandler(options.dispatcher) } : {}),
+      // the bytes are verified here as they arrive, against the checksum HeadObject announced
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+    });
+  }
+
+  get bucket(): string {
+    return this.options.bucket;
+  }
+
+  /** One ListObjectsV2 page. */
+  list(prefix: string, continuationToken: string | undefined, signal: AbortSignal) {
+    return this.call(`the listing of ${this.where(prefix)}`, signal, () =>
+      this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: continuationToken }), { abortSignal: signal }),
+    );
+  }
+
+  /** The object's metadata, with its checksums when the store keeps them. */
+  head(key: string, signal: AbortSignal) {
+    return this.call(`object ${this.where(key)}`, signal, () =>
+      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED" }), { abortSignal: signal }),
+    );
+  }
+
+  /** RangeReader: `url` is the object's key. */
+  async get(key: string, what: string, signal: AbortSignal, range?: number, rangeEnd?: number) {
+    const header = rangeEnd !== undefined ? `bytes=${range ?? 0}-${rangeEnd - 1}` : range !== undefined && range > 0 ? `bytes=${range}-` : undefined;
+    const response = await this.call(what, signal, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header, IfMatch: this.etags.get(key) }), { abortSignal: signal }),
+    );
+    const listed = this.etags.get(key);
+    if (listed !== undefined && response.ETag !== undefined && response.ETag !== listed) {
+      // a store that ignores If-Match still names the version it sent
+      (response.Body as Readable | undefined)?.destroy();
+      throw this.refusal(412, "PreconditionFailed", what);
+    }
+    return {
+      status: response.$metadata.httpStatusCode ?? 200,
+      headers: { "content-range": response.ContentRange } as Record<string, string | undefined>,
+      body: response.Body as Readable,
+    };
+  }
+
+  /** The wait before retry `attempt + 1`: exponential, with full jitter in its upper half. */
+  backoff(attempt: number): number {
+    const ceiling = Math.min(10_000, this.backoffMs * 2 ** (attempt - 1));
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  private where(key: string): string {
+    return quote(`s3://${this.bucket}/${key}`);
+  }
+
+  private async call<T>(what: string, signal: AbortSignal, send: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await send();
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        const status = (err as S3ServiceException).$metadata?.httpStatusCode;
+        const code = (err as Error).name;
+        const transient = status === undefined || status >= 500 || status === 429 || code === "SlowDown" || code === "RequestTimeout";
+        if (!transient) throw this.refusal(status, code, what);
+        if (attempt >= this.attempts) {
+          const reason = status === undefined ? (err as Error).message : `${status} ${code}`;
+          throw new ModelCacheError("unavailable", `the object store${this.endpointNote()} failed ${attempt} times for ${what} (${reason}); try again later`, { cause: err });
+        }
+      }
+      await sleep(this.backoff(attempt), undefined, { signal });
+    }
+  }
+
+  private endpointNote(): string {
+    return this.options.endpoint !== undefined ? ` at ${new URL(this.options.endpoint).origin}` : "";
+  }
+
+  /** The store's refusal as an error naming the alias (never its secret) and the fix. */
+  private refusal(status: number, code: string, what: string): ModelCacheError {
+    const alias = this.options.alias;
+    if (status === 401 || ["InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"].includes(code)) {
+      return new ModelCacheError(
+        "unauthenticated",
+        alias
+          ? `the object store did not accept the credentials of credential alias ${quote(alias)} for ${what} (${code}): store valid ones under that alias with PutSecret`
+          : `the object store did not accept the credentials for ${what} (${code}): store S3 credentials with PutSecret and set credential_alias on the model or the pull`,
+      );
+    }
+    if (status === 403) {
+      return new ModelCacheError(
+        "permission_denied",
+        alias
+          ? `the object store refused ${what} to the credentials of credential alias ${quote(alias)} (${code}): grant them s3:ListBucket and s3:GetObject, or store others under that alias with PutSecret`
+          : `the object store refused ${what} (${code}): the bucket is not public; store S3 credentials with PutSecret and set credential_alias`,
+      );
+    }
+    if (status === 404) return new ModelCacheError("not_found", `the object store has no ${what} (${code}): check the model's source and --s3-endpoint`);
+    if (status === 412) {
+      return new ModelCacheError("aborted", `${what} changed in the object store while it was being pulled: pull again to fetch the new version`);
+    }
+    return new ModelCacheError("failed_precondition", `the object store refused ${what} (${status} ${code})`);
+  }
+}

@@ -1,0 +1,191 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { spawnServer } from "./support/child-server.js";
+import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
+import { captureLogs } from "./support/log-capture.js";
+import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const BUCKET = "models";
+const BIG = 3 * 1024 * 1024;
+const big = Buffer.alloc(BIG);
+for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+const OBJECTS: Record<string, string | Buffer> = {
+  "minilm/config.json": '{"hidden_size": 384}',
+  "minilm/1_Pooling/config.json": '{"pooling_mode_mean_tokens": true}',
+  "minilm/onnx/model.onnx": big,
+  "minilm/tokenizer.json": "{}",
+  "minilm-v2/config.json": "not this one",
+};
+
+describe("pulling from an S3-compatible store", () => {
+  let s3: FakeS3;
+  let t: TestServer;
+  beforeEach(async () => {
+    s3 = await FakeS3.start([BUCKET]);
+    await s3.put(BUCKET, OBJECTS);
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024 });
+    await call(t.client, "putSecret", { alias: "store", value: JSON.stringify(S3_CREDENTIALS) });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store" }) });
+  });
+  afterEach(async () => {
+    await t.close();
+    await s3.close();
+  });
+  const installed = (path: string) => readFile(join(t.cacheRoot, "minilm", path));
+
+  it("installs every object under the prefix with nested keys, and not those of a longer prefix", async () => {
+    const events = await pullOk(t.client, { name: "minilm" });
+    const manifest = events.at(-1)!.completed!.manifest!;
+    expect(manifest.files.map((f) => f.path)).to.deep.equal(["1_Pooling/config.json", "config.json", "onnx/model.onnx", "tokenizer.json"]);
+    for (const file of manifest.files) expect(sha256hex(await installed(file.path))).to.equal(file.sha256);
+    expect(manifest.resolvedCommit).to.match(/^[0-9a-f]{40}$/);
+    expect(events[0]!.started!.source).to.equal(`s3:${BUCKET}/minilm@${manifest.resolvedCommit}`);
+    expect(s3.gets("minilm-v2/config.json")).to.deep.equal([]);
+  });
+
+  it("applies include and exclude before fetching anything", async () => {
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store", include: ["*.json"], exclude: ["tokenizer*"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["1_Pooling/config.json", "config.json"]);
+    expect(s3.gets("minilm/onnx/model.onnx")).to.deep.equal([]);
+    expect(s3.gets("minilm/tokenizer.json")).to.deep.equal([]);
+  });
+
+  it("follows the listing past its first page", async () => {
+    const pad: Record<string, string> = {};
+    for (let i = 0; i < 1001; i++) pad[`minilm/pad/${String(i).padStart(4, "0")}`] = "x";
+    await s3.put(BUCKET, pad);
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store", include: ["*.json", "pad/1000"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.include("pad/1000");
+    expect(s3.requests.filter((r) => r.query.includes("continuation-token")).length).to.be.above(0);
+  });
+
+  it("resumes an object whose connection dropped midway, fetching only the missing bytes", async () => {
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store", include: ["onnx/"] }) });
+    s3.faults.dropAfter.set("minilm/onnx/model.onnx", 1024 * 1024);
+    await pullOk(t.client, { name: "minilm" });
+    const gets = s3.gets("minilm/onnx/model.onnx");
+    expect(gets).to.have.length(2);
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? "")?.[1]);
+    expect(resumedAt).to.be.above(0);
+    expect(gets[1]!.sent).to.equal(BIG - resumedAt);
+    expect(sha256hex(await installed("onnx/model.onnx"))).to.equal(sha256hex(big));
+  });
+
+  it("retries 503 SlowDown and goes on", async () => {
+    s3.faults.slowDown.set("minilm/config.json", 2);
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.requests.filter((r) => r.key === "minilm/config.json").length).to.be.above(3);
+  });
+
+  it("fails with DATA_LOSS naming the file when the bytes differ from the announced SHA-256", async () => {
+    s3.faults.checksum.set("minilm/config.json", sha256hex(OBJECTS["minilm/config.json"]!));
+    s3.faults.corrupt.add("minilm/config.json");
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("config.json");
+  });
+
+  it("fetches large objects with a full-object SHA-256 as byte ranges, and links content the store holds without downloading", async () => {
+    s3.faults.checksum.set("minilm/onnx/model.onnx", sha256hex(big));
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.gets("minilm/onnx/model.onnx").every((r) => /^bytes=\d+-\d+$/.test(r.range ?? ""))).to.equal(true);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "copy", source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store", include: ["onnx/"] }) });
+    const before = s3.gets("minilm/onnx/model.onnx").length;
+    const events = await pullOk(t.client, { name: "copy" });
+    expect(events.find((e) => e.fileCompleted)!.fileCompleted!.reused).to.equal(true);
+    expect(s3.gets("minilm/onnx/model.onnx").length).to.equal(before);
+  });
+
+  it("names the credential alias, never the secret, when the store refuses the credentials", async () => {
+    const logs = captureLogs("trace");
+    await t.restart({ logger: logs.logger });
+    const secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    await call(t.client, "putSecret", { alias: "store", value: JSON.stringify({ accessKeyId: "NOBODY", secretAccessKey: secret }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect([status.PERMISSION_DENIED, status.UNAUTHENTICATED]).to.include(outcome.error?.code);
+    expect(outcome.error?.details).to.include("'store'").and.not.include(secret);
+    expect(logs.raw()).to.include("'store'").and.not.include(secret).and.not.include("NOBODY");
+  });
+
+  it("refuses a secret that is not S3 credentials with FAILED_PRECONDITION naming the alias", async () => {
+    await call(t.client, "putSecret", { alias: "store", value: "hf_not-json-token" });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("'store'").and.not.include("hf_not-json-token");
+  });
+
+  it("pulls a public bucket anonymously, without a credential alias", async () => {
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", include: ["*.json"] }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.requests.length).to.be.above(0);
+  });
+
+  it("never mixes an object that changed during the pull with its listed version: the pull is ABORTED, the next one installs the new version", async () => {
+    s3.faults.beforeGet.set("minilm/config.json", () => s3.put(BUCKET, { "minilm/config.json": '{"hidden_size": 768}' }));
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.ABORTED);
+    expect(outcome.error?.details).to.include("config.json").and.include("pull again");
+    await pullOk(t.client, { name: "minilm" });
+    expect((await installed("config.json")).toString()).to.equal('{"hidden_size": 768}');
+  });
+
+  it("changes resolved_commit when an object changes", async () => {
+    const first = (await pullOk(t.client, { name: "minilm" })).at(-1)!.completed!.manifest!.resolvedCommit;
+    await s3.put(BUCKET, { "minilm/config.json": '{"hidden_size": 768}' });
+    const second = (await pullOk(t.client, { name: "minilm", force: true })).at(-1)!.completed!.manifest!.resolvedCommit;
+    expect(second).to.not.equal(first);
+    expect((await installed("config.json")).toString()).to.equal('{"hidden_size": 768}');
+  });
+
+  it("refuses a key that is not a safe relative path before fetching anything", async () => {
+    await s3.put(BUCKET, { "minilm/onnx\\..\\escape.json": "x" });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("escape.json");
+    expect(s3.requests.filter((r) => r.method !== "GET" || r.key !== "")).to.deep.equal([]);
+  });
+
+  it("refuses an S3 pull on an offline server with FAILED_PRECONDITION naming the object store", async () => {
+    await t.restart({ offline: true });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("offline").and.include("object store");
+    expect(s3.requests).to.deep.equal([]);
+  });
+
+  it("accepts an empty revision for an s3:// source only", async () => {
+    const err = await callError(t.client, "registerModel", { model: modelSpec({ name: "hub", revision: "" }) });
+    expect(err.code).to.equal(status.INVALID_ARGUMENT);
+  });
+});
+
+describe("AWS_ENDPOINT_URL", () => {
+  it("points the server's s3:// sources at an S3-compatible store when --s3-endpoint is not given", async () => {
+    const s3 = await FakeS3.start([BUCKET]);
+    const dataDir = await mkdtemp(join(tmpdir(), "modelcache-test-"));
+    const saved = process.env.AWS_ENDPOINT_URL;
+    process.env.AWS_ENDPOINT_URL = s3.url;
+    const server = await spawnServer({ dataDir }).finally(() => {
+      if (saved === undefined) delete process.env.AWS_ENDPOINT_URL;
+      else process.env.AWS_ENDPOINT_URL = saved;
+    });
+    try {
+      await s3.put(BUCKET, { "m/config.json": "{}" });
+      await call(server.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+      const events = await pullOk(server.client, { name: "minilm" });
+      expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json"]);
+      expect(s3.gets("m/config.json")).to.have.length(1);
+    } finally {
+      server.client.close();
+      await server.kill();
+      await s3.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
