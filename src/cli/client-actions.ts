@@ -41,6 +41,7 @@ export interface SpecOptions {
   pullPolicy?: PullPolicyWord;
   include?: string[];
   exclude?: string[];
+  pin?: boolean;
   json?: boolean;
 }
 
@@ -103,6 +104,7 @@ export const putModel = (global: Global, verb: "register" | "update", name: stri
       credentialAlias: opts.credentialAlias ?? "",
       include: opts.include ?? [],
       exclude: opts.exclude ?? [],
+      pinned: opts.pin ?? false,
     };
     const { model } = verb === "register" ? await call(client, "registerModel", { model: spec }) : await call(client, "updateModel", { name, model: spec });
     showModels([model!], opts.json);
@@ -177,7 +179,7 @@ export const inspect = (global: Global, name: string, opts: { deep?: boolean; js
 
 export const drop = (global: Global, name: string) =>
   run(global, async (client) => {
-    const dropped = await call(client, "dropCache", { name });
+    const dropped = await call(client, "dropCache", { name, force: false });
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
   });
 

@@ -41,6 +41,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
       .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
       .option("--include <glob...>", "only files matching these globs")
       .option("--exclude <glob...>", "never files matching these globs")
+      .option("--pin", "never evict the model's install to make room")
       .option("--json", "the proto3-JSON Model")
       .action(async (name: string, opts) => (await actions()).putModel(global(), verb, name, opts));
   }

@@ -15,10 +15,11 @@ import type { ModelRecord } from "../registry/model-record.js";
 import { managedByFile, ownedByFile } from "../models-file/plan-changes.js";
 import type { Runtime } from "../runtime.js";
 import { applyModels } from "../models-file/apply-models.js";
+import { resolveModel } from "../consumers/resolve-model.js";
 import { validateSpecs } from "../models-file/validate-specs.js";
 import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
-import { changeToProto, modelToProto, pullEventToProto, specFromProto } from "./convert.js";
+import { changeToProto, manifestToProto, modelToProto, pullEventToProto, pullPolicyFromProto, specFromProto } from "./convert.js";
 import { inspectResponse, serializeInspectResponse } from "./inspect-response.js";
 
 /** The generated service definition, with InspectCache's responses encoded by serializeInspectResponse. */
@@ -67,7 +68,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       return {
         ...described,
         maxBytes: 0,
-        models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: false, leases: 0 })),
+        models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: m.pinned, leases: 0 })),
       };
     }),
     pruneCache: unary(context, Service.pruneCache, async (request) => {
@@ -88,5 +89,12 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal });
       return { changes: changes.map(changeToProto) };
     }),
+    resolveModel: unary(context, Service.resolveModel, async (request, signal) => {
+      const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
+      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias }, signal);
+      return { name: resolved.name, cacheDir: resolved.cacheDir, manifest: manifestToProto(resolved.manifest), pulled: resolved.pulled, revalidated: resolved.revalidated, leaseId: "", leaseExpiresAt: undefined };
+    }),
+    // no lease is ever granted yet: every id is unknown
+    releaseLease: unary(context, Service.releaseLease, async () => ({ released: false })),
   };
 }

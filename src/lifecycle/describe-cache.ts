@@ -11,12 +11,14 @@ import { MANIFEST_FILE } from "../cache/layout.js";
 import { errorCode, filesystemError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import { pruneCache } from "./prune-cache.js";
+import { lastUsedAtMs } from "../registry/model-record.js";
 
 export interface CachedModel {
   name: string;
   sizeBytes: number;
   exclusiveBytes: number;
   lastUsedAtMs: number;
+  pinned: boolean;
 }
 
 export interface CacheDescription {
@@ -44,8 +46,8 @@ export async function describeCache(runtime: Runtime): Promise<CacheDescription>
     filesystemFreeBytes: fs.bavail * fs.bsize,
     filesystemTotalBytes: fs.blocks * fs.bsize,
     reclaimableBytes: reclaimable.freedBytes,
-    // pins and leases do not exist yet: every install not being pulled could go
-    evictableBytes: models.filter((m) => !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
+    // leases do not exist yet: every install neither pinned nor being pulled could go
+    evictableBytes: models.filter((m) => !m.pinned && !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
     models,
   };
 }
@@ -61,7 +63,7 @@ export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "re
     const manifest = await lstat(join(dir, MANIFEST_FILE)).catch(() => undefined);
     if (!manifest) continue;
     manifests += manifest.size;
-    models.push({ name: record.name, sizeBytes: footprintBytes(dir), exclusiveBytes: exclusiveBytes(dir), lastUsedAtMs: record.install.installedAtMs });
+    models.push({ name: record.name, sizeBytes: footprintBytes(dir), exclusiveBytes: exclusiveBytes(dir), lastUsedAtMs: lastUsedAtMs(record) ?? 0, pinned: record.pinned ?? false });
   }
   models.sort((a, b) => a.lastUsedAtMs - b.lastUsedAtMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   let blobs = 0;

@@ -90,7 +90,7 @@ function checkJoin(job: PullJob, requestedDir: string | undefined, force: boolea
 }
 
 /** The alias a pull would authenticate with (its own, else the model's) and its secret. */
-async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAlias: string): Promise<{ alias: string; secret: string } | undefined> {
+export async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAlias: string): Promise<{ alias: string; secret: string } | undefined> {
   const field = requestAlias !== "" ? "credential_alias" : "model.credential_alias";
   const alias = requestAlias !== "" ? requestAlias : model.credentialAlias;
   if (alias === "") return undefined;

@@ -53,6 +53,7 @@ export function validateModelSpec(input: ModelSpecInput): ModelSpec {
     credentialAlias,
     include,
     exclude,
+    pinned: input.pinned,
   };
 }
 
