@@ -9,6 +9,7 @@ import type { ContentStore } from "./store/content-store.js";
 import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
+import type { Leases } from "./consumers/leases.js";
 
 export interface Runtime {
   registry: Registry;
@@ -29,6 +30,8 @@ export interface Runtime {
   pullLimits: PullLimits;
   /** the --models-file the registry follows, if any */
   modelsFile?: string;
+  /** the services using installs hold these; a leased install stays */
+  leases: Leases;
 }
 
 export interface HubSettings {

@@ -4,6 +4,7 @@ import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { runCli } from "./support/run-cli.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
@@ -138,5 +139,90 @@ describe("ResolveModel", () => {
       expect(err.code).to.equal(status.UNAVAILABLE);
       hub = await FakeHub.serve(REPO, FIXTURE_DIR);
     });
+  });
+});
+
+describe("leases", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    await call(t.client, "registerModel", { model: modelSpec() });
+  });
+  afterEach(() => t.close());
+  const leased = async (seconds = 600) => call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING, { leaseSeconds: seconds }));
+
+  it("survives a restart and keeps DropCache and UnregisterModel drop_cache away, naming the lease and its end, until released", async () => {
+    const { leaseId, leaseExpiresAt } = await leased();
+    expect(leaseId).to.match(/^[0-9a-f-]{36}$/);
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(1);
+
+    const drop = await callError(t.client, "dropCache", { name: "minilm", force: false });
+    expect(drop.code).to.equal(status.FAILED_PRECONDITION);
+    expect(drop.details).to.include(leaseId).and.include(leaseExpiresAt!.toISOString());
+    const unregister = await callError(t.client, "unregisterModel", { name: "minilm", dropCache: true });
+    expect(unregister.code).to.equal(status.FAILED_PRECONDITION);
+    expect(unregister.details).to.include(leaseId);
+    const described = await call(t.client, "describeCache", {});
+    expect(described.evictableBytes).to.equal(0);
+    expect(described.models[0]!.leases).to.equal(1);
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+
+    expect(await call(t.client, "releaseLease", { leaseId })).to.deep.equal({ released: true });
+    expect(await call(t.client, "releaseLease", { leaseId })).to.deep.equal({ released: false });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: true });
+  });
+
+  it("ends every lease with a forced DropCache", async () => {
+    await leased();
+    await leased();
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(2);
+    expect(await call(t.client, "dropCache", { name: "minilm", force: true })).to.include({ removed: true });
+    const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+    expect(model).to.include({ leases: 0, status: ModelStatus.MODEL_STATUS_REGISTERED });
+  });
+
+  it("caps a lease at --max-lease-seconds, lets it expire, and refuses an empty lease id", async () => {
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 1 });
+    const before = Date.now();
+    const { leaseExpiresAt, leaseId } = await leased(3600);
+    expect(leaseExpiresAt!.getTime()).to.be.at.most(Date.now() + 1000).and.at.least(before + 1000 - 1);
+    await new Promise((resolve) => setTimeout(resolve, leaseExpiresAt!.getTime() - Date.now() + 50));
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+    expect(await call(t.client, "releaseLease", { leaseId })).to.deep.equal({ released: false });
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: true });
+    expect(await call(t.client, "releaseLease", { leaseId: "no-such-lease" })).to.deep.equal({ released: false });
+    const empty = await callError(t.client, "releaseLease", { leaseId: "" });
+    expect(empty.code).to.equal(status.INVALID_ARGUMENT);
+    expect(empty.details).to.include("lease_id");
+  });
+
+  it("a re-resolve with a lease renews by issuing a new one, and a lease of 0 is none", async () => {
+    const first = await leased();
+    const second = await leased();
+    expect(second.leaseId).to.not.equal(first.leaseId);
+    const none = await leased(0);
+    expect(none.leaseId).to.equal("");
+    expect(none.leaseExpiresAt).to.equal(undefined);
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(2);
+  });
+
+  it("'modelcache resolve' prints the path and the lease, 'leases release' ends it, and a bad policy or duration is a usage error", async () => {
+    const cli = (...args: string[]) => runCli(t.server.address, args);
+    const resolved = await cli("resolve", "minilm", "--policy", "if-missing", "--lease", "1h");
+    expect(resolved.code, resolved.stderr).to.equal(0);
+    const [path, leaseLine] = resolved.stdout.trim().split("\n");
+    expect(path).to.equal(join(t.cacheRoot, "minilm"));
+    const leaseId = /^lease (\S+) until \S+$/.exec(leaseLine ?? "")?.[1];
+    expect(leaseId).to.be.a("string");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(1);
+    expect((await cli("drop", "minilm")).code).to.equal(1);
+    const released = await cli("leases", "release", leaseId!);
+    expect(released.code, released.stderr).to.equal(0);
+    expect((await cli("leases", "release", leaseId!)).code).to.equal(3);
+    expect((await cli("resolve", "minilm", "--lease", "1 hour")).code).to.equal(2);
+    expect((await cli("resolve", "minilm", "--policy", "sometimes")).code).to.equal(2);
+    expect((await cli("drop", "minilm")).code).to.equal(0);
   });
 });

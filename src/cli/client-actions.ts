@@ -9,6 +9,7 @@ import {
   ChangeAction,
   ModelChange,
   DescribeCacheResponse,
+  ResolveModelResponse,
   InspectCacheResponse,
   Model,
   ModelStatus,
@@ -177,10 +178,26 @@ export const inspect = (global: Global, name: string, opts: { deep?: boolean; js
     return report.status === CacheStatus.CACHE_STATUS_UNHEALTHY ? EXIT.unhealthy : report.status === CacheStatus.CACHE_STATUS_MISSING ? EXIT.missing : EXIT.ok;
   });
 
-export const drop = (global: Global, name: string) =>
+export const drop = (global: Global, name: string, opts: { force?: boolean }) =>
   run(global, async (client) => {
-    const dropped = await call(client, "dropCache", { name, force: false });
+    const dropped = await call(client, "dropCache", { name, force: opts.force ?? false });
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
+  });
+
+export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) =>
+  run(global, async (client) => {
+    const resolved = await call(client, "resolveModel", { name, pullPolicy: opts.policy ? PULL_POLICY[opts.policy] : 0, leaseSeconds: opts.lease ? Number(opts.lease) : 0, credentialAlias: "" });
+    if (opts.json) return print(protoJson("modelcache.v1.ResolveModelResponse", ResolveModelResponse.encode(resolved).finish()));
+    // the path alone on the first line, for $(modelcache resolve NAME | head -1)
+    process.stdout.write(`${resolved.cacheDir}\n`);
+    if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}\n`);
+  });
+
+export const releaseLease = (global: Global, id: string) =>
+  run(global, async (client) => {
+    const { released } = await call(client, "releaseLease", { leaseId: id });
+    process.stdout.write(released ? `released lease ${id}\n` : `no live lease ${id} (unknown, or it already ended)\n`);
+    return released ? EXIT.ok : EXIT.notFound;
   });
 
 export const describeCache = (global: Global, opts: { json?: boolean }) =>

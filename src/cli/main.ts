@@ -80,6 +80,7 @@ program
   .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)).argParser(wholeNumber(1)))
   .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)).argParser(wholeNumber(1)))
   .addOption(flag("--models-file <file>", "YAML or JSON list of models the registry follows: applied at start, when it changes, and on SIGHUP"))
+  .addOption(flag("--max-lease-seconds <n>", "the longest lease ResolveModel grants; longer requests are shortened to it", "86400").argParser(wholeNumber(1, 366 * 86_400)))
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
   .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
 

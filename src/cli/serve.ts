@@ -37,6 +37,7 @@ export interface ServeOptions {
   maxFileBytes: string;
   maxPullBytes: string;
   modelsFile?: string;
+  maxLeaseSeconds: string;
 }
 
 /**
@@ -91,6 +92,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
       modelsFile: options.modelsFile,
+      maxLeaseSeconds: Number(options.maxLeaseSeconds),
       logger,
     });
   } catch (err) {

@@ -14,6 +14,7 @@ import { getModel } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
 import { recordUse } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
+import type { Lease } from "./leases.js";
 
 export interface ResolveModelRequest {
   name: string;
@@ -21,6 +22,8 @@ export interface ResolveModelRequest {
   pullPolicy: PullPolicy | undefined;
   /** "" to use the model's own alias */
   credentialAlias: string;
+  /** 0: no lease; more than --max-lease-seconds is shortened to it */
+  leaseSeconds: number;
 }
 
 export interface ResolvedModel {
@@ -31,6 +34,7 @@ export interface ResolvedModel {
   pulled: boolean;
   /** the install is known to match the source's revision now */
   revalidated: boolean;
+  lease?: Lease;
 }
 
 const COMMIT = /^[0-9a-f]{40}$/;
@@ -42,7 +46,15 @@ export async function resolveModel(runtime: Runtime, request: ResolveModelReques
   const policy = request.pullPolicy ?? model.pullPolicy;
   const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, signal);
   await recordUse(runtime.registry, model.name);
-  return resolved;
+  if (request.leaseSeconds <= 0) return resolved;
+  const lease = await runtime.leases.grant(model.name, request.leaseSeconds);
+  // a DropCache (or an eviction) that came between the check and the grant took
+  // the install away; from the grant on, none can
+  if ((await inspectInstall(runtime.layout, model.name, false, signal)).status !== "installed") {
+    await runtime.leases.release(lease.id);
+    throw new ModelCacheError("aborted", `the install of model '${model.name}' was dropped while it was being resolved: resolve it again`);
+  }
+  return { ...resolved, lease };
 }
 
 async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: PullPolicy, credentialAlias: string, signal: AbortSignal): Promise<ResolvedModel> {

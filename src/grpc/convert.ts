@@ -81,7 +81,7 @@ export function specToProto(spec: DomainSpec): ModelSpec {
   };
 }
 
-export function modelToProto(record: ModelRecord): Model {
+export function modelToProto(record: ModelRecord, leases = 0): Model {
   return {
     name: record.name,
     provider: record.provider,
@@ -105,7 +105,7 @@ export function modelToProto(record: ModelRecord): Model {
     managedBy: record.managedBy ?? "",
     pinned: record.pinned ?? false,
     lastUsedAt: lastUsedAtMs(record) === undefined ? undefined : new Date(lastUsedAtMs(record)!),
-    leases: 0,
+    leases,
   };
 }
 

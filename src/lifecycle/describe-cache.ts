@@ -2,8 +2,8 @@
 // installs hold as if nothing were shared (logical), what the cache root
 // holds (each stored content once, the manifests, resumable downloads), what
 // PruneCache would free, the filesystem's free and total space, and every
-// installed model, least recently used first. Uses are not tracked yet: an
-// install's last use is when it was installed.
+// installed model, least recently used first (an install made before uses
+// were recorded was last used when it was installed).
 import { lstat, readdir, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { exclusiveBytes, footprintBytes } from "../cache/footprint.js";
@@ -46,8 +46,7 @@ export async function describeCache(runtime: Runtime): Promise<CacheDescription>
     filesystemFreeBytes: fs.bavail * fs.bsize,
     filesystemTotalBytes: fs.blocks * fs.bsize,
     reclaimableBytes: reclaimable.freedBytes,
-    // leases do not exist yet: every install neither pinned nor being pulled could go
-    evictableBytes: models.filter((m) => !m.pinned && !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
+    evictableBytes: models.filter((m) => !m.pinned && runtime.leases.count(m.name) === 0 && !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
     models,
   };
 }

@@ -27,6 +27,7 @@ import { limitStreams } from "../grpc/limit-streams.js";
 import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
+import { DEFAULT_MAX_LEASE_SECONDS, Leases } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
 import { PullLog } from "./pull-log.js";
@@ -86,6 +87,8 @@ export interface ServerOptions {
   modelsFileDebounceMs?: number;
   /** first delay before a failed background pull of a listed model is tried again (default 1 s) */
   modelsFileRetryMs?: number;
+  /** the longest lease ResolveModel grants (default a day) */
+  maxLeaseSeconds?: number;
 }
 
 /**
@@ -128,6 +131,7 @@ interface Settings {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   modelsFile: string | undefined;
+  maxLeaseSeconds: number;
 }
 
 /**
@@ -146,6 +150,11 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     insecureNoAuth: options.insecureNoAuth ?? false,
     insecureNoTls: options.insecureNoTls ?? false,
   });
+  const maxLeaseSeconds = options.maxLeaseSeconds ?? DEFAULT_MAX_LEASE_SECONDS;
+  // a year at most: a longer lease is an install nobody can ever evict or drop
+  if (!Number.isInteger(maxLeaseSeconds) || maxLeaseSeconds < 1 || maxLeaseSeconds > 366 * 86_400) {
+    throw new ModelCacheError("invalid_argument", `--max-lease-seconds must be a whole number from 1 to ${366 * 86_400} (a year) (got ${maxLeaseSeconds})`);
+  }
   const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
   if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
     throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
@@ -184,6 +193,7 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     cacheRoot: resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")),
     fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
     maxConcurrentPulls,
+    maxLeaseSeconds,
     progressIntervalMs,
     fileConcurrency,
     hub,
@@ -256,6 +266,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       },
       pullLimits: settings.pullLimits,
       modelsFile: settings.modelsFile,
+      leases: await new Leases(registry.leases, settings.maxLeaseSeconds).load(),
     };
     const modelsFile = settings.modelsFile
       ? new ModelsFileFollower(runtime, {

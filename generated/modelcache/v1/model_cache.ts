@@ -649,16 +649,13 @@ export interface DescribeCacheResponse {
   logicalBytes: number;
   /** bytes the cache root holds: each distinct content once, manifests, partials */
   storedBytes: number;
-  /** the cache quota; 0 = no quota (no quota exists yet: always 0) */
+  /** the cache quota (--cache-max-bytes); 0 = no quota */
   maxBytes: number;
   filesystemFreeBytes: number;
   filesystemTotalBytes: number;
   /** what PruneCache would free now */
   reclaimableBytes: number;
-  /**
-   * installs neither pinned, leased nor being pulled (pins and leases do not exist yet:
-   * every install not being pulled counts)
-   */
+  /** installs neither pinned, leased nor being pulled */
   evictableBytes: number;
   /** every installed model, least recently used first */
   models: CachedModel[];
@@ -677,7 +674,7 @@ export interface CachedModel {
     | undefined;
   /** never evicted to make room */
   pinned: boolean;
-  /** leases do not exist yet: always 0 */
+  /** live leases now */
   leases: number;
 }
 
