@@ -10,6 +10,7 @@ import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
 import type { Leases } from "./consumers/leases.js";
+import type { Capacity } from "./capacity/capacity.js";
 
 export interface Runtime {
   registry: Registry;
@@ -32,6 +33,8 @@ export interface Runtime {
   modelsFile?: string;
   /** the services using installs hold these; a leased install stays */
   leases: Leases;
+  /** --cache-max-bytes and --min-free-bytes, kept by evicting */
+  capacity: Capacity;
 }
 
 export interface HubSettings {

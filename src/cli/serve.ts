@@ -9,6 +9,7 @@ import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { readModelsFile } from "../models-file/parse-models-file.js";
+import { parseSize } from "./parse-units.js";
 
 export interface ServeOptions {
   listen: string;
@@ -38,6 +39,8 @@ export interface ServeOptions {
   maxPullBytes: string;
   modelsFile?: string;
   maxLeaseSeconds: string;
+  cacheMaxBytes: string;
+  minFreeBytes: string;
 }
 
 /**
@@ -93,6 +96,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       metricsListen: options.metricsListen,
       modelsFile: options.modelsFile,
       maxLeaseSeconds: Number(options.maxLeaseSeconds),
+      cacheMaxBytes: Number(options.cacheMaxBytes),
+      // the default is given as text ('1GiB') and reaches here unparsed
+      minFreeBytes: parseSize(options.minFreeBytes),
       logger,
     });
   } catch (err) {

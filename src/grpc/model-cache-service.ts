@@ -69,7 +69,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       const described = await describeCache(runtime);
       return {
         ...described,
-        maxBytes: 0,
+        maxBytes: runtime.capacity.settings.maxBytes,
         models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: m.pinned, leases: runtime.leases.count(m.name) })),
       };
     }),

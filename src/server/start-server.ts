@@ -27,6 +27,7 @@ import { limitStreams } from "../grpc/limit-streams.js";
 import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
+import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capacity.js";
 import { DEFAULT_MAX_LEASE_SECONDS, Leases } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
@@ -87,6 +88,10 @@ export interface ServerOptions {
   modelsFileDebounceMs?: number;
   /** first delay before a failed background pull of a listed model is tried again (default 1 s) */
   modelsFileRetryMs?: number;
+  /** the cache's quota in bytes; 0 (default): none */
+  cacheMaxBytes?: number;
+  /** the free space a pull must leave on the cache root's filesystem (default 1 GiB) */
+  minFreeBytes?: number;
   /** the longest lease ResolveModel grants (default a day) */
   maxLeaseSeconds?: number;
 }
@@ -132,6 +137,7 @@ interface Settings {
   shutdownGraceMs: number;
   modelsFile: string | undefined;
   maxLeaseSeconds: number;
+  capacity: CapacitySettings;
 }
 
 /**
@@ -154,6 +160,10 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
   // a year at most: a longer lease is an install nobody can ever evict or drop
   if (!Number.isInteger(maxLeaseSeconds) || maxLeaseSeconds < 1 || maxLeaseSeconds > 366 * 86_400) {
     throw new ModelCacheError("invalid_argument", `--max-lease-seconds must be a whole number from 1 to ${366 * 86_400} (a year) (got ${maxLeaseSeconds})`);
+  }
+  const capacity = { maxBytes: options.cacheMaxBytes ?? 0, minFreeBytes: options.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES };
+  for (const [flag, value] of [["--cache-max-bytes", capacity.maxBytes], ["--min-free-bytes", capacity.minFreeBytes]] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) throw new ModelCacheError("invalid_argument", `${flag} must be a whole number of bytes, 0 or more (got ${value})`);
   }
   const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
   if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
@@ -194,6 +204,7 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
     maxConcurrentPulls,
     maxLeaseSeconds,
+    capacity,
     progressIntervalMs,
     fileConcurrency,
     hub,
@@ -239,6 +250,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     let running: Runtime | undefined;
     // prom-client is loaded only when metrics are served
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
+    const capacity = new Capacity(settings.capacity, () => runtime, logger, metrics ? [metrics] : []);
     const runtime: Runtime = {
       registry,
       layout,
@@ -253,6 +265,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         copier,
         store,
         recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
+        capacity,
       }),
       copier,
       store,
@@ -267,7 +280,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       pullLimits: settings.pullLimits,
       modelsFile: settings.modelsFile,
       leases: await new Leases(registry.leases, settings.maxLeaseSeconds).load(),
+      capacity,
     };
+    // a quota lowered since the last run holds from the start
+    await capacity.enforce(AbortSignal.timeout(3_600_000));
     const modelsFile = settings.modelsFile
       ? new ModelsFileFollower(runtime, {
           path: settings.modelsFile,
