@@ -32,7 +32,7 @@ describe("capacity", () => {
 
   const pullModel = (name: string) => pullOk(t.client, { name, fixtureDir: sources.get(name)! });
   const status_ = async (name: string) => (await call(t.client, "getModel", { name })).model!.status;
-  const blobs = () => readdir(join(t.cacheRoot, ".blobs"), { withFileTypes: true }).then((entries) => entries.filter((e) => e.isFile()).length);
+  const blobs = () => readdir(join(t.cacheRoot, ".blobs", "sha256"), { withFileTypes: true }).then((entries) => entries.filter((e) => e.isFile()).length);
   const evictions = async (reason: string) => {
     const text = await (await fetch(`http://${t.server.metricsAddress}/metrics`)).text();
     return Number(new RegExp(`^modelcache_evictions_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);

@@ -41,6 +41,9 @@ export interface ServeOptions {
   maxLeaseSeconds: string;
   cacheMaxBytes: string;
   minFreeBytes: string;
+  verifyInterval?: string;
+  verifyBytesPerSecond: string;
+  autoRepair: boolean;
 }
 
 /**
@@ -99,6 +102,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       cacheMaxBytes: Number(options.cacheMaxBytes),
       // the default is given as text ('1GiB') and reaches here unparsed
       minFreeBytes: parseSize(options.minFreeBytes),
+      verifyIntervalMs: options.verifyInterval === undefined ? undefined : Number(options.verifyInterval) * 1000,
+      verifyBytesPerSecond: parseSize(options.verifyBytesPerSecond),
+      autoRepair: options.autoRepair,
       logger,
     });
   } catch (err) {

@@ -9,6 +9,7 @@ import { inspectInstall, type InstallReport } from "../cache/inspect-install.js"
 import type { Manifest } from "../cache/manifest.js";
 import { ModelCacheError } from "../errors.js";
 import { reconcileModel } from "../lifecycle/reconcile-registry.js";
+import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
 import { pullModel, resolveCredential } from "../pull/pull-model.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
@@ -89,7 +90,7 @@ async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: Pull
 
 /** The shallow check, recorded in the registry as InspectCache records it. */
 async function inspect(runtime: Runtime, model: ModelRecord, signal: AbortSignal): Promise<InstallReport> {
-  const report = await inspectInstall(runtime.layout, model.name, false, signal);
+  const report = withRecordedCorruption(model, await inspectInstall(runtime.layout, model.name, false, signal));
   await reconcileModel(runtime, model, report);
   return report;
 }

@@ -67,6 +67,16 @@ export interface ModelRecord extends ModelSpec {
   managedBy?: ManagedBy;
   /** the last completed Pull or ResolveModel; absent for an install made before uses were recorded */
   lastUsedAtMs?: number;
+  /** stored content of this install that the background verification found corrupt */
+  corrupt?: CorruptFile;
+}
+
+/** A file of an install whose content no longer hashes to its manifest's sha256. */
+export interface CorruptFile {
+  path: string;
+  sha256: string;
+  /** the install it was found in: a later pull's install is not affected */
+  installedAtMs: number;
 }
 
 /** When the model was last used: recorded, else (an install made before uses were recorded) when it was installed. */

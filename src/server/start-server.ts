@@ -28,6 +28,7 @@ import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
 import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capacity.js";
+import { BackgroundVerification, DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../store/background-verification.js";
 import { DEFAULT_MAX_LEASE_SECONDS, Leases } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
@@ -92,6 +93,12 @@ export interface ServerOptions {
   cacheMaxBytes?: number;
   /** the free space a pull must leave on the cache root's filesystem (default 1 GiB) */
   minFreeBytes?: number;
+  /** re-hash the stored content this often (after each pass ends); unset: never */
+  verifyIntervalMs?: number;
+  /** the pace of that re-hashing (default 100 MiB/s) */
+  verifyBytesPerSecond?: number;
+  /** pull again in the background a model whose content the verification found corrupt (default on) */
+  autoRepair?: boolean;
   /** the longest lease ResolveModel grants (default a day) */
   maxLeaseSeconds?: number;
 }
@@ -138,6 +145,7 @@ interface Settings {
   modelsFile: string | undefined;
   maxLeaseSeconds: number;
   capacity: CapacitySettings;
+  verification: VerificationSettings | undefined;
 }
 
 /**
@@ -164,6 +172,14 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
   const capacity = { maxBytes: options.cacheMaxBytes ?? 0, minFreeBytes: options.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES };
   for (const [flag, value] of [["--cache-max-bytes", capacity.maxBytes], ["--min-free-bytes", capacity.minFreeBytes]] as const) {
     if (!Number.isSafeInteger(value) || value < 0) throw new ModelCacheError("invalid_argument", `${flag} must be a whole number of bytes, 0 or more (got ${value})`);
+  }
+  const verification =
+    options.verifyIntervalMs === undefined ? undefined : { intervalMs: options.verifyIntervalMs, bytesPerSecond: options.verifyBytesPerSecond ?? DEFAULT_VERIFY_BYTES_PER_SECOND, autoRepair: options.autoRepair ?? true };
+  if (verification && (!Number.isSafeInteger(verification.intervalMs) || verification.intervalMs < 1)) {
+    throw new ModelCacheError("invalid_argument", `--verify-interval must be a positive duration such as 30s, 15m or 6h (got ${verification.intervalMs} ms)`);
+  }
+  if (verification && (!Number.isSafeInteger(verification.bytesPerSecond) || verification.bytesPerSecond < 1)) {
+    throw new ModelCacheError("invalid_argument", `--verify-bytes-per-second must be a size of at least 1 byte, such as 100MiB (got ${verification.bytesPerSecond})`);
   }
   const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
   if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
@@ -205,6 +221,7 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     maxConcurrentPulls,
     maxLeaseSeconds,
     capacity,
+    verification,
     progressIntervalMs,
     fileConcurrency,
     hub,
@@ -315,6 +332,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.addToServer(server);
     addReflection(server);
 
+    const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await new Promise<number>((ok, fail) =>
@@ -324,6 +342,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     );
     const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
+    verification?.start();
+    closers.push({ what: "the background verification", close: () => verification?.close() });
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
@@ -340,6 +360,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         const reason = new ModelCacheError("unavailable", "the server is shutting down: pull again once it is back");
         modelsFile?.close();
         const pullsEnded = runtime.pulls.abortAll(reason);
+        const verificationEnded = verification?.close();
         shutdown.abort(reason);
         await new Promise<void>((done) => {
           const timer = setTimeout(() => {
@@ -352,6 +373,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           });
         });
         await pullsEnded;
+        await verificationEnded;
         await runtime.locks.idle();
         await copier.close();
         await metricsServer?.close();
