@@ -20,10 +20,13 @@ export interface Lease {
 /** --max-lease-seconds unless given: a day */
 export const DEFAULT_MAX_LEASE_SECONDS = 86_400;
 
+const SWEEP_INTERVAL_MS = 10_000;
+
 export class Leases {
   private readonly byId = new Map<string, Lease>();
   /** the same leases by model, so a model's question reads only its own */
   private readonly byName = new Map<string, Map<string, Lease>>();
+  private readonly sweptAtMs = new Map<string, number>();
 
   constructor(
     private readonly records: LevelSublevel<Lease>,
@@ -93,9 +96,15 @@ export class Leases {
     return ended.filter((l) => l.expiresAtMs > now).length;
   }
 
-  /** Deletes the model's expired leases: a model leased again and again keeps only its live ones. */
+  /**
+   * Deletes the model's expired leases, so a model leased again and again
+   * keeps only its live ones; at most once per model per sweep interval, so a
+   * busy model's grants stay cheap.
+   */
   private async forgetExpired(name: string): Promise<void> {
     const now = this.now();
+    if ((this.sweptAtMs.get(name) ?? 0) + SWEEP_INTERVAL_MS > now) return;
+    this.sweptAtMs.set(name, now);
     const expired = [...(this.byName.get(name)?.values() ?? [])].filter((l) => l.expiresAtMs <= now);
     if (expired.length === 0) return;
     for (const lease of expired) this.forget(lease);
