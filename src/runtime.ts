@@ -11,6 +11,7 @@ import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
 import type { Leases } from "./consumers/leases.js";
 import type { Capacity } from "./capacity/capacity.js";
+import type { UseRecorder } from "./registry/use-recorder.js";
 
 export interface Runtime {
   registry: Registry;
@@ -35,6 +36,8 @@ export interface Runtime {
   leases: Leases;
   /** --cache-max-bytes and --min-free-bytes, kept by evicting */
   capacity: Capacity;
+  /** when each model was last used, written behind */
+  uses: UseRecorder;
 }
 
 export interface HubSettings {

@@ -7,13 +7,15 @@
 // (and Pull callers) share one download.
 import { inspectInstall, type InstallReport } from "../cache/inspect-install.js";
 import type { Manifest } from "../cache/manifest.js";
-import { ModelCacheError } from "../errors.js";
+import { lstat } from "node:fs/promises";
+import { join } from "node:path";
+import { MANIFEST_FILE } from "../cache/layout.js";
+import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 import { reconcileModel } from "../lifecycle/reconcile-registry.js";
 import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
 import { pullModel, resolveCredential } from "../pull/pull-model.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
-import { recordUse } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
 import type { Lease } from "./leases.js";
 
@@ -46,12 +48,12 @@ export async function resolveModel(runtime: Runtime, request: ResolveModelReques
   const model = await getModel(runtime.registry, request.name);
   const policy = request.pullPolicy ?? model.pullPolicy;
   const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, signal);
-  await recordUse(runtime.registry, model.name);
+  runtime.uses.record(model.name);
   if (request.leaseSeconds <= 0) return resolved;
   const lease = await runtime.leases.grant(model.name, request.leaseSeconds);
   // a DropCache (or an eviction) that came between the check and the grant took
   // the install away; from the grant on, none can
-  if ((await inspectInstall(runtime.layout, model.name, false, signal)).status !== "installed") {
+  if (!(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
     await runtime.leases.release(lease.id);
     throw new ModelCacheError("aborted", `the install of model '${model.name}' was dropped while it was being resolved: resolve it again`);
   }
@@ -121,6 +123,18 @@ async function pull(runtime: Runtime, model: ModelRecord, credentialAlias: strin
   }
   if (!completed) throw new ModelCacheError("internal", `the pull of model '${model.name}' ended without installing it`);
   return { name: model.name, cacheDir: completed.cacheDir, manifest: completed.manifest, pulled: true, revalidated: true };
+}
+
+/** Whether the install's manifest is still there (a drop removes the whole directory). */
+async function stillInstalled(manifest: string): Promise<boolean> {
+  try {
+    await lstat(manifest);
+    return true;
+  } catch (err) {
+    // the install is gone; any other failure to look is an error of its own
+    if (errorCode(err) === "ENOENT") return false;
+    throw filesystemError("read", manifest, err);
+  }
 }
 
 function unreachable(err: unknown): boolean {

@@ -38,7 +38,7 @@ function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord)
 
 export function modelCacheService(runtime: Runtime, context: CallContext): ModelCacheServiceServer {
   const { registry } = runtime;
-  const withLeases = (record: ModelRecord) => modelToProto(record, runtime.leases.count(record.name));
+  const withLeases = (record: ModelRecord) => modelToProto(runtime.uses.overlay(record), runtime.leases.count(record.name));
   return {
     registerModel: unary(context, Service.registerModel, async (request) => ({
       model: withLeases(await registerModel(registry, specFromProto(request.model))),

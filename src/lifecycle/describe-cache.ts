@@ -52,11 +52,12 @@ export async function describeCache(runtime: Runtime): Promise<CacheDescription>
 }
 
 /** The installed models, least recently used first; their files as if nothing were shared (logical); what the cache root holds (stored). */
-export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "registry">): Promise<{ models: CachedModel[]; logicalBytes: number; storedBytes: number }> {
+export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "registry"> & Partial<Pick<Runtime, "uses">>): Promise<{ models: CachedModel[]; logicalBytes: number; storedBytes: number }> {
   const { layout, store } = runtime;
   const models: CachedModel[] = [];
   let manifests = 0;
-  for (const record of await runtime.registry.models.values().all()) {
+  for (const stored of await runtime.registry.models.values().all()) {
+    const record = runtime.uses?.overlay(stored) ?? stored;
     if (!record.install) continue;
     const dir = layout.modelDir(record.name);
     const manifest = await lstat(join(dir, MANIFEST_FILE)).catch(() => undefined);

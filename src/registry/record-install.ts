@@ -10,19 +10,6 @@ export function recordInstall(registry: Registry, name: string, install: Install
   return rewrite(registry, name, ({ corrupt: _replaced, ...record }) => ({ ...record, status: "installed", install, lastUsedAtMs: Date.now() }));
 }
 
-/**
- * A consumer used the model now. Leaves updatedAtMs alone: a use changes
- * neither the spec nor the install, so an inspection that began before it
- * may still record what it found.
- */
-export function recordUse(registry: Registry, name: string, atMs = Date.now()): Promise<void> {
-  return registry.records.run(name, undefined, async () => {
-    const current = await registry.models.get(name);
-    if (current === undefined) throw notRegistered(name);
-    await registry.models.put(name, { ...current, lastUsedAtMs: Math.max(atMs, current.lastUsedAtMs ?? 0) });
-  });
-}
-
 /** The install on disk is not healthy: keep where it is, stop vouching for it. */
 function unhealthy(record: ModelRecord, cacheDir: string): ModelRecord {
   return {

@@ -29,6 +29,7 @@ import { openRegistry } from "../registry/open-registry.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
 import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capacity.js";
 import { BackgroundVerification, DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../store/background-verification.js";
+import { UseRecorder } from "../registry/use-recorder.js";
 import { DEFAULT_MAX_LEASE_SECONDS, Leases } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
@@ -298,6 +299,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       modelsFile: settings.modelsFile,
       leases: await new Leases(registry.leases, settings.maxLeaseSeconds).load(),
       capacity,
+      uses: new UseRecorder(registry),
     };
     // a quota lowered since the last run holds from the start
     await capacity.enforce(AbortSignal.timeout(3_600_000));
@@ -375,6 +377,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await pullsEnded;
         await verificationEnded;
         await runtime.locks.idle();
+        await runtime.uses.close();
         await copier.close();
         await metricsServer?.close();
         await registry.close();
