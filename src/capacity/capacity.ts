@@ -133,7 +133,9 @@ export class Capacity {
       await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
       await recordNoInstall(runtime.registry, name);
       await removal.finish();
-      this.logger.warn({ audit: true, model: name, reason, freedBytes: removal.freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
+      this.logger.warn({ model: name, reason, freedBytes: removal.freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
+      // the server itself changed the cache: an audit line as for a call that does
+      this.logger.info({ audit: true, caller: "modelcache (eviction)", method: "evict", model: name, reason, result: "OK" }, "audit");
       for (const recorder of this.recorders) recorder.evicted(name, reason, removal.freedBytes);
       return removal.freedBytes;
     } finally {

@@ -206,10 +206,11 @@ export const describeCache = (global: Global, opts: { json?: boolean }) =>
     if (opts.json) return print(protoJson("modelcache.v1.DescribeCacheResponse", DescribeCacheResponse.encode(described).finish()));
     process.stdout.write(
       `${described.cacheRoot}: ${bytes(described.storedBytes)} stored for ${bytes(described.logicalBytes)} of installs, ` +
-        `${bytes(described.reclaimableBytes)} reclaimable (modelcache prune); filesystem ${bytes(described.filesystemFreeBytes)} free of ${bytes(described.filesystemTotalBytes)}\n`,
+        `${bytes(described.reclaimableBytes)} reclaimable (modelcache prune); filesystem ${bytes(described.filesystemFreeBytes)} free of ${bytes(described.filesystemTotalBytes)}; ` +
+        `quota ${described.maxBytes > 0 ? bytes(described.maxBytes) : "none"}, ${bytes(described.evictableBytes)} evictable\n`,
     );
     // least recently used first, as the server sorts them
-    table(described.models.map((m) => ({ model: m.name, size: bytes(m.sizeBytes), exclusive: bytes(m.exclusiveBytes), "last used": m.lastUsedAt?.toISOString() ?? "" })));
+    table(described.models.map((m) => ({ model: m.name, size: bytes(m.sizeBytes), exclusive: bytes(m.exclusiveBytes), "last used": m.lastUsedAt?.toISOString() ?? "", pinned: m.pinned ? "yes" : "", leases: m.leases })));
   });
 
 export const prune = (global: Global, opts: { dryRun?: boolean; json?: boolean }) =>
