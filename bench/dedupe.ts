@@ -32,7 +32,7 @@ export async function benchDedupe(options: { workDir: string; totalMiB: number; 
     for (const name of ["hub-first", "hub-second", "hub-revision"]) await register(client, name, hub.repo);
     const runs = { dirFirst: [] as number[], dirSecond: [] as number[], hubFirst: [] as number[], hubSecond: [] as number[], revisionFirst: [] as number[], revision: [] as number[] };
     const dropAll = async () => {
-      for (const name of ["dir-first", "dir-second", "hub-first", "hub-second", "hub-revision"]) await call(client, "dropCache", { name });
+      for (const name of ["dir-first", "dir-second", "hub-first", "hub-second", "hub-revision"]) await call(client, "dropCache", { name, force: false });
       await quietDisk();
     };
     for (let i = 0; i < options.repeat; i++) {

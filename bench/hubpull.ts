@@ -32,11 +32,11 @@ export async function benchHubpull(options: { workDir: string; totalMiB: number;
     // a warm-up round that does not count: without it the first baseline alone
     // runs on a machine no pull has touched yet, and is its fastest by far
     await pullAll(client, "bench", "");
-    await call(client, "dropCache", { name: "bench" });
+    await call(client, "dropCache", { name: "bench", force: false });
     for (let i = 0; i < options.repeat; i++) {
       await quietDisk();
       baseline.push(await curlAndHash(hub, files, join(options.workDir, "curl")));
-      await call(client, "dropCache", { name: "bench" });
+      await call(client, "dropCache", { name: "bench", force: false });
       await quietDisk();
       const started = performance.now();
       await pullAll(client, "bench", "");

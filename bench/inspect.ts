@@ -8,16 +8,16 @@ import { protoPath as healthProtoPath } from "grpc-health-check";
 import { FIXTURE_DIR } from "../test/support/test-server.js";
 import { type Result, pullAll, register, startBenchServer } from "./harness.js";
 
-interface Load {
+export interface Load {
   rps: number;
   p50: number;
   p99: number;
 }
 
-type Call = () => Promise<unknown>;
+export type Call = () => Promise<unknown>;
 
 /** Keeps every call busy for `durationMs`, adding each call's latency to `latencies`. */
-async function run(calls: Call[], durationMs: number, latencies: number[]): Promise<void> {
+export async function run(calls: Call[], durationMs: number, latencies: number[]): Promise<void> {
   const until = performance.now() + durationMs;
   await Promise.all(
     calls.map(async (call) => {
@@ -40,7 +40,7 @@ function summary(latencies: number[], durationMs: number): Load {
  * Both handlers in turns of a fraction of a second each, so that whatever
  * else the machine does in the meantime falls on both alike.
  */
-async function loadInTurns(first: Call[], second: Call[], durationMs: number, turns = 10): Promise<[Load, Load]> {
+export async function loadInTurns(first: Call[], second: Call[], durationMs: number, turns = 10): Promise<[Load, Load]> {
   const a: number[] = [];
   const b: number[] = [];
   for (let i = 0; i < turns; i++) {

@@ -28,7 +28,7 @@ export async function benchPull(options: PullOptions): Promise<{ pull: Result; r
     const again: number[] = [];
     for (let i = 0; i < options.repeat; i++) {
       baseline.push(await shellCopyAndHash(source, join(options.workDir, "pull-copy")));
-      await call(client, "dropCache", { name: "bench" });
+      await call(client, "dropCache", { name: "bench", force: false });
       await quietDisk();
       let started = performance.now();
       await pullAll(client, "bench", source);

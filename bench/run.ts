@@ -11,10 +11,11 @@ import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
+import { benchResolve } from "./resolve.js";
 import { benchS3pull } from "./s3pull.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "resolve"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -29,6 +30,9 @@ const program = new Command("bench")
   .option("--hub-mib <n>", "size of the hubpull repository", "1024")
   .option("--s3-mib <n>", "size of the s3pull model", "1024")
   .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
+  .option("--resolve-seconds <n>", "measuring time per ResolveModel variant", "3")
+  .option("--resolve-clients <n>", "concurrent ResolveModel clients", "16")
+  .option("--verify-mib <n>", "size of the stored and the pulled model in the verification run", "256")
   .parse();
 
 const options = program.opts<Record<string, string>>();
@@ -57,6 +61,9 @@ try {
     await report(await benchHubpull({ workDir: dir, totalMiB: 256, shards: 4, repeat: Number(options.repeat), name: "hubpull-4x64" }));
     await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: 1, repeat: Number(options.repeat), name: "hubpull-1file" }));
     await report(await benchHubpull({ workDir: dir, totalMiB: Number(options.hubMib), shards: Number(options.shards), repeat: Number(options.repeat) }));
+  }
+  if (names.includes("resolve")) {
+    await report(await benchResolve({ workDir: dir, seconds: Number(options.resolveSeconds), clients: Number(options.resolveClients), verifyMiB: Number(options.verifyMib), repeat: Number(options.repeat) }));
   }
   if (names.includes("inspect")) {
     await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));

@@ -39,11 +39,11 @@ export async function benchS3pull(options: { workDir: string; totalMiB: number; 
     const pulls: number[] = [];
     // a warm-up round that does not count (see hubpull)
     await pullAll(client, "bench", "");
-    await call(client, "dropCache", { name: "bench" });
+    await call(client, "dropCache", { name: "bench", force: false });
     for (let i = 0; i < options.repeat; i++) {
       await quietDisk();
       baseline.push(await curlAndHash(store, keys, join(options.workDir, "curl")));
-      await call(client, "dropCache", { name: "bench" });
+      await call(client, "dropCache", { name: "bench", force: false });
       await quietDisk();
       const started = performance.now();
       await pullAll(client, "bench", "");

@@ -11,6 +11,9 @@ import type { Registry } from "./registry/open-registry.js";
 import type { FixtureRoots } from "./sources/fixture-roots.js";
 import type { Bandwidth } from "./sources/hub/bandwidth.js";
 import type { S3Settings } from "./sources/s3/open-s3-source.js";
+import type { Leases } from "./consumers/leases.js";
+import type { Capacity } from "./capacity/capacity.js";
+import type { UseRecorder } from "./registry/use-recorder.js";
 
 export interface Runtime {
   registry: Registry;
@@ -35,6 +38,12 @@ export interface Runtime {
   pullLimits: PullLimits;
   /** the --models-file the registry follows, if any */
   modelsFile?: string;
+  /** the services using installs hold these; a leased install stays */
+  leases: Leases;
+  /** --cache-max-bytes and --min-free-bytes, kept by evicting */
+  capacity: Capacity;
+  /** when each model was last used, written behind */
+  uses: UseRecorder;
 }
 
 export interface HubSettings {

@@ -149,7 +149,7 @@ describe("applying the models file", () => {
     expect(unregister.details).to.include("managed by the models file");
     await pullOk(t.client, { name: "filed", fixtureDir: FIXTURE_DIR });
     expect((await call(t.client, "inspectCache", { name: "filed", deep: false })).footprintBytes).to.be.greaterThan(0);
-    expect((await call(t.client, "dropCache", { name: "filed" })).removed).to.equal(true);
+    expect((await call(t.client, "dropCache", { name: "filed", force: false })).removed).to.equal(true);
     expect((await call(t.client, "getModel", { name: "filed" })).model!.revision).to.equal("main");
   });
 

@@ -35,7 +35,7 @@ const RPCS: Record<string, (client: ModelCacheServiceClient, metadata: Metadata)
   RegisterModel: (c, m) => call(c, "registerModel", { model: modelSpec({ name: "other" }) }, m),
   UpdateModel: (c, m) => call(c, "updateModel", { name: "minilm", model: modelSpec() }, m),
   UnregisterModel: (c, m) => call(c, "unregisterModel", { name: "nope", dropCache: false }, m),
-  DropCache: (c, m) => call(c, "dropCache", { name: "minilm" }, m),
+  DropCache: (c, m) => call(c, "dropCache", { name: "minilm", force: false }, m),
   DescribeCache: (c, m) => call(c, "describeCache", {}, m),
   PruneCache: (c, m) => call(c, "pruneCache", { dryRun: true }, m),
   PutSecret: (c, m) => call(c, "putSecret", { alias: "hf", value: "v" }, m),
@@ -108,7 +108,7 @@ describe("authentication and roles", () => {
   });
 
   it("writes one audit line per mutating RPC with the caller's token name, method, model and result", async () => {
-    await call(t.client, "dropCache", { name: "minilm" }, bearer(admin.token));
+    await call(t.client, "dropCache", { name: "minilm", force: false }, bearer(admin.token));
     await call(t.client, "putSecret", { alias: "hf", value: "v" }, bearer(reader.token)).catch(() => undefined);
     await call(t.client, "getModel", { name: "minilm" }, bearer(reader.token));
     expect(logs.audit().map((l) => ({ caller: l.caller, method: l.method, model: l.model, alias: l.alias, result: l.result }))).to.deep.equal([

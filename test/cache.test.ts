@@ -201,7 +201,7 @@ describe("InspectCache and DropCache", () => {
     it("removes the artifacts, keeps the registration and reports the freed bytes", async () => {
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
       const bytes = await footprint();
-      const dropped = await call(t.client, "dropCache", { name: "minilm" });
+      const dropped = await call(t.client, "dropCache", { name: "minilm", force: false });
       expect(dropped).to.deep.equal({ name: "minilm", removed: true, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes: bytes });
       expect(await readdir(t.cacheRoot)).to.not.include("minilm");
       expect(await readdir(join(t.cacheRoot, ".purge"))).to.deep.equal([]);
@@ -213,19 +213,19 @@ describe("InspectCache and DropCache", () => {
 
     it("returns removed false when there is nothing to drop", async () => {
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
-      await call(t.client, "dropCache", { name: "minilm" });
-      expect(await call(t.client, "dropCache", { name: "minilm" })).to.deep.equal({ name: "minilm", removed: false, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes: 0 });
+      await call(t.client, "dropCache", { name: "minilm", force: false });
+      expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.deep.equal({ name: "minilm", removed: false, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes: 0 });
     });
 
     it("is NOT_FOUND for an unregistered name", async () => {
-      const err = await callError(t.client, "dropCache", { name: "ghost" });
+      const err = await callError(t.client, "dropCache", { name: "ghost", force: false });
       expect(err.code).to.equal(status.NOT_FOUND);
       expect(err.details).to.equal("local AI model 'ghost' is not registered");
     });
 
     it("can be pulled again after a drop", async () => {
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
-      await call(t.client, "dropCache", { name: "minilm" });
+      await call(t.client, "dropCache", { name: "minilm", force: false });
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
       expect((await inspect(true)).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     });

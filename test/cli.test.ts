@@ -43,7 +43,7 @@ describe("the modelcache client commands", () => {
     await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
     const cache = await cli(t, ["cache"]);
     expect(cache.code).to.equal(0);
-    expect(cache.stdout).to.include(t.cacheRoot).and.include("reclaimable").and.match(/MODEL\s+SIZE\s+EXCLUSIVE\s+LAST USED\nminilm\s/);
+    expect(cache.stdout).to.include(t.cacheRoot).and.include("reclaimable").and.match(/MODEL\s+SIZE\s+EXCLUSIVE\s+LAST USED\s+PINNED\s+LEASES\nminilm\s/);
     const described = JSON.parse((await cli(t, ["cache", "--json"])).stdout.trim());
     expect(described.cacheRoot).to.equal(t.cacheRoot);
     expect(described.models.map((m: { name: string }) => m.name)).to.deep.equal(["minilm"]);

@@ -132,7 +132,7 @@ describe("a server killed while it deletes an install", () => {
           });
           const request =
             operation === "DropCache"
-              ? new Promise((resolve) => child.client.dropCache({ name: "minilm" }, resolve))
+              ? new Promise((resolve) => child.client.dropCache({ name: "minilm", force: false }, resolve))
               : new Promise((resolve) => child.client.unregisterModel({ name: "minilm", dropCache: true }, resolve));
           await parked;
           await child.kill();

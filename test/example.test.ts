@@ -68,3 +68,21 @@ describe("the README", () => {
     expect(readme).to.include("```ts\n" + example + "```\n");
   });
 });
+
+describe("the ResolveModel example", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer({ fixtureDir: FIXTURE_DIR });
+  });
+  afterEach(() => t.close());
+
+  it("resolves the model under a lease, reads config.json from the path, and releases the lease", async () => {
+    const { call, modelSpec } = await import("./support/test-server.js");
+    await call(t.client, "registerModel", { model: modelSpec() });
+    const { stdout } = await run(process.execPath, [TSX, join(import.meta.dirname, "..", "examples", "resolve.ts"), t.server.address, "minilm"]);
+    expect(stdout).to.match(/^minilm at .*ai_models_cache\/minilm \(pulled now\), lease \S+ until /);
+    expect(stdout).to.match(/config\.json has \d+ keys/);
+    expect(stdout).to.include("lease released: true");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+  });
+});

@@ -46,7 +46,7 @@ describe("metrics at /metrics (--metrics-listen)", () => {
   it("drops a model's cache bytes when its cache is dropped", async () => {
     await call(t.client, "registerModel", { model: modelSpec() });
     await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
-    await call(t.client, "dropCache", { name: "minilm" });
+    await call(t.client, "dropCache", { name: "minilm", force: false });
     expect(sample(await scrape(), "modelcache_cache_bytes", { model: "minilm" })).to.equal(undefined);
   });
 

@@ -131,7 +131,7 @@ describe("the server's models file", () => {
       const refused = await callError(server.client, "unregisterModel", { name: "a", dropCache: true });
       expect(refused.code).to.equal(status.FAILED_PRECONDITION);
       expect(refused.details).to.include(path);
-      await call(server.client, "dropCache", { name: "a" });
+      await call(server.client, "dropCache", { name: "a", force: false });
       expect((await call(server.client, "inspectCache", { name: "a", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
       server.process.kill("SIGHUP");
       await eventually(installed, "SIGHUP applied the file and pulled the model again");

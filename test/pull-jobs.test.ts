@@ -149,13 +149,13 @@ describe("pull jobs", () => {
     let drop: Promise<unknown> | undefined;
     const pulling = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
-        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "other" });
+        if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "other", force: false });
       },
     });
     expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     expect(await drop).to.include({ removed: true });
     // both locks were released cleanly: each model can be changed again
-    expect(await call(t.client, "dropCache", { name: "minilm" })).to.include({ removed: true });
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: true });
     await pullOk(t.client, { name: "other", fixtureDir: FIXTURE_DIR });
     expect((await call(t.client, "inspectCache", { name: "other", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
@@ -164,7 +164,7 @@ describe("pull jobs", () => {
     let drop: Promise<ServiceError> | undefined;
     const pulling = pull(t.client, { name: "minilm" }, {
       onEvent: (event) => {
-        if (event.fileStarted) drop ??= callError(t.client, "dropCache", { name: "minilm" });
+        if (event.fileStarted) drop ??= callError(t.client, "dropCache", { name: "minilm", force: false });
       },
     });
     expect(completedOf((await pulling).events)?.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
@@ -379,7 +379,7 @@ describe("two servers sharing one cache root", () => {
       const pulling = pull(a.client, { name: "minilm", fixtureDir: source.dir }, {
         onEvent: (event) => {
           if (event.fileStarted) {
-            drop ??= new Promise((resolve) => bClient.dropCache({ name: "minilm" }, new Metadata(), { deadline: Date.now() + 100 }, (err) => resolve(err?.code)));
+            drop ??= new Promise((resolve) => bClient.dropCache({ name: "minilm", force: false }, new Metadata(), { deadline: Date.now() + 100 }, (err) => resolve(err?.code)));
           }
         },
       });

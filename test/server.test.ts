@@ -99,7 +99,7 @@ describe("server", () => {
         let drop: ReturnType<typeof call<"dropCache">> | undefined;
         const pulling = pull(t.client, { name: "other", fixtureDir: source.dir }, {
           onEvent: (event) => {
-            if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "minilm" });
+            if (event.fileStarted) drop ??= call(t.client, "dropCache", { name: "minilm", force: false });
           },
         });
         // the drop is under way once it waits for the model's lock

@@ -81,7 +81,7 @@ describe("the content store", () => {
       const inspected = await call(suite.t.client, "inspectCache", { name: "minilm", deep: false });
       expect(inspected.exclusiveBytes).to.equal(own.length + manifestBytes);
       expect(inspected.footprintBytes).to.equal(shared.length + own.length + manifestBytes);
-      const dropped = await call(suite.t.client, "dropCache", { name: "minilm" });
+      const dropped = await call(suite.t.client, "dropCache", { name: "minilm", force: false });
       expect(dropped.freedBytes).to.equal(own.length + manifestBytes);
       const blobs = await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"));
       expect(blobs).to.include(sha256(shared)).and.not.include(sha256(own));
@@ -262,7 +262,7 @@ describe("the content store", () => {
           // the shared file is linked into the pull's staging dir; the large one is still coming
           if (event.fileCompleted?.path === "small.safetensors") {
             during = (async () => {
-              const dropped = await call(t.client, "dropCache", { name: "twin" });
+              const dropped = await call(t.client, "dropCache", { name: "twin", force: false });
               const pruned = await call(t.client, "pruneCache", { dryRun: false });
               return { dropped, pruned };
             })();

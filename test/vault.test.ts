@@ -93,7 +93,7 @@ describe("plaintext credentials in call metadata", () => {
       callError(t.client, "getModel", { name: "not a name" }, metadata),
       callError(t.client, "unregisterModel", { name: "minilm", dropCache: true }, metadata),
       callError(t.client, "inspectCache", { name: "minilm", deep: false }, metadata),
-      callError(t.client, "dropCache", { name: "minilm" }, metadata),
+      callError(t.client, "dropCache", { name: "minilm", force: false }, metadata),
       callError(t.client, "putSecret", { alias: "hf", value: "v" }, metadata),
       callError(t.client, "deleteSecret", { alias: "hf" }, metadata),
     ];

@@ -21,5 +21,5 @@ export function allows(role: Role, required: Role | "none"): boolean {
 
 /** Paths of the methods that change the registry, the vault or the cache: each call gets an audit line. */
 export const MUTATING_METHODS: ReadonlySet<string> = new Set(
-  [Service.registerModel, Service.updateModel, Service.unregisterModel, Service.pull, Service.dropCache, Service.pruneCache, Service.putSecret, Service.deleteSecret, Service.applyModels].map((method) => method.path),
+  [Service.registerModel, Service.updateModel, Service.unregisterModel, Service.pull, Service.dropCache, Service.pruneCache, Service.putSecret, Service.deleteSecret, Service.applyModels, Service.resolveModel, Service.releaseLease].map((method) => method.path),
 );

@@ -9,6 +9,7 @@ import {
   ChangeAction,
   ModelChange,
   DescribeCacheResponse,
+  ResolveModelResponse,
   InspectCacheResponse,
   Model,
   ModelStatus,
@@ -41,6 +42,7 @@ export interface SpecOptions {
   pullPolicy?: PullPolicyWord;
   include?: string[];
   exclude?: string[];
+  pin?: boolean;
   json?: boolean;
 }
 
@@ -103,6 +105,7 @@ export const putModel = (global: Global, verb: "register" | "update", name: stri
       credentialAlias: opts.credentialAlias ?? "",
       include: opts.include ?? [],
       exclude: opts.exclude ?? [],
+      pinned: opts.pin ?? false,
     };
     const { model } = verb === "register" ? await call(client, "registerModel", { model: spec }) : await call(client, "updateModel", { name, model: spec });
     showModels([model!], opts.json);
@@ -175,10 +178,26 @@ export const inspect = (global: Global, name: string, opts: { deep?: boolean; js
     return report.status === CacheStatus.CACHE_STATUS_UNHEALTHY ? EXIT.unhealthy : report.status === CacheStatus.CACHE_STATUS_MISSING ? EXIT.missing : EXIT.ok;
   });
 
-export const drop = (global: Global, name: string) =>
+export const drop = (global: Global, name: string, opts: { force?: boolean }) =>
   run(global, async (client) => {
-    const dropped = await call(client, "dropCache", { name });
+    const dropped = await call(client, "dropCache", { name, force: opts.force ?? false });
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
+  });
+
+export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) =>
+  run(global, async (client) => {
+    const resolved = await call(client, "resolveModel", { name, pullPolicy: opts.policy ? PULL_POLICY[opts.policy] : 0, leaseSeconds: opts.lease ? Number(opts.lease) : 0, credentialAlias: "" });
+    if (opts.json) return print(protoJson("modelcache.v1.ResolveModelResponse", ResolveModelResponse.encode(resolved).finish()));
+    // the path alone on the first line, for $(modelcache resolve NAME | head -1)
+    process.stdout.write(`${resolved.cacheDir}\n`);
+    if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}\n`);
+  });
+
+export const releaseLease = (global: Global, id: string) =>
+  run(global, async (client) => {
+    const { released } = await call(client, "releaseLease", { leaseId: id });
+    process.stdout.write(released ? `released lease ${id}\n` : `no live lease ${id} (unknown, or it already ended)\n`);
+    return released ? EXIT.ok : EXIT.notFound;
   });
 
 export const describeCache = (global: Global, opts: { json?: boolean }) =>
@@ -187,10 +206,11 @@ export const describeCache = (global: Global, opts: { json?: boolean }) =>
     if (opts.json) return print(protoJson("modelcache.v1.DescribeCacheResponse", DescribeCacheResponse.encode(described).finish()));
     process.stdout.write(
       `${described.cacheRoot}: ${bytes(described.storedBytes)} stored for ${bytes(described.logicalBytes)} of installs, ` +
-        `${bytes(described.reclaimableBytes)} reclaimable (modelcache prune); filesystem ${bytes(described.filesystemFreeBytes)} free of ${bytes(described.filesystemTotalBytes)}\n`,
+        `${bytes(described.reclaimableBytes)} reclaimable (modelcache prune); filesystem ${bytes(described.filesystemFreeBytes)} free of ${bytes(described.filesystemTotalBytes)}; ` +
+        `quota ${described.maxBytes > 0 ? bytes(described.maxBytes) : "none"}, ${bytes(described.evictableBytes)} evictable\n`,
     );
     // least recently used first, as the server sorts them
-    table(described.models.map((m) => ({ model: m.name, size: bytes(m.sizeBytes), exclusive: bytes(m.exclusiveBytes), "last used": m.lastUsedAt?.toISOString() ?? "" })));
+    table(described.models.map((m) => ({ model: m.name, size: bytes(m.sizeBytes), exclusive: bytes(m.exclusiveBytes), "last used": m.lastUsedAt?.toISOString() ?? "", pinned: m.pinned ? "yes" : "", leases: m.leases })));
   });
 
 export const prune = (global: Global, opts: { dryRun?: boolean; json?: boolean }) =>

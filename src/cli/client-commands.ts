@@ -5,7 +5,8 @@
 // in client-actions.ts, imported when the command runs.
 import { type Command, Option } from "commander";
 import { wholeNumber } from "./parse-flags.js";
-import type { Global } from "./client-actions.js";
+import type { Global, PullPolicyWord } from "./client-actions.js";
+import { duration } from "./parse-units.js";
 
 const actions = () => import("./client-actions.js");
 
@@ -41,6 +42,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
       .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
       .option("--include <glob...>", "only files matching these globs")
       .option("--exclude <glob...>", "never files matching these globs")
+      .option("--pin", "never evict the model's install to make room")
       .option("--json", "the proto3-JSON Model")
       .action(async (name: string, opts) => (await actions()).putModel(global(), verb, name, opts));
   }
@@ -68,7 +70,22 @@ export function addClientCommands(program: Command, option: (flags: string, desc
   program
     .command("drop <name>")
     .description("remove a model's artifacts, keep its registration")
-    .action(async (name: string) => (await actions()).drop(global(), name));
+    .option("--force", "drop it even while services hold leases on it (the leases end)")
+    .action(async (name: string, opts: { force?: boolean }) => (await actions()).drop(global(), name, opts));
+
+  program
+    .command("resolve <name>")
+    .description("print the path of a healthy install, pulling it first when the policy says so; with --lease, also the lease id (exit 6 when the cache has no room)")
+    .addOption(new Option("--policy <policy>", "never: only an install already there; if-missing: pull when missing; always: pull unless the source's revision is installed (default: the model's)").choices(["never", "if-missing", "always"]))
+    .option("--lease <duration>", "keep the install from eviction and DropCache for this long (30s, 15m, 1h, 1d; at most the server's --max-lease-seconds)", duration(1, 2 ** 32 - 1))
+    .option("--json", "the proto3-JSON ResolveModelResponse")
+    .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) => (await actions()).resolve(global(), name, opts));
+
+  const leases = program.command("leases").description("leases services hold on installs");
+  leases
+    .command("release <id>")
+    .description("end a lease before it expires (exit 3 when no live lease has that id)")
+    .action(async (id: string) => (await actions()).releaseLease(global(), id));
 
   program
     .command("apply")

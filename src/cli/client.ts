@@ -6,7 +6,7 @@ import { type ChannelCredentials, type Interceptor, InterceptingCall, Metadata, 
 import { hostOf, isLoopback } from "../server/transport-security.js";
 import { ModelCacheServiceClient, type ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 
-export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, unhealthy: 4, missing: 5, interrupted: 130 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, unhealthy: 4, missing: 5, resourceExhausted: 6, interrupted: 130 } as const;
 
 export interface Connection {
   address: string;
@@ -118,7 +118,16 @@ export function reportError(err: unknown, connection: Connection): number {
   const details = (service.details || status[service.code]).replace(/\.?\s*Resolution note:\s*$/, "");
   process.stderr.write(`error: ${details}\n`);
   process.stderr.write(`hint: ${hintFor(service.code, details, connection.address, Boolean(connection.tls))}\n`);
-  return service.code === status.NOT_FOUND ? EXIT.notFound : service.code === status.CANCELLED ? EXIT.interrupted : EXIT.failure;
+  switch (service.code) {
+    case status.NOT_FOUND:
+      return EXIT.notFound;
+    case status.RESOURCE_EXHAUSTED:
+      return EXIT.resourceExhausted;
+    case status.CANCELLED:
+      return EXIT.interrupted;
+    default:
+      return EXIT.failure;
+  }
 }
 
 /**

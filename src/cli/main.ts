@@ -9,6 +9,7 @@ import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
 import { helpMarkingRequired, hostAndPort, wholeNumber } from "./parse-flags.js";
+import { duration, size } from "./parse-units.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -83,6 +84,12 @@ program
   .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)).argParser(wholeNumber(1)))
   .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)).argParser(wholeNumber(1)))
   .addOption(flag("--models-file <file>", "YAML or JSON list of models the registry follows: applied at start, when it changes, and on SIGHUP"))
+  .addOption(flag("--cache-max-bytes <size>", "the cache's quota (500MB, 10GiB, ...); least recently used installs are evicted to stay under it; 0: none", "0").argParser(size(0)))
+  .addOption(flag("--min-free-bytes <size>", "the free space a pull must leave on the cache's filesystem, evicting to keep it", "1GiB").argParser(size(0)))
+  .addOption(flag("--verify-interval <duration>", "re-hash the stored content in the background this often (30s, 15m, 6h); unset: never").argParser(duration(1, 366 * 86_400)))
+  .addOption(flag("--verify-bytes-per-second <size>", "the pace of the background re-hashing", "100MiB").argParser(size(1)))
+  .addOption(new Option("--no-auto-repair", "do not pull again, in the background, models whose content the verification found corrupt"))
+  .addOption(flag("--max-lease-seconds <n>", "the longest lease ResolveModel grants; longer requests are shortened to it", "86400").argParser(wholeNumber(1, 366 * 86_400)))
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
   .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
 

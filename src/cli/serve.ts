@@ -9,6 +9,7 @@ import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { readModelsFile } from "../models-file/parse-models-file.js";
+import { parseSize } from "./parse-units.js";
 
 export interface ServeOptions {
   listen: string;
@@ -40,6 +41,12 @@ export interface ServeOptions {
   maxFileBytes: string;
   maxPullBytes: string;
   modelsFile?: string;
+  maxLeaseSeconds: string;
+  cacheMaxBytes: string;
+  minFreeBytes: string;
+  verifyInterval?: string;
+  verifyBytesPerSecond: string;
+  autoRepair: boolean;
 }
 
 /**
@@ -97,6 +104,13 @@ export async function serve(options: ServeOptions): Promise<void> {
       parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
       modelsFile: options.modelsFile,
+      maxLeaseSeconds: Number(options.maxLeaseSeconds),
+      cacheMaxBytes: Number(options.cacheMaxBytes),
+      // the default is given as text ('1GiB') and reaches here unparsed
+      minFreeBytes: parseSize(options.minFreeBytes),
+      verifyIntervalMs: options.verifyInterval === undefined ? undefined : Number(options.verifyInterval) * 1000,
+      verifyBytesPerSecond: parseSize(options.verifyBytesPerSecond),
+      autoRepair: options.autoRepair,
       logger,
     });
   } catch (err) {

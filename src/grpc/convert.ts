@@ -2,7 +2,8 @@
 // the domain does not know become refusals that name the field.
 import type { InstallReport } from "../cache/inspect-install.js";
 import type { Manifest as ManifestRecord } from "../cache/manifest.js";
-import type { ModelSpec as DomainSpec, ModelRecord, ModelSpecInput } from "../registry/model-record.js";
+import { ModelCacheError } from "../errors.js";
+import { lastUsedAtMs, type PullPolicy as DomainPullPolicy, type ModelSpec as DomainSpec, type ModelRecord, type ModelSpecInput } from "../registry/model-record.js";
 import type { PullEvent } from "../pull/pull-event.js";
 import type { ModelChange as PlannedChange } from "../models-file/plan-changes.js";
 import {
@@ -23,7 +24,7 @@ import {
 } from "../../generated/modelcache/v1/model_cache.js";
 
 export function specFromProto(spec: ModelSpec | undefined): ModelSpecInput {
-  const s = spec ?? { name: "", source: "", revision: "", task: 0, dimensions: 0, engine: 0, pullPolicy: 0, trustPolicy: 0, acknowledgeRemoteCodeRisk: false, credentialAlias: "", include: [], exclude: [] };
+  const s = spec ?? { name: "", source: "", revision: "", task: 0, dimensions: 0, engine: 0, pullPolicy: 0, trustPolicy: 0, acknowledgeRemoteCodeRisk: false, credentialAlias: "", include: [], exclude: [], pinned: false };
   return {
     name: s.name,
     source: s.source,
@@ -37,7 +38,16 @@ export function specFromProto(spec: ModelSpec | undefined): ModelSpecInput {
     credentialAlias: s.credentialAlias,
     include: s.include,
     exclude: s.exclude,
+    pinned: s.pinned,
   };
+}
+
+/** A request's pull policy: undefined when unset; a value the domain does not know is refused, naming the field. */
+export function pullPolicyFromProto(value: number, field: string): DomainPullPolicy | undefined {
+  if (value === 0) return undefined;
+  const known = (Object.entries(PULL_POLICIES) as [DomainPullPolicy, number][]).find(([, n]) => n === value);
+  if (known) return known[0];
+  throw new ModelCacheError("invalid_argument", `${field} has an unknown value (${value}): give PULL_POLICY_NEVER, PULL_POLICY_IF_MISSING or PULL_POLICY_ALWAYS, or leave it unset for the model's own policy`);
 }
 
 /** undefined for 0 (unset), the domain word for a known value, else a label the validator will refuse. */
@@ -67,10 +77,11 @@ export function specToProto(spec: DomainSpec): ModelSpec {
     credentialAlias: spec.credentialAlias,
     include: spec.include,
     exclude: spec.exclude,
+    pinned: spec.pinned,
   };
 }
 
-export function modelToProto(record: ModelRecord): Model {
+export function modelToProto(record: ModelRecord, leases = 0): Model {
   return {
     name: record.name,
     provider: record.provider,
@@ -92,6 +103,9 @@ export function modelToProto(record: ModelRecord): Model {
     exclude: record.exclude ?? [],
     resolvedCommit: record.install?.resolvedCommit ?? "",
     managedBy: record.managedBy ?? "",
+    pinned: record.pinned ?? false,
+    lastUsedAt: lastUsedAtMs(record) === undefined ? undefined : new Date(lastUsedAtMs(record)!),
+    leases,
   };
 }
 

@@ -15,10 +15,12 @@ import type { ModelRecord } from "../registry/model-record.js";
 import { managedByFile, ownedByFile } from "../models-file/plan-changes.js";
 import type { Runtime } from "../runtime.js";
 import { applyModels } from "../models-file/apply-models.js";
+import { resolveModel } from "../consumers/resolve-model.js";
+import { releaseLease } from "../consumers/release-lease.js";
 import { validateSpecs } from "../models-file/validate-specs.js";
 import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
-import { changeToProto, modelToProto, pullEventToProto, specFromProto } from "./convert.js";
+import { changeToProto, manifestToProto, modelToProto, pullEventToProto, pullPolicyFromProto, specFromProto } from "./convert.js";
 import { inspectResponse, serializeInspectResponse } from "./inspect-response.js";
 
 /** The generated service definition, with InspectCache's responses encoded by serializeInspectResponse. */
@@ -36,18 +38,19 @@ function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord)
 
 export function modelCacheService(runtime: Runtime, context: CallContext): ModelCacheServiceServer {
   const { registry } = runtime;
+  const withLeases = (record: ModelRecord) => modelToProto(runtime.uses.overlay(record), runtime.leases.count(record.name));
   return {
     registerModel: unary(context, Service.registerModel, async (request) => ({
-      model: modelToProto(await registerModel(registry, specFromProto(request.model))),
+      model: withLeases(await registerModel(registry, specFromProto(request.model))),
     })),
     updateModel: unary(context, Service.updateModel, async (request) => ({
-      model: modelToProto(await updateModel(registry, request.name, specFromProto(request.model), { check: refuseIfManaged(runtime, "UpdateModel would replace its spec") })),
+      model: withLeases(await updateModel(registry, request.name, specFromProto(request.model), { check: refuseIfManaged(runtime, "UpdateModel would replace its spec") })),
     })),
     getModel: unary(context, Service.getModel, async (request) => ({
-      model: modelToProto(await getModel(registry, request.name)),
+      model: withLeases(await getModel(registry, request.name)),
     })),
     listModels: unary(context, Service.listModels, async () => ({
-      models: (await listModels(registry)).map(modelToProto),
+      models: (await listModels(registry)).map(withLeases),
     })),
     unregisterModel: unary(context, Service.unregisterModel, async (request, signal) => ({
       removed: await unregisterModel(runtime, request.name, request.dropCache, signal, refuseIfManaged(runtime, "UnregisterModel would remove it, and the file would register it again")),
@@ -59,15 +62,15 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
     ),
     dropCache: unary(context, Service.dropCache, async (request, signal) => {
-      const { removed, freedBytes } = await dropCache(runtime, request.name, signal);
+      const { removed, freedBytes } = await dropCache(runtime, request.name, signal, request.force);
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
     }),
     describeCache: unary(context, Service.describeCache, async () => {
       const described = await describeCache(runtime);
       return {
         ...described,
-        maxBytes: 0,
-        models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: false, leases: 0 })),
+        maxBytes: runtime.capacity.settings.maxBytes,
+        models: described.models.map((m) => ({ name: m.name, sizeBytes: m.sizeBytes, exclusiveBytes: m.exclusiveBytes, lastUsedAt: new Date(m.lastUsedAtMs), pinned: m.pinned, leases: runtime.leases.count(m.name) })),
       };
     }),
     pruneCache: unary(context, Service.pruneCache, async (request) => {
@@ -88,5 +91,19 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal });
       return { changes: changes.map(changeToProto) };
     }),
+    resolveModel: unary(context, Service.resolveModel, async (request, signal) => {
+      const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
+      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds }, signal);
+      return {
+        name: resolved.name,
+        cacheDir: resolved.cacheDir,
+        manifest: manifestToProto(resolved.manifest),
+        pulled: resolved.pulled,
+        revalidated: resolved.revalidated,
+        leaseId: resolved.lease?.id ?? "",
+        leaseExpiresAt: resolved.lease ? new Date(resolved.lease.expiresAtMs) : undefined,
+      };
+    }),
+    releaseLease: unary(context, Service.releaseLease, async (request) => ({ released: await releaseLease(runtime, request.leaseId) })),
   };
 }

@@ -2,8 +2,8 @@
 // installs hold as if nothing were shared (logical), what the cache root
 // holds (each stored content once, the manifests, resumable downloads), what
 // PruneCache would free, the filesystem's free and total space, and every
-// installed model, least recently used first. Uses are not tracked yet: an
-// install's last use is when it was installed.
+// installed model, least recently used first (an install made before uses
+// were recorded was last used when it was installed).
 import { lstat, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { exclusiveBytes, footprintBytes } from "../cache/footprint.js";
@@ -12,12 +12,14 @@ import { filesystemError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import { pruneCache } from "./prune-cache.js";
 import { listEntries } from "../cache/list-entries.js";
+import { lastUsedAtMs } from "../registry/model-record.js";
 
 export interface CachedModel {
   name: string;
   sizeBytes: number;
   exclusiveBytes: number;
   lastUsedAtMs: number;
+  pinned: boolean;
 }
 
 export interface CacheDescription {
@@ -45,24 +47,24 @@ export async function describeCache(runtime: Runtime): Promise<CacheDescription>
     filesystemFreeBytes: fs.bavail * fs.bsize,
     filesystemTotalBytes: fs.blocks * fs.bsize,
     reclaimableBytes: reclaimable.freedBytes,
-    // pins and leases do not exist yet: every install not being pulled could go
-    evictableBytes: models.filter((m) => !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
+    evictableBytes: models.filter((m) => !m.pinned && runtime.leases.count(m.name) === 0 && !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
     models,
   };
 }
 
 /** The installed models, least recently used first; their files as if nothing were shared (logical); what the cache root holds (stored). */
-export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "registry">): Promise<{ models: CachedModel[]; logicalBytes: number; storedBytes: number }> {
+export async function cacheBytes(runtime: Pick<Runtime, "layout" | "store" | "registry"> & Partial<Pick<Runtime, "uses">>): Promise<{ models: CachedModel[]; logicalBytes: number; storedBytes: number }> {
   const { layout, store } = runtime;
   const models: CachedModel[] = [];
   let manifests = 0;
-  for (const record of await runtime.registry.models.values().all()) {
+  for (const stored of await runtime.registry.models.values().all()) {
+    const record = runtime.uses?.overlay(stored) ?? stored;
     if (!record.install) continue;
     const dir = layout.modelDir(record.name);
     const manifest = await lstat(join(dir, MANIFEST_FILE)).catch(() => undefined);
     if (!manifest) continue;
     manifests += manifest.size;
-    models.push({ name: record.name, sizeBytes: footprintBytes(dir), exclusiveBytes: exclusiveBytes(dir), lastUsedAtMs: record.install.installedAtMs });
+    models.push({ name: record.name, sizeBytes: footprintBytes(dir), exclusiveBytes: exclusiveBytes(dir), lastUsedAtMs: lastUsedAtMs(record) ?? 0, pinned: record.pinned ?? false });
   }
   models.sort((a, b) => a.lastUsedAtMs - b.lastUsedAtMs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   let blobs = 0;

@@ -1,5 +1,6 @@
 // DropCache: remove a model's artifacts (and resumable downloads) and keep its registration.
-// Refused while a pull of the model is queued or running.
+// Refused while a pull of the model is queued or running, and while a service
+// holds a lease on it unless `force`, which ends the leases.
 // The install is parked for deletion before the registry changes and deleted
 // after, so a crash at any step leaves the model either installed as it was
 // or without an install (startup recovery finishes the delete).
@@ -9,12 +10,15 @@ import { getModel } from "../registry/get-model.js";
 import { recordNoInstall } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
 
-export async function dropCache(runtime: Runtime, name: string, signal: AbortSignal): Promise<{ removed: boolean; freedBytes: number }> {
+export async function dropCache(runtime: Runtime, name: string, signal: AbortSignal, force = false): Promise<{ removed: boolean; freedBytes: number }> {
   await getModel(runtime.registry, name);
   runtime.pulls.refuseWhilePulling(name, "DropCache");
+  if (!force) runtime.leases.refuseWhileLeased(name, "DropCache", "set force to end the leases and drop it anyway");
   return runtime.locks.run(name, signal, async () => {
-    // a pull may have been asked for while this call waited for the lock
+    // a pull or a lease may have come while this call waited for the lock
     runtime.pulls.refuseWhilePulling(name, "DropCache");
+    if (force) await runtime.leases.endAll(name);
+    else runtime.leases.refuseWhileLeased(name, "DropCache", "set force to end the leases and drop it anyway");
     const removal = await parkForRemoval(runtime.layout, name, runtime.store);
     await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
     await recordNoInstall(runtime.registry, name);

@@ -34,6 +34,7 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
     const record = await runtime.registry.models.get(name);
     if (record === undefined || record.unregistering) throw notRegistered(name);
     check?.(record);
+    if (dropCache) runtime.leases.refuseWhileLeased(name, "UnregisterModel with drop_cache", "end them with a forced DropCache first");
     const cacheDir = runtime.layout.modelDir(name);
     const onDisk = await lstat(cacheDir).then(
       () => true,
@@ -51,6 +52,8 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
     }
     await runtime.registry.records.run(name, undefined, () => runtime.registry.models.put(name, { ...record, unregistering: true }, SYNCED));
     await forget(runtime, name);
+    // expired ones: a model registered again under the name starts without them
+    await runtime.leases.endAll(name);
     return true;
   });
 }

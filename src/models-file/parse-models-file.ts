@@ -26,6 +26,7 @@ const FIELDS: Record<string, Field> = {
   credential_alias: "credentialAlias",
   include: "include",
   exclude: "exclude",
+  pinned: "pinned",
 };
 
 /** Each enum's short words (the domain's) by the prefix of its full proto names. */
@@ -85,7 +86,7 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
     const node = item as Node | null;
     const label = `models[${index}]`;
     if (!isMap(node)) return fail(at(node), `${label} must be a mapping of ModelSpec fields, such as 'name', 'source', 'revision', 'task' and 'dimensions'`);
-    const input: ModelSpecInput = { name: "", source: "", revision: "", task: undefined, dimensions: 0, engine: undefined, pullPolicy: undefined, trustPolicy: undefined, acknowledgeRemoteCodeRisk: false, credentialAlias: "", include: [], exclude: [] };
+    const input: ModelSpecInput = { name: "", source: "", revision: "", task: undefined, dimensions: 0, engine: undefined, pullPolicy: undefined, trustPolicy: undefined, acknowledgeRemoteCodeRisk: false, credentialAlias: "", include: [], exclude: [], pinned: false };
     const lineOf = new Map<Field, string>();
     for (const pair of node.items as Pair<Node, Node | null>[]) {
       const key = keyOf(pair);
@@ -149,6 +150,7 @@ function readValue(field: Field, node: Node | null, fail: (message: string) => n
     const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
     return typeof n === "number" && Number.isInteger(n) ? n : fail(`must be a whole number, such as 384 (got ${quote(String(value))})`);
   }
+  if (field === "pinned") return value === null ? false : typeof value === "boolean" ? value : fail("must be true or false");
   if (field === "acknowledgeRemoteCodeRisk") return typeof value === "boolean" ? value : fail("must be true or false");
   const known = ENUMS[field];
   if (known) {

@@ -35,6 +35,7 @@ const SPEC_FIELDS: readonly [keyof ModelSpec, string][] = [
   ["credentialAlias", "credential_alias"],
   ["include", "include"],
   ["exclude", "exclude"],
+  ["pinned", "pinned"],
 ];
 
 /** The changes, sorted by name; refuses (changing nothing) an RPC plan that would change a model the file manages. */
@@ -65,7 +66,8 @@ export function planChanges(current: readonly ModelRecord[], desired: readonly M
 
 function differences(record: ModelRecord, spec: ModelSpec): string[] {
   // records written before include/exclude existed have neither
-  const normalised = { ...record, include: record.include ?? [], exclude: record.exclude ?? [] };
+  // records written before include/exclude (or pins) existed have none
+  const normalised = { ...record, include: record.include ?? [], exclude: record.exclude ?? [], pinned: record.pinned ?? false };
   return SPEC_FIELDS.filter(([field]) => JSON.stringify(normalised[field]) !== JSON.stringify(spec[field])).map(([, label]) => label);
 }
 

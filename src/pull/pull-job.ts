@@ -44,6 +44,8 @@ export interface PullJobSettings {
   /** where every file's content is kept once */
   store: ContentStore;
   recorders?: PullRecorder[];
+  /** makes room for what a pull adds before it fetches anything, and holds it while the pull runs */
+  capacity?: { admit(name: string, addBytes: number, signal: AbortSignal): Promise<() => void> };
 }
 
 type Event<T extends PullEvent["type"]> = Extract<PullEvent, { type: T }>;
@@ -164,6 +166,7 @@ export class PullJob implements InstallObserver {
       });
       try {
         const release = await settings.locks.acquire(model.name, signal);
+        let reservation: (() => void) | undefined;
         try {
           // the record as it is now: an UnregisterModel may have gone first
           const current = await this.registeredRecord();
@@ -173,6 +176,8 @@ export class PullJob implements InstallObserver {
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
           // a directory's files must be read before the store can know them: each file's `reused` tells
           const reusedBytes = "fetch" in source && !force ? await plannedReuse(settings.store, source.files) : 0;
+          // what the store does not hold yet (all of a directory's files: only reading them tells)
+          reservation = await settings.capacity?.admit(model.name, totalBytes - reusedBytes, signal);
           this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
@@ -193,6 +198,7 @@ export class PullJob implements InstallObserver {
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit });
           outcome = { completed: { type: "completed", cacheDir, manifest } };
         } finally {
+          reservation?.();
           await release();
         }
       } finally {

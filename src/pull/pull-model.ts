@@ -106,7 +106,7 @@ function checkJoin(job: PullJob, requestedDir: string | undefined, force: boolea
 }
 
 /** The alias a pull would authenticate with (its own, else the model's) and its secret. */
-async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAlias: string): Promise<{ alias: string; secret: string } | undefined> {
+export async function resolveCredential(runtime: Runtime, model: ModelRecord, requestAlias: string): Promise<{ alias: string; secret: string } | undefined> {
   const field = requestAlias !== "" ? "credential_alias" : "model.credential_alias";
   const alias = requestAlias !== "" ? requestAlias : model.credentialAlias;
   if (alias === "") return undefined;
@@ -150,7 +150,7 @@ async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortS
 }
 
 /** The server's way out for hub and S3 requests, made (and the proxy variables read) with its first pull. */
-async function networkOf(runtime: Runtime) {
+export async function networkOf(runtime: Runtime) {
   runtime.network ??= {};
   runtime.network.dispatcher ??= (await import("../sources/network.js")).networkDispatcher(runtime.network.proxy);
   return runtime.network.dispatcher;

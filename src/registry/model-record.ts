@@ -23,6 +23,7 @@ export interface ModelSpecInput {
   credentialAlias: string;
   include: string[];
   exclude: string[];
+  pinned: boolean;
 }
 
 export interface ModelSpec {
@@ -41,6 +42,8 @@ export interface ModelSpec {
   include: string[];
   /** globs of the files never to pull */
   exclude: string[];
+  /** never evicted to make room (records written before pins existed have none: not pinned) */
+  pinned: boolean;
 }
 
 export interface InstallRecord {
@@ -62,6 +65,23 @@ export interface ModelRecord extends ModelSpec {
   unregistering?: true;
   /** "models-file" while the server's models file lists the model; absent when it was registered by RPC */
   managedBy?: ManagedBy;
+  /** the last completed Pull or ResolveModel; absent for an install made before uses were recorded */
+  lastUsedAtMs?: number;
+  /** stored content of this install that the background verification found corrupt */
+  corrupt?: CorruptFile;
+}
+
+/** A file of an install whose content no longer hashes to its manifest's sha256. */
+export interface CorruptFile {
+  path: string;
+  sha256: string;
+  /** the install it was found in: a later pull's install is not affected */
+  installedAtMs: number;
+}
+
+/** When the model was last used: recorded, else (an install made before uses were recorded) when it was installed. */
+export function lastUsedAtMs(record: ModelRecord): number | undefined {
+  return record.lastUsedAtMs ?? record.install?.installedAtMs;
 }
 
 /** Who owns a model's spec besides RPC callers. */

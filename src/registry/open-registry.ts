@@ -7,6 +7,7 @@ import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError } from "../errors.js";
 import type { KnownContent } from "../store/content-store.js";
 import type { ModelRecord } from "./model-record.js";
+import type { Lease } from "../consumers/leases.js";
 import { Vault } from "./vault.js";
 import { loadVaultKey } from "./vault-key.js";
 
@@ -22,6 +23,8 @@ export interface Registry {
   blobs: LevelSublevel<KnownContent>;
   /** git blob id -> sha256 of stored content */
   blobIds: LevelSublevel<string>;
+  /** leases on installs, by lease id */
+  leases: LevelSublevel<Lease>;
   /** serialises read-modify-write of one model's record */
   records: KeyedLock;
   close(): Promise<void>;
@@ -95,6 +98,7 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
     settings,
     blobs: sublevelOf<KnownContent>(db, "blobs", "json"),
     blobIds: sublevelOf<string>(db, "blob-ids", "utf8"),
+    leases: sublevelOf<Lease>(db, "leases", "json"),
     records: new KeyedLock(),
     close: () => db.close(),
   };

@@ -2,11 +2,12 @@
 // promotes one, cleared when the install is dropped, and corrected when an
 // inspection finds the disk saying otherwise.
 import { notRegistered } from "./get-model.js";
-import type { InstallRecord, ModelRecord } from "./model-record.js";
+import type { CorruptFile, InstallRecord, ModelRecord } from "./model-record.js";
 import type { Registry } from "./open-registry.js";
 
+/** A completed pull: the install is the model's, and the pull is a use of it. */
 export function recordInstall(registry: Registry, name: string, install: InstallRecord): Promise<ModelRecord> {
-  return rewrite(registry, name, (record) => ({ ...record, status: "installed", install }));
+  return rewrite(registry, name, ({ corrupt: _replaced, ...record }) => ({ ...record, status: "installed", install, lastUsedAtMs: Date.now() }));
 }
 
 /** The install on disk is not healthy: keep where it is, stop vouching for it. */
@@ -19,7 +20,26 @@ function unhealthy(record: ModelRecord, cacheDir: string): ModelRecord {
 }
 
 export function recordNoInstall(registry: Registry, name: string): Promise<ModelRecord> {
-  return rewrite(registry, name, ({ install: _dropped, ...record }) => ({ ...record, status: "registered" }));
+  return rewrite(registry, name, ({ install: _dropped, corrupt: _gone, ...record }) => ({ ...record, status: "registered" }));
+}
+
+/** Whether `record` holds a corruption note for the install that was found at `installedAtMs`. */
+export function corruptInstall(record: ModelRecord, installedAtMs: number | undefined): boolean {
+  return record.corrupt !== undefined && record.corrupt.installedAtMs === installedAtMs;
+}
+
+/**
+ * The install holds content found corrupt: unhealthy until a pull replaces
+ * it. False when the install is no longer the one the file was found in.
+ */
+export async function recordCorrupt(registry: Registry, name: string, corrupt: CorruptFile): Promise<boolean> {
+  let marked = false;
+  await rewrite(registry, name, (record) => {
+    if (record.install?.installedAtMs !== corrupt.installedAtMs) return record;
+    marked = true;
+    return { ...record, status: "unhealthy", corrupt };
+  });
+  return marked;
 }
 
 /** What an inspection of the disk found for a model's install. */
@@ -33,6 +53,8 @@ export function agrees(record: ModelRecord, finding: DiskFinding): boolean {
     case "unhealthy":
       return record.status === "unhealthy";
     case "installed":
+      // an install with content found corrupt stays unhealthy while a shallow look finds it whole
+      if (corruptInstall(record, finding.install.installedAtMs)) return record.status === "unhealthy";
       return record.status === "installed" && record.install?.installedAtMs === finding.install.installedAtMs;
   }
 }
@@ -46,7 +68,7 @@ export function agrees(record: ModelRecord, finding: DiskFinding): boolean {
 export function recordFinding(registry: Registry, seen: ModelRecord, finding: DiskFinding): Promise<ModelRecord | undefined> {
   if (agrees(seen, finding)) return Promise.resolve(undefined);
   const change = (record: ModelRecord): ModelRecord => {
-    if (finding.status === "installed") return { ...record, status: "installed", install: finding.install };
+    if (finding.status === "installed") return { ...record, status: corruptInstall(record, finding.install.installedAtMs) ? "unhealthy" : "installed", install: finding.install };
     if (finding.status === "unhealthy") return unhealthy(record, finding.cacheDir);
     const { install: _dropped, ...rest } = record;
     return { ...rest, status: "registered" };

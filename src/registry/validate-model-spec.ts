@@ -54,6 +54,7 @@ export function validateModelSpec(input: ModelSpecInput): ModelSpec {
     credentialAlias,
     include,
     exclude,
+    pinned: input.pinned,
   };
 }
 

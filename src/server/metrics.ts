@@ -2,6 +2,8 @@
 // --metrics-listen. RPC metrics carry the names the gRPC ecosystem's
 // dashboards expect; domain metrics are modelcache_*. Gauges are read from
 // the registry and the job table when scraped, so they never drift.
+import type { EvictionReason, EvictionRecorder } from "../capacity/capacity.js";
+import type { VerificationRecorder } from "../store/background-verification.js";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
@@ -12,7 +14,7 @@ import { cacheBytes } from "../lifecycle/describe-cache.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 
-export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
+export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder {
   readonly registry = new Registry();
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
@@ -21,6 +23,11 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
   private readonly modelsFileErrors = new Counter({ name: "modelcache_models_file_errors_total", help: "Versions of the models file that could not be read, validated or applied.", registers: [this.registry] });
   private readonly lastModelsFileApply = new Gauge({ name: "modelcache_models_file_applied_timestamp_seconds", help: "When the models file was last applied without error (Unix seconds).", registers: [this.registry] });
   private readonly pullBytes = new Counter({ name: "modelcache_pull_bytes_total", help: "Bytes pull jobs installed, whether fetched, copied or taken from the content store.", registers: [this.registry] });
+  private readonly evictions = new Counter({ name: "modelcache_evictions_total", help: "Installs evicted to make room, by reason: quota (--cache-max-bytes) or min_free (--min-free-bytes).", labelNames: ["reason"], registers: [this.registry] });
+  private readonly corruptFiles = new Counter({ name: "modelcache_corrupt_files_total", help: "Stored contents the background verification found corrupt (removed from the store).", registers: [this.registry] });
+  private readonly verifyBytes = new Counter({ name: "modelcache_verify_bytes_total", help: "Bytes of stored content the background verification hashed again.", registers: [this.registry] });
+  private readonly lastVerifyPass = new Gauge({ name: "modelcache_verify_last_full_pass_timestamp_seconds", help: "When the background verification last finished a pass over every stored content (Unix seconds).", registers: [this.registry] });
+  private readonly repairs = new Counter({ name: "modelcache_repairs_total", help: "Background pulls of models whose content was found corrupt, by result.", labelNames: ["result"], registers: [this.registry] });
   private readonly reusedBytes = new Counter({ name: "modelcache_reused_bytes_total", help: "Bytes pulls took from the content store instead of fetching or writing them.", registers: [this.registry] });
   private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
 
@@ -80,6 +87,26 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder {
     this.reusedBytes.inc(reusedBytes);
     this.pullBytes.inc(bytes);
     this.pullSeconds.observe(seconds);
+  }
+
+  verifiedBytes(bytes: number): void {
+    this.verifyBytes.inc(bytes);
+  }
+
+  corruptFound(): void {
+    this.corruptFiles.inc();
+  }
+
+  fullPassEnded(atMs: number): void {
+    this.lastVerifyPass.set(atMs / 1000);
+  }
+
+  repairEnded(_model: string, result: "ok" | "failed"): void {
+    this.repairs.inc({ result });
+  }
+
+  evicted(_model: string, reason: EvictionReason): void {
+    this.evictions.inc({ reason });
   }
 
   modelsFileApplied(atMs: number): void {

@@ -28,6 +28,10 @@ import { limitStreams } from "../grpc/limit-streams.js";
 import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
+import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capacity.js";
+import { BackgroundVerification, DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../store/background-verification.js";
+import { UseRecorder } from "../registry/use-recorder.js";
+import { DEFAULT_MAX_LEASE_SECONDS, Leases } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
 import { PullLog } from "./pull-log.js";
@@ -93,6 +97,18 @@ export interface ServerOptions {
   modelsFileDebounceMs?: number;
   /** first delay before a failed background pull of a listed model is tried again (default 1 s) */
   modelsFileRetryMs?: number;
+  /** the cache's quota in bytes; 0 (default): none */
+  cacheMaxBytes?: number;
+  /** the free space a pull must leave on the cache root's filesystem (default 1 GiB) */
+  minFreeBytes?: number;
+  /** re-hash the stored content this often (after each pass ends); unset: never */
+  verifyIntervalMs?: number;
+  /** the pace of that re-hashing (default 100 MiB/s) */
+  verifyBytesPerSecond?: number;
+  /** pull again in the background a model whose content the verification found corrupt (default on) */
+  autoRepair?: boolean;
+  /** the longest lease ResolveModel grants (default a day) */
+  maxLeaseSeconds?: number;
 }
 
 /**
@@ -137,6 +153,9 @@ interface Settings {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   modelsFile: string | undefined;
+  maxLeaseSeconds: number;
+  capacity: CapacitySettings;
+  verification: VerificationSettings | undefined;
 }
 
 /**
@@ -155,6 +174,23 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     insecureNoAuth: options.insecureNoAuth ?? false,
     insecureNoTls: options.insecureNoTls ?? false,
   });
+  const maxLeaseSeconds = options.maxLeaseSeconds ?? DEFAULT_MAX_LEASE_SECONDS;
+  // a year at most: a longer lease is an install nobody can ever evict or drop
+  if (!Number.isInteger(maxLeaseSeconds) || maxLeaseSeconds < 1 || maxLeaseSeconds > 366 * 86_400) {
+    throw new ModelCacheError("invalid_argument", `--max-lease-seconds must be a whole number from 1 to ${366 * 86_400} (a year) (got ${maxLeaseSeconds})`);
+  }
+  const capacity = { maxBytes: options.cacheMaxBytes ?? 0, minFreeBytes: options.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES };
+  for (const [flag, value] of [["--cache-max-bytes", capacity.maxBytes], ["--min-free-bytes", capacity.minFreeBytes]] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) throw new ModelCacheError("invalid_argument", `${flag} must be a whole number of bytes, 0 or more (got ${value})`);
+  }
+  const verification =
+    options.verifyIntervalMs === undefined ? undefined : { intervalMs: options.verifyIntervalMs, bytesPerSecond: options.verifyBytesPerSecond ?? DEFAULT_VERIFY_BYTES_PER_SECOND, autoRepair: options.autoRepair ?? true };
+  if (verification && (!Number.isSafeInteger(verification.intervalMs) || verification.intervalMs < 1)) {
+    throw new ModelCacheError("invalid_argument", `--verify-interval must be a positive duration such as 30s, 15m or 6h (got ${verification.intervalMs} ms)`);
+  }
+  if (verification && (!Number.isSafeInteger(verification.bytesPerSecond) || verification.bytesPerSecond < 1)) {
+    throw new ModelCacheError("invalid_argument", `--verify-bytes-per-second must be a size of at least 1 byte, such as 100MiB (got ${verification.bytesPerSecond})`);
+  }
   const maxConcurrentPulls = options.maxConcurrentPulls ?? 2;
   if (!Number.isInteger(maxConcurrentPulls) || maxConcurrentPulls < 1) {
     throw new ModelCacheError("invalid_argument", `--max-concurrent-pulls must be a whole number of at least 1 (got ${maxConcurrentPulls})`);
@@ -197,6 +233,9 @@ async function resolveSettings(options: ServerOptions): Promise<Settings> {
     cacheRoot: resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")),
     fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
     maxConcurrentPulls,
+    maxLeaseSeconds,
+    capacity,
+    verification,
     progressIntervalMs,
     fileConcurrency,
     hub,
@@ -244,6 +283,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     let running: Runtime | undefined;
     // prom-client is loaded only when metrics are served
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
+    const capacity = new Capacity(settings.capacity, () => runtime, logger, metrics ? [metrics] : []);
     const runtime: Runtime = {
       registry,
       layout,
@@ -258,6 +298,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         copier,
         store,
         recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
+        capacity,
       }),
       copier,
       store,
@@ -273,7 +314,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       network: { proxy: settings.proxy },
       pullLimits: settings.pullLimits,
       modelsFile: settings.modelsFile,
+      leases: await new Leases(registry.leases, settings.maxLeaseSeconds).load(),
+      capacity,
+      uses: new UseRecorder(registry),
     };
+    // a quota lowered since the last run holds from the start
+    await capacity.enforce(AbortSignal.timeout(3_600_000));
     const modelsFile = settings.modelsFile
       ? new ModelsFileFollower(runtime, {
           path: settings.modelsFile,
@@ -305,6 +351,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     health.addToServer(server);
     addReflection(server);
 
+    const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await new Promise<number>((ok, fail) =>
@@ -314,6 +361,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     );
     const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
+    verification?.start();
+    closers.push({ what: "the background verification", close: () => verification?.close() });
     health.setStatus("", "SERVING");
     health.setStatus(SERVICE_NAME, "SERVING");
     logger.info(
@@ -330,6 +379,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         const reason = new ModelCacheError("unavailable", "the server is shutting down: pull again once it is back");
         modelsFile?.close();
         const pullsEnded = runtime.pulls.abortAll(reason);
+        const verificationEnded = verification?.close();
         shutdown.abort(reason);
         await new Promise<void>((done) => {
           const timer = setTimeout(() => {
@@ -342,7 +392,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           });
         });
         await pullsEnded;
+        await verificationEnded;
         await runtime.locks.idle();
+        await runtime.uses.close();
         await copier.close();
         await metricsServer?.close();
         await registry.close();

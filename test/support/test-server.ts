@@ -107,6 +107,7 @@ export function modelSpec(overrides: Partial<ModelSpec> = {}): ModelSpec {
     credentialAlias: "",
     include: [],
     exclude: [],
+    pinned: false,
     ...overrides,
   };
 }

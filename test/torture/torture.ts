@@ -144,7 +144,7 @@ function chooseOperation(world: World, sources: Sources, pick: <T>(items: readon
       targets: { "local-model": installed(version), "hub-model": installed("H") },
       run: (client) => Promise.all([localPull(false)(client), hubPull(true)(client)]),
     },
-    { label: `drop(${name})`, targets: { [name]: { registered: world[name].registered, install: "missing" } }, run: (client) => call(client, "dropCache", { name }) },
+    { label: `drop(${name})`, targets: { [name]: { registered: world[name].registered, install: "missing" } }, run: (client) => call(client, "dropCache", { name, force: false }) },
     { label: "prune", targets: {}, run: (client) => call(client, "pruneCache", { dryRun: false }) },
     {
       label: `pull-and-prune(local-model ${version})`,

@@ -395,6 +395,8 @@ export interface ModelSpec {
   include: string[];
   /** files matching one of these globs are never pulled; exclude wins over include */
   exclude: string[];
+  /** never evicted to make room */
+  pinned: boolean;
 }
 
 /** Model is what the registry holds. */
@@ -429,6 +431,13 @@ export interface Model {
   resolvedCommit: string;
   /** "" when registered by RPC; "models-file" when the server's --models-file lists it */
   managedBy: string;
+  pinned: boolean;
+  /** the last completed Pull or ResolveModel */
+  lastUsedAt?:
+    | Date
+    | undefined;
+  /** live leases now */
+  leases: number;
 }
 
 /** RegisterModelRequest carries the spec to register. */
@@ -617,6 +626,8 @@ export interface InspectCacheResponse {
 /** DropCacheRequest names the model whose artifacts go. */
 export interface DropCacheRequest {
   name: string;
+  /** drop even while leased (the leases end) */
+  force: boolean;
 }
 
 /** DropCacheResponse says what was removed. */
@@ -638,16 +649,13 @@ export interface DescribeCacheResponse {
   logicalBytes: number;
   /** bytes the cache root holds: each distinct content once, manifests, partials */
   storedBytes: number;
-  /** the cache quota; 0 = no quota (no quota exists yet: always 0) */
+  /** the cache quota (--cache-max-bytes); 0 = no quota */
   maxBytes: number;
   filesystemFreeBytes: number;
   filesystemTotalBytes: number;
   /** what PruneCache would free now */
   reclaimableBytes: number;
-  /**
-   * installs neither pinned, leased nor being pulled (pins and leases do not exist yet:
-   * every install not being pulled counts)
-   */
+  /** installs neither pinned, leased nor being pulled */
   evictableBytes: number;
   /** every installed model, least recently used first */
   models: CachedModel[];
@@ -660,13 +668,13 @@ export interface CachedModel {
   sizeBytes: number;
   /** what dropping it would free: content no other install shares, plus its manifest */
   exclusiveBytes: number;
-  /** last use; until uses are tracked, when it was installed */
+  /** the last completed Pull or ResolveModel (for an install made before uses were recorded, when it was installed) */
   lastUsedAt?:
     | Date
     | undefined;
-  /** pins do not exist yet: always false */
+  /** never evicted to make room */
   pinned: boolean;
-  /** leases do not exist yet: always 0 */
+  /** live leases now */
   leases: number;
 }
 
@@ -727,6 +735,45 @@ export interface ModelChange {
   changedFields: string[];
 }
 
+/** ResolveModelRequest asks for a verified install of a model. */
+export interface ResolveModelRequest {
+  name: string;
+  /** UNSPECIFIED: the model's own policy */
+  pullPolicy: PullPolicy;
+  /** 0: no lease; at most --max-lease-seconds */
+  leaseSeconds: number;
+  /** as in Pull */
+  credentialAlias: string;
+}
+
+/** ResolveModelResponse is where the install is, and the lease when one was asked for. */
+export interface ResolveModelResponse {
+  name: string;
+  /** absolute path of the install */
+  cacheDir: string;
+  manifest?:
+    | Manifest
+    | undefined;
+  /** this call installed or replaced the install */
+  pulled: boolean;
+  /** the install is known to match the source's revision now */
+  revalidated: boolean;
+  /** "" without a lease */
+  leaseId: string;
+  leaseExpiresAt?: Date | undefined;
+}
+
+/** ReleaseLeaseRequest names the lease to end. */
+export interface ReleaseLeaseRequest {
+  leaseId: string;
+}
+
+/** ReleaseLeaseResponse says whether a live lease ended. */
+export interface ReleaseLeaseResponse {
+  /** false: unknown or already expired */
+  released: boolean;
+}
+
 function createBaseModelSpec(): ModelSpec {
   return {
     name: "",
@@ -741,6 +788,7 @@ function createBaseModelSpec(): ModelSpec {
     credentialAlias: "",
     include: [],
     exclude: [],
+    pinned: false,
   };
 }
 
@@ -781,6 +829,9 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     }
     for (const v of message.exclude) {
       writer.uint32(98).string(v!);
+    }
+    if (message.pinned !== false) {
+      writer.uint32(104).bool(message.pinned);
     }
     return writer;
   },
@@ -894,6 +945,14 @@ export const ModelSpec: MessageFns<ModelSpec> = {
             message.exclude.push(reader.string());
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.pinned = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -940,6 +999,7 @@ export const ModelSpec: MessageFns<ModelSpec> = {
       exclude: globalThis.Array.isArray(object?.exclude)
         ? object.exclude.map((e: any) => globalThis.String(e))
         : [],
+      pinned: isSet(object.pinned) ? globalThis.Boolean(object.pinned) : false,
     };
   },
 
@@ -981,6 +1041,9 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     if (message.exclude?.length) {
       obj.exclude = message.exclude;
     }
+    if (message.pinned !== false) {
+      obj.pinned = message.pinned;
+    }
     return obj;
   },
 
@@ -1001,6 +1064,7 @@ export const ModelSpec: MessageFns<ModelSpec> = {
     message.credentialAlias = object.credentialAlias ?? "";
     message.include = object.include?.map((e) => e) || [];
     message.exclude = object.exclude?.map((e) => e) || [];
+    message.pinned = object.pinned ?? false;
     return message;
   },
 };
@@ -1027,6 +1091,9 @@ function createBaseModel(): Model {
     exclude: [],
     resolvedCommit: "",
     managedBy: "",
+    pinned: false,
+    lastUsedAt: undefined,
+    leases: 0,
   };
 }
 
@@ -1091,6 +1158,15 @@ export const Model: MessageFns<Model> = {
     }
     if (message.managedBy !== "") {
       writer.uint32(186).string(message.managedBy);
+    }
+    if (message.pinned !== false) {
+      writer.uint32(160).bool(message.pinned);
+    }
+    if (message.lastUsedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastUsedAt), writer.uint32(170).fork()).join();
+    }
+    if (message.leases !== 0) {
+      writer.uint32(176).uint32(message.leases);
     }
     return writer;
   },
@@ -1268,6 +1344,30 @@ export const Model: MessageFns<Model> = {
             message.managedBy = reader.string();
             continue;
           }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.pinned = reader.bool();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.lastUsedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.leases = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1346,6 +1446,13 @@ export const Model: MessageFns<Model> = {
         : isSet(object.managed_by)
         ? globalThis.String(object.managed_by)
         : "",
+      pinned: isSet(object.pinned) ? globalThis.Boolean(object.pinned) : false,
+      lastUsedAt: isSet(object.lastUsedAt)
+        ? fromJsonTimestamp(object.lastUsedAt)
+        : isSet(object.last_used_at)
+        ? fromJsonTimestamp(object.last_used_at)
+        : undefined,
+      leases: isSet(object.leases) ? globalThis.Number(object.leases) : 0,
     };
   },
 
@@ -1411,6 +1518,15 @@ export const Model: MessageFns<Model> = {
     if (message.managedBy !== "") {
       obj.managedBy = message.managedBy;
     }
+    if (message.pinned !== false) {
+      obj.pinned = message.pinned;
+    }
+    if (message.lastUsedAt !== undefined) {
+      obj.lastUsedAt = message.lastUsedAt.toISOString();
+    }
+    if (message.leases !== 0) {
+      obj.leases = Math.round(message.leases);
+    }
     return obj;
   },
 
@@ -1439,6 +1555,9 @@ export const Model: MessageFns<Model> = {
     message.exclude = object.exclude?.map((e) => e) || [];
     message.resolvedCommit = object.resolvedCommit ?? "";
     message.managedBy = object.managedBy ?? "";
+    message.pinned = object.pinned ?? false;
+    message.lastUsedAt = object.lastUsedAt ?? undefined;
+    message.leases = object.leases ?? 0;
     return message;
   },
 };
@@ -3807,13 +3926,16 @@ export const InspectCacheResponse: MessageFns<InspectCacheResponse> = {
 };
 
 function createBaseDropCacheRequest(): DropCacheRequest {
-  return { name: "" };
+  return { name: "", force: false };
 }
 
 export const DropCacheRequest: MessageFns<DropCacheRequest> = {
   encode(message: DropCacheRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.name !== "") {
       writer.uint32(10).string(message.name);
+    }
+    if (message.force !== false) {
+      writer.uint32(16).bool(message.force);
     }
     return writer;
   },
@@ -3839,6 +3961,14 @@ export const DropCacheRequest: MessageFns<DropCacheRequest> = {
             message.name = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3852,13 +3982,19 @@ export const DropCacheRequest: MessageFns<DropCacheRequest> = {
   },
 
   fromJSON(object: any): DropCacheRequest {
-    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+    };
   },
 
   toJSON(message: DropCacheRequest): unknown {
     const obj: any = {};
     if (message.name !== "") {
       obj.name = message.name;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
     }
     return obj;
   },
@@ -3869,6 +4005,7 @@ export const DropCacheRequest: MessageFns<DropCacheRequest> = {
   fromPartial<I extends Exact<DeepPartial<DropCacheRequest>, I>>(object: I): DropCacheRequest {
     const message = createBaseDropCacheRequest();
     message.name = object.name ?? "";
+    message.force = object.force ?? false;
     return message;
   },
 };
@@ -5204,6 +5341,462 @@ export const ModelChange: MessageFns<ModelChange> = {
   },
 };
 
+function createBaseResolveModelRequest(): ResolveModelRequest {
+  return { name: "", pullPolicy: 0, leaseSeconds: 0, credentialAlias: "" };
+}
+
+export const ResolveModelRequest: MessageFns<ResolveModelRequest> = {
+  encode(message: ResolveModelRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.pullPolicy !== 0) {
+      writer.uint32(16).int32(message.pullPolicy);
+    }
+    if (message.leaseSeconds !== 0) {
+      writer.uint32(24).uint32(message.leaseSeconds);
+    }
+    if (message.credentialAlias !== "") {
+      writer.uint32(34).string(message.credentialAlias);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResolveModelRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResolveModelRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pullPolicy = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.leaseSeconds = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.credentialAlias = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResolveModelRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      pullPolicy: isSet(object.pullPolicy)
+        ? pullPolicyFromJSON(object.pullPolicy)
+        : isSet(object.pull_policy)
+        ? pullPolicyFromJSON(object.pull_policy)
+        : 0,
+      leaseSeconds: isSet(object.leaseSeconds)
+        ? globalThis.Number(object.leaseSeconds)
+        : isSet(object.lease_seconds)
+        ? globalThis.Number(object.lease_seconds)
+        : 0,
+      credentialAlias: isSet(object.credentialAlias)
+        ? globalThis.String(object.credentialAlias)
+        : isSet(object.credential_alias)
+        ? globalThis.String(object.credential_alias)
+        : "",
+    };
+  },
+
+  toJSON(message: ResolveModelRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.pullPolicy !== 0) {
+      obj.pullPolicy = pullPolicyToJSON(message.pullPolicy);
+    }
+    if (message.leaseSeconds !== 0) {
+      obj.leaseSeconds = Math.round(message.leaseSeconds);
+    }
+    if (message.credentialAlias !== "") {
+      obj.credentialAlias = message.credentialAlias;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResolveModelRequest>, I>>(base?: I): ResolveModelRequest {
+    return ResolveModelRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResolveModelRequest>, I>>(object: I): ResolveModelRequest {
+    const message = createBaseResolveModelRequest();
+    message.name = object.name ?? "";
+    message.pullPolicy = object.pullPolicy ?? 0;
+    message.leaseSeconds = object.leaseSeconds ?? 0;
+    message.credentialAlias = object.credentialAlias ?? "";
+    return message;
+  },
+};
+
+function createBaseResolveModelResponse(): ResolveModelResponse {
+  return {
+    name: "",
+    cacheDir: "",
+    manifest: undefined,
+    pulled: false,
+    revalidated: false,
+    leaseId: "",
+    leaseExpiresAt: undefined,
+  };
+}
+
+export const ResolveModelResponse: MessageFns<ResolveModelResponse> = {
+  encode(message: ResolveModelResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.cacheDir !== "") {
+      writer.uint32(18).string(message.cacheDir);
+    }
+    if (message.manifest !== undefined) {
+      Manifest.encode(message.manifest, writer.uint32(26).fork()).join();
+    }
+    if (message.pulled !== false) {
+      writer.uint32(32).bool(message.pulled);
+    }
+    if (message.revalidated !== false) {
+      writer.uint32(40).bool(message.revalidated);
+    }
+    if (message.leaseId !== "") {
+      writer.uint32(50).string(message.leaseId);
+    }
+    if (message.leaseExpiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.leaseExpiresAt), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResolveModelResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResolveModelResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cacheDir = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.manifest = Manifest.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pulled = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.revalidated = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.leaseId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.leaseExpiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResolveModelResponse {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      cacheDir: isSet(object.cacheDir)
+        ? globalThis.String(object.cacheDir)
+        : isSet(object.cache_dir)
+        ? globalThis.String(object.cache_dir)
+        : "",
+      manifest: isSet(object.manifest) ? Manifest.fromJSON(object.manifest) : undefined,
+      pulled: isSet(object.pulled) ? globalThis.Boolean(object.pulled) : false,
+      revalidated: isSet(object.revalidated) ? globalThis.Boolean(object.revalidated) : false,
+      leaseId: isSet(object.leaseId)
+        ? globalThis.String(object.leaseId)
+        : isSet(object.lease_id)
+        ? globalThis.String(object.lease_id)
+        : "",
+      leaseExpiresAt: isSet(object.leaseExpiresAt)
+        ? fromJsonTimestamp(object.leaseExpiresAt)
+        : isSet(object.lease_expires_at)
+        ? fromJsonTimestamp(object.lease_expires_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ResolveModelResponse): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.cacheDir !== "") {
+      obj.cacheDir = message.cacheDir;
+    }
+    if (message.manifest !== undefined) {
+      obj.manifest = Manifest.toJSON(message.manifest);
+    }
+    if (message.pulled !== false) {
+      obj.pulled = message.pulled;
+    }
+    if (message.revalidated !== false) {
+      obj.revalidated = message.revalidated;
+    }
+    if (message.leaseId !== "") {
+      obj.leaseId = message.leaseId;
+    }
+    if (message.leaseExpiresAt !== undefined) {
+      obj.leaseExpiresAt = message.leaseExpiresAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResolveModelResponse>, I>>(base?: I): ResolveModelResponse {
+    return ResolveModelResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResolveModelResponse>, I>>(object: I): ResolveModelResponse {
+    const message = createBaseResolveModelResponse();
+    message.name = object.name ?? "";
+    message.cacheDir = object.cacheDir ?? "";
+    message.manifest = (object.manifest !== undefined && object.manifest !== null)
+      ? Manifest.fromPartial(object.manifest)
+      : undefined;
+    message.pulled = object.pulled ?? false;
+    message.revalidated = object.revalidated ?? false;
+    message.leaseId = object.leaseId ?? "";
+    message.leaseExpiresAt = object.leaseExpiresAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseReleaseLeaseRequest(): ReleaseLeaseRequest {
+  return { leaseId: "" };
+}
+
+export const ReleaseLeaseRequest: MessageFns<ReleaseLeaseRequest> = {
+  encode(message: ReleaseLeaseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaseId !== "") {
+      writer.uint32(10).string(message.leaseId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLeaseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLeaseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leaseId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLeaseRequest {
+    return {
+      leaseId: isSet(object.leaseId)
+        ? globalThis.String(object.leaseId)
+        : isSet(object.lease_id)
+        ? globalThis.String(object.lease_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ReleaseLeaseRequest): unknown {
+    const obj: any = {};
+    if (message.leaseId !== "") {
+      obj.leaseId = message.leaseId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLeaseRequest>, I>>(base?: I): ReleaseLeaseRequest {
+    return ReleaseLeaseRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLeaseRequest>, I>>(object: I): ReleaseLeaseRequest {
+    const message = createBaseReleaseLeaseRequest();
+    message.leaseId = object.leaseId ?? "";
+    return message;
+  },
+};
+
+function createBaseReleaseLeaseResponse(): ReleaseLeaseResponse {
+  return { released: false };
+}
+
+export const ReleaseLeaseResponse: MessageFns<ReleaseLeaseResponse> = {
+  encode(message: ReleaseLeaseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.released !== false) {
+      writer.uint32(8).bool(message.released);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLeaseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLeaseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.released = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLeaseResponse {
+    return { released: isSet(object.released) ? globalThis.Boolean(object.released) : false };
+  },
+
+  toJSON(message: ReleaseLeaseResponse): unknown {
+    const obj: any = {};
+    if (message.released !== false) {
+      obj.released = message.released;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLeaseResponse>, I>>(base?: I): ReleaseLeaseResponse {
+    return ReleaseLeaseResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLeaseResponse>, I>>(object: I): ReleaseLeaseResponse {
+    const message = createBaseReleaseLeaseResponse();
+    message.released = object.released ?? false;
+    return message;
+  },
+};
+
 /**
  * ModelCacheService keeps a registry of embedding models (in LevelDB) and
  * installs, inspects and drops their artifact files in a managed cache.
@@ -5349,6 +5942,31 @@ export const ModelCacheServiceService = {
     responseSerialize: (value: ApplyModelsResponse): Buffer => Buffer.from(ApplyModelsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ApplyModelsResponse => ApplyModelsResponse.decode(value),
   },
+  /**
+   * ResolveModel returns a verified install of a model, pulling it when the
+   * pull policy says so, optionally under a lease that keeps it from going.
+   */
+  resolveModel: {
+    path: "/modelcache.v1.ModelCacheService/ResolveModel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResolveModelRequest): Buffer => Buffer.from(ResolveModelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResolveModelRequest => ResolveModelRequest.decode(value),
+    responseSerialize: (value: ResolveModelResponse): Buffer =>
+      Buffer.from(ResolveModelResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResolveModelResponse => ResolveModelResponse.decode(value),
+  },
+  /** ReleaseLease ends a lease before it expires. */
+  releaseLease: {
+    path: "/modelcache.v1.ModelCacheService/ReleaseLease" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseLeaseRequest): Buffer => Buffer.from(ReleaseLeaseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseLeaseRequest => ReleaseLeaseRequest.decode(value),
+    responseSerialize: (value: ReleaseLeaseResponse): Buffer =>
+      Buffer.from(ReleaseLeaseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseLeaseResponse => ReleaseLeaseResponse.decode(value),
+  },
 } as const;
 
 export interface ModelCacheServiceServer extends UntypedServiceImplementation {
@@ -5381,6 +5999,13 @@ export interface ModelCacheServiceServer extends UntypedServiceImplementation {
    * (and, with prune, deletes); dry_run only reports the plan.
    */
   applyModels: handleUnaryCall<ApplyModelsRequest, ApplyModelsResponse>;
+  /**
+   * ResolveModel returns a verified install of a model, pulling it when the
+   * pull policy says so, optionally under a lease that keeps it from going.
+   */
+  resolveModel: handleUnaryCall<ResolveModelRequest, ResolveModelResponse>;
+  /** ReleaseLease ends a lease before it expires. */
+  releaseLease: handleUnaryCall<ReleaseLeaseRequest, ReleaseLeaseResponse>;
 }
 
 export interface ModelCacheServiceClient extends Client {
@@ -5581,6 +6206,41 @@ export interface ModelCacheServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ApplyModelsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ResolveModel returns a verified install of a model, pulling it when the
+   * pull policy says so, optionally under a lease that keeps it from going.
+   */
+  resolveModel(
+    request: ResolveModelRequest,
+    callback: (error: ServiceError | null, response: ResolveModelResponse) => void,
+  ): ClientUnaryCall;
+  resolveModel(
+    request: ResolveModelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResolveModelResponse) => void,
+  ): ClientUnaryCall;
+  resolveModel(
+    request: ResolveModelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResolveModelResponse) => void,
+  ): ClientUnaryCall;
+  /** ReleaseLease ends a lease before it expires. */
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -34,6 +34,24 @@ export interface HubSourceOptions {
   parallelRangeMinBytes: number;
 }
 
+/** The commit a revision names on the hub now: one request, nothing listed or downloaded. */
+export function resolveHubRevision(options: Pick<HubSourceOptions, "hubUrl" | "repo" | "revision" | "token" | "alias" | "signal" | "dispatcher">): Promise<string> {
+  return commitOf(new HubHttp({ baseUrl: options.hubUrl, token: options.token, alias: options.alias, dispatcher: options.dispatcher }), options);
+}
+
+async function commitOf(http: HubHttp, options: Pick<HubSourceOptions, "repo" | "revision" | "signal">): Promise<string> {
+  const { body } = await http.json(
+    http.url(`api/models/${repoUrlPath(options.repo)}/revision/${encodeURIComponent(options.revision)}`),
+    `revision ${quote(options.revision)} of ${quote(options.repo)}`,
+    options.signal,
+  );
+  const commit = (body as { sha?: unknown }).sha;
+  if (typeof commit !== "string" || !COMMIT.test(commit)) {
+    throw new ModelCacheError("unavailable", `the hub did not resolve revision ${quote(options.revision)} of ${quote(options.repo)} to a commit sha`);
+  }
+  return commit;
+}
+
 /** Hub connections a pull uses at once: each file in flight holds one, a file in ranges borrows idle ones. */
 const CONNECTIONS = 4;
 
@@ -42,15 +60,7 @@ const COMMIT = /^[0-9a-f]{40}$/;
 export async function openHubSource(options: HubSourceOptions): Promise<FetchingSource> {
   const repoPath = repoUrlPath(options.repo);
   const http = new HubHttp({ baseUrl: options.hubUrl, token: options.token, alias: options.alias, dispatcher: options.dispatcher });
-  const { body } = await http.json(
-    http.url(`api/models/${repoPath}/revision/${encodeURIComponent(options.revision)}`),
-    `revision ${quote(options.revision)} of ${quote(options.repo)}`,
-    options.signal,
-  );
-  const commit = (body as { sha?: unknown }).sha;
-  if (typeof commit !== "string" || !COMMIT.test(commit)) {
-    throw new ModelCacheError("unavailable", `the hub did not resolve revision ${quote(options.revision)} of ${quote(options.repo)} to a commit sha`);
-  }
+  const commit = await commitOf(http, options);
   const files = await listFiles(http, repoPath, options.repo, commit, options.signal);
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const partialDir = options.layout.partialDir(options.name, commit);

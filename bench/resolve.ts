@@ -1,0 +1,106 @@
+// resolve: ResolveModel (IF_MISSING, on an installed model) requests per
+// second with 16 concurrent clients, without a lease and with one, beside
+// grpc.health.v1.Health/Check (a no-op unary handler on the same server),
+// measured in alternating turns; then the background verification's effect
+// on a concurrent pull: the same pull's time on a server re-hashing its store
+// at the default rate, beside a server that does not verify.
+import { credentials, loadPackageDefinition, type ServiceError } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+import { join } from "node:path";
+import { call } from "../src/cli/client.js";
+import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { FIXTURE_DIR } from "../test/support/test-server.js";
+import { type Result, MiB, makeFixture, median, pullAll, register, seconds, startBenchServer, warm } from "./harness.js";
+import { type Call, type Load, loadInTurns, run } from "./inspect.js";
+
+export async function benchResolve(options: { workDir: string; seconds: number; clients: number; verifyMiB: number; repeat: number }): Promise<Result> {
+  const throughput = await resolveThroughput(options);
+  const verification = await pullUnderVerification(options);
+  const rows = [
+    { what: `ResolveModel IF_MISSING, no lease (${options.clients} clients)`, rps: throughput.plain.rps.toFixed(0), "p50 ms": throughput.plain.p50.toFixed(2), ratio: (throughput.plain.rps / throughput.noop.rps).toFixed(2) },
+    { what: `ResolveModel IF_MISSING, 60 s lease (${options.clients} clients)`, rps: throughput.leased.rps.toFixed(0), "p50 ms": throughput.leased.p50.toFixed(2), ratio: (throughput.leased.rps / throughput.noop.rps).toFixed(2) },
+    { what: `no-op (Health/Check) (${options.clients} clients)`, rps: throughput.noop.rps.toFixed(0), "p50 ms": throughput.noop.p50.toFixed(2), ratio: "1.00" },
+    { what: `pull of ${options.verifyMiB} MiB, store being verified at 100MiB/s (median s)`, rps: "", "p50 ms": "", ratio: verification.with.toFixed(3) },
+    { what: `pull of ${options.verifyMiB} MiB, no verification (median s)`, rps: "", "p50 ms": "", ratio: verification.without.toFixed(3) },
+    { what: "pull time with / without verification (lower is better)", rps: "", "p50 ms": "", ratio: (verification.with / verification.without).toFixed(2) },
+  ];
+  return {
+    name: "resolve",
+    subject_seconds: 1 / throughput.leased.rps,
+    baseline_seconds: 1 / throughput.noop.rps,
+    // leased ResolveModel RPS / no-op RPS (target >= 0.6; without a lease >= 0.7)
+    ratio: throughput.leased.rps / throughput.noop.rps,
+    plain_ratio: throughput.plain.rps / throughput.noop.rps,
+    throughput,
+    pull_with_verification_seconds: verification.with,
+    pull_without_verification_seconds: verification.without,
+    verification_ratio: verification.with / verification.without,
+    table: rows,
+  };
+}
+
+async function resolveThroughput(options: { workDir: string; seconds: number; clients: number }): Promise<{ plain: Load; leased: Load; noop: Load }> {
+  const server = await startBenchServer(options.workDir);
+  const Health = (loadPackageDefinition(loadSync(healthProtoPath)) as any).grpc.health.v1.Health;
+  const healthClients: { close(): void }[] = [];
+  try {
+    const client = server.client();
+    await register(client, "bench");
+    await pullAll(client, "bench", FIXTURE_DIR);
+    const resolveCalls = (leaseSeconds: number): Call[] =>
+      Array.from({ length: options.clients }, () => {
+        const c = server.client();
+        const request = { name: "bench", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds, credentialAlias: "" };
+        return () => new Promise((resolve, reject) => c.resolveModel(request, (err) => (err ? reject(err) : resolve(undefined))));
+      });
+    const noopCalls: Call[] = Array.from({ length: options.clients }, () => {
+      const c = new Health(server.address, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
+      healthClients.push(c);
+      return () => new Promise((resolve, reject) => c.check({ service: "" }, (err: ServiceError | null) => (err ? reject(err) : resolve(undefined))));
+    });
+    const plainCalls = resolveCalls(0);
+    const leasedCalls = resolveCalls(60);
+    await run(plainCalls, 300, []);
+    await run(leasedCalls, 300, []);
+    await run(noopCalls, 300, []);
+    const [noop, plain] = await loadInTurns(noopCalls, plainCalls, options.seconds * 1000);
+    const [, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000);
+    return { plain, leased, noop };
+  } finally {
+    for (const c of healthClients) c.close();
+    await server.stop();
+  }
+}
+
+/** Median pull time of a fresh model on a server whose store holds another model as large, verifying it or not. */
+async function pullUnderVerification(options: { workDir: string; verifyMiB: number; repeat: number }): Promise<{ with: number; without: number }> {
+  const stored = join(options.workDir, "verify-stored");
+  const pulled = join(options.workDir, "verify-pulled");
+  await makeFixture(stored, 4, Math.floor((options.verifyMiB * MiB) / 4));
+  await makeFixture(pulled, 4, Math.floor((options.verifyMiB * MiB) / 4));
+  await warm(stored);
+  await warm(pulled);
+  const timed = async (extraArgs: string[]): Promise<number[]> => {
+    const server = await startBenchServer(options.workDir, extraArgs);
+    try {
+      const client = server.client();
+      await register(client, "stored");
+      await register(client, "bench");
+      await pullAll(client, "stored", stored);
+      const runs: number[] = [];
+      for (let i = 0; i < options.repeat; i++) {
+        await call(client, "dropCache", { name: "bench", force: false });
+        const started = performance.now();
+        await pullAll(client, "bench", pulled);
+        runs.push(seconds(started));
+      }
+      return runs;
+    } finally {
+      await server.stop();
+    }
+  };
+  const without = await timed([]);
+  const withVerification = await timed(["--verify-interval", "1s"]);
+  return { with: median(withVerification), without: median(without) };
+}

@@ -1,0 +1,142 @@
+// ResolveModel: the one call a service that uses a model makes: a healthy
+// install's path, pulled first when the pull policy says so. The policies
+// mean what Kubernetes' imagePullPolicy means: NEVER only looks, IF_MISSING
+// pulls what is not there (or not healthy), ALWAYS asks the source which
+// commit the revision names now and pulls unless that commit is installed.
+// A pull this needs is the model's shared pull job, so concurrent callers
+// (and Pull callers) share one download.
+import { inspectInstall, type InstallReport } from "../cache/inspect-install.js";
+import type { Manifest } from "../cache/manifest.js";
+import { lstat } from "node:fs/promises";
+import { join } from "node:path";
+import { MANIFEST_FILE } from "../cache/layout.js";
+import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { reconcileModel } from "../lifecycle/reconcile-registry.js";
+import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
+import { networkOf, pullModel, resolveCredential } from "../pull/pull-model.js";
+import { getModel } from "../registry/get-model.js";
+import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
+import type { Runtime } from "../runtime.js";
+import type { Lease } from "./leases.js";
+
+export interface ResolveModelRequest {
+  name: string;
+  /** undefined: the model's own policy */
+  pullPolicy: PullPolicy | undefined;
+  /** "" to use the model's own alias */
+  credentialAlias: string;
+  /** 0: no lease; more than --max-lease-seconds is shortened to it */
+  leaseSeconds: number;
+}
+
+export interface ResolvedModel {
+  name: string;
+  cacheDir: string;
+  manifest: Manifest;
+  /** this call installed or replaced the install */
+  pulled: boolean;
+  /** the install is known to match the source's revision now */
+  revalidated: boolean;
+  lease?: Lease;
+}
+
+const COMMIT = /^[0-9a-f]{40}$/;
+
+export const POLICY_LABELS: Record<PullPolicy, string> = { never: "PULL_POLICY_NEVER", if_missing: "PULL_POLICY_IF_MISSING", always: "PULL_POLICY_ALWAYS" };
+
+export async function resolveModel(runtime: Runtime, request: ResolveModelRequest, signal: AbortSignal): Promise<ResolvedModel> {
+  const model = await getModel(runtime.registry, request.name);
+  const policy = request.pullPolicy ?? model.pullPolicy;
+  const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, signal);
+  runtime.uses.record(model.name);
+  if (request.leaseSeconds <= 0) return resolved;
+  const lease = await runtime.leases.grant(model.name, request.leaseSeconds);
+  // a DropCache (or an eviction) that came between the check and the grant took
+  // the install away; from the grant on, none can
+  if (!(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
+    await runtime.leases.release(lease.id);
+    throw new ModelCacheError("aborted", `the install of model '${model.name}' was dropped while it was being resolved: resolve it again`);
+  }
+  return { ...resolved, lease };
+}
+
+async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: PullPolicy, credentialAlias: string, signal: AbortSignal): Promise<ResolvedModel> {
+  const report = await inspect(runtime, model, signal);
+  const installed = report.status === "installed" ? { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false } : undefined;
+  // a pinned commit that is installed is known to match without asking anyone
+  const pinnedMatch = installed !== undefined && COMMIT.test(model.revision) && installed.manifest.resolvedCommit === model.revision;
+
+  if (policy === "never") {
+    if (installed) return { ...installed, revalidated: pinnedMatch };
+    throw new ModelCacheError(
+      "failed_precondition",
+      `model '${model.name}' has no healthy install (${report.status}${report.detail ? `: ${report.detail}` : ""}) and the pull policy is PULL_POLICY_NEVER, which never pulls: pull it first (Pull or 'modelcache pull ${model.name}'), or resolve with PULL_POLICY_IF_MISSING`,
+    );
+  }
+  if (policy === "if_missing") {
+    if (installed) return { ...installed, revalidated: pinnedMatch };
+    return pull(runtime, model, credentialAlias, signal);
+  }
+
+  if (pinnedMatch) return { ...installed!, revalidated: true };
+  try {
+    const current = await currentCommit(runtime, model, credentialAlias, signal);
+    if (installed && current !== undefined && installed.manifest.resolvedCommit === current) return { ...installed, revalidated: true };
+    return await pull(runtime, model, credentialAlias, signal);
+  } catch (err) {
+    // the source cannot be reached: the install there serves, marked as not rechecked
+    if (installed && unreachable(err) && !signal.aborted) return { ...installed, revalidated: false };
+    throw err;
+  }
+}
+
+/** The shallow check, recorded in the registry as InspectCache records it. */
+async function inspect(runtime: Runtime, model: ModelRecord, signal: AbortSignal): Promise<InstallReport> {
+  const report = withRecordedCorruption(model, await inspectInstall(runtime.layout, model.name, false, signal));
+  await reconcileModel(runtime, model, report);
+  return report;
+}
+
+/**
+ * The commit the model's revision names at its source now, or undefined when
+ * only a pull can tell (a source directory, an object store). Offline, the
+ * hub cannot be asked: UNAVAILABLE.
+ */
+async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<string | undefined> {
+  if (runtime.fixtureDir !== undefined || model.source.startsWith("s3://")) return undefined;
+  if (runtime.hub.offline) {
+    throw new ModelCacheError(
+      "unavailable",
+      `the server is offline (--offline or HF_HUB_OFFLINE=1): PULL_POLICY_ALWAYS cannot reach the hub for revision '${model.revision}' of model '${model.name}', and no install of it is there`,
+    );
+  }
+  if (COMMIT.test(model.revision)) return model.revision;
+  const credential = await resolveCredential(runtime, model, credentialAlias);
+  const { resolveHubRevision } = await import("../sources/hub/open-hub-source.js");
+  return resolveHubRevision({ hubUrl: runtime.hub.url, repo: model.source, revision: model.revision, token: credential?.secret, alias: credential?.alias, signal, dispatcher: await networkOf(runtime) });
+}
+
+async function pull(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<ResolvedModel> {
+  let completed: { cacheDir: string; manifest: Manifest } | undefined;
+  for await (const event of pullModel(runtime, { name: model.name, fixtureDir: "", credentialAlias, force: false, detach: false }, signal)) {
+    if (event.type === "completed") completed = event;
+  }
+  if (!completed) throw new ModelCacheError("internal", `the pull of model '${model.name}' ended without installing it`);
+  return { name: model.name, cacheDir: completed.cacheDir, manifest: completed.manifest, pulled: true, revalidated: true };
+}
+
+/** Whether the install's manifest is still there (a drop removes the whole directory). */
+async function stillInstalled(manifest: string): Promise<boolean> {
+  try {
+    await lstat(manifest);
+    return true;
+  } catch (err) {
+    // the install is gone; any other failure to look is an error of its own
+    if (errorCode(err) === "ENOENT") return false;
+    throw filesystemError("read", manifest, err);
+  }
+}
+
+function unreachable(err: unknown): boolean {
+  return err instanceof ModelCacheError && err.kind === "unavailable";
+}

@@ -1,0 +1,228 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { runCli } from "./support/run-cli.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+
+const REPO = "acme/tiny-minilm";
+const resolveRequest = (pullPolicy: PullPolicy, extra: { leaseSeconds?: number; name?: string } = {}) => ({ name: extra.name ?? "minilm", pullPolicy, leaseSeconds: extra.leaseSeconds ?? 0, credentialAlias: "" });
+
+describe("pins and last use", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer({ fixtureDir: FIXTURE_DIR });
+  });
+  afterEach(() => t.close());
+
+  it("keeps pinned across a restart and records the last completed Pull and ResolveModel", async () => {
+    await call(t.client, "registerModel", { model: modelSpec({ pinned: true }) });
+    const registered = (await call(t.client, "getModel", { name: "minilm" })).model!;
+    expect(registered.pinned).to.equal(true);
+    expect(registered.lastUsedAt).to.equal(undefined);
+
+    await pullOk(t.client, { name: "minilm" });
+    const pulled = (await call(t.client, "getModel", { name: "minilm" })).model!.lastUsedAt!;
+    expect(pulled).to.be.instanceOf(Date);
+
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_NEVER));
+    await t.restart();
+    const after = (await call(t.client, "getModel", { name: "minilm" })).model!;
+    expect(after.pinned).to.equal(true);
+    expect(after.lastUsedAt!.getTime()).to.be.above(pulled.getTime());
+    const described = await call(t.client, "describeCache", {});
+    expect(described.models.map((m) => ({ name: m.name, pinned: m.pinned, lastUsedAt: m.lastUsedAt!.getTime() }))).to.deep.equal([{ name: "minilm", pinned: true, lastUsedAt: after.lastUsedAt!.getTime() }]);
+    // a pinned install is not evictable
+    expect(described.evictableBytes).to.equal(0);
+  });
+});
+
+describe("ResolveModel", () => {
+  describe("from a source directory", () => {
+    let t: TestServer;
+    beforeEach(async () => {
+      t = await startTestServer({ fixtureDir: FIXTURE_DIR });
+      await call(t.client, "registerModel", { model: modelSpec() });
+    });
+    afterEach(() => t.close());
+
+    it("NEVER refuses without a healthy install, naming the policy, and installs nothing", async () => {
+      const err = await callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_NEVER));
+      expect(err.code).to.equal(status.FAILED_PRECONDITION);
+      expect(err.details).to.include("PULL_POLICY_NEVER");
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    });
+
+    it("IF_MISSING pulls a missing model, then returns the same install without pulling", async () => {
+      const first = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+      expect(first).to.include({ name: "minilm", pulled: true, revalidated: true, cacheDir: join(t.cacheRoot, "minilm"), leaseId: "" });
+      expect(JSON.parse(await readFile(join(first.cacheDir, "config.json"), "utf8"))).to.be.an("object");
+      const second = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_UNSPECIFIED));
+      expect(second).to.include({ pulled: false, cacheDir: first.cacheDir });
+      expect(second.manifest!.installedAt!.getTime()).to.equal(first.manifest!.installedAt!.getTime());
+      const never = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_NEVER));
+      expect(never.pulled).to.equal(false);
+    });
+
+    it("refuses an unknown model with NOT_FOUND and a policy out of range with INVALID_ARGUMENT", async () => {
+      const missing = await callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING, { name: "nope" }));
+      expect(missing.code).to.equal(status.NOT_FOUND);
+      const bad = await callError(t.client, "resolveModel", resolveRequest(9 as PullPolicy));
+      expect(bad.code).to.equal(status.INVALID_ARGUMENT);
+      expect(bad.details).to.include("pull_policy");
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    });
+  });
+
+  describe("from a hub", () => {
+    let hub: FakeHub;
+    let t: TestServer;
+    beforeEach(async () => {
+      hub = await FakeHub.serve(REPO, FIXTURE_DIR);
+      t = await startTestServer({ hubUrl: hub.url, progressIntervalMs: 0 });
+    });
+    afterEach(async () => {
+      await t.close();
+      await hub.close();
+    });
+    const register = (revision: string) => call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision }) });
+    const contentRequests = () => hub.requests.filter((r) => r.path.includes("/resolve/") || r.path.startsWith("/lfs/")).length;
+
+    it("IF_MISSING returns an install without asking the hub", async () => {
+      await register("main");
+      await pullOk(t.client, { name: "minilm" });
+      const before = hub.requests.length;
+      const resolved = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+      expect(resolved.pulled).to.equal(false);
+      expect(hub.requests.length).to.equal(before);
+    });
+
+    it("ALWAYS returns the install when the branch still names its commit, and pulls when the branch moved", async () => {
+      await register("main");
+      await pullOk(t.client, { name: "minilm" });
+      const downloads = contentRequests();
+      const same = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_ALWAYS));
+      expect(same).to.include({ pulled: false, revalidated: true });
+      expect(same.manifest!.resolvedCommit).to.equal(hub.commit);
+      expect(contentRequests()).to.equal(downloads);
+
+      const moved = hub.commitFile("config.json", '{"moved":true}');
+      const after = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_ALWAYS));
+      expect(after).to.include({ pulled: true, revalidated: true });
+      expect(after.manifest!.resolvedCommit).to.equal(moved);
+      expect(JSON.parse(await readFile(join(after.cacheDir, "config.json"), "utf8"))).to.deep.equal({ moved: true });
+    });
+
+    it("ALWAYS with a 40-hex commit installed needs no network", async () => {
+      await register(hub.commit);
+      await pullOk(t.client, { name: "minilm" });
+      await hub.close();
+      const before = hub.requests.length;
+      const resolved = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_ALWAYS));
+      expect(resolved).to.include({ pulled: false, revalidated: true });
+      expect(hub.requests.length).to.equal(before);
+      hub = await FakeHub.serve(REPO, FIXTURE_DIR);
+    });
+
+    it("ALWAYS with the hub unreachable returns the install unrevalidated, and is UNAVAILABLE without one", async () => {
+      await register("main");
+      await pullOk(t.client, { name: "minilm" });
+      await hub.close();
+      const resolved = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_ALWAYS));
+      expect(resolved).to.include({ pulled: false, revalidated: false, cacheDir: join(t.cacheRoot, "minilm") });
+
+      await call(t.client, "dropCache", { name: "minilm", force: false });
+      const err = await callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_ALWAYS));
+      expect(err.code).to.equal(status.UNAVAILABLE);
+      hub = await FakeHub.serve(REPO, FIXTURE_DIR);
+    });
+  });
+});
+
+describe("leases", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startTestServer({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    await call(t.client, "registerModel", { model: modelSpec() });
+  });
+  afterEach(() => t.close());
+  const leased = async (seconds = 600) => call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING, { leaseSeconds: seconds }));
+
+  it("survives a restart and keeps DropCache and UnregisterModel drop_cache away, naming the lease and its end, until released", async () => {
+    const { leaseId, leaseExpiresAt } = await leased();
+    expect(leaseId).to.match(/^[0-9a-f-]{36}$/);
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(1);
+
+    const drop = await callError(t.client, "dropCache", { name: "minilm", force: false });
+    expect(drop.code).to.equal(status.FAILED_PRECONDITION);
+    expect(drop.details).to.include(leaseId).and.include(leaseExpiresAt!.toISOString());
+    const unregister = await callError(t.client, "unregisterModel", { name: "minilm", dropCache: true });
+    expect(unregister.code).to.equal(status.FAILED_PRECONDITION);
+    expect(unregister.details).to.include(leaseId);
+    const described = await call(t.client, "describeCache", {});
+    expect(described.evictableBytes).to.equal(0);
+    expect(described.models[0]!.leases).to.equal(1);
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+
+    expect(await call(t.client, "releaseLease", { leaseId })).to.deep.equal({ released: true });
+    expect(await call(t.client, "releaseLease", { leaseId })).to.deep.equal({ released: false });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: true });
+  });
+
+  it("ends every lease with a forced DropCache", async () => {
+    await leased();
+    await leased();
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(2);
+    expect(await call(t.client, "dropCache", { name: "minilm", force: true })).to.include({ removed: true });
+    const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+    expect(model).to.include({ leases: 0, status: ModelStatus.MODEL_STATUS_REGISTERED });
+  });
+
+  it("caps a lease at --max-lease-seconds, lets it expire, and refuses an empty lease id", async () => {
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 1 });
+    const before = Date.now();
+    const { leaseExpiresAt, leaseId } = await leased(3600);
+    expect(leaseExpiresAt!.getTime()).to.be.at.most(Date.now() + 1000).and.at.least(before + 1000 - 1);
+    await new Promise((resolve) => setTimeout(resolve, leaseExpiresAt!.getTime() - Date.now() + 50));
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+    expect(await call(t.client, "releaseLease", { leaseId })).to.deep.equal({ released: false });
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: true });
+    expect(await call(t.client, "releaseLease", { leaseId: "no-such-lease" })).to.deep.equal({ released: false });
+    const empty = await callError(t.client, "releaseLease", { leaseId: "" });
+    expect(empty.code).to.equal(status.INVALID_ARGUMENT);
+    expect(empty.details).to.include("lease_id");
+  });
+
+  it("a re-resolve with a lease renews by issuing a new one, and a lease of 0 is none", async () => {
+    const first = await leased();
+    const second = await leased();
+    expect(second.leaseId).to.not.equal(first.leaseId);
+    const none = await leased(0);
+    expect(none.leaseId).to.equal("");
+    expect(none.leaseExpiresAt).to.equal(undefined);
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(2);
+  });
+
+  it("'modelcache resolve' prints the path and the lease, 'leases release' ends it, and a bad policy or duration is a usage error", async () => {
+    const cli = (...args: string[]) => runCli(t.server.address, args);
+    const resolved = await cli("resolve", "minilm", "--policy", "if-missing", "--lease", "1h");
+    expect(resolved.code, resolved.stderr).to.equal(0);
+    const [path, leaseLine] = resolved.stdout.trim().split("\n");
+    expect(path).to.equal(join(t.cacheRoot, "minilm"));
+    const leaseId = /^lease (\S+) until \S+$/.exec(leaseLine ?? "")?.[1];
+    expect(leaseId).to.be.a("string");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(1);
+    expect((await cli("drop", "minilm")).code).to.equal(1);
+    const released = await cli("leases", "release", leaseId!);
+    expect(released.code, released.stderr).to.equal(0);
+    expect((await cli("leases", "release", leaseId!)).code).to.equal(3);
+    expect((await cli("resolve", "minilm", "--lease", "1 hour")).code).to.equal(2);
+    expect((await cli("resolve", "minilm", "--policy", "sometimes")).code).to.equal(2);
+    expect((await cli("drop", "minilm")).code).to.equal(0);
+  });
+});
