@@ -27,6 +27,8 @@ export class Leases {
   /** the same leases by model, so a model's question reads only its own */
   private readonly byName = new Map<string, Map<string, Lease>>();
   private readonly sweptAtMs = new Map<string, number>();
+  /** leases granted in this turn of the event loop, stored together in one batch */
+  private pending: { lease: Lease; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
   constructor(
     private readonly records: LevelSublevel<Lease>,
@@ -51,9 +53,28 @@ export class Leases {
     await this.forgetExpired(name);
     const now = this.now();
     const lease: Lease = { id: randomUUID(), name, grantedAtMs: now, expiresAtMs: now + Math.min(seconds, this.maxSeconds) * 1000 };
-    await this.records.put(lease.id, lease);
+    await this.store(lease);
     this.remember(lease);
     return lease;
+  }
+
+  /**
+   * Stores a lease, together with the others granted in the same turn of the
+   * event loop: one LevelDB batch for many concurrent ResolveModel calls
+   * instead of a write each. Every lease is stored before its grant returns.
+   */
+  private store(lease: Lease): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.pending.push({ lease, resolve, reject }) > 1) return;
+      setImmediate(() => {
+        const batch = this.pending;
+        this.pending = [];
+        this.records.batch(batch.map((p) => ({ type: "put" as const, key: p.lease.id, value: p.lease }))).then(
+          () => batch.forEach((p) => p.resolve()),
+          (err: unknown) => batch.forEach((p) => p.reject(err)),
+        );
+      });
+    });
   }
 
   /** Ends a live lease; false when `id` names no lease, or one that already expired. */

@@ -18,15 +18,16 @@ import { applyModels } from "../models-file/apply-models.js";
 import { resolveModel } from "../consumers/resolve-model.js";
 import { releaseLease } from "../consumers/release-lease.js";
 import { validateSpecs } from "../models-file/validate-specs.js";
-import { ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse } from "../../generated/modelcache/v1/model_cache.js";
+import { InspectCacheResponse, ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse, ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
-import { changeToProto, manifestToProto, modelToProto, pullEventToProto, pullPolicyFromProto, specFromProto } from "./convert.js";
-import { inspectResponse, serializeInspectResponse } from "./inspect-response.js";
+import { changeToProto, modelToProto, pullEventToProto, pullPolicyFromProto, specFromProto } from "./convert.js";
+import { inspectResponse, manifestProto, serializeWithManifest } from "./manifest-wire.js";
 
-/** The generated service definition, with InspectCache's responses encoded by serializeInspectResponse. */
+/** The generated service definition, with the responses that carry a manifest encoding it once per manifest. */
 export const modelCacheServiceDefinition = {
   ...Service,
-  inspectCache: { ...Service.inspectCache, responseSerialize: serializeInspectResponse },
+  inspectCache: { ...Service.inspectCache, responseSerialize: serializeWithManifest(InspectCacheResponse, 4) },
+  resolveModel: { ...Service.resolveModel, responseSerialize: serializeWithManifest(ResolveModelResponse, 3) },
 };
 
 /** A check that refuses an RPC change to a model the models file manages. */
@@ -97,7 +98,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       return {
         name: resolved.name,
         cacheDir: resolved.cacheDir,
-        manifest: manifestToProto(resolved.manifest),
+        manifest: manifestProto(resolved.manifest),
         pulled: resolved.pulled,
         revalidated: resolved.revalidated,
         leaseId: resolved.lease?.id ?? "",

@@ -1,0 +1,46 @@
+// Responses that carry an install's manifest (InspectCache, ResolveModel) on
+// the wire. The manifest is the bulk of such a response and the same object
+// from one call to the next (while manifest.json is unchanged), so its proto
+// form and its encoding are kept beside it instead of being rebuilt per call.
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import type { InstallReport } from "../cache/inspect-install.js";
+import type { Manifest as ManifestRecord } from "../cache/manifest.js";
+import { InspectCacheResponse, Manifest } from "../../generated/modelcache/v1/model_cache.js";
+import { manifestToProto, reportToProto } from "./convert.js";
+
+const protos = new WeakMap<ManifestRecord, Manifest>();
+const encodings = new WeakMap<Manifest, Uint8Array>();
+
+/** The manifest's proto form, built once per parsed manifest. */
+export function manifestProto(record: ManifestRecord): Manifest {
+  let manifest = protos.get(record);
+  if (!manifest) protos.set(record, (manifest = manifestToProto(record)));
+  return manifest;
+}
+
+export function inspectResponse(name: string, report: InstallReport): InspectCacheResponse {
+  const response = reportToProto(name, { ...report, manifest: undefined });
+  if (report.manifest) response.manifest = manifestProto(report.manifest);
+  return response;
+}
+
+/**
+ * A responseSerialize for a message whose `manifest` is field `field`: the
+ * rest is encoded per call, the manifest's bytes once per manifest.
+ */
+export function serializeWithManifest<T extends { manifest?: Manifest | undefined }>(
+  type: { encode(message: T, writer?: BinaryWriter): BinaryWriter },
+  field: number,
+): (response: T) => Buffer {
+  const tag = (field << 3) | 2; // length-delimited
+  return (response) => {
+    const writer = type.encode({ ...response, manifest: undefined }, new BinaryWriter());
+    if (response.manifest) {
+      let bytes = encodings.get(response.manifest);
+      if (!bytes) encodings.set(response.manifest, (bytes = Manifest.encode(response.manifest).finish()));
+      writer.uint32(tag).bytes(bytes);
+    }
+    const bytes = writer.finish();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
