@@ -178,3 +178,28 @@ export async function workDir(): Promise<string> {
 export function seconds(since: number): number {
   return (performance.now() - since) / 1000;
 }
+
+/**
+ * A remote pull (hub, object store) against its shell baseline: one warm-up
+ * pull that does not count (without it the first baseline alone runs on a
+ * machine no pull has touched yet, and is its fastest by far), then the
+ * baseline and a fresh pull of `name` in turn, `repeat` times, each on a quiet
+ * disk. Medians count: loopback transfers and writeback on a shared machine
+ * vary by a third from one run to the next.
+ */
+export async function alternateRemotePulls(client: ModelCacheServiceClient, name: string, repeat: number, baseline: () => Promise<number>): Promise<{ subject: number; base: number; pulls: number[]; baselines: number[] }> {
+  const baselines: number[] = [];
+  const pulls: number[] = [];
+  await pullAll(client, name, "");
+  await call(client, "dropCache", { name, force: false });
+  for (let i = 0; i < repeat; i++) {
+    await quietDisk();
+    baselines.push(await baseline());
+    await call(client, "dropCache", { name, force: false });
+    await quietDisk();
+    const started = performance.now();
+    await pullAll(client, name, "");
+    pulls.push(seconds(started));
+  }
+  return { subject: median(pulls), base: median(baselines), pulls, baselines };
+}

@@ -7,9 +7,8 @@ import { execFile } from "node:child_process";
 import { mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { call } from "../src/cli/client.js";
 import { FakeHub } from "../test/support/fake-hub.js";
-import { MiB, type Result, makeFixture, median, pullAll, quietDisk, register, seconds, startBenchServer } from "./harness.js";
+import { MiB, type Result, alternateRemotePulls, makeFixture, register, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 
@@ -25,25 +24,7 @@ export async function benchHubpull(options: { workDir: string; totalMiB: number;
   try {
     const client = server.client();
     await register(client, "bench", hub.repo);
-    // interleaved runs; medians count: loopback transfers and the disk's
-    // writeback on a shared machine vary by a third from one run to the next
-    const baseline: number[] = [];
-    const pulls: number[] = [];
-    // a warm-up round that does not count: without it the first baseline alone
-    // runs on a machine no pull has touched yet, and is its fastest by far
-    await pullAll(client, "bench", "");
-    await call(client, "dropCache", { name: "bench", force: false });
-    for (let i = 0; i < options.repeat; i++) {
-      await quietDisk();
-      baseline.push(await curlAndHash(hub, files, join(options.workDir, "curl")));
-      await call(client, "dropCache", { name: "bench", force: false });
-      await quietDisk();
-      const started = performance.now();
-      await pullAll(client, "bench", "");
-      pulls.push(seconds(started));
-    }
-    const subject = median(pulls);
-    const base = median(baseline);
+    const { subject, base, pulls, baselines: baseline } = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(hub, files, join(options.workDir, "curl")));
     const peak = await server.peakRssBytes();
     const shape = options.shards === 1 ? `one ${options.totalMiB} MiB file` : `${options.shards} x ${Math.floor(options.totalMiB / options.shards)} MiB`;
     return {

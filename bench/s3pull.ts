@@ -8,9 +8,8 @@ import { execFile } from "node:child_process";
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
-import { call } from "../src/cli/client.js";
 import { FakeS3 } from "../test/support/fake-s3.js";
-import { MiB, type Result, makeFixture, median, pullAll, quietDisk, register, seconds, startBenchServer } from "./harness.js";
+import { MiB, type Result, alternateRemotePulls, makeFixture, register, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 const BUCKET = "bench";
@@ -35,22 +34,7 @@ export async function benchS3pull(options: { workDir: string; totalMiB: number; 
   try {
     const client = server.client();
     await register(client, "bench", `s3://${BUCKET}/model`);
-    const baseline: number[] = [];
-    const pulls: number[] = [];
-    // a warm-up round that does not count (see hubpull)
-    await pullAll(client, "bench", "");
-    await call(client, "dropCache", { name: "bench", force: false });
-    for (let i = 0; i < options.repeat; i++) {
-      await quietDisk();
-      baseline.push(await curlAndHash(store, keys, join(options.workDir, "curl")));
-      await call(client, "dropCache", { name: "bench", force: false });
-      await quietDisk();
-      const started = performance.now();
-      await pullAll(client, "bench", "");
-      pulls.push(seconds(started));
-    }
-    const subject = median(pulls);
-    const base = median(baseline);
+    const { subject, base, pulls, baselines: baseline } = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(store, keys, join(options.workDir, "curl")));
     const peak = await server.peakRssBytes();
     const shape = `${options.shards} x ${Math.floor(options.totalMiB / options.shards)} MiB`;
     return {
