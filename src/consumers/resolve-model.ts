@@ -45,6 +45,7 @@ const COMMIT = /^[0-9a-f]{40}$/;
 export const POLICY_LABELS: Record<PullPolicy, string> = { never: "PULL_POLICY_NEVER", if_missing: "PULL_POLICY_IF_MISSING", always: "PULL_POLICY_ALWAYS" };
 
 export async function resolveModel(runtime: Runtime, request: ResolveModelRequest, signal: AbortSignal): Promise<ResolvedModel> {
+  const movedBefore = runtime.layout.installsMoved;
   const model = await getModel(runtime.registry, request.name);
   const policy = request.pullPolicy ?? model.pullPolicy;
   const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, signal);
@@ -52,8 +53,9 @@ export async function resolveModel(runtime: Runtime, request: ResolveModelReques
   if (request.leaseSeconds <= 0) return resolved;
   const lease = await runtime.leases.grant(model.name, request.leaseSeconds);
   // a DropCache (or an eviction) that came between the check and the grant took
-  // the install away; from the grant on, none can
-  if (!(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
+  // the install away; from the grant on, none can. Only when this process moved
+  // an install meanwhile is the disk asked again.
+  if (runtime.layout.installsMoved !== movedBefore && !(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
     await runtime.leases.release(lease.id);
     throw new ModelCacheError("aborted", `the install of model '${model.name}' was dropped while it was being resolved: resolve it again`);
   }
