@@ -48,36 +48,35 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
       yield* pullOffline(runtime, model, signal);
       return;
     }
+    // what a hub and an object store source both take: where partials go, the rate cap, the way out
+    const remote = async () => ({
+      layout: runtime.layout,
+      name: model.name,
+      bandwidth: runtime.hub.bandwidth,
+      parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+      dispatcher: await networkOf(runtime),
+      signal,
+    });
     const opened = dir
       ? await openDirectorySource(dir.path, dir.field)
       : model.source.startsWith("s3://")
         ? // the S3 client loads with the first S3 pull, not at boot
           await (await import("../sources/s3/open-s3-source.js")).openS3Source({
+            ...(await remote()),
             source: model.source,
             include: model.include ?? [],
             exclude: model.exclude ?? [],
             credential,
             settings: runtime.s3 ?? { region: "us-east-1" },
-            layout: runtime.layout,
-            name: model.name,
-            bandwidth: runtime.hub.bandwidth,
-            parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
-            dispatcher: await networkOf(runtime),
-            signal,
           })
         : // the hub client (undici) loads with the first hub pull, not at boot
         await (await import("../sources/hub/open-hub-source.js")).openHubSource({
+          ...(await remote()),
           hubUrl: runtime.hub.url,
           repo: model.source,
           revision: model.revision,
           token: credential?.secret,
           alias: credential?.alias,
-          layout: runtime.layout,
-          name: model.name,
-          bandwidth: runtime.hub.bandwidth,
-          parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
-          dispatcher: await networkOf(runtime),
-          signal,
         });
     const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
     checkPullLimits(model.name, source.files, runtime.pullLimits);
