@@ -203,3 +203,34 @@ export async function alternateRemotePulls(client: ModelCacheServiceClient, name
   }
   return { subject: median(pulls), base: median(baselines), pulls, baselines };
 }
+
+/** The Result of alternateRemotePulls: medians, every run, and the table both remote benchmarks print. */
+export function remotePullResult(options: {
+  name: string;
+  measured: Awaited<ReturnType<typeof alternateRemotePulls>>;
+  repeat: number;
+  bytes: number;
+  shape: string;
+  peakRssBytes: number;
+  subject: string;
+  baseline: string;
+}): Result {
+  const { subject, base, pulls, baselines } = options.measured;
+  const rate = (s: number) => (options.bytes / 1e6 / s).toFixed(0);
+  return {
+    name: options.name,
+    subject_seconds: subject,
+    baseline_seconds: base,
+    ratio: subject / base,
+    peak_rss_bytes: options.peakRssBytes,
+    bytes: options.bytes,
+    shape: options.shape,
+    subject_runs: pulls,
+    baseline_runs: baselines,
+    table: [
+      { what: options.subject, "median s": subject.toFixed(3), "MB/s": rate(subject) },
+      { what: options.baseline, "median s": base.toFixed(3), "MB/s": rate(base) },
+      { what: `ratio of the medians of ${options.repeat} runs (lower is better)`, "median s": (subject / base).toFixed(2), "MB/s": "" },
+    ],
+  };
+}

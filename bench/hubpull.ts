@@ -8,7 +8,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { FakeHub } from "../test/support/fake-hub.js";
-import { MiB, type Result, alternateRemotePulls, makeFixture, register, seconds, startBenchServer } from "./harness.js";
+import { MiB, type Result, alternateRemotePulls, remotePullResult, makeFixture, register, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 
@@ -24,25 +24,10 @@ export async function benchHubpull(options: { workDir: string; totalMiB: number;
   try {
     const client = server.client();
     await register(client, "bench", hub.repo);
-    const { subject, base, pulls, baselines: baseline } = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(hub, files, join(options.workDir, "curl")));
+    const measured = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(hub, files, join(options.workDir, "curl")));
     const peak = await server.peakRssBytes();
     const shape = options.shards === 1 ? `one ${options.totalMiB} MiB file` : `${options.shards} x ${Math.floor(options.totalMiB / options.shards)} MiB`;
-    return {
-      name: options.name ?? "hubpull",
-      subject_seconds: subject,
-      baseline_seconds: base,
-      ratio: subject / base,
-      peak_rss_bytes: peak,
-      bytes,
-      shape,
-      subject_runs: pulls,
-      baseline_runs: baseline,
-      table: [
-        { what: `modelcache pull from the hub, ${shape} (verified, resumable, fsync)`, "median s": subject.toFixed(3), "MB/s": (bytes / 1e6 / subject).toFixed(0) },
-        { what: "curl one file after another + openssl dgst -sha256 + sync FILES", "median s": base.toFixed(3), "MB/s": (bytes / 1e6 / base).toFixed(0) },
-        { what: `ratio of the medians of ${options.repeat} runs (lower is better)`, "median s": (subject / base).toFixed(2), "MB/s": "" },
-      ],
-    };
+    return remotePullResult({ name: options.name ?? "hubpull", measured, repeat: options.repeat, bytes, shape, peakRssBytes: peak, subject: `modelcache pull from the hub, ${shape} (verified, resumable, fsync)`, baseline: "curl one file after another + openssl dgst -sha256 + sync FILES" });
   } finally {
     await server.stop();
     await hub.close();

@@ -9,7 +9,7 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
 import { FakeS3 } from "../test/support/fake-s3.js";
-import { MiB, type Result, alternateRemotePulls, makeFixture, register, seconds, startBenchServer } from "./harness.js";
+import { MiB, type Result, alternateRemotePulls, remotePullResult, makeFixture, register, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 const BUCKET = "bench";
@@ -34,25 +34,10 @@ export async function benchS3pull(options: { workDir: string; totalMiB: number; 
   try {
     const client = server.client();
     await register(client, "bench", `s3://${BUCKET}/model`);
-    const { subject, base, pulls, baselines: baseline } = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(store, keys, join(options.workDir, "curl")));
+    const measured = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(store, keys, join(options.workDir, "curl")));
     const peak = await server.peakRssBytes();
     const shape = `${options.shards} x ${Math.floor(options.totalMiB / options.shards)} MiB`;
-    return {
-      name: "s3pull",
-      subject_seconds: subject,
-      baseline_seconds: base,
-      ratio: subject / base,
-      peak_rss_bytes: peak,
-      bytes,
-      shape,
-      subject_runs: pulls,
-      baseline_runs: baseline,
-      table: [
-        { what: `modelcache pull from S3 (s3rver), ${shape} (verified, resumable, fsync)`, "median s": subject.toFixed(3), "MB/s": (bytes / 1e6 / subject).toFixed(0) },
-        { what: "curl one object after another + openssl dgst -sha256 + sync FILES", "median s": base.toFixed(3), "MB/s": (bytes / 1e6 / base).toFixed(0) },
-        { what: `ratio of the medians of ${options.repeat} runs (lower is better)`, "median s": (subject / base).toFixed(2), "MB/s": "" },
-      ],
-    };
+    return remotePullResult({ name: "s3pull", measured, repeat: options.repeat, bytes, shape, peakRssBytes: peak, subject: `modelcache pull from S3 (s3rver), ${shape} (verified, resumable, fsync)`, baseline: "curl one object after another + openssl dgst -sha256 + sync FILES" });
   } finally {
     await server.stop();
     await s3.close();
