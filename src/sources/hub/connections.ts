@@ -16,6 +16,16 @@ export class Connections {
     return this.releaser();
   }
 
+  /** Runs one file's download holding its connection, released however it ends. */
+  async whileHeld<T>(download: () => Promise<T>): Promise<T> {
+    const release = this.hold();
+    try {
+      return await download();
+    } finally {
+      release();
+    }
+  }
+
   /** An idle connection, if there is one; the caller releases it when done. */
   borrow(): (() => void) | undefined {
     if (this.inUse >= this.limit) return undefined;

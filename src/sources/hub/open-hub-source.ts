@@ -71,14 +71,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
     description: `hub:${options.repo}@${commit}`,
     resolvedCommit: commit,
     files,
-    async fetch(file, signal, onBytes) {
-      const release = connections.hold();
-      try {
-        return await download(file, signal, onBytes);
-      } finally {
-        release();
-      }
-    },
+    fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file, signal, onBytes)),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },

@@ -61,14 +61,7 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
     description: `s3:${location.bucket}/${location.prefix.replace(/\/$/, "")}@${digest}`,
     resolvedCommit: digest,
     files,
-    async fetch(file, signal, onBytes) {
-      const release = connections.hold();
-      try {
-        return await download(file as S3File, signal, onBytes);
-      } finally {
-        release();
-      }
-    },
+    fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file as S3File, signal, onBytes)),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
