@@ -174,6 +174,23 @@ describe("leases", () => {
     expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: true });
   });
 
+  it("ListLeases lists the live leases of one model or of all, soonest end first, with their holder, and NOT_FOUND for an unknown name", async () => {
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    const long = await leased(600);
+    const short = await leased(60);
+    const listed = await call(t.client, "listLeases", { name: "minilm" });
+    expect(listed.leases.map((l) => [l.leaseId, l.name, l.expiresAt!.getTime()])).to.deep.equal([
+      [short.leaseId, "minilm", short.leaseExpiresAt!.getTime()],
+      [long.leaseId, "minilm", long.leaseExpiresAt!.getTime()],
+    ]);
+    // no token: the holder is the client's address
+    expect(listed.leases[0]!.holder).to.match(/^(127\.0\.0\.1|\[::1\]|::1|ipv4:|ipv6:)/);
+    await call(t.client, "releaseLease", { leaseId: short.leaseId });
+    expect((await call(t.client, "listLeases", { name: "" })).leases.map((l) => l.leaseId)).to.deep.equal([long.leaseId]);
+    const unknown = await callError(t.client, "listLeases", { name: "no-such-model" });
+    expect(unknown.code).to.equal(status.NOT_FOUND);
+  });
+
   it("ends every lease with a forced DropCache", async () => {
     await leased();
     await leased();

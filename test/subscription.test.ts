@@ -42,7 +42,7 @@ describe("a pull subscription (one client's queue)", () => {
 
   it("ends with the job's error after the queued events", async () => {
     const subscription = new Subscription();
-    subscription.push({ type: "started", source: "dir:/x", fileCount: 1, totalBytes: 1, reusedBytes: 0 });
+    subscription.push({ type: "started", source: "dir:/x", fileCount: 1, totalBytes: 1, reusedBytes: 0, evictedModels: [] });
     subscription.end(new Error("boom"));
     const seen: PullEvent[] = [];
     let error: unknown;

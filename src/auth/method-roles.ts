@@ -5,7 +5,7 @@ import { ModelCacheServiceService as Service } from "../../generated/modelcache/
 
 const OPEN_SERVICES = new Set(["grpc.health.v1.Health"]);
 const READER_SERVICES = new Set(["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
-const READER_METHODS: ReadonlySet<string> = new Set([Service.getModel, Service.listModels, Service.inspectCache, Service.describeCache].map((method) => method.path));
+const READER_METHODS: ReadonlySet<string> = new Set([Service.getModel, Service.listModels, Service.inspectCache, Service.describeCache, Service.listLeases].map((method) => method.path));
 
 /** The least role that may call `path` (/package.Service/Method), or "none" when any caller may. */
 export function requiredRole(path: string): Role | "none" {

@@ -15,6 +15,8 @@ export interface Lease {
   name: string;
   grantedAtMs: number;
   expiresAtMs: number;
+  /** who took it: the caller's token name, else its peer address (absent in leases of earlier versions) */
+  holder?: string;
 }
 
 /** --max-lease-seconds unless given: a day */
@@ -49,10 +51,10 @@ export class Leases {
   }
 
   /** A new lease on `name` for `seconds` (at most maxSeconds), stored before it is returned. */
-  async grant(name: string, seconds: number): Promise<Lease> {
+  async grant(name: string, seconds: number, holder: string): Promise<Lease> {
     await this.forgetExpired(name);
     const now = this.now();
-    const lease: Lease = { id: randomUUID(), name, grantedAtMs: now, expiresAtMs: now + Math.min(seconds, this.maxSeconds) * 1000 };
+    const lease: Lease = { id: randomUUID(), name, grantedAtMs: now, expiresAtMs: now + Math.min(seconds, this.maxSeconds) * 1000, holder };
     await this.store(lease);
     this.remember(lease);
     return lease;
@@ -90,6 +92,13 @@ export class Leases {
   live(name: string): Lease[] {
     const now = this.now();
     return [...(this.byName.get(name)?.values() ?? [])].filter((l) => l.expiresAtMs > now).sort((a, b) => b.expiresAtMs - a.expiresAtMs);
+  }
+
+  /** Every live lease, or those of one model, the one ending first first. */
+  list(name?: string): Lease[] {
+    const now = this.now();
+    const leases = name === undefined ? [...this.byId.values()] : [...(this.byName.get(name)?.values() ?? [])];
+    return leases.filter((l) => l.expiresAtMs > now).sort((a, b) => a.expiresAtMs - b.expiresAtMs || a.id.localeCompare(b.id));
   }
 
   count(name: string): number {

@@ -27,6 +27,8 @@ export interface ResolveModelRequest {
   credentialAlias: string;
   /** 0: no lease; more than --max-lease-seconds is shortened to it */
   leaseSeconds: number;
+  /** who asks, recorded with a lease: the caller's token name, else its peer address */
+  holder: string;
 }
 
 export interface ResolvedModel {
@@ -51,7 +53,7 @@ export async function resolveModel(runtime: Runtime, request: ResolveModelReques
   const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, signal);
   runtime.uses.record(model.name);
   if (request.leaseSeconds <= 0) return resolved;
-  const lease = await runtime.leases.grant(model.name, request.leaseSeconds);
+  const lease = await runtime.leases.grant(model.name, request.leaseSeconds, request.holder);
   // a DropCache (or an eviction) that came between the check and the grant took
   // the install away; from the grant on, none can. Only when this process moved
   // an install meanwhile is the disk asked again.

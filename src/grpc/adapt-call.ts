@@ -29,14 +29,15 @@ export interface CallContext {
 export function unary<Req, Res>(
   context: CallContext,
   { path }: MethodDefinition,
-  handle: (request: Req, signal: AbortSignal) => Promise<Res>,
+  /** `caller`: the token's name, else the client's address, as audit lines name it */
+  handle: (request: Req, signal: AbortSignal, caller: string) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   const method = methodOf(path);
   return (call, callback) => {
     const begun = begin(path, method, call);
     context.rpcs?.started(path, "unary");
     const { signal, ended } = callSignal(call);
-    handle(call.request, signal).then(
+    handle(call.request, signal, begun.caller).then(
       (response) => {
         ended();
         logCall(context, begun, call.request, status.OK);

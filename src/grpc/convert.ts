@@ -157,7 +157,7 @@ export function pullEventToProto(name: string, event: PullEvent): PullResponse {
     case "queued":
       return { name, queued: { position: event.position, running: event.running } };
     case "started":
-      return { name, started: { source: event.source, fileCount: event.fileCount, totalBytes: event.totalBytes, reusedBytes: event.reusedBytes } };
+      return { name, started: { source: event.source, fileCount: event.fileCount, totalBytes: event.totalBytes, reusedBytes: event.reusedBytes, evictedModels: event.evictedModels } };
     case "file_started":
       return { name, fileStarted: { path: event.path, index: event.index, sizeBytes: event.sizeBytes } };
     case "file_progress":

@@ -17,6 +17,7 @@ import type { Runtime } from "../runtime.js";
 import { applyModels } from "../models-file/apply-models.js";
 import { resolveModel } from "../consumers/resolve-model.js";
 import { releaseLease } from "../consumers/release-lease.js";
+import { listLeases } from "../consumers/list-leases.js";
 import { validateSpecs } from "../models-file/validate-specs.js";
 import { InspectCacheResponse, ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse, ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
@@ -92,9 +93,9 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal });
       return { changes: changes.map(changeToProto) };
     }),
-    resolveModel: unary(context, Service.resolveModel, async (request, signal) => {
+    resolveModel: unary(context, Service.resolveModel, async (request, signal, caller) => {
       const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
-      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds }, signal);
+      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder: caller.replace(/^peer /, "") }, signal);
       return {
         name: resolved.name,
         cacheDir: resolved.cacheDir,
@@ -106,5 +107,8 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       };
     }),
     releaseLease: unary(context, Service.releaseLease, async (request) => ({ released: await releaseLease(runtime, request.leaseId) })),
+    listLeases: unary(context, Service.listLeases, async (request) => ({
+      leases: (await listLeases(runtime, request.name)).map((l) => ({ leaseId: l.id, name: l.name, expiresAt: new Date(l.expiresAtMs), holder: l.holder ?? "" })),
+    })),
   };
 }

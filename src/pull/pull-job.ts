@@ -178,7 +178,7 @@ export class PullJob implements InstallObserver {
           const reusedBytes = "fetch" in source && !force ? await plannedReuse(settings.store, source.files) : 0;
           // what the store does not hold yet (all of a directory's files: only reading them tells)
           reservation = await settings.capacity?.admit(model.name, totalBytes - reusedBytes, signal);
-          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes };
+          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes, evictedModels: [] };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           const manifest = await installArtifacts({

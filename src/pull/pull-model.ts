@@ -140,7 +140,7 @@ async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortS
       `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs the hub: only a healthy install of a pinned commit (a 40-digit sha as revision) can be pulled offline; to install from a local directory, set fixture_dir in the PullRequest or start the server with --fixture-dir DIR`,
     );
   }
-  yield { type: "started", source: `hub:${model.source}@${manifest.resolvedCommit}`, fileCount: manifest.files.length, totalBytes: manifest.totalSizeBytes, reusedBytes: manifest.totalSizeBytes };
+  yield { type: "started", source: `hub:${model.source}@${manifest.resolvedCommit}`, fileCount: manifest.files.length, totalBytes: manifest.totalSizeBytes, reusedBytes: manifest.totalSizeBytes, evictedModels: [] };
   for (const [index, file] of manifest.files.entries()) {
     yield { type: "file_started", path: file.path, index, sizeBytes: file.sizeBytes };
     yield { type: "file_completed", path: file.path, sha256: file.sha256, sizeBytes: file.sizeBytes, reused: true };

@@ -563,6 +563,8 @@ export interface PullStarted {
    * FileCompleted.reused says it
    */
   reusedBytes: number;
+  /** installs evicted to make room for this pull (they stay registered) */
+  evictedModels: string[];
 }
 
 /** FileStarted announces a file. */
@@ -772,6 +774,28 @@ export interface ReleaseLeaseRequest {
 export interface ReleaseLeaseResponse {
   /** false: unknown or already expired */
   released: boolean;
+}
+
+/** ListLeasesRequest optionally names one model. */
+export interface ListLeasesRequest {
+  /** empty: the leases of every model */
+  name: string;
+}
+
+/** ListLeasesResponse lists live leases, soonest to expire first. */
+export interface ListLeasesResponse {
+  leases: LeaseInfo[];
+}
+
+/** LeaseInfo is one live lease. */
+export interface LeaseInfo {
+  leaseId: string;
+  name: string;
+  expiresAt?:
+    | Date
+    | undefined;
+  /** the caller that took it: its token's name, else its peer address */
+  holder: string;
 }
 
 function createBaseModelSpec(): ModelSpec {
@@ -3026,7 +3050,7 @@ export const PullQueued: MessageFns<PullQueued> = {
 };
 
 function createBasePullStarted(): PullStarted {
-  return { source: "", fileCount: 0, totalBytes: 0, reusedBytes: 0 };
+  return { source: "", fileCount: 0, totalBytes: 0, reusedBytes: 0, evictedModels: [] };
 }
 
 export const PullStarted: MessageFns<PullStarted> = {
@@ -3042,6 +3066,9 @@ export const PullStarted: MessageFns<PullStarted> = {
     }
     if (message.reusedBytes !== 0) {
       writer.uint32(32).uint64(message.reusedBytes);
+    }
+    for (const v of message.evictedModels) {
+      writer.uint32(42).string(v!);
     }
     return writer;
   },
@@ -3091,6 +3118,14 @@ export const PullStarted: MessageFns<PullStarted> = {
             message.reusedBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.evictedModels.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3121,6 +3156,11 @@ export const PullStarted: MessageFns<PullStarted> = {
         : isSet(object.reused_bytes)
         ? globalThis.Number(object.reused_bytes)
         : 0,
+      evictedModels: globalThis.Array.isArray(object?.evictedModels)
+        ? object.evictedModels.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.evicted_models)
+        ? object.evicted_models.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -3138,6 +3178,9 @@ export const PullStarted: MessageFns<PullStarted> = {
     if (message.reusedBytes !== 0) {
       obj.reusedBytes = Math.round(message.reusedBytes);
     }
+    if (message.evictedModels?.length) {
+      obj.evictedModels = message.evictedModels;
+    }
     return obj;
   },
 
@@ -3150,6 +3193,7 @@ export const PullStarted: MessageFns<PullStarted> = {
     message.fileCount = object.fileCount ?? 0;
     message.totalBytes = object.totalBytes ?? 0;
     message.reusedBytes = object.reusedBytes ?? 0;
+    message.evictedModels = object.evictedModels?.map((e) => e) || [];
     return message;
   },
 };
@@ -5797,6 +5841,267 @@ export const ReleaseLeaseResponse: MessageFns<ReleaseLeaseResponse> = {
   },
 };
 
+function createBaseListLeasesRequest(): ListLeasesRequest {
+  return { name: "" };
+}
+
+export const ListLeasesRequest: MessageFns<ListLeasesRequest> = {
+  encode(message: ListLeasesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListLeasesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListLeasesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListLeasesRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: ListLeasesRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListLeasesRequest>, I>>(base?: I): ListLeasesRequest {
+    return ListLeasesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListLeasesRequest>, I>>(object: I): ListLeasesRequest {
+    const message = createBaseListLeasesRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseListLeasesResponse(): ListLeasesResponse {
+  return { leases: [] };
+}
+
+export const ListLeasesResponse: MessageFns<ListLeasesResponse> = {
+  encode(message: ListLeasesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.leases) {
+      LeaseInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListLeasesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListLeasesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leases.push(LeaseInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListLeasesResponse {
+    return {
+      leases: globalThis.Array.isArray(object?.leases) ? object.leases.map((e: any) => LeaseInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListLeasesResponse): unknown {
+    const obj: any = {};
+    if (message.leases?.length) {
+      obj.leases = message.leases.map((e) => LeaseInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListLeasesResponse>, I>>(base?: I): ListLeasesResponse {
+    return ListLeasesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListLeasesResponse>, I>>(object: I): ListLeasesResponse {
+    const message = createBaseListLeasesResponse();
+    message.leases = object.leases?.map((e) => LeaseInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLeaseInfo(): LeaseInfo {
+  return { leaseId: "", name: "", expiresAt: undefined, holder: "" };
+}
+
+export const LeaseInfo: MessageFns<LeaseInfo> = {
+  encode(message: LeaseInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaseId !== "") {
+      writer.uint32(10).string(message.leaseId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(26).fork()).join();
+    }
+    if (message.holder !== "") {
+      writer.uint32(34).string(message.holder);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LeaseInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLeaseInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leaseId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LeaseInfo {
+    return {
+      leaseId: isSet(object.leaseId)
+        ? globalThis.String(object.leaseId)
+        : isSet(object.lease_id)
+        ? globalThis.String(object.lease_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+    };
+  },
+
+  toJSON(message: LeaseInfo): unknown {
+    const obj: any = {};
+    if (message.leaseId !== "") {
+      obj.leaseId = message.leaseId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LeaseInfo>, I>>(base?: I): LeaseInfo {
+    return LeaseInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LeaseInfo>, I>>(object: I): LeaseInfo {
+    const message = createBaseLeaseInfo();
+    message.leaseId = object.leaseId ?? "";
+    message.name = object.name ?? "";
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.holder = object.holder ?? "";
+    return message;
+  },
+};
+
 /**
  * ModelCacheService keeps a registry of embedding models (in LevelDB) and
  * installs, inspects and drops their artifact files in a managed cache.
@@ -5967,6 +6272,16 @@ export const ModelCacheServiceService = {
       Buffer.from(ReleaseLeaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseLeaseResponse => ReleaseLeaseResponse.decode(value),
   },
+  /** ListLeases lists the live leases, of one model or of every model. */
+  listLeases: {
+    path: "/modelcache.v1.ModelCacheService/ListLeases" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListLeasesRequest): Buffer => Buffer.from(ListLeasesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListLeasesRequest => ListLeasesRequest.decode(value),
+    responseSerialize: (value: ListLeasesResponse): Buffer => Buffer.from(ListLeasesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListLeasesResponse => ListLeasesResponse.decode(value),
+  },
 } as const;
 
 export interface ModelCacheServiceServer extends UntypedServiceImplementation {
@@ -6006,6 +6321,8 @@ export interface ModelCacheServiceServer extends UntypedServiceImplementation {
   resolveModel: handleUnaryCall<ResolveModelRequest, ResolveModelResponse>;
   /** ReleaseLease ends a lease before it expires. */
   releaseLease: handleUnaryCall<ReleaseLeaseRequest, ReleaseLeaseResponse>;
+  /** ListLeases lists the live leases, of one model or of every model. */
+  listLeases: handleUnaryCall<ListLeasesRequest, ListLeasesResponse>;
 }
 
 export interface ModelCacheServiceClient extends Client {
@@ -6241,6 +6558,22 @@ export interface ModelCacheServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  /** ListLeases lists the live leases, of one model or of every model. */
+  listLeases(
+    request: ListLeasesRequest,
+    callback: (error: ServiceError | null, response: ListLeasesResponse) => void,
+  ): ClientUnaryCall;
+  listLeases(
+    request: ListLeasesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListLeasesResponse) => void,
+  ): ClientUnaryCall;
+  listLeases(
+    request: ListLeasesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListLeasesResponse) => void,
   ): ClientUnaryCall;
 }
 
