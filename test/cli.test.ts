@@ -101,7 +101,7 @@ describe("the modelcache client commands", () => {
     expect(serve.stderr).to.include("'--max-concurrent-pulls <n>'");
     const fromEnv = await cli(t, ["serve"], { env: { MODELCACHE_MAX_FILE_BYTES: "1e9" } });
     expect(fromEnv.code).to.equal(2);
-    expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("whole number");
+    expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("such as 500MB or 10GiB");
     const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "if-missing"]);
     expect(registered.code, registered.stderr).to.equal(0);
   });
@@ -377,6 +377,43 @@ describe("modelcache serve's start-up errors", () => {
       expect(lines.map((line) => JSON.parse(line) as { error?: string }).find((l) => l.error)?.error).to.include(`cannot listen on ${listen}`);
     } finally {
       taken.close();
+    }
+  });
+
+  it("stops the start with exit 2 when --fixture-dir does not exist, naming the flag and the path", async () => {
+    const missing = join(dataDir, "no-such-models");
+    const run = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dataDir, "data"), "--fixture-dir", missing, "--log-format", "json"]);
+    expect(run.code).to.equal(2);
+    expect(run.stdout + run.stderr).to.include(`--fixture-dir '${missing}' does not exist or is not a directory`);
+    expect(await readdir(dataDir), "nothing was started").to.deep.equal([]);
+  });
+
+  it("takes sizes and durations in every byte-size and duration flag, plain numbers too, and says when a lease was capped", async () => {
+    const { spawnServer } = await import("./support/child-server.js");
+    const big = await makeSourceDir({ "weights.bin": Buffer.alloc(5000, 7) });
+    const server = await spawnServer({
+      dataDir,
+      args: ["--max-bytes-per-second", "10MiB", "--max-file-bytes", "4KiB", "--max-pull-bytes", "1048576", "--parallel-range-min-bytes", "64MiB", "--verify-bytes-per-second", "1MB", "--max-lease-seconds", "1h"],
+    });
+    try {
+      const cli = (args: string[]) => runCli(server.address, args);
+      expect((await cli(["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"])).code).to.equal(0);
+      expect((await cli(["models", "register", "big", "--source", "org/big", "--dimensions", "8"])).code).to.equal(0);
+      const refused = await cli(["pull", "big", "--fixture-dir", big.dir]);
+      expect(refused.code).to.equal(6);
+      expect(refused.stderr).to.include("more than --max-file-bytes (4096)");
+      expect((await cli(["pull", "minilm", "--fixture-dir", FIXTURE_DIR])).code).to.equal(0);
+      const capped = await cli(["resolve", "minilm", "--lease", "2h"]);
+      expect(capped.code, capped.stderr).to.equal(0);
+      const [, leaseLine] = capped.stdout.split("\n");
+      expect(leaseLine).to.match(/^lease \S+ until (\S+) \(capped by the server's --max-lease-seconds: asked until \S+, granted until \S+\)$/);
+      const granted = Date.parse(/ until (\S+) /.exec(leaseLine!)![1]!);
+      expect(granted - Date.now()).to.be.within(3500 * 1000, 3600 * 1000);
+      const within = await cli(["resolve", "minilm", "--lease", "30m"]);
+      expect(within.stdout).to.match(/\nlease \S+ until \S+\n$/).and.not.include("capped");
+    } finally {
+      await server.kill();
+      await big.cleanup();
     }
   });
 

@@ -184,14 +184,35 @@ export const drop = (global: Global, name: string, opts: { force?: boolean }) =>
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
   });
 
-export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) =>
+export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) =>
   run(global, async (client) => {
-    const resolved = await call(client, "resolveModel", { name, pullPolicy: opts.policy ? PULL_POLICY[opts.policy] : 0, leaseSeconds: opts.lease ? Number(opts.lease) : 0, credentialAlias: "" });
-    if (opts.json) return print(protoJson("modelcache.v1.ResolveModelResponse", ResolveModelResponse.encode(resolved).finish()));
+    const leaseSeconds = opts.lease ? Number(opts.lease) : 0;
+    const askedAt = Date.now();
+    const resolved = await call(client, "resolveModel", { name, pullPolicy: opts.policy ? PULL_POLICY[opts.policy] : 0, leaseSeconds, credentialAlias: "" });
+    const capped = resolved.leaseId ? leaseCap(askedAt + leaseSeconds * 1000, resolved.leaseExpiresAt) : undefined;
+    if (opts.json || opts.quiet) {
+      // the output stays machine-readable; the cap still reaches the person who runs it
+      if (capped) process.stderr.write(`warning: ${capped}\n`);
+      if (opts.json) return print(protoJson("modelcache.v1.ResolveModelResponse", ResolveModelResponse.encode(resolved).finish()));
+      // the path, then the lease id, each alone on its line: read -r dir; read -r lease
+      process.stdout.write(`${resolved.cacheDir}\n${resolved.leaseId ? `${resolved.leaseId}\n` : ""}`);
+      return;
+    }
     // the path alone on the first line, for $(modelcache resolve NAME | head -1)
     process.stdout.write(`${resolved.cacheDir}\n`);
-    if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}\n`);
+    if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}${capped ? ` (${capped})` : ""}\n`);
   });
+
+/**
+ * Whether the server granted a shorter lease than asked (its
+ * --max-lease-seconds), told by comparing the asked end, measured here before
+ * the call, with the granted one. Two seconds of slack keep a server clock a
+ * little behind this one from reading as a cap.
+ */
+function leaseCap(askedEndMs: number, grantedEnd: Date | undefined): string | undefined {
+  if (!grantedEnd || grantedEnd.getTime() >= askedEndMs - 2000) return undefined;
+  return `capped by the server's --max-lease-seconds: asked until ${new Date(askedEndMs).toISOString()}, granted until ${grantedEnd.toISOString()}`;
+}
 
 export const releaseLease = (global: Global, id: string) =>
   run(global, async (client) => {

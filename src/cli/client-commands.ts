@@ -79,7 +79,8 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .addOption(new Option("--policy <policy>", "never: only an install already there; if-missing: pull when missing; always: pull unless the source's revision is installed (default: the model's)").choices(["never", "if-missing", "always"]))
     .option("--lease <duration>", "keep the install from eviction and DropCache for this long (30s, 15m, 1h, 1d; at most the server's --max-lease-seconds)", duration(1, 2 ** 32 - 1))
     .option("--json", "the proto3-JSON ResolveModelResponse")
-    .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) => (await actions()).resolve(global(), name, opts));
+    .option("-q, --quiet", "print only the path and, with --lease, the lease id on the next line")
+    .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) => (await actions()).resolve(global(), name, opts));
 
   const leases = program.command("leases").description("leases services hold on installs");
   leases

@@ -1,15 +1,16 @@
 // `modelcache serve`: starts the server with the parsed flags and stops it
 // on SIGINT/SIGTERM. Loaded only by that command, so that client commands
 // never load the server, its dependencies or LevelDB.
+import { stat } from "node:fs/promises";
 import { format } from "node:util";
 import { setLogger } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { ModelCacheError } from "../errors.js";
+import { ModelCacheError, quote } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { readModelsFile } from "../models-file/parse-models-file.js";
-import { parseSize } from "./parse-units.js";
+import { parseDuration, parseSize } from "./parse-units.js";
 
 export interface ServeOptions {
   listen: string;
@@ -74,6 +75,11 @@ export async function serve(options: ServeOptions): Promise<void> {
       process.exit(2);
     }
   }
+  if (options.fixtureDir !== undefined && !(await isDirectory(options.fixtureDir))) {
+    // a mistyped default source would otherwise surface only at the first pull that falls back to it
+    logger.fatal({ error: `--fixture-dir ${quote(options.fixtureDir)} does not exist or is not a directory: create it, or correct or leave out the flag` }, "modelcache could not start: --fixture-dir is not a directory");
+    process.exit(2);
+  }
   let server;
   try {
     if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
@@ -93,20 +99,20 @@ export async function serve(options: ServeOptions): Promise<void> {
       vaultKeyFile: options.vaultKeyFile,
       maxMessageBytes: Number(options.maxMessageBytes),
       maxConcurrentStreams: Number(options.maxConcurrentStreams),
-      pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
+      // sizes and durations: a default is given as text ('1GiB', '1d') and reaches here unparsed
+      pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: parseSize(options.maxFileBytes), maxTotalBytes: parseSize(options.maxPullBytes) },
       maxConcurrentPulls: Number(options.maxConcurrentPulls),
       hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
       s3Endpoint: options.s3Endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined),
       s3Region: options.s3Region ?? (process.env.AWS_REGION || undefined),
       proxy: options.proxy,
       offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
-      maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
-      parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
+      maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : parseSize(options.maxBytesPerSecond),
+      parallelRangeMinBytes: parseSize(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
       modelsFile: options.modelsFile,
-      maxLeaseSeconds: Number(options.maxLeaseSeconds),
+      maxLeaseSeconds: parseDuration(options.maxLeaseSeconds),
       cacheMaxBytes: Number(options.cacheMaxBytes),
-      // the default is given as text ('1GiB') and reaches here unparsed
       minFreeBytes: parseSize(options.minFreeBytes),
       verifyIntervalMs: options.verifyInterval === undefined ? undefined : Number(options.verifyInterval) * 1000,
       verifyBytesPerSecond: parseSize(options.verifyBytesPerSecond),
@@ -143,4 +149,13 @@ export async function serve(options: ServeOptions): Promise<void> {
   }
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    // missing or unreadable: either way the server could not pull from it
+    return false;
+  }
 }
