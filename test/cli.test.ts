@@ -9,6 +9,7 @@ import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js"
 import { type Certificates, makeCertificates } from "./support/certificates.js";
 import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
+import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 
 /** Runs the real CLI against the test server. */
 function cli(t: TestServer, args: string[], options: CliOptions = {}): Promise<CliRun> {
@@ -104,6 +105,29 @@ describe("the modelcache client commands", () => {
     expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("such as 500MB or 10GiB");
     const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "if-missing"]);
     expect(registered.code, registered.stderr).to.equal(0);
+  });
+
+  it("models update changes only the fields given, keeps include, exclude and the pin, and says when the install no longer matches", async () => {
+    const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--revision", "v1", "--pull-policy", "never", "--include", "*.json", "*.safetensors", "--exclude", "tokenizer*", "--pin"]);
+    expect(registered.code, registered.stderr).to.equal(0);
+    expect((await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR])).code).to.equal(0);
+    const model = async () => (await call(t.client, "getModel", { name: "minilm" })).model!;
+    const widened = await cli(t, ["models", "update", "minilm", "--dimensions", "16"]);
+    expect(widened.code, widened.stderr).to.equal(0);
+    expect(widened.stdout).to.not.include("pull again");
+    expect(await model()).to.deep.include({ dimensions: 16, source: "org/minilm", revision: "v1", pullPolicy: PullPolicy.PULL_POLICY_NEVER, include: ["*.json", "*.safetensors"], exclude: ["tokenizer*"], pinned: true });
+    const moved = await cli(t, ["models", "update", "minilm", "--revision", "v2"]);
+    expect(moved.code, moved.stderr).to.equal(0);
+    expect(moved.stdout).to.include("the install of minilm was pulled with the old revision: pull again to apply ('modelcache pull minilm')");
+    expect(await model()).to.deep.include({ revision: "v2", dimensions: 16, include: ["*.json", "*.safetensors"], pinned: true });
+    const cleared = await cli(t, ["models", "update", "minilm", "--no-include", "--no-pin", "--json"]);
+    expect(cleared.code, cleared.stderr).to.equal(0);
+    expect(JSON.parse(cleared.stdout.trim())).to.include({ name: "minilm", revision: "v2" });
+    expect(cleared.stderr).to.include("note: the install of minilm was pulled with the old include: pull again to apply");
+    expect(await model()).to.deep.include({ include: [], exclude: ["tokenizer*"], pinned: false, dimensions: 16 });
+    const nothing = await cli(t, ["models", "update", "minilm"]);
+    expect(nothing.code).to.equal(2);
+    expect(nothing.stderr).to.include("give at least one field to change");
   });
 
   it("refuses a path as a source at registration, naming the field and its shape", async () => {

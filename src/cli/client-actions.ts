@@ -12,6 +12,7 @@ import {
   ResolveModelResponse,
   InspectCacheResponse,
   Model,
+  type ModelSpec,
   ModelStatus,
   PruneCacheResponse,
   PullPolicy,
@@ -34,7 +35,7 @@ export interface Global {
   connectTimeout: string;
 }
 
-export interface SpecOptions {
+export interface RegisterOptions {
   source: string;
   dimensions: number;
   revision: string;
@@ -42,6 +43,19 @@ export interface SpecOptions {
   pullPolicy?: PullPolicyWord;
   include?: string[];
   exclude?: string[];
+  pin?: boolean;
+  json?: boolean;
+}
+
+/** Only the fields given change; `false` for include/exclude is --no-include/--no-exclude: clear the list. */
+export interface UpdateOptions {
+  source?: string;
+  dimensions?: number;
+  revision?: string;
+  credentialAlias?: string;
+  pullPolicy?: PullPolicyWord;
+  include?: string[] | false;
+  exclude?: string[] | false;
   pin?: boolean;
   json?: boolean;
 }
@@ -90,9 +104,9 @@ export const getModel = (global: Global, name: string, opts: { json?: boolean })
     showModels([model!], opts.json);
   });
 
-export const putModel = (global: Global, verb: "register" | "update", name: string, opts: SpecOptions) =>
+export const registerModel = (global: Global, name: string, opts: RegisterOptions) =>
   run(global, async (client) => {
-    const spec = {
+    const spec: ModelSpec = {
       name,
       source: opts.source,
       revision: opts.revision,
@@ -107,9 +121,73 @@ export const putModel = (global: Global, verb: "register" | "update", name: stri
       exclude: opts.exclude ?? [],
       pinned: opts.pin ?? false,
     };
-    const { model } = verb === "register" ? await call(client, "registerModel", { model: spec }) : await call(client, "updateModel", { name, model: spec });
+    const { model } = await call(client, "registerModel", { model: spec });
     showModels([model!], opts.json);
   });
+
+/**
+ * UpdateModel replaces the whole spec; this command changes only the fields
+ * given: it reads the model, changes those fields and sends the result. An
+ * update between the read and the write by someone else is overwritten, as
+ * with any read-modify-write without a version check.
+ */
+export const updateModel = (global: Global, name: string, opts: UpdateOptions) =>
+  run(global, async (client) => {
+    const changes = specChanges(opts);
+    if (Object.keys(changes).length === 0) {
+      process.stderr.write(`error: give at least one field to change (--source, --revision, --dimensions, --include, ...)\nhint: 'modelcache models update --help' lists them\n`);
+      return EXIT.usage;
+    }
+    const { model: before } = await call(client, "getModel", { name });
+    const { model } = await call(client, "updateModel", { name, model: { ...specOf(before!), ...changes } });
+    showModels([model!], opts.json);
+    const stale = installedFrom(before!, model!);
+    if (stale.length > 0) {
+      const note = `the install of ${name} was pulled with the old ${stale.join(", ")}: pull again to apply ('modelcache pull ${name}')`;
+      process[opts.json ? "stderr" : "stdout"].write(`${opts.json ? "note: " : ""}${note}\n`);
+    }
+  });
+
+/** The spec fields an update's flags set. */
+function specChanges(opts: UpdateOptions): Partial<ModelSpec> {
+  const changes: Partial<ModelSpec> = {};
+  if (opts.source !== undefined) changes.source = opts.source;
+  if (opts.revision !== undefined) changes.revision = opts.revision;
+  if (opts.dimensions !== undefined) changes.dimensions = opts.dimensions;
+  if (opts.credentialAlias !== undefined) changes.credentialAlias = opts.credentialAlias;
+  if (opts.pullPolicy !== undefined) changes.pullPolicy = PULL_POLICY[opts.pullPolicy];
+  if (opts.include !== undefined) changes.include = opts.include || [];
+  if (opts.exclude !== undefined) changes.exclude = opts.exclude || [];
+  if (opts.pin !== undefined) changes.pinned = opts.pin;
+  return changes;
+}
+
+/** A registered model's spec, as UpdateModel takes it back. */
+function specOf(m: Model): ModelSpec {
+  return {
+    name: m.name,
+    source: m.source,
+    revision: m.revision,
+    task: m.task,
+    dimensions: m.dimensions,
+    engine: m.engine,
+    pullPolicy: m.pullPolicy,
+    trustPolicy: m.trustPolicy,
+    // a Model does not repeat the acknowledgement, but the registry holds remote code only with it
+    acknowledgeRemoteCodeRisk: m.trustPolicy === TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE,
+    credentialAlias: m.credentialAlias,
+    include: m.include,
+    exclude: m.exclude,
+    pinned: m.pinned,
+  };
+}
+
+/** The fields deciding what a pull installs that changed while an install made with the old ones is in place. */
+function installedFrom(before: Model, after: Model): string[] {
+  if (before.cacheDir === "") return [];
+  const same = (a: string | string[], b: string | string[]) => JSON.stringify(a) === JSON.stringify(b);
+  return (["source", "revision", "include", "exclude"] as const).filter((field) => !same(before[field], after[field]));
+}
 
 export const unregisterModel = (global: Global, name: string, opts: { dropCache?: boolean }) =>
   run(global, async (client) => {

@@ -5,10 +5,11 @@
 // in client-actions.ts, imported when the command runs.
 import { type Command, Option } from "commander";
 import { wholeNumber } from "./parse-flags.js";
-import type { Global, PullPolicyWord } from "./client-actions.js";
+import type { Global, PullPolicyWord, RegisterOptions, UpdateOptions } from "./client-actions.js";
 import { duration } from "./parse-units.js";
 
 const actions = () => import("./client-actions.js");
+const dimensions = (value: string) => Number(wholeNumber(1, 2 ** 32 - 1)(value));
 
 export function addClientCommands(program: Command, option: (flags: string, description: string, defaultValue?: string) => Option): void {
   const global = () => program.opts() as Global;
@@ -31,21 +32,35 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .description("one model")
     .option("--json", "the proto3-JSON Model")
     .action(async (name: string, opts: { json?: boolean }) => (await actions()).getModel(global(), name, opts));
-  for (const verb of ["register", "update"] as const) {
-    models
-      .command(`${verb} <name>`)
-      .description(verb === "register" ? "add a model to the registry" : "replace a model's whole spec")
-      .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2")
-      .requiredOption("--dimensions <n>", "embedding width", (value: string) => Number(wholeNumber(1, 2 ** 32 - 1)(value)))
-      .option("--revision <rev>", "commit sha, tag or branch", "main")
-      .option("--credential-alias <alias>", "vault alias of the hub token")
-      .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
-      .option("--include <glob...>", "only files matching these globs")
-      .option("--exclude <glob...>", "never files matching these globs")
-      .option("--pin", "never evict the model's install to make room")
-      .option("--json", "the proto3-JSON Model")
-      .action(async (name: string, opts) => (await actions()).putModel(global(), verb, name, opts));
-  }
+  models
+    .command("register <name>")
+    .description("add a model to the registry")
+    .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2, or s3://bucket/prefix/")
+    .requiredOption("--dimensions <n>", "embedding width", dimensions)
+    .option("--revision <rev>", "commit sha, tag or branch", "main")
+    .option("--credential-alias <alias>", "vault alias of the hub token")
+    .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
+    .option("--include <glob...>", "only files matching these globs")
+    .option("--exclude <glob...>", "never files matching these globs")
+    .option("--pin", "never evict the model's install to make room")
+    .option("--json", "the proto3-JSON Model")
+    .action(async (name: string, opts: RegisterOptions) => (await actions()).registerModel(global(), name, opts));
+  models
+    .command("update <name>")
+    .description("change the fields given and keep the rest of the model's spec; says when the install no longer matches it (pull again to apply)")
+    .option("--source <repo>", "hub repo id or s3://bucket/prefix/")
+    .option("--dimensions <n>", "embedding width", dimensions)
+    .option("--revision <rev>", "commit sha, tag or branch")
+    .option("--credential-alias <alias>", "vault alias of the hub token ('' for none)")
+    .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
+    .option("--include <glob...>", "only files matching these globs (replaces the model's list)")
+    .option("--no-include", "pull every file again (clears the model's include list)")
+    .option("--exclude <glob...>", "never files matching these globs (replaces the model's list)")
+    .option("--no-exclude", "clear the model's exclude list")
+    .option("--pin", "never evict the model's install to make room")
+    .option("--no-pin", "let the model's install be evicted again")
+    .option("--json", "the proto3-JSON Model")
+    .action(async (name: string, opts: UpdateOptions) => (await actions()).updateModel(global(), name, opts));
   models
     .command("rm <name>")
     .description("unregister a model")
