@@ -130,10 +130,75 @@ describe("the modelcache client commands", () => {
     expect(nothing.stderr).to.include("give at least one field to change");
   });
 
+  it("answers models show as models get", async () => {
+    await register();
+    const shown = await cli(t, ["models", "show", "minilm", "--json"]);
+    expect(shown.code, shown.stderr).to.equal(0);
+    expect(JSON.parse(shown.stdout.trim())).to.include({ name: "minilm", source: "org/minilm" });
+  });
+
+  it("prints a usage error and one line pointing to the command's --help, not the whole help page, exit 2", async () => {
+    const run = await cli(t, ["models", "register", "minilm", "--source", "org/minilm"]);
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.equal("error: required option '--dimensions <n>' not specified\nhint: 'modelcache models register --help' shows what it takes\n");
+    const unknown = await cli(t, ["pull", "minilm", "--frobnicate"]);
+    expect(unknown.code).to.equal(2);
+    expect(unknown.stderr).to.include("unknown option '--frobnicate'").and.include("hint: 'modelcache pull --help'").and.not.include("Options:");
+  });
+
+  it("names the CLI's flags, not the request's fields, in the server's messages", async () => {
+    await register();
+    const missing = await cli(t, ["pull", "minilm", "--fixture-dir", "/nonexistent/dir"]);
+    expect(missing.stderr).to.include("--fixture-dir '/nonexistent/dir' does not exist").and.not.include("fixture_dir");
+    await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    const installed = await cli(t, ["models", "rm", "minilm"]);
+    expect(installed.code).to.equal(1);
+    expect(installed.stderr).to.include("pass --drop-cache to remove its artifacts with it, or run 'modelcache drop' first").and.not.include("drop_cache");
+    const leased = await cli(t, ["resolve", "minilm", "--lease", "1h"]);
+    expect(leased.code, leased.stderr).to.equal(0);
+    const dropped = await cli(t, ["drop", "minilm"]);
+    expect(dropped.code).to.equal(1);
+    expect(dropped.stderr).to.include("release it ('modelcache leases release ID')").and.include("pass --force to end the leases").and.not.include("set force");
+  });
+
+  it("refuses an empty secret from stdin with exit 2, storing nothing", async () => {
+    const run = await cli(t, ["secrets", "put", "hf"], { stdin: "\n" });
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.include("error: the secret read from stdin is empty; nothing was stored");
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal(undefined);
+  });
+
+  it("prints the path and the lease id alone with resolve --quiet, JSON with --json, and lists leases with leases list", async () => {
+    await register();
+    await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    const quiet = await cli(t, ["resolve", "minilm", "--lease", "1h", "--quiet"]);
+    expect(quiet.code, quiet.stderr).to.equal(0);
+    const [dir, leaseId, ...rest] = quiet.stdout.split("\n");
+    expect(dir).to.equal(join(t.cacheRoot, "minilm"));
+    expect(leaseId).to.match(/^[0-9a-f-]{36}$/);
+    expect(rest).to.deep.equal([""]);
+    const json = JSON.parse((await cli(t, ["resolve", "minilm", "--lease", "30m", "--json"])).stdout.trim());
+    expect(json.leaseId).to.be.a("string").and.not.equal(leaseId);
+    const listed = await cli(t, ["leases", "list"]);
+    expect(listed.code, listed.stderr).to.equal(0);
+    const lines = listed.stdout.trim().split("\n");
+    expect(lines[0]).to.match(/^LEASE\s+MODEL\s+EXPIRES AT\s+HOLDER$/);
+    // the one ending first first
+    expect(lines[1]).to.match(new RegExp(`^${json.leaseId}\\s+minilm\\s+\\d{4}-\\S+Z\\s+\\S+`));
+    expect(lines[2]).to.match(new RegExp(`^${leaseId}\\s+minilm\\s`));
+    const one = (await cli(t, ["leases", "list", "minilm", "--json"])).stdout.trim().split("\n").map((line) => JSON.parse(line));
+    expect(one.map((l: { leaseId: string }) => l.leaseId)).to.deep.equal([json.leaseId, leaseId]);
+    expect(one[0]).to.have.keys("leaseId", "name", "expiresAt", "holder");
+    expect((await cli(t, ["leases", "list", "ghost"])).code).to.equal(3);
+    await cli(t, ["leases", "release", leaseId!]);
+    await cli(t, ["leases", "release", json.leaseId]);
+    expect((await cli(t, ["leases", "list"])).stdout).to.equal("(none)\n");
+  });
+
   it("refuses a path as a source at registration, naming the field and its shape", async () => {
     const run = await cli(t, ["models", "register", "minilm", "--source", "../../etc", "--dimensions", "8"]);
     expect(run.code).to.equal(1);
-    expect(run.stderr).to.include("model.source '../../etc' is neither a hub repo id nor an s3:// location").and.include("'owner/name'");
+    expect(run.stderr).to.include("--source '../../etc' is neither a hub repo id nor an s3:// location").and.include("'owner/name'").and.not.include("model.source");
     expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
   });
 
@@ -269,6 +334,37 @@ describe("Ctrl-C in a client following someone else's pull", () => {
     } finally {
       await t.close();
       await source.cleanup();
+    }
+  });
+});
+
+describe("modelcache pull --detach", () => {
+  it("returns once the server has the pull, which goes on without the client and installs the model", async () => {
+    const { FakeHub } = await import("./support/fake-hub.js");
+    const made = await makeSourceDir({ "model.safetensors": Buffer.alloc(256 * 1024, 5), "config.json": "{}" });
+    const hub = await FakeHub.serve("acme/slow", made.dir);
+    // held to a crawl (a second per 4 KiB) until the client has gone, so the pull is surely still running then
+    hub.chunkBytes = 4096;
+    hub.faults.bytesPerSecond = 4096;
+    const t = await startTestServer({ hubUrl: hub.url });
+    try {
+      await call(t.client, "registerModel", { model: (await import("./support/test-server.js")).modelSpec({ source: "acme/slow" }) });
+      const run = await runCli(t.server.address, ["pull", "minilm", "--detach"]);
+      expect(run.code, run.stderr).to.equal(0);
+      expect(run.stdout).to.match(/^pull of minilm started from hub:acme\/slow@\w+: 2 files, 256\.0 KiB; it runs on the server without this client; 'modelcache pull minilm' follows it/);
+      const job = t.server.runtime.pulls.find("minilm");
+      expect(job?.state, "the pull outlived its client").to.equal("running");
+      // the server has seen the client go before the hub speeds up
+      while (job!.subscriberCount > 0) await sleep(10);
+      expect(job!.state).to.equal("running");
+      hub.faults.bytesPerSecond = undefined;
+      await job!.done;
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      expect(model!.cacheDir).to.equal(join(t.cacheRoot, "minilm"));
+    } finally {
+      await t.close();
+      await hub.close();
+      await made.cleanup();
     }
   });
 });

@@ -11,6 +11,7 @@ import {
   DescribeCacheResponse,
   ResolveModelResponse,
   InspectCacheResponse,
+  LeaseInfo,
   Model,
   type ModelSpec,
   ModelStatus,
@@ -21,6 +22,7 @@ import {
   TrustPolicy,
 } from "../../generated/modelcache/v1/model_cache.js";
 import { type Connection, EXIT, call, connect, connectWithin, reportError } from "./client.js";
+import { WORDING, type Wording } from "./flag-words.js";
 import { protoJson } from "./proto-json.js";
 import type { PullProgress } from "./pull-progress.js";
 
@@ -78,14 +80,14 @@ function connection(options: Global): Connection {
 }
 
 /** Runs one command's work against the server and sets the exit code from its outcome. */
-async function run(global: Global, work: (client: ReturnType<typeof connect>) => Promise<number | void>): Promise<void> {
+async function run(global: Global, work: (client: ReturnType<typeof connect>) => Promise<number | void>, wording?: Wording): Promise<void> {
   const target = connection(global);
   const client = connect(target);
   const watchdog = connectWithin(client, global.address, Number(global.connectTimeout));
   try {
     process.exitCode = (await Promise.race([work(client), watchdog.connected])) ?? EXIT.ok;
   } catch (err) {
-    process.exitCode = reportError(err, target);
+    process.exitCode = reportError(err, target, wording);
   } finally {
     watchdog.stop();
     client.close();
@@ -123,7 +125,7 @@ export const registerModel = (global: Global, name: string, opts: RegisterOption
     };
     const { model } = await call(client, "registerModel", { model: spec });
     showModels([model!], opts.json);
-  });
+  }, WORDING.spec);
 
 /**
  * UpdateModel replaces the whole spec; this command changes only the fields
@@ -146,7 +148,7 @@ export const updateModel = (global: Global, name: string, opts: UpdateOptions) =
       const note = `the install of ${name} was pulled with the old ${stale.join(", ")}: pull again to apply ('modelcache pull ${name}')`;
       process[opts.json ? "stderr" : "stdout"].write(`${opts.json ? "note: " : ""}${note}\n`);
     }
-  });
+  }, WORDING.spec);
 
 /** The spec fields an update's flags set. */
 function specChanges(opts: UpdateOptions): Partial<ModelSpec> {
@@ -193,24 +195,34 @@ export const unregisterModel = (global: Global, name: string, opts: { dropCache?
   run(global, async (client) => {
     await call(client, "unregisterModel", { name, dropCache: opts.dropCache ?? false });
     process.stdout.write(`unregistered ${name}\n`);
-  });
+  }, WORDING.unregister);
 
-export const pull = (global: Global, name: string, opts: { fixtureDir?: string; force?: boolean; json?: boolean }) =>
+export const pull = (global: Global, name: string, opts: { fixtureDir?: string; force?: boolean; detach?: boolean; json?: boolean }) =>
   run(
     global,
     async (client) => {
       // bars on a terminal; plain lines (one per file) otherwise
-      const bars: PullProgress | undefined = process.stdout.isTTY && !opts.json ? new (await import("./pull-progress.js")).PullProgress(bytes) : undefined;
+      const bars: PullProgress | undefined = process.stdout.isTTY && !opts.json && !opts.detach ? new (await import("./pull-progress.js")).PullProgress(bytes) : undefined;
       return new Promise<number>((resolve, reject) => {
-        const stream = client.pull({ name, fixtureDir: opts.fixtureDir ? resolvePath(opts.fixtureDir) : "", credentialAlias: "", force: opts.force ?? false, detach: false });
+        const stream = client.pull({ name, fixtureDir: opts.fixtureDir ? resolvePath(opts.fixtureDir) : "", credentialAlias: "", force: opts.force ?? false, detach: opts.detach ?? false });
         const started = performance.now();
         let interrupted = false;
+        // --detach: the server marks the job detached when the call attaches, before its first event,
+        // and a detached job runs to its end without clients; so once one event came, this client may go
+        let left = false;
         const onSigint = () => {
           interrupted = true;
           stream.cancel();
         };
         process.once("SIGINT", onSigint);
         stream.on("data", (event: PullResponse) => {
+          if (left) return;
+          if (opts.detach) {
+            left = true;
+            if (opts.json) print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
+            else process.stdout.write(`${detachedLine(name, event)}\n`);
+            return stream.cancel();
+          }
           if (opts.json) return print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
           if (event.queued) process.stdout.write(`queued: position ${event.queued.position}\n`);
           if (event.started) process.stdout.write(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}\n`);
@@ -228,7 +240,8 @@ export const pull = (global: Global, name: string, opts: { fixtureDir?: string; 
         stream.on("error", (err) => {
           bars?.stop();
           process.off("SIGINT", onSigint);
-          if (interrupted) {
+          if (left) resolve(EXIT.ok);
+          else if (interrupted) {
             // the stream does not say who else follows this pull, so both outcomes are told
             process.stderr.write(
               `interrupted: this client stopped following the pull of ${name}. If no other client follows it and it was not started with detach, ` +
@@ -243,7 +256,17 @@ export const pull = (global: Global, name: string, opts: { fixtureDir?: string; 
         });
       });
     },
+    WORDING.pull,
   );
+
+/** What a detached pull's client says as it leaves, from the one event it waited for. */
+function detachedLine(name: string, event: PullResponse): string {
+  const follow = `it runs on the server without this client; 'modelcache pull ${name}' follows it, 'modelcache inspect ${name}' shows what is installed`;
+  if (event.queued) return `pull of ${name} queued at position ${event.queued.position}: ${follow}`;
+  if (event.started) return `pull of ${name} started from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}; ${follow}`;
+  if (event.completed) return `${name} is installed at ${event.completed.cacheDir}`;
+  return `pull of ${name} under way: ${follow}`;
+}
 
 export const inspect = (global: Global, name: string, opts: { deep?: boolean; json?: boolean }) =>
   run(global, async (client) => {
@@ -260,7 +283,7 @@ export const drop = (global: Global, name: string, opts: { force?: boolean }) =>
   run(global, async (client) => {
     const dropped = await call(client, "dropCache", { name, force: opts.force ?? false });
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
-  });
+  }, WORDING.drop);
 
 export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) =>
   run(global, async (client) => {
@@ -279,7 +302,7 @@ export const resolve = (global: Global, name: string, opts: { policy?: PullPolic
     // the path alone on the first line, for $(modelcache resolve NAME | head -1)
     process.stdout.write(`${resolved.cacheDir}\n`);
     if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}${capped ? ` (${capped})` : ""}\n`);
-  });
+  }, WORDING.resolve);
 
 /**
  * Whether the server granted a shorter lease than asked (its
@@ -292,12 +315,23 @@ function leaseCap(askedEndMs: number, grantedEnd: Date | undefined): string | un
   return `capped by the server's --max-lease-seconds: asked until ${new Date(askedEndMs).toISOString()}, granted until ${grantedEnd.toISOString()}`;
 }
 
+export const listLeases = (global: Global, name: string, opts: { json?: boolean }) =>
+  run(global, async (client) => {
+    const { leases } = await call(client, "listLeases", { name });
+    if (opts.json) {
+      for (const lease of leases) print(protoJson("modelcache.v1.LeaseInfo", LeaseInfo.encode(lease).finish()));
+      return;
+    }
+    // the one ending first first, as the server sorts them
+    table(leases.map((l) => ({ lease: l.leaseId, model: l.name, "expires at": l.expiresAt?.toISOString() ?? "", holder: l.holder })));
+  });
+
 export const releaseLease = (global: Global, id: string) =>
   run(global, async (client) => {
     const { released } = await call(client, "releaseLease", { leaseId: id });
     process.stdout.write(released ? `released lease ${id}\n` : `no live lease ${id} (unknown, or it already ended)\n`);
     return released ? EXIT.ok : EXIT.notFound;
-  });
+  }, WORDING.release);
 
 export const describeCache = (global: Global, opts: { json?: boolean }) =>
   run(global, async (client) => {
@@ -323,6 +357,11 @@ export const prune = (global: Global, opts: { dryRun?: boolean; json?: boolean }
 export const putSecret = (global: Global, alias: string, opts: { fromFile?: string }) =>
   run(global, async (client) => {
     const value = (opts.fromFile ? await readFile(opts.fromFile, "utf8") : await readSecretInput(alias)).trim();
+    if (value === "") {
+      const from = opts.fromFile ? `--from-file ${opts.fromFile}` : "stdin";
+      process.stderr.write(`error: the secret read from ${from} is empty; nothing was stored\nhint: pipe the secret in (printf '%s' "$HF_TOKEN" | modelcache secrets put ${alias}), or give --from-file FILE\n`);
+      return EXIT.usage;
+    }
     await call(client, "putSecret", { alias, value });
     process.stdout.write(`stored a secret under ${alias}\n`);
   });

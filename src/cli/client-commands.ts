@@ -29,6 +29,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .action(async (opts: { json?: boolean }) => (await actions()).listModels(global(), opts));
   models
     .command("get <name>")
+    .alias("show")
     .description("one model")
     .option("--json", "the proto3-JSON Model")
     .action(async (name: string, opts: { json?: boolean }) => (await actions()).getModel(global(), name, opts));
@@ -72,8 +73,9 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .description("install a model's artifacts, showing each file as it lands")
     .option("--fixture-dir <dir>", "install from this local directory")
     .option("--force", "re-read and re-hash every file")
+    .option("--detach", "start the pull (or join the running one), return once the server has it queued or started, and let it run to its end on the server")
     .option("--json", "every event as one proto3-JSON line")
-    .action(async (name: string, opts: { fixtureDir?: string; force?: boolean; json?: boolean }) => (await actions()).pull(global(), name, opts));
+    .action(async (name: string, opts: { fixtureDir?: string; force?: boolean; detach?: boolean; json?: boolean }) => (await actions()).pull(global(), name, opts));
 
   program
     .command("inspect <name>")
@@ -98,6 +100,11 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) => (await actions()).resolve(global(), name, opts));
 
   const leases = program.command("leases").description("leases services hold on installs");
+  leases
+    .command("list [name]")
+    .description("the live leases, of one model or of all, the one ending first first: id, model, expiry, holder")
+    .option("--json", "one proto3-JSON LeaseInfo per line")
+    .action(async (name: string | undefined, opts: { json?: boolean }) => (await actions()).listLeases(global(), name ?? "", opts));
   leases
     .command("release <id>")
     .description("end a lease before it expires (exit 3 when no live lease has that id)")

@@ -8,7 +8,7 @@ import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
 import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
-import { helpMarkingRequired, hostAndPort, wholeNumber } from "./parse-flags.js";
+import { helpMarkingRequired, hostAndPort, pointUsageErrorsToHelp, wholeNumber } from "./parse-flags.js";
 import { duration, size } from "./parse-units.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
@@ -36,7 +36,6 @@ function switchFromEnv(name: string): boolean {
 
 const program = new Command("modelcache")
   .description("A local cache of AI embedding-model artifacts, served over gRPC")
-  .showHelpAfterError()
   .configureHelp(helpMarkingRequired)
   // usage errors exit with 2, so scripts can tell them from failed calls (1); subcommands inherit this
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -115,5 +114,6 @@ program
   });
 
 addClientCommands(program, flag);
+pointUsageErrorsToHelp(program);
 
 await program.parseAsync(process.argv);
