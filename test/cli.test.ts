@@ -547,6 +547,41 @@ describe("modelcache serve's start-up errors", () => {
   });
 });
 
+describe("modelcache serve on SIGHUP", () => {
+  it("reads the --auth-tokens file again: a token added is accepted without a restart, an invalid file keeps the tokens before", async () => {
+    const { spawnServer } = await import("./support/child-server.js");
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-hup-"));
+    const tokensFile = join(dir, "tokens.json");
+    const logFile = join(dir, "server.log");
+    const newToken = async (name: string) => /^token: (\S+)$/m.exec((await runCli("", ["tokens", "new", "--name", name, "--role", "admin", "--file", tokensFile])).stdout)![1]!;
+    const loggedTimes = async (text: string) => (await readFile(logFile, "utf8").catch(() => "")).split(text).length - 1;
+    const hangUp = async (text: string) => {
+      const before = await loggedTimes(text);
+      server.process.kill("SIGHUP");
+      while ((await loggedTimes(text)) === before) await sleep(20);
+    };
+    await newToken("ops");
+    const server = await spawnServer({ dataDir: join(dir, "data"), args: ["--auth-tokens", tokensFile], logFile });
+    try {
+      const added = await runCli("", ["tokens", "new", "--name", "ci", "--role", "admin", "--file", tokensFile]);
+      expect(added.stderr).to.include("send the server SIGHUP, or restart it, to load it");
+      const ci = /^token: (\S+)$/m.exec(added.stdout)![1]!;
+      const list = () => runCli(server.address, ["models", "list"], { env: { MODELCACHE_TOKEN: ci } });
+      expect((await list()).code, "not yet loaded").to.equal(1);
+      await hangUp("reloaded the --auth-tokens file");
+      const loaded = await list();
+      expect(loaded.code, loaded.stderr).to.equal(0);
+      await writeFile(tokensFile, "{ not json");
+      await hangUp("the --auth-tokens file was not reloaded");
+      expect((await list()).code, "the tokens before stay").to.equal(0);
+      expect(await readFile(logFile, "utf8")).to.not.include(ci);
+    } finally {
+      await server.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("what the CLI loads", () => {
   /** A module hook that fails the CLI as soon as it resolves a module a client command must not need. */
   const SERVER_ONLY = /\/node_modules\/(level|classic-level|piscina|prom-client|undici|pino|pino-pretty|proper-lockfile|cli-progress|read)\/|\/src\/(server\/start-server|sources\/|pull\/(?!pull-limits)|cache\/|registry\/|lifecycle\/|grpc\/)/;

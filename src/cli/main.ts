@@ -70,7 +70,7 @@ program
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics").argParser(hostAndPort))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
-  .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'); without it auth is off and only loopback may listen"))
+  .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'), read again on SIGHUP; without it auth is off and only loopback may listen"))
   .addOption(flag("--insecure-no-auth", "allow listening beyond loopback without --auth-tokens or --tls-client-ca"))
   .addOption(flag("--insecure-no-tls", "allow tokens beyond loopback without TLS (a proxy in front terminates it)"))
   .addOption(flag("--tls-cert <file>", "PEM certificate chain: serve over TLS (with --tls-key)"))
@@ -106,7 +106,7 @@ program
       const { token, entry } = newToken(options.name, options.role);
       if (options.file) await (await import("../auth/add-token-entry.js")).addTokenEntry(options.file, entry);
       process.stdout.write(`token: ${token}\nentry: ${JSON.stringify(entry)}\n`);
-      process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (restart the server to load it)` : ""}\n`);
+      process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (send the server SIGHUP, or restart it, to load it)` : ""}\n`);
     } catch (err) {
       process.stderr.write(`error: ${(err as Error).message}\n`);
       process.exitCode = 1;

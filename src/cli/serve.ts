@@ -81,13 +81,15 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.exit(2);
   }
   let server;
+  let tokens: AccessTokens | undefined;
   try {
     if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
       throw new ModelCacheError("invalid_argument", "--tls-cert and --tls-key go together: give both, or neither for plaintext");
     }
     if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
+    tokens = options.authTokens ? await AccessTokens.load(options.authTokens) : undefined;
     server = await startServer({
-      authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
+      authTokens: tokens,
       insecureNoAuth: options.insecureNoAuth,
       insecureNoTls: options.insecureNoTls,
       tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
@@ -141,10 +143,20 @@ export async function serve(options: ServeOptions): Promise<void> {
     );
   };
   const follower = running.modelsFile;
-  if (follower) {
+  const accepted = tokens;
+  // SIGHUP reads again what an operator edits in place: the models file and the --auth-tokens file
+  if (follower || accepted) {
     process.on("SIGHUP", () => {
-      logger.info({ signal: "SIGHUP" }, "applying the models file again");
-      void follower.reload();
+      if (accepted) {
+        accepted.reload().then(
+          (count) => logger.info({ signal: "SIGHUP", file: options.authTokens, tokens: count }, "reloaded the --auth-tokens file"),
+          (err: unknown) => logger.error({ signal: "SIGHUP", error: (err as Error).message }, "the --auth-tokens file was not reloaded: the tokens accepted before stay"),
+        );
+      }
+      if (follower) {
+        logger.info({ signal: "SIGHUP" }, "applying the models file again");
+        void follower.reload();
+      }
     });
   }
   process.on("SIGINT", stop);
