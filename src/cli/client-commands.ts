@@ -21,7 +21,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
   program.addOption(option("--tls-client-key <file>", "PEM private key of --tls-client-cert"));
   program.addOption(option("--connect-timeout <ms>", "give up when the server has not answered the connection by then", "1000").argParser(wholeNumber(1)));
 
-  const models = program.command("models").description("register, list, show and remove models");
+  const models = program.command("models").description("register, list, show (get), update and remove models");
   models
     .command("list")
     .description("every registered model")
@@ -55,7 +55,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .option("--credential-alias <alias>", "vault alias of the hub token ('' for none)")
     .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
     .option("--include <glob...>", "only files matching these globs (replaces the model's list)")
-    .option("--no-include", "pull every file again (clears the model's include list)")
+    .option("--no-include", "clear the model's include list: every file passes")
     .option("--exclude <glob...>", "never files matching these globs (replaces the model's list)")
     .option("--no-exclude", "clear the model's exclude list")
     .option("--pin", "never evict the model's install to make room")
