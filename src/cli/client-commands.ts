@@ -94,7 +94,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .command("resolve <name>")
     .description("print the path of a healthy install, pulling it first when the policy says so; with --lease, also the lease id (exit 6 when the cache has no room)")
     .addOption(new Option("--policy <policy>", "never: only an install already there; if-missing: pull when missing; always: pull unless the source's revision is installed (default: the model's)").choices(["never", "if-missing", "always"]))
-    .option("--lease <duration>", "keep the install from eviction and DropCache for this long (30s, 15m, 1h, 1d; at most the server's --max-lease-seconds)", duration(1, 2 ** 32 - 1))
+    .option("--lease <duration>", "keep the install from eviction and DropCache for this long (30s, 15m, 1h, 1d; at most the server's --max-lease-seconds: a shorter grant is reported as capped)", duration(1, 2 ** 32 - 1))
     .option("--json", "the proto3-JSON ResolveModelResponse")
     .option("-q, --quiet", "print only the path and, with --lease, the lease id on the next line")
     .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) => (await actions()).resolve(global(), name, opts));
