@@ -9,6 +9,7 @@ import { BIN, type CliOptions, type CliRun, runCli } from "./support/run-cli.js"
 import { type Certificates, makeCertificates } from "./support/certificates.js";
 import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, startTestServer } from "./support/test-server.js";
+import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 
 /** Runs the real CLI against the test server. */
 function cli(t: TestServer, args: string[], options: CliOptions = {}): Promise<CliRun> {
@@ -101,15 +102,103 @@ describe("the modelcache client commands", () => {
     expect(serve.stderr).to.include("'--max-concurrent-pulls <n>'");
     const fromEnv = await cli(t, ["serve"], { env: { MODELCACHE_MAX_FILE_BYTES: "1e9" } });
     expect(fromEnv.code).to.equal(2);
-    expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("whole number");
+    expect(fromEnv.stderr).to.include("MODELCACHE_MAX_FILE_BYTES").and.include("such as 500MB or 10GiB");
     const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--pull-policy", "if-missing"]);
     expect(registered.code, registered.stderr).to.equal(0);
+  });
+
+  it("models update changes only the fields given, keeps include, exclude and the pin, and says when the install no longer matches", async () => {
+    const registered = await cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8", "--revision", "v1", "--pull-policy", "never", "--include", "*.json", "*.safetensors", "--exclude", "tokenizer*", "--pin"]);
+    expect(registered.code, registered.stderr).to.equal(0);
+    expect((await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR])).code).to.equal(0);
+    const model = async () => (await call(t.client, "getModel", { name: "minilm" })).model!;
+    const widened = await cli(t, ["models", "update", "minilm", "--dimensions", "16"]);
+    expect(widened.code, widened.stderr).to.equal(0);
+    expect(widened.stdout).to.not.include("pull again");
+    expect(await model()).to.deep.include({ dimensions: 16, source: "org/minilm", revision: "v1", pullPolicy: PullPolicy.PULL_POLICY_NEVER, include: ["*.json", "*.safetensors"], exclude: ["tokenizer*"], pinned: true });
+    const moved = await cli(t, ["models", "update", "minilm", "--revision", "v2"]);
+    expect(moved.code, moved.stderr).to.equal(0);
+    expect(moved.stdout).to.include("the install of minilm was pulled with the old revision: pull again to apply ('modelcache pull minilm')");
+    expect(await model()).to.deep.include({ revision: "v2", dimensions: 16, include: ["*.json", "*.safetensors"], pinned: true });
+    const cleared = await cli(t, ["models", "update", "minilm", "--no-include", "--no-pin", "--json"]);
+    expect(cleared.code, cleared.stderr).to.equal(0);
+    expect(JSON.parse(cleared.stdout.trim())).to.include({ name: "minilm", revision: "v2" });
+    expect(cleared.stderr).to.include("note: the install of minilm was pulled with the old include: pull again to apply");
+    expect(await model()).to.deep.include({ include: [], exclude: ["tokenizer*"], pinned: false, dimensions: 16 });
+    const nothing = await cli(t, ["models", "update", "minilm"]);
+    expect(nothing.code).to.equal(2);
+    expect(nothing.stderr).to.include("give at least one field to change");
+  });
+
+  it("answers models show as models get", async () => {
+    await register();
+    const shown = await cli(t, ["models", "show", "minilm", "--json"]);
+    expect(shown.code, shown.stderr).to.equal(0);
+    expect(JSON.parse(shown.stdout.trim())).to.include({ name: "minilm", source: "org/minilm" });
+  });
+
+  it("prints a usage error and one line pointing to the command's --help, not the whole help page, exit 2", async () => {
+    const run = await cli(t, ["models", "register", "minilm", "--source", "org/minilm"]);
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.equal("error: required option '--dimensions <n>' not specified\nhint: 'modelcache models register --help' shows what it takes\n");
+    const unknown = await cli(t, ["pull", "minilm", "--frobnicate"]);
+    expect(unknown.code).to.equal(2);
+    expect(unknown.stderr).to.include("unknown option '--frobnicate'").and.include("hint: 'modelcache pull --help'").and.not.include("Options:");
+  });
+
+  it("names the CLI's flags, not the request's fields, in the server's messages", async () => {
+    await register();
+    const missing = await cli(t, ["pull", "minilm", "--fixture-dir", "/nonexistent/dir"]);
+    expect(missing.stderr).to.include("--fixture-dir '/nonexistent/dir' does not exist").and.not.include("fixture_dir");
+    await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    const installed = await cli(t, ["models", "rm", "minilm"]);
+    expect(installed.code).to.equal(1);
+    expect(installed.stderr).to.include("pass --drop-cache to remove its artifacts with it, or run 'modelcache drop' first").and.not.include("drop_cache");
+    const leased = await cli(t, ["resolve", "minilm", "--lease", "1h"]);
+    expect(leased.code, leased.stderr).to.equal(0);
+    const dropped = await cli(t, ["drop", "minilm"]);
+    expect(dropped.code).to.equal(1);
+    expect(dropped.stderr).to.include("release it ('modelcache leases release ID')").and.include("pass --force to end the leases").and.not.include("set force");
+  });
+
+  it("refuses an empty secret from stdin with exit 2, storing nothing", async () => {
+    const run = await cli(t, ["secrets", "put", "hf"], { stdin: "\n" });
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.include("error: the secret read from stdin is empty; nothing was stored");
+    expect(await t.server.runtime.registry.vault.get("hf")).to.equal(undefined);
+  });
+
+  it("prints the path and the lease id alone with resolve --quiet, JSON with --json, and lists leases with leases list", async () => {
+    await register();
+    await cli(t, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+    const quiet = await cli(t, ["resolve", "minilm", "--lease", "1h", "--quiet"]);
+    expect(quiet.code, quiet.stderr).to.equal(0);
+    const [dir, leaseId, ...rest] = quiet.stdout.split("\n");
+    expect(dir).to.equal(join(t.cacheRoot, "minilm"));
+    expect(leaseId).to.match(/^[0-9a-f-]{36}$/);
+    expect(rest).to.deep.equal([""]);
+    const json = JSON.parse((await cli(t, ["resolve", "minilm", "--lease", "30m", "--json"])).stdout.trim());
+    expect(json.leaseId).to.be.a("string").and.not.equal(leaseId);
+    const listed = await cli(t, ["leases", "list"]);
+    expect(listed.code, listed.stderr).to.equal(0);
+    const lines = listed.stdout.trim().split("\n");
+    expect(lines[0]).to.match(/^LEASE\s+MODEL\s+EXPIRES AT\s+HOLDER$/);
+    // the one ending first first
+    expect(lines[1]).to.match(new RegExp(`^${json.leaseId}\\s+minilm\\s+\\d{4}-\\S+Z\\s+\\S+`));
+    expect(lines[2]).to.match(new RegExp(`^${leaseId}\\s+minilm\\s`));
+    const one = (await cli(t, ["leases", "list", "minilm", "--json"])).stdout.trim().split("\n").map((line) => JSON.parse(line));
+    expect(one.map((l: { leaseId: string }) => l.leaseId)).to.deep.equal([json.leaseId, leaseId]);
+    expect(one[0]).to.have.keys("leaseId", "name", "expiresAt", "holder");
+    expect((await cli(t, ["leases", "list", "ghost"])).code).to.equal(3);
+    await cli(t, ["leases", "release", leaseId!]);
+    await cli(t, ["leases", "release", json.leaseId]);
+    expect((await cli(t, ["leases", "list"])).stdout).to.equal("(none)\n");
   });
 
   it("refuses a path as a source at registration, naming the field and its shape", async () => {
     const run = await cli(t, ["models", "register", "minilm", "--source", "../../etc", "--dimensions", "8"]);
     expect(run.code).to.equal(1);
-    expect(run.stderr).to.include("model.source '../../etc' is neither a hub repo id nor an s3:// location").and.include("'owner/name'");
+    expect(run.stderr).to.include("--source '../../etc' is neither a hub repo id nor an s3:// location").and.include("'owner/name'").and.not.include("model.source");
     expect((await call(t.client, "listModels", {})).models).to.deep.equal([]);
   });
 
@@ -249,6 +338,37 @@ describe("Ctrl-C in a client following someone else's pull", () => {
   });
 });
 
+describe("modelcache pull --detach", () => {
+  it("returns once the server has the pull, which goes on without the client and installs the model", async () => {
+    const { FakeHub } = await import("./support/fake-hub.js");
+    const made = await makeSourceDir({ "model.safetensors": Buffer.alloc(256 * 1024, 5), "config.json": "{}" });
+    const hub = await FakeHub.serve("acme/slow", made.dir);
+    // held to a crawl (a second per 4 KiB) until the client has gone, so the pull is surely still running then
+    hub.chunkBytes = 4096;
+    hub.faults.bytesPerSecond = 4096;
+    const t = await startTestServer({ hubUrl: hub.url });
+    try {
+      await call(t.client, "registerModel", { model: (await import("./support/test-server.js")).modelSpec({ source: "acme/slow" }) });
+      const run = await runCli(t.server.address, ["pull", "minilm", "--detach"]);
+      expect(run.code, run.stderr).to.equal(0);
+      expect(run.stdout).to.match(/^pull of minilm started from hub:acme\/slow@\w+: 2 files, 256\.0 KiB; it runs on the server without this client; 'modelcache pull minilm' follows it/);
+      const job = t.server.runtime.pulls.find("minilm");
+      expect(job?.state, "the pull outlived its client").to.equal("running");
+      // the server has seen the client go before the hub speeds up
+      while (job!.subscriberCount > 0) await sleep(10);
+      expect(job!.state).to.equal("running");
+      hub.faults.bytesPerSecond = undefined;
+      await job!.done;
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      expect(model!.cacheDir).to.equal(join(t.cacheRoot, "minilm"));
+    } finally {
+      await t.close();
+      await hub.close();
+      await made.cleanup();
+    }
+  });
+});
+
 describe("modelcache pull on a terminal", () => {
   it("draws live progress bars that redraw in place, then the summary", async () => {
     const { FakeHub } = await import("./support/fake-hub.js");
@@ -380,6 +500,43 @@ describe("modelcache serve's start-up errors", () => {
     }
   });
 
+  it("stops the start with exit 2 when --fixture-dir does not exist, naming the flag and the path", async () => {
+    const missing = join(dataDir, "no-such-models");
+    const run = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dataDir, "data"), "--fixture-dir", missing, "--log-format", "json"]);
+    expect(run.code).to.equal(2);
+    expect(run.stdout + run.stderr).to.include(`--fixture-dir '${missing}' does not exist or is not a directory`);
+    expect(await readdir(dataDir), "nothing was started").to.deep.equal([]);
+  });
+
+  it("takes sizes and durations in every byte-size and duration flag, plain numbers too, and says when a lease was capped", async () => {
+    const { spawnServer } = await import("./support/child-server.js");
+    const big = await makeSourceDir({ "weights.bin": Buffer.alloc(5000, 7) });
+    const server = await spawnServer({
+      dataDir,
+      args: ["--max-bytes-per-second", "10MiB", "--max-file-bytes", "4KiB", "--max-pull-bytes", "1048576", "--parallel-range-min-bytes", "64MiB", "--verify-bytes-per-second", "1MB", "--max-lease-seconds", "1h"],
+    });
+    try {
+      const cli = (args: string[]) => runCli(server.address, args);
+      expect((await cli(["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"])).code).to.equal(0);
+      expect((await cli(["models", "register", "big", "--source", "org/big", "--dimensions", "8"])).code).to.equal(0);
+      const refused = await cli(["pull", "big", "--fixture-dir", big.dir]);
+      expect(refused.code).to.equal(6);
+      expect(refused.stderr).to.include("more than --max-file-bytes (4096)");
+      expect((await cli(["pull", "minilm", "--fixture-dir", FIXTURE_DIR])).code).to.equal(0);
+      const capped = await cli(["resolve", "minilm", "--lease", "2h"]);
+      expect(capped.code, capped.stderr).to.equal(0);
+      const [, leaseLine] = capped.stdout.split("\n");
+      expect(leaseLine).to.match(/^lease \S+ until (\S+) \(capped by the server's --max-lease-seconds: asked until \S+, granted until \S+\)$/);
+      const granted = Date.parse(/ until (\S+) /.exec(leaseLine!)![1]!);
+      expect(granted - Date.now()).to.be.within(3500 * 1000, 3600 * 1000);
+      const within = await cli(["resolve", "minilm", "--lease", "30m"]);
+      expect(within.stdout).to.match(/\nlease \S+ until \S+\n$/).and.not.include("capped");
+    } finally {
+      await server.kill();
+      await big.cleanup();
+    }
+  });
+
   it("reports a malformed --listen or --metrics-listen as malformed, exit 2, before starting anything", async () => {
     for (const [flag, value] of [["--listen", "nonsense"], ["--listen", "127.0.0.1"], ["--listen", "127.0.0.1:70000"], ["--metrics-listen", "[nope]:9090"]]) {
       const run = await runCli("", ["serve", flag!, value!, "--data-dir", dataDir]);
@@ -387,6 +544,41 @@ describe("modelcache serve's start-up errors", () => {
       expect(run.stderr, value).to.include(`option '${flag} <host:port>' argument '${value}' is invalid. It is malformed`).and.not.include("is not a loopback address");
     }
     expect(await readdir(dataDir), "nothing was started").to.deep.equal([]);
+  });
+});
+
+describe("modelcache serve on SIGHUP", () => {
+  it("reads the --auth-tokens file again: a token added is accepted without a restart, an invalid file keeps the tokens before", async () => {
+    const { spawnServer } = await import("./support/child-server.js");
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-hup-"));
+    const tokensFile = join(dir, "tokens.json");
+    const logFile = join(dir, "server.log");
+    const newToken = async (name: string) => /^token: (\S+)$/m.exec((await runCli("", ["tokens", "new", "--name", name, "--role", "admin", "--file", tokensFile])).stdout)![1]!;
+    const loggedTimes = async (text: string) => (await readFile(logFile, "utf8").catch(() => "")).split(text).length - 1;
+    const hangUp = async (text: string) => {
+      const before = await loggedTimes(text);
+      server.process.kill("SIGHUP");
+      while ((await loggedTimes(text)) === before) await sleep(20);
+    };
+    await newToken("ops");
+    const server = await spawnServer({ dataDir: join(dir, "data"), args: ["--auth-tokens", tokensFile], logFile });
+    try {
+      const added = await runCli("", ["tokens", "new", "--name", "ci", "--role", "admin", "--file", tokensFile]);
+      expect(added.stderr).to.include("send the server SIGHUP, or restart it, to load it");
+      const ci = /^token: (\S+)$/m.exec(added.stdout)![1]!;
+      const list = () => runCli(server.address, ["models", "list"], { env: { MODELCACHE_TOKEN: ci } });
+      expect((await list()).code, "not yet loaded").to.equal(1);
+      await hangUp("reloaded the --auth-tokens file");
+      const loaded = await list();
+      expect(loaded.code, loaded.stderr).to.equal(0);
+      await writeFile(tokensFile, "{ not json");
+      await hangUp("the --auth-tokens file was not reloaded");
+      expect((await list()).code, "the tokens before stay").to.equal(0);
+      expect(await readFile(logFile, "utf8")).to.not.include(ci);
+    } finally {
+      await server.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -40,7 +40,10 @@ function checkEntryName(name: unknown, field: string): asserts name is string {
 }
 
 export class AccessTokens {
-  private constructor(private readonly entries: { name: string; digest: Buffer; role: Role }[]) {}
+  /** the file the entries came from, read again by reload() */
+  private file: string | undefined;
+
+  private constructor(private entries: { name: string; digest: Buffer; role: Role }[]) {}
 
   static async load(file: string): Promise<AccessTokens> {
     let text: string;
@@ -49,7 +52,20 @@ export class AccessTokens {
     } catch (err) {
       throw new ModelCacheError("failed_precondition", `cannot read --auth-tokens file ${quote(file)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
-    return AccessTokens.parse(text, file);
+    const tokens = AccessTokens.parse(text, file);
+    tokens.file = file;
+    return tokens;
+  }
+
+  /**
+   * Reads the file again (SIGHUP): its entries replace these at once, so a
+   * token added is accepted, and one removed refused, from the next call on.
+   * A file that cannot be read or is invalid throws and changes nothing.
+   */
+  async reload(): Promise<number> {
+    if (this.file === undefined) throw new Error("these tokens were not loaded from a file");
+    this.entries = (await AccessTokens.load(this.file)).entries;
+    return this.entries.length;
   }
 
   static parse(text: string, file = "--auth-tokens"): AccessTokens {

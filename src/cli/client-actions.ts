@@ -11,7 +11,9 @@ import {
   DescribeCacheResponse,
   ResolveModelResponse,
   InspectCacheResponse,
+  LeaseInfo,
   Model,
+  type ModelSpec,
   ModelStatus,
   PruneCacheResponse,
   PullPolicy,
@@ -20,6 +22,7 @@ import {
   TrustPolicy,
 } from "../../generated/modelcache/v1/model_cache.js";
 import { type Connection, EXIT, call, connect, connectWithin, reportError } from "./client.js";
+import { WORDING, type Wording } from "./flag-words.js";
 import { protoJson } from "./proto-json.js";
 import type { PullProgress } from "./pull-progress.js";
 
@@ -34,7 +37,7 @@ export interface Global {
   connectTimeout: string;
 }
 
-export interface SpecOptions {
+export interface RegisterOptions {
   source: string;
   dimensions: number;
   revision: string;
@@ -42,6 +45,19 @@ export interface SpecOptions {
   pullPolicy?: PullPolicyWord;
   include?: string[];
   exclude?: string[];
+  pin?: boolean;
+  json?: boolean;
+}
+
+/** Only the fields given change; `false` for include/exclude is --no-include/--no-exclude: clear the list. */
+export interface UpdateOptions {
+  source?: string;
+  dimensions?: number;
+  revision?: string;
+  credentialAlias?: string;
+  pullPolicy?: PullPolicyWord;
+  include?: string[] | false;
+  exclude?: string[] | false;
   pin?: boolean;
   json?: boolean;
 }
@@ -64,14 +80,14 @@ function connection(options: Global): Connection {
 }
 
 /** Runs one command's work against the server and sets the exit code from its outcome. */
-async function run(global: Global, work: (client: ReturnType<typeof connect>) => Promise<number | void>): Promise<void> {
+async function run(global: Global, work: (client: ReturnType<typeof connect>) => Promise<number | void>, wording?: Wording): Promise<void> {
   const target = connection(global);
   const client = connect(target);
   const watchdog = connectWithin(client, global.address, Number(global.connectTimeout));
   try {
     process.exitCode = (await Promise.race([work(client), watchdog.connected])) ?? EXIT.ok;
   } catch (err) {
-    process.exitCode = reportError(err, target);
+    process.exitCode = reportError(err, target, wording);
   } finally {
     watchdog.stop();
     client.close();
@@ -90,9 +106,9 @@ export const getModel = (global: Global, name: string, opts: { json?: boolean })
     showModels([model!], opts.json);
   });
 
-export const putModel = (global: Global, verb: "register" | "update", name: string, opts: SpecOptions) =>
+export const registerModel = (global: Global, name: string, opts: RegisterOptions) =>
   run(global, async (client) => {
-    const spec = {
+    const spec: ModelSpec = {
       name,
       source: opts.source,
       revision: opts.revision,
@@ -107,32 +123,106 @@ export const putModel = (global: Global, verb: "register" | "update", name: stri
       exclude: opts.exclude ?? [],
       pinned: opts.pin ?? false,
     };
-    const { model } = verb === "register" ? await call(client, "registerModel", { model: spec }) : await call(client, "updateModel", { name, model: spec });
+    const { model } = await call(client, "registerModel", { model: spec });
     showModels([model!], opts.json);
-  });
+  }, WORDING.spec);
+
+/**
+ * UpdateModel replaces the whole spec; this command changes only the fields
+ * given: it reads the model, changes those fields and sends the result. An
+ * update between the read and the write by someone else is overwritten, as
+ * with any read-modify-write without a version check.
+ */
+export const updateModel = (global: Global, name: string, opts: UpdateOptions) =>
+  run(global, async (client) => {
+    const changes = specChanges(opts);
+    if (Object.keys(changes).length === 0) {
+      process.stderr.write(`error: give at least one field to change (--source, --revision, --dimensions, --include, ...)\nhint: 'modelcache models update --help' lists them\n`);
+      return EXIT.usage;
+    }
+    const { model: before } = await call(client, "getModel", { name });
+    const { model } = await call(client, "updateModel", { name, model: { ...specOf(before!), ...changes } });
+    showModels([model!], opts.json);
+    const stale = installedFrom(before!, model!);
+    if (stale.length > 0) {
+      const note = `the install of ${name} was pulled with the old ${stale.join(", ")}: pull again to apply ('modelcache pull ${name}')`;
+      process[opts.json ? "stderr" : "stdout"].write(`${opts.json ? "note: " : ""}${note}\n`);
+    }
+  }, WORDING.spec);
+
+/** The spec fields an update's flags set. */
+function specChanges(opts: UpdateOptions): Partial<ModelSpec> {
+  const changes: Partial<ModelSpec> = {};
+  if (opts.source !== undefined) changes.source = opts.source;
+  if (opts.revision !== undefined) changes.revision = opts.revision;
+  if (opts.dimensions !== undefined) changes.dimensions = opts.dimensions;
+  if (opts.credentialAlias !== undefined) changes.credentialAlias = opts.credentialAlias;
+  if (opts.pullPolicy !== undefined) changes.pullPolicy = PULL_POLICY[opts.pullPolicy];
+  if (opts.include !== undefined) changes.include = opts.include || [];
+  if (opts.exclude !== undefined) changes.exclude = opts.exclude || [];
+  if (opts.pin !== undefined) changes.pinned = opts.pin;
+  return changes;
+}
+
+/** A registered model's spec, as UpdateModel takes it back. */
+function specOf(m: Model): ModelSpec {
+  return {
+    name: m.name,
+    source: m.source,
+    revision: m.revision,
+    task: m.task,
+    dimensions: m.dimensions,
+    engine: m.engine,
+    pullPolicy: m.pullPolicy,
+    trustPolicy: m.trustPolicy,
+    // a Model does not repeat the acknowledgement, but the registry holds remote code only with it
+    acknowledgeRemoteCodeRisk: m.trustPolicy === TrustPolicy.TRUST_POLICY_ALLOW_REMOTE_CODE,
+    credentialAlias: m.credentialAlias,
+    include: m.include,
+    exclude: m.exclude,
+    pinned: m.pinned,
+  };
+}
+
+/** The fields deciding what a pull installs that changed while an install made with the old ones is in place. */
+function installedFrom(before: Model, after: Model): string[] {
+  if (before.cacheDir === "") return [];
+  const same = (a: string | string[], b: string | string[]) => JSON.stringify(a) === JSON.stringify(b);
+  return (["source", "revision", "include", "exclude"] as const).filter((field) => !same(before[field], after[field]));
+}
 
 export const unregisterModel = (global: Global, name: string, opts: { dropCache?: boolean }) =>
   run(global, async (client) => {
     await call(client, "unregisterModel", { name, dropCache: opts.dropCache ?? false });
     process.stdout.write(`unregistered ${name}\n`);
-  });
+  }, WORDING.unregister);
 
-export const pull = (global: Global, name: string, opts: { fixtureDir?: string; force?: boolean; json?: boolean }) =>
+export const pull = (global: Global, name: string, opts: { fixtureDir?: string; force?: boolean; detach?: boolean; json?: boolean }) =>
   run(
     global,
     async (client) => {
       // bars on a terminal; plain lines (one per file) otherwise
-      const bars: PullProgress | undefined = process.stdout.isTTY && !opts.json ? new (await import("./pull-progress.js")).PullProgress(bytes) : undefined;
+      const bars: PullProgress | undefined = process.stdout.isTTY && !opts.json && !opts.detach ? new (await import("./pull-progress.js")).PullProgress(bytes) : undefined;
       return new Promise<number>((resolve, reject) => {
-        const stream = client.pull({ name, fixtureDir: opts.fixtureDir ? resolvePath(opts.fixtureDir) : "", credentialAlias: "", force: opts.force ?? false, detach: false });
+        const stream = client.pull({ name, fixtureDir: opts.fixtureDir ? resolvePath(opts.fixtureDir) : "", credentialAlias: "", force: opts.force ?? false, detach: opts.detach ?? false });
         const started = performance.now();
         let interrupted = false;
+        // --detach: the server marks the job detached when the call attaches, before its first event,
+        // and a detached job runs to its end without clients; so once one event came, this client may go
+        let left = false;
         const onSigint = () => {
           interrupted = true;
           stream.cancel();
         };
         process.once("SIGINT", onSigint);
         stream.on("data", (event: PullResponse) => {
+          if (left) return;
+          if (opts.detach) {
+            left = true;
+            if (opts.json) print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
+            else process.stdout.write(`${detachedLine(name, event)}\n`);
+            return stream.cancel();
+          }
           if (opts.json) return print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
           if (event.queued) process.stdout.write(`queued: position ${event.queued.position}\n`);
           if (event.started) process.stdout.write(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}\n`);
@@ -150,7 +240,8 @@ export const pull = (global: Global, name: string, opts: { fixtureDir?: string; 
         stream.on("error", (err) => {
           bars?.stop();
           process.off("SIGINT", onSigint);
-          if (interrupted) {
+          if (left) resolve(EXIT.ok);
+          else if (interrupted) {
             // the stream does not say who else follows this pull, so both outcomes are told
             process.stderr.write(
               `interrupted: this client stopped following the pull of ${name}. If no other client follows it and it was not started with detach, ` +
@@ -165,7 +256,17 @@ export const pull = (global: Global, name: string, opts: { fixtureDir?: string; 
         });
       });
     },
+    WORDING.pull,
   );
+
+/** What a detached pull's client says as it leaves, from the one event it waited for. */
+function detachedLine(name: string, event: PullResponse): string {
+  const follow = `it runs on the server without this client; 'modelcache pull ${name}' follows it, 'modelcache inspect ${name}' shows what is installed`;
+  if (event.queued) return `pull of ${name} queued at position ${event.queued.position}: ${follow}`;
+  if (event.started) return `pull of ${name} started from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}; ${follow}`;
+  if (event.completed) return `${name} is installed at ${event.completed.cacheDir}`;
+  return `pull of ${name} under way: ${follow}`;
+}
 
 export const inspect = (global: Global, name: string, opts: { deep?: boolean; json?: boolean }) =>
   run(global, async (client) => {
@@ -182,15 +283,47 @@ export const drop = (global: Global, name: string, opts: { force?: boolean }) =>
   run(global, async (client) => {
     const dropped = await call(client, "dropCache", { name, force: opts.force ?? false });
     process.stdout.write(dropped.removed ? `dropped ${name}: ${bytes(dropped.freedBytes)} freed\n` : `${name} had nothing installed\n`);
-  });
+  }, WORDING.drop);
 
-export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) =>
+export const resolve = (global: Global, name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) =>
   run(global, async (client) => {
-    const resolved = await call(client, "resolveModel", { name, pullPolicy: opts.policy ? PULL_POLICY[opts.policy] : 0, leaseSeconds: opts.lease ? Number(opts.lease) : 0, credentialAlias: "" });
-    if (opts.json) return print(protoJson("modelcache.v1.ResolveModelResponse", ResolveModelResponse.encode(resolved).finish()));
+    const leaseSeconds = opts.lease ? Number(opts.lease) : 0;
+    const askedAt = Date.now();
+    const resolved = await call(client, "resolveModel", { name, pullPolicy: opts.policy ? PULL_POLICY[opts.policy] : 0, leaseSeconds, credentialAlias: "" });
+    const capped = resolved.leaseId ? leaseCap(askedAt + leaseSeconds * 1000, resolved.leaseExpiresAt) : undefined;
+    if (opts.json || opts.quiet) {
+      // the output stays machine-readable; the cap still reaches the person who runs it
+      if (capped) process.stderr.write(`warning: ${capped}\n`);
+      if (opts.json) return print(protoJson("modelcache.v1.ResolveModelResponse", ResolveModelResponse.encode(resolved).finish()));
+      // the path, then the lease id, each alone on its line: read -r dir; read -r lease
+      process.stdout.write(`${resolved.cacheDir}\n${resolved.leaseId ? `${resolved.leaseId}\n` : ""}`);
+      return;
+    }
     // the path alone on the first line, for $(modelcache resolve NAME | head -1)
     process.stdout.write(`${resolved.cacheDir}\n`);
-    if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}\n`);
+    if (resolved.leaseId) process.stdout.write(`lease ${resolved.leaseId} until ${resolved.leaseExpiresAt?.toISOString() ?? ""}${capped ? ` (${capped})` : ""}\n`);
+  }, WORDING.resolve);
+
+/**
+ * Whether the server granted a shorter lease than asked (its
+ * --max-lease-seconds), told by comparing the asked end, measured here before
+ * the call, with the granted one. Two seconds of slack keep a server clock a
+ * little behind this one from reading as a cap.
+ */
+function leaseCap(askedEndMs: number, grantedEnd: Date | undefined): string | undefined {
+  if (!grantedEnd || grantedEnd.getTime() >= askedEndMs - 2000) return undefined;
+  return `capped by the server's --max-lease-seconds: asked until ${new Date(askedEndMs).toISOString()}, granted until ${grantedEnd.toISOString()}`;
+}
+
+export const listLeases = (global: Global, name: string, opts: { json?: boolean }) =>
+  run(global, async (client) => {
+    const { leases } = await call(client, "listLeases", { name });
+    if (opts.json) {
+      for (const lease of leases) print(protoJson("modelcache.v1.LeaseInfo", LeaseInfo.encode(lease).finish()));
+      return;
+    }
+    // the one ending first first, as the server sorts them
+    table(leases.map((l) => ({ lease: l.leaseId, model: l.name, "expires at": l.expiresAt?.toISOString() ?? "", holder: l.holder })));
   });
 
 export const releaseLease = (global: Global, id: string) =>
@@ -198,7 +331,7 @@ export const releaseLease = (global: Global, id: string) =>
     const { released } = await call(client, "releaseLease", { leaseId: id });
     process.stdout.write(released ? `released lease ${id}\n` : `no live lease ${id} (unknown, or it already ended)\n`);
     return released ? EXIT.ok : EXIT.notFound;
-  });
+  }, WORDING.release);
 
 export const describeCache = (global: Global, opts: { json?: boolean }) =>
   run(global, async (client) => {
@@ -224,6 +357,11 @@ export const prune = (global: Global, opts: { dryRun?: boolean; json?: boolean }
 export const putSecret = (global: Global, alias: string, opts: { fromFile?: string }) =>
   run(global, async (client) => {
     const value = (opts.fromFile ? await readFile(opts.fromFile, "utf8") : await readSecretInput(alias)).trim();
+    if (value === "") {
+      const from = opts.fromFile ? `--from-file ${opts.fromFile}` : "stdin";
+      process.stderr.write(`error: the secret read from ${from} is empty; nothing was stored\nhint: pipe the secret in (printf '%s' "$HF_TOKEN" | modelcache secrets put ${alias}), or give --from-file FILE\n`);
+      return EXIT.usage;
+    }
     await call(client, "putSecret", { alias, value });
     process.stdout.write(`stored a secret under ${alias}\n`);
   });

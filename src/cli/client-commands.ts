@@ -5,10 +5,11 @@
 // in client-actions.ts, imported when the command runs.
 import { type Command, Option } from "commander";
 import { wholeNumber } from "./parse-flags.js";
-import type { Global, PullPolicyWord } from "./client-actions.js";
+import type { Global, PullPolicyWord, RegisterOptions, UpdateOptions } from "./client-actions.js";
 import { duration } from "./parse-units.js";
 
 const actions = () => import("./client-actions.js");
+const dimensions = (value: string) => Number(wholeNumber(1, 2 ** 32 - 1)(value));
 
 export function addClientCommands(program: Command, option: (flags: string, description: string, defaultValue?: string) => Option): void {
   const global = () => program.opts() as Global;
@@ -20,7 +21,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
   program.addOption(option("--tls-client-key <file>", "PEM private key of --tls-client-cert"));
   program.addOption(option("--connect-timeout <ms>", "give up when the server has not answered the connection by then", "1000").argParser(wholeNumber(1)));
 
-  const models = program.command("models").description("register, list, show and remove models");
+  const models = program.command("models").description("register, list, show (get), update and remove models");
   models
     .command("list")
     .description("every registered model")
@@ -28,24 +29,39 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .action(async (opts: { json?: boolean }) => (await actions()).listModels(global(), opts));
   models
     .command("get <name>")
+    .alias("show")
     .description("one model")
     .option("--json", "the proto3-JSON Model")
     .action(async (name: string, opts: { json?: boolean }) => (await actions()).getModel(global(), name, opts));
-  for (const verb of ["register", "update"] as const) {
-    models
-      .command(`${verb} <name>`)
-      .description(verb === "register" ? "add a model to the registry" : "replace a model's whole spec")
-      .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2")
-      .requiredOption("--dimensions <n>", "embedding width", (value: string) => Number(wholeNumber(1, 2 ** 32 - 1)(value)))
-      .option("--revision <rev>", "commit sha, tag or branch", "main")
-      .option("--credential-alias <alias>", "vault alias of the hub token")
-      .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
-      .option("--include <glob...>", "only files matching these globs")
-      .option("--exclude <glob...>", "never files matching these globs")
-      .option("--pin", "never evict the model's install to make room")
-      .option("--json", "the proto3-JSON Model")
-      .action(async (name: string, opts) => (await actions()).putModel(global(), verb, name, opts));
-  }
+  models
+    .command("register <name>")
+    .description("add a model to the registry")
+    .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2, or s3://bucket/prefix/")
+    .requiredOption("--dimensions <n>", "embedding width", dimensions)
+    .option("--revision <rev>", "commit sha, tag or branch", "main")
+    .option("--credential-alias <alias>", "vault alias of the hub token")
+    .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
+    .option("--include <glob...>", "only files matching these globs")
+    .option("--exclude <glob...>", "never files matching these globs")
+    .option("--pin", "never evict the model's install to make room")
+    .option("--json", "the proto3-JSON Model")
+    .action(async (name: string, opts: RegisterOptions) => (await actions()).registerModel(global(), name, opts));
+  models
+    .command("update <name>")
+    .description("change the fields given and keep the rest of the model's spec; says when the install no longer matches it (pull again to apply)")
+    .option("--source <repo>", "hub repo id or s3://bucket/prefix/")
+    .option("--dimensions <n>", "embedding width", dimensions)
+    .option("--revision <rev>", "commit sha, tag or branch")
+    .option("--credential-alias <alias>", "vault alias of the hub token ('' for none)")
+    .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
+    .option("--include <glob...>", "only files matching these globs (replaces the model's list)")
+    .option("--no-include", "clear the model's include list: every file passes")
+    .option("--exclude <glob...>", "never files matching these globs (replaces the model's list)")
+    .option("--no-exclude", "clear the model's exclude list")
+    .option("--pin", "never evict the model's install to make room")
+    .option("--no-pin", "let the model's install be evicted again")
+    .option("--json", "the proto3-JSON Model")
+    .action(async (name: string, opts: UpdateOptions) => (await actions()).updateModel(global(), name, opts));
   models
     .command("rm <name>")
     .description("unregister a model")
@@ -57,8 +73,9 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .description("install a model's artifacts, showing each file as it lands")
     .option("--fixture-dir <dir>", "install from this local directory")
     .option("--force", "re-read and re-hash every file")
+    .option("--detach", "start the pull (or join the running one), return once the server has it queued or started, and let it run to its end on the server")
     .option("--json", "every event as one proto3-JSON line")
-    .action(async (name: string, opts: { fixtureDir?: string; force?: boolean; json?: boolean }) => (await actions()).pull(global(), name, opts));
+    .action(async (name: string, opts: { fixtureDir?: string; force?: boolean; detach?: boolean; json?: boolean }) => (await actions()).pull(global(), name, opts));
 
   program
     .command("inspect <name>")
@@ -77,11 +94,17 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .command("resolve <name>")
     .description("print the path of a healthy install, pulling it first when the policy says so; with --lease, also the lease id (exit 6 when the cache has no room)")
     .addOption(new Option("--policy <policy>", "never: only an install already there; if-missing: pull when missing; always: pull unless the source's revision is installed (default: the model's)").choices(["never", "if-missing", "always"]))
-    .option("--lease <duration>", "keep the install from eviction and DropCache for this long (30s, 15m, 1h, 1d; at most the server's --max-lease-seconds)", duration(1, 2 ** 32 - 1))
+    .option("--lease <duration>", "keep the install from eviction and DropCache for this long (30s, 15m, 1h, 1d; at most the server's --max-lease-seconds: a shorter grant is reported as capped)", duration(1, 2 ** 32 - 1))
     .option("--json", "the proto3-JSON ResolveModelResponse")
-    .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean }) => (await actions()).resolve(global(), name, opts));
+    .option("-q, --quiet", "print only the path and, with --lease, the lease id on the next line")
+    .action(async (name: string, opts: { policy?: PullPolicyWord; lease?: string; json?: boolean; quiet?: boolean }) => (await actions()).resolve(global(), name, opts));
 
   const leases = program.command("leases").description("leases services hold on installs");
+  leases
+    .command("list [name]")
+    .description("the live leases, of one model or of all, the one ending first first: id, model, expiry, holder")
+    .option("--json", "one proto3-JSON LeaseInfo per line")
+    .action(async (name: string | undefined, opts: { json?: boolean }) => (await actions()).listLeases(global(), name ?? "", opts));
   leases
     .command("release <id>")
     .description("end a lease before it expires (exit 3 when no live lease has that id)")

@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { type ChannelCredentials, type Interceptor, InterceptingCall, Metadata, type ServiceError, connectivityState, credentials, status } from "@grpc/grpc-js";
 import { hostOf, isLoopback } from "../server/transport-security.js";
+import { type Wording, inFlagWords } from "./flag-words.js";
 import { ModelCacheServiceClient, type ModelCacheServiceService } from "../../generated/modelcache/v1/model_cache.js";
 
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, unhealthy: 4, missing: 5, resourceExhausted: 6, interrupted: 130 } as const;
@@ -108,14 +109,14 @@ function hintFor(code: status, details: string, address: string, tls: boolean): 
 }
 
 /** Prints a failed call's message and a hint, no stack, and returns the exit code. */
-export function reportError(err: unknown, connection: Connection): number {
+export function reportError(err: unknown, connection: Connection, wording?: Wording): number {
   const service = err as Partial<ServiceError>;
   if (typeof service.code !== "number") {
     process.stderr.write(`error: ${(err as Error).message ?? String(err)}\n`);
     return EXIT.failure;
   }
   // grpc-js ends a connection failure with an empty "Resolution note: "
-  const details = (service.details || status[service.code]).replace(/\.?\s*Resolution note:\s*$/, "");
+  const details = inFlagWords((service.details || status[service.code]).replace(/\.?\s*Resolution note:\s*$/, ""), wording);
   process.stderr.write(`error: ${details}\n`);
   process.stderr.write(`hint: ${hintFor(service.code, details, connection.address, Boolean(connection.tls))}\n`);
   switch (service.code) {

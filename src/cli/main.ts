@@ -8,7 +8,7 @@ import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
 import { ROLES, type Role } from "../auth/access-tokens.js";
 import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
-import { helpMarkingRequired, hostAndPort, wholeNumber } from "./parse-flags.js";
+import { helpMarkingRequired, hostAndPort, pointUsageErrorsToHelp, wholeNumber } from "./parse-flags.js";
 import { duration, size } from "./parse-units.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
@@ -36,7 +36,6 @@ function switchFromEnv(name: string): boolean {
 
 const program = new Command("modelcache")
   .description("A local cache of AI embedding-model artifacts, served over gRPC")
-  .showHelpAfterError()
   .configureHelp(helpMarkingRequired)
   // usage errors exit with 2, so scripts can tell them from failed calls (1); subcommands inherit this
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -66,12 +65,12 @@ program
   .addOption(flag("--s3-region <region>", "the region of s3:// sources (else AWS_REGION, else us-east-1)"))
   .addOption(flag("--proxy <url>", "the proxy hub and S3 requests go through (else HTTPS_PROXY, HTTP_PROXY and NO_PROXY, in either case)"))
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
-  .addOption(flag("--max-bytes-per-second <n>", "cap on the total download rate from the hub").argParser(wholeNumber(1024)))
-  .addOption(flag("--parallel-range-min-bytes <n>", "LFS files at least this large are fetched as parallel byte ranges", String(64 * 1024 * 1024)).argParser(wholeNumber(1024 * 1024)))
+  .addOption(flag("--max-bytes-per-second <size>", "cap on the total download rate from the hub (10MiB, 500KB, ...)").argParser(size(1024)))
+  .addOption(flag("--parallel-range-min-bytes <size>", "LFS files at least this large are fetched as parallel byte ranges", "64MiB").argParser(size(1024 * 1024)))
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics").argParser(hostAndPort))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))
-  .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'); without it auth is off and only loopback may listen"))
+  .addOption(flag("--auth-tokens <file>", "JSON file of accepted token hashes and roles (see 'modelcache tokens new'), read again on SIGHUP; without it auth is off and only loopback may listen"))
   .addOption(flag("--insecure-no-auth", "allow listening beyond loopback without --auth-tokens or --tls-client-ca"))
   .addOption(flag("--insecure-no-tls", "allow tokens beyond loopback without TLS (a proxy in front terminates it)"))
   .addOption(flag("--tls-cert <file>", "PEM certificate chain: serve over TLS (with --tls-key)"))
@@ -81,15 +80,15 @@ program
   .addOption(flag("--max-message-bytes <n>", "largest request message accepted", String(4 * 1024 * 1024)).argParser(wholeNumber(1)))
   .addOption(flag("--max-concurrent-streams <n>", "calls one connection may have open at once (advertised to clients, which queue the rest)", "256").argParser(wholeNumber(1)))
   .addOption(flag("--max-files-per-pull <n>", "files one pull may install", String(DEFAULT_PULL_LIMITS.maxFiles)).argParser(wholeNumber(1)))
-  .addOption(flag("--max-file-bytes <n>", "largest file a pull may install", String(DEFAULT_PULL_LIMITS.maxFileBytes)).argParser(wholeNumber(1)))
-  .addOption(flag("--max-pull-bytes <n>", "most bytes one pull may install", String(DEFAULT_PULL_LIMITS.maxTotalBytes)).argParser(wholeNumber(1)))
+  .addOption(flag("--max-file-bytes <size>", "largest file a pull may install", "128GiB").argParser(size(1)))
+  .addOption(flag("--max-pull-bytes <size>", "most bytes one pull may install", "512GiB").argParser(size(1)))
   .addOption(flag("--models-file <file>", "YAML or JSON list of models the registry follows: applied at start, when it changes, and on SIGHUP"))
   .addOption(flag("--cache-max-bytes <size>", "the cache's quota (500MB, 10GiB, ...); least recently used installs are evicted to stay under it; 0: none", "0").argParser(size(0)))
   .addOption(flag("--min-free-bytes <size>", "the free space a pull must leave on the cache's filesystem, evicting to keep it", "1GiB").argParser(size(0)))
   .addOption(flag("--verify-interval <duration>", "re-hash the stored content in the background this often (30s, 15m, 6h); unset: never").argParser(duration(1, 366 * 86_400)))
   .addOption(flag("--verify-bytes-per-second <size>", "the pace of the background re-hashing", "100MiB").argParser(size(1)))
   .addOption(new Option("--no-auto-repair", "do not pull again, in the background, models whose content the verification found corrupt"))
-  .addOption(flag("--max-lease-seconds <n>", "the longest lease ResolveModel grants; longer requests are shortened to it", "86400").argParser(wholeNumber(1, 366 * 86_400)))
+  .addOption(flag("--max-lease-seconds <duration>", "the longest lease ResolveModel grants (1h, 1d, 86400); longer requests are shortened to it", "1d").argParser(duration(1, 366 * 86_400)))
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
   .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
 
@@ -107,7 +106,7 @@ program
       const { token, entry } = newToken(options.name, options.role);
       if (options.file) await (await import("../auth/add-token-entry.js")).addTokenEntry(options.file, entry);
       process.stdout.write(`token: ${token}\nentry: ${JSON.stringify(entry)}\n`);
-      process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (restart the server to load it)` : ""}\n`);
+      process.stderr.write(`the token is shown once and not stored anywhere; the server keeps only its sha256${options.file ? `; the entry was added to ${options.file} (send the server SIGHUP, or restart it, to load it)` : ""}\n`);
     } catch (err) {
       process.stderr.write(`error: ${(err as Error).message}\n`);
       process.exitCode = 1;
@@ -115,5 +114,6 @@ program
   });
 
 addClientCommands(program, flag);
+pointUsageErrorsToHelp(program);
 
 await program.parseAsync(process.argv);

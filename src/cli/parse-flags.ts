@@ -2,7 +2,7 @@
 // started: a bad value is a usage error (exit 2) that names the flag and what
 // it takes, not a serialization failure on the wire.
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "../server/listen-address.js";
-import { Help, InvalidArgumentError, type Option } from "commander";
+import { type Command, Help, InvalidArgumentError, type Option } from "commander";
 
 /** A parser for a flag that takes a whole number from `least` to `most`; keeps the text, so defaults and values share a type. */
 export function wholeNumber(least: number, most = Number.MAX_SAFE_INTEGER): (value: string) => string {
@@ -34,3 +34,12 @@ export const helpMarkingRequired: Partial<Help> = {
     return option.mandatory ? `${described} (required)` : described;
   },
 };
+
+/**
+ * A usage error prints the error and one line naming the command's --help,
+ * not the whole help page, which would push the error off the screen.
+ */
+export function pointUsageErrorsToHelp(command: Command, path = command.name()): void {
+  command.showHelpAfterError(`hint: '${path} --help' shows what it takes`);
+  for (const sub of command.commands) pointUsageErrorsToHelp(sub, `${path} ${sub.name()}`);
+}

@@ -1,15 +1,16 @@
 // `modelcache serve`: starts the server with the parsed flags and stops it
 // on SIGINT/SIGTERM. Loaded only by that command, so that client commands
 // never load the server, its dependencies or LevelDB.
+import { stat } from "node:fs/promises";
 import { format } from "node:util";
 import { setLogger } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { ModelCacheError } from "../errors.js";
+import { ModelCacheError, quote } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { readModelsFile } from "../models-file/parse-models-file.js";
-import { parseSize } from "./parse-units.js";
+import { parseDuration, parseSize } from "./parse-units.js";
 
 export interface ServeOptions {
   listen: string;
@@ -74,14 +75,21 @@ export async function serve(options: ServeOptions): Promise<void> {
       process.exit(2);
     }
   }
+  if (options.fixtureDir !== undefined && !(await isDirectory(options.fixtureDir))) {
+    // a mistyped default source would otherwise surface only at the first pull that falls back to it
+    logger.fatal({ error: `--fixture-dir ${quote(options.fixtureDir)} does not exist or is not a directory: create it, or correct or leave out the flag` }, "modelcache could not start: --fixture-dir is not a directory");
+    process.exit(2);
+  }
   let server;
+  let tokens: AccessTokens | undefined;
   try {
     if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) {
       throw new ModelCacheError("invalid_argument", "--tls-cert and --tls-key go together: give both, or neither for plaintext");
     }
     if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
+    tokens = options.authTokens ? await AccessTokens.load(options.authTokens) : undefined;
     server = await startServer({
-      authTokens: options.authTokens ? await AccessTokens.load(options.authTokens) : undefined,
+      authTokens: tokens,
       insecureNoAuth: options.insecureNoAuth,
       insecureNoTls: options.insecureNoTls,
       tls: options.tlsCert && options.tlsKey ? { cert: options.tlsCert, key: options.tlsKey, clientCa: options.tlsClientCa } : undefined,
@@ -93,20 +101,20 @@ export async function serve(options: ServeOptions): Promise<void> {
       vaultKeyFile: options.vaultKeyFile,
       maxMessageBytes: Number(options.maxMessageBytes),
       maxConcurrentStreams: Number(options.maxConcurrentStreams),
-      pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: Number(options.maxFileBytes), maxTotalBytes: Number(options.maxPullBytes) },
+      // sizes and durations: a default is given as text ('1GiB', '1d') and reaches here unparsed
+      pullLimits: { maxFiles: Number(options.maxFilesPerPull), maxFileBytes: parseSize(options.maxFileBytes), maxTotalBytes: parseSize(options.maxPullBytes) },
       maxConcurrentPulls: Number(options.maxConcurrentPulls),
       hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
       s3Endpoint: options.s3Endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined),
       s3Region: options.s3Region ?? (process.env.AWS_REGION || undefined),
       proxy: options.proxy,
       offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
-      maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : Number(options.maxBytesPerSecond),
-      parallelRangeMinBytes: Number(options.parallelRangeMinBytes),
+      maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : parseSize(options.maxBytesPerSecond),
+      parallelRangeMinBytes: parseSize(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
       modelsFile: options.modelsFile,
-      maxLeaseSeconds: Number(options.maxLeaseSeconds),
+      maxLeaseSeconds: parseDuration(options.maxLeaseSeconds),
       cacheMaxBytes: Number(options.cacheMaxBytes),
-      // the default is given as text ('1GiB') and reaches here unparsed
       minFreeBytes: parseSize(options.minFreeBytes),
       verifyIntervalMs: options.verifyInterval === undefined ? undefined : Number(options.verifyInterval) * 1000,
       verifyBytesPerSecond: parseSize(options.verifyBytesPerSecond),
@@ -135,12 +143,31 @@ export async function serve(options: ServeOptions): Promise<void> {
     );
   };
   const follower = running.modelsFile;
-  if (follower) {
+  const accepted = tokens;
+  // SIGHUP reads again what an operator edits in place: the models file and the --auth-tokens file
+  if (follower || accepted) {
     process.on("SIGHUP", () => {
-      logger.info({ signal: "SIGHUP" }, "applying the models file again");
-      void follower.reload();
+      if (accepted) {
+        accepted.reload().then(
+          (count) => logger.info({ signal: "SIGHUP", file: options.authTokens, tokens: count }, "reloaded the --auth-tokens file"),
+          (err: unknown) => logger.error({ signal: "SIGHUP", error: (err as Error).message }, "the --auth-tokens file was not reloaded: the tokens accepted before stay"),
+        );
+      }
+      if (follower) {
+        logger.info({ signal: "SIGHUP" }, "applying the models file again");
+        void follower.reload();
+      }
     });
   }
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    // missing or unreadable: either way the server could not pull from it
+    return false;
+  }
 }
