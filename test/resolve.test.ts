@@ -191,6 +191,69 @@ describe("leases", () => {
     expect(unknown.code).to.equal(status.NOT_FOUND);
   });
 
+  /** Holds the next write of the leases' records until released: a lease being granted stays in its write. */
+  function holdNextLeaseWrite(): { reached: Promise<void>; release: () => void } {
+    // the sublevel's own batch, paused in front: the write itself is LevelDB's
+    const records = t.server.runtime.registry.leases as unknown as { batch(operations: unknown[]): Promise<void> };
+    const original = records.batch;
+    let reach!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((resolve) => (reach = resolve));
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    records.batch = (operations) => {
+      records.batch = original;
+      reach();
+      return gate.then(() => original.call(records, operations));
+    };
+    return { reached, release };
+  }
+
+  it("a DropCache that comes while a lease is being written is refused, naming that lease, and the lease's install stays", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const write = holdNextLeaseWrite();
+    const resolving = leased();
+    await write.reached;
+    const drop = callError(t.client, "dropCache", { name: "minilm", force: false });
+    const unregister = callError(t.client, "unregisterModel", { name: "minilm", dropCache: true });
+    const [dropped, unregistered] = await Promise.all([drop, unregister]);
+    write.release();
+    const { leaseId, cacheDir } = await resolving;
+    expect(dropped.code).to.equal(status.FAILED_PRECONDITION);
+    expect(dropped.details).to.include(leaseId);
+    expect(unregistered.code).to.equal(status.FAILED_PRECONDITION);
+    expect(unregistered.details).to.include(leaseId);
+    expect(JSON.parse(await readFile(join(cacheDir, "manifest.json"), "utf8"))).to.be.an("object");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 1, status: ModelStatus.MODEL_STATUS_INSTALLED });
+  });
+
+  it("a forced DropCache that comes while a lease is being written wins: ResolveModel is ABORTED and the lease is gone, also after a restart", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const write = holdNextLeaseWrite();
+    const resolving = callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING, { leaseSeconds: 600 }));
+    await write.reached;
+    expect(await call(t.client, "dropCache", { name: "minilm", force: true })).to.include({ removed: true });
+    write.release();
+    const err = await resolving;
+    expect(err.code).to.equal(status.ABORTED);
+    expect(err.details).to.include("dropped while it was being resolved: resolve it again");
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 0, status: ModelStatus.MODEL_STATUS_REGISTERED });
+  });
+
+  it("a model's leases end with it: a name registered again after an unregistration a crash interrupted starts without them", async () => {
+    await leased();
+    // the crash came right after UnregisterModel's commit point
+    const record = await t.server.runtime.registry.models.get("minilm");
+    await t.server.runtime.registry.models.put("minilm", { ...record!, unregistering: true });
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    await call(t.client, "registerModel", { model: modelSpec() });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: false });
+  });
+
   it("ends every lease with a forced DropCache", async () => {
     await leased();
     await leased();
