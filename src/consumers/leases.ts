@@ -218,12 +218,14 @@ export class Leases {
    * resolves again do not stay until a restart. The timer never keeps the
    * process alive; a sweep that fails is reported and tried again next time.
    */
-  startSweeping(intervalMs: number, onError: (err: unknown) => void): void {
+  startSweeping(intervalMs: number, report: { swept(count: number): void; failed(err: unknown): void }): void {
     this.sweeper ??= setInterval(() => {
-      this.sweeping ??= this.sweep().then(
-        () => undefined,
-        (err: unknown) => onError(err),
-      ).finally(() => (this.sweeping = undefined));
+      this.sweeping ??= this.sweep()
+        .then(
+          (count) => report.swept(count),
+          (err: unknown) => report.failed(err),
+        )
+        .finally(() => (this.sweeping = undefined));
     }, intervalMs).unref();
   }
 

@@ -289,7 +289,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       const record = await registry.models.get(name);
       return record !== undefined && !record.unregistering;
     });
-    leases.startSweeping(SWEEP_INTERVAL_MS, (err) => logger.warn({ err }, "could not delete the records of expired leases; trying again at the next sweep"));
+    leases.startSweeping(SWEEP_INTERVAL_MS, {
+      swept: (count) => (count > 0 ? logger.debug({ count }, "deleted the records of expired leases") : undefined),
+      failed: (err) => logger.warn({ err }, "could not delete the records of expired leases; trying again at the next sweep"),
+    });
     closers.push({ what: "the sweep of expired leases", close: () => leases.close() });
     const runtime: Runtime = {
       registry,
