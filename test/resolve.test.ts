@@ -1,10 +1,11 @@
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { runCli } from "./support/run-cli.js";
+import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
@@ -114,6 +115,40 @@ describe("ResolveModel", () => {
       expect(after).to.include({ pulled: true, revalidated: true });
       expect(after.manifest!.resolvedCommit).to.equal(moved);
       expect(JSON.parse(await readFile(join(after.cacheDir, "config.json"), "utf8"))).to.deep.equal({ moved: true });
+    });
+
+    it("pulls a model installed from a local directory again from that directory, never from the hub, and names the directory once it is gone", async () => {
+      await register("main");
+      const FINE_TUNED = '{"fine_tuned":true}';
+      const fineTune = await makeSourceDir({ "config.json": FINE_TUNED, "model.safetensors": await readFile(join(FIXTURE_DIR, "model.safetensors")) });
+      try {
+        await pullOk(t.client, { name: "minilm", fixtureDir: fineTune.dir });
+        const install = join(t.cacheRoot, "minilm");
+        await rm(install, { recursive: true, force: true });
+        for (const policy of [PullPolicy.PULL_POLICY_IF_MISSING, PullPolicy.PULL_POLICY_ALWAYS]) {
+          const resolved = await call(t.client, "resolveModel", resolveRequest(policy));
+          expect(resolved.manifest!.resolvedCommit, `policy ${policy}`).to.equal("");
+          expect(await readFile(join(resolved.cacheDir, "config.json"), "utf8")).to.equal(FINE_TUNED);
+        }
+        expect(hub.requests).to.deep.equal([]);
+
+        await fineTune.cleanup();
+        await rm(install, { recursive: true, force: true });
+        const gone = await callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        expect(gone.code).to.equal(status.FAILED_PRECONDITION);
+        expect(gone.details).to.include(fineTune.dir).and.include("no longer exists").and.include(REPO).and.include("Pull");
+        expect(hub.requests).to.deep.equal([]);
+        expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+
+        // a Pull that asks for the hub source brings it in, and from then on the hub is the origin
+        await pullOk(t.client, { name: "minilm" });
+        await rm(install, { recursive: true, force: true });
+        const fromHub = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        expect(fromHub).to.include({ pulled: true });
+        expect(fromHub.manifest!.resolvedCommit).to.equal(hub.commit);
+      } finally {
+        await fineTune.cleanup();
+      }
     });
 
     it("ALWAYS with a 40-hex commit installed needs no network", async () => {

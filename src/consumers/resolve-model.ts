@@ -13,6 +13,7 @@ import { MANIFEST_FILE } from "../cache/layout.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 import { reconcileModel } from "../lifecycle/reconcile-registry.js";
 import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
+import { originDirectory } from "../pull/origin-directory.js";
 import { networkOf, pullModel, resolveCredential } from "../pull/pull-model.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
@@ -109,6 +110,8 @@ async function inspect(runtime: Runtime, model: ModelRecord, signal: AbortSignal
  * hub cannot be asked: UNAVAILABLE.
  */
 async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<string | undefined> {
+  // an install from a directory is checked against that directory, never its hub
+  if (model.sourceDir !== undefined) return undefined;
   if (runtime.fixtureDir !== undefined || model.source.startsWith("s3://")) return undefined;
   if (runtime.hub.offline) {
     throw new ModelCacheError(
@@ -122,9 +125,11 @@ async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAli
   return resolveHubRevision({ hubUrl: runtime.hub.url, repo: model.source, revision: model.revision, token: credential?.secret, alias: credential?.alias, signal, dispatcher: await networkOf(runtime) });
 }
 
+/** Pulls from where the install came from: a directory it was installed from, else the model's source. */
 async function pull(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<ResolvedModel> {
+  const fixtureDir = (await originDirectory(runtime, model)) ?? "";
   let completed: { cacheDir: string; manifest: Manifest } | undefined;
-  for await (const event of pullModel(runtime, { name: model.name, fixtureDir: "", credentialAlias, force: false, detach: false }, signal)) {
+  for await (const event of pullModel(runtime, { name: model.name, fixtureDir, credentialAlias, force: false, detach: false }, signal)) {
     if (event.type === "completed") completed = event;
   }
   if (!completed) throw new ModelCacheError("internal", `the pull of model '${model.name}' ended without installing it`);
