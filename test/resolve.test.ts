@@ -6,7 +6,7 @@ import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.
 import { FakeHub } from "./support/fake-hub.js";
 import { runCli } from "./support/run-cli.js";
 import { makeSourceDir } from "./support/source-dir.js";
-import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const resolveRequest = (pullPolicy: PullPolicy, extra: { leaseSeconds?: number; name?: string } = {}) => ({ name: extra.name ?? "minilm", pullPolicy, leaseSeconds: extra.leaseSeconds ?? 0, credentialAlias: "" });
@@ -146,6 +146,28 @@ describe("ResolveModel", () => {
         const fromHub = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
         expect(fromHub).to.include({ pulled: true });
         expect(fromHub.manifest!.resolvedCommit).to.equal(hub.commit);
+      } finally {
+        await fineTune.cleanup();
+      }
+    });
+
+    it("joins a Pull from the hub under way of a model installed from a local directory, as that Pull asked", async () => {
+      await register("main");
+      const fineTune = await makeSourceDir({ "config.json": '{"fine_tuned":true}' });
+      try {
+        await pullOk(t.client, { name: "minilm", fixtureDir: fineTune.dir });
+        await rm(join(t.cacheRoot, "minilm"), { recursive: true, force: true });
+        // slow enough that the Pull is still running when ResolveModel comes
+        hub.chunkBytes = 256;
+        hub.faults.bytesPerSecond = 2000;
+        let started!: () => void;
+        const running = new Promise<void>((resolve) => (started = resolve));
+        const pulling = pull(t.client, { name: "minilm" }, { onEvent: (event) => event.started && started() });
+        await running;
+        const resolved = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        expect(resolved).to.include({ pulled: true });
+        expect(resolved.manifest!.resolvedCommit).to.equal(hub.commit);
+        expect((await pulling).error).to.equal(undefined);
       } finally {
         await fineTune.cleanup();
       }

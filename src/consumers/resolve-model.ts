@@ -125,9 +125,12 @@ async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAli
   return resolveHubRevision({ hubUrl: runtime.hub.url, repo: model.source, revision: model.revision, token: credential?.secret, alias: credential?.alias, signal, dispatcher: await networkOf(runtime) });
 }
 
-/** Pulls from where the install came from: a directory it was installed from, else the model's source. */
+/**
+ * Joins the model's pull under way, or pulls from where the install came
+ * from: the directory it was installed from, else the model's source.
+ */
 async function pull(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<ResolvedModel> {
-  const fixtureDir = (await originDirectory(runtime, model)) ?? "";
+  const fixtureDir = runtime.pulls.find(model.name) ? "" : ((await originDirectory(runtime, model)) ?? "");
   let completed: { cacheDir: string; manifest: Manifest } | undefined;
   for await (const event of pullModel(runtime, { name: model.name, fixtureDir, credentialAlias, force: false, detach: false }, signal)) {
     if (event.type === "completed") completed = event;
