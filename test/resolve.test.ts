@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
@@ -297,6 +298,29 @@ describe("leases", () => {
     await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
     expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
     expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 0, status: ModelStatus.MODEL_STATUS_REGISTERED });
+  });
+
+  it("an eviction that comes while a lease is being written leaves that install: the pull that needed the room is RESOURCE_EXHAUSTED", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const installed = (await call(t.client, "describeCache", {})).storedBytes;
+    // room for minilm and half of another model like it: that one's pull must evict minilm
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600, cacheMaxBytes: installed + Math.floor(installed / 2) });
+    const other = await makeSourceDir({ "model.safetensors": randomBytes(installed) });
+    try {
+      await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+      const write = holdNextLeaseWrite();
+      const resolving = leased();
+      await write.reached;
+      const pulled = await pull(t.client, { name: "other", fixtureDir: other.dir });
+      write.release();
+      const { leaseId, cacheDir } = await resolving;
+      expect(pulled.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(leaseId).to.not.equal("");
+      expect(JSON.parse(await readFile(join(cacheDir, "manifest.json"), "utf8"))).to.be.an("object");
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 1, status: ModelStatus.MODEL_STATUS_INSTALLED });
+    } finally {
+      await other.cleanup();
+    }
   });
 
   it("a model's leases end with it: a name registered again after an unregistration a crash interrupted starts without them", async () => {
