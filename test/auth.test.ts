@@ -1,5 +1,5 @@
 // Authentication and roles: every RPC against no token, an unknown token, a
-// reader and an admin; health open; reflection for readers; authentication
+// reader, a consumer and an admin; health open; reflection for readers; authentication
 // before any other check; loopback-only without auth; the audit log.
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
@@ -15,11 +15,12 @@ import { type LogCapture, captureLogs } from "./support/log-capture.js";
 import { healthCheck } from "./support/health-check.js";
 import { runCli } from "./support/run-cli.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
-import type { ModelCacheServiceClient } from "../generated/modelcache/v1/model_cache.js";
+import { type ModelCacheServiceClient, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 
 const reader = newToken("dashboard", "reader");
+const consumer = newToken("embedder", "consumer");
 const admin = newToken("deployer", "admin");
-const tokens = AccessTokens.parse(JSON.stringify({ tokens: [reader.entry, admin.entry] }));
+const tokens = AccessTokens.parse(JSON.stringify({ tokens: [reader.entry, consumer.entry, admin.entry] }));
 
 function bearer(token: string | undefined): Metadata {
   const metadata = new Metadata();
@@ -44,8 +45,22 @@ const RPCS: Record<string, (client: ModelCacheServiceClient, metadata: Metadata)
     const outcome = await pull(c, { name: "minilm", fixtureDir: FIXTURE_DIR }, { metadata: m });
     if (outcome.error) throw outcome.error;
   },
+  ApplyModels: (c, m) => call(c, "applyModels", { models: [modelSpec()], dryRun: true, prune: false }, m),
+  ListLeases: (c, m) => call(c, "listLeases", { name: "" }, m),
+  ResolveModel: (c, m) => call(c, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, credentialAlias: "", leaseSeconds: 60 }, m),
+  ReleaseLease: (c, m) => call(c, "releaseLease", { leaseId: "no-such-lease" }, m),
 };
-const READER_RPCS = new Set(["GetModel", "ListModels", "InspectCache", "DescribeCache"]);
+/** the least role each RPC needs; the rest need an admin */
+const LEAST_ROLE: Record<string, "reader" | "consumer"> = {
+  GetModel: "reader",
+  ListModels: "reader",
+  InspectCache: "reader",
+  DescribeCache: "reader",
+  ListLeases: "reader",
+  ResolveModel: "consumer",
+  ReleaseLease: "consumer",
+};
+const leastRole = (rpc: string): "reader" | "consumer" | "admin" => LEAST_ROLE[rpc] ?? "admin";
 
 async function codeOf(work: Promise<unknown>): Promise<status> {
   try {
@@ -68,16 +83,32 @@ describe("authentication and roles", () => {
   afterEach(() => t.close());
 
   for (const [rpc, invoke] of Object.entries(RPCS)) {
-    it(`${rpc}: UNAUTHENTICATED without a token or with an unknown one; ${READER_RPCS.has(rpc) ? "allowed" : "PERMISSION_DENIED"} for a reader; allowed for an admin`, async () => {
+    const least = leastRole(rpc);
+    it(`${rpc}: UNAUTHENTICATED without a token or with an unknown one; needs the role '${least}' (a weaker one is PERMISSION_DENIED); allowed for an admin`, async () => {
       expect(await codeOf(invoke(t.client, bearer(undefined))), "no token").to.equal(status.UNAUTHENTICATED);
       expect(await codeOf(invoke(t.client, bearer("mct_not-a-real-token"))), "unknown token").to.equal(status.UNAUTHENTICATED);
       const asReader = await codeOf(invoke(t.client, bearer(reader.token)));
-      if (READER_RPCS.has(rpc)) expect(asReader, "reader").to.equal(status.OK);
-      else expect(asReader, "reader").to.equal(status.PERMISSION_DENIED);
+      expect(asReader, "reader").to.equal(least === "reader" ? status.OK : status.PERMISSION_DENIED);
+      const asConsumer = await codeOf(invoke(t.client, bearer(consumer.token)));
+      if (least === "admin") expect(asConsumer, "consumer").to.equal(status.PERMISSION_DENIED);
+      else expect([status.UNAUTHENTICATED, status.PERMISSION_DENIED], "consumer").to.not.include(asConsumer);
       const asAdmin = await codeOf(invoke(t.client, bearer(admin.token)));
       expect([status.UNAUTHENTICATED, status.PERMISSION_DENIED], "admin").to.not.include(asAdmin);
     });
   }
+
+  it("lets a consumer resolve a model under a lease, list and release it, and nothing that changes the registry, the secrets or the cache by hand", async () => {
+    const resolved = await call(t.client, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, credentialAlias: "", leaseSeconds: 60 }, bearer(consumer.token));
+    expect(resolved).to.include({ name: "minilm", pulled: true });
+    const listed = await call(t.client, "listLeases", { name: "minilm" }, bearer(consumer.token));
+    expect(listed.leases.map((l) => [l.leaseId, l.holder])).to.deep.equal([[resolved.leaseId, "embedder"]]);
+    expect(await call(t.client, "releaseLease", { leaseId: resolved.leaseId }, bearer(consumer.token))).to.deep.equal({ released: true });
+    const denied = (await call(t.client, "dropCache", { name: "minilm", force: true }, bearer(consumer.token)).catch((e: unknown) => e)) as ServiceError;
+    expect(denied.code).to.equal(status.PERMISSION_DENIED);
+    expect(denied.details).to.include("'embedder'").and.include("'consumer'").and.include("needs 'admin'").and.not.include(consumer.token);
+    const reading = (await call(t.client, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_NEVER, credentialAlias: "", leaseSeconds: 0 }, bearer(reader.token)).catch((e: unknown) => e)) as ServiceError;
+    expect(reading.details).to.include("needs 'consumer' or above").and.include("'consumer' or 'admin'");
+  });
 
   it("names the missing role and the token, never the token's value", async () => {
     const err = (await call(t.client, "putSecret", { alias: "hf", value: "v" }, bearer(reader.token)).catch((e: unknown) => e)) as ServiceError;

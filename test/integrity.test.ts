@@ -4,7 +4,9 @@ import { expect } from "chai";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import type { ServerOptions } from "../src/server/start-server.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";
+import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
@@ -46,7 +48,7 @@ describe("integrity over time", () => {
   };
 
   it("finds corrupt content: the model is UNHEALTHY naming the file, the content is never linked again, a pull repairs it", async () => {
-    await start({ fixtureDir: FIXTURE_DIR });
+    await start({ fixtureDir: FIXTURE_DIR, autoRepair: false });
     await call(t.client, "registerModel", { model: modelSpec() });
     await pullOk(t.client, { name: "minilm" });
     await eventually("a verification pass", async () => (await metric("modelcache_verify_bytes_total")) > 0);
@@ -57,7 +59,7 @@ describe("integrity over time", () => {
     expect(report.reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
     expect(report.detail).to.include("config.json");
     expect(await metric("modelcache_corrupt_files_total")).to.equal(1);
-    // a source directory is not repaired automatically
+    // without --auto-repair it stays so
     expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
 
     await pullOk(t.client, { name: "minilm" });
@@ -68,12 +70,12 @@ describe("integrity over time", () => {
   });
 
   it("stays UNHEALTHY across a restart until pulled again", async () => {
-    await start({ fixtureDir: FIXTURE_DIR });
+    await start({ fixtureDir: FIXTURE_DIR, autoRepair: false });
     await call(t.client, "registerModel", { model: modelSpec() });
     await pullOk(t.client, { name: "minilm" });
     await corrupt("config.json");
     await eventually("the model is unhealthy", async () => (await modelStatus()) === ModelStatus.MODEL_STATUS_UNHEALTHY);
-    await t.restart({ fixtureDir: FIXTURE_DIR });
+    await t.restart({ fixtureDir: FIXTURE_DIR, autoRepair: false });
     expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
   });
@@ -89,6 +91,45 @@ describe("integrity over time", () => {
     expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
     const deep = await call(t.client, "inspectCache", { name: "minilm", deep: true });
     expect(deep.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  describe("of a model installed from a local directory (a fine-tune of its hub source)", () => {
+    let fineTune: { dir: string; cleanup: () => Promise<void> };
+    const FINE_TUNED = '{"fine_tuned":true}';
+    beforeEach(async () => {
+      fineTune = await makeSourceDir({ "config.json": FINE_TUNED, "model.safetensors": await readFile(join(FIXTURE_DIR, "model.safetensors")) });
+    });
+    afterEach(() => fineTune.cleanup());
+    const contentRequests = () => hub!.requests.filter((r) => r.path.includes("/resolve/") || r.path.startsWith("/lfs/")).length;
+
+    it("with --auto-repair pulls it again from that directory, never from its hub", async () => {
+      hub = await FakeHub.serve(REPO, FIXTURE_DIR);
+      await start({ hubUrl: hub.url });
+      await call(t.client, "registerModel", { model: modelSpec({ source: REPO }) });
+      await pullOk(t.client, { name: "minilm", fixtureDir: fineTune.dir });
+      await corrupt("config.json");
+      await eventually("the repair pull", async () => (await metric('modelcache_repairs_total{result="ok"}')) === 1);
+      expect(await readFile(join(t.cacheRoot, "minilm", "config.json"), "utf8")).to.equal(FINE_TUNED);
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(contentRequests()).to.equal(0);
+    });
+
+    it("leaves it UNHEALTHY, naming the directory, once the directory is gone", async () => {
+      hub = await FakeHub.serve(REPO, FIXTURE_DIR);
+      const logs = captureLogs("info");
+      await start({ hubUrl: hub.url, logger: logs.logger });
+      await call(t.client, "registerModel", { model: modelSpec({ source: REPO }) });
+      await pullOk(t.client, { name: "minilm", fixtureDir: fineTune.dir });
+      await fineTune.cleanup();
+      await corrupt("config.json");
+      const refusal = () => logs.lines.find((l) => String(l.msg).startsWith("not repaired automatically"));
+      await eventually("the repair refused", async () => refusal() !== undefined);
+      expect(refusal()!.msg).to.include(fineTune.dir).and.include("no longer exists").and.include(REPO);
+      expect(await modelStatus()).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      expect(contentRequests()).to.equal(0);
+      expect(await metric('modelcache_repairs_total{result="ok"}')).to.equal(0);
+      expect(await metric('modelcache_repairs_total{result="failed"}')).to.equal(0);
+    });
   });
 
   it("with --no-auto-repair leaves a hub model UNHEALTHY and fetches nothing", async () => {

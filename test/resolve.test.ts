@@ -1,11 +1,13 @@
-import { readFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { runCli } from "./support/run-cli.js";
-import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+import { makeSourceDir } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const resolveRequest = (pullPolicy: PullPolicy, extra: { leaseSeconds?: number; name?: string } = {}) => ({ name: extra.name ?? "minilm", pullPolicy, leaseSeconds: extra.leaseSeconds ?? 0, credentialAlias: "" });
@@ -116,6 +118,62 @@ describe("ResolveModel", () => {
       expect(JSON.parse(await readFile(join(after.cacheDir, "config.json"), "utf8"))).to.deep.equal({ moved: true });
     });
 
+    it("pulls a model installed from a local directory again from that directory, never from the hub, and names the directory once it is gone", async () => {
+      await register("main");
+      const FINE_TUNED = '{"fine_tuned":true}';
+      const fineTune = await makeSourceDir({ "config.json": FINE_TUNED, "model.safetensors": await readFile(join(FIXTURE_DIR, "model.safetensors")) });
+      try {
+        await pullOk(t.client, { name: "minilm", fixtureDir: fineTune.dir });
+        const install = join(t.cacheRoot, "minilm");
+        await rm(install, { recursive: true, force: true });
+        for (const policy of [PullPolicy.PULL_POLICY_IF_MISSING, PullPolicy.PULL_POLICY_ALWAYS]) {
+          const resolved = await call(t.client, "resolveModel", resolveRequest(policy));
+          expect(resolved.manifest!.resolvedCommit, `policy ${policy}`).to.equal("");
+          expect(await readFile(join(resolved.cacheDir, "config.json"), "utf8")).to.equal(FINE_TUNED);
+        }
+        expect(hub.requests).to.deep.equal([]);
+
+        await fineTune.cleanup();
+        await rm(install, { recursive: true, force: true });
+        const gone = await callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        expect(gone.code).to.equal(status.FAILED_PRECONDITION);
+        expect(gone.details).to.include(fineTune.dir).and.include("no longer exists").and.include(REPO).and.include("Pull");
+        expect(hub.requests).to.deep.equal([]);
+        expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+
+        // a Pull that asks for the hub source brings it in, and from then on the hub is the origin
+        await pullOk(t.client, { name: "minilm" });
+        await rm(install, { recursive: true, force: true });
+        const fromHub = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        expect(fromHub).to.include({ pulled: true });
+        expect(fromHub.manifest!.resolvedCommit).to.equal(hub.commit);
+      } finally {
+        await fineTune.cleanup();
+      }
+    });
+
+    it("joins a Pull from the hub under way of a model installed from a local directory, as that Pull asked", async () => {
+      await register("main");
+      const fineTune = await makeSourceDir({ "config.json": '{"fine_tuned":true}' });
+      try {
+        await pullOk(t.client, { name: "minilm", fixtureDir: fineTune.dir });
+        await rm(join(t.cacheRoot, "minilm"), { recursive: true, force: true });
+        // slow enough that the Pull is still running when ResolveModel comes
+        hub.chunkBytes = 256;
+        hub.faults.bytesPerSecond = 2000;
+        let started!: () => void;
+        const running = new Promise<void>((resolve) => (started = resolve));
+        const pulling = pull(t.client, { name: "minilm" }, { onEvent: (event) => event.started && started() });
+        await running;
+        const resolved = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        expect(resolved).to.include({ pulled: true });
+        expect(resolved.manifest!.resolvedCommit).to.equal(hub.commit);
+        expect((await pulling).error).to.equal(undefined);
+      } finally {
+        await fineTune.cleanup();
+      }
+    });
+
     it("ALWAYS with a 40-hex commit installed needs no network", async () => {
       await register(hub.commit);
       await pullOk(t.client, { name: "minilm" });
@@ -189,6 +247,92 @@ describe("leases", () => {
     expect((await call(t.client, "listLeases", { name: "" })).leases.map((l) => l.leaseId)).to.deep.equal([long.leaseId]);
     const unknown = await callError(t.client, "listLeases", { name: "no-such-model" });
     expect(unknown.code).to.equal(status.NOT_FOUND);
+  });
+
+  /** Holds the next write of the leases' records until released: a lease being granted stays in its write. */
+  function holdNextLeaseWrite(): { reached: Promise<void>; release: () => void } {
+    // the sublevel's own batch, paused in front: the write itself is LevelDB's
+    const records = t.server.runtime.registry.leases as unknown as { batch(operations: unknown[]): Promise<void> };
+    const original = records.batch;
+    let reach!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((resolve) => (reach = resolve));
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    records.batch = (operations) => {
+      records.batch = original;
+      reach();
+      return gate.then(() => original.call(records, operations));
+    };
+    return { reached, release };
+  }
+
+  it("a DropCache that comes while a lease is being written is refused, naming that lease, and the lease's install stays", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const write = holdNextLeaseWrite();
+    const resolving = leased();
+    await write.reached;
+    const drop = callError(t.client, "dropCache", { name: "minilm", force: false });
+    const unregister = callError(t.client, "unregisterModel", { name: "minilm", dropCache: true });
+    const [dropped, unregistered] = await Promise.all([drop, unregister]);
+    write.release();
+    const { leaseId, cacheDir } = await resolving;
+    expect(dropped.code).to.equal(status.FAILED_PRECONDITION);
+    expect(dropped.details).to.include(leaseId);
+    expect(unregistered.code).to.equal(status.FAILED_PRECONDITION);
+    expect(unregistered.details).to.include(leaseId);
+    expect(JSON.parse(await readFile(join(cacheDir, "manifest.json"), "utf8"))).to.be.an("object");
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 1, status: ModelStatus.MODEL_STATUS_INSTALLED });
+  });
+
+  it("a forced DropCache that comes while a lease is being written wins: ResolveModel is ABORTED and the lease is gone, also after a restart", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const write = holdNextLeaseWrite();
+    const resolving = callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING, { leaseSeconds: 600 }));
+    await write.reached;
+    expect(await call(t.client, "dropCache", { name: "minilm", force: true })).to.include({ removed: true });
+    write.release();
+    const err = await resolving;
+    expect(err.code).to.equal(status.ABORTED);
+    expect(err.details).to.include("dropped while it was being resolved: resolve it again");
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 0, status: ModelStatus.MODEL_STATUS_REGISTERED });
+  });
+
+  it("an eviction that comes while a lease is being written leaves that install: the pull that needed the room is RESOURCE_EXHAUSTED", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const installed = (await call(t.client, "describeCache", {})).storedBytes;
+    // room for minilm and half of another model like it: that one's pull must evict minilm
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600, cacheMaxBytes: installed + Math.floor(installed / 2) });
+    const other = await makeSourceDir({ "model.safetensors": randomBytes(installed) });
+    try {
+      await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+      const write = holdNextLeaseWrite();
+      const resolving = leased();
+      await write.reached;
+      const pulled = await pull(t.client, { name: "other", fixtureDir: other.dir });
+      write.release();
+      const { leaseId, cacheDir } = await resolving;
+      expect(pulled.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(leaseId).to.not.equal("");
+      expect(JSON.parse(await readFile(join(cacheDir, "manifest.json"), "utf8"))).to.be.an("object");
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!).to.include({ leases: 1, status: ModelStatus.MODEL_STATUS_INSTALLED });
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  it("a model's leases end with it: a name registered again after an unregistration a crash interrupted starts without them", async () => {
+    await leased();
+    // the crash came right after UnregisterModel's commit point
+    const record = await t.server.runtime.registry.models.get("minilm");
+    await t.server.runtime.registry.models.put("minilm", { ...record!, unregistering: true });
+    await t.restart({ fixtureDir: FIXTURE_DIR, maxLeaseSeconds: 3600 });
+    await call(t.client, "registerModel", { model: modelSpec() });
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(0);
+    expect(await call(t.client, "listLeases", { name: "" })).to.deep.equal({ leases: [] });
+    expect(await call(t.client, "dropCache", { name: "minilm", force: false })).to.include({ removed: false });
   });
 
   it("ends every lease with a forced DropCache", async () => {

@@ -5,8 +5,9 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { ModelCacheError, quote } from "../errors.js";
 
-export type Role = "reader" | "admin";
-export const ROLES: readonly Role[] = ["reader", "admin"];
+/** reader: looks; consumer: also resolves models under leases; admin: everything (see method-roles.ts) */
+export type Role = "reader" | "consumer" | "admin";
+export const ROLES: readonly Role[] = ["reader", "consumer", "admin"];
 
 export interface TokenEntry {
   name: string;
@@ -69,7 +70,7 @@ export class AccessTokens {
   }
 
   static parse(text: string, file = "--auth-tokens"): AccessTokens {
-    const fail = (what: string) => new ModelCacheError("failed_precondition", `--auth-tokens file ${quote(file)}: ${what}; make entries with 'modelcache tokens new --name NAME --role reader|admin'`);
+    const fail = (what: string) => new ModelCacheError("failed_precondition", `--auth-tokens file ${quote(file)}: ${what}; make entries with 'modelcache tokens new --name NAME --role reader|consumer|admin'`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

@@ -129,10 +129,14 @@ export class Capacity {
       const record = await runtime.registry.models.get(name);
       // looked at again under the lock: a pin, a lease or a pull may have come meanwhile
       if (!record?.install || record.pinned || runtime.leases.count(name) > 0 || runtime.pulls.find(name)) return 0;
-      const removal = await parkForRemoval(runtime.layout, name, runtime.store);
-      await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-      await recordNoInstall(runtime.registry, name);
-      await removal.finish();
+      // a removal as DropCache's: a lease asked for while it runs loses
+      const removal = await runtime.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, async () => {
+        const parked = await parkForRemoval(runtime.layout, name, runtime.store);
+        await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
+        await recordNoInstall(runtime.registry, name);
+        await parked.finish();
+        return parked;
+      });
       this.logger.warn({ model: name, reason, freedBytes: removal.freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
       // the server itself changed the cache: an audit line as for a call that does
       this.logger.info({ audit: true, caller: "modelcache (eviction)", method: "evict", model: name, reason, result: "OK" }, "audit");

@@ -98,7 +98,7 @@ program
   .command("new")
   .description("print a fresh token (give it to the caller) and its entry (add it to the --auth-tokens file); with --file, add the entry there")
   .requiredOption("--name <name>", "who will use it: shown in the audit log")
-  .addOption(new Option("--role <role>", "reader: GetModel, ListModels, InspectCache, reflection; admin: everything").choices(ROLES).makeOptionMandatory())
+  .addOption(new Option("--role <role>", "reader: GetModel, ListModels, InspectCache, DescribeCache, ListLeases, reflection; consumer: also ResolveModel, ReleaseLease; admin: everything").choices(ROLES).makeOptionMandatory())
   .option("--file <file>", "add the entry to this --auth-tokens file (created if absent, mode 0600)")
   .action(async (options: { name: string; role: Role; file?: string }) => {
     try {

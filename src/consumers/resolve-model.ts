@@ -13,11 +13,12 @@ import { MANIFEST_FILE } from "../cache/layout.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 import { reconcileModel } from "../lifecycle/reconcile-registry.js";
 import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
+import { originDirectory } from "../pull/origin-directory.js";
 import { networkOf, pullModel, resolveCredential } from "../pull/pull-model.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
-import type { Lease } from "./leases.js";
+import { type Lease, droppedWhileResolving } from "./leases.js";
 
 export interface ResolveModelRequest {
   name: string;
@@ -47,19 +48,21 @@ const COMMIT = /^[0-9a-f]{40}$/;
 export const POLICY_LABELS: Record<PullPolicy, string> = { never: "PULL_POLICY_NEVER", if_missing: "PULL_POLICY_IF_MISSING", always: "PULL_POLICY_ALWAYS" };
 
 export async function resolveModel(runtime: Runtime, request: ResolveModelRequest, signal: AbortSignal): Promise<ResolvedModel> {
-  const movedBefore = runtime.layout.installsMoved;
+  const removalsBefore = runtime.leases.removalMark();
   const model = await getModel(runtime.registry, request.name);
   const policy = request.pullPolicy ?? model.pullPolicy;
   const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, signal);
   runtime.uses.record(model.name);
   if (request.leaseSeconds <= 0) return resolved;
+  // the grant is refused while a removal (DropCache, an eviction,
+  // UnregisterModel) is under way, and from the grant on, every removal but a
+  // forced one is refused; one that ended between the look at the install and
+  // the grant took the install away, so only when one came is the disk asked
+  // again
   const lease = await runtime.leases.grant(model.name, request.leaseSeconds, request.holder);
-  // a DropCache (or an eviction) that came between the check and the grant took
-  // the install away; from the grant on, none can. Only when this process moved
-  // an install meanwhile is the disk asked again.
-  if (runtime.layout.installsMoved !== movedBefore && !(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
+  if (runtime.leases.removalMark() !== removalsBefore && !(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
     await runtime.leases.release(lease.id);
-    throw new ModelCacheError("aborted", `the install of model '${model.name}' was dropped while it was being resolved: resolve it again`);
+    throw droppedWhileResolving(model.name);
   }
   return { ...resolved, lease };
 }
@@ -107,6 +110,8 @@ async function inspect(runtime: Runtime, model: ModelRecord, signal: AbortSignal
  * hub cannot be asked: UNAVAILABLE.
  */
 async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<string | undefined> {
+  // an install from a directory is checked against that directory, never its hub
+  if (model.sourceDir !== undefined) return undefined;
   if (runtime.fixtureDir !== undefined || model.source.startsWith("s3://")) return undefined;
   if (runtime.hub.offline) {
     throw new ModelCacheError(
@@ -120,9 +125,14 @@ async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAli
   return resolveHubRevision({ hubUrl: runtime.hub.url, repo: model.source, revision: model.revision, token: credential?.secret, alias: credential?.alias, signal, dispatcher: await networkOf(runtime) });
 }
 
+/**
+ * Joins the model's pull under way, or pulls from where the install came
+ * from: the directory it was installed from, else the model's source.
+ */
 async function pull(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<ResolvedModel> {
+  const fixtureDir = runtime.pulls.find(model.name) ? "" : ((await originDirectory(runtime, model)) ?? "");
   let completed: { cacheDir: string; manifest: Manifest } | undefined;
-  for await (const event of pullModel(runtime, { name: model.name, fixtureDir: "", credentialAlias, force: false, detach: false }, signal)) {
+  for await (const event of pullModel(runtime, { name: model.name, fixtureDir, credentialAlias, force: false, detach: false }, signal)) {
     if (event.type === "completed") completed = event;
   }
   if (!completed) throw new ModelCacheError("internal", `the pull of model '${model.name}' ended without installing it`);

@@ -62,7 +62,7 @@ function judge(tokens: AccessTokens | undefined, path: string, metadata: Metadat
     if (!allows(caller.role, required)) {
       return {
         code: status.PERMISSION_DENIED,
-        details: `token ${quote(caller.name)} has the role '${caller.role}'; ${methodOf(path)} needs '${required}': ask for an admin token`,
+        details: `token ${quote(caller.name)} has the role '${caller.role}'; ${methodOf(path)} needs '${required}'${required === "admin" ? "" : " or above"}: ask for a token with ${required === "admin" ? "that role" : `the role '${required}' or 'admin'`}`,
         caller: caller.name,
       };
     }

@@ -15,14 +15,18 @@ export async function dropCache(runtime: Runtime, name: string, signal: AbortSig
   runtime.pulls.refuseWhilePulling(name, "DropCache");
   if (!force) runtime.leases.refuseWhileLeased(name, "DropCache", "set force to end the leases and drop it anyway");
   return runtime.locks.run(name, signal, async () => {
-    // a pull or a lease may have come while this call waited for the lock
+    // a pull or a lease may have come while this call waited for the lock;
+    // the leases decide in the same step as the removal begins, so a lease
+    // granted from then on loses (ResolveModel says so) instead of naming a
+    // dropped install
     runtime.pulls.refuseWhilePulling(name, "DropCache");
-    if (force) await runtime.leases.endAll(name);
-    else runtime.leases.refuseWhileLeased(name, "DropCache", "set force to end the leases and drop it anyway");
-    const removal = await parkForRemoval(runtime.layout, name, runtime.store);
-    await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-    await recordNoInstall(runtime.registry, name);
-    await removal.finish();
-    return { removed: removal.removed, freedBytes: removal.freedBytes };
+    const admission = force ? { endLeases: true as const } : { refuse: { operation: "DropCache", howToForce: "set force to end the leases and drop it anyway" } };
+    return runtime.leases.removing(name, admission, async () => {
+      const removal = await parkForRemoval(runtime.layout, name, runtime.store);
+      await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
+      await recordNoInstall(runtime.registry, name);
+      await removal.finish();
+      return { removed: removal.removed, freedBytes: removal.freedBytes };
+    });
   });
 }

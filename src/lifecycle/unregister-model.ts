@@ -34,7 +34,6 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
     const record = await runtime.registry.models.get(name);
     if (record === undefined || record.unregistering) throw notRegistered(name);
     check?.(record);
-    if (dropCache) runtime.leases.refuseWhileLeased(name, "UnregisterModel with drop_cache", "end them with a forced DropCache first");
     const cacheDir = runtime.layout.modelDir(name);
     const onDisk = await lstat(cacheDir).then(
       () => true,
@@ -50,11 +49,18 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
         `local AI model '${name}' is installed at '${cacheDir}': set drop_cache to true to remove its artifacts with it, or call DropCache first`,
       );
     }
-    await runtime.registry.records.run(name, undefined, () => runtime.registry.models.put(name, { ...record, unregistering: true }, SYNCED));
-    await forget(runtime, name);
-    // expired ones: a model registered again under the name starts without them
-    await runtime.leases.endAll(name);
-    return true;
+    // a removal as DropCache's: decided against the leases as it begins, and
+    // a lease asked for while it runs loses
+    const admission = dropCache ? { refuse: { operation: "UnregisterModel with drop_cache", howToForce: "end them with a forced DropCache first" } } : { leasesEndLater: true as const };
+    return runtime.leases.removing(name, admission, async () => {
+      await runtime.registry.records.run(name, undefined, () => runtime.registry.models.put(name, { ...record, unregistering: true }, SYNCED));
+      // the leases end with the model (expired ones too): a model registered
+      // again under the name starts without them; after a crash from here on,
+      // the next start deletes them (Leases.load)
+      await runtime.leases.endAll(name);
+      await forget(runtime, name);
+      return true;
+    });
   });
 }
 

@@ -195,7 +195,7 @@ export class PullJob implements InstallObserver {
             beforePromote: async () => void (await this.registeredRecord()),
           });
           const cacheDir = settings.layout.modelDir(model.name);
-          await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit });
+          await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit }, source.directory);
           outcome = { completed: { type: "completed", cacheDir, manifest } };
         } finally {
           reservation?.();

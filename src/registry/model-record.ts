@@ -69,6 +69,13 @@ export interface ModelRecord extends ModelSpec {
   lastUsedAtMs?: number;
   /** stored content of this install that the background verification found corrupt */
   corrupt?: CorruptFile;
+  /**
+   * The local directory the last completed pull installed from (absent when
+   * it came from the model's hub or S3 source): ResolveModel and auto-repair
+   * pull from there again, never from the model's source. Kept when the
+   * install goes (eviction, DropCache), replaced by the next completed pull.
+   */
+  sourceDir?: string;
 }
 
 /** A file of an install whose content no longer hashes to its manifest's sha256. */

@@ -5,9 +5,9 @@ import { notRegistered } from "./get-model.js";
 import type { CorruptFile, InstallRecord, ModelRecord } from "./model-record.js";
 import type { Registry } from "./open-registry.js";
 
-/** A completed pull: the install is the model's, and the pull is a use of it. */
-export function recordInstall(registry: Registry, name: string, install: InstallRecord): Promise<ModelRecord> {
-  return rewrite(registry, name, ({ corrupt: _replaced, ...record }) => ({ ...record, status: "installed", install, lastUsedAtMs: Date.now() }));
+/** A completed pull: the install is the model's, and the pull is a use of it; `sourceDir` when it came from a local directory. */
+export function recordInstall(registry: Registry, name: string, install: InstallRecord, sourceDir?: string): Promise<ModelRecord> {
+  return rewrite(registry, name, ({ corrupt: _replaced, sourceDir: _earlier, ...record }) => ({ ...record, status: "installed", install, lastUsedAtMs: Date.now(), ...(sourceDir !== undefined ? { sourceDir } : {}) }));
 }
 
 /** The install on disk is not healthy: keep where it is, stop vouching for it. */

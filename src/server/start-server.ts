@@ -31,7 +31,7 @@ import { checkVaultKeyFile } from "../registry/vault-key.js";
 import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capacity.js";
 import { BackgroundVerification, DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../store/background-verification.js";
 import { UseRecorder } from "../registry/use-recorder.js";
-import { DEFAULT_MAX_LEASE_SECONDS, Leases } from "../consumers/leases.js";
+import { DEFAULT_MAX_LEASE_SECONDS, Leases, SWEEP_INTERVAL_MS } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
 import { PullLog } from "./pull-log.js";
@@ -284,6 +284,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // prom-client is loaded only when metrics are served
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
     const capacity = new Capacity(settings.capacity, () => runtime, logger, metrics ? [metrics] : []);
+    // leases end with their model: those of a model whose unregistration a crash interrupted go
+    const leases = await new Leases(registry.leases, settings.maxLeaseSeconds).load(async (name) => {
+      const record = await registry.models.get(name);
+      return record !== undefined && !record.unregistering;
+    });
+    leases.startSweeping(SWEEP_INTERVAL_MS, {
+      swept: (count) => (count > 0 ? logger.debug({ count }, "deleted the records of expired leases") : undefined),
+      failed: (err) => logger.warn({ err }, "could not delete the records of expired leases; trying again at the next sweep"),
+    });
+    closers.push({ what: "the sweep of expired leases", close: () => leases.close() });
     const runtime: Runtime = {
       registry,
       layout,
@@ -314,7 +324,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       network: { proxy: settings.proxy },
       pullLimits: settings.pullLimits,
       modelsFile: settings.modelsFile,
-      leases: await new Leases(registry.leases, settings.maxLeaseSeconds).load(),
+      leases,
       capacity,
       uses: new UseRecorder(registry),
     };
@@ -395,6 +405,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await verificationEnded;
         await runtime.locks.idle();
         await runtime.uses.close();
+        await leases.close();
         await copier.close();
         await metricsServer?.close();
         await registry.close();

@@ -16,6 +16,8 @@ interface SourceListing {
   readonly description: string;
   /** the hub commit the files come from, for a hub */
   readonly resolvedCommit?: string;
+  /** the directory the files come from, for a local directory: the install's origin, which its repairs come from too */
+  readonly directory?: string;
   /** sorted by path, never empty */
   readonly files: readonly SourceFile[];
   /** called once the install is promoted */

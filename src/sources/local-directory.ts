@@ -24,6 +24,7 @@ export async function openDirectorySource(dir: string, field: string): Promise<L
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return {
     description: `dir:${root}`,
+    directory: root,
     files,
     localPath: (file) => join(root, file.path),
   };

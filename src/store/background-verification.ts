@@ -3,8 +3,9 @@
 // pulls keep the disk and the cores. Content that no longer hashes to its
 // name is removed from the store, so it is never linked into a new install;
 // every model whose install uses it becomes UNHEALTHY, naming the file, and,
-// with --auto-repair, is pulled again in the background when its source is a
-// hub or an object store that can be reached.
+// with --auto-repair, is pulled again in the background from where its
+// install came from: the local directory it was installed from, or its hub
+// or object store when that can be reached.
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -12,6 +13,7 @@ import type { Logger } from "pino";
 import { MANIFEST_FILE } from "../cache/layout.js";
 import { readManifest } from "../cache/read-manifest.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { originDirectory } from "../pull/origin-directory.js";
 import { pullModel } from "../pull/pull-model.js";
 import { recordCorrupt } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
@@ -124,13 +126,21 @@ export class BackgroundVerification {
     const work = (async () => {
       const model = await record;
       if (!model) return;
-      if (runtime.fixtureDir !== undefined || runtime.hub.offline) {
-        this.logger.warn({ model: name }, "not repaired automatically: its source is a local directory or the server is offline; pull it again");
+      // from where the install came from: a local fine-tune is never swapped for its hub's files
+      let fixtureDir: string | undefined;
+      try {
+        fixtureDir = await originDirectory(runtime, model);
+      } catch (err) {
+        this.logger.warn({ model: name, err }, `not repaired automatically: ${(err as Error).message}`);
         return;
       }
-      this.logger.info({ model: name }, "repairing: pulling the model again from its source");
+      if (fixtureDir === undefined && (runtime.fixtureDir !== undefined || runtime.hub.offline)) {
+        this.logger.warn({ model: name }, "not repaired automatically: the server pulls from its --fixture-dir or is offline; pull it again");
+        return;
+      }
+      this.logger.info({ model: name, fixtureDir }, `repairing: pulling the model again from ${fixtureDir === undefined ? "its source" : `the directory it was installed from, '${fixtureDir}'`}`);
       try {
-        for await (const event of pullModel(runtime, { name, fixtureDir: "", credentialAlias: "", force: true, detach: true }, this.controller.signal)) void event;
+        for await (const event of pullModel(runtime, { name, fixtureDir: fixtureDir ?? "", credentialAlias: "", force: true, detach: true }, this.controller.signal)) void event;
         this.logger.info({ model: name }, "repaired: the model was pulled again and is healthy");
         for (const recorder of this.recorders) recorder.repairEnded?.(name, "ok");
       } catch (err) {
