@@ -32,6 +32,8 @@ describe("Pull", () => {
       totalBytes: sizes.reduce((a, b) => a + b, 0),
       // a directory's files are read before the store can know them: reuse is told per file
       reusedBytes: 0,
+      // nothing had to make room
+      evictedModels: [],
     });
     expect(events.filter((e) => e.fileStarted).map((e) => e.fileStarted!.index)).to.deep.equal([0, 1, 2, 3]);
   });
