@@ -172,6 +172,19 @@ describe("capacity", () => {
     expect(await evictions("quota")).to.equal(0);
   });
 
+  it("re-pulls a hub model with force (as auto-repair does) without evicting healthy models: its stored content adds nothing", async () => {
+    const hub = await FakeHub.serve("acme/forced", await made({ "config.json": "{}" }), { "model.safetensors": randomBytes(2 * FILE_BYTES) });
+    cleanups.push(() => hub.close());
+    await start({ cacheMaxBytes: 3.2 * FILE_BYTES, hubUrl: hub.url });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "h", source: "acme/forced" }) });
+    await pullOk(t.client, { name: "h" });
+    await pullModel("a");
+    const events = await pullOk(t.client, { name: "h", force: true });
+    expect(events.find((e) => e.started)!.started!.evictedModels).to.deep.equal([]);
+    expect(await status_("a")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    expect(await evictions("quota")).to.equal(0);
+  });
+
   it("counts content shared only by eviction candidates as freeable, in eviction and in DescribeCache's evictable_bytes", async () => {
     const shared = randomBytes(FILE_BYTES);
     // a and b hold the same content; two copies of it do not fit with c
