@@ -8,6 +8,7 @@ import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.
 import type { ServerOptions } from "../src/server/start-server.js";
 import { pruneCache } from "../src/lifecycle/prune-cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";
 import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -270,7 +271,8 @@ describe("capacity", () => {
   });
 
   it("PruneCache skips and reports what a running operation holds instead of waiting for it", async () => {
-    await start({});
+    const logs = captureLogs();
+    await start({ logger: logs.logger });
     const leftover = join(t.cacheRoot, ".blobs", "partial", "gone", "0".repeat(40));
     await mkdir(leftover, { recursive: true });
     await writeFile(join(leftover, "model.safetensors"), randomBytes(1000));
@@ -281,11 +283,14 @@ describe("capacity", () => {
         pruneCache(t.server.runtime, false),
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error("PruneCache waited for a lock held by another operation")), 20_000).unref()),
       ]);
+      // through the RPC: the skipped model is named in the log
+      expect((await call(t.client, "pruneCache", { dryRun: false })).partialsRemoved).to.equal(0);
     } finally {
       await release();
     }
     expect(pruned.skipped).to.deep.equal(["gone"]);
     expect(pruned.partialsRemoved).to.equal(0);
+    expect(logs.lines.find((l) => String(l.msg).startsWith("PruneCache skipped"))?.skipped).to.deep.equal(["gone"]);
     const after = await call(t.client, "pruneCache", { dryRun: false });
     expect(after.partialsRemoved).to.equal(1);
   });
