@@ -8,5 +8,6 @@ describe("crash torture (short run)", function () {
   it("keeps every model at its old state or its new one across SIGKILLs at random moments", async () => {
     const result = await runTorture({ cycles: 4, seed: 20261202 });
     expect(result.cycles).to.equal(4);
+    expect(result.violations).to.deep.equal([]);
   });
 });

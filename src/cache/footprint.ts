@@ -27,6 +27,17 @@ export function exclusiveBytes(dir: string): number {
   return exclusiveOf(walk(dir)?.files.values() ?? []);
 }
 
+/**
+ * What removing every install in `dirs` together frees: exclusiveBytes over
+ * their union, so content only they share counts (once) too. Files whose
+ * inode is in `kept` are not freed (content a pull counts on linking).
+ */
+export function freeableBytes(dirs: Iterable<string>, kept: ReadonlySet<number> = new Set()): number {
+  const files: Stats[] = [];
+  for (const dir of dirs) for (const stat of walk(dir)?.files.values() ?? []) if (!kept.has(stat.ino)) files.push(stat);
+  return exclusiveOf(files);
+}
+
 /** exclusiveBytes, from the lstat of every file of an install. */
 export function exclusiveOf(files: Iterable<Stats>): number {
   const inodes = new Map<number, { stat: Stats; paths: number }>();

@@ -49,7 +49,10 @@ export class ModelLocks {
 
   /** Holds the model's lock until the returned release is called. */
   async acquire(name: string, signal: AbortSignal | undefined, waitMs = this.waitMs): Promise<() => Promise<void>> {
-    const releaseLocal = await this.local.acquire(name, signal);
+    return this.holdFile(name, signal, waitMs, await this.local.acquire(name, signal));
+  }
+
+  private async holdFile(name: string, signal: AbortSignal | undefined, waitMs: number, releaseLocal: () => void): Promise<() => Promise<void>> {
     try {
       const releaseFile = await this.acquireFile(name, signal, waitMs);
       return async () => {
@@ -78,10 +81,17 @@ export class ModelLocks {
     }
   }
 
-  /** The lock if no other process holds it (waiting at most for a dead holder's lock to go stale), else undefined. */
-  async tryAcquire(name: string): Promise<(() => Promise<void>) | undefined> {
+  /**
+   * The lock if nobody holds it: undefined at once when a caller of this
+   * process holds or awaits it (a pull holding it may itself be waiting for
+   * something the caller holds), else waiting at most `waitMs` for another
+   * process (by default, long enough for a dead holder's lock to go stale).
+   */
+  async tryAcquire(name: string, waitMs = STALE_MS + 1000): Promise<(() => Promise<void>) | undefined> {
+    const local = this.local.tryAcquire(name);
+    if (!local) return undefined;
     try {
-      return await this.acquire(name, undefined, STALE_MS + 1000);
+      return await this.holdFile(name, undefined, waitMs, await local);
     } catch (err) {
       if (err instanceof ModelCacheError && err.kind === "unavailable") return undefined;
       throw err;

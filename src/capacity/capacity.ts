@@ -1,21 +1,31 @@
 // Capacity: keeps the cache within --cache-max-bytes and the filesystem above
 // --min-free-bytes without an operator. A pull asks before it fetches
-// anything, telling the bytes it will add (content the store lacks); when
-// they do not fit, installs are evicted least recently used first (never one
-// pinned, leased, being pulled, or the model being pulled) until they do. If
-// even every evictable install would not make room, the pull is refused with
-// RESOURCE_EXHAUSTED and nothing is evicted. Admissions are taken one at a
-// time and each admitted pull's bytes stay reserved until it ends, so pulls
-// running together cannot over-commit the room one of them was given.
+// anything, telling its files; the content the store already holds (and the
+// pull will link) is held for it, and only the rest counts as what it adds.
+// When that does not fit, content nothing references is collected first,
+// then installs are evicted least recently used first (never one pinned,
+// leased, being pulled, busy in this process, or the model being pulled)
+// until it does. If even every evictable install would not make room, the
+// pull is refused with RESOURCE_EXHAUSTED and nothing is evicted. Admissions
+// are taken one at a time and each admitted pull's bytes stay reserved until
+// it stores them or ends, so pulls running together cannot over-commit the
+// room one of them was given. Admission never waits for a model lock another
+// caller of this process holds: a pull holding its lock may be waiting for
+// admission.
 import { statfs } from "node:fs/promises";
 import { rm } from "node:fs/promises";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
+import { freeableBytes } from "../cache/footprint.js";
+import type { Manifest } from "../cache/manifest.js";
 import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, filesystemError } from "../errors.js";
 import { type CachedModel, cacheBytes } from "../lifecycle/describe-cache.js";
 import { recordNoInstall } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
+import type { SourceFile } from "../sources/artifact-source.js";
+import { collectGarbage } from "../store/collect-garbage.js";
+import { holdStoredContent } from "./hold-stored-content.js";
 
 export type EvictionReason = "quota" | "min_free";
 
@@ -33,14 +43,28 @@ export interface CapacitySettings {
 
 export const DEFAULT_MIN_FREE_BYTES = 2 ** 30;
 
-/** Bytes a pull holds while it runs; release when it ends, however it ends. */
-export type Reservation = () => void;
+/** The room a pull was given; release it when the pull ends, however it ends. */
+export interface Admission {
+  /** the models evicted to make room for this pull */
+  evicted: string[];
+  /** the pull stored `bytes` of new content: they count as stored now, no longer as reserved */
+  committed(bytes: number): void;
+  release(): void;
+}
 
-/** How long eviction waits for a victim's lock before passing it over: a held lock means it is in use. */
+/** What a pull asks room for. */
+export interface PullRoom {
+  files: readonly SourceFile[];
+  /** the manifest of the install the pull replaces: a directory's file of the same path and size is taken as its content */
+  replaced?: Manifest;
+}
+
+/** How long eviction waits for another process to let go of a victim's lock before passing it over: a held lock means it is in use. */
 const VICTIM_LOCK_WAIT_MS = 1000;
 
 export class Capacity {
   private readonly admissions = new Mutex();
+  /** what each admitted pull may still add */
   private readonly reserved = new Map<symbol, number>();
 
   constructor(
@@ -50,13 +74,29 @@ export class Capacity {
     private readonly recorders: EvictionRecorder[] = [],
   ) {}
 
-  /** Makes room for `name`'s pull to add `addBytes`, evicting when needed; refuses when no eviction could. */
-  admit(name: string, addBytes: number, signal: AbortSignal): Promise<Reservation> {
+  /** Makes room for `name`'s pull to add what the store lacks of its files, evicting when needed; refuses when no eviction could. */
+  admit(name: string, room: PullRoom, signal: AbortSignal): Promise<Admission> {
     return this.admissions.runExclusive(async () => {
-      await this.makeRoom(name, addBytes, signal);
-      const key = Symbol(name);
-      this.reserved.set(key, addBytes);
-      return () => void this.reserved.delete(key);
+      const held = await holdStoredContent(this.runtime().store, room.files, room.replaced, signal);
+      try {
+        const evicted = await this.makeRoom(name, held.addBytes, held.inodes, signal);
+        const key = Symbol(name);
+        this.reserved.set(key, held.addBytes);
+        return {
+          evicted,
+          committed: (bytes) => {
+            const left = this.reserved.get(key);
+            if (left !== undefined) this.reserved.set(key, Math.max(0, left - bytes));
+          },
+          release: () => {
+            this.reserved.delete(key);
+            held.release();
+          },
+        };
+      } catch (err) {
+        held.release();
+        throw err;
+      }
     });
   }
 
@@ -65,7 +105,7 @@ export class Capacity {
     if (this.settings.maxBytes === 0) return Promise.resolve();
     return this.admissions.runExclusive(async () => {
       try {
-        await this.makeRoom(undefined, 0, signal, ["quota"]);
+        await this.makeRoom(undefined, 0, new Set(), signal, ["quota"]);
       } catch (err) {
         // what the cache already holds is not lost for being over the quota: the next pull is refused instead
         if (!(err instanceof ModelCacheError && err.kind === "resource_exhausted")) throw err;
@@ -80,7 +120,8 @@ export class Capacity {
     return sum;
   }
 
-  private async makeRoom(name: string | undefined, addBytes: number, signal: AbortSignal, checks: EvictionReason[] = ["quota", "min_free"]): Promise<void> {
+  /** How far the cache is from fitting `addBytes` more, by the check that is furthest. */
+  private async shortfall(addBytes: number, checks: EvictionReason[]) {
     const runtime = this.runtime();
     const { maxBytes, minFreeBytes } = this.settings;
     const reserved = this.reservedBytes();
@@ -93,55 +134,71 @@ export class Capacity {
       quota: checks.includes("quota") && maxBytes > 0 ? storedBytes + reserved + addBytes - maxBytes : 0,
       min_free: checks.includes("min_free") ? minFreeBytes - (freeBytes - reserved - addBytes) : 0,
     };
-    const needed = Math.max(over.quota, over.min_free);
-    if (needed <= 0) return;
     const reason: EvictionReason = over.quota >= over.min_free ? "quota" : "min_free";
+    return { needed: Math.max(over.quota, over.min_free), reason, models, seen: { storedBytes, freeBytes, reserved, addBytes } };
+  }
 
-    const victims = models.filter((m) => this.evictable(m, name));
-    const freeable = victims.reduce((sum, m) => sum + m.exclusiveBytes, 0);
-    if (freeable < needed) throw this.exhausted(name, reason, needed, freeable, { storedBytes, freeBytes, reserved, addBytes });
+  /** Evicts until `addBytes` fit; returns the names evicted. `kept`: inodes of content the pull will link, which eviction must not count on freeing. */
+  private async makeRoom(name: string | undefined, addBytes: number, kept: Set<number>, signal: AbortSignal, checks: EvictionReason[] = ["quota", "min_free"]): Promise<string[]> {
+    let short = await this.shortfall(addBytes, checks);
+    if (short.needed <= 0) return [];
+    // content no install references goes first: collecting it evicts nobody
+    const garbage = await collectGarbage(this.runtime().store, false);
+    if (garbage.removed > 0) {
+      this.logger.info({ blobsRemoved: garbage.removed, freedBytes: garbage.freedBytes }, "removed stored content no install references to make room");
+      short = await this.shortfall(addBytes, checks);
+      if (short.needed <= 0) return [];
+    }
+    const { needed, reason, seen } = short;
+    const victims = short.models.filter((m) => this.evictable(m, name));
+    const runtime = this.runtime();
+    // together: content only victims share is freed once the last of them goes
+    const freeable = freeableBytes(victims.map((m) => runtime.layout.modelDir(m.name)), kept);
+    if (freeable < needed) throw this.exhausted(name, reason, needed, freeable, seen);
 
+    const evicted: string[] = [];
     let freed = 0;
     for (const victim of victims) {
       if (freed >= needed) break;
-      freed += await this.evict(victim.name, reason, signal);
+      const bytes = await this.evict(victim.name, reason, kept, signal);
+      if (bytes === undefined) continue;
+      freed += bytes;
+      evicted.push(victim.name);
     }
-    if (freed < needed) throw this.exhausted(name, reason, needed - freed, 0, { storedBytes, freeBytes, reserved, addBytes });
+    if (freed < needed) throw this.exhausted(name, reason, needed - freed, 0, seen);
+    return evicted;
   }
 
   private evictable(model: CachedModel, pulling: string | undefined): boolean {
     const runtime = this.runtime();
-    return model.name !== pulling && !model.pinned && runtime.leases.count(model.name) === 0 && runtime.pulls.find(model.name) === undefined;
+    return model.name !== pulling && !model.pinned && runtime.leases.count(model.name) === 0 && runtime.pulls.find(model.name) === undefined && runtime.locks.users(model.name) === 0;
   }
 
-  /** Drops one install as DropCache does, keeping the registration; 0 when it turned out to be in use. */
-  private async evict(name: string, reason: EvictionReason, signal: AbortSignal): Promise<number> {
+  /** Drops one install as DropCache does, keeping the registration; the bytes freed, or undefined when it turned out to be in use. */
+  private async evict(name: string, reason: EvictionReason, kept: Set<number>, signal: AbortSignal): Promise<number | undefined> {
     const runtime = this.runtime();
-    let release: () => Promise<void>;
-    try {
-      release = await runtime.locks.acquire(name, signal, VICTIM_LOCK_WAIT_MS);
-    } catch (err) {
-      // another operation holds the install: it is in use, so it is not evicted
-      if (err instanceof ModelCacheError && err.kind === "unavailable") return 0;
-      throw err;
-    }
+    signal.throwIfAborted();
+    // never waits for a caller of this process: a pull holding the lock may be waiting for this admission
+    const release = await runtime.locks.tryAcquire(name, VICTIM_LOCK_WAIT_MS);
+    if (!release) return undefined;
     try {
       const record = await runtime.registry.models.get(name);
       // looked at again under the lock: a pin, a lease or a pull may have come meanwhile
-      if (!record?.install || record.pinned || runtime.leases.count(name) > 0 || runtime.pulls.find(name)) return 0;
+      if (!record?.install || record.pinned || runtime.leases.count(name) > 0 || runtime.pulls.find(name)) return undefined;
+      // content the pull will link stays in the store (held): it frees nothing
+      const freedBytes = freeableBytes([runtime.layout.modelDir(name)], kept);
       // a removal as DropCache's: a lease asked for while it runs loses
-      const removal = await runtime.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, async () => {
-        const parked = await parkForRemoval(runtime.layout, name, runtime.store);
+      await runtime.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, async () => {
+        const removal = await parkForRemoval(runtime.layout, name, runtime.store);
         await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
         await recordNoInstall(runtime.registry, name);
-        await parked.finish();
-        return parked;
+        await removal.finish();
       });
-      this.logger.warn({ model: name, reason, freedBytes: removal.freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
+      this.logger.warn({ model: name, reason, freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
       // the server itself changed the cache: an audit line as for a call that does
       this.logger.info({ audit: true, caller: "modelcache (eviction)", method: "evict", model: name, reason, result: "OK" }, "audit");
-      for (const recorder of this.recorders) recorder.evicted(name, reason, removal.freedBytes);
-      return removal.freedBytes;
+      for (const recorder of this.recorders) recorder.evicted(name, reason, freedBytes);
+      return freedBytes;
     } finally {
       await release();
     }

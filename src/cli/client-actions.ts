@@ -226,6 +226,7 @@ export const pull = (global: Global, name: string, opts: { fixtureDir?: string; 
           if (opts.json) return print(protoJson("modelcache.v1.PullResponse", PullResponse.encode(event).finish()));
           if (event.queued) process.stdout.write(`queued: position ${event.queued.position}\n`);
           if (event.started) process.stdout.write(`pulling ${name} from ${event.started.source}: ${event.started.fileCount} files, ${bytes(event.started.totalBytes)}\n`);
+          if (event.started?.evictedModels.length) process.stdout.write(`evicted to make room: ${event.started.evictedModels.join(", ")} (still registered)\n`);
           if (bars) {
             bars.update(event);
             if (event.completed) bars.stop();

@@ -42,6 +42,13 @@ export class KeyedLock {
     }
   }
 
+  /** Takes the lock for `key` only when nobody holds or awaits it; undefined otherwise, without waiting. */
+  tryAcquire(key: string): Promise<() => void> | undefined {
+    // acquire counts its caller before its first await: nobody can come between this check and that count
+    if (this.users(key) > 0) return undefined;
+    return this.acquire(key, undefined);
+  }
+
   /** How many callers hold or await the lock for `key`. */
   users(key: string): number {
     return this.mutexes.get(key)?.users ?? 0;

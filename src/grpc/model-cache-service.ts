@@ -76,7 +76,8 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       };
     }),
     pruneCache: unary(context, Service.pruneCache, async (request) => {
-      const { freedBytes, blobsRemoved, partialsRemoved, dryRun, strays } = await pruneCache(runtime, request.dryRun);
+      const { freedBytes, blobsRemoved, partialsRemoved, dryRun, strays, skipped } = await pruneCache(runtime, request.dryRun);
+      if (skipped.length > 0) context.logger.info({ skipped }, `PruneCache skipped the leftovers of ${skipped.map((n) => `'${n}'`).join(", ")}: a pull or drop holds ${skipped.length === 1 ? "its" : "their"} lock; prune again once it ends`);
       if (strays.length > 0) context.logger.warn({ strays }, "the content store holds names that are not sha256 digests: left alone, remove them by hand once checked");
       return { freedBytes, blobsRemoved, partialsRemoved, dryRun };
     }),

@@ -6,7 +6,7 @@
 // were recorded was last used when it was installed).
 import { lstat, statfs } from "node:fs/promises";
 import { join } from "node:path";
-import { exclusiveBytes, footprintBytes } from "../cache/footprint.js";
+import { exclusiveBytes, footprintBytes, freeableBytes } from "../cache/footprint.js";
 import { MANIFEST_FILE } from "../cache/layout.js";
 import { filesystemError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
@@ -47,7 +47,8 @@ export async function describeCache(runtime: Runtime): Promise<CacheDescription>
     filesystemFreeBytes: fs.bavail * fs.bsize,
     filesystemTotalBytes: fs.blocks * fs.bsize,
     reclaimableBytes: reclaimable.freedBytes,
-    evictableBytes: models.filter((m) => !m.pinned && runtime.leases.count(m.name) === 0 && !runtime.pulls.find(m.name)).reduce((sum, m) => sum + m.exclusiveBytes, 0),
+    // together, as eviction counts them: content only evictable installs share is freed once the last goes
+    evictableBytes: freeableBytes(models.filter((m) => !m.pinned && runtime.leases.count(m.name) === 0 && !runtime.pulls.find(m.name)).map((m) => layout.modelDir(m.name))),
     models,
   };
 }

@@ -5,10 +5,10 @@
 // live events and the same result. When the last client leaves, the job is
 // cancelled unless a client asked for it to be detached.
 import { rm } from "node:fs/promises";
-import type { InstallObserver } from "../cache/install-artifacts.js";
-import { installArtifacts } from "../cache/install-artifacts.js";
+import { type InstallObserver, installArtifacts, manifestIn } from "../cache/install-artifacts.js";
 import type { FileCopier } from "../cache/file-copier.js";
 import type { CacheLayout } from "../cache/layout.js";
+import type { Manifest } from "../cache/manifest.js";
 import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
 import type { ContentStore } from "../store/content-store.js";
@@ -44,8 +44,10 @@ export interface PullJobSettings {
   /** where every file's content is kept once */
   store: ContentStore;
   recorders?: PullRecorder[];
-  /** makes room for what a pull adds before it fetches anything, and holds it while the pull runs */
-  capacity?: { admit(name: string, addBytes: number, signal: AbortSignal): Promise<() => void> };
+  /** makes room for what a pull adds before it fetches anything (the store's content it will link is held for it), and holds it while the pull runs */
+  capacity?: {
+    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; release(): void }>;
+  };
 }
 
 type Event<T extends PullEvent["type"]> = Extract<PullEvent, { type: T }>;
@@ -66,6 +68,7 @@ export class PullJob implements InstallObserver {
   private readonly files = new Map<string, FileState>();
   private totalBytesDone = 0;
   private reusedBytes = 0;
+  private admission: Awaited<ReturnType<NonNullable<PullJobSettings["capacity"]>["admit"]>> | undefined;
   private outcome: { completed: Event<"completed"> } | { error: unknown } | undefined;
   private readonly pendingProgress = new Set<string>();
   private progressTimer: NodeJS.Timeout | undefined;
@@ -151,6 +154,8 @@ export class PullJob implements InstallObserver {
     const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes, reused };
     this.files.get(file.path)!.completed = completed;
     if (reused) this.reusedBytes += file.sizeBytes;
+    // what it stored now counts as stored: its reservation shrinks by as much
+    else this.admission?.committed(file.sizeBytes);
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
   }
@@ -166,7 +171,6 @@ export class PullJob implements InstallObserver {
       });
       try {
         const release = await settings.locks.acquire(model.name, signal);
-        let reservation: (() => void) | undefined;
         try {
           // the record as it is now: an UnregisterModel may have gone first
           const current = await this.registeredRecord();
@@ -176,9 +180,10 @@ export class PullJob implements InstallObserver {
           const totalBytes = source.files.reduce((sum, f) => sum + f.sizeBytes, 0);
           // a directory's files must be read before the store can know them: each file's `reused` tells
           const reusedBytes = "fetch" in source && !force ? await plannedReuse(settings.store, source.files) : 0;
-          // what the store does not hold yet (all of a directory's files: only reading them tells)
-          reservation = await settings.capacity?.admit(model.name, totalBytes - reusedBytes, signal);
-          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes, evictedModels: [] };
+          // room for what the store does not hold yet; a directory's files are taken as the install's they replace when path and size match
+          const replaced = current.install ? manifestIn(settings.layout.modelDir(model.name)) : undefined;
+          this.admission = await settings.capacity?.admit(model.name, { files: source.files, replaced }, signal);
+          this.started = { type: "started", source: source.description, fileCount: source.files.length, totalBytes, reusedBytes, evictedModels: this.admission?.evicted ?? [] };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           const manifest = await installArtifacts({
@@ -198,7 +203,7 @@ export class PullJob implements InstallObserver {
           await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit }, source.directory);
           outcome = { completed: { type: "completed", cacheDir, manifest } };
         } finally {
-          reservation?.();
+          this.admission?.release();
           await release();
         }
       } finally {

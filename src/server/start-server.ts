@@ -328,8 +328,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       capacity,
       uses: new UseRecorder(registry),
     };
-    // a quota lowered since the last run holds from the start
-    await capacity.enforce(AbortSignal.timeout(3_600_000));
     const modelsFile = settings.modelsFile
       ? new ModelsFileFollower(runtime, {
           path: settings.modelsFile,
@@ -344,6 +342,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       // before the server listens: callers never see the registry before the file is applied
       await modelsFile.start();
     }
+    // a quota lowered since the last run holds from the start, once the models file's pins are in the registry
+    await capacity.enforce(AbortSignal.timeout(3_600_000));
 
     const shutdown = new AbortController();
     const audit = auditLogger(logger);

@@ -1,6 +1,7 @@
 // Removes content nothing references: a blob whose only link is its own
 // name in the store. Installs, staging dirs of running pulls and parked
-// installs all hold links, so what a pull is installing is never collected.
+// installs all hold links, so what a pull is installing is never collected;
+// nor is what an admitted pull counts on linking (the store's holds).
 // Each blob is checked and removed holding its lock, so a pull cannot link
 // it in between.
 import { readdir } from "node:fs/promises";
@@ -26,7 +27,8 @@ export async function releaseContent(store: ContentStore, sha256s: Iterable<stri
     await store.withBlob(sha256, undefined, async () => {
       const stats = await statBlob(store.blobPath(sha256));
       if (!stats?.isFile()) return;
-      if (stats.nlink === 1n) {
+      // content an admitted pull counts on linking stays, as if referenced
+      if (stats.nlink === 1n && !store.isHeld(sha256)) {
         await removeBlob(store, sha256, Number(stats.size));
         collected.freedBytes += Number(stats.size);
         collected.removed += 1;
@@ -60,7 +62,7 @@ export async function collectGarbage(store: ContentStore, dryRun: boolean): Prom
     }
     await store.withBlob(name, undefined, async () => {
       const stats = await statBlob(store.blobPath(name));
-      if (!stats?.isFile() || stats.nlink !== 1n) return;
+      if (!stats?.isFile() || stats.nlink !== 1n || store.isHeld(name)) return;
       if (!dryRun) await removeBlob(store, name, Number(stats.size));
       garbage.freedBytes += Number(stats.size);
       garbage.removed += 1;

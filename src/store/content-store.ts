@@ -65,6 +65,8 @@ export class ContentStore {
   private readonly sizes = new Map<number, number>();
   /** ingest files being written by this process: PruneCache leaves them alone */
   readonly ingesting = new Set<string>();
+  /** content admitted pulls count on linking (sha256 -> holders): releasing an install or collecting garbage leaves it */
+  private readonly holds = new Map<string, number>();
 
   constructor(
     readonly cacheRoot: string,
@@ -112,6 +114,27 @@ export class ContentStore {
     const count = (this.sizes.get(sizeBytes) ?? 0) + delta;
     if (count > 0) this.sizes.set(sizeBytes, count);
     else this.sizes.delete(sizeBytes);
+  }
+
+  /** Keeps `sha256s` from being released or collected until the returned function is called. */
+  hold(sha256s: Iterable<string>): () => void {
+    const held = [...new Set(sha256s)];
+    for (const sha256 of held) this.holds.set(sha256, (this.holds.get(sha256) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const sha256 of held) {
+        const count = (this.holds.get(sha256) ?? 0) - 1;
+        if (count > 0) this.holds.set(sha256, count);
+        else this.holds.delete(sha256);
+      }
+    };
+  }
+
+  /** Whether an admitted pull counts on linking this content. */
+  isHeld(sha256: string): boolean {
+    return this.holds.has(sha256);
   }
 
   /** Runs `work` holding the blob's lock. */

@@ -42,12 +42,14 @@ export interface Faults {
   token: string | undefined;
   /** slow every content response down to this many bytes per second */
   bytesPerSecond: number | undefined;
+  /** send nothing of this file's content until the promise settles (a test's gate) */
+  hold: Map<string, Promise<unknown>>;
 }
 
 export class FakeHub {
   commit: string;
   readonly requests: HubRequest[] = [];
-  readonly faults: Faults = { dropAfter: new Map(), fail500: 0, retryAfter: undefined, wrongBytes: new Set(), ignoreRange: false, token: undefined, bytesPerSecond: undefined };
+  readonly faults: Faults = { dropAfter: new Map(), fail500: 0, retryAfter: undefined, wrongBytes: new Set(), ignoreRange: false, token: undefined, bytesPerSecond: undefined, hold: new Map() };
   /** entries per page of the tree listing */
   pageSize = 2;
   /** bytes per write of a response: small in tests, so faults land midway; large in benchmarks */
@@ -209,6 +211,7 @@ export class FakeHub {
       this.faults.retryAfter = undefined;
       return;
     }
+    await this.faults.hold.get(file.path)?.catch(() => undefined);
     let bytes = file.bytes;
     if (this.faults.wrongBytes.has(file.path)) {
       bytes = Buffer.from(bytes);

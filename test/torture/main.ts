@@ -24,6 +24,12 @@ process.stdout.write(`torture: ${cycles} cycles, seed ${seed}\n`);
 try {
   const result = await runTorture({ cycles, seed, killWindowMs, report: (line) => process.stdout.write(`${line}\n`) });
   const mix = Object.entries(result.operations).map(([op, n]) => `${op} ${n}`).join(", ");
+  process.stdout.write(`capacity rounds: ${result.capacityRounds}, violations: ${result.violations.length}\n`);
+  for (const violation of result.violations) process.stdout.write(`  violation: ${violation}\n`);
+  if (result.violations.length > 0) {
+    process.stderr.write(`torture FAILED: ${result.violations.length} violations, seed ${seed}\n`);
+    process.exit(1);
+  }
   process.stdout.write(`torture passed: ${result.cycles} cycles (${result.killedMidway} killed mid-operation; ${mix}), seed ${seed}\n`);
 } catch (err) {
   process.stderr.write(`torture FAILED: ${(err as Error).message}\n`);

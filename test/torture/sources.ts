@@ -1,7 +1,8 @@
 // What the torture pulls from: two versions of a model in local directories
 // (sharing some files, with nested paths, so that a mixed install would show)
 // and a third version served by a fake hub, slowed down so that a kill lands
-// in the middle of a download as often as not.
+// in the middle of a download as often as not; and the small models the
+// capacity rounds pull side by side under the quota, sharing one file.
 import { createHash } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -14,12 +15,15 @@ export interface Sources {
   /** root of the local versions, given to the server as --fixture-root */
   root: string;
   dirs: { A: string; B: string };
+  /** the capacity rounds' models: name -> directory */
+  capacity: Record<string, string>;
   hub: FakeHub;
   versions: { A: Version; B: Version; H: Version };
   close(): Promise<void>;
 }
 
 export const HUB_REPO = "torture/hub-model";
+export const CAPACITY_MODELS = ["cap-1", "cap-2", "cap-3", "cap-4"] as const;
 const MiB = 1024 * 1024;
 
 async function writeVersion(dir: string, files: Record<string, Buffer>): Promise<Version> {
@@ -56,5 +60,12 @@ export async function makeSources(root: string, random: () => number): Promise<S
   const hub = await FakeHub.serve(HUB_REPO, hubDir);
   // ~1 s for the whole repo: most kills land during the download
   hub.faults.bytesPerSecond = 6 * MiB;
-  return { root, dirs: { A: join(root, "A"), B: join(root, "B") }, hub, versions: { A, B, H }, close: () => hub.close() };
+  // content shared only by models that may all be evicted: freed once the last of them goes
+  const capacityShared = bytes(1 * MiB);
+  const capacity: Record<string, string> = {};
+  for (const name of CAPACITY_MODELS) {
+    capacity[name] = join(root, name);
+    await writeVersion(capacity[name], { "config.json": Buffer.from(`{"name": "${name}"}\n`), "shared.bin": capacityShared, "model.safetensors": bytes(2 * MiB) });
+  }
+  return { root, dirs: { A: join(root, "A"), B: join(root, "B") }, capacity, hub, versions: { A, B, H }, close: () => hub.close() };
 }

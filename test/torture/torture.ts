@@ -4,15 +4,20 @@
 // was heading for (never unhealthy, never a mix of two versions), that the
 // registry agrees with the disk, that recovery left nothing behind, and that a
 // plain Pull still works, and every installed file is a link to its stored content.
-import { lstat, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+// The server runs under a quota with background verification on; after every
+// restart a capacity round (no kill) pulls small models side by side, one of
+// them leased, the torture's own two models pinned, and counts as violations:
+// content in use over the quota, a leased or pinned install evicted, a pull
+// that hangs or fails other than RESOURCE_EXHAUSTED, a model found unhealthy.
+import { lstat, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type ServiceError, status as grpcStatus } from "@grpc/grpc-js";
-import { CacheStatus, type ModelCacheServiceClient, ModelStatus } from "../../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, type ModelCacheServiceClient, ModelStatus, PullPolicy } from "../../generated/modelcache/v1/model_cache.js";
 import { call, modelSpec, pull } from "../support/test-server.js";
 import { spawnServer } from "../support/child-server.js";
-import { HUB_REPO, makeSources, type Sources, type Version } from "./sources.js";
+import { CAPACITY_MODELS, HUB_REPO, makeSources, type Sources, type Version } from "./sources.js";
 
 type Install = "A" | "B" | "H" | "missing";
 interface ModelState {
@@ -22,6 +27,8 @@ interface ModelState {
 type World = Record<ModelName, ModelState>;
 type ModelName = "local-model" | "hub-model";
 const MODELS: readonly ModelName[] = ["local-model", "hub-model"];
+/** --cache-max-bytes: both pinned models and about two of the capacity rounds' models fit */
+const QUOTA = 26 * 1024 * 1024;
 
 interface Operation {
   label: string;
@@ -44,6 +51,9 @@ export interface TortureResult {
   /** cycles whose operation was still running when the server was killed */
   killedMidway: number;
   operations: Record<string, number>;
+  capacityRounds: number;
+  /** what the capacity rounds found wrong (each names its round) */
+  violations: string[];
 }
 
 /** mulberry32: a small seeded generator, so that a failing run can be replayed from its seed */
@@ -68,12 +78,17 @@ export async function runTorture(options: TortureOptions): Promise<TortureResult
   await mkdir(join(work, "sources"), { recursive: true });
   const sources = await makeSources(join(work, "sources"), random);
   const start = () =>
-    spawnServer({ dataDir, logFile, args: ["--hub-url", sources.hub.url, "--fixture-root", sources.root, "--log-level", "info", "--max-concurrent-pulls", "2"] });
-  const result: TortureResult = { cycles: 0, killedMidway: 0, operations: {} };
+    spawnServer({
+      dataDir,
+      logFile,
+      args: ["--hub-url", sources.hub.url, "--fixture-root", sources.root, "--log-level", "info", "--max-concurrent-pulls", "3", "--cache-max-bytes", String(QUOTA), "--verify-interval", "1s"],
+    });
+  const result: TortureResult = { cycles: 0, killedMidway: 0, operations: {}, capacityRounds: 0, violations: [] };
   let server = await start();
   let failed = false;
   try {
     const world: World = { "local-model": { registered: false, install: "missing" }, "hub-model": { registered: false, install: "missing" } };
+    for (const name of CAPACITY_MODELS) await call(server.client, "registerModel", { model: modelSpec({ name, source: `torture/${name}` }) });
     await repair(server.client, world, sources, pick);
     // how long each kind of operation takes when left alone: the kill lands
     // anywhere within it (and sometimes just after), so most kills hit midway
@@ -108,10 +123,13 @@ export async function runTorture(options: TortureOptions): Promise<TortureResult
       await repair(server.client, world, sources, pick).catch((err: Error) => {
         throw new Error(`${context}: ${err.message}`);
       });
+      const round = await capacityRound(server.client, cacheRoot, sources, pick);
+      for (const violation of round.violations) result.violations.push(`after ${context}: ${violation}`);
+      result.capacityRounds += 1;
       result.cycles = cycle;
       if (midway) result.killedMidway += 1;
       result.operations[kind] = (result.operations[kind] ?? 0) + 1;
-      options.report?.(`cycle ${cycle}/${options.cycles}: ${operation.label}, killed after ${delay} ms${midway ? " (midway)" : " (done)"}; after restart ${MODELS.map((n) => `${n} ${describe(found[n])}`).join(", ")}`);
+      options.report?.(`cycle ${cycle}/${options.cycles}: ${operation.label}, killed after ${delay} ms${midway ? " (midway)" : " (done)"}; after restart ${MODELS.map((n) => `${n} ${describe(found[n])}`).join(", ")}; capacity round: ${round.summary}`);
     }
     return result;
   } catch (err) {
@@ -201,7 +219,7 @@ async function observe(client: ModelCacheServiceClient, cacheRoot: string, sourc
     if (entries.length > 0) throw new Error(`recovery left ${leftover}/${entries.join(", ")} behind`);
   }
   for (const entry of await readdir(cacheRoot).catch(() => [] as string[])) {
-    if (!entry.startsWith(".") && !MODELS.includes(entry as ModelName)) throw new Error(`the cache root holds '${entry}', which no model owns`);
+    if (!entry.startsWith(".") && !MODELS.includes(entry as ModelName) && !(CAPACITY_MODELS as readonly string[]).includes(entry)) throw new Error(`the cache root holds '${entry}', which no model owns`);
   }
   return world;
 }
@@ -219,7 +237,8 @@ async function listFiles(dir: string): Promise<string[]> {
 async function repair(client: ModelCacheServiceClient, world: World, sources: Sources, pick: <T>(items: readonly T[]) => T): Promise<void> {
   for (const name of MODELS) {
     if (!world[name].registered) {
-      await call(client, "registerModel", { model: modelSpec({ name, source: name === "hub-model" ? HUB_REPO : "torture/local-model" }) });
+      // pinned: the capacity rounds' evictions never touch them
+      await call(client, "registerModel", { model: modelSpec({ name, source: name === "hub-model" ? HUB_REPO : "torture/local-model", pinned: true }) });
     }
     const version = name === "hub-model" ? "H" : pick(["A", "B"] as const);
     const outcome = await pull(client, { name, fixtureDir: version === "H" ? "" : sources.dirs[version] });
@@ -228,4 +247,55 @@ async function repair(client: ModelCacheServiceClient, world: World, sources: So
     }
     world[name] = { registered: true, install: version };
   }
+}
+
+/**
+ * Three of the capacity models pulled at once (some forced) under the quota,
+ * one installed model leased meanwhile, background verification running;
+ * returns what it found wrong.
+ */
+async function capacityRound(client: ModelCacheServiceClient, cacheRoot: string, sources: Sources, pick: <T>(items: readonly T[]) => T): Promise<{ violations: string[]; summary: string }> {
+  const violations: string[] = [];
+  const statusOf = async (name: string) => (await call(client, "getModel", { name })).model!.status;
+  const installed: string[] = [];
+  for (const name of CAPACITY_MODELS) if ((await statusOf(name)) === ModelStatus.MODEL_STATUS_INSTALLED) installed.push(name);
+  let lease: { name: string; id: string } | undefined;
+  if (installed.length > 0 && pick([true, false])) {
+    const name = pick(installed);
+    const resolved = await call(client, "resolveModel", { name, pullPolicy: PullPolicy.PULL_POLICY_NEVER, leaseSeconds: 600, credentialAlias: "" });
+    lease = { name, id: resolved.leaseId };
+  }
+  const chosen = [...CAPACITY_MODELS].sort(() => pick([-1, 1])).slice(0, 3);
+  const outcomes = await Promise.all(
+    chosen.map((name) => pull(client, { name, fixtureDir: sources.capacity[name]!, force: pick([true, false]) }, { deadline: new Date(Date.now() + 120_000) }).then((outcome) => ({ name, outcome }))),
+  );
+  const told: string[] = [];
+  for (const { name, outcome } of outcomes) {
+    const code = outcome.error?.code;
+    const evicted = outcome.events.find((e) => e.started)?.started?.evictedModels ?? [];
+    told.push(`${name} ${code === undefined ? "ok" : grpcStatus[code]}${evicted.length > 0 ? ` (evicted ${evicted.join(", ")})` : ""}`);
+    if (code === grpcStatus.DEADLINE_EXCEEDED) violations.push(`the pull of ${name} hung (no end within 120 s)`);
+    else if (code !== undefined && code !== grpcStatus.RESOURCE_EXHAUSTED) violations.push(`the pull of ${name} failed: ${outcome.error!.message}`);
+  }
+  const inUse = await contentInUse(cacheRoot);
+  if (inUse > QUOTA) violations.push(`the installs use ${inUse} bytes of stored content, over --cache-max-bytes ${QUOTA}`);
+  if (lease) {
+    if ((await statusOf(lease.name)) !== ModelStatus.MODEL_STATUS_INSTALLED) violations.push(`${lease.name} was leased, and is no longer installed`);
+    await call(client, "releaseLease", { leaseId: lease.id });
+  }
+  for (const name of MODELS) if ((await statusOf(name)) !== ModelStatus.MODEL_STATUS_INSTALLED) violations.push(`${name} is pinned, and is no longer installed`);
+  for (const name of [...MODELS, ...CAPACITY_MODELS]) if ((await statusOf(name)) === ModelStatus.MODEL_STATUS_UNHEALTHY) violations.push(`${name} is unhealthy (nothing corrupted it)`);
+  return { violations, summary: `${told.join(", ")}${lease ? `; ${lease.name} leased` : ""}` };
+}
+
+/** Bytes of stored content some install links, and the installs' manifests: what the quota bounds once no pull runs. */
+async function contentInUse(cacheRoot: string): Promise<number> {
+  let bytes = 0;
+  const blobs = join(cacheRoot, ".blobs", "sha256");
+  for (const name of await readdir(blobs).catch(() => [] as string[])) {
+    const blob = await lstat(join(blobs, name)).catch(() => undefined);
+    if (blob?.isFile() && blob.nlink > 1) bytes += blob.size;
+  }
+  for (const name of [...MODELS, ...CAPACITY_MODELS]) bytes += (await stat(join(cacheRoot, name, "manifest.json")).catch(() => undefined))?.size ?? 0;
+  return bytes;
 }
