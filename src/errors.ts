@@ -70,3 +70,21 @@ export function isAbort(err: unknown): boolean {
 export function errorCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
+
+/** Filesystem error codes that mean the disk (or the user's quota) is full. */
+const OUT_OF_SPACE_CODES = new Set(["ENOSPC", "EDQUOT"]);
+/** How LevelDB and other native code spell those errors in a message. */
+const OUT_OF_SPACE_TEXT = /no space left on device|disk quota exceeded/i;
+
+/**
+ * Whether `err`, or an error it wraps, says the filesystem is full (ENOSPC) or
+ * a quota is reached (EDQUOT): a local condition that retrying cannot fix.
+ */
+export function isOutOfSpace(err: unknown): boolean {
+  for (let at = err, depth = 0; at !== undefined && at !== null && depth < 8; at = (at as { cause?: unknown }).cause, depth++) {
+    const code = errorCode(at);
+    if (code !== undefined && OUT_OF_SPACE_CODES.has(code)) return true;
+    if (at instanceof Error && OUT_OF_SPACE_TEXT.test(at.message)) return true;
+  }
+  return false;
+}
