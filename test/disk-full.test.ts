@@ -4,6 +4,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
+import { runCli } from "./support/run-cli.js";
 import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
 import { type TestServer, call, callError, modelSpec, startTestServer } from "./support/test-server.js";
 
@@ -72,6 +73,23 @@ describe("a full disk", function () {
       const { model } = await call(t.client, "getModel", { name: "before-0" });
       expect(model!.dimensions).to.equal(768);
       expect(await t.server.runtime.registry.vault.get("hf-after")).to.equal("s3cr3t-after");
+    });
+  });
+
+  describe("a start", () => {
+    it("exits non-zero naming the cause when the registry cannot be opened for lack of space", async () => {
+      t = await serverOnDisk();
+      // entries left in LevelDB's log: opening recovers them into a table, which needs room
+      for (let i = 0; i < 20; i++) await call(t.client, "registerModel", { model: modelSpec({ name: `m-${i}` }) });
+      await t.close();
+      t = undefined;
+      await disk.fill();
+      const run = await runCli("127.0.0.1:1", ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(disk.dir, "data"), "--log-format", "json"]);
+      expect(run.code).to.not.equal(0);
+      const output = run.stdout + run.stderr;
+      expect(output).to.match(/no space left on device/i);
+      expect(output).to.include(join(disk.dir, "data", "registry"));
+      expect(output).to.not.include("modelcache is serving");
     });
   });
 });
