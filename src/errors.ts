@@ -53,12 +53,18 @@ export function quote(value: string): string {
 }
 
 /**
- * Wraps a filesystem failure as an internal error that says what failed and
- * where. Errors that are already ours, and aborts, pass through unchanged.
+ * Wraps a filesystem failure as an error that says what failed and where:
+ * resource_exhausted when the disk or a quota is full (retrying cannot help,
+ * freeing space can), internal otherwise. Errors that are already ours, and
+ * aborts, pass through unchanged.
  */
 export function filesystemError(what: string, path: string, err: unknown): Error {
   if (err instanceof ModelCacheError || isAbort(err)) return err as Error;
   const code = (err as NodeJS.ErrnoException)?.code;
+  if (isOutOfSpace(err)) {
+    const reason = code === "EDQUOT" ? "disk quota exceeded (EDQUOT)" : "no space left on device (ENOSPC)";
+    return new ModelCacheError("resource_exhausted", `failed to ${what} '${path}': ${reason}; free space on that filesystem (PruneCache, DropCache, or outside the cache) and try again`, { cause: err });
+  }
   const reason = code ?? (err instanceof Error ? err.message : String(err));
   return new ModelCacheError("internal", `failed to ${what} '${path}': ${reason}`, { cause: err });
 }

@@ -1,12 +1,20 @@
 // A full disk, for real: a 96 MiB ext4 image, loop-mounted as the data dir
 // and filled by a ballast file at the moment each test chooses.
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
+import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub } from "./support/fake-hub.js";
 import { runCli } from "./support/run-cli.js";
 import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
-import { type TestServer, call, callError, modelSpec, startTestServer } from "./support/test-server.js";
+import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const REPO = "acme/tiny-minilm";
+const BIG = 6 * 1024 * 1024;
+const big = Buffer.alloc(BIG);
+for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
 
 describe("a full disk", function () {
   this.timeout(120_000);
@@ -23,11 +31,80 @@ describe("a full disk", function () {
     await disk?.unmount();
   });
 
-  async function serverOnDisk(): Promise<TestServer> {
+  async function serverOnDisk(options: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
     const dataDir = join(disk.dir, "data");
     await mkdir(dataDir);
-    return startTestServer({ dataDir, minFreeBytes: 0 });
+    // --min-free-bytes 0: the filesystem itself says when it is full
+    return startTestServer({ dataDir, minFreeBytes: 0, ...options });
   }
+
+  describe("a pull", () => {
+    const cleanups: (() => Promise<void>)[] = [];
+    afterEach(async () => {
+      for (const cleanup of cleanups.splice(0)) await cleanup();
+    });
+
+    it("from a directory fails with RESOURCE_EXHAUSTED naming the path, and the previous install stays", async () => {
+      t = await serverOnDisk();
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      const before = await snapshot(model!.cacheDir);
+      // a few hundred bytes by their sizes, but a block each on the disk: the capacity check lets
+      // the pull start, and the filesystem runs out while it copies
+      const files: Record<string, string> = {};
+      for (let i = 0; i < 3000; i++) files[`shards/part-${String(i).padStart(4, "0")}.txt`] = `${i}`;
+      const source = await makeSourceDir(files);
+      cleanups.push(source.cleanup);
+      await disk.fill();
+      await disk.release(512 * 1024);
+
+      const outcome = await pull(t.client, { name: "minilm", fixtureDir: source.dir });
+      expect(outcome.error?.code, outcome.error?.details).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(outcome.error!.details, outcome.error!.details).to.match(/no space left on device/);
+      expect(outcome.error!.details).to.include(disk.dir);
+
+      expect(await snapshot(model!.cacheDir)).to.deep.equal(before);
+      const after = await call(t.client, "getModel", { name: "minilm" });
+      expect(after.model!.status).to.equal(model!.status);
+      const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
+      expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+
+    it("from a hub fails with RESOURCE_EXHAUSTED without asking again, and the retry resumes its partial", async () => {
+      const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
+      cleanups.push(() => hub.close());
+      t = await serverOnDisk({ hubUrl: hub.url, progressIntervalMs: 0 });
+      await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+      hub.faults.bytesPerSecond = 1024 * 1024;
+      let filling: Promise<void> | undefined;
+      const outcome = await pull(t.client, { name: "minilm" }, {
+        onEvent: (event) => {
+          // the disk fills up while the big file is on its way
+          if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 256 * 1024) filling ??= disk.fill();
+        },
+      });
+      await filling;
+      expect(outcome.error?.code, outcome.error?.details).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(outcome.error!.details).to.match(/no space left on device/);
+      const partial = join(disk.dir, "data", "ai_models_cache", ".blobs", "partial", "minilm", hub.commit, "onnx", "model.onnx");
+      expect(outcome.error!.details).to.include(partial);
+      // one request for the file: a full disk is no network error to retry
+      const asked = () => hub.requests.filter((r) => r.origin === "cdn" && r.path.endsWith(hub.file("onnx/model.onnx").sha256));
+      expect(asked(), JSON.stringify(hub.requests.map((r) => [r.origin, r.path, r.range, r.status]))).to.have.length(1);
+      const kept = (await stat(partial)).size;
+      expect(kept).to.be.above(0).and.below(BIG);
+
+      await disk.release(32 * 1024 * 1024);
+      hub.faults.bytesPerSecond = undefined;
+      await pullOk(t.client, { name: "minilm" });
+      expect(asked()).to.have.length(2);
+      expect(asked()[1]!.range).to.equal(`bytes=${kept}-`);
+      expect(asked()[1]!.sent).to.equal(BIG - kept);
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(hub.file("onnx/model.onnx").sha256);
+    });
+  });
 
   describe("the registry", () => {
     it("keeps every acknowledged write across a restart after a write failed for lack of space", async () => {

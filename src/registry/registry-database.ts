@@ -232,7 +232,7 @@ export class RegistryDatabase extends Level<string, unknown> {
     if (isOutOfSpace(err)) {
       return new ModelCacheError(
         "resource_exhausted",
-        `the registry at '${this.#location}' could not write: no space left on its filesystem; nothing was changed: free space there (or raise the quota) and retry`,
+        `the registry at '${this.#location}' could not write: ${/quota/i.test(describe(err)) ? "disk quota exceeded" : "no space left on device"}; nothing was changed: free space on that filesystem and retry`,
         { cause: err },
       );
     }
