@@ -6,6 +6,7 @@ import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";
 import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
 import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
@@ -167,6 +168,29 @@ describe("a full disk", function () {
       expect(output).to.match(/no space left on device/i);
       expect(output).to.include(join(disk.dir, "data", "registry"));
       expect(output).to.not.include("modelcache is serving");
+    });
+  });
+
+  describe("the free-space floor", () => {
+    it("is named at start when the disk is already under it, and a pull it refuses says to free space or lower --min-free-bytes", async () => {
+      const logs = captureLogs();
+      const dataDir = join(disk.dir, "data");
+      await mkdir(dataDir);
+      // the default --min-free-bytes, 1 GiB, on a 96 MiB disk
+      t = await startTestServer({ dataDir, logger: logs.logger });
+      const warning = logs.lines.find((line) => line.level === 40 && String(line.msg).includes("--min-free-bytes"));
+      expect(warning, "a warning at start naming --min-free-bytes").to.not.equal(undefined);
+      expect(warning!.msg).to.match(/lower --min-free-bytes/);
+      expect(warning!.cacheDir).to.equal(join(dataDir, "ai_models_cache"));
+
+      await call(t.client, "registerModel", { model: modelSpec() });
+      const outcome = await pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(outcome.error!.details).to.match(/free space on that filesystem, or lower --min-free-bytes/);
+      expect(outcome.error!.details).to.not.match(/raise the limit/);
+      const cli = await runCli(t.server.address, ["pull", "minilm", "--fixture-dir", FIXTURE_DIR]);
+      expect(cli.code).to.not.equal(0);
+      expect(cli.stderr).to.match(/lower --min-free-bytes/);
     });
   });
 });
