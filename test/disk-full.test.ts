@@ -152,6 +152,40 @@ describe("a full disk", function () {
       expect(model!.dimensions).to.equal(768);
       expect(await t.server.runtime.registry.vault.get("hf-after")).to.equal("s3cr3t-after");
     });
+
+    it("answers reads made while it reopens, and keeps every write made at the same time", async () => {
+      t = await serverOnDisk();
+      await call(t.client, "registerModel", { model: modelSpec({ name: "base" }) });
+      await disk.fill();
+      const acknowledged = ["base"];
+      for (let i = 0; i < 5000; i++) {
+        try {
+          await call(t.client, "registerModel", { model: modelSpec({ name: `full-${i}` }) });
+          acknowledged.push(`full-${i}`);
+        } catch (err) {
+          expect((err as { code: number }).code).to.equal(status.RESOURCE_EXHAUSTED);
+          break;
+        }
+      }
+      await disk.release(16 * 1024 * 1024);
+      // the first of these writes reopens the registry while the reads run
+      const writes = Array.from({ length: 100 }, (_, i) => call(t!.client, "registerModel", { model: modelSpec({ name: `at-once-${i}` }) }).then(() => acknowledged.push(`at-once-${i}`)));
+      const reads = Array.from({ length: 100 }, (_, i) =>
+        (i % 2 === 0 ? call(t!.client, "getModel", { name: "base" }) : call(t!.client, "listModels", {})).then(
+          () => "ok",
+          // a listing cannot wait for the reopen: it says so, and clients retry UNAVAILABLE
+          (err: { code: number; details: string }) => (err.code === status.UNAVAILABLE && /being reopened/.test(err.details) ? "retry" : `${err.code} ${err.details}`),
+        ),
+      );
+      await Promise.all(writes);
+      const answers = await Promise.all(reads);
+      expect(answers.filter((a) => a !== "ok" && a !== "retry")).to.deep.equal([]);
+      expect(answers.filter((a, i) => i % 2 === 0 && a !== "ok"), "GetModel waits for the reopen").to.deep.equal([]);
+
+      await t.restart();
+      const names = new Set((await call(t.client, "listModels", {})).models.map((m) => m.name));
+      expect(acknowledged.filter((name) => !names.has(name))).to.deep.equal([]);
+    });
   });
 
   describe("a start", () => {

@@ -15,7 +15,7 @@ import { loadVaultKey } from "./vault-key.js";
 const SCHEMA_VERSION = 1;
 
 export interface Registry {
-  db: Level<string, unknown>;
+  db: RegistryDatabase;
   models: LevelSublevel<ModelRecord>;
   /** secrets by alias, sealed at rest */
   vault: Vault;

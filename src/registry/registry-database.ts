@@ -69,6 +69,11 @@ export class RegistryDatabase extends Level<string, unknown> {
     this.#location = location;
   }
 
+  /** Whether a synchronous read can be answered now (not while a reopen runs): else read asynchronously, which waits. */
+  get readableSync(): boolean {
+    return this.#reopening === undefined && !this.#closedUnder;
+  }
+
   // --- the storage methods abstract-level calls (after it has encoded keys and values)
 
   async _open(options: unknown): Promise<void> {
@@ -121,12 +126,13 @@ export class RegistryDatabase extends Level<string, unknown> {
   }
 
   _getSync(key: unknown, options: unknown): unknown {
-    // cannot wait for a reopen: says so instead
+    // cannot wait for a reopen: says so instead (readableSync tells a caller to read asynchronously)
     this.#assertReadable();
     return classic._getSync.call(this, key, options);
   }
 
   _iterator(options: unknown): Closable {
+    // made synchronously, so it cannot wait for a reopen (a few milliseconds after a failed write): UNAVAILABLE, which clients retry
     this.#assertReadable();
     const iterator = classic._iterator.call(this, options);
     this.#iterators.add(iterator);
