@@ -6,6 +6,7 @@ import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { FakeS3, S3_CREDENTIALS } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";
 import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
@@ -104,6 +105,30 @@ describe("a full disk", function () {
       expect(asked()[1]!.sent).to.equal(BIG - kept);
       const { model } = await call(t.client, "getModel", { name: "minilm" });
       expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(hub.file("onnx/model.onnx").sha256);
+    });
+
+    it("from an S3 store fails with RESOURCE_EXHAUSTED without asking for any object again, and a pull once there is room installs it", async () => {
+      const s3 = await FakeS3.start(["models"]);
+      cleanups.push(() => s3.close());
+      await s3.put("models", { "minilm/config.json": '{"hidden_size": 384}', "minilm/onnx/model.onnx": big });
+      t = await serverOnDisk({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+      await call(t.client, "putSecret", { alias: "store", value: JSON.stringify(S3_CREDENTIALS) });
+      await call(t.client, "registerModel", { model: modelSpec({ source: "s3://models/minilm", revision: "", credentialAlias: "store", include: ["onnx/"] }) });
+      // the disk fills up just before the big object is fetched
+      s3.faults.beforeGet.set("minilm/onnx/model.onnx", () => disk.fill());
+
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code, outcome.error?.details).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(outcome.error!.details).to.match(/no space left on device/);
+      expect(outcome.error!.details).to.include(disk.dir);
+      const gets = s3.requests.filter((r) => r.method === "GET" && r.key.startsWith("minilm/") && !r.query.includes("list-type"));
+      const asked = gets.map((r) => `${r.key} ${r.range ?? ""}`);
+      expect(new Set(asked).size, asked.join(", ")).to.equal(asked.length);
+
+      await disk.release(32 * 1024 * 1024);
+      await pullOk(t.client, { name: "minilm" });
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(sha256(big));
     });
   });
 
