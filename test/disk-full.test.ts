@@ -8,6 +8,7 @@ import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FakeS3, S3_CREDENTIALS } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
+import { type ChildServer, spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
 import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
 import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
@@ -21,16 +22,22 @@ for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
 describe("a full disk", function () {
   this.timeout(120_000);
   let disk: SmallDisk;
+  /** the disk still to unmount */
+  let mounted: SmallDisk | undefined;
   let t: TestServer | undefined;
   beforeEach(async function () {
-    const mounted = await mountSmallDisk();
-    if (typeof mounted === "string") this.skip();
-    disk = mounted as SmallDisk;
+    const made = await mountSmallDisk();
+    if (typeof made === "string") this.skip();
+    disk = mounted = made as SmallDisk;
   });
   afterEach(async () => {
-    await t?.close();
-    t = undefined;
-    await disk?.unmount();
+    try {
+      await t?.close();
+    } finally {
+      t = undefined;
+      await mounted?.unmount();
+      mounted = undefined;
+    }
   });
 
   async function serverOnDisk(options: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
@@ -210,6 +217,55 @@ describe("a full disk", function () {
       await t.restart();
       const names = new Set((await call(t.client, "listModels", {})).models.map((m) => m.name));
       expect(acknowledged.filter((name) => !names.has(name))).to.deep.equal([]);
+    });
+  });
+
+  describe("the registry of a server killed", () => {
+    let child: ChildServer | undefined;
+    afterEach(async () => {
+      await child?.kill();
+      child = undefined;
+    });
+
+    it("by SIGKILL while it takes writes again after a failed one keeps every acknowledged write", async () => {
+      const dataDir = join(disk.dir, "data");
+      await mkdir(dataDir);
+      const logFile = join(disk.dir, "..", "server.log");
+      child = await spawnServer({ dataDir, args: ["--min-free-bytes", "0"], logFile });
+      const client = child.client;
+      await call(client, "registerModel", { model: modelSpec({ name: "base" }) });
+      await disk.fill();
+      const acknowledged = ["base"];
+      for (let i = 0; i < 5000; i++) {
+        try {
+          await call(client, "registerModel", { model: modelSpec({ name: `full-${i}` }) });
+          acknowledged.push(`full-${i}`);
+        } catch (err) {
+          expect((err as { code: number }).code).to.equal(status.RESOURCE_EXHAUSTED);
+          break;
+        }
+      }
+      await disk.release(16 * 1024 * 1024);
+      // the first write reopens the registry; the kill lands once some are acknowledged, others on their way
+      const killed = child;
+      let answered = 0;
+      await Promise.allSettled(
+        Array.from({ length: 60 }, (_, i) =>
+          call(client, "registerModel", { model: modelSpec({ name: `at-kill-${i}` }) }).then(() => {
+            acknowledged.push(`at-kill-${i}`);
+            if (++answered === 20) killed.process.kill("SIGKILL");
+          }),
+        ),
+      );
+      await killed.kill();
+      expect(answered).to.be.at.least(20);
+
+      child = await spawnServer({ dataDir, args: ["--min-free-bytes", "0"], logFile });
+      const { models } = await call(child.client, "listModels", {});
+      const names = new Set(models.map((m) => m.name));
+      expect(acknowledged.filter((name) => !names.has(name))).to.deep.equal([]);
+      // whatever else is there is whole
+      for (const model of models) expect(model.dimensions).to.equal(384);
     });
   });
 

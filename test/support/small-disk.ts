@@ -69,7 +69,13 @@ export async function mountSmallDisk(sizeMiB = 96): Promise<SmallDisk | string> 
       return fs.bavail * fs.bsize;
     },
     async unmount() {
-      await run("umount", [dir]);
+      try {
+        await run("umount", [dir]);
+      } catch {
+        // still busy (a file a failed test left open): detach it now, the kernel frees it once closed,
+        // so that no test leaves a mount behind
+        await run("umount", ["-l", dir]);
+      }
       await rm(work, { recursive: true, force: true });
     },
   };
