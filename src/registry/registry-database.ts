@@ -170,11 +170,13 @@ export class RegistryDatabase extends Level<string, unknown> {
   }
 
   async #read<T>(run: () => Promise<T>): Promise<T> {
-    while (this.#reopening) await this.#reopening;
-    if (this.#closedUnder) {
+    for (;;) {
+      while (this.#reopening) await this.#reopening;
+      if (!this.#closedUnder) break;
       // the last reopen failed: try again (it takes the writes' turn), else say why
       await this.#writes.runExclusive(() => (this.#closedUnder ? this.#reopen() : undefined));
     }
+    // counted with no await since the checks above, so a reopen starting now waits for this read
     this.#reads += 1;
     try {
       return await run();
