@@ -114,6 +114,31 @@ describe("a full disk", function () {
       expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(hub.file("onnx/model.onnx").sha256);
     });
 
+    it("from a hub in parallel ranges fails with RESOURCE_EXHAUSTED without asking for any range again, and a pull once there is room installs it", async () => {
+      const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
+      cleanups.push(() => hub.close());
+      t = await serverOnDisk({ hubUrl: hub.url, progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024 });
+      await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+      hub.faults.bytesPerSecond = 1024 * 1024;
+      let filling: Promise<void> | undefined;
+      const outcome = await pull(t.client, { name: "minilm" }, {
+        onEvent: (event) => {
+          if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 256 * 1024) filling ??= disk.fill();
+        },
+      });
+      await filling;
+      expect(outcome.error?.code, outcome.error?.details).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(outcome.error!.details).to.match(/no space left on device/);
+      const ranges = hub.requests.filter((r) => r.origin === "cdn" && r.path.endsWith(hub.file("onnx/model.onnx").sha256)).map((r) => r.range);
+      expect(new Set(ranges).size, ranges.join(", ")).to.equal(ranges.length);
+
+      await disk.release(32 * 1024 * 1024);
+      hub.faults.bytesPerSecond = undefined;
+      await pullOk(t.client, { name: "minilm" });
+      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(hub.file("onnx/model.onnx").sha256);
+    });
+
     it("from an S3 store fails with RESOURCE_EXHAUSTED without asking for any object again, and a pull once there is room installs it", async () => {
       const s3 = await FakeS3.start(["models"]);
       cleanups.push(() => s3.close());
