@@ -27,7 +27,10 @@ describe("a full disk", function () {
   let t: TestServer | undefined;
   beforeEach(async function () {
     const made = await mountSmallDisk();
-    if (typeof made === "string") this.skip();
+    if (typeof made === "string") {
+      if (this.currentTest) this.currentTest.title += ` (skipped: ${made})`;
+      this.skip();
+    }
     disk = mounted = made as SmallDisk;
   });
   afterEach(async () => {
