@@ -31,7 +31,10 @@ function describe(err: unknown): { code: status; details: string } {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const path = (err as NodeJS.ErrnoException | undefined)?.path;
   // a full disk the domain did not wrap is still the caller's to fix by freeing space, not an internal fault
-  if (isOutOfSpace(err)) return { code: status.RESOURCE_EXHAUSTED, details: `no space left on device${path ? ` at '${path}'` : ""} (${code ?? "ENOSPC"}): free space on the server's data filesystem and try again` };
+  if (isOutOfSpace(err)) {
+    const reason = code === "EDQUOT" ? "disk quota exceeded (EDQUOT)" : "no space left on device (ENOSPC)";
+    return { code: status.RESOURCE_EXHAUSTED, details: `${reason}${path ? ` at '${path}'` : ""}: free space on the server's filesystem and try again` };
+  }
   if (code && path) return { code: status.INTERNAL, details: `filesystem error ${code} at '${path}'` };
   return { code: status.INTERNAL, details: `internal error: ${err instanceof Error ? err.message : String(err)}` };
 }

@@ -1,5 +1,5 @@
-// The registry's storage: one LevelDB under the data dir with a sublevel
-// each for models, secrets and settings. Read-modify-write of a record goes
+// The registry's storage: one LevelDB under the data dir (a RegistryDatabase,
+// reopened after a failed write) with a sublevel each for models, secrets and settings. Read-modify-write of a record goes
 // through `records`, a per-name lock, so concurrent updates never lose one.
 import { join } from "node:path";
 import type { Level } from "level";
