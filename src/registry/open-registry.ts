@@ -1,6 +1,7 @@
 // The registry's storage: one LevelDB under the data dir (a RegistryDatabase,
-// reopened after a failed write) with a sublevel each for models, secrets and settings. Read-modify-write of a record goes
-// through `records`, a per-name lock, so concurrent updates never lose one.
+// reopened after a failed write) with a sublevel each for models, secrets and
+// settings. Read-modify-write of a record goes through `records`, a per-name
+// lock, so concurrent updates never lose one.
 import { join } from "node:path";
 import type { Level } from "level";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
