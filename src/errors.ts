@@ -53,12 +53,18 @@ export function quote(value: string): string {
 }
 
 /**
- * Wraps a filesystem failure as an internal error that says what failed and
- * where. Errors that are already ours, and aborts, pass through unchanged.
+ * Wraps a filesystem failure as an error that says what failed and where:
+ * resource_exhausted when the disk or a quota is full (retrying cannot help,
+ * freeing space can), internal otherwise. Errors that are already ours, and
+ * aborts, pass through unchanged.
  */
 export function filesystemError(what: string, path: string, err: unknown): Error {
   if (err instanceof ModelCacheError || isAbort(err)) return err as Error;
   const code = (err as NodeJS.ErrnoException)?.code;
+  if (isOutOfSpace(err)) {
+    const reason = code === "EDQUOT" ? "disk quota exceeded (EDQUOT)" : "no space left on device (ENOSPC)";
+    return new ModelCacheError("resource_exhausted", `failed to ${what} '${path}': ${reason}; free space on that filesystem (PruneCache, DropCache, or outside the cache) and try again`, { cause: err });
+  }
   const reason = code ?? (err instanceof Error ? err.message : String(err));
   return new ModelCacheError("internal", `failed to ${what} '${path}': ${reason}`, { cause: err });
 }
@@ -69,4 +75,22 @@ export function isAbort(err: unknown): boolean {
 
 export function errorCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Filesystem error codes that mean the disk (or the user's quota) is full. */
+const OUT_OF_SPACE_CODES = new Set(["ENOSPC", "EDQUOT"]);
+/** How LevelDB and other native code spell those errors in a message. */
+const OUT_OF_SPACE_TEXT = /no space left on device|disk quota exceeded/i;
+
+/**
+ * Whether `err`, or an error it wraps, says the filesystem is full (ENOSPC) or
+ * a quota is reached (EDQUOT): a local condition that retrying cannot fix.
+ */
+export function isOutOfSpace(err: unknown): boolean {
+  for (let at = err, depth = 0; at !== undefined && at !== null && depth < 8; at = (at as { cause?: unknown }).cause, depth++) {
+    const code = errorCode(at);
+    if (code !== undefined && OUT_OF_SPACE_CODES.has(code)) return true;
+    if (at instanceof Error && OUT_OF_SPACE_TEXT.test(at.message)) return true;
+  }
+  return false;
 }

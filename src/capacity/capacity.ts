@@ -215,7 +215,7 @@ export class Capacity {
     const what = name === undefined ? "the cache" : `pulling model '${name}' (${seen.addBytes} bytes to add${seen.reserved > 0 ? `, ${seen.reserved} reserved by pulls under way` : ""})`;
     return new ModelCacheError(
       "resource_exhausted",
-      `${what} needs ${needed} bytes more room under ${flag}; evicting every install that may go (neither pinned, leased nor being pulled) would free only ${freeable} bytes, so nothing was evicted or fetched: raise the limit, or unpin, release or drop installs`,
+      `${what} needs ${needed} bytes more room under ${flag}; evicting every install that may go (neither pinned, leased nor being pulled) would free only ${freeable} bytes, so nothing was evicted or fetched: ${reason === "quota" ? "raise --cache-max-bytes" : "free space on that filesystem, or lower --min-free-bytes"}, or unpin, release or drop installs`,
     );
   }
 }

@@ -96,6 +96,8 @@ function hintFor(code: status, details: string, address: string, tls: boolean): 
     case status.ABORTED:
       return "another operation on this model is under way; wait for it, or attach without --force";
     case status.RESOURCE_EXHAUSTED:
+      if (/no space left on device|disk quota exceeded/i.test(details)) return "the server's disk is full: free space on it ('modelcache prune', 'modelcache models drop', or outside the cache), then try again; a hub download resumes where it stopped";
+      if (/--min-free-bytes/.test(details)) return "the server keeps --min-free-bytes free on the cache's filesystem: free space there, or ask the operator to lower --min-free-bytes";
       return "a server limit was reached; narrow the model with --include/--exclude, or ask the operator to raise it";
     case status.DATA_LOSS:
       return "nothing was installed and the previous install is untouched; pull again, and if it repeats, the source is serving bad bytes";

@@ -1,6 +1,6 @@
 // The one place where domain errors become gRPC statuses.
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
-import { type ErrorKind, ModelCacheError, isAbort, wellFormed } from "../errors.js";
+import { type ErrorKind, ModelCacheError, isAbort, isOutOfSpace, wellFormed } from "../errors.js";
 
 const CODES: Record<ErrorKind, status> = {
   invalid_argument: status.INVALID_ARGUMENT,
@@ -30,6 +30,11 @@ function describe(err: unknown): { code: status; details: string } {
   if (isAbort(err)) return { code: status.CANCELLED, details: "the call was cancelled" };
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const path = (err as NodeJS.ErrnoException | undefined)?.path;
+  // a full disk the domain did not wrap is still the caller's to fix by freeing space, not an internal fault
+  if (isOutOfSpace(err)) {
+    const reason = code === "EDQUOT" ? "disk quota exceeded (EDQUOT)" : "no space left on device (ENOSPC)";
+    return { code: status.RESOURCE_EXHAUSTED, details: `${reason}${path ? ` at '${path}'` : ""}: free space on the server's filesystem and try again` };
+  }
   if (code && path) return { code: status.INTERNAL, details: `filesystem error ${code} at '${path}'` };
   return { code: status.INTERNAL, details: `internal error: ${err instanceof Error ? err.message : String(err)}` };
 }

@@ -1,10 +1,12 @@
-// The registry's storage: one LevelDB under the data dir with a sublevel
-// each for models, secrets and settings. Read-modify-write of a record goes
-// through `records`, a per-name lock, so concurrent updates never lose one.
+// The registry's storage: one LevelDB under the data dir (a RegistryDatabase,
+// reopened after a failed write) with a sublevel each for models, secrets and
+// settings. Read-modify-write of a record goes through `records`, a per-name
+// lock, so concurrent updates never lose one.
 import { join } from "node:path";
-import { Level } from "level";
+import type { Level } from "level";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
-import { ModelCacheError } from "../errors.js";
+import { ModelCacheError, isOutOfSpace } from "../errors.js";
+import { RegistryDatabase } from "./registry-database.js";
 import type { KnownContent } from "../store/content-store.js";
 import type { ModelRecord } from "./model-record.js";
 import type { Lease } from "../consumers/leases.js";
@@ -14,7 +16,7 @@ import { loadVaultKey } from "./vault-key.js";
 const SCHEMA_VERSION = 1;
 
 export interface Registry {
-  db: Level<string, unknown>;
+  db: RegistryDatabase;
   models: LevelSublevel<ModelRecord>;
   /** secrets by alias, sealed at rest */
   vault: Vault;
@@ -43,19 +45,24 @@ export interface RegistryOptions {
 
 export async function openRegistry(dataDir: string, options: RegistryOptions = {}): Promise<Registry> {
   const location = join(dataDir, "registry");
-  const db = new Level<string, unknown>(location, { valueEncoding: "json" });
+  const db = new RegistryDatabase(location, { valueEncoding: "json" });
   try {
     await db.open();
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause;
-    if (cause?.code === "LEVEL_LOCKED") {
+    const cause = (err as { cause?: unknown }).cause;
+    if ((cause as { code?: string } | undefined)?.code === "LEVEL_LOCKED") {
       throw new ModelCacheError(
         "unavailable",
         `the data dir '${dataDir}' is in use by another modelcache server (its registry is locked); stop that server or choose another --data-dir`,
         { cause: err },
       );
     }
-    throw new ModelCacheError("internal", `failed to open the registry at '${location}': ${(err as Error).message}`, { cause: err });
+    // LevelDB's reason (a full disk, a corrupt file) is the cause of abstract-level's "Database failed to open"
+    const reason = cause instanceof Error ? `${(err as Error).message}: ${cause.message}` : (err as Error).message;
+    if (isOutOfSpace(err)) {
+      throw new ModelCacheError("resource_exhausted", `failed to open the registry at '${location}': ${reason}; free space on that filesystem (opening recovers the registry's log, which needs room) and start again`, { cause: err });
+    }
+    throw new ModelCacheError("internal", `failed to open the registry at '${location}': ${reason}`, { cause: err });
   }
   const models = sublevelOf<ModelRecord>(db, "models", "json");
   const secrets = sublevelOf<string>(db, "secrets", "utf8");
@@ -83,8 +90,7 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
     }
     if ((await settings.get("vault_compacted")) !== true) {
       // rewrite the files so plaintext an earlier version wrote leaves the disk
-      // (`level` is classic-level on Node, whose compactRange its types leave out)
-      await (db as unknown as { compactRange(start: string, end: string): Promise<void> }).compactRange("!", '"');
+      await db.compactRange("!", '"');
       await settings.put("vault_compacted", true);
     }
   } catch (err) {

@@ -29,6 +29,7 @@ import type { AccessTokens } from "../auth/access-tokens.js";
 import { openRegistry } from "../registry/open-registry.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
 import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capacity.js";
+import { warnBelowFreeFloor } from "../capacity/warn-below-free-floor.js";
 import { BackgroundVerification, DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../store/background-verification.js";
 import { UseRecorder } from "../registry/use-recorder.js";
 import { DEFAULT_MAX_LEASE_SECONDS, Leases, SWEEP_INTERVAL_MS } from "../consumers/leases.js";
@@ -275,6 +276,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
     const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
+    await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
     const adoption = await adoptInstalls({ registry, layout, locks, store }, (path, signal) => copier.hash(path, signal), AbortSignal.timeout(3_600_000));
     if (adoption.adopted.length + adoption.unhealthy.length + adoption.skipped.length + adoption.failed.length > 0) {
       const trouble = adoption.unhealthy.length + adoption.failed.length > 0;

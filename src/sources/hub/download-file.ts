@@ -15,7 +15,7 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
-import { ModelCacheError, filesystemError } from "../../errors.js";
+import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
 import type { Readable } from "node:stream";
 
@@ -138,6 +138,8 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         if (err.kind === "data_loss") await rm(partialPath, { force: true });
         throw err;
       }
+      // a full disk is no network error: retrying cannot help, and the partial stays for a pull once there is room
+      if (isOutOfSpace(err)) throw filesystemError("write the download", partialPath, err);
       failures += 1;
       if (failures >= MAX_FAILURES) {
         throw new ModelCacheError("unavailable", `downloading '${options.path}' from ${origin(options)} failed ${failures} times (${(err as Error).message}); pull again to resume`);

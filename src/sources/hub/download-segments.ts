@@ -18,7 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../cache/durable.js";
 import { Writeback } from "../../cache/writeback.js";
-import { ModelCacheError, filesystemError } from "../../errors.js";
+import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Connections } from "./connections.js";
 import { type DownloadOptions, origin, resumesAt } from "./download-file.js";
 
@@ -336,6 +336,8 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       if (segment.done < length) throw new Error(`a range ended after ${segment.done} of ${length} bytes`);
     } catch (err) {
       if (err === RANGE_IGNORED || signal.aborted || err instanceof ModelCacheError) throw signal.aborted ? signal.reason : err;
+      // a full disk is no network error: retrying cannot help, and what arrived stays for a pull once there is room
+      if (isOutOfSpace(err)) throw filesystemError("write the download", options.partialPath, err);
       failures += 1;
       if (failures >= MAX_FAILURES) {
         throw new ModelCacheError("unavailable", `downloading '${options.path}' from ${origin(options)} failed ${failures} times (${(err as Error).message}); pull again to resume`);
