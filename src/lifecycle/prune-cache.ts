@@ -1,17 +1,18 @@
 // PruneCache: removes what the cache holds but no model needs, in the order
 // that frees the most: staging dirs no pull is writing (a crash's leftovers;
 // their links would keep content referenced), ingest files no copy is
-// writing, resumable downloads of names the registry no longer knows, then
+// writing (in this process, or in a server sharing the cache root), resumable downloads of names the registry no longer knows, then
 // every blob no install references. A model's leftovers are touched only
 // under its lock, so nothing a running pull holds is removed. With `dryRun`
 // nothing is removed and the blobs that would go are reported.
-import { lstat, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { footprintBytes } from "../cache/footprint.js";
 import { parkedEntry } from "../cache/park-install.js";
 import { isValidName } from "../registry/names.js";
 import type { Runtime } from "../runtime.js";
 import { collectGarbage } from "../store/collect-garbage.js";
+import { clearIngest } from "./ingest-areas.js";
 import { listEntries } from "../cache/list-entries.js";
 
 export interface Pruned {
@@ -32,13 +33,8 @@ export async function pruneCache(runtime: Runtime, dryRun: boolean): Promise<Pru
       const name = parkedEntry(entry).name;
       await underLock(runtime, name, () => rm(join(layout.staging, entry), { recursive: true, force: true }));
     }
-    for (const entry of await listEntries(store.ingestDir)) {
-      const path = join(store.ingestDir, entry);
-      if (store.ingesting.has(path)) continue;
-      const size = (await lstat(path).catch(() => undefined))?.size ?? 0;
-      await rm(path, { force: true });
-      freedBytes += size;
-    }
+    // what another live server sharing the cache root is writing is left alone
+    freedBytes += await clearIngest(runtime.locks, store);
   }
   const registered = new Set(await runtime.registry.models.keys().all());
   for (const name of await listEntries(layout.partial)) {

@@ -16,6 +16,7 @@ import { adoptInBackground, earlierInstalls } from "../store/adopt-installs.js";
 import { ContentStore } from "../store/content-store.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
+import { clearIngest, holdIngestArea } from "../lifecycle/ingest-areas.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
@@ -275,6 +276,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
     const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
+    // servers sharing the cache root each write under their own ingest area; a dead one's is cleared
+    const releaseIngest = await holdIngestArea(locks, store);
+    closers.push({ what: "the ingest area's lock", close: releaseIngest });
+    await clearIngest(locks, store);
     // only found here (a stat per file); adopted once the server listens
     const earlier = await earlierInstalls({ registry, layout });
     let running: Runtime | undefined;
@@ -397,6 +402,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await pullsEnded;
         await verificationEnded;
         await adopting;
+        await releaseIngest();
         await runtime.locks.idle();
         await runtime.uses.close();
         await copier.close();

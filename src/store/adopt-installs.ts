@@ -100,16 +100,22 @@ export async function adoptInstalls(runtime: AdoptionRuntime, names: readonly st
           continue;
         }
         await store.withBlob(file.sha256, signal, async () => {
-          if (await verifyContent(store, file.sha256, hasher, signal)) {
-            // the store has this content already: the install's name moves to it in one rename
-            const temp = store.ingestPath();
-            await linkContent(store, file.sha256, temp);
-            await rename(temp, path).catch(async (err: unknown) => {
-              await rm(temp, { force: true });
-              throw filesystemError("point at the stored content", path, err);
-            });
-            await recordSignature(store, file.sha256);
-            return;
+          const temp = store.ingestPath();
+          // a PruneCache meanwhile leaves it alone
+          store.ingesting.add(temp);
+          try {
+            // linking fails only when another server collected the stored copy since the check: this file becomes it
+            if ((await verifyContent(store, file.sha256, hasher, signal)) && (await linkContent(store, file.sha256, temp))) {
+              // the store has this content already: the install's name moves to it in one rename
+              await rename(temp, path).catch(async (err: unknown) => {
+                await rm(temp, { force: true });
+                throw filesystemError("point at the stored content", path, err);
+              });
+              await recordSignature(store, file.sha256);
+              return;
+            }
+          } finally {
+            store.ingesting.delete(temp);
           }
           await chmod(path, 0o444);
           const blob = store.blobPath(file.sha256);

@@ -65,6 +65,13 @@ export class ContentStore {
   private readonly sizes = new Map<number, number>();
   /** ingest files being written by this process: PruneCache leaves them alone */
   readonly ingesting = new Set<string>();
+  /**
+   * This process's own area under the ingest dir: servers sharing the cache
+   * root each write under their own, held by a cross-process lock for their
+   * life, so none removes what another is writing.
+   */
+  readonly ingestId = randomBytes(12).toString("hex");
+  readonly ingestArea: string;
 
   constructor(
     readonly cacheRoot: string,
@@ -75,12 +82,13 @@ export class ContentStore {
     this.dir = join(cacheRoot, ".blobs");
     this.blobsDir = join(this.dir, "sha256");
     this.ingestDir = join(this.dir, "ingest");
+    this.ingestArea = join(this.ingestDir, this.ingestId);
   }
 
   /** Creates the store's directories and learns the sizes of the blobs on disk. */
   async open(): Promise<this> {
     await mkdir(this.blobsDir, { recursive: true });
-    await mkdir(this.ingestDir, { recursive: true });
+    await mkdir(this.ingestArea, { recursive: true });
     for (const name of await readdir(this.blobsDir)) {
       if (!SHA256.test(name)) continue;
       const stats = await lstat(join(this.blobsDir, name)).catch((err: unknown) => {
@@ -98,9 +106,9 @@ export class ContentStore {
     return join(this.blobsDir, sha256);
   }
 
-  /** A fresh name in the ingest area for content on its way in. */
-  ingestPath(): string {
-    return join(this.ingestDir, randomBytes(12).toString("hex"));
+  /** A fresh name in this process's ingest area for content on its way in (or, with a prefix, aside). */
+  ingestPath(prefix = ""): string {
+    return join(this.ingestArea, `${prefix}${randomBytes(12).toString("hex")}`);
   }
 
   /** Whether some blob has this size (cheap: no disk access). */

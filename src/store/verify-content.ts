@@ -48,7 +48,7 @@ export async function removeBlob(store: ContentStore, sha256: string, sizeBytes:
 }
 
 /** Drops what the store knew of a blob. */
-async function forget(store: ContentStore, sha256: string): Promise<void> {
+export async function forget(store: ContentStore, sha256: string): Promise<void> {
   const known = await store.known.get(sha256);
   if (known?.gitBlobId) await store.blobIds.del(known.gitBlobId);
   await store.known.del(sha256);

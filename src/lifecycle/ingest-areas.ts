@@ -1,0 +1,102 @@
+// The ingest areas of the servers sharing a cache root: each writes new
+// content under .blobs/ingest/<id>/ and holds the area's lock in .locks/ for
+// its life (a lock whose holder died, SIGKILLed or otherwise, is taken over at
+// once on this host, after it goes stale from another). An area whose lock
+// can be taken is a dead process's: content it had moved aside to collect,
+// still linked by an install, gets its store name back, and the rest goes.
+import type { BigIntStats } from "node:fs";
+import { lstat, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { listEntries } from "../cache/list-entries.js";
+import type { ModelLocks } from "../cache/model-lock.js";
+import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { COLLECTING, restoreAside } from "../store/collect-garbage.js";
+import type { ContentStore } from "../store/content-store.js";
+
+/** The area's lock: never a model's, whose names have no dot. */
+const lockName = (id: string) => `.ingest-${id}`;
+const ASIDE = new RegExp(`^${COLLECTING}([0-9a-f]{64})\\.`);
+
+/**
+ * Holds this process's area until the returned release, called once nothing
+ * of this process writes there any more, removes it and lets go.
+ */
+export async function holdIngestArea(locks: ModelLocks, store: ContentStore): Promise<() => Promise<void>> {
+  // a fresh id: nobody else holds it, and nothing waits
+  const release = await locks.acquire(lockName(store.ingestId), undefined, 0);
+  return async () => {
+    try {
+      await rm(store.ingestArea, { recursive: true, force: true });
+    } finally {
+      await release();
+    }
+  };
+}
+
+/**
+ * Removes this process's ingest files no copy of its own is writing, the
+ * files an earlier version left directly in the ingest dir, and the areas of
+ * processes gone; a live server's area is never touched. Returns the bytes freed.
+ */
+export async function clearIngest(locks: ModelLocks, store: ContentStore): Promise<number> {
+  let freed = 0;
+  for (const entry of await listEntries(store.ingestDir)) {
+    const path = join(store.ingestDir, entry);
+    if (entry === store.ingestId) {
+      freed += await clearArea(store, path, (file) => store.ingesting.has(file));
+      continue;
+    }
+    const stats = await statOrNone(path);
+    if (!stats) continue;
+    if (!stats.isDirectory()) {
+      // an earlier version wrote its ingest files here directly
+      await rm(path, { force: true });
+      freed += Number(stats.size);
+      continue;
+    }
+    let release: () => Promise<void>;
+    try {
+      release = await locks.acquire(lockName(entry), undefined, 0);
+    } catch (err) {
+      // its server is alive: what is there is being written
+      if (err instanceof ModelCacheError && err.kind === "unavailable") continue;
+      throw err;
+    }
+    try {
+      freed += await clearArea(store, path, () => false);
+      await rm(path, { recursive: true, force: true });
+    } finally {
+      await release();
+    }
+  }
+  return freed;
+}
+
+async function clearArea(store: ContentStore, dir: string, inUse: (path: string) => boolean): Promise<number> {
+  let freed = 0;
+  for (const entry of await listEntries(dir)) {
+    const path = join(dir, entry);
+    if (inUse(path)) continue;
+    const stats = await statOrNone(path);
+    if (!stats) continue;
+    const aside = ASIDE.exec(entry);
+    if (aside && stats.nlink > 1n) {
+      // a collection stopped by a crash after an install linked the content: it stays stored
+      if (await store.withBlob(aside[1]!, undefined, () => restoreAside(store, aside[1]!, path))) store.countSize(Number(stats.size), 1);
+      continue;
+    }
+    await rm(path, { recursive: true, force: true });
+    freed += Number(stats.size);
+  }
+  return freed;
+}
+
+async function statOrNone(path: string): Promise<BigIntStats | undefined> {
+  try {
+    return await lstat(path, { bigint: true });
+  } catch (err) {
+    // removed since it was listed
+    if (errorCode(err) === "ENOENT") return undefined;
+    throw filesystemError("read", path, err);
+  }
+}
