@@ -88,6 +88,16 @@ export class ModelLocks {
     }
   }
 
+  /** The lock at once if no live process holds it (a dead holder's is taken over), else undefined: never waits. */
+  async tryHold(name: string): Promise<(() => Promise<void>) | undefined> {
+    try {
+      return await this.acquire(name, undefined, 0);
+    } catch (err) {
+      if (err instanceof ModelCacheError && err.kind === "unavailable") return undefined;
+      throw err;
+    }
+  }
+
   /** How many callers of this process hold or await the model's lock. */
   users(name: string): number {
     return this.local.users(name);
@@ -136,7 +146,8 @@ export class ModelLocks {
           });
           continue;
         }
-        if (!toldWhy) {
+        // a caller that does not wait is not told about waiting
+        if (!toldWhy && waitMs > 0) {
           toldWhy = true;
           this.log?.info({ model: name, lock: lockPath, waitMs }, `waiting for model lock: ${holder.why}`);
         }

@@ -12,7 +12,7 @@ import { parkedEntry } from "../cache/park-install.js";
 import { isValidName } from "../registry/names.js";
 import type { Runtime } from "../runtime.js";
 import { collectGarbage } from "../store/collect-garbage.js";
-import { clearIngest } from "./ingest-areas.js";
+import { clearIngest } from "../store/ingest-areas.js";
 import { listEntries } from "../cache/list-entries.js";
 
 export interface Pruned {
@@ -34,7 +34,7 @@ export async function pruneCache(runtime: Runtime, dryRun: boolean): Promise<Pru
       await underLock(runtime, name, () => rm(join(layout.staging, entry), { recursive: true, force: true }));
     }
     // what another live server sharing the cache root is writing is left alone
-    freedBytes += await clearIngest(runtime.locks, store);
+    freedBytes += await clearIngest(store);
   }
   const registered = new Set(await runtime.registry.models.keys().all());
   for (const name of await listEntries(layout.partial)) {

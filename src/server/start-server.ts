@@ -14,9 +14,9 @@ import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
 import { adoptInBackground, earlierInstalls } from "../store/adopt-installs.js";
 import { ContentStore } from "../store/content-store.js";
+import { clearIngest, holdIngestArea } from "../store/ingest-areas.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
-import { clearIngest, holdIngestArea } from "../lifecycle/ingest-areas.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
@@ -275,11 +275,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
-    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
-    // servers sharing the cache root each write under their own ingest area; a dead one's is cleared
-    const releaseIngest = await holdIngestArea(locks, store);
+    // servers sharing the cache root each write under their own ingest area (its lock never a model's: no dot in those); a dead one's is cleared
+    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds, (id) => locks.tryHold(`.ingest-${id}`)).open();
+    const releaseIngest = await holdIngestArea(store);
     closers.push({ what: "the ingest area's lock", close: releaseIngest });
-    await clearIngest(locks, store);
+    await clearIngest(store);
     // only found here (a stat per file); adopted once the server listens
     const earlier = await earlierInstalls({ registry, layout });
     let running: Runtime | undefined;

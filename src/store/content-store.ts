@@ -55,6 +55,12 @@ export function signatureOf(stats: BigIntStats): string {
   return `${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}:${stats.ino}`;
 }
 
+/**
+ * Takes the cross-process lock of an ingest area at once: its release, or
+ * undefined when a live process holds it (a dead holder's is taken over).
+ */
+export type AreaLocks = (id: string) => Promise<(() => Promise<void>) | undefined>;
+
 export class ContentStore {
   readonly dir: string;
   readonly blobsDir: string;
@@ -78,6 +84,8 @@ export class ContentStore {
     readonly known: Table<KnownContent> = memoryTable(),
     /** git blob id -> sha256 */
     readonly blobIds: Table<string> = memoryTable(),
+    /** the ingest areas' locks, shared with the other processes on the cache root; without them, every area is this process's to clear */
+    readonly areaLocks: AreaLocks = async () => async () => undefined,
   ) {
     this.dir = join(cacheRoot, ".blobs");
     this.blobsDir = join(this.dir, "sha256");

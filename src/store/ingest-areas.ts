@@ -1,29 +1,25 @@
 // The ingest areas of the servers sharing a cache root: each writes new
-// content under .blobs/ingest/<id>/ and holds the area's lock in .locks/ for
-// its life (a lock whose holder died, SIGKILLed or otherwise, is taken over at
-// once on this host, after it goes stale from another). An area whose lock
-// can be taken is a dead process's: content it had moved aside to collect,
-// still linked by an install, gets its store name back, and the rest goes.
+// content under .blobs/ingest/<id>/ and holds the area's cross-process lock
+// (the store's `areaLocks`) for its life. An area whose lock can be taken is
+// a dead process's: content it had moved aside to collect, still linked by
+// an install, gets its store name back, and the rest goes.
 import type { BigIntStats } from "node:fs";
-import { lstat, rm } from "node:fs/promises";
+import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { listEntries } from "../cache/list-entries.js";
-import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
-import { COLLECTING, restoreAside } from "../store/collect-garbage.js";
-import type { ContentStore } from "../store/content-store.js";
+import { COLLECTING, restoreAside } from "./collect-garbage.js";
+import type { ContentStore } from "./content-store.js";
 
-/** The area's lock: never a model's, whose names have no dot. */
-const lockName = (id: string) => `.ingest-${id}`;
 const ASIDE = new RegExp(`^${COLLECTING}([0-9a-f]{64})\\.`);
 
 /**
  * Holds this process's area until the returned release, called once nothing
  * of this process writes there any more, removes it and lets go.
  */
-export async function holdIngestArea(locks: ModelLocks, store: ContentStore): Promise<() => Promise<void>> {
-  // a fresh id: nobody else holds it, and nothing waits
-  const release = await locks.acquire(lockName(store.ingestId), undefined, 0);
+export async function holdIngestArea(store: ContentStore): Promise<() => Promise<void>> {
+  const release = await store.areaLocks(store.ingestId);
+  // a fresh id: nobody else can hold it
+  if (!release) throw new ModelCacheError("internal", `the lock of the new ingest area ${store.ingestArea} is held already`);
   return async () => {
     try {
       await rm(store.ingestArea, { recursive: true, force: true });
@@ -38,7 +34,7 @@ export async function holdIngestArea(locks: ModelLocks, store: ContentStore): Pr
  * files an earlier version left directly in the ingest dir, and the areas of
  * processes gone; a live server's area is never touched. Returns the bytes freed.
  */
-export async function clearIngest(locks: ModelLocks, store: ContentStore): Promise<number> {
+export async function clearIngest(store: ContentStore): Promise<number> {
   let freed = 0;
   for (const entry of await listEntries(store.ingestDir)) {
     const path = join(store.ingestDir, entry);
@@ -54,14 +50,9 @@ export async function clearIngest(locks: ModelLocks, store: ContentStore): Promi
       freed += Number(stats.size);
       continue;
     }
-    let release: () => Promise<void>;
-    try {
-      release = await locks.acquire(lockName(entry), undefined, 0);
-    } catch (err) {
-      // its server is alive: what is there is being written
-      if (err instanceof ModelCacheError && err.kind === "unavailable") continue;
-      throw err;
-    }
+    const release = await store.areaLocks(entry);
+    // its server is alive: what is there is being written
+    if (!release) continue;
     try {
       freed += await clearArea(store, path, () => false);
       await rm(path, { recursive: true, force: true });
@@ -98,5 +89,16 @@ async function statOrNone(path: string): Promise<BigIntStats | undefined> {
     // removed since it was listed
     if (errorCode(err) === "ENOENT") return undefined;
     throw filesystemError("read", path, err);
+  }
+}
+
+/** The entries of `dir`, none when it does not exist. */
+async function listEntries(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    // never created: nothing is there
+    if (errorCode(err) === "ENOENT") return [];
+    throw filesystemError("list", dir, err);
   }
 }
