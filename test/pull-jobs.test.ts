@@ -397,7 +397,7 @@ describe("two servers sharing one cache root", () => {
   });
 
   /** Wraps one method of a server's file copier so that the test decides when a call on `path` returns: the call is made, then held. */
-  function holdCopier(server: TestServer, method: "hash" | "copy", held: (path: string) => boolean): { reached: Promise<void>; letGo: () => void } {
+  function holdCopier(server: TestServer, method: "hash" | "copy", held: (path: string) => boolean, when: "before" | "after" = "after"): { reached: Promise<void>; letGo: () => void } {
     const copier = server.server.runtime.copier;
     const real = copier[method].bind(copier) as (...args: unknown[]) => Promise<string>;
     let reached!: () => void;
@@ -405,50 +405,55 @@ describe("two servers sharing one cache root", () => {
     const gate = new Promise<void>((resolve) => (letGo = resolve));
     const hold = { reached: new Promise<void>((resolve) => (reached = resolve)), letGo };
     (copier as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
-      const result = await real(...args);
       // hash(path, signal) reads path; copy(from, to, ...) writes to
-      if (held(String(args[method === "hash" ? 0 : 1]))) {
+      const hit = held(String(args[method === "hash" ? 0 : 1]));
+      const wait = async () => {
         reached();
         await gate;
-      }
+      };
+      if (hit && when === "before") await wait();
+      const result = await real(...args);
+      if (hit && when === "after") await wait();
       return result;
     };
     return hold;
   }
 
-  it("a PruneCache by one server between another's check of stored content and its link: the link finds nothing, and the content is fetched again", async () => {
-    // bytes that do not compress to nothing
-    const weights = randomBytes(256 * 1024);
-    const hub = await FakeHub.serve("acme/tiny", FIXTURE_DIR, { "weights.safetensors": weights });
-    const a = await startTestServer({ hubUrl: hub.url });
-    const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, offline: true, logger: pino({ level: "silent" }) });
-    const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
-    let hold: ReturnType<typeof holdCopier> | undefined;
-    try {
-      // content nothing references, as a crash or a failed pull leaves it: b's PruneCache collects it
-      const blob = join(a.cacheRoot, ".blobs", "sha256", sha256(weights));
-      await writeFile(blob, weights, { mode: 0o444 });
-      // a has never seen it: it hashes it before linking it, and is held right after
-      hold = holdCopier(a, "hash", (path) => path === blob);
-      await call(a.client, "registerModel", { model: modelSpec({ source: "acme/tiny" }) });
-      const pulling = pull(a.client, { name: "minilm" });
-      await hold.reached;
-      expect(await call(bClient, "pruneCache", { dryRun: false })).to.include({ blobsRemoved: 1, freedBytes: weights.length });
-      hold.letGo();
-      const outcome = await pulling;
-      expect(outcome.error).to.equal(undefined);
-      expect(outcome.events.find((e) => e.fileCompleted?.path === "weights.safetensors")!.fileCompleted!.reused).to.equal(false);
-      expect(hub.contentRequests("weights.safetensors")).to.have.length.greaterThan(0);
-      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
-      expect((await lstat(join(a.cacheRoot, "minilm", "weights.safetensors"))).ino).to.equal((await lstat(blob)).ino);
-    } finally {
-      hold?.letGo();
-      bClient.close();
-      await b.close();
-      await a.close();
-      await hub.close();
-    }
-  });
+  for (const [when, moment] of [["after", "between another's check of stored content and its link"], ["before", "while another is about to hash stored content"]] as const) {
+    it(`a PruneCache by one server ${moment}: the content is found gone, and fetched again`, async () => {
+      // bytes that do not compress to nothing
+      const weights = randomBytes(256 * 1024);
+      const hub = await FakeHub.serve("acme/tiny", FIXTURE_DIR, { "weights.safetensors": weights });
+      const a = await startTestServer({ hubUrl: hub.url });
+      const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, offline: true, logger: pino({ level: "silent" }) });
+      const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
+      let hold: ReturnType<typeof holdCopier> | undefined;
+      try {
+        // content nothing references, as a crash or a failed pull leaves it: b's PruneCache collects it
+        const blob = join(a.cacheRoot, ".blobs", "sha256", sha256(weights));
+        await writeFile(blob, weights, { mode: 0o444 });
+        // a has never seen it: it hashes it before linking it, and is held just before or after
+        hold = holdCopier(a, "hash", (path) => path === blob, when);
+        await call(a.client, "registerModel", { model: modelSpec({ source: "acme/tiny" }) });
+        const pulling = pull(a.client, { name: "minilm" });
+        await hold.reached;
+        expect(await call(bClient, "pruneCache", { dryRun: false })).to.include({ blobsRemoved: 1, freedBytes: weights.length });
+        hold.letGo();
+        const outcome = await pulling;
+        expect(outcome.error).to.equal(undefined);
+        expect(outcome.events.find((e) => e.fileCompleted?.path === "weights.safetensors")!.fileCompleted!.reused).to.equal(false);
+        expect(hub.contentRequests("weights.safetensors")).to.have.length.greaterThan(0);
+        expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        expect((await lstat(join(a.cacheRoot, "minilm", "weights.safetensors"))).ino).to.equal((await lstat(blob)).ino);
+      } finally {
+        hold?.letGo();
+        bClient.close();
+        await b.close();
+        await a.close();
+        await hub.close();
+      }
+    });
+  }
 
   it("a PruneCache by one server leaves alone the ingest file another server's pull is writing, and the pull installs", async () => {
     const a = await startTestServer();
