@@ -1,8 +1,9 @@
 // PruneCache: removes what the cache holds but no model needs, in the order
 // that frees the most: staging dirs no pull is writing (a crash's leftovers;
 // their links would keep content referenced), ingest files no copy is
-// writing (in this process, or in a server sharing the cache root), resumable downloads of names the registry no longer knows, then
-// every blob no install references. A model's leftovers are touched only
+// writing (of this process, or of a live server sharing the cache root),
+// resumable downloads of names the registry no longer knows, then every blob
+// no install references. A model's leftovers are touched only
 // under its lock, so nothing a running pull holds is removed. With `dryRun`
 // nothing is removed and the blobs that would go are reported.
 import { rm } from "node:fs/promises";

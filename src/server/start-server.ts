@@ -14,7 +14,7 @@ import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
 import { adoptInBackground, earlierInstalls } from "../store/adopt-installs.js";
 import { ContentStore } from "../store/content-store.js";
-import { clearIngest, holdIngestArea } from "../store/ingest-areas.js";
+import { clearIngest } from "../store/ingest-areas.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
@@ -277,8 +277,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     closers.push({ what: "the file copier", close: () => copier.close() });
     // servers sharing the cache root each write under their own ingest area (its lock never a model's: no dot in those); a dead one's is cleared
     const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds, (id) => locks.tryHold(`.ingest-${id}`)).open();
-    const releaseIngest = await holdIngestArea(store);
-    closers.push({ what: "the ingest area's lock", close: releaseIngest });
+    closers.push({ what: "the content store's ingest area", close: () => store.close() });
     await clearIngest(store);
     // only found here (a stat per file); adopted once the server listens
     const earlier = await earlierInstalls({ registry, layout });
@@ -402,7 +401,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await pullsEnded;
         await verificationEnded;
         await adopting;
-        await releaseIngest();
+        await store.close();
         await runtime.locks.idle();
         await runtime.uses.close();
         await copier.close();

@@ -1,33 +1,16 @@
 // The ingest areas of the servers sharing a cache root: each writes new
 // content under .blobs/ingest/<id>/ and holds the area's cross-process lock
-// (the store's `areaLocks`) for its life. An area whose lock can be taken is
+// (the store's `areaLocks`) from its store's open to its close. An area whose lock can be taken is
 // a dead process's: content it had moved aside to collect, still linked by
 // an install, gets its store name back, and the rest goes.
 import type { BigIntStats } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { errorCode, filesystemError } from "../errors.js";
 import { COLLECTING, restoreAside } from "./collect-garbage.js";
 import type { ContentStore } from "./content-store.js";
 
 const ASIDE = new RegExp(`^${COLLECTING}([0-9a-f]{64})\\.`);
-
-/**
- * Holds this process's area until the returned release, called once nothing
- * of this process writes there any more, removes it and lets go.
- */
-export async function holdIngestArea(store: ContentStore): Promise<() => Promise<void>> {
-  const release = await store.areaLocks(store.ingestId);
-  // a fresh id: nobody else can hold it
-  if (!release) throw new ModelCacheError("internal", `the lock of the new ingest area ${store.ingestArea} is held already`);
-  return async () => {
-    try {
-      await rm(store.ingestArea, { recursive: true, force: true });
-    } finally {
-      await release();
-    }
-  };
-}
 
 /**
  * Removes this process's ingest files no copy of its own is writing, the
