@@ -306,6 +306,45 @@ describe("the content store", () => {
       }
     });
 
+    it("a model whose adoption fails is logged and never stops the server: it serves with that install as it was, and the next start adopts it", async function () {
+      this.timeout(60_000);
+      const dataDir = await mkdtemp(join(tmpdir(), "modelcache-adopt-"));
+      const root = await earlierCache(dataDir);
+      // immutable: even root cannot make it read-only, so its adoption fails
+      const stuck = join(root, "m03", "own.json");
+      try {
+        execFileSync("chattr", ["+i", stuck]);
+      } catch {
+        // chattr needs root and a filesystem with attributes (ext4, xfs, btrfs)
+        await rm(dataDir, { recursive: true, force: true });
+        this.skip();
+      }
+      const logs = captureLogs();
+      let server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: logs.logger, offline: true });
+      let client = new ModelCacheServiceClient(server.address, credentials.createInsecure());
+      try {
+        await healthBecomes(server.address, "SERVING");
+        const outcome = logs.lines.find((l) => l.msg === "moved installs of an earlier version into the content store")!;
+        expect(outcome.level).to.equal(40);
+        expect(outcome.adopted).to.deep.equal(names.filter((n) => n !== "m03"));
+        expect((outcome.failed as { name: string; error: string }[]).map((f) => f.name)).to.deep.equal(["m03"]);
+        expect(await readFile(stuck, "utf8")).to.equal(own("m03"));
+        expect((await call(client, "getModel", { name: "m03" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+        execFileSync("chattr", ["-i", stuck]);
+        client.close();
+        await server.close();
+        server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), offline: true });
+        client = new ModelCacheServiceClient(server.address, credentials.createInsecure());
+        await healthBecomes(server.address, "SERVING");
+        await expectAdopted(root, client);
+      } finally {
+        execFileSync("chattr", ["-i", stuck]);
+        client.close();
+        await server.close();
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    });
+
     it("a SIGKILL during adoption loses nothing: the restart adopts the rest, every install whole and sharing the store", async function () {
       this.timeout(60_000);
       const dataDir = await mkdtemp(join(tmpdir(), "modelcache-adopt-"));
