@@ -88,10 +88,22 @@ export class ModelLocks {
     }
   }
 
-  /** The lock at once if no live process holds it (a dead holder's is taken over), else undefined: never waits. */
+  /**
+   * The lock between processes at once if no live process holds it (a dead
+   * holder's is taken over), else undefined: never waits. For locks held for
+   * a process's life (an ingest area's), so not counted by users() or idle().
+   */
   async tryHold(name: string): Promise<(() => Promise<void>) | undefined> {
     try {
-      return await this.acquire(name, undefined, 0);
+      const release = await this.acquireFile(name, undefined, 0);
+      return async () => {
+        try {
+          await release();
+        } catch (err) {
+          // another process judged us dead and took the lock over: nothing of ours is left to remove
+          if (errorCode(err) !== "ENOTACQUIRED") throw err;
+        }
+      };
     } catch (err) {
       if (err instanceof ModelCacheError && err.kind === "unavailable") return undefined;
       throw err;
