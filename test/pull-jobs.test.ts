@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { lstat, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { linkSync } from "node:fs";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
@@ -454,6 +455,30 @@ describe("two servers sharing one cache root", () => {
       }
     });
   }
+
+  it("a PruneCache that finds content unreferenced, then linked by another server before it removes it, leaves it stored", async () => {
+    const t = await startTestServer();
+    try {
+      const bytes = randomBytes(64 * 1024);
+      const blob = join(t.cacheRoot, ".blobs", "sha256", sha256(bytes));
+      await writeFile(blob, bytes, { mode: 0o444 });
+      // the other server's pull links it right after this one saw it unreferenced, before it moves it aside
+      const store = t.server.runtime.store;
+      const ingestPath = store.ingestPath.bind(store);
+      await mkdir(join(t.cacheRoot, "other"));
+      const linked = join(t.cacheRoot, "other", "install.bin");
+      store.ingestPath = (prefix?: string) => {
+        if (prefix?.startsWith("collect-")) linkSync(blob, linked);
+        return ingestPath(prefix);
+      };
+      expect(await call(t.client, "pruneCache", { dryRun: false })).to.include({ blobsRemoved: 0, freedBytes: 0 });
+      expect((await lstat(blob)).ino).to.equal((await lstat(linked)).ino);
+      expect((await lstat(blob)).nlink).to.equal(2);
+      expect(await readdir(store.ingestArea)).to.deep.equal([]);
+    } finally {
+      await t.close();
+    }
+  });
 
   it("a PruneCache by one server leaves alone the ingest file another server's pull is writing, and the pull installs", async () => {
     const a = await startTestServer();
