@@ -1,4 +1,7 @@
-import { readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { linkSync } from "node:fs";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -8,7 +11,7 @@ import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } 
 import { FakeHub } from "./support/fake-hub.js";
 import { captureLogs } from "./support/log-capture.js";
 import { spawnServer } from "./support/child-server.js";
-import { makeSourceDir, snapshot } from "./support/source-dir.js";
+import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullError, pullOk, startTestServer } from "./support/test-server.js";
 
 const BIG = 64 * 1024 * 1024;
@@ -391,6 +394,149 @@ describe("two servers sharing one cache root", () => {
       await b.close();
       await source.cleanup();
       await a.close();
+    }
+  });
+
+  /** Wraps one method of a server's file copier so that the test decides when a call on `path` returns: the call is made, then held. */
+  function holdCopier(server: TestServer, method: "hash" | "copy", held: (path: string) => boolean, when: "before" | "after" = "after"): { reached: Promise<void>; letGo: () => void } {
+    const copier = server.server.runtime.copier;
+    const real = copier[method].bind(copier) as (...args: unknown[]) => Promise<string>;
+    let reached!: () => void;
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const hold = { reached: new Promise<void>((resolve) => (reached = resolve)), letGo };
+    (copier as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+      // hash(path, signal) reads path; copy(from, to, ...) writes to
+      const hit = held(String(args[method === "hash" ? 0 : 1]));
+      const wait = async () => {
+        reached();
+        await gate;
+      };
+      if (hit && when === "before") await wait();
+      const result = await real(...args);
+      if (hit && when === "after") await wait();
+      return result;
+    };
+    return hold;
+  }
+
+  for (const [when, moment] of [["after", "between another's check of stored content and its link"], ["before", "while another is about to hash stored content"]] as const) {
+    it(`a PruneCache by one server ${moment}: the content is found gone, and fetched again`, async () => {
+      // bytes that do not compress to nothing
+      const weights = randomBytes(256 * 1024);
+      const hub = await FakeHub.serve("acme/tiny", FIXTURE_DIR, { "weights.safetensors": weights });
+      const a = await startTestServer({ hubUrl: hub.url });
+      const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, offline: true, logger: pino({ level: "silent" }) });
+      const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
+      let hold: ReturnType<typeof holdCopier> | undefined;
+      try {
+        // content nothing references, as a crash or a failed pull leaves it: b's PruneCache collects it
+        const blob = join(a.cacheRoot, ".blobs", "sha256", sha256(weights));
+        await writeFile(blob, weights, { mode: 0o444 });
+        // a has never seen it: it hashes it before linking it, and is held just before or after
+        hold = holdCopier(a, "hash", (path) => path === blob, when);
+        await call(a.client, "registerModel", { model: modelSpec({ source: "acme/tiny" }) });
+        const pulling = pull(a.client, { name: "minilm" });
+        await hold.reached;
+        expect(await call(bClient, "pruneCache", { dryRun: false })).to.include({ blobsRemoved: 1, freedBytes: weights.length });
+        hold.letGo();
+        const outcome = await pulling;
+        expect(outcome.error).to.equal(undefined);
+        expect(outcome.events.find((e) => e.fileCompleted?.path === "weights.safetensors")!.fileCompleted!.reused).to.equal(false);
+        expect(hub.contentRequests("weights.safetensors")).to.have.length.greaterThan(0);
+        expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        expect((await lstat(join(a.cacheRoot, "minilm", "weights.safetensors"))).ino).to.equal((await lstat(blob)).ino);
+      } finally {
+        hold?.letGo();
+        bClient.close();
+        await b.close();
+        await a.close();
+        await hub.close();
+      }
+    });
+  }
+
+  it("a PruneCache that finds content unreferenced, then linked by another server before it removes it, leaves it stored", async () => {
+    const t = await startTestServer();
+    try {
+      const bytes = randomBytes(64 * 1024);
+      const blob = join(t.cacheRoot, ".blobs", "sha256", sha256(bytes));
+      await writeFile(blob, bytes, { mode: 0o444 });
+      // the other server's pull links it right after this one saw it unreferenced, before it moves it aside
+      const store = t.server.runtime.store;
+      const ingestPath = store.ingestPath.bind(store);
+      await mkdir(join(t.cacheRoot, "other"));
+      const linked = join(t.cacheRoot, "other", "install.bin");
+      store.ingestPath = (prefix?: string) => {
+        if (prefix?.startsWith("collect-")) linkSync(blob, linked);
+        return ingestPath(prefix);
+      };
+      expect(await call(t.client, "pruneCache", { dryRun: false })).to.include({ blobsRemoved: 0, freedBytes: 0 });
+      expect((await lstat(blob)).ino).to.equal((await lstat(linked)).ino);
+      expect((await lstat(blob)).nlink).to.equal(2);
+      expect(await readdir(store.ingestArea)).to.deep.equal([]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("a PruneCache by one server leaves alone the ingest file another server's pull is writing, and the pull installs", async () => {
+    const a = await startTestServer();
+    const b = await startServer({ listen: "127.0.0.1:0", dataDir: join(a.dataDir, "other"), cacheDir: a.cacheRoot, offline: true, logger: pino({ level: "silent" }) });
+    const bClient = new ModelCacheServiceClient(b.address, credentials.createInsecure());
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(1024 * 1024, 4) });
+    let hold: ReturnType<typeof holdCopier> | undefined;
+    try {
+      // a's copy into its ingest area is written, and held before it enters the store
+      hold = holdCopier(a, "copy", () => true);
+      await call(a.client, "registerModel", { model: modelSpec() });
+      const pulling = pull(a.client, { name: "minilm", fixtureDir: source.dir });
+      await hold.reached;
+      expect(await call(bClient, "pruneCache", { dryRun: false })).to.include({ freedBytes: 0, blobsRemoved: 0 });
+      hold.letGo();
+      const outcome = await pulling;
+      expect(outcome.error).to.equal(undefined);
+      expect((await call(a.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      hold?.letGo();
+      bClient.close();
+      await b.close();
+      await source.cleanup();
+      await a.close();
+    }
+  });
+
+  it("a SIGKILLed server's ingest area is cleared at the next start, and content it was moving aside to collect keeps its store name", async function () {
+    this.timeout(60_000);
+    const work = await mkdtemp(join(tmpdir(), "modelcache-ingest-"));
+    const dataDir = join(work, "data");
+    const root = join(dataDir, "ai_models_cache");
+    const source = await makeSourceDir({ "a.bin": Buffer.alloc(64 * 1024, 6), "b.json": '{"b":1}' });
+    let server = await spawnServer({ dataDir });
+    try {
+      await call(server.client, "registerModel", { model: modelSpec() });
+      await pullOk(server.client, { name: "minilm", fixtureDir: source.dir });
+      const [area] = await readdir(join(root, ".blobs", "ingest"));
+      await server.kill();
+      // what the kill could have left in its area: a copy half written, and a blob moved aside to be
+      // collected just after another server linked it
+      const blob = join(root, ".blobs", "sha256", sha256(Buffer.alloc(64 * 1024, 6)));
+      await writeFile(join(root, ".blobs", "ingest", area!, "0123456789abcdef01234567"), "half a copy");
+      await rename(blob, join(root, ".blobs", "ingest", area!, `collect-${sha256(Buffer.alloc(64 * 1024, 6))}.0123456789abcdef01234567`));
+      server = await spawnServer({ dataDir });
+      const areas = await readdir(join(root, ".blobs", "ingest"));
+      expect(areas).to.have.length(1).and.not.include(area);
+      expect(await readdir(join(root, ".blobs", "ingest", areas[0]!))).to.deep.equal([]);
+      expect((await readdir(join(root, ".locks"))).filter((name) => name.includes(area!))).to.deep.equal([]);
+      expect((await lstat(join(root, "minilm", "a.bin"))).ino).to.equal((await lstat(blob)).ino);
+      await call(server.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      const events = await pullOk(server.client, { name: "twin", fixtureDir: source.dir });
+      expect(events.filter((e) => e.fileCompleted).map((e) => e.fileCompleted!.reused)).to.deep.equal([true, true]);
+      expect((await call(server.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    } finally {
+      await server.kill();
+      await source.cleanup();
+      await rm(work, { recursive: true, force: true });
     }
   });
 

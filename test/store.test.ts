@@ -1,14 +1,21 @@
 import { execFileSync } from "node:child_process";
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { link, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
+import { credentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { pino } from "pino";
+import { CacheStatus, ModelCacheServiceClient, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheLayout } from "../src/cache/layout.js";
+import { ModelLocks } from "../src/cache/model-lock.js";
+import { startServer } from "../src/server/start-server.js";
 import { parkForRemoval } from "../src/cache/remove-install.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { sha256 } from "./support/source-dir.js";
+import { healthBecomes, healthCheck } from "./support/health-check.js";
+import { captureLogs } from "./support/log-capture.js";
+import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { type TestServer, call, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
 
 const MIB = 1024 * 1024;
@@ -178,7 +185,7 @@ describe("the content store", () => {
   describe("installs of an earlier version", () => {
     const suite = serverWithModel();
 
-    it("are adopted at startup without a download: each matching file becomes stored content, a file that does not match leaves its model UNHEALTHY", async () => {
+    it("are adopted after startup without a download: each matching file becomes stored content, a file that does not match leaves its model UNHEALTHY", async () => {
       const shared = content(6, MIB);
       const dir = await suite.source({ "model.bin": shared, "config.json": '{"x":1}' });
       await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
@@ -197,6 +204,8 @@ describe("the content store", () => {
       const rotten = Buffer.from('{"x":2}');
       await writeFile(join(root, "twin", "config.json"), rotten);
       await suite.t.restart();
+      // adopted in the background once the server listens
+      await healthBecomes(suite.t.server.address, "SERVING");
       const blob = (bytes: Buffer | string) => join(root, ".blobs", "sha256", sha256(bytes));
       for (const path of ["model.bin", "config.json"]) {
         expect((await lstat(join(root, "minilm", path))).ino, path).to.equal((await lstat(blob(path === "model.bin" ? shared : '{"x":1}'))).ino);
@@ -211,6 +220,160 @@ describe("the content store", () => {
       const events = await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
       expect(completedFiles(events).map((f) => f.reused)).to.deep.equal([true, true]);
       expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    });
+  });
+
+  describe("installs of an earlier version, adopted in the background", () => {
+    const names = Array.from({ length: 8 }, (_, i) => `m0${i}`);
+    const shared = content(8, 256 * 1024);
+    const own = (name: string) => `{"model":"${name}"}`;
+    const blob = (root: string, bytes: Buffer | string) => join(root, ".blobs", "sha256", sha256(bytes));
+    /** A cache root holding `names` installed the way an earlier version left them: plain files beside each manifest, no store. */
+    async function earlierCache(dataDir: string): Promise<string> {
+      const sources: string[] = [];
+      const server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), offline: true });
+      const client = new ModelCacheServiceClient(server.address, credentials.createInsecure());
+      try {
+        for (const name of names) {
+          const made = await makeSourceDir({ "shared.bin": shared, "own.json": own(name) });
+          sources.push(made.dir);
+          await call(client, "registerModel", { model: modelSpec({ name }) });
+          await pullOk(client, { name, fixtureDir: made.dir });
+        }
+      } finally {
+        client.close();
+        await server.close();
+        for (const dir of sources) await rm(dir, { recursive: true, force: true });
+      }
+      const root = join(dataDir, "ai_models_cache");
+      for (const name of names) {
+        for (const path of ["shared.bin", "own.json"]) {
+          const bytes = await readFile(join(root, name, path));
+          await rm(join(root, name, path));
+          await writeFile(join(root, name, path), bytes);
+        }
+      }
+      await rm(join(root, ".blobs"), { recursive: true });
+      return root;
+    }
+    /** Every install whole, each file the stored content's inode, and the store holding exactly the content they name. */
+    async function expectAdopted(root: string, client: ModelCacheServiceClient): Promise<void> {
+      for (const name of names) {
+        expect(await readFile(join(root, name, "shared.bin")), name).to.deep.equal(shared);
+        expect(await readFile(join(root, name, "own.json"), "utf8"), name).to.equal(own(name));
+        expect((await lstat(join(root, name, "shared.bin"))).ino, name).to.equal((await lstat(blob(root, shared))).ino);
+        expect((await lstat(join(root, name, "own.json"))).ino, name).to.equal((await lstat(blob(root, own(name)))).ino);
+        expect((await call(client, "inspectCache", { name, deep: true })).status, name).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        expect((await call(client, "getModel", { name })).model!.status, name).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+      }
+      expect((await readdir(join(root, ".blobs", "sha256"))).sort()).to.deep.equal([shared, ...names.map(own)].map((b) => sha256(b)).sort());
+      expect((await lstat(blob(root, shared))).nlink).to.equal(names.length + 1);
+    }
+
+    it("the server listens first: Health says NOT_SERVING while ListModels and GetModel answer, then SERVING once the last is adopted", async function () {
+      this.timeout(60_000);
+      const dataDir = await mkdtemp(join(tmpdir(), "modelcache-adopt-"));
+      const root = await earlierCache(dataDir);
+      // adoption waits for each model's lock: the test holding m04's pauses it there
+      const release = await new ModelLocks(new CacheLayout(root)).acquire("m04", undefined);
+      let released = false;
+      const logs = captureLogs();
+      const server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: logs.logger, offline: true });
+      const client = new ModelCacheServiceClient(server.address, credentials.createInsecure());
+      try {
+        await logs.seen((l) => l.model === "m04" && String(l.msg).startsWith("waiting for model lock"));
+        expect(await healthCheck(server.address)).to.deep.equal({ code: status.OK, status: "NOT_SERVING" });
+        expect(await healthCheck(server.address, "modelcache.v1.ModelCacheService")).to.deep.equal({ code: status.OK, status: "NOT_SERVING" });
+        const listed = (await call(client, "listModels", {})).models;
+        expect(listed.map((m) => [m.name, m.status])).to.deep.equal(names.map((name) => [name, ModelStatus.MODEL_STATUS_INSTALLED]));
+        expect((await call(client, "getModel", { name: "m06" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+        // the models before the one held are adopted, those after not yet, and usable as they are
+        expect((await lstat(join(root, "m03", "own.json"))).ino).to.equal((await lstat(blob(root, own("m03")))).ino);
+        expect((await lstat(join(root, "m05", "own.json"))).nlink).to.equal(1);
+        expect(await readFile(join(root, "m05", "own.json"), "utf8")).to.equal(own("m05"));
+        const serving = healthBecomes(server.address, "SERVING", "modelcache.v1.ModelCacheService");
+        released = true;
+        await release();
+        await serving;
+        expect(await healthCheck(server.address)).to.deep.equal({ code: status.OK, status: "SERVING" });
+        await expectAdopted(root, client);
+        expect(logs.lines.find((l) => l.msg === "moved installs of an earlier version into the content store")).to.deep.include({ adopted: names, unhealthy: [], failed: [] });
+      } finally {
+        if (!released) await release();
+        client.close();
+        await server.close();
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    });
+
+    it("a model whose adoption fails is logged and never stops the server: it serves with that install as it was, and the next start adopts it", async function () {
+      this.timeout(60_000);
+      const dataDir = await mkdtemp(join(tmpdir(), "modelcache-adopt-"));
+      const root = await earlierCache(dataDir);
+      // immutable: even root cannot make it read-only, so its adoption fails
+      const stuck = join(root, "m03", "own.json");
+      try {
+        execFileSync("chattr", ["+i", stuck]);
+      } catch {
+        // chattr needs root and a filesystem with attributes (ext4, xfs, btrfs)
+        await rm(dataDir, { recursive: true, force: true });
+        this.skip();
+      }
+      const logs = captureLogs();
+      let server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: logs.logger, offline: true });
+      let client = new ModelCacheServiceClient(server.address, credentials.createInsecure());
+      try {
+        await healthBecomes(server.address, "SERVING");
+        const outcome = logs.lines.find((l) => l.msg === "moved installs of an earlier version into the content store")!;
+        expect(outcome.level).to.equal(40);
+        expect(outcome.adopted).to.deep.equal(names.filter((n) => n !== "m03"));
+        expect((outcome.failed as { name: string; error: string }[]).map((f) => f.name)).to.deep.equal(["m03"]);
+        expect(await readFile(stuck, "utf8")).to.equal(own("m03"));
+        expect((await call(client, "getModel", { name: "m03" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+        execFileSync("chattr", ["-i", stuck]);
+        client.close();
+        await server.close();
+        server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), offline: true });
+        client = new ModelCacheServiceClient(server.address, credentials.createInsecure());
+        await healthBecomes(server.address, "SERVING");
+        await expectAdopted(root, client);
+      } finally {
+        execFileSync("chattr", ["-i", stuck]);
+        client.close();
+        await server.close();
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    });
+
+    it("a SIGKILL during adoption loses nothing: the restart adopts the rest, every install whole and sharing the store", async function () {
+      this.timeout(60_000);
+      const dataDir = await mkdtemp(join(tmpdir(), "modelcache-adopt-"));
+      const root = await earlierCache(dataDir);
+      // m06 half adopted, as a kill between two of its files leaves it
+      await mkdir(join(root, ".blobs", "sha256"), { recursive: true });
+      await link(join(root, "m06", "shared.bin"), blob(root, shared));
+      const release = await new ModelLocks(new CacheLayout(root)).acquire("m04", undefined);
+      let released = false;
+      let server = await spawnServer({ dataDir, args: ["--offline"] });
+      try {
+        await server.seen((e) => e.model === "m04" && String(e.msg).startsWith("waiting for model lock"));
+        expect(await healthCheck(server.address)).to.deep.equal({ code: status.OK, status: "NOT_SERVING" });
+        expect((await lstat(join(root, "m03", "own.json"))).nlink).to.equal(2);
+        expect((await lstat(join(root, "m05", "own.json"))).nlink).to.equal(1);
+        await server.kill();
+        released = true;
+        await release();
+        server = await spawnServer({ dataDir, args: ["--offline"] });
+        await healthBecomes(server.address, "SERVING");
+        await expectAdopted(root, server.client);
+        // the killed server's ingest area is gone; the running server's holds nothing
+        expect(await readdir(join(root, ".blobs", "ingest"))).to.have.length(1);
+        for (const area of await readdir(join(root, ".blobs", "ingest"))) expect(await readdir(join(root, ".blobs", "ingest", area))).to.deep.equal([]);
+      } finally {
+        if (!released) await release();
+        await server.kill();
+        await rm(dataDir, { recursive: true, force: true });
+      }
     });
   });
 

@@ -141,8 +141,8 @@ async function placeFile(
     sha256 !== undefined &&
     (await store.withBlob(sha256, signal, async () => {
       if (!(await verifyContent(store, sha256, hasher, signal, force))) return false;
-      await linkContent(store, sha256, target);
-      return true;
+      // false when another server sharing the cache root collected it since the check: fetched or copied again
+      return await linkContent(store, sha256, target);
     }));
   if ("fetch" in source) {
     const listed = file.sha256 ?? (file.gitBlobId ? await store.blobIds.get(file.gitBlobId) : undefined);
@@ -152,8 +152,7 @@ async function placeFile(
     }
     const fetched = await source.fetch(file, signal, onBytes);
     await store.withBlob(fetched.sha256, signal, async () => {
-      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal);
-      await linkContent(store, fetched.sha256, target);
+      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, target);
     });
     return { sha256: fetched.sha256, reused: false };
   }
@@ -171,8 +170,7 @@ async function placeFile(
   try {
     const sha256 = await copier.copy(from, ingest, file.sizeBytes, signal, onBytes);
     await store.withBlob(sha256, signal, async () => {
-      await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal);
-      await linkContent(store, sha256, target);
+      await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal, target);
     });
     return { sha256, reused: false };
   } finally {

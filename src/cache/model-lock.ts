@@ -98,6 +98,28 @@ export class ModelLocks {
     }
   }
 
+  /**
+   * The lock between processes at once if no live process holds it (a dead
+   * holder's is taken over), else undefined: never waits. For locks held for
+   * a process's life (an ingest area's), so not counted by users() or idle().
+   */
+  async tryHold(name: string): Promise<(() => Promise<void>) | undefined> {
+    try {
+      const release = await this.acquireFile(name, undefined, 0);
+      return async () => {
+        try {
+          await release();
+        } catch (err) {
+          // another process judged us dead and took the lock over: nothing of ours is left to remove
+          if (errorCode(err) !== "ENOTACQUIRED") throw err;
+        }
+      };
+    } catch (err) {
+      if (err instanceof ModelCacheError && err.kind === "unavailable") return undefined;
+      throw err;
+    }
+  }
+
   /** How many callers of this process hold or await the model's lock. */
   users(name: string): number {
     return this.local.users(name);
@@ -146,7 +168,8 @@ export class ModelLocks {
           });
           continue;
         }
-        if (!toldWhy) {
+        // a caller that does not wait is not told about waiting
+        if (!toldWhy && waitMs > 0) {
           toldWhy = true;
           this.log?.info({ model: name, lock: lockPath, waitMs }, `waiting for model lock: ${holder.why}`);
         }

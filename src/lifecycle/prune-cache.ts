@@ -1,12 +1,13 @@
 // PruneCache: removes what the cache holds but no model needs, in the order
 // that frees the most: staging dirs no pull is writing (a crash's leftovers;
 // their links would keep content referenced), ingest files no copy is
-// writing, resumable downloads no model needs (of names the registry no
-// longer knows, and of commits a known model has moved past), then every
-// blob no install references. A model's leftovers are touched only under its
-// lock, taken without waiting: what is busy (a running pull, a drop) is
-// skipped and reported, never waited for. With `dryRun` nothing is removed
-// and what would go is reported.
+// writing (of this process, or of a live server sharing the cache root),
+// resumable downloads no model needs (of names the registry no longer knows,
+// and of commits a known model has moved past), then every blob no install
+// references. A model's leftovers are touched only under its lock, taken
+// without waiting: what is busy (a running pull, a drop) is skipped and
+// reported, never waited for. With `dryRun` nothing is removed and what would
+// go is reported.
 import { lstat, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { footprintBytes } from "../cache/footprint.js";
@@ -15,6 +16,7 @@ import { isValidName } from "../registry/names.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
 import { collectGarbage } from "../store/collect-garbage.js";
+import { clearIngest } from "../store/ingest-areas.js";
 import { listEntries } from "../cache/list-entries.js";
 
 export interface Pruned {
@@ -40,13 +42,8 @@ export async function pruneCache(runtime: Runtime, dryRun: boolean): Promise<Pru
       const name = parkedEntry(entry).name;
       if (!(await underLock(runtime, name, () => rm(join(layout.staging, entry), { recursive: true, force: true })))) skipped.add(name);
     }
-    for (const entry of await listEntries(store.ingestDir)) {
-      const path = join(store.ingestDir, entry);
-      if (store.ingesting.has(path)) continue;
-      const size = (await lstat(path).catch(() => undefined))?.size ?? 0;
-      await rm(path, { force: true });
-      freedBytes += size;
-    }
+    // what another live server sharing the cache root is writing is left alone
+    freedBytes += await clearIngest(store);
   }
   const registered = new Map<string, ModelRecord>();
   for (const record of await runtime.registry.models.values().all()) registered.set(record.name, record);

@@ -12,8 +12,9 @@ import { CacheLayout } from "../cache/layout.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
-import { adoptInstalls } from "../store/adopt-installs.js";
+import { adoptInBackground, earlierInstalls } from "../store/adopt-installs.js";
 import { ContentStore } from "../store/content-store.js";
+import { clearIngest } from "../store/ingest-areas.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
@@ -275,13 +276,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
-    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
+    // servers sharing the cache root each write under their own ingest area (its lock never a model's: no dot in those); a dead one's is cleared
+    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds, (id) => locks.tryHold(`.ingest-${id}`)).open();
+    closers.push({ what: "the content store's ingest area", close: () => store.close() });
+    await clearIngest(store);
     await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
-    const adoption = await adoptInstalls({ registry, layout, locks, store }, (path, signal) => copier.hash(path, signal), AbortSignal.timeout(3_600_000));
-    if (adoption.adopted.length + adoption.unhealthy.length + adoption.skipped.length + adoption.failed.length > 0) {
-      const trouble = adoption.unhealthy.length + adoption.failed.length > 0;
-      logger[trouble ? "warn" : "info"]({ ...adoption }, "moved installs of an earlier version into the content store");
-    }
+    // only found here (a stat per file); adopted once the server listens
+    const earlier = await earlierInstalls({ registry, layout });
     let running: Runtime | undefined;
     // prom-client is loaded only when metrics are served
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
@@ -375,8 +376,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const address = `${host}:${port}`;
     verification?.start();
     closers.push({ what: "the background verification", close: () => verification?.close() });
-    health.setStatus("", "SERVING");
-    health.setStatus(SERVICE_NAME, "SERVING");
+    const serving = () => {
+      // never after close began: a shutting-down server is not serving
+      if (shutdown.signal.aborted) return;
+      health.setStatus("", "SERVING");
+      health.setStatus(SERVICE_NAME, "SERVING");
+    };
+    // every RPC answers meanwhile, and an install not yet adopted is used as it is
+    const adopting = earlier.length > 0 ? adoptInBackground(runtime, earlier, (path, signal) => copier.hash(path, signal), logger, shutdown.signal).then(serving) : serving();
     logger.info(
       { address, metrics: metricsServer?.address, modelsFile: settings.modelsFile, dataDir, cacheDir: layout.root, fixtureDir: runtime.fixtureDir, fixtureRoots: fixtureRoots.list, hubUrl: runtime.hub.url, ...(settings.proxy !== undefined ? { proxy: redactProxy(settings.proxy) } : {}), ...(settings.s3.endpoint !== undefined ? { s3Endpoint: settings.s3.endpoint } : {}), offline: runtime.hub.offline, maxConcurrentPulls, tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off", auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off" },
       "modelcache is serving",
@@ -405,6 +412,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         });
         await pullsEnded;
         await verificationEnded;
+        await adopting;
+        await store.close();
         await runtime.locks.idle();
         await runtime.uses.close();
         await leases.close();

@@ -2,13 +2,20 @@
 // name in the store. Installs, staging dirs of running pulls and parked
 // installs all hold links, so what a pull is installing is never collected;
 // nor is what an admitted pull counts on linking (the store's holds).
-// Each blob is checked and removed holding its lock, so a pull cannot link
-// it in between.
-import { readdir } from "node:fs/promises";
+// Each blob is checked and removed holding its lock, so a pull of this
+// process cannot link it in between; against a server sharing the cache
+// root, whose pulls take no lock of ours, the blob's name is first moved
+// aside (nothing can link it any more) and its link count read again: a
+// blob linked in between gets its name back, and a link that comes too late
+// finds no blob and fetches the content again.
+import { link, readdir, rename, unlink } from "node:fs/promises";
 import { errorCode, filesystemError } from "../errors.js";
 import { SHA256, type ContentStore, statBlob } from "./content-store.js";
 import { recordSignature } from "./link-content.js";
-import { removeBlob } from "./verify-content.js";
+import { forget } from "./verify-content.js";
+
+/** The prefix of a blob's name moved aside while it is collected, in the collecting process's ingest area. */
+export const COLLECTING = "collect-";
 
 export interface Collected {
   freedBytes: number;
@@ -28,11 +35,10 @@ export async function releaseContent(store: ContentStore, sha256s: Iterable<stri
       const stats = await statBlob(store.blobPath(sha256));
       if (!stats?.isFile()) return;
       // content an admitted pull counts on linking stays, as if referenced
-      if (stats.nlink === 1n && !store.isHeld(sha256)) {
-        await removeBlob(store, sha256, Number(stats.size));
+      if (stats.nlink === 1n && !store.isHeld(sha256) && (await collectBlob(store, sha256, Number(stats.size)))) {
         collected.freedBytes += Number(stats.size);
         collected.removed += 1;
-      } else {
+      } else if (stats.nlink > 1n || store.isHeld(sha256)) {
         await recordSignature(store, sha256);
       }
     });
@@ -63,10 +69,70 @@ export async function collectGarbage(store: ContentStore, dryRun: boolean): Prom
     await store.withBlob(name, undefined, async () => {
       const stats = await statBlob(store.blobPath(name));
       if (!stats?.isFile() || stats.nlink !== 1n || store.isHeld(name)) return;
-      if (!dryRun) await removeBlob(store, name, Number(stats.size));
+      if (!dryRun && !(await collectBlob(store, name, Number(stats.size)))) return;
       garbage.freedBytes += Number(stats.size);
       garbage.removed += 1;
     });
   }
   return garbage;
+}
+
+/**
+ * Removes a blob found with no reference, unless another process links it
+ * meanwhile. Its name moves aside first, so that no link can be made to it
+ * any more; then its link count decides. Called holding the blob's lock.
+ * Returns whether it was removed.
+ */
+async function collectBlob(store: ContentStore, sha256: string, sizeBytes: number): Promise<boolean> {
+  const path = store.blobPath(sha256);
+  const aside = store.ingestPath(`${COLLECTING}${sha256}.`);
+  // a PruneCache of this process leaves it alone; after a crash, restoreAside gives it back its name
+  store.ingesting.add(aside);
+  try {
+    try {
+      await rename(path, aside);
+    } catch (err) {
+      // another process collected it first
+      if (errorCode(err) === "ENOENT") return false;
+      throw filesystemError("move aside for removal", path, err);
+    }
+    const stats = await statBlob(aside);
+    if (stats?.nlink === 1n) {
+      await unlink(aside).catch((err: unknown) => {
+        throw filesystemError("remove", aside, err);
+      });
+      store.countSize(sizeBytes, -1);
+      await forget(store, sha256);
+      return true;
+    }
+    await restoreAside(store, sha256, aside);
+    return false;
+  } finally {
+    store.ingesting.delete(aside);
+  }
+}
+
+/**
+ * Gives content moved aside for collection its store name back (another
+ * process linked it in between, or a crash came before the end), then
+ * removes the aside name. When the store holds that content under a newer
+ * file already, the aside one only loses its extra name. Returns whether
+ * the name was given back.
+ */
+export async function restoreAside(store: ContentStore, sha256: string, aside: string): Promise<boolean> {
+  const path = store.blobPath(sha256);
+  let restored = true;
+  try {
+    await link(aside, path);
+  } catch (err) {
+    // EEXIST: committed again meanwhile, under a newer file; ENOENT: another process restored it first
+    const code = errorCode(err);
+    if (code !== "EEXIST" && code !== "ENOENT") throw filesystemError("give back its name to", path, err);
+    restored = false;
+  }
+  await unlink(aside).catch((err: unknown) => {
+    // already removed by another process restoring it too
+    if (errorCode(err) !== "ENOENT") throw filesystemError("remove", aside, err);
+  });
+  return restored;
 }

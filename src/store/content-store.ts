@@ -1,7 +1,8 @@
 // The content store: every distinct file's content once, under
 // <cache-root>/.blobs/sha256/<64 hex>, shared by every install through hard
 // links, as containerd keeps content: written under a temporary name in
-// .blobs/ingest/, hashed, synced, then renamed into place. A blob's
+// this process's area of .blobs/ingest/, hashed, synced, then renamed into
+// place (servers sharing the cache root each have their own area). A blob's
 // references are its link count minus one (installs, staging dirs of running
 // pulls, parked installs), so what the disk shows is the whole truth about
 // what is in use; a crash leaves at most blobs with one link, which nothing
@@ -12,7 +13,7 @@
 // missing the blob is hashed again before it is reused.
 import { randomBytes } from "node:crypto";
 import type { BigIntStats } from "node:fs";
-import { lstat, mkdir, readdir } from "node:fs/promises";
+import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
@@ -55,6 +56,12 @@ export function signatureOf(stats: BigIntStats): string {
   return `${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}:${stats.ino}`;
 }
 
+/**
+ * Takes the cross-process lock of an ingest area at once: its release, or
+ * undefined when a live process holds it (a dead holder's is taken over).
+ */
+export type AreaLocks = (id: string) => Promise<(() => Promise<void>) | undefined>;
+
 export class ContentStore {
   readonly dir: string;
   readonly blobsDir: string;
@@ -67,22 +74,61 @@ export class ContentStore {
   readonly ingesting = new Set<string>();
   /** content admitted pulls count on linking (sha256 -> holders): releasing an install or collecting garbage leaves it */
   private readonly holds = new Map<string, number>();
+  /**
+   * This process's own area under the ingest dir: servers sharing the cache
+   * root each write under their own, held by a cross-process lock for their
+   * life, so none removes what another is writing.
+   */
+  readonly ingestId = randomBytes(12).toString("hex");
+  readonly ingestArea: string;
+  private releaseArea: (() => Promise<void>) | undefined;
 
   constructor(
     readonly cacheRoot: string,
     readonly known: Table<KnownContent> = memoryTable(),
     /** git blob id -> sha256 */
     readonly blobIds: Table<string> = memoryTable(),
+    /** the ingest areas' locks, shared with the other processes on the cache root; without them, every area is this process's to clear */
+    readonly areaLocks: AreaLocks = async () => async () => undefined,
   ) {
     this.dir = join(cacheRoot, ".blobs");
     this.blobsDir = join(this.dir, "sha256");
     this.ingestDir = join(this.dir, "ingest");
+    this.ingestArea = join(this.ingestDir, this.ingestId);
   }
 
-  /** Creates the store's directories and learns the sizes of the blobs on disk. */
+  /** Creates the store's directories, takes this process's ingest area and learns the sizes of the blobs on disk. */
   async open(): Promise<this> {
     await mkdir(this.blobsDir, { recursive: true });
     await mkdir(this.ingestDir, { recursive: true });
+    // the lock before the dir: a process clearing dead areas never takes a new one for dead
+    const release = await this.areaLocks(this.ingestId);
+    // a fresh id: nobody else can hold it
+    if (!release) throw new ModelCacheError("internal", `the lock of the new ingest area '${this.ingestArea}' is held already`);
+    this.releaseArea = release;
+    try {
+      await mkdir(this.ingestArea, { recursive: true });
+      await this.learnSizes();
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    return this;
+  }
+
+  /** Once nothing of this process writes in its ingest area any more: removes the area and lets go of its lock. */
+  async close(): Promise<void> {
+    const release = this.releaseArea;
+    this.releaseArea = undefined;
+    if (!release) return;
+    try {
+      await rm(this.ingestArea, { recursive: true, force: true });
+    } finally {
+      await release();
+    }
+  }
+
+  private async learnSizes(): Promise<void> {
     for (const name of await readdir(this.blobsDir)) {
       if (!SHA256.test(name)) continue;
       const stats = await lstat(join(this.blobsDir, name)).catch((err: unknown) => {
@@ -92,7 +138,6 @@ export class ContentStore {
       });
       if (stats?.isFile()) this.countSize(stats.size, 1);
     }
-    return this;
   }
 
   blobPath(sha256: string): string {
@@ -100,9 +145,9 @@ export class ContentStore {
     return join(this.blobsDir, sha256);
   }
 
-  /** A fresh name in the ingest area for content on its way in. */
-  ingestPath(): string {
-    return join(this.ingestDir, randomBytes(12).toString("hex"));
+  /** A fresh name in this process's ingest area for content on its way in (or, with a prefix, aside). */
+  ingestPath(prefix = ""): string {
+    return join(this.ingestArea, `${prefix}${randomBytes(12).toString("hex")}`);
   }
 
   /** Whether some blob has this size (cheap: no disk access). */

@@ -1,12 +1,17 @@
-// Commits content into the store: a complete, hashed and synced file (an
-// ingest file a copy wrote, or a finished download) is renamed to its
-// sha256, read-only, and the store's directory synced. When the store holds
-// that content intact already, the new file is dropped instead, so every
-// install keeps sharing the one blob. Called holding the blob's lock.
-import { chmod, rename, rm } from "node:fs/promises";
+// Commits content into the store and links it at `target`: a complete,
+// hashed and synced file (an ingest file a copy wrote, or a finished
+// download) is linked at the target first, then renamed to its sha256,
+// read-only, and the store's directory synced: from its first moment in the
+// store it has a reference, so no collection (of any process sharing the
+// cache root) can take it before the install holds it. When the store holds
+// that content intact already, the target links the stored blob and the new
+// file is dropped, so every install keeps sharing the one blob. Called
+// holding the blob's lock.
+import { chmod, link, rename, rm } from "node:fs/promises";
 import { filesystemError } from "../errors.js";
 import { syncDirectory } from "../cache/durable.js";
 import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
+import { linkContent } from "./link-content.js";
 import { type Hasher, verifyContent } from "./verify-content.js";
 
 export interface Ingested {
@@ -18,19 +23,23 @@ export interface Ingested {
   gitBlobId?: string;
 }
 
-export async function commitContent(store: ContentStore, content: Ingested, hasher: Hasher, signal: AbortSignal): Promise<void> {
-  const target = store.blobPath(content.sha256);
-  if (await verifyContent(store, content.sha256, hasher, signal)) {
+export async function commitContent(store: ContentStore, content: Ingested, hasher: Hasher, signal: AbortSignal, target: string): Promise<void> {
+  const blob = store.blobPath(content.sha256);
+  // linking the stored copy fails only when another process collected it since the check: ours goes in instead
+  if ((await verifyContent(store, content.sha256, hasher, signal)) && (await linkContent(store, content.sha256, target))) {
     await rm(content.path, { force: true });
   } else {
     // the mode belongs to the inode: every install's link is read-only too
     await chmod(content.path, 0o444);
-    await rename(content.path, target).catch((err: unknown) => {
-      throw filesystemError("move content into the store at", target, err);
+    await link(content.path, target).catch((err: unknown) => {
+      throw filesystemError("link new content into", target, err);
+    });
+    await rename(content.path, blob).catch((err: unknown) => {
+      throw filesystemError("move content into the store at", blob, err);
     });
     await syncDirectory(store.blobsDir);
     store.countSize(content.sizeBytes, 1);
-    const stats = await statBlob(target);
+    const stats = await statBlob(blob);
     await store.known.put(content.sha256, { sizeBytes: content.sizeBytes, hashedAtMs: Date.now(), signature: stats ? signatureOf(stats) : "" });
   }
   if (content.gitBlobId) {

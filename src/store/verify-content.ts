@@ -25,7 +25,15 @@ export async function verifyContent(store: ContentStore, sha256: string, hasher:
   const known = await store.known.get(sha256);
   const signature = signatureOf(before);
   if (!force && known?.signature === signature) return true;
-  if ((await hasher(path, signal)) !== sha256) {
+  let actual: string;
+  try {
+    actual = await hasher(path, signal);
+  } catch (err) {
+    // collected meanwhile by a server sharing the cache root: nothing is left to trust, and the caller fetches it again
+    if (!signal.aborted && (await statBlob(path)) === undefined) return false;
+    throw err;
+  }
+  if (actual !== sha256) {
     await removeBlob(store, sha256, Number(before.size));
     return false;
   }
@@ -48,7 +56,7 @@ export async function removeBlob(store: ContentStore, sha256: string, sizeBytes:
 }
 
 /** Drops what the store knew of a blob. */
-async function forget(store: ContentStore, sha256: string): Promise<void> {
+export async function forget(store: ContentStore, sha256: string): Promise<void> {
   const known = await store.known.get(sha256);
   if (known?.gitBlobId) await store.blobIds.del(known.gitBlobId);
   await store.known.del(sha256);

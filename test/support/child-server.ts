@@ -27,6 +27,8 @@ export interface ChildServer {
   process: ChildProcess;
   /** SIGKILL, then wait until the process is gone; safe to call twice */
   kill(): Promise<void>;
+  /** resolves with the first JSON log line on stdout, printed so far or later, that `matches` */
+  seen(matches: (entry: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
 }
 
 export async function spawnServer(options: ChildServerOptions): Promise<ChildServer> {
@@ -35,10 +37,19 @@ export async function spawnServer(options: ChildServerOptions): Promise<ChildSer
   const exited = once(child, "exit");
   const log = options.logFile ? createWriteStream(options.logFile, { flags: "a" }) : undefined;
   if (log) child.stderr!.pipe(log, { end: false });
+  const entries: Record<string, unknown>[] = [];
+  const waiting: { matches: (entry: Record<string, unknown>) => boolean; resolve: (entry: Record<string, unknown>) => void }[] = [];
   const address = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on("line", (line) => {
       log?.write(`${line}\n`);
       const entry = parse(line);
+      if (entry) {
+        entries.push(entry);
+        for (const waiter of waiting.filter((w) => w.matches(entry))) {
+          waiting.splice(waiting.indexOf(waiter), 1);
+          waiter.resolve(entry);
+        }
+      }
       if (entry?.msg === "modelcache is serving" && typeof entry.address === "string") resolve(entry.address);
     });
     void exited.then(([code, signal]) => reject(new Error(`the server exited while starting (code ${code}, signal ${signal})${options.logFile ? `; see ${options.logFile}` : ""}`)));
@@ -54,6 +65,12 @@ export async function spawnServer(options: ChildServerOptions): Promise<ChildSer
       await exited;
       log?.end();
     },
+    seen: (matches) =>
+      new Promise((resolve) => {
+        const found = entries.find(matches);
+        if (found) resolve(found);
+        else waiting.push({ matches, resolve });
+      }),
   };
 }
 
