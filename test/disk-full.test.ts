@@ -213,6 +213,35 @@ describe("a full disk", function () {
       expect(await t.server.runtime.registry.vault.get("hf-after")).to.equal("s3cr3t-after");
     });
 
+    it("lets a DropCache it refuses still free the install's space, and the restart finds the model dropped", async () => {
+      t = await serverOnDisk();
+      const source = await makeSourceDir({ "config.json": "{}", "model.safetensors": big });
+      try {
+        await call(t.client, "registerModel", { model: modelSpec() });
+        await pullOk(t.client, { name: "minilm", fixtureDir: source.dir });
+        await disk.fill();
+        // write until LevelDB fails: from then on it refuses writes until it has room to reopen
+        let refused = false;
+        for (let i = 0; i < 5000 && !refused; i++) {
+          await call(t.client, "registerModel", { model: modelSpec({ name: `full-${i}`, source: `org/model-${"x".repeat(80)}` }) }).catch(() => (refused = true));
+        }
+        expect(refused, "a registration on the full disk failed").to.equal(true);
+        // room for the model's lock, not for the registry to reopen
+        await disk.release(256 * 1024);
+        const freeBefore = await disk.freeBytes();
+        const drop = await callError(t.client, "dropCache", { name: "minilm", force: false });
+        expect(drop.code, drop.details).to.equal(status.RESOURCE_EXHAUSTED);
+        // the install's files went all the same: the space a full disk needs most is back
+        expect(await disk.freeBytes()).to.be.at.least(freeBefore + BIG);
+        const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: false });
+        expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+        await t.restart();
+        expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+      } finally {
+        await source.cleanup();
+      }
+    });
+
     it("answers reads made while it reopens, and keeps every write made at the same time", async () => {
       t = await serverOnDisk();
       await call(t.client, "registerModel", { model: modelSpec({ name: "base" }) });

@@ -41,6 +41,20 @@ describe("Leases", () => {
     expect(await leases.sweep()).to.equal(0);
   });
 
+  it("keeps leases whose ending could not be stored: they still hold the install, as they would after a restart", async () => {
+    const leases = new Leases(registry.leases, 3600, clock);
+    const first = await leases.grant("a", 60, "svc");
+    await leases.grant("a", 60, "svc");
+    // every write fails from here on
+    await registry.close();
+    const ended = await leases.endAll("a").then(() => "ended", (err: unknown) => err);
+    expect(ended).to.be.instanceOf(Error);
+    expect(leases.count("a")).to.equal(2);
+    const released = await leases.release(first.id).then(() => "released", (err: unknown) => err);
+    expect(released).to.be.instanceOf(Error);
+    expect(leases.list("a").map((l) => l.id)).to.include(first.id);
+  });
+
   it("sweeps on a timer until close", async () => {
     const leases = new Leases(registry.leases, 3600, clock);
     await leases.grant("a", 1, "svc");

@@ -191,8 +191,12 @@ export class Capacity {
       await runtime.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, async () => {
         const removal = await parkForRemoval(runtime.layout, name, runtime.store);
         await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-        await recordNoInstall(runtime.registry, name);
-        await removal.finish();
+        try {
+          await recordNoInstall(runtime.registry, name);
+        } finally {
+          // parked is gone (a restart would finish it): free the space even when the registry refused the write
+          await removal.finish();
+        }
       });
       this.logger.warn({ model: name, reason, freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
       // the server itself changed the cache: an audit line as for a call that does

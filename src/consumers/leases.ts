@@ -155,8 +155,9 @@ export class Leases {
   async release(id: string): Promise<boolean> {
     const lease = this.byId.get(id);
     if (!lease) return false;
-    this.forget(lease);
+    // stored first: a lease whose deletion failed still holds its install, here as after a restart
     await this.records.del(id);
+    this.forget(lease);
     return lease.expiresAtMs > this.now();
   }
 
@@ -198,8 +199,9 @@ export class Leases {
   async endAll(name: string): Promise<number> {
     const now = this.now();
     const ended = [...(this.byName.get(name)?.values() ?? [])];
-    for (const lease of ended) this.forget(lease);
+    // stored first: when the deletion fails the leases still hold, here as after a restart
     if (ended.length > 0) await this.records.batch(ended.map((l) => ({ type: "del" as const, key: l.id })));
+    for (const lease of ended) this.forget(lease);
     return ended.filter((l) => l.expiresAtMs > now).length;
   }
 

@@ -24,8 +24,13 @@ export async function dropCache(runtime: Runtime, name: string, signal: AbortSig
     return runtime.leases.removing(name, admission, async () => {
       const removal = await parkForRemoval(runtime.layout, name, runtime.store);
       await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-      await recordNoInstall(runtime.registry, name);
-      await removal.finish();
+      try {
+        await recordNoInstall(runtime.registry, name);
+      } finally {
+        // once parked the install is gone, as a restart after a crash here would finish it: its
+        // space is freed even when the registry refused the write (a full disk needs it most)
+        await removal.finish();
+      }
       return { removed: removal.removed, freedBytes: removal.freedBytes };
     });
   });

@@ -413,8 +413,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await pullsEnded;
         await verificationEnded;
         await adopting;
-        await store.close();
         await runtime.locks.idle();
+        // after the operations that move content through the ingest area have ended
+        await store.close();
         await runtime.uses.close();
         await leases.close();
         await copier.close();

@@ -29,6 +29,8 @@ export interface Collected {
  */
 export async function releaseContent(store: ContentStore, sha256s: Iterable<string>): Promise<Collected> {
   const collected: Collected = { freedBytes: 0, removed: 0 };
+  // one blob that fails (its record cannot be written on a full disk) does not keep the others' space
+  const failures: unknown[] = [];
   for (const sha256 of new Set(sha256s)) {
     if (!SHA256.test(sha256)) continue;
     await store.withBlob(sha256, undefined, async () => {
@@ -41,8 +43,9 @@ export async function releaseContent(store: ContentStore, sha256s: Iterable<stri
       } else if (stats.nlink > 1n || store.isHeld(sha256)) {
         await recordSignature(store, sha256);
       }
-    });
+    }).catch((err: unknown) => failures.push(err));
   }
+  if (failures.length > 0) throw failures[0];
   return collected;
 }
 
@@ -92,8 +95,9 @@ async function collectBlob(store: ContentStore, sha256: string, sizeBytes: numbe
     try {
       await rename(path, aside);
     } catch (err) {
-      // another process collected it first
-      if (errorCode(err) === "ENOENT") return false;
+      // another process collected it first; but ENOENT also says the ingest area is gone,
+      // which must not pass for that (nothing would ever be collected again)
+      if (errorCode(err) === "ENOENT" && (await statBlob(path)) === undefined) return false;
       throw filesystemError("move aside for removal", path, err);
     }
     const stats = await statBlob(aside);
