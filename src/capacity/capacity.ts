@@ -20,9 +20,14 @@ import { freeableBytes } from "../cache/footprint.js";
 import type { Manifest } from "../cache/manifest.js";
 import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, filesystemError } from "../errors.js";
-import { type CachedModel, cacheBytes } from "../lifecycle/describe-cache.js";
+import { type CachedModel, cacheBytes } from "../cache/cache-bytes.js";
 import { recordNoInstall } from "../registry/record-install.js";
-import type { Runtime } from "../runtime.js";
+import type { CacheLayout } from "../cache/layout.js";
+import type { ModelLocks } from "../cache/model-lock.js";
+import type { Leases } from "../consumers/leases.js";
+import type { PullJobs } from "../pull/pull-jobs.js";
+import type { Registry } from "../registry/open-registry.js";
+import type { ContentStore } from "../store/content-store.js";
 import type { SourceFile } from "../sources/artifact-source.js";
 import { collectGarbage } from "../store/collect-garbage.js";
 import { holdStoredContent } from "./hold-stored-content.js";
@@ -62,6 +67,16 @@ export interface PullRoom {
 /** How long eviction waits for another process to let go of a victim's lock before passing it over: a held lock means it is in use. */
 const VICTIM_LOCK_WAIT_MS = 1000;
 
+/** What capacity looks at and acts on: the installs, what holds them (pins, leases, pulls, locks), and the store. */
+export interface CapacityScope {
+  registry: Registry;
+  layout: CacheLayout;
+  locks: ModelLocks;
+  pulls: PullJobs;
+  leases: Leases;
+  store: ContentStore;
+}
+
 export class Capacity {
   private readonly admissions = new Mutex();
   /** what each admitted pull may still add */
@@ -69,7 +84,8 @@ export class Capacity {
 
   constructor(
     readonly settings: CapacitySettings,
-    private readonly runtime: () => Runtime,
+    /** read when needed: the pull jobs are made after capacity */
+    private readonly runtime: () => CapacityScope,
     private readonly logger: Logger,
     private readonly recorders: EvictionRecorder[] = [],
   ) {}

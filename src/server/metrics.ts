@@ -10,7 +10,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { RpcRecorder } from "../grpc/adapt-call.js";
 import { methodOf, serviceOf } from "../grpc/method-path.js";
 import type { PullRecorder, PullResult } from "../pull/pull-job.js";
-import { cacheBytes } from "../lifecycle/describe-cache.js";
+import { cacheBytes } from "../cache/cache-bytes.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 
