@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { Leases } from "../src/consumers/leases.js";
+import { type Lease, Leases } from "../src/consumers/leases.js";
 import { ModelCacheError } from "../src/errors.js";
 import { type Registry, openRegistry } from "../src/registry/open-registry.js";
 
@@ -14,7 +14,7 @@ describe("Leases", () => {
   let registry: Registry;
   let nowMs: number;
   const clock = () => nowMs;
-  const stored = async () => (await registry.leases.keys().all()).length;
+  const stored = async () => (await registry.sublevel<Lease>("leases").keys().all()).length;
   beforeEach(async () => {
     dataDir = await mkdtemp(join(tmpdir(), "modelcache-leases-"));
     registry = await openRegistry(dataDir);
@@ -26,7 +26,7 @@ describe("Leases", () => {
   });
 
   it("sweeps expired leases from memory and from LevelDB, also of models nobody resolves again", async () => {
-    const leases = new Leases(registry.leases, 3600, clock);
+    const leases = new Leases(registry.sublevel<Lease>("leases"), 3600, clock);
     await leases.grant("a", 1, "svc");
     await leases.grant("b", 1, "svc");
     const lasting = await leases.grant("b", 60, "svc");
@@ -42,7 +42,7 @@ describe("Leases", () => {
   });
 
   it("keeps leases whose ending could not be stored: they still hold the install, as they would after a restart", async () => {
-    const leases = new Leases(registry.leases, 3600, clock);
+    const leases = new Leases(registry.sublevel<Lease>("leases"), 3600, clock);
     const first = await leases.grant("a", 60, "svc");
     await leases.grant("a", 60, "svc");
     // every write fails from here on
@@ -56,7 +56,7 @@ describe("Leases", () => {
   });
 
   it("sweeps on a timer until close", async () => {
-    const leases = new Leases(registry.leases, 3600, clock);
+    const leases = new Leases(registry.sublevel<Lease>("leases"), 3600, clock);
     await leases.grant("a", 1, "svc");
     nowMs += 1000;
     const swept = new Promise<number>((resolve, reject) => leases.startSweeping(1, { swept: (count) => count > 0 && resolve(count), failed: reject }));
@@ -67,7 +67,7 @@ describe("Leases", () => {
   });
 
   it("refuses a grant while a removal of the model's install is under way with ABORTED, and a removal while a lease is being written", async () => {
-    const leases = new Leases(registry.leases, 3600, clock);
+    const leases = new Leases(registry.sublevel<Lease>("leases"), 3600, clock);
     let finishRemoval!: () => void;
     const removing = leases.removing("a", { refuse: { operation: "DropCache", howToForce: "set force" } }, () => new Promise<void>((resolve) => (finishRemoval = resolve)));
     const during = await leases.grant("a", 60, "svc").then(
@@ -94,12 +94,12 @@ describe("Leases", () => {
   });
 
   it("forgets at load the leases that expired and those of models no longer registered", async () => {
-    const leases = new Leases(registry.leases, 3600, clock);
+    const leases = new Leases(registry.sublevel<Lease>("leases"), 3600, clock);
     await leases.grant("kept", 60, "svc");
     await leases.grant("expired", 1, "svc");
     await leases.grant("unregistered", 60, "svc");
     nowMs += 1000;
-    const loaded = await new Leases(registry.leases, 3600, clock).load(async (name) => name !== "unregistered");
+    const loaded = await new Leases(registry.sublevel<Lease>("leases"), 3600, clock).load(async (name) => name !== "unregistered");
     expect(loaded.list().map((l) => l.name)).to.deep.equal(["kept"]);
     expect(await stored()).to.equal(1);
   });

@@ -252,7 +252,7 @@ describe("leases", () => {
   /** Holds the next write of the leases' records until released: a lease being granted stays in its write. */
   function holdNextLeaseWrite(): { reached: Promise<void>; release: () => void } {
     // the sublevel's own batch, paused in front: the write itself is LevelDB's
-    const records = t.server.runtime.registry.leases as unknown as { batch(operations: unknown[]): Promise<void> };
+    const records = t.server.runtime.registry.sublevel("leases") as unknown as { batch(operations: unknown[]): Promise<void> };
     const original = records.batch;
     let reach!: () => void;
     let release!: () => void;

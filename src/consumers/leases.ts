@@ -9,7 +9,7 @@
 // ordered here: each decides against the other in one step, so one wins.
 import { randomUUID } from "node:crypto";
 import { ModelCacheError, quote } from "../errors.js";
-import type { LevelSublevel } from "../registry/open-registry.js";
+import type { LevelSublevel } from "../registry/sublevel.js";
 
 export interface Lease {
   id: string;

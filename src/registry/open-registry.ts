@@ -3,13 +3,11 @@
 // settings. Read-modify-write of a record goes through `records`, a per-name
 // lock, so concurrent updates never lose one.
 import { join } from "node:path";
-import type { Level } from "level";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, isOutOfSpace } from "../errors.js";
 import { RegistryDatabase } from "./registry-database.js";
-import type { KnownContent } from "../store/content-store.js";
 import type { ModelRecord } from "./model-record.js";
-import type { Lease } from "../consumers/leases.js";
+import { type LevelSublevel, SUBLEVELS, type SublevelName, sublevelOf } from "./sublevel.js";
 import { Vault } from "./vault.js";
 import { loadVaultKey } from "./vault-key.js";
 
@@ -21,22 +19,14 @@ export interface Registry {
   /** secrets by alias, sealed at rest */
   vault: Vault;
   settings: LevelSublevel<unknown>;
-  /** what the content store knows of each blob, by sha256 */
-  blobs: LevelSublevel<KnownContent>;
-  /** git blob id -> sha256 of stored content */
-  blobIds: LevelSublevel<string>;
-  /** leases on installs, by lease id */
-  leases: LevelSublevel<Lease>;
+  /** the sublevel another module keeps its records in, typed by that module */
+  sublevel<V>(name: SublevelName): LevelSublevel<V>;
   /** serialises read-modify-write of one model's record */
   records: KeyedLock;
   close(): Promise<void>;
 }
 
-export type LevelSublevel<V> = ReturnType<typeof sublevelOf<V>>;
-
-function sublevelOf<V>(db: Level<string, unknown>, name: string, valueEncoding: "json" | "utf8") {
-  return db.sublevel<string, V>(name, { valueEncoding });
-}
+export type { LevelSublevel } from "./sublevel.js";
 
 export interface RegistryOptions {
   /** the vault key's file; default <dataDir>/vault.key, created on first start */
@@ -97,14 +87,18 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
     await db.close();
     throw err;
   }
+  const sublevels = new Map<SublevelName, LevelSublevel<unknown>>();
   return {
     db,
     models,
     vault,
     settings,
-    blobs: sublevelOf<KnownContent>(db, "blobs", "json"),
-    blobIds: sublevelOf<string>(db, "blob-ids", "utf8"),
-    leases: sublevelOf<Lease>(db, "leases", "json"),
+    sublevel: <V>(name: SublevelName) => {
+      // one instance per name, so every user of a sublevel shares it
+      let sublevel = sublevels.get(name);
+      if (!sublevel) sublevels.set(name, (sublevel = sublevelOf<unknown>(db, name, SUBLEVELS[name])));
+      return sublevel as unknown as LevelSublevel<V>;
+    },
     records: new KeyedLock(),
     close: () => db.close(),
   };

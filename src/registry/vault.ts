@@ -6,7 +6,7 @@
 // store is compacted so the plaintext leaves the LevelDB files.
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { ModelCacheError, quote } from "../errors.js";
-import type { LevelSublevel } from "./open-registry.js";
+import type { LevelSublevel } from "./sublevel.js";
 
 const SEALED = /^mcv1\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]{22})$/;
 

@@ -13,7 +13,7 @@ import { recoverCacheRoot } from "../cache/recover-cache-root.js";
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { FileCopier } from "../cache/file-copier.js";
 import { adoptInBackground, earlierInstalls } from "../store/adopt-installs.js";
-import { ContentStore } from "../store/content-store.js";
+import { ContentStore, type KnownContent } from "../store/content-store.js";
 import { clearIngest } from "../store/ingest-areas.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
@@ -33,7 +33,7 @@ import { Capacity, type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capa
 import { warnBelowFreeFloor } from "../capacity/warn-below-free-floor.js";
 import { BackgroundVerification, DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../store/background-verification.js";
 import { UseRecorder } from "../registry/use-recorder.js";
-import { DEFAULT_MAX_LEASE_SECONDS, Leases, SWEEP_INTERVAL_MS } from "../consumers/leases.js";
+import { DEFAULT_MAX_LEASE_SECONDS, type Lease, Leases, SWEEP_INTERVAL_MS } from "../consumers/leases.js";
 import type { Runtime } from "../runtime.js";
 import { createLogger } from "./logger.js";
 import { PullLog } from "./pull-log.js";
@@ -277,7 +277,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
     // servers sharing the cache root each write under their own ingest area (its lock never a model's: no dot in those); a dead one's is cleared
-    const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds, (id) => locks.tryHold(`.ingest-${id}`)).open();
+    const store = await new ContentStore(layout.root, registry.sublevel<KnownContent>("blobs"), registry.sublevel<string>("blob-ids"), (id) => locks.tryHold(`.ingest-${id}`)).open();
     closers.push({ what: "the content store's ingest area", close: () => store.close() });
     await clearIngest(store);
     await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
@@ -288,7 +288,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
     const capacity = new Capacity(settings.capacity, () => runtime, logger, metrics ? [metrics] : []);
     // leases end with their model: those of a model whose unregistration a crash interrupted go
-    const leases = await new Leases(registry.leases, settings.maxLeaseSeconds).load(async (name) => {
+    const leases = await new Leases(registry.sublevel<Lease>("leases"), settings.maxLeaseSeconds).load(async (name) => {
       const record = await registry.models.get(name);
       return record !== undefined && !record.unregistering;
     });
