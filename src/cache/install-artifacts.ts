@@ -11,7 +11,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { filesystemError } from "../errors.js";
+import { ModelCacheError, filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
 import type { ContentStore } from "../store/content-store.js";
 import { releaseContent } from "../store/collect-garbage.js";
@@ -140,9 +140,8 @@ async function placeFile(
   const reuse = async (sha256: string | undefined): Promise<boolean> =>
     sha256 !== undefined &&
     (await store.withBlob(sha256, signal, async () => {
-      if (!(await verifyContent(store, sha256, hasher, signal, force))) return false;
-      await linkContent(store, sha256, target);
-      return true;
+      const checked = await verifyContent(store, sha256, hasher, signal, force);
+      return checked !== undefined && (await linkContent(store, sha256, target, checked));
     }));
   if ("fetch" in source) {
     const listed = file.sha256 ?? (file.gitBlobId ? await store.blobIds.get(file.gitBlobId) : undefined);
@@ -152,8 +151,8 @@ async function placeFile(
     }
     const fetched = await source.fetch(file, signal, onBytes);
     await store.withBlob(fetched.sha256, signal, async () => {
-      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal);
-      await linkContent(store, fetched.sha256, target);
+      const committed = await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, force);
+      await linkCommitted(store, fetched.sha256, target, committed);
     });
     return { sha256: fetched.sha256, reused: false };
   }
@@ -171,8 +170,8 @@ async function placeFile(
   try {
     const sha256 = await copier.copy(from, ingest, file.sizeBytes, signal, onBytes);
     await store.withBlob(sha256, signal, async () => {
-      await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal);
-      await linkContent(store, sha256, target);
+      const committed = await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal, force);
+      await linkCommitted(store, sha256, target, committed);
     });
     return { sha256, reused: false };
   } finally {
@@ -180,6 +179,12 @@ async function placeFile(
     // committed: renamed away already; failed: a partial copy nobody will resume
     await rm(ingest, { force: true });
   }
+}
+
+/** Links content just committed; it can only have changed since if something outside the store wrote to it in that instant. */
+async function linkCommitted(store: ContentStore, sha256: string, target: string, committed: string): Promise<void> {
+  if (await linkContent(store, sha256, target, committed)) return;
+  throw new ModelCacheError("aborted", `stored content ${sha256} changed while it was being linked into '${target}': something outside modelcache writes to the cache root; pull again`);
 }
 
 /**
@@ -201,8 +206,7 @@ async function promote(layout: CacheLayout, store: ContentStore, name: string, s
   if (parked) {
     const deleting = await markParkedForDelete(layout, parked);
     const replaced = manifestIn(deleting);
-    await rm(deleting, { recursive: true, force: true });
-    if (replaced) await releaseContent(store, replaced.files.map((f) => f.sha256));
+    await releaseContent(store, deleting, replaced?.files ?? []);
   }
 }
 

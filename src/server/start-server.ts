@@ -17,6 +17,7 @@ import { ContentStore } from "../store/content-store.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
+import { markCondemned } from "../lifecycle/mark-condemned.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
 import { DEFAULT_PULL_LIMITS, type PullLimits } from "../pull/pull-limits.js";
@@ -275,6 +276,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const copier = new FileCopier();
     closers.push({ what: "the file copier", close: () => copier.close() });
     const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
+    // every detector of corrupt content (a pull, adoption, the background verification, a deep InspectCache) ends here
+    let condemnedSeen: { runtime?: Runtime; verification?: BackgroundVerification; corruptFound?: () => void } = {};
+    store.onCondemned(async (condemned) => {
+      const marked = await markCondemned({ registry, layout, pulls: condemnedSeen.runtime?.pulls }, condemned);
+      condemnedSeen.corruptFound?.();
+      logger.error(
+        { sha256: condemned.sha256, quarantined: condemned.quarantined, models: marked.unhealthy },
+        "stored content no longer matches its sha256: quarantined; the models using it are UNHEALTHY until pulled again",
+      );
+      for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) condemnedSeen.verification?.repair(name);
+    });
     const adoption = await adoptInstalls({ registry, layout, locks, store }, (path, signal) => copier.hash(path, signal), AbortSignal.timeout(3_600_000));
     if (adoption.adopted.length + adoption.unhealthy.length + adoption.skipped.length + adoption.failed.length > 0) {
       const trouble = adoption.unhealthy.length + adoption.failed.length > 0;
@@ -352,6 +364,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     addReflection(server);
 
     const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
+    condemnedSeen = { runtime, verification, corruptFound: metrics ? () => metrics.corruptFound() : undefined };
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await new Promise<number>((ok, fail) =>

@@ -19,6 +19,14 @@ import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 
 export const SHA256 = /^[0-9a-f]{64}$/;
 
+/** Content found corrupt: its inode, and where it was quarantined (unless the store's name held another inode by then). */
+export interface Condemned {
+  sha256: string;
+  ino: bigint;
+  sizeBytes: number;
+  quarantined?: string;
+}
+
 /** What the store knows about one blob. */
 export interface KnownContent {
   sizeBytes: number;
@@ -59,12 +67,18 @@ export class ContentStore {
   readonly dir: string;
   readonly blobsDir: string;
   readonly ingestDir: string;
+  /** content found corrupt, moved out of the store's names while installs may still link it: <sha256>.<inode> */
+  readonly quarantineDir: string;
   /** one operation per blob at a time: a check and the link that relies on it, or a collection */
   readonly locks = new KeyedLock();
   /** how many blobs have each size: a local file is hashed before it is copied only when the store may hold its content */
   private readonly sizes = new Map<number, number>();
   /** ingest files being written by this process: PruneCache leaves them alone */
   readonly ingesting = new Set<string>();
+  /** `<sha256>:<inode>` of content condemned while this process ran, until its last link goes */
+  private readonly condemned = new Set<string>();
+  /** told of every content condemned (see onCondemned) */
+  readonly condemnListeners: ((condemned: Condemned) => Promise<void>)[] = [];
 
   constructor(
     readonly cacheRoot: string,
@@ -75,6 +89,7 @@ export class ContentStore {
     this.dir = join(cacheRoot, ".blobs");
     this.blobsDir = join(this.dir, "sha256");
     this.ingestDir = join(this.dir, "ingest");
+    this.quarantineDir = join(this.dir, "quarantine");
   }
 
   /** Creates the store's directories and learns the sizes of the blobs on disk. */
@@ -112,6 +127,34 @@ export class ContentStore {
     const count = (this.sizes.get(sizeBytes) ?? 0) + delta;
     if (count > 0) this.sizes.set(sizeBytes, count);
     else this.sizes.delete(sizeBytes);
+  }
+
+  /** Whether the inode holding this content was condemned (a running pull checks what it staged). */
+  isCondemned(sha256: string, ino: bigint): boolean {
+    return this.condemned.size > 0 && this.condemned.has(`${sha256}:${ino}`);
+  }
+
+  /** Whether anything was condemned while this process ran and may still be linked. */
+  get anyCondemned(): boolean {
+    return this.condemned.size > 0;
+  }
+
+  /** Remembers a condemned inode, or (`held` false) forgets it once nothing links it. */
+  markCondemned(sha256: string, ino: bigint, held = true): void {
+    if (held) this.condemned.add(`${sha256}:${ino}`);
+    else this.condemned.delete(`${sha256}:${ino}`);
+  }
+
+  /** Told of every content condemned, whoever found it: marks the installs that hold it, repairs them. */
+  onCondemned(listener: (condemned: Condemned) => Promise<void>): void {
+    this.condemnListeners.push(listener);
+  }
+
+  /** Drops what the store knew of a blob. */
+  async forget(sha256: string): Promise<void> {
+    const known = await this.known.get(sha256);
+    if (known?.gitBlobId) await this.blobIds.del(known.gitBlobId);
+    await this.known.del(sha256);
   }
 
   /** Runs `work` holding the blob's lock. */

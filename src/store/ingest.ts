@@ -2,7 +2,9 @@
 // ingest file a copy wrote, or a finished download) is renamed to its
 // sha256, read-only, and the store's directory synced. When the store holds
 // that content intact already, the new file is dropped instead, so every
-// install keeps sharing the one blob. Called holding the blob's lock.
+// install keeps sharing the one blob; `force` (a forced pull) hashes the
+// stored copy again first, and one that fails is condemned and replaced by
+// the new file. Called holding the blob's lock.
 import { chmod, rename, rm } from "node:fs/promises";
 import { filesystemError } from "../errors.js";
 import { syncDirectory } from "../cache/durable.js";
@@ -18,9 +20,11 @@ export interface Ingested {
   gitBlobId?: string;
 }
 
-export async function commitContent(store: ContentStore, content: Ingested, hasher: Hasher, signal: AbortSignal): Promise<void> {
+/** The signature of the stored blob as committed, for linkContent. */
+export async function commitContent(store: ContentStore, content: Ingested, hasher: Hasher, signal: AbortSignal, force = false): Promise<string> {
   const target = store.blobPath(content.sha256);
-  if (await verifyContent(store, content.sha256, hasher, signal)) {
+  let signature = await verifyContent(store, content.sha256, hasher, signal, force);
+  if (signature !== undefined) {
     await rm(content.path, { force: true });
   } else {
     // the mode belongs to the inode: every install's link is read-only too
@@ -31,11 +35,13 @@ export async function commitContent(store: ContentStore, content: Ingested, hash
     await syncDirectory(store.blobsDir);
     store.countSize(content.sizeBytes, 1);
     const stats = await statBlob(target);
-    await store.known.put(content.sha256, { sizeBytes: content.sizeBytes, hashedAtMs: Date.now(), signature: stats ? signatureOf(stats) : "" });
+    signature = stats ? signatureOf(stats) : "";
+    await store.known.put(content.sha256, { sizeBytes: content.sizeBytes, hashedAtMs: Date.now(), signature });
   }
   if (content.gitBlobId) {
     const known = await store.known.get(content.sha256);
     if (known) await store.known.put(content.sha256, { ...known, gitBlobId: content.gitBlobId });
     await store.blobIds.put(content.gitBlobId, content.sha256);
   }
+  return signature;
 }

@@ -1,23 +1,43 @@
 // Links stored content into an install being staged. Called holding the
-// blob's lock, right after verifyContent or commitContent, so a collection
-// cannot remove the blob in between. The link changes the blob's ctime: the
-// signature it leaves is recorded, so the next reuse need not hash it again.
-import { link } from "node:fs/promises";
-import { filesystemError } from "../errors.js";
+// blob's lock, right after verifyContent or commitContent, with the
+// signature that check vouched for: content changed since is not linked (the
+// caller fetches or copies it again), so nothing reaches an install that was
+// not checked as it is. A blob at its filesystem's link limit (EMLINK) is
+// copied instead: the install gets its own file with the same bytes.
+import { constants } from "node:fs";
+import { chmod, copyFile, link, open, rm } from "node:fs/promises";
+import { errorCode, filesystemError } from "../errors.js";
 import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
+import { renewSignature } from "./verify-content.js";
 
-export async function linkContent(store: ContentStore, sha256: string, target: string): Promise<void> {
+/** Whether it linked (or copied) the content: false when the blob is no longer as `checked` says. */
+export async function linkContent(store: ContentStore, sha256: string, target: string, checked: string): Promise<boolean> {
   const path = store.blobPath(sha256);
-  await link(path, target).catch((err: unknown) => {
-    throw filesystemError("link stored content into", target, err);
-  });
-  await recordSignature(store, sha256);
+  const before = await statBlob(path);
+  if (!before || signatureOf(before) !== checked) return false;
+  await renewSignature(store, sha256, () => placeContent(path, target), checked);
+  return true;
 }
 
-/** Records the signature the store's own operation on a blob left. */
-export async function recordSignature(store: ContentStore, sha256: string): Promise<void> {
-  const stats = await statBlob(store.blobPath(sha256));
-  const known = await store.known.get(sha256);
-  if (!stats || !known) return;
-  await store.known.put(sha256, { ...known, signature: signatureOf(stats) });
+async function placeContent(path: string, target: string): Promise<void> {
+  try {
+    await link(path, target);
+    return;
+  } catch (err) {
+    if (errorCode(err) !== "EMLINK") throw filesystemError("link stored content into", target, err);
+  }
+  // the blob has as many links as its filesystem allows: this install gets a copy, synced like any stored file
+  try {
+    await copyFile(path, target, constants.COPYFILE_FICLONE);
+    const handle = await open(target, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await chmod(target, 0o444);
+  } catch (err) {
+    await rm(target, { force: true });
+    throw filesystemError("copy stored content (at its link limit) into", target, err);
+  }
 }

@@ -42,12 +42,14 @@ export interface Faults {
   token: string | undefined;
   /** slow every content response down to this many bytes per second */
   bytesPerSecond: number | undefined;
+  /** hold each content request for this path until the promise settles (a test orders a race with it) */
+  holdUntil: Map<string, Promise<void>>;
 }
 
 export class FakeHub {
   commit: string;
   readonly requests: HubRequest[] = [];
-  readonly faults: Faults = { dropAfter: new Map(), fail500: 0, retryAfter: undefined, wrongBytes: new Set(), ignoreRange: false, token: undefined, bytesPerSecond: undefined };
+  readonly faults: Faults = { dropAfter: new Map(), fail500: 0, retryAfter: undefined, wrongBytes: new Set(), ignoreRange: false, token: undefined, bytesPerSecond: undefined, holdUntil: new Map() };
   /** entries per page of the tree listing */
   pageSize = 2;
   /** bytes per write of a response: small in tests, so faults land midway; large in benchmarks */
@@ -197,6 +199,7 @@ export class FakeHub {
   }
 
   private async sendContent(file: HubFileEntry, req: IncomingMessage, res: ServerResponse, record: HubRequest): Promise<void> {
+    await this.faults.holdUntil.get(file.path);
     if (this.faults.fail500 > 0) {
       this.faults.fail500 -= 1;
       record.status = 500;

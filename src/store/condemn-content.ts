@@ -1,0 +1,51 @@
+// Condemns stored content found corrupt, whoever found it (a pull's check
+// before it links or commits, adoption, the background verification, a deep
+// InspectCache): the one step for every detector. The store's name for it
+// moves into .blobs/quarantine/, so nothing links it again, while the
+// installs that hold it keep their links and are told about; the inode is
+// remembered, so a pull that staged a link to it before it was found knows,
+// and the store's listeners mark every install that holds it UNHEALTHY and
+// repair them. Called holding the blob's lock.
+import type { BigIntStats } from "node:fs";
+import { mkdir, rename } from "node:fs/promises";
+import { join } from "node:path";
+import { syncDirectory } from "../cache/durable.js";
+import { filesystemError } from "../errors.js";
+import { type Condemned, type ContentStore, statBlob } from "./content-store.js";
+
+/** `found`: the stat of the inode that failed its hash. */
+export async function condemnContent(store: ContentStore, sha256: string, found: BigIntStats): Promise<Condemned> {
+  // remembered before anything else: a pull that checks its staged links from here on sees it
+  store.markCondemned(sha256, found.ino);
+  const condemned: Condemned = { sha256, ino: found.ino, sizeBytes: Number(found.size) };
+  const path = store.blobPath(sha256);
+  const current = await statBlob(path);
+  if (current?.ino === found.ino) {
+    await mkdir(store.quarantineDir, { recursive: true });
+    const quarantined = join(store.quarantineDir, `${sha256}.${found.ino}`);
+    await rename(path, quarantined).catch((err: unknown) => {
+      throw filesystemError("quarantine corrupt content at", path, err);
+    });
+    await syncDirectory(store.blobsDir);
+    await syncDirectory(store.quarantineDir);
+    store.countSize(condemned.sizeBytes, -1);
+    await store.forget(sha256);
+    condemned.quarantined = quarantined;
+  }
+  for (const listener of store.condemnListeners) await listener(condemned);
+  return condemned;
+}
+
+/**
+ * The first of an install's files that is an inode condemned while this
+ * process ran: a pull that staged a link to content before it was found
+ * corrupt checks its promoted install with this.
+ */
+export async function condemnedFileIn(store: ContentStore, dir: string, files: readonly { path: string; sha256: string }[]): Promise<{ path: string; sha256: string } | undefined> {
+  if (!store.anyCondemned) return undefined;
+  for (const file of files) {
+    const held = await statBlob(join(dir, file.path));
+    if (held && store.isCondemned(file.sha256, held.ino)) return { path: file.path, sha256: file.sha256 };
+  }
+  return undefined;
+}
