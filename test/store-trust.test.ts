@@ -4,10 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
+import { ModelCacheError } from "../src/errors.js";
 import { signatureOf } from "../src/store/content-store.js";
+import { probeHardLinks } from "../src/store/probe-hard-links.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
-import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
+import { makeSourceDir } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
 
 /** bytes that differ for each seed */
 function content(seed: number, size: number): Buffer {
@@ -218,6 +221,78 @@ describe("trust in stored content", () => {
         expect((await call(t.client, "inspectCache", { name, deep: true })).status, name).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
         expect(await status(t, name), name).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
       }
+    });
+  });
+
+  describe("a cache root's filesystem", () => {
+    const cleanups: (() => Promise<void>)[] = [];
+    afterEach(async () => {
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    });
+    /** A small ext4 filesystem of its own, loop-mounted; unmounted after the test. */
+    async function mountExt4(test: Mocha.Context): Promise<string> {
+      if (process.getuid?.() !== 0) test.skip();
+      const dir = await mkdtemp(join(tmpdir(), "modelcache-fs-"));
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      const image = join(dir, "image");
+      const mnt = join(dir, "mnt");
+      await mkdir(mnt);
+      execFileSync("truncate", ["-s", "64M", image]);
+      execFileSync("mkfs.ext4", ["-q", "-F", image]);
+      execFileSync("mount", ["-o", "loop", image, mnt]);
+      cleanups.push(async () => void execFileSync("umount", [mnt]));
+      return mnt;
+    }
+
+    it("copies stored content at its filesystem's link limit (EMLINK) into the install instead of failing the pull", async function () {
+      const mnt = await mountExt4(this);
+      const bytes = content(6, 64 * 1024);
+      const source = await makeSourceDir({ "model.bin": bytes });
+      cleanups.push(source.cleanup);
+      const t = await startTestServer({ cacheDir: join(mnt, "cache"), minFreeBytes: 0 });
+      cleanups.push(() => t.close());
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await call(t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(t.client, { name: "minilm", fixtureDir: source.dir });
+      // other names for the blob until ext4 allows no more (65000 links)
+      const blob = join(mnt, "cache", ".blobs", "sha256", sha256(bytes));
+      await mkdir(join(mnt, "links"));
+      for (let i = 0; ; i += 1) {
+        const failed = await link(blob, join(mnt, "links", String(i))).then(
+          () => undefined,
+          (err: NodeJS.ErrnoException) => err.code,
+        );
+        if (failed === "EMLINK") break;
+        expect(failed).to.equal(undefined);
+      }
+      const events = await pullOk(t.client, { name: "twin", fixtureDir: source.dir });
+      expect(completedFiles(events)[0]!.path).to.equal("model.bin");
+      const copy = await lstat(join(mnt, "cache", "twin", "model.bin"));
+      expect(copy.ino).to.not.equal((await lstat(blob)).ino);
+      expect(copy.nlink).to.equal(1);
+      expect(copy.mode & 0o777).to.equal(0o444);
+      expect(sha256(await readFile(join(mnt, "cache", "twin", "model.bin")))).to.equal(sha256(bytes));
+      expect((await call(t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(await status(t, "twin")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    });
+
+    it("a start on a filesystem without hard links fails with INVALID_ARGUMENT naming the filesystem, the cache root and --cache-dir", async function () {
+      const mnt = await mountExt4(this);
+      await mkdir(join(mnt, "cache"));
+      // ext4 has hard links: link(2) answers as vfat's does (EPERM), at the one call the probe makes
+      const refused = async () => {
+        throw Object.assign(new Error("operation not permitted"), { code: "EPERM" });
+      };
+      const error = await probeHardLinks(join(mnt, "cache"), join(mnt, "cache"), refused).catch((err: unknown) => err);
+      expect(error).to.be.instanceOf(ModelCacheError);
+      expect((error as ModelCacheError).kind).to.equal("invalid_argument");
+      expect((error as ModelCacheError).message)
+        .to.include(`ext4 mounted at '${mnt}'`)
+        .and.include(`'${join(mnt, "cache")}'`)
+        .and.include("without hard links")
+        .and.include("--cache-dir");
+      // the probe leaves nothing behind
+      expect(await readdir(join(mnt, "cache"))).to.deep.equal([]);
     });
   });
 });

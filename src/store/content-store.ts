@@ -16,6 +16,7 @@ import { lstat, mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { probeHardLinks } from "./probe-hard-links.js";
 
 export const SHA256 = /^[0-9a-f]{64}$/;
 
@@ -92,10 +93,11 @@ export class ContentStore {
     this.quarantineDir = join(this.dir, "quarantine");
   }
 
-  /** Creates the store's directories and learns the sizes of the blobs on disk. */
+  /** Creates the store's directories, checks that its filesystem has hard links, and learns the sizes of the blobs on disk. */
   async open(): Promise<this> {
     await mkdir(this.blobsDir, { recursive: true });
     await mkdir(this.ingestDir, { recursive: true });
+    await probeHardLinks(this.ingestDir, this.cacheRoot);
     for (const name of await readdir(this.blobsDir)) {
       if (!SHA256.test(name)) continue;
       const stats = await lstat(join(this.blobsDir, name)).catch((err: unknown) => {
@@ -177,3 +179,4 @@ export async function statBlob(path: string): Promise<BigIntStats | undefined> {
     throw filesystemError("read", path, err);
   }
 }
+
