@@ -17,22 +17,23 @@ import { type Condemned, type ContentStore, statBlob } from "./content-store.js"
 export async function condemnContent(store: ContentStore, sha256: string, found: BigIntStats): Promise<Condemned> {
   // remembered before anything else: a pull that checks its staged links from here on sees it
   store.markCondemned(sha256, found.ino);
-  const condemned: Condemned = { sha256, ino: found.ino, sizeBytes: Number(found.size) };
   const path = store.blobPath(sha256);
   const current = await statBlob(path);
-  if (current?.ino === found.ino) {
+  const inPlace = current?.ino === found.ino;
+  const condemned: Condemned = { sha256, ino: found.ino, sizeBytes: Number(found.size), quarantined: inPlace ? join(store.quarantineDir, `${sha256}.${found.ino}`) : undefined };
+  // forgotten, then the installs marked, before the content leaves the store's name: a crash in between
+  // leaves it where the next check hashes it again (the store knows nothing of it), never a copy nobody marked
+  if (inPlace) await store.forget(sha256);
+  for (const listener of store.condemnListeners) await listener(condemned);
+  if (condemned.quarantined) {
     await mkdir(store.quarantineDir, { recursive: true });
-    const quarantined = join(store.quarantineDir, `${sha256}.${found.ino}`);
-    await rename(path, quarantined).catch((err: unknown) => {
+    await rename(path, condemned.quarantined).catch((err: unknown) => {
       throw filesystemError("quarantine corrupt content at", path, err);
     });
     await syncDirectory(store.blobsDir);
     await syncDirectory(store.quarantineDir);
     store.countSize(condemned.sizeBytes, -1);
-    await store.forget(sha256);
-    condemned.quarantined = quarantined;
   }
-  for (const listener of store.condemnListeners) await listener(condemned);
   return condemned;
 }
 
