@@ -277,15 +277,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     closers.push({ what: "the file copier", close: () => copier.close() });
     const store = await new ContentStore(layout.root, registry.blobs, registry.blobIds).open();
     // every detector of corrupt content (a pull, adoption, the background verification, a deep InspectCache) ends here
-    let condemnedSeen: { runtime?: Runtime; verification?: BackgroundVerification; corruptFound?: () => void } = {};
+    // what it needs that exists only once the runtime is built (adoption, next, may condemn before)
+    let late: { runtime?: Runtime; verification?: BackgroundVerification; corruptFound?: () => void } = {};
     store.onCondemned(async (condemned) => {
-      const marked = await markCondemned({ registry, layout, pulls: condemnedSeen.runtime?.pulls }, condemned);
-      condemnedSeen.corruptFound?.();
+      const marked = await markCondemned({ registry, layout, pulls: late.runtime?.pulls }, condemned);
+      late.corruptFound?.();
       logger.error(
         { sha256: condemned.sha256, quarantined: condemned.quarantined, models: marked.unhealthy },
         "stored content no longer matches its sha256: quarantined; the models using it are UNHEALTHY until pulled again",
       );
-      for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) condemnedSeen.verification?.repair(name);
+      for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) late.verification?.repair(name);
     });
     const adoption = await adoptInstalls({ registry, layout, locks, store }, (path, signal) => copier.hash(path, signal), AbortSignal.timeout(3_600_000));
     if (adoption.adopted.length + adoption.unhealthy.length + adoption.skipped.length + adoption.failed.length > 0) {
@@ -364,7 +365,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     addReflection(server);
 
     const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
-    condemnedSeen = { runtime, verification, corruptFound: metrics ? () => metrics.corruptFound() : undefined };
+    late = { runtime, verification, corruptFound: metrics ? () => metrics.corruptFound() : undefined };
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await new Promise<number>((ok, fail) =>

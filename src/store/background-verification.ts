@@ -27,7 +27,6 @@ export const DEFAULT_VERIFY_BYTES_PER_SECOND = 100 * 2 ** 20;
 /** Told what the verification does (the server's metrics). */
 export interface VerificationRecorder {
   verifiedBytes(bytes: number): void;
-  corruptFound(): void;
   fullPassEnded(atMs: number): void;
   repairEnded?(model: string, result: "ok" | "failed"): void;
 }
@@ -95,7 +94,7 @@ export class BackgroundVerification {
    * Pulls a model whose content was condemned again, in the background, with
    * --auto-repair. A pull of it that is running (it may have linked the
    * content before it was condemned) ends first; then the model is pulled
-   * again only if it is still UNHEALTHY.
+   * again only if its install is still marked as holding corrupt content.
    */
   repair(name: string): void {
     if (!this.settings.autoRepair) return;
@@ -103,7 +102,7 @@ export class BackgroundVerification {
     const work = (async () => {
       for (let job = runtime.pulls.find(name); job; job = runtime.pulls.find(name)) await job.done;
       const model = await runtime.registry.models.get(name);
-      if (!model || model.status !== "unhealthy") return;
+      if (!model || model.status !== "unhealthy" || !model.corrupt) return;
       if (runtime.fixtureDir !== undefined || runtime.hub.offline) {
         this.logger.warn({ model: name }, "not repaired automatically: its source is a local directory or the server is offline; pull it again");
         return;

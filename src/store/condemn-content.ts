@@ -1,11 +1,11 @@
 // Condemns stored content found corrupt, whoever found it (a pull's check
 // before it links or commits, adoption, the background verification, a deep
-// InspectCache): the one step for every detector. The store's name for it
-// moves into .blobs/quarantine/, so nothing links it again, while the
-// installs that hold it keep their links and are told about; the inode is
-// remembered, so a pull that staged a link to it before it was found knows,
-// and the store's listeners mark every install that holds it UNHEALTHY and
-// repair them. Called holding the blob's lock.
+// InspectCache): the one step for every detector. The store forgets it and
+// remembers its inode (a pull that staged a link to it before it was found
+// checks its install against that), its listeners mark every install that
+// holds it UNHEALTHY and repair them, and its name moves into
+// .blobs/quarantine/, so nothing links it again while the installs that hold
+// it keep their files. Called holding the blob's lock.
 import type { BigIntStats } from "node:fs";
 import { mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
