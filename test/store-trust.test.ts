@@ -7,6 +7,7 @@ import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcac
 import { ModelCacheError } from "../src/errors.js";
 import { signatureOf } from "../src/store/content-store.js";
 import { probeHardLinks } from "../src/store/probe-hard-links.js";
+import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
 import { makeSourceDir } from "./support/source-dir.js";
@@ -110,6 +111,65 @@ describe("trust in stored content", () => {
       expect(await status(suite.t, "twin")).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
       expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
       expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.not.include(sha256(bytes));
+    });
+  });
+
+  describe("adoption of an earlier version's installs", () => {
+    const suite = serverWithModel();
+
+    it("condemns stored content it finds corrupt while adopting: the install holding it is UNHEALTHY, the adopted one healthy", async () => {
+      const bytes = content(7, 256 * 1024);
+      const dir = await suite.source({ "model.bin": bytes });
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+      await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      // twin as an earlier version left it: a plain file; the content minilm shares with the store is written through
+      const plain = join(suite.t.cacheRoot, "twin", "model.bin");
+      await rm(plain);
+      await writeFile(plain, bytes);
+      await writeThrough(join(suite.t.cacheRoot, "minilm", "model.bin"));
+      await suite.t.restart();
+      expect(await status(suite.t, "minilm")).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
+      expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      expect((await lstat(plain)).ino).to.equal((await lstat(join(suite.t.cacheRoot, ".blobs", "sha256", sha256(bytes)))).ino);
+    });
+  });
+
+  describe("a server killed while it condemns content", () => {
+    let dataDir: string;
+    let source: Awaited<ReturnType<typeof makeSourceDir>>;
+    beforeEach(async () => {
+      dataDir = await mkdtemp(join(tmpdir(), "modelcache-condemn-"));
+    });
+    afterEach(async () => {
+      await rm(dataDir, { recursive: true, force: true });
+      await source?.cleanup();
+    });
+
+    it("comes back with every install that holds the content UNHEALTHY, and never links it again", async () => {
+      const bytes = content(8, 256 * 1024);
+      source = await makeSourceDir({ "model.bin": bytes });
+      const cacheRoot = join(dataDir, "ai_models_cache");
+      let server = await spawnServer({ dataDir, args: ["--fixture-root", source.dir, "--min-free-bytes", "0", "--verify-interval", "1s"] });
+      try {
+        for (const name of ["minilm", "twin", "third"]) await call(server.client, "registerModel", { model: modelSpec({ name }) });
+        await pullOk(server.client, { name: "minilm", fixtureDir: source.dir });
+        await pullOk(server.client, { name: "twin", fixtureDir: source.dir });
+        await writeThrough(join(cacheRoot, "minilm", "model.bin"));
+        // killed as soon as the first mark shows: the quarantine may or may not have happened
+        await eventually("a model marked", async () => (await call(server.client, "getModel", { name: "minilm" })).model!.status === ModelStatus.MODEL_STATUS_UNHEALTHY || (await call(server.client, "getModel", { name: "twin" })).model!.status === ModelStatus.MODEL_STATUS_UNHEALTHY);
+        await server.kill();
+        server = await spawnServer({ dataDir, args: ["--fixture-root", source.dir, "--min-free-bytes", "0"] });
+        // killed between two marks, the content is still in the store, unknown to it: the next pull hashes it and condemns it again
+        const events = await pullOk(server.client, { name: "third", fixtureDir: source.dir });
+        expect(completedFiles(events)[0]!.reused).to.equal(false);
+        for (const name of ["minilm", "twin"]) expect((await call(server.client, "getModel", { name })).model!.status, name).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+        expect(sha256(await readFile(join(cacheRoot, "third", "model.bin")))).to.equal(sha256(bytes));
+        expect((await call(server.client, "inspectCache", { name: "third", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+      } finally {
+        await server.kill();
+      }
     });
   });
 
