@@ -5,7 +5,10 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import { ModelCacheError } from "../src/errors.js";
-import { signatureOf } from "../src/store/content-store.js";
+import { ContentStore, signatureOf } from "../src/store/content-store.js";
+import { commitContent } from "../src/store/ingest.js";
+import { linkContent } from "../src/store/link-content.js";
+import { verifyContent } from "../src/store/verify-content.js";
 import { probeHardLinks } from "../src/store/probe-hard-links.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
@@ -111,6 +114,34 @@ describe("trust in stored content", () => {
       expect(await status(suite.t, "twin")).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
       expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
       expect(await readdir(join(suite.t.cacheRoot, ".blobs", "sha256"))).to.not.include(sha256(bytes));
+    });
+  });
+
+  describe("the store's own steps", () => {
+    let root: string;
+    beforeEach(async () => {
+      root = await mkdtemp(join(tmpdir(), "modelcache-store-"));
+    });
+    afterEach(() => rm(root, { recursive: true, force: true }));
+
+    it("links content only as verification checked it: a write between the check and the link leaves nothing linked", async () => {
+      const store = await new ContentStore(root).open();
+      const bytes = content(9, 4096);
+      const ingest = store.ingestPath();
+      await writeFile(ingest, bytes);
+      const hasher = async (path: string) => sha256(await readFile(path));
+      const signal = new AbortController().signal;
+      await store.withBlob(sha256(bytes), signal, async () => {
+        const committed = await commitContent(store, { path: ingest, sha256: sha256(bytes), sizeBytes: bytes.length }, hasher, signal);
+        const checked = await verifyContent(store, sha256(bytes), hasher, signal);
+        expect(checked).to.equal(committed);
+        await writeThrough(store.blobPath(sha256(bytes)));
+        expect(await linkContent(store, sha256(bytes), join(root, "linked"), checked!)).to.equal(false);
+      });
+      expect(await readdir(root)).to.not.include("linked");
+      // and the next check hashes it, finds it corrupt and condemns it
+      await store.withBlob(sha256(bytes), signal, async () => expect(await verifyContent(store, sha256(bytes), hasher, signal)).to.equal(undefined));
+      expect(await readdir(store.quarantineDir)).to.have.length(1);
     });
   });
 
