@@ -4,13 +4,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
+import { pino } from "pino";
 import { ModelCacheError } from "../src/errors.js";
+import { startServer } from "../src/server/start-server.js";
 import { ContentStore, signatureOf } from "../src/store/content-store.js";
 import { commitContent } from "../src/store/ingest.js";
 import { linkContent } from "../src/store/link-content.js";
 import { verifyContent } from "../src/store/verify-content.js";
-import { probeHardLinks } from "../src/store/probe-hard-links.js";
 import { spawnServer } from "./support/child-server.js";
+import { runCli } from "./support/run-cli.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
 import { makeSourceDir } from "./support/source-dir.js";
@@ -38,6 +40,12 @@ async function writeThrough(path: string): Promise<void> {
   const bytes = await readFile(path);
   bytes[10] = bytes[10]! ^ 0xff;
   await writeFile(path, bytes);
+}
+
+/** A server on an existing data dir, started in this process and closed at once. */
+async function startTestServerIn(dataDir: string): Promise<void> {
+  const server = await startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), offline: true });
+  await server.close();
 }
 
 const status = async (t: TestServer, name: string) => (await call(t.client, "getModel", { name })).model!.status;
@@ -367,23 +375,30 @@ describe("trust in stored content", () => {
       expect(await status(t, "twin")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
     });
 
-    it("a start on a filesystem without hard links fails with INVALID_ARGUMENT naming the filesystem, the cache root and --cache-dir", async function () {
-      const mnt = await mountExt4(this);
-      await mkdir(join(mnt, "cache"));
-      // ext4 has hard links: link(2) answers as vfat's does (EPERM), at the one call the probe makes
-      const refused = async () => {
-        throw Object.assign(new Error("operation not permitted"), { code: "EPERM" });
-      };
-      const error = await probeHardLinks(join(mnt, "cache"), join(mnt, "cache"), refused).catch((err: unknown) => err);
+    it("refuses to start on a filesystem without hard links, naming it and --cache-dir: INVALID_ARGUMENT in process, exit 2 from the CLI", async function () {
+      if (process.getuid?.() !== 0) this.skip();
+      const dataDir = await mkdtemp(join(tmpdir(), "modelcache-nolinks-"));
+      cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+      // mqueue is a real filesystem whose link(2) answers EPERM, as vfat's does; mounted where the store probes
+      const ingest = join(dataDir, "ai_models_cache", ".blobs", "ingest");
+      await mkdir(ingest, { recursive: true });
+      execFileSync("mount", ["-t", "mqueue", "none", ingest]);
+      cleanups.push(async () => void execFileSync("umount", [ingest]));
+
+      const error = await startTestServerIn(dataDir).catch((err: unknown) => err);
       expect(error).to.be.instanceOf(ModelCacheError);
       expect((error as ModelCacheError).kind).to.equal("invalid_argument");
       expect((error as ModelCacheError).message)
-        .to.include(`ext4 mounted at '${mnt}'`)
-        .and.include(`'${join(mnt, "cache")}'`)
+        .to.include(`mqueue mounted at '${ingest}'`)
+        .and.include(`'${join(dataDir, "ai_models_cache")}'`)
         .and.include("without hard links")
         .and.include("--cache-dir");
       // the probe leaves nothing behind
-      expect(await readdir(join(mnt, "cache"))).to.deep.equal([]);
+      expect(await readdir(ingest)).to.deep.equal([]);
+
+      const run = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"]);
+      expect(run.code).to.equal(2);
+      expect(run.stdout + run.stderr).to.include("without hard links").and.include("mqueue");
     });
   });
 });

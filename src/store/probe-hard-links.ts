@@ -20,7 +20,7 @@ export async function probeHardLinks(dir: string, cacheRoot: string, linkFile: (
     if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS" && code !== "EXDEV") throw filesystemError("try a hard link in", dir, err);
     throw new ModelCacheError(
       "invalid_argument",
-      `the cache root '${cacheRoot}' is on a filesystem without hard links (${await filesystemOf(cacheRoot)}; link(2) said ${code}), which installs need to share stored content: choose a --cache-dir on ext4, xfs, btrfs or another filesystem with hard links`,
+      `the cache root '${cacheRoot}' is on a filesystem without hard links (${await filesystemOf(dir)}; link(2) said ${code}), which installs need to share stored content: choose a --cache-dir on ext4, xfs, btrfs or another filesystem with hard links`,
     );
   } finally {
     await rm(probe, { force: true });
