@@ -3,8 +3,8 @@ import { link, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, write
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import { pino } from "pino";
+import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import { ModelCacheError } from "../src/errors.js";
 import { startServer } from "../src/server/start-server.js";
 import { ContentStore, signatureOf } from "../src/store/content-store.js";
@@ -12,10 +12,9 @@ import { commitContent } from "../src/store/ingest.js";
 import { linkContent } from "../src/store/link-content.js";
 import { verifyContent } from "../src/store/verify-content.js";
 import { spawnServer } from "./support/child-server.js";
-import { runCli } from "./support/run-cli.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { sha256 } from "./support/source-dir.js";
-import { makeSourceDir } from "./support/source-dir.js";
+import { runCli } from "./support/run-cli.js";
+import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
 
 /** bytes that differ for each seed */
