@@ -7,6 +7,7 @@ import { pino } from "pino";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import { ModelCacheError } from "../src/errors.js";
 import { startServer } from "../src/server/start-server.js";
+import { collectGarbage } from "../src/store/collect-garbage.js";
 import { ContentStore, signatureOf } from "../src/store/content-store.js";
 import { commitContent } from "../src/store/ingest.js";
 import { linkContent } from "../src/store/link-content.js";
@@ -131,7 +132,7 @@ describe("trust in stored content", () => {
     });
     afterEach(() => rm(root, { recursive: true, force: true }));
 
-    it("links content only as verification checked it: a write between the check and the link leaves nothing linked", async () => {
+    it("links content only as verification checked it: a write between the check and the link leaves nothing linked, and the content is condemned next", async () => {
       const store = await new ContentStore(root).open();
       const bytes = content(9, 4096);
       const ingest = store.ingestPath();
@@ -149,6 +150,9 @@ describe("trust in stored content", () => {
       // and the next check hashes it, finds it corrupt and condemns it
       await store.withBlob(sha256(bytes), signal, async () => expect(await verifyContent(store, sha256(bytes), hasher, signal)).to.equal(undefined));
       expect(await readdir(store.quarantineDir)).to.have.length(1);
+      // nothing links the quarantined copy: PruneCache's collection removes it
+      expect(await collectGarbage(store, false)).to.deep.include({ removed: 1, freedBytes: bytes.length });
+      expect(await readdir(store.quarantineDir)).to.deep.equal([]);
     });
   });
 
