@@ -22,6 +22,8 @@ export interface InstallReport {
   footprintBytes: number;
   /** what dropping the install would free: files no other install shares, and the manifest */
   exclusiveBytes?: number;
+  /** with `deep`: every file whose content does not hash to its manifest's sha256 */
+  mismatched?: { path: string; sha256: string }[];
 }
 
 /** Hashes a file for the deep checks; the worker pool's, or hashFile on this thread. */
@@ -62,9 +64,11 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
       problems.push({ reason: "size_mismatch", detail: `artifact file '${file.path}' is ${size} bytes, ${MANIFEST_FILE} says ${file.sizeBytes}` });
     }
   }
+  let mismatched: InstallReport["mismatched"];
   if (deep && problems.length === 0) {
     // all files at once: the hasher spreads them over its threads; problems keep the manifest's order
     const digests = await hashAll(manifest.files.map((file) => join(cacheDir, file.path)), signal, hasher);
+    mismatched = manifest.files.filter((file, i) => digests[i] !== file.sha256).map(({ path, sha256 }) => ({ path, sha256 }));
     manifest.files.forEach((file, i) => {
       if (digests[i] !== file.sha256) {
         problems.push({ reason: "checksum_mismatch", detail: `artifact file '${file.path}' has sha256 ${digests[i]}, ${MANIFEST_FILE} says ${file.sha256}` });
@@ -74,7 +78,7 @@ export async function inspectInstall(layout: CacheLayout, name: string, deep: bo
   const [first] = problems;
   if (!first) return { status: "installed", cacheDir, manifest, footprintBytes: footprint, exclusiveBytes };
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? "s" : ""})` : "";
-  return { ...unhealthy(cacheDir, footprint, first.reason, `${first.detail}${more}; pull the model again`, manifest), exclusiveBytes };
+  return { ...unhealthy(cacheDir, footprint, first.reason, `${first.detail}${more}; pull the model again`, manifest), exclusiveBytes, mismatched };
 }
 
 /**

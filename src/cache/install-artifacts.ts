@@ -140,9 +140,9 @@ async function placeFile(
   const reuse = async (sha256: string | undefined): Promise<boolean> =>
     sha256 !== undefined &&
     (await store.withBlob(sha256, signal, async () => {
-      if (!(await verifyContent(store, sha256, hasher, signal, force))) return false;
-      // false when another server sharing the cache root collected it since the check: fetched or copied again
-      return await linkContent(store, sha256, target);
+      const checked = await verifyContent(store, sha256, hasher, signal, force);
+      // false when it changed, or another server sharing the cache root collected it, since the check: fetched or copied again
+      return checked !== undefined && (await linkContent(store, sha256, target, checked));
     }));
   if ("fetch" in source) {
     const listed = file.sha256 ?? (file.gitBlobId ? await store.blobIds.get(file.gitBlobId) : undefined);
@@ -152,7 +152,7 @@ async function placeFile(
     }
     const fetched = await source.fetch(file, signal, onBytes);
     await store.withBlob(fetched.sha256, signal, async () => {
-      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, target);
+      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, target, force);
     });
     return { sha256: fetched.sha256, reused: false };
   }
@@ -170,7 +170,7 @@ async function placeFile(
   try {
     const sha256 = await copier.copy(from, ingest, file.sizeBytes, signal, onBytes);
     await store.withBlob(sha256, signal, async () => {
-      await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal, target);
+      await commitContent(store, { path: ingest, sha256, sizeBytes: file.sizeBytes }, hasher, signal, target, force);
     });
     return { sha256, reused: false };
   } finally {
@@ -199,8 +199,7 @@ async function promote(layout: CacheLayout, store: ContentStore, name: string, s
   if (parked) {
     const deleting = await markParkedForDelete(layout, parked);
     const replaced = manifestIn(deleting);
-    await rm(deleting, { recursive: true, force: true });
-    if (replaced) await releaseContent(store, replaced.files.map((f) => f.sha256));
+    await releaseContent(store, deleting, replaced?.files ?? []);
   }
 }
 

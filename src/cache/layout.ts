@@ -12,6 +12,12 @@ export class CacheLayout {
   readonly partial: string;
   /** where earlier versions kept resumable downloads */
   readonly legacyPartial: string;
+  /**
+   * How many times this process has moved an install out of its place (a
+   * drop, an eviction, a replacement): a caller that saw the same count
+   * before and after a step knows no install was taken away in between.
+   */
+  installsMoved = 0;
 
   constructor(readonly root: string) {
     this.staging = join(root, ".staging");

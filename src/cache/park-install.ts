@@ -17,6 +17,7 @@ export async function parkInstall(layout: CacheLayout, name: string, intent: Par
   const from = layout.modelDir(name);
   const to = join(layout.purge, `${name}.${randomBytes(6).toString("hex")}.${intent}`);
   await mkdir(layout.purge, { recursive: true });
+  layout.installsMoved += 1;
   try {
     await rename(from, to);
   } catch (err) {

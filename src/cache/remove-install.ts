@@ -29,8 +29,8 @@ export async function parkForRemoval(layout: CacheLayout, name: string, store?: 
     freedBytes: exclusiveBytes(parked),
     finish: async () => {
       const manifest = manifestIn(parked);
-      await rm(parked, { recursive: true, force: true });
-      if (store && manifest) await releaseContent(store, manifest.files.map((f) => f.sha256));
+      if (store) await releaseContent(store, parked, manifest?.files ?? []);
+      else await rm(parked, { recursive: true, force: true });
     },
   };
 }

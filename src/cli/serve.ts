@@ -123,7 +123,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     });
   } catch (err) {
     logger.fatal(err instanceof ModelCacheError ? { error: err.message } : { err }, "modelcache could not start");
-    process.exit(1);
+    // a setting to change (a flag's value, a cache root without hard links) exits like a usage error
+    process.exit(err instanceof ModelCacheError && err.kind === "invalid_argument" ? 2 : 1);
   }
   const running = server;
   let stopping = false;

@@ -1,18 +1,55 @@
 // InspectCache: a registered model's install as the disk shows it. What it
 // finds becomes the registry's status too, so GetModel and ListModels agree
-// with the last inspection without waiting for a restart.
+// with the last inspection without waiting for a restart. A deep inspection
+// that finds stored content corrupt condemns it, like every other detector.
+// An install moved away while it was read (a drop, an eviction, a pull
+// replacing it) is inspected again: the answer is the install as it was
+// before or after, never an error about a file the change removed.
+import { join } from "node:path";
 import { inspectInstall, type InstallReport } from "../cache/inspect-install.js";
 import { getModel } from "../registry/get-model.js";
 import type { Runtime } from "../runtime.js";
 import { reconcileModel } from "./reconcile-registry.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import { corruptInstall } from "../registry/record-install.js";
+import { condemnContent } from "../store/condemn-content.js";
+import { statBlob } from "../store/content-store.js";
+
+/** a drop, then a pull, then another drop while one install is read: give up after that much churn */
+const MOST_ATTEMPTS = 3;
 
 export async function inspectCache(runtime: Runtime, name: string, deep: boolean, signal: AbortSignal): Promise<InstallReport> {
   const model = await getModel(runtime.registry, name);
-  const report = withRecordedCorruption(model, await inspectInstall(runtime.layout, name, deep, signal, (path, s) => runtime.copier.hash(path, s)));
+  const found = await inspectSteadily(runtime, name, deep, signal);
+  await condemnMismatched(runtime, found, signal);
+  const report = withRecordedCorruption(model, found);
   await reconcileModel(runtime, model, report);
   return report;
+}
+
+async function inspectSteadily(runtime: Runtime, name: string, deep: boolean, signal: AbortSignal): Promise<InstallReport> {
+  for (let attempt = 1; ; attempt += 1) {
+    const moved = runtime.layout.installsMoved;
+    try {
+      const report = await inspectInstall(runtime.layout, name, deep, signal, (path, s) => runtime.copier.hash(path, s));
+      if (report.status === "installed" || runtime.layout.installsMoved === moved || attempt === MOST_ATTEMPTS) return report;
+    } catch (err) {
+      // an install moved away mid-way takes its files with it: look again at what is there now
+      if (signal.aborted || runtime.layout.installsMoved === moved || attempt === MOST_ATTEMPTS) throw err;
+    }
+  }
+}
+
+/** A file found corrupt that is the stored content itself (not a copy of its own) condemns it. */
+async function condemnMismatched(runtime: Runtime, report: InstallReport, signal: AbortSignal): Promise<void> {
+  const { store } = runtime;
+  for (const file of report.mismatched ?? []) {
+    await store.withBlob(file.sha256, signal, async () => {
+      const held = await statBlob(join(report.cacheDir, file.path));
+      const stored = await statBlob(store.blobPath(file.sha256));
+      if (held && stored && held.ino === stored.ino) await condemnContent(store, file.sha256, stored);
+    });
+  }
 }
 
 /**
@@ -23,5 +60,5 @@ export async function inspectCache(runtime: Runtime, name: string, deep: boolean
 export function withRecordedCorruption(model: ModelRecord, report: InstallReport): InstallReport {
   if (report.status !== "installed" || !corruptInstall(model, report.manifest?.installedAtMs)) return report;
   const { path, sha256 } = model.corrupt!;
-  return { ...report, status: "unhealthy", reason: "checksum_mismatch", detail: `${path}: its content no longer hashes to the manifest's sha256 ${sha256} (found by the background verification); pull the model again` };
+  return { ...report, status: "unhealthy", reason: "checksum_mismatch", detail: `${path}: its content no longer hashes to the manifest's sha256 ${sha256} (found corrupt and quarantined); pull the model again` };
 }

@@ -13,6 +13,7 @@ import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
 import type { ContentStore } from "../store/content-store.js";
 import { plannedReuse } from "../store/planned-reuse.js";
+import { condemnedFileIn } from "../store/condemn-content.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Registry } from "../registry/open-registry.js";
 import { recordInstall } from "../registry/record-install.js";
@@ -200,7 +201,15 @@ export class PullJob implements InstallObserver {
             beforePromote: async () => void (await this.registeredRecord()),
           });
           const cacheDir = settings.layout.modelDir(model.name);
-          await recordInstall(settings.registry, model.name, { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit }, source.directory);
+          // content found corrupt while this pull ran may be linked in it: then the install is recorded UNHEALTHY, and repaired
+          const condemned = await condemnedFileIn(settings.store, cacheDir, manifest.files);
+          await recordInstall(
+            settings.registry,
+            model.name,
+            { cacheDir, installedAtMs: manifest.installedAtMs, sizeBytes: manifest.totalSizeBytes, resolvedCommit: manifest.resolvedCommit },
+            source.directory,
+            condemned && { ...condemned, installedAtMs: manifest.installedAtMs },
+          );
           outcome = { completed: { type: "completed", cacheDir, manifest } };
         } finally {
           this.admission?.release();

@@ -5,9 +5,18 @@ import { notRegistered } from "./get-model.js";
 import type { CorruptFile, InstallRecord, ModelRecord } from "./model-record.js";
 import type { Registry } from "./open-registry.js";
 
-/** A completed pull: the install is the model's, and the pull is a use of it; `sourceDir` when it came from a local directory. */
-export function recordInstall(registry: Registry, name: string, install: InstallRecord, sourceDir?: string): Promise<ModelRecord> {
-  return rewrite(registry, name, ({ corrupt: _replaced, sourceDir: _earlier, ...record }) => ({ ...record, status: "installed", install, lastUsedAtMs: Date.now(), ...(sourceDir !== undefined ? { sourceDir } : {}) }));
+/**
+ * A completed pull: the install is the model's, and the pull is a use of it;
+ * `sourceDir` when it came from a local directory. It is UNHEALTHY from the
+ * start when content it links was condemned while the pull ran (`corrupt`,
+ * or a note recorded for this very install while it was being promoted); a
+ * note about an earlier install goes.
+ */
+export function recordInstall(registry: Registry, name: string, install: InstallRecord, sourceDir?: string, corrupt?: CorruptFile): Promise<ModelRecord> {
+  return rewrite(registry, name, ({ corrupt: noted, sourceDir: _earlier, ...record }) => {
+    const found = corrupt ?? (noted?.installedAtMs === install.installedAtMs ? noted : undefined);
+    return { ...record, status: found ? "unhealthy" : "installed", install, lastUsedAtMs: Date.now(), ...(sourceDir !== undefined ? { sourceDir } : {}), ...(found ? { corrupt: found } : {}) };
+  });
 }
 
 /** The install on disk is not healthy: keep where it is, stop vouching for it. */
@@ -30,14 +39,17 @@ export function corruptInstall(record: ModelRecord, installedAtMs: number | unde
 
 /**
  * The install holds content found corrupt: unhealthy until a pull replaces
- * it. False when the install is no longer the one the file was found in.
+ * it. An install newer than the record's (promoted by a pull that has not
+ * recorded it yet) gets the note, which that pull's record keeps. False when
+ * the install is older than the record's: replaced already.
  */
 export async function recordCorrupt(registry: Registry, name: string, corrupt: CorruptFile): Promise<boolean> {
   let marked = false;
   await rewrite(registry, name, (record) => {
-    if (record.install?.installedAtMs !== corrupt.installedAtMs) return record;
+    const current = record.install?.installedAtMs;
+    if (current !== undefined && current > corrupt.installedAtMs) return record;
     marked = true;
-    return { ...record, status: "unhealthy", corrupt };
+    return current === corrupt.installedAtMs ? { ...record, status: "unhealthy", corrupt } : { ...record, corrupt };
   });
   return marked;
 }

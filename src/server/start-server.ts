@@ -18,6 +18,7 @@ import { clearIngest } from "../store/ingest-areas.js";
 import { ModelLocks } from "../cache/model-lock.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
+import { markCondemned } from "../lifecycle/mark-condemned.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
 import { DEFAULT_PULL_LIMITS, type PullLimits } from "../pull/pull-limits.js";
@@ -281,6 +282,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     closers.push({ what: "the content store's ingest area", close: () => store.close() });
     await clearIngest(store);
     await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
+    // every detector of corrupt content (a pull, adoption, the background verification, a deep InspectCache) ends here;
+    // what it needs exists only once the runtime is built
+    let late: { runtime?: Runtime; verification?: BackgroundVerification; corruptFound?: () => void } = {};
+    store.onCondemned(async (condemned) => {
+      const marked = await markCondemned({ registry, layout, pulls: late.runtime?.pulls }, condemned);
+      late.corruptFound?.();
+      logger.error(
+        { sha256: condemned.sha256, quarantined: condemned.quarantined, models: marked.unhealthy },
+        "stored content no longer matches its sha256: quarantined; the models using it are UNHEALTHY until pulled again",
+      );
+      for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) late.verification?.repair(name);
+    });
     // only found here (a stat per file); adopted once the server listens
     const earlier = await earlierInstalls({ registry, layout });
     let running: Runtime | undefined;
@@ -365,6 +378,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     addReflection(server);
 
     const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
+    late = { runtime, verification, corruptFound: metrics ? () => metrics.corruptFound() : undefined };
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await new Promise<number>((ok, fail) =>

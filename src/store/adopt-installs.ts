@@ -16,13 +16,13 @@ import { manifestIn } from "../cache/install-artifacts.js";
 import type { ManifestFile } from "../cache/manifest.js";
 import type { CacheLayout } from "../cache/layout.js";
 import type { ModelLocks } from "../cache/model-lock.js";
-import { filesystemError } from "../errors.js";
+import { ModelCacheError, filesystemError } from "../errors.js";
 import { listModels } from "../registry/list-models.js";
 import type { Registry } from "../registry/open-registry.js";
 import { recordFinding } from "../registry/record-install.js";
 import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
-import { linkContent, recordSignature } from "./link-content.js";
-import { type Hasher, verifyContent } from "./verify-content.js";
+import { linkContent } from "./link-content.js";
+import { type Hasher, renewSignature, verifyContent } from "./verify-content.js";
 
 export interface Adoption {
   /** models at least one of whose files moved into the store */
@@ -95,27 +95,39 @@ export async function adoptInstalls(runtime: AdoptionRuntime, names: readonly st
       let mismatch = false;
       for (const file of plain) {
         const path = join(dir, file.path);
+        const hashed = await statBlob(path);
         if ((await hasher(path, signal)) !== file.sha256) {
           mismatch = true;
           continue;
         }
         await store.withBlob(file.sha256, signal, async () => {
-          const temp = store.ingestPath();
-          // a PruneCache meanwhile leaves it alone
-          store.ingesting.add(temp);
-          try {
-            // linking fails only when another server collected the stored copy since the check: this file becomes it
-            if ((await verifyContent(store, file.sha256, hasher, signal)) && (await linkContent(store, file.sha256, temp))) {
-              // the store has this content already: the install's name moves to it in one rename
-              await rename(temp, path).catch(async (err: unknown) => {
-                await rm(temp, { force: true });
-                throw filesystemError("point at the stored content", path, err);
-              });
-              await recordSignature(store, file.sha256);
-              return;
+          const now = await statBlob(path);
+          if (!hashed || !now || signatureOf(now) !== signatureOf(hashed)) {
+            throw new ModelCacheError("aborted", `'${path}' changed while it was hashed; the next start adopts it`);
+          }
+          const checked = await verifyContent(store, file.sha256, hasher, signal);
+          if (checked !== undefined) {
+            // the store has this content already: the install's name moves to it in one rename
+            const temp = store.ingestPath();
+            // a PruneCache meanwhile leaves it alone
+            store.ingesting.add(temp);
+            try {
+              if (await linkContent(store, file.sha256, temp, checked)) {
+                await renewSignature(store, file.sha256, () =>
+                  rename(temp, path).catch(async (err: unknown) => {
+                    await rm(temp, { force: true });
+                    throw filesystemError("point at the stored content", path, err);
+                  }),
+                );
+                return;
+              }
+            } finally {
+              store.ingesting.delete(temp);
             }
-          } finally {
-            store.ingesting.delete(temp);
+            // gone since the check (collected by a server sharing the cache root): this file becomes it
+            if ((await statBlob(store.blobPath(file.sha256))) !== undefined) {
+              throw new ModelCacheError("aborted", `stored content ${file.sha256} changed while '${path}' was adopted; the next start adopts it`);
+            }
           }
           await chmod(path, 0o444);
           const blob = store.blobPath(file.sha256);

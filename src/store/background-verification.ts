@@ -1,24 +1,20 @@
 // Integrity over time: every --verify-interval, each stored content is read
 // and hashed again on the worker pool, paced to --verify-bytes-per-second so
 // pulls keep the disk and the cores. Content that no longer hashes to its
-// name is removed from the store, so it is never linked into a new install;
-// every model whose install uses it becomes UNHEALTHY, naming the file, and,
-// with --auto-repair, is pulled again in the background from where its
-// install came from: the local directory it was installed from, or its hub
-// or object store when that can be reached.
+// name is condemned (see condemn-content.ts): quarantined, so it is never
+// linked into a new install; every model whose install holds it becomes
+// UNHEALTHY, naming the file, and, with --auto-repair, is pulled again in the
+// background (repair) from where its install came from: the local directory
+// it was installed from, or its hub or object store when that can be reached.
 import { readdir } from "node:fs/promises";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { MANIFEST_FILE } from "../cache/layout.js";
-import { readManifest } from "../cache/read-manifest.js";
-import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { errorCode, filesystemError } from "../errors.js";
 import { originDirectory } from "../pull/origin-directory.js";
 import { pullModel } from "../pull/pull-model.js";
-import { recordCorrupt } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
+import { condemnContent } from "./condemn-content.js";
 import { SHA256, statBlob } from "./content-store.js";
-import { removeBlob } from "./verify-content.js";
 
 export interface VerificationSettings {
   /** between the end of one pass and the start of the next */
@@ -32,7 +28,6 @@ export const DEFAULT_VERIFY_BYTES_PER_SECOND = 100 * 2 ** 20;
 /** Told what the verification does (the server's metrics). */
 export interface VerificationRecorder {
   verifiedBytes(bytes: number): void;
-  corruptFound(): void;
   fullPassEnded(atMs: number): void;
   repairEnded?(model: string, result: "ok" | "failed"): void;
 }
@@ -85,7 +80,7 @@ export class BackgroundVerification {
         const stats = await statBlob(store.blobPath(name));
         if (!stats?.isFile()) return 0;
         const actual = await this.runtime.copier.hash(store.blobPath(name), signal);
-        if (actual !== name) await this.corrupt(name, Number(stats.size));
+        if (actual !== name) await condemnContent(store, name, stats);
         return Number(stats.size);
       });
       bytes += size;
@@ -96,36 +91,19 @@ export class BackgroundVerification {
     }
   }
 
-  /** Called holding the blob's lock. */
-  private async corrupt(sha256: string, sizeBytes: number): Promise<void> {
-    const { registry, layout, store } = this.runtime;
-    await removeBlob(store, sha256, sizeBytes);
-    for (const recorder of this.recorders) recorder.corruptFound();
-    const affected: { name: string; path: string }[] = [];
-    for (const record of await registry.models.values().all()) {
-      if (!record.install) continue;
-      let files;
-      try {
-        files = readManifest(join(layout.modelDir(record.name), MANIFEST_FILE)).files;
-      } catch (err) {
-        // a missing or unreadable manifest is the inspection's finding, not this one's: the install names no content
-        if (errorCode(err) === "ENOENT" || err instanceof ModelCacheError) continue;
-        throw err;
-      }
-      const file = files.find((f) => f.sha256 === sha256);
-      if (!file) continue;
-      if (await recordCorrupt(registry, record.name, { path: file.path, sha256, installedAtMs: record.install.installedAtMs })) affected.push({ name: record.name, path: file.path });
-    }
-    this.logger.error({ sha256, models: affected }, "stored content no longer matches its sha256: removed from the store; the models using it are UNHEALTHY until pulled again");
-    if (this.settings.autoRepair) for (const { name } of affected) this.repair(name);
-  }
-
-  private repair(name: string): void {
+  /**
+   * Pulls a model whose content was condemned again, in the background, with
+   * --auto-repair. A pull of it that is running (it may have linked the
+   * content before it was condemned) ends first; then the model is pulled
+   * again only if its install is still marked as holding corrupt content.
+   */
+  repair(name: string): void {
+    if (!this.settings.autoRepair) return;
     const runtime = this.runtime;
-    const record = runtime.registry.models.get(name);
     const work = (async () => {
-      const model = await record;
-      if (!model) return;
+      for (let job = runtime.pulls.find(name); job; job = runtime.pulls.find(name)) await job.done;
+      const model = await runtime.registry.models.get(name);
+      if (!model || model.status !== "unhealthy" || !model.corrupt) return;
       // from where the install came from: a local fine-tune is never swapped for its hub's files
       let fixtureDir: string | undefined;
       try {

@@ -8,11 +8,11 @@
 // aside (nothing can link it any more) and its link count read again: a
 // blob linked in between gets its name back, and a link that comes too late
 // finds no blob and fetches the content again.
-import { link, readdir, rename, unlink } from "node:fs/promises";
+import { link, readdir, rename, rm, unlink } from "node:fs/promises";
+import { join } from "node:path";
 import { errorCode, filesystemError } from "../errors.js";
 import { SHA256, type ContentStore, statBlob } from "./content-store.js";
-import { recordSignature } from "./link-content.js";
-import { forget } from "./verify-content.js";
+import { renewSignature } from "./verify-content.js";
 
 /** The prefix of a blob's name moved aside while it is collected, in the collecting process's ingest area. */
 export const COLLECTING = "collect-";
@@ -23,30 +23,57 @@ export interface Collected {
 }
 
 /**
- * After an install was removed: each of its blobs left without a reference
- * goes; the others get the signature the removal left recorded (it changed
- * their ctime), so their next reuse need not hash them again.
+ * Removes an install that has left its place (a parked directory): each of
+ * its files that links stored content is unlinked holding the blob's lock,
+ * the step's new signature recorded only when the blob was as the store
+ * last recorded it (a write through the install's file is never taken for
+ * the store's own); a blob left without a reference goes, and so does a
+ * quarantined copy whose last install this was. Then the directory goes.
  */
-export async function releaseContent(store: ContentStore, sha256s: Iterable<string>): Promise<Collected> {
+export async function releaseContent(store: ContentStore, dir: string, files: readonly { path: string; sha256: string }[]): Promise<Collected> {
   const collected: Collected = { freedBytes: 0, removed: 0 };
   // one blob that fails (its record cannot be written on a full disk) does not keep the others' space
   const failures: unknown[] = [];
-  for (const sha256 of new Set(sha256s)) {
-    if (!SHA256.test(sha256)) continue;
-    await store.withBlob(sha256, undefined, async () => {
-      const stats = await statBlob(store.blobPath(sha256));
-      if (!stats?.isFile()) return;
-      // content an admitted pull counts on linking stays, as if referenced
-      if (stats.nlink === 1n && !store.isHeld(sha256) && (await collectBlob(store, sha256, Number(stats.size)))) {
-        collected.freedBytes += Number(stats.size);
-        collected.removed += 1;
-      } else if (stats.nlink > 1n || store.isHeld(sha256)) {
-        await recordSignature(store, sha256);
+  for (const file of files) {
+    if (!SHA256.test(file.sha256)) continue;
+    const path = join(dir, file.path);
+    await store.withBlob(file.sha256, undefined, async () => {
+      const held = await statBlob(path);
+      if (!held?.isFile()) return;
+      const stored = await statBlob(store.blobPath(file.sha256));
+      if (stored?.ino === held.ino) {
+        // a signature that could not be recorded leaves the old one, which the unlink no longer
+        // matches: the next use hashes the blob again; the failure is reported once the space is freed
+        await renewSignature(store, file.sha256, () => unlinkOwn(path)).catch((err: unknown) => failures.push(err));
+        // content an admitted pull counts on linking stays, as if referenced
+        if ((await statBlob(store.blobPath(file.sha256)))?.nlink === 1n && !store.isHeld(file.sha256) && (await collectBlob(store, file.sha256, Number(stored.size)))) {
+          collected.freedBytes += Number(stored.size);
+          collected.removed += 1;
+        }
+        return;
+      }
+      await unlinkOwn(path);
+      const quarantined = join(store.quarantineDir, `${file.sha256}.${held.ino}`);
+      const left = await statBlob(quarantined);
+      if (left?.ino === held.ino && left.nlink === 1n) {
+        // the quarantined copy's last install: it goes with it
+        await unlinkOwn(quarantined);
+        store.markCondemned(file.sha256, held.ino, false);
       }
     }).catch((err: unknown) => failures.push(err));
   }
+  await rm(dir, { recursive: true, force: true });
   if (failures.length > 0) throw failures[0];
   return collected;
+}
+
+async function unlinkOwn(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    // already gone: nothing to remove
+    if (errorCode(err) !== "ENOENT") throw filesystemError("remove", path, err);
+  }
 }
 
 export interface Garbage extends Collected {
@@ -64,6 +91,7 @@ export async function collectGarbage(store: ContentStore, dryRun: boolean): Prom
     if (errorCode(err) === "ENOENT") return garbage;
     throw filesystemError("list", store.blobsDir, err);
   }
+  await sweepQuarantine(store, dryRun, garbage);
   for (const name of names.sort()) {
     if (!SHA256.test(name)) {
       garbage.strays.push(name);
@@ -106,7 +134,7 @@ async function collectBlob(store: ContentStore, sha256: string, sizeBytes: numbe
         throw filesystemError("remove", aside, err);
       });
       store.countSize(sizeBytes, -1);
-      await forget(store, sha256);
+      await store.forget(sha256);
       return true;
     }
     await restoreAside(store, sha256, aside);
@@ -139,4 +167,31 @@ export async function restoreAside(store: ContentStore, sha256: string, aside: s
     if (errorCode(err) !== "ENOENT") throw filesystemError("remove", aside, err);
   });
   return restored;
+}
+
+/** Quarantined content no install links any more (its name there is its only link). */
+async function sweepQuarantine(store: ContentStore, dryRun: boolean, garbage: Garbage): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(store.quarantineDir);
+  } catch (err) {
+    // nothing was ever condemned
+    if (errorCode(err) === "ENOENT") return;
+    throw filesystemError("list", store.quarantineDir, err);
+  }
+  for (const name of names.sort()) {
+    const [sha256] = name.split(".");
+    if (!sha256 || !SHA256.test(sha256)) continue;
+    const path = join(store.quarantineDir, name);
+    await store.withBlob(sha256, undefined, async () => {
+      const stats = await statBlob(path);
+      if (!stats?.isFile() || stats.nlink !== 1n) return;
+      if (!dryRun) {
+        await unlinkOwn(path);
+        store.markCondemned(sha256, stats.ino, false);
+      }
+      garbage.freedBytes += Number(stats.size);
+      garbage.removed += 1;
+    });
+  }
 }

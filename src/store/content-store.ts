@@ -17,8 +17,17 @@ import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
+import { probeHardLinks } from "./probe-hard-links.js";
 
 export const SHA256 = /^[0-9a-f]{64}$/;
+
+/** Content found corrupt: its inode, and where it was quarantined (unless the store's name held another inode by then). */
+export interface Condemned {
+  sha256: string;
+  ino: bigint;
+  sizeBytes: number;
+  quarantined?: string;
+}
 
 /** What the store knows about one blob. */
 export interface KnownContent {
@@ -66,6 +75,8 @@ export class ContentStore {
   readonly dir: string;
   readonly blobsDir: string;
   readonly ingestDir: string;
+  /** content found corrupt, moved out of the store's names while installs may still link it: <sha256>.<inode> */
+  readonly quarantineDir: string;
   /** one operation per blob at a time: a check and the link that relies on it, or a collection */
   readonly locks = new KeyedLock();
   /** how many blobs have each size: a local file is hashed before it is copied only when the store may hold its content */
@@ -82,6 +93,10 @@ export class ContentStore {
   readonly ingestId = randomBytes(12).toString("hex");
   readonly ingestArea: string;
   private releaseArea: (() => Promise<void>) | undefined;
+  /** `<sha256>:<inode>` of content condemned while this process ran, until its last link goes */
+  private readonly condemned = new Set<string>();
+  /** told of every content condemned (see onCondemned) */
+  readonly condemnListeners: ((condemned: Condemned) => Promise<void>)[] = [];
 
   constructor(
     readonly cacheRoot: string,
@@ -95,12 +110,14 @@ export class ContentStore {
     this.blobsDir = join(this.dir, "sha256");
     this.ingestDir = join(this.dir, "ingest");
     this.ingestArea = join(this.ingestDir, this.ingestId);
+    this.quarantineDir = join(this.dir, "quarantine");
   }
 
-  /** Creates the store's directories, takes this process's ingest area and learns the sizes of the blobs on disk. */
+  /** Creates the store's directories, checks that its filesystem has hard links, takes this process's ingest area and learns the sizes of the blobs on disk. */
   async open(): Promise<this> {
     await mkdir(this.blobsDir, { recursive: true });
     await mkdir(this.ingestDir, { recursive: true });
+    await probeHardLinks(this.ingestDir, this.cacheRoot);
     // the lock before the dir: a process clearing dead areas never takes a new one for dead
     const release = await this.areaLocks(this.ingestId);
     // a fresh id: nobody else can hold it
@@ -182,6 +199,34 @@ export class ContentStore {
     return this.holds.has(sha256);
   }
 
+  /** Whether the inode holding this content was condemned (a running pull checks what it staged). */
+  isCondemned(sha256: string, ino: bigint): boolean {
+    return this.condemned.size > 0 && this.condemned.has(`${sha256}:${ino}`);
+  }
+
+  /** Whether anything was condemned while this process ran and may still be linked. */
+  get anyCondemned(): boolean {
+    return this.condemned.size > 0;
+  }
+
+  /** Remembers a condemned inode, or (`held` false) forgets it once nothing links it. */
+  markCondemned(sha256: string, ino: bigint, held = true): void {
+    if (held) this.condemned.add(`${sha256}:${ino}`);
+    else this.condemned.delete(`${sha256}:${ino}`);
+  }
+
+  /** Told of every content condemned, whoever found it: marks the installs that hold it, repairs them. */
+  onCondemned(listener: (condemned: Condemned) => Promise<void>): void {
+    this.condemnListeners.push(listener);
+  }
+
+  /** Drops what the store knew of a blob. */
+  async forget(sha256: string): Promise<void> {
+    const known = await this.known.get(sha256);
+    if (known?.gitBlobId) await this.blobIds.del(known.gitBlobId);
+    await this.known.del(sha256);
+  }
+
   /** Runs `work` holding the blob's lock. */
   async withBlob<T>(sha256: string, signal: AbortSignal | undefined, work: () => Promise<T>): Promise<T> {
     const release = await this.locks.acquire(sha256, signal);
@@ -202,3 +247,4 @@ export async function statBlob(path: string): Promise<BigIntStats | undefined> {
     throw filesystemError("read", path, err);
   }
 }
+

@@ -5,8 +5,9 @@
 // store it has a reference, so no collection (of any process sharing the
 // cache root) can take it before the install holds it. When the store holds
 // that content intact already, the target links the stored blob and the new
-// file is dropped, so every install keeps sharing the one blob. Called
-// holding the blob's lock.
+// file is dropped, so every install keeps sharing the one blob; `force` (a
+// forced pull) hashes the stored copy again first, and one that fails is
+// condemned and replaced by the new file. Called holding the blob's lock.
 import { chmod, link, rename, rm } from "node:fs/promises";
 import { filesystemError } from "../errors.js";
 import { syncDirectory } from "../cache/durable.js";
@@ -23,10 +24,12 @@ export interface Ingested {
   gitBlobId?: string;
 }
 
-export async function commitContent(store: ContentStore, content: Ingested, hasher: Hasher, signal: AbortSignal, target: string): Promise<void> {
+/** Returns the signature of the stored blob as committed (what linking it vouched for). */
+export async function commitContent(store: ContentStore, content: Ingested, hasher: Hasher, signal: AbortSignal, target: string, force = false): Promise<string> {
   const blob = store.blobPath(content.sha256);
-  // linking the stored copy fails only when another process collected it since the check: ours goes in instead
-  if ((await verifyContent(store, content.sha256, hasher, signal)) && (await linkContent(store, content.sha256, target))) {
+  const checked = await verifyContent(store, content.sha256, hasher, signal, force);
+  // linking the stored copy fails when it changed or another process collected it since the check: ours goes in instead
+  if (checked !== undefined && (await linkContent(store, content.sha256, target, checked))) {
     await rm(content.path, { force: true });
   } else {
     // the mode belongs to the inode: every install's link is read-only too
@@ -47,4 +50,5 @@ export async function commitContent(store: ContentStore, content: Ingested, hash
     if (known) await store.known.put(content.sha256, { ...known, gitBlobId: content.gitBlobId });
     await store.blobIds.put(content.gitBlobId, content.sha256);
   }
+  return (await store.known.get(content.sha256))?.signature ?? "";
 }

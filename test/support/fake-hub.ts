@@ -42,7 +42,7 @@ export interface Faults {
   token: string | undefined;
   /** slow every content response down to this many bytes per second */
   bytesPerSecond: number | undefined;
-  /** send nothing of this file's content until the promise settles (a test's gate) */
+  /** send nothing of this file's content until the promise settles (a test orders a race with it) */
   hold: Map<string, Promise<unknown>>;
 }
 
@@ -199,6 +199,7 @@ export class FakeHub {
   }
 
   private async sendContent(file: HubFileEntry, req: IncomingMessage, res: ServerResponse, record: HubRequest): Promise<void> {
+    await this.faults.hold.get(file.path)?.catch(() => undefined);
     if (this.faults.fail500 > 0) {
       this.faults.fail500 -= 1;
       record.status = 500;
@@ -211,7 +212,6 @@ export class FakeHub {
       this.faults.retryAfter = undefined;
       return;
     }
-    await this.faults.hold.get(file.path)?.catch(() => undefined);
     let bytes = file.bytes;
     if (this.faults.wrongBytes.has(file.path)) {
       bytes = Buffer.from(bytes);
