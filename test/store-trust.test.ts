@@ -14,6 +14,7 @@ import { linkContent } from "../src/store/link-content.js";
 import { verifyContent } from "../src/store/verify-content.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { healthBecomes } from "./support/health-check.js";
 import { runCli } from "./support/run-cli.js";
 import { makeSourceDir, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, serverWithModel, startTestServer } from "./support/test-server.js";
@@ -173,6 +174,8 @@ describe("trust in stored content", () => {
       await writeFile(plain, bytes);
       await writeThrough(join(suite.t.cacheRoot, "minilm", "model.bin"));
       await suite.t.restart();
+      // adoption runs once the server listens: SERVING says it is done
+      await healthBecomes(suite.t.server.address, "SERVING");
       expect(await status(suite.t, "minilm")).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
       expect((await call(suite.t.client, "inspectCache", { name: "minilm", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
       expect((await call(suite.t.client, "inspectCache", { name: "twin", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
@@ -195,7 +198,8 @@ describe("trust in stored content", () => {
       const bytes = content(8, 256 * 1024);
       source = await makeSourceDir({ "model.bin": bytes });
       const cacheRoot = join(dataDir, "ai_models_cache");
-      let server = await spawnServer({ dataDir, args: ["--fixture-root", source.dir, "--min-free-bytes", "0", "--verify-interval", "1s"] });
+      // no repair: a model installed from a directory would be pulled again from it, and the store hold good content anew
+      let server = await spawnServer({ dataDir, args: ["--fixture-root", source.dir, "--min-free-bytes", "0", "--verify-interval", "1s", "--no-auto-repair"] });
       try {
         for (const name of ["minilm", "twin", "third"]) await call(server.client, "registerModel", { model: modelSpec({ name }) });
         await pullOk(server.client, { name: "minilm", fixtureDir: source.dir });
