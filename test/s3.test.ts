@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
+import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { expect } from "chai";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
 import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
@@ -135,6 +136,21 @@ describe("pulling from an S3-compatible store", () => {
     expect((await installed("config.json")).toString()).to.equal('{"hidden_size": 768}');
   });
 
+  it("never links content by the checksum of an object overwritten between listing and HEAD: the pull is ABORTED", async () => {
+    const changed = '{"hidden_size": 768}';
+    await s3.put(BUCKET, { "other/config.json": changed });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other", source: `s3://${BUCKET}/other`, revision: "", credentialAlias: "store" }) });
+    await pullOk(t.client, { name: "other" });
+    // the store holds the new content; HEAD announces its checksum once the object is overwritten
+    s3.faults.checksum.set("minilm/config.json", sha256hex(changed));
+    s3.faults.beforeHead.set("minilm/config.json", () => s3.put(BUCKET, { "minilm/config.json": changed }));
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.ABORTED);
+    expect(outcome.error?.details).to.include("config.json").and.include("pull again");
+    const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+    expect(model.cacheSizeBytes).to.equal(0);
+  });
+
   it("changes resolved_commit when an object changes", async () => {
     const first = (await pullOk(t.client, { name: "minilm" })).at(-1)!.completed!.manifest!.resolvedCommit;
     await s3.put(BUCKET, { "minilm/config.json": '{"hidden_size": 768}' });
@@ -162,6 +178,83 @@ describe("pulling from an S3-compatible store", () => {
   it("accepts an empty revision for an s3:// source only", async () => {
     const err = await callError(t.client, "registerModel", { model: modelSpec({ name: "hub", revision: "" }) });
     expect(err.code).to.equal(status.INVALID_ARGUMENT);
+  });
+});
+
+describe("revalidating an S3 source", () => {
+  let s3: FakeS3;
+  let t: TestServer;
+  const SMALL = { "m/config.json": '{"hidden_size": 384}', "m/tokenizer.json": "{}", "m/model.onnx": "weights" };
+  const objectReads = () => s3.requests.filter((r) => (r.method === "GET" || r.method === "HEAD") && r.key.startsWith("m/"));
+  beforeEach(async () => {
+    s3 = await FakeS3.start([BUCKET]);
+    await s3.put(BUCKET, SMALL);
+  });
+  afterEach(async () => {
+    await t?.close();
+    await s3.close();
+  });
+
+  it("ResolveModel ALWAYS lists once and answers revalidated, not pulled, while the listing is unchanged; a changed object is pulled", async () => {
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+    const always = { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" };
+    const first = await call(t.client, "resolveModel", always);
+    expect([first.pulled, first.revalidated]).to.deep.equal([true, true]);
+    const before = s3.requests.length;
+    const again = await call(t.client, "resolveModel", always);
+    expect([again.pulled, again.revalidated]).to.deep.equal([false, true]);
+    expect(again.manifest!.resolvedCommit).to.equal(first.manifest!.resolvedCommit);
+    // one listing, no HEAD or GET of an object
+    expect(s3.requests.slice(before).map((r) => [r.method, r.key])).to.deep.equal([["GET", ""]]);
+    await s3.put(BUCKET, { "m/config.json": '{"hidden_size": 768}' });
+    const changed = await call(t.client, "resolveModel", always);
+    expect([changed.pulled, changed.revalidated]).to.deep.equal([true, true]);
+    expect(changed.manifest!.resolvedCommit).to.not.equal(first.manifest!.resolvedCommit);
+    expect((await readFile(join(changed.cacheDir, "config.json"))).toString()).to.equal('{"hidden_size": 768}');
+  });
+
+  it("links objects without a SHA-256 checksum that the store holds (same key, ETag and size) instead of downloading them again", async () => {
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+    await pullOk(t.client, { name: "minilm" });
+    for (const key of Object.keys(SMALL)) expect(s3.gets(key)).to.have.length(1);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "copy", source: `s3://${BUCKET}/m`, revision: "" }) });
+    const events = await pullOk(t.client, { name: "copy" });
+    expect(events[0]!.started!.reusedBytes).to.equal(events[0]!.started!.totalBytes);
+    expect(events.filter((e) => e.fileCompleted).map((e) => e.fileCompleted!.reused)).to.deep.equal([true, true, true]);
+    for (const key of Object.keys(SMALL)) expect(s3.gets(key)).to.have.length(1);
+    // a new version of an object is downloaded, never taken for the old one
+    await s3.put(BUCKET, { "m/config.json": '{"hidden_size": 768}' });
+    await pullOk(t.client, { name: "copy" });
+    expect(s3.gets("m/config.json")).to.have.length(2);
+    expect((await readFile(join(t.cacheRoot, "copy", "config.json"))).toString()).to.equal('{"hidden_size": 768}');
+  });
+
+  it("the models file's ALWAYS model is revalidated at each apply, not pulled again while its listing is unchanged", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-models-"));
+    const path = join(dir, "models.yaml");
+    try {
+      await writeFile(path, `models:\n  - name: minilm\n    source: s3://${BUCKET}/m\n    revision: ""\n    task: embedding\n    dimensions: 384\n    pull_policy: always\n`);
+      t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0, modelsFile: path });
+      const server = t;
+      const settled = async () => {
+        for (const deadline = Date.now() + 20_000; server.server.modelsFile!.backgroundPulls > 0 || (await call(server.client, "getModel", { name: "minilm" })).model!.cacheSizeBytes === 0; ) {
+          if (Date.now() > deadline) throw new Error("the background pull did not end");
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      };
+      await settled();
+      const before = objectReads().length;
+      const lists = () => s3.requests.filter((r) => r.key === "").length;
+      const listsBefore = lists();
+      await server.server.modelsFile!.reload();
+      await settled();
+      expect(lists()).to.be.above(listsBefore);
+      expect(objectReads().length).to.equal(before);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -35,6 +35,8 @@ export class FakeS3 {
     corrupt: new Set<string>(),
     /** runs once before the next GET of the key reaches the store */
     beforeGet: new Map<string, () => Promise<void>>(),
+    /** runs once before the next HEAD of the key reaches the store */
+    beforeHead: new Map<string, () => Promise<void>>(),
     /** HEAD of the key announces this full-object SHA-256 (hex) */
     checksum: new Map<string, string>(),
   };
@@ -99,9 +101,10 @@ export class FakeS3 {
       res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>");
       return;
     }
-    const hook = req.method === "GET" ? this.faults.beforeGet.get(key) : undefined;
+    const hooks = req.method === "GET" ? this.faults.beforeGet : req.method === "HEAD" ? this.faults.beforeHead : undefined;
+    const hook = hooks?.get(key);
     if (hook !== undefined) {
-      this.faults.beforeGet.delete(key);
+      hooks!.delete(key);
       req.pause();
       void hook().then(() => this.forward(req, res, key, record), () => res.destroy());
       return;

@@ -65,11 +65,19 @@ export class S3Store implements RangeReader {
     );
   }
 
-  /** The object's metadata, with its checksums when the store keeps them. */
-  head(key: string, signal: AbortSignal) {
-    return this.call(`object ${this.where(key)}`, signal, () =>
-      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED" }), { abortSignal: signal }),
+  /**
+   * The object's metadata, with its checksums when the store keeps them: of
+   * the listed version only (If-Match, and its ETag checked), so that a
+   * checksum never names content the listing did not.
+   */
+  async head(key: string, signal: AbortSignal) {
+    const what = `object ${this.where(key)}`;
+    const listed = this.etags.get(key);
+    const head = await this.call(what, signal, () =>
+      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED", IfMatch: listed }), { abortSignal: signal }),
     );
+    if (listed !== undefined && head.ETag !== undefined && head.ETag !== listed) throw this.refusal(412, "PreconditionFailed", what);
+    return head;
   }
 
   /** RangeReader: `url` is the object's key. */
