@@ -258,6 +258,69 @@ describe("revalidating an S3 source", () => {
   });
 });
 
+describe("S3 credentials without a credential alias", () => {
+  let s3: FakeS3;
+  let t: TestServer;
+  let dir: string;
+  const VARS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_PROFILE"] as const;
+  const saved: Partial<Record<string, string>> = {};
+  beforeEach(async () => {
+    for (const name of VARS) {
+      saved[name] = process.env[name];
+      delete process.env[name];
+    }
+    dir = await mkdtemp(join(tmpdir(), "modelcache-aws-"));
+    // never the machine's own ~/.aws files
+    process.env.AWS_CONFIG_FILE = join(dir, "config");
+    process.env.AWS_SHARED_CREDENTIALS_FILE = join(dir, "credentials");
+    s3 = await FakeS3.start([BUCKET]);
+    await s3.put(BUCKET, { "m/config.json": "{}" });
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+  });
+  afterEach(async () => {
+    await t.close();
+    await s3.close();
+    await rm(dir, { recursive: true, force: true });
+    for (const name of VARS) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
+  });
+
+  /** A credentials file the chain reads from now on (the SDK keeps a file it read once: each test names a new one). */
+  async function credentialsFile(contents: string): Promise<string> {
+    const path = join(dir, `credentials-${Math.random().toString(36).slice(2)}`);
+    await writeFile(path, contents);
+    process.env.AWS_SHARED_CREDENTIALS_FILE = path;
+    return path;
+  }
+
+  it("signs with the shared credentials file the AWS default chain finds", async () => {
+    await credentialsFile(`[default]\naws_access_key_id = ${S3_CREDENTIALS.accessKeyId}\naws_secret_access_key = ${S3_CREDENTIALS.secretAccessKey}\n`);
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.requests.length).to.be.above(0);
+    expect(s3.requests.every((r) => r.signed)).to.equal(true);
+  });
+
+  it("names where the chain found credentials the store refuses: the profile and its files, or the environment variables", async () => {
+    const file = await credentialsFile("[default]\naws_access_key_id = NOBODY\naws_secret_access_key = wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY\n");
+    let outcome = await pull(t.client, { name: "minilm" });
+    expect([status.PERMISSION_DENIED, status.UNAUTHENTICATED]).to.include(outcome.error?.code);
+    expect(outcome.error?.details).to.include("profile 'default'").and.include(file).and.include("credential_alias").and.not.include("wJalrXUtnFEMI");
+    process.env.AWS_ACCESS_KEY_ID = "NOBODY";
+    process.env.AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.details).to.include("AWS_ACCESS_KEY_ID").and.not.include("wJalrXUtnFEMI");
+  });
+
+  it("goes unsigned, for a public bucket, when the chain finds no credentials", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.requests.length).to.be.above(0);
+    expect(s3.requests.some((r) => r.signed)).to.equal(false);
+  });
+});
+
 describe("AWS_ENDPOINT_URL", () => {
   it("points the server's s3:// sources at an S3-compatible store when --s3-endpoint is not given", async () => {
     const s3 = await FakeS3.start([BUCKET]);

@@ -22,6 +22,8 @@ export interface S3Request {
   query: string;
   range?: string;
   sent: number;
+  /** whether the request carried a signature */
+  signed: boolean;
 }
 
 export class FakeS3 {
@@ -92,7 +94,7 @@ export class FakeS3 {
     const url = new URL(req.url ?? "/", "http://store");
     // path-style: /bucket/key
     const key = decodeURIComponent(url.pathname.split("/").slice(2).join("/"));
-    const record: S3Request = { method: req.method ?? "GET", key, query: url.search, range: req.headers.range, sent: 0 };
+    const record: S3Request = { method: req.method ?? "GET", key, query: url.search, range: req.headers.range, sent: 0, signed: req.headers.authorization !== undefined };
     this.requests.push(record);
     const slow = this.faults.slowDown.get(key) ?? 0;
     if (slow > 0) {

@@ -59,7 +59,7 @@ export async function resolveS3Listing(options: ListingOptions): Promise<string>
 async function listSource(options: ListingOptions) {
   const location = parseS3Location(options.source);
   const credentials = s3Credentials(options.credential);
-  const store = new S3Store({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias, dispatcher: options.dispatcher });
+  const store = await S3Store.open({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias, dispatcher: options.dispatcher });
   return { location, store, ...(await listObjects(store, location, options, options.signal)) };
 }
 
