@@ -14,6 +14,8 @@ export interface ModelChange {
   changedFields: string[];
   /** the spec to write, for create and update */
   spec?: ModelSpec;
+  /** why the change could not be made now (a models-file apply goes on with the others, and tries it again later) */
+  failed?: string;
 }
 
 /**
