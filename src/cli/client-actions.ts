@@ -37,7 +37,8 @@ export interface Global {
 export interface SpecOptions {
   source: string;
   dimensions: number;
-  revision: string;
+  /** unset: the default for the source (spec-defaults) */
+  revision?: string;
   credentialAlias?: string;
   pullPolicy?: PullPolicyWord;
   include?: string[];
@@ -92,11 +93,13 @@ export const getModel = (global: Global, name: string, opts: { json?: boolean })
 
 export const putModel = (global: Global, verb: "register" | "update", name: string, opts: SpecOptions) =>
   run(global, async (client) => {
+    // the defaults a models file gets, for the fields left out
+    const { DEFAULT_TASK, defaultRevision } = await import("../models-file/spec-defaults.js");
     const spec = {
       name,
       source: opts.source,
-      revision: opts.revision,
-      task: Task.TASK_EMBEDDING,
+      revision: opts.revision ?? defaultRevision(opts.source),
+      task: Task[`TASK_${DEFAULT_TASK.toUpperCase()}` as keyof typeof Task],
       dimensions: opts.dimensions,
       engine: 0,
       pullPolicy: opts.pullPolicy ? PULL_POLICY[opts.pullPolicy] : 0,
