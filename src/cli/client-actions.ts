@@ -259,12 +259,25 @@ export async function apply(global: Global, opts: { file: string; dryRun?: boole
       for (const change of changes) print(protoJson("modelcache.v1.ModelChange", ModelChange.encode(change).finish()));
       return;
     }
-    table(changes.map((c) => ({ action: ChangeAction[c.action].replace(/^CHANGE_ACTION_/, "").toLowerCase(), name: c.name, changes: c.changedFields.join(", ") })));
-    const count = (action: ChangeAction) => changes.filter((c) => c.action === action).length;
+    // a dry run shows the updates of models the server's models file manages; applying refuses them
+    const fileManaged = opts.dryRun ? new Set((await call(client, "listModels", {})).models.filter((m) => m.managedBy === "models-file").map((m) => m.name)) : new Set<string>();
+    const refused = (c: ModelChange) => c.action === ChangeAction.CHANGE_ACTION_UPDATE && fileManaged.has(c.name);
+    const marked = changes.some(refused);
+    table(
+      changes.map((c) => ({
+        action: ChangeAction[c.action].replace(/^CHANGE_ACTION_/, "").toLowerCase(),
+        name: c.name,
+        changes: c.changedFields.join(", "),
+        ...(marked ? { note: refused(c) ? "refused: managed by the models file" : "" } : {}),
+      })),
+    );
+    const count = (action: ChangeAction) => changes.filter((c) => c.action === action && !refused(c)).length;
     const [create, update, remove, unchanged] = [ChangeAction.CHANGE_ACTION_CREATE, ChangeAction.CHANGE_ACTION_UPDATE, ChangeAction.CHANGE_ACTION_DELETE, ChangeAction.CHANGE_ACTION_UNCHANGED].map(count);
+    const refusals = changes.filter(refused).length;
+    const note = refusals > 0 ? `, ${refusals} refused (the models file the server follows manages ${refusals === 1 ? "it" : "them"}: change ${refusals === 1 ? "it" : "them"} there)` : "";
     process.stdout.write(
       opts.dryRun
-        ? `dry run: ${create} to create, ${update} to update, ${remove} to delete, ${unchanged} unchanged; nothing was changed\n`
+        ? `dry run: ${create} to create, ${update} to update, ${remove} to delete, ${unchanged} unchanged${note}; nothing was changed\n`
         : `applied: ${create} created, ${update} updated, ${remove} deleted, ${unchanged} unchanged\n`,
     );
   });

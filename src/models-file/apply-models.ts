@@ -33,7 +33,7 @@ export async function applyModels(runtime: Runtime, desired: readonly ModelSpec[
   let mutex = applying.get(runtime.registry);
   if (!mutex) applying.set(runtime.registry, (mutex = new Mutex()));
   return mutex.runExclusive(async () => {
-    const changes = planChanges(await listModels(runtime.registry), desired, options.scope);
+    const changes = planChanges(await listModels(runtime.registry), desired, options.scope, options.dryRun);
     if (options.dryRun) return changes;
     const managedBy = options.scope.by === "models-file" ? "models-file" : undefined;
     const guard = options.scope.by === "rpc" ? refuseFileTakeover(options.scope.modelsFile) : undefined;
