@@ -2,10 +2,10 @@
 // validated specs. The whole file is checked before anything may change;
 // every mistake in it is reported at once, each naming the file, the line,
 // the model and the field. A left-out revision or task gets the default
-// `models register` gives it (spec-defaults). Keys are
-// ModelSpec's proto JSON names (lowerCamelCase or snake_case); enums are the
-// full name or the short lower-case word. Unknown keys are refused: that is
-// how a misspelt key, or a secret someone tried to put in the file, is caught.
+// `models register` gives it (spec-defaults). Keys are ModelSpec's proto
+// JSON names (lowerCamelCase or snake_case); enums are the full name or the
+// short lower-case word. Unknown keys are refused: that is how a misspelt
+// key, or a secret someone tried to put in the file, is caught.
 import { readFile } from "node:fs/promises";
 import { LineCounter, type Node, type Pair, isMap, isScalar, isSeq, parseDocument } from "yaml";
 import { ModelCacheError, errorCode, quote } from "../errors.js";

@@ -3,8 +3,9 @@
 // exponential backoff and jitter on network errors, 5xx and SlowDown, and the
 // store's refusals turned into errors that name what requests were signed
 // with (the credential alias, never its secret; where the default chain
-// found credentials; or none) and say what to do. Object reads are offered as the ranged
-// GETs the hub downloads use, so that S3 pulls resume and verify the same way.
+// found credentials; or none) and say what to do. Object reads are offered
+// as the ranged GETs the hub downloads use, so that S3 pulls resume and
+// verify the same way.
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig, type S3ServiceException } from "@aws-sdk/client-s3";
