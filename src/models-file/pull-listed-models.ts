@@ -7,6 +7,7 @@
 // stops the server.
 import type { Logger } from "pino";
 import { inspectInstall } from "../cache/inspect-install.js";
+import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
 import { currentCommit } from "../pull/current-commit.js";
 import { pullModel } from "../pull/pull-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
@@ -63,7 +64,8 @@ export class BackgroundPulls {
 
   /** Whether a healthy install of the commit the source names now is there (ALWAYS revalidates; it pulls only a change). */
   private async current(record: ModelRecord): Promise<boolean> {
-    const report = await inspectInstall(this.runtime.layout, record.name, false, this.signal);
+    // content the background verification found corrupt makes the install unhealthy: pulled again
+    const report = withRecordedCorruption(record, await inspectInstall(this.runtime.layout, record.name, false, this.signal));
     if (report.status !== "installed") return false;
     const commit = await currentCommit(this.runtime, record, "", this.signal);
     return commit !== undefined && commit === report.manifest!.resolvedCommit;
