@@ -262,7 +262,19 @@ describe("S3 credentials without a credential alias", () => {
   let s3: FakeS3;
   let t: TestServer;
   let dir: string;
-  const VARS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_PROFILE"] as const;
+  const VARS = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_EC2_METADATA_DISABLED",
+  ] as const;
   const saved: Partial<Record<string, string>> = {};
   beforeEach(async () => {
     for (const name of VARS) {
@@ -270,7 +282,8 @@ describe("S3 credentials without a credential alias", () => {
       delete process.env[name];
     }
     dir = await mkdtemp(join(tmpdir(), "modelcache-aws-"));
-    // never the machine's own ~/.aws files
+    // never the machine's own ~/.aws files or instance role
+    process.env.AWS_EC2_METADATA_DISABLED = "true";
     process.env.AWS_CONFIG_FILE = join(dir, "config");
     process.env.AWS_SHARED_CREDENTIALS_FILE = join(dir, "credentials");
     s3 = await FakeS3.start([BUCKET]);
