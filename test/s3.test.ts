@@ -214,6 +214,17 @@ describe("revalidating an S3 source", () => {
     expect((await readFile(join(changed.cacheDir, "config.json"))).toString()).to.equal('{"hidden_size": 768}');
   });
 
+  it("ResolveModel ALWAYS on an offline server answers the S3 install there as not revalidated, without a request", async () => {
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+    await pullOk(t.client, { name: "minilm" });
+    await t.restart({ offline: true, s3Endpoint: s3.url });
+    const before = s3.requests.length;
+    const resolved = await call(t.client, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" });
+    expect([resolved.pulled, resolved.revalidated]).to.deep.equal([false, false]);
+    expect(s3.requests.length).to.equal(before);
+  });
+
   it("links objects without a SHA-256 checksum that the store holds (same key, ETag and size) instead of downloading them again", async () => {
     t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
     await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
