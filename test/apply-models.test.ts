@@ -93,11 +93,17 @@ describe("ApplyModels", () => {
     expect(logs.audit().map((l) => [l.method, l.models, l.dryRun, l.result])).to.deep.equal([["ApplyModels", ["a", "b"], true, "OK"]]);
   });
 
-  it("refuses to change a model the models file manages, and leaves it unchanged when its spec is equal", async () => {
+  it("refuses to change a model the models file manages (a dry run shows the plan), and leaves it unchanged when its spec is equal", async () => {
     await applyAsFile(t, [modelSpec({ name: "filed" })]);
-    const refused = await callError(t.client, "applyModels", { models: [modelSpec({ name: "filed", revision: "v9" })], dryRun: true, prune: false });
+    const dry = await call(t.client, "applyModels", { models: [modelSpec({ name: "filed", revision: "v9" }), modelSpec({ name: "new" })], dryRun: true, prune: false });
+    expect(plan(dry.changes)).to.deep.equal([
+      ["filed", "CHANGE_ACTION_UPDATE", "revision"],
+      ["new", "CHANGE_ACTION_CREATE", ""],
+    ]);
+    const refused = await callError(t.client, "applyModels", { models: [modelSpec({ name: "filed", revision: "v9" })], dryRun: false, prune: false });
     expect(refused.code).to.equal(status.FAILED_PRECONDITION);
     expect(refused.details).to.include("managed by the models file");
+    expect((await call(t.client, "getModel", { name: "filed" })).model!.revision).to.equal("main");
     const same = await call(t.client, "applyModels", { models: [modelSpec({ name: "filed" })], dryRun: false, prune: false });
     expect(plan(same.changes)).to.deep.equal([["filed", "CHANGE_ACTION_UNCHANGED", ""]]);
   });
@@ -209,6 +215,25 @@ describe("modelcache apply", () => {
     const pruned = await runCli(t.server.address, ["apply", "-f", file, "--prune"]);
     expect(pruned.stdout).to.include("applied: 0 created, 0 updated, 1 deleted, 3 unchanged");
     expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["moved", "new", "same"]);
+  });
+
+  it("--dry-run against a server whose models file manages a listed model shows the plan with that row marked", async () => {
+    const served = join(dir, "served.yaml");
+    await writeFile(served, `models:\n${model("filed")}\n`);
+    await t.close();
+    t = await startTestServer({ modelsFile: served });
+    const file = join(dir, "models.yaml");
+    await writeFile(file, `models:\n${model("filed", "v2")}\n${model("new")}\n`);
+    const dry = await runCli(t.server.address, ["apply", "-f", file, "--dry-run"]);
+    expect(dry.code, dry.stderr).to.equal(0);
+    expect(dry.stdout.split("\n").map((l) => l.trimEnd())).to.deep.equal([
+      "ACTION  NAME   CHANGES   NOTE",
+      "update  filed  revision  refused: managed by the models file",
+      "create  new",
+      "dry run: 1 to create, 0 to update, 0 to delete, 0 unchanged, 1 refused (the models file the server follows manages it: change it there); nothing was changed",
+      "",
+    ]);
+    expect((await call(t.client, "listModels", {})).models.map((m) => m.name)).to.deep.equal(["filed"]);
   });
 
   it("exits non-zero on an invalid file, naming the line, and sends nothing", async () => {

@@ -24,6 +24,18 @@ describe("the modelcache client commands", () => {
   afterEach(() => t.close());
   const register = () => cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"]);
 
+  it("registers with the defaults a models file gets: revision main for a hub repo, none for an s3:// source; task embedding", async () => {
+    expect((await cli(t, ["models", "register", "hub", "--source", "org/minilm", "--dimensions", "8"])).code).to.equal(0);
+    expect((await cli(t, ["models", "register", "bucket", "--source", "s3://models/minilm", "--dimensions", "8"])).code).to.equal(0);
+    const { parseModelsFile } = await import("../src/models-file/parse-models-file.js");
+    const filed = parseModelsFile("models:\n  - {name: hub, source: org/minilm, dimensions: 8}\n  - {name: bucket, source: s3://models/minilm, dimensions: 8}\n", "models.yaml");
+    for (const spec of filed) {
+      const { model } = await call(t.client, "getModel", { name: spec.name });
+      expect([model!.revision, model!.task]).to.deep.equal([spec.revision, 1]);
+    }
+    expect(filed.map((s) => s.revision)).to.deep.equal(["main", ""]);
+  });
+
   it("registers, lists, pulls (a line per file), inspects and drops, exiting 0", async () => {
     expect((await register()).code).to.equal(0);
     const list = await cli(t, ["models", "list"]);
@@ -205,7 +217,7 @@ describe("the modelcache client commands", () => {
   it("marks the options a command requires in its help", async () => {
     const help = await cli(t, ["models", "register", "--help"]);
     expect(help.stdout).to.match(/--source <repo>[^]*\(required\)[^]*--dimensions <n>\s+embedding width \(required\)/);
-    expect(help.stdout).to.match(/--revision <rev>\s+commit sha, tag or branch \(default: "main"\)\n/);
+    expect(help.stdout).to.match(/--revision <rev>\s+commit, tag or branch \(default: main; s3: none\)\n/);
   });
 
   it("exits 1 with the server's message and a hint when the call fails", async () => {

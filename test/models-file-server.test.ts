@@ -50,6 +50,23 @@ describe("the server's models file", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it("applies the rest of the file when a model it removes is leased, logs that one, and removes it once the lease is released", async () => {
+    await writeFile(path, file(entry("a"), entry("b")));
+    const logs = captureLogs();
+    t = await startTestServer({ modelsFile: path, fixtureDir: FIXTURE_DIR, modelsFileRetryMs: 20, logger: logs.logger });
+    const server = t;
+    await pullOk(server.client, { name: "a" });
+    const { leaseId } = await call(server.client, "resolveModel", { name: "a", pullPolicy: 0, leaseSeconds: 600, credentialAlias: "" });
+    // 'a' (leased) sorts before 'c': the apply must not stop there
+    await writeFile(path, file(entry("b"), entry("c")));
+    await server.server.modelsFile!.reload();
+    expect(await names(server)).to.deep.equal(["a", "b", "c"]);
+    const warning = logs.lines.find((l) => String(l.msg).startsWith("a model of the models file could not be changed now") && l.model === "a");
+    expect(String(warning?.error)).to.include("lease");
+    await call(server.client, "releaseLease", { leaseId });
+    await eventually(async () => expect(await names(server)).to.deep.equal(["b", "c"]), "a retry removed the model once its lease ended");
+  });
+
   it("is applied at start: keys in either spelling, enums as full names or short words", async () => {
     await writeFile(path, file(entry("a", ["pull_policy: PULL_POLICY_NEVER"]), entry("b", ["pullPolicy: never", "trustPolicy: TRUST_POLICY_DISABLED"], "camel")));
     t = await startTestServer({ modelsFile: path });

@@ -67,7 +67,7 @@ describe("reading a models file", () => {
   });
 
   it("refuses an unknown key, naming the file, the line and the key", () => {
-    const message = parseError("models:\n  - name: a\n    source: o/a\n    sorce: o/b\n");
+    const message = parseError("models:\n  - name: a\n    source: o/a\n    sorce: o/b\n    dimensions: 3\n");
     expect(message).to.match(/^models file models\.yaml:4: models\[0\]: unknown key 'sorce'/);
   });
 
@@ -80,6 +80,56 @@ describe("reading a models file", () => {
   it("refuses a field the registry would refuse, naming the model and the field's line", () => {
     const message = parseError("models:\n  - name: a\n    source: o/a\n    revision: main\n    task: embedding\n    dimensions: 0\n");
     expect(message).to.match(/^models file models\.yaml:6: models\[0\] \(a\): dimensions must be between 1 and 65536/);
+  });
+
+  it("reads the README's fleet file: revision and task default as 'models register' defaults them", () => {
+    const [fleet, hub] = parseModelsFile(
+      [
+        "models:",
+        "  - name: minilm",
+        "    source: s3://models/minilm",
+        "    credential_alias: models-bucket",
+        "    dimensions: 384",
+        "    pull_policy: always",
+        "  - name: bge",
+        "    source: BAAI/bge-small-en-v1.5",
+        "    dimensions: 384",
+      ].join("\n"),
+      "models.yaml",
+    );
+    expect(fleet).to.include({ name: "minilm", source: "s3://models/minilm", revision: "", task: "embedding", pullPolicy: "always" });
+    expect(hub).to.include({ name: "bge", revision: "main", task: "embedding" });
+  });
+
+  it("reports every mistake of the file in one run, each with its line", () => {
+    const message = parseError(
+      [
+        "models:",
+        "  - name: a",
+        "    source: o/a",
+        "    dimensions: 0",
+        "    pull_policy: sometimes",
+        "  - name: b",
+        "    source: 'not a repo'",
+        "    dimensions: 3",
+        "    colour: blue",
+        "  - name: c",
+        "    source: o/c",
+        "    dimensions: 70000",
+        "    include: ['']",
+      ].join("\n"),
+    );
+    expect(message).to.match(/^models file models\.yaml: 6 mistakes/);
+    for (const line of [
+      "models file models.yaml:5: models[0].pull_policy has an unknown value",
+      "models file models.yaml:4: models[0] (a): dimensions must be between",
+      "models file models.yaml:9: models[1]: unknown key 'colour'",
+      "models file models.yaml:7: models[1] (b): source 'not a repo'",
+      "models file models.yaml:12: models[2] (c): dimensions must be between",
+      "models file models.yaml:13: models[2] (c): include[0]",
+    ]) {
+      expect(message).to.include(`\n${line}`);
+    }
   });
 
   it("refuses an unknown enum word, listing the accepted ones", () => {

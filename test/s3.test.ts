@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
+import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { expect } from "chai";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
 import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
@@ -135,6 +136,21 @@ describe("pulling from an S3-compatible store", () => {
     expect((await installed("config.json")).toString()).to.equal('{"hidden_size": 768}');
   });
 
+  it("never links content by the checksum of an object overwritten between listing and HEAD: the pull is ABORTED", async () => {
+    const changed = '{"hidden_size": 768}';
+    await s3.put(BUCKET, { "other/config.json": changed });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other", source: `s3://${BUCKET}/other`, revision: "", credentialAlias: "store" }) });
+    await pullOk(t.client, { name: "other" });
+    // the store holds the new content; HEAD announces its checksum once the object is overwritten
+    s3.faults.checksum.set("minilm/config.json", sha256hex(changed));
+    s3.faults.beforeHead.set("minilm/config.json", () => s3.put(BUCKET, { "minilm/config.json": changed }));
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.ABORTED);
+    expect(outcome.error?.details).to.include("config.json").and.include("pull again");
+    const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+    expect(model.cacheSizeBytes).to.equal(0);
+  });
+
   it("changes resolved_commit when an object changes", async () => {
     const first = (await pullOk(t.client, { name: "minilm" })).at(-1)!.completed!.manifest!.resolvedCommit;
     await s3.put(BUCKET, { "minilm/config.json": '{"hidden_size": 768}' });
@@ -162,6 +178,170 @@ describe("pulling from an S3-compatible store", () => {
   it("accepts an empty revision for an s3:// source only", async () => {
     const err = await callError(t.client, "registerModel", { model: modelSpec({ name: "hub", revision: "" }) });
     expect(err.code).to.equal(status.INVALID_ARGUMENT);
+  });
+});
+
+describe("revalidating an S3 source", () => {
+  let s3: FakeS3;
+  let t: TestServer;
+  const SMALL = { "m/config.json": '{"hidden_size": 384}', "m/tokenizer.json": "{}", "m/model.onnx": "weights" };
+  const objectReads = () => s3.requests.filter((r) => (r.method === "GET" || r.method === "HEAD") && r.key.startsWith("m/"));
+  beforeEach(async () => {
+    s3 = await FakeS3.start([BUCKET]);
+    await s3.put(BUCKET, SMALL);
+  });
+  afterEach(async () => {
+    await t?.close();
+    await s3.close();
+  });
+
+  it("ResolveModel ALWAYS lists once and answers revalidated, not pulled, while the listing is unchanged; a changed object is pulled", async () => {
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+    const always = { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" };
+    const first = await call(t.client, "resolveModel", always);
+    expect([first.pulled, first.revalidated]).to.deep.equal([true, true]);
+    const before = s3.requests.length;
+    const again = await call(t.client, "resolveModel", always);
+    expect([again.pulled, again.revalidated]).to.deep.equal([false, true]);
+    expect(again.manifest!.resolvedCommit).to.equal(first.manifest!.resolvedCommit);
+    // one listing, no HEAD or GET of an object
+    expect(s3.requests.slice(before).map((r) => [r.method, r.key])).to.deep.equal([["GET", ""]]);
+    await s3.put(BUCKET, { "m/config.json": '{"hidden_size": 768}' });
+    const changed = await call(t.client, "resolveModel", always);
+    expect([changed.pulled, changed.revalidated]).to.deep.equal([true, true]);
+    expect(changed.manifest!.resolvedCommit).to.not.equal(first.manifest!.resolvedCommit);
+    expect((await readFile(join(changed.cacheDir, "config.json"))).toString()).to.equal('{"hidden_size": 768}');
+  });
+
+  it("ResolveModel ALWAYS on an offline server answers the S3 install there as not revalidated, without a request", async () => {
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+    await pullOk(t.client, { name: "minilm" });
+    await t.restart({ offline: true, s3Endpoint: s3.url });
+    const before = s3.requests.length;
+    const resolved = await call(t.client, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" });
+    expect([resolved.pulled, resolved.revalidated]).to.deep.equal([false, false]);
+    expect(s3.requests.length).to.equal(before);
+  });
+
+  it("links objects without a SHA-256 checksum that the store holds (same key, ETag and size) instead of downloading them again", async () => {
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+    await pullOk(t.client, { name: "minilm" });
+    for (const key of Object.keys(SMALL)) expect(s3.gets(key)).to.have.length(1);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "copy", source: `s3://${BUCKET}/m`, revision: "" }) });
+    const events = await pullOk(t.client, { name: "copy" });
+    expect(events[0]!.started!.reusedBytes).to.equal(events[0]!.started!.totalBytes);
+    expect(events.filter((e) => e.fileCompleted).map((e) => e.fileCompleted!.reused)).to.deep.equal([true, true, true]);
+    for (const key of Object.keys(SMALL)) expect(s3.gets(key)).to.have.length(1);
+    // a new version of an object is downloaded, never taken for the old one
+    await s3.put(BUCKET, { "m/config.json": '{"hidden_size": 768}' });
+    await pullOk(t.client, { name: "copy" });
+    expect(s3.gets("m/config.json")).to.have.length(2);
+    expect((await readFile(join(t.cacheRoot, "copy", "config.json"))).toString()).to.equal('{"hidden_size": 768}');
+  });
+
+  it("the models file's ALWAYS model is revalidated at each apply, not pulled again while its listing is unchanged", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-models-"));
+    const path = join(dir, "models.yaml");
+    try {
+      await writeFile(path, `models:\n  - name: minilm\n    source: s3://${BUCKET}/m\n    revision: ""\n    task: embedding\n    dimensions: 384\n    pull_policy: always\n`);
+      t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0, modelsFile: path });
+      const server = t;
+      const settled = async () => {
+        for (const deadline = Date.now() + 20_000; server.server.modelsFile!.backgroundPulls > 0 || (await call(server.client, "getModel", { name: "minilm" })).model!.cacheSizeBytes === 0; ) {
+          if (Date.now() > deadline) throw new Error("the background pull did not end");
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      };
+      await settled();
+      const before = objectReads().length;
+      const lists = () => s3.requests.filter((r) => r.key === "").length;
+      const listsBefore = lists();
+      await server.server.modelsFile!.reload();
+      await settled();
+      expect(lists()).to.be.above(listsBefore);
+      expect(objectReads().length).to.equal(before);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("S3 credentials without a credential alias", () => {
+  let s3: FakeS3;
+  let t: TestServer;
+  let dir: string;
+  const VARS = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_EC2_METADATA_DISABLED",
+  ] as const;
+  const saved: Partial<Record<string, string>> = {};
+  beforeEach(async () => {
+    for (const name of VARS) {
+      saved[name] = process.env[name];
+      delete process.env[name];
+    }
+    dir = await mkdtemp(join(tmpdir(), "modelcache-aws-"));
+    // never the machine's own ~/.aws files or instance role
+    process.env.AWS_EC2_METADATA_DISABLED = "true";
+    process.env.AWS_CONFIG_FILE = join(dir, "config");
+    process.env.AWS_SHARED_CREDENTIALS_FILE = join(dir, "credentials");
+    s3 = await FakeS3.start([BUCKET]);
+    await s3.put(BUCKET, { "m/config.json": "{}" });
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/m`, revision: "" }) });
+  });
+  afterEach(async () => {
+    await t.close();
+    await s3.close();
+    await rm(dir, { recursive: true, force: true });
+    for (const name of VARS) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
+  });
+
+  /** A credentials file the chain reads from now on (the SDK keeps a file it read once: each test names a new one). */
+  async function credentialsFile(contents: string): Promise<string> {
+    const path = join(dir, `credentials-${Math.random().toString(36).slice(2)}`);
+    await writeFile(path, contents);
+    process.env.AWS_SHARED_CREDENTIALS_FILE = path;
+    return path;
+  }
+
+  it("signs with the shared credentials file the AWS default chain finds", async () => {
+    await credentialsFile(`[default]\naws_access_key_id = ${S3_CREDENTIALS.accessKeyId}\naws_secret_access_key = ${S3_CREDENTIALS.secretAccessKey}\n`);
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.requests.length).to.be.above(0);
+    expect(s3.requests.every((r) => r.signed)).to.equal(true);
+  });
+
+  it("names where the chain found credentials the store refuses: the profile and its files, or the environment variables", async () => {
+    const file = await credentialsFile("[default]\naws_access_key_id = NOBODY\naws_secret_access_key = wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY\n");
+    let outcome = await pull(t.client, { name: "minilm" });
+    expect([status.PERMISSION_DENIED, status.UNAUTHENTICATED]).to.include(outcome.error?.code);
+    expect(outcome.error?.details).to.include("profile 'default'").and.include(file).and.include("credential_alias").and.not.include("wJalrXUtnFEMI");
+    process.env.AWS_ACCESS_KEY_ID = "NOBODY";
+    process.env.AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.details).to.include("AWS_ACCESS_KEY_ID").and.not.include("wJalrXUtnFEMI");
+  });
+
+  it("goes unsigned, for a public bucket, when the chain finds no credentials", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    expect(s3.requests.length).to.be.above(0);
+    expect(s3.requests.some((r) => r.signed)).to.equal(false);
   });
 });
 

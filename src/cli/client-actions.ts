@@ -40,7 +40,8 @@ export interface Global {
 export interface RegisterOptions {
   source: string;
   dimensions: number;
-  revision: string;
+  /** unset: the default for the source (spec-defaults) */
+  revision?: string;
   credentialAlias?: string;
   pullPolicy?: PullPolicyWord;
   include?: string[];
@@ -108,11 +109,13 @@ export const getModel = (global: Global, name: string, opts: { json?: boolean })
 
 export const registerModel = (global: Global, name: string, opts: RegisterOptions) =>
   run(global, async (client) => {
+    // the defaults a models file gets, for the fields left out
+    const { DEFAULT_TASK, defaultRevision } = await import("../models-file/spec-defaults.js");
     const spec: ModelSpec = {
       name,
       source: opts.source,
-      revision: opts.revision,
-      task: Task.TASK_EMBEDDING,
+      revision: opts.revision ?? defaultRevision(opts.source),
+      task: Task[`TASK_${DEFAULT_TASK.toUpperCase()}` as keyof typeof Task],
       dimensions: opts.dimensions,
       engine: 0,
       pullPolicy: opts.pullPolicy ? PULL_POLICY[opts.pullPolicy] : 0,
@@ -395,12 +398,25 @@ export async function apply(global: Global, opts: { file: string; dryRun?: boole
       for (const change of changes) print(protoJson("modelcache.v1.ModelChange", ModelChange.encode(change).finish()));
       return;
     }
-    table(changes.map((c) => ({ action: ChangeAction[c.action].replace(/^CHANGE_ACTION_/, "").toLowerCase(), name: c.name, changes: c.changedFields.join(", ") })));
-    const count = (action: ChangeAction) => changes.filter((c) => c.action === action).length;
+    // a dry run shows the updates of models the server's models file manages; applying refuses them
+    const fileManaged = opts.dryRun ? new Set((await call(client, "listModels", {})).models.filter((m) => m.managedBy === "models-file").map((m) => m.name)) : new Set<string>();
+    const refused = (c: ModelChange) => c.action === ChangeAction.CHANGE_ACTION_UPDATE && fileManaged.has(c.name);
+    const marked = changes.some(refused);
+    table(
+      changes.map((c) => ({
+        action: ChangeAction[c.action].replace(/^CHANGE_ACTION_/, "").toLowerCase(),
+        name: c.name,
+        changes: c.changedFields.join(", "),
+        ...(marked ? { note: refused(c) ? "refused: managed by the models file" : "" } : {}),
+      })),
+    );
+    const count = (action: ChangeAction) => changes.filter((c) => c.action === action && !refused(c)).length;
     const [create, update, remove, unchanged] = [ChangeAction.CHANGE_ACTION_CREATE, ChangeAction.CHANGE_ACTION_UPDATE, ChangeAction.CHANGE_ACTION_DELETE, ChangeAction.CHANGE_ACTION_UNCHANGED].map(count);
+    const refusals = changes.filter(refused).length;
+    const note = refusals > 0 ? `, ${refusals} refused (the models file the server follows manages ${refusals === 1 ? "it" : "them"}: change ${refusals === 1 ? "it" : "them"} there)` : "";
     process.stdout.write(
       opts.dryRun
-        ? `dry run: ${create} to create, ${update} to update, ${remove} to delete, ${unchanged} unchanged; nothing was changed\n`
+        ? `dry run: ${create} to create, ${update} to update, ${remove} to delete, ${unchanged} unchanged${note}; nothing was changed\n`
         : `applied: ${create} created, ${update} updated, ${remove} deleted, ${unchanged} unchanged\n`,
     );
   });

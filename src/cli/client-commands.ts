@@ -38,7 +38,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
     .description("add a model to the registry")
     .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2, or s3://bucket/prefix/")
     .requiredOption("--dimensions <n>", "embedding width", dimensions)
-    .option("--revision <rev>", "commit sha, tag or branch", "main")
+    .option("--revision <rev>", "commit, tag or branch (default: main; s3: none)")
     .option("--credential-alias <alias>", "vault alias of the hub token")
     .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
     .option("--include <glob...>", "only files matching these globs")

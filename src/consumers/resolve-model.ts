@@ -13,8 +13,9 @@ import { MANIFEST_FILE } from "../cache/layout.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 import { reconcileModel } from "../lifecycle/reconcile-registry.js";
 import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
+import { currentCommit } from "../pull/current-commit.js";
 import { originDirectory } from "../pull/origin-directory.js";
-import { networkOf, pullModel, resolveCredential } from "../pull/pull-model.js";
+import { pullModel } from "../pull/pull-model.js";
 import { getModel } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
@@ -87,7 +88,8 @@ async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: Pull
 
   if (pinnedMatch) return { ...installed!, revalidated: true };
   try {
-    const current = await currentCommit(runtime, model, credentialAlias, signal);
+    // an install from a directory is checked against that directory (by pulling it), never its hub
+    const current = model.sourceDir !== undefined ? undefined : await currentCommit(runtime, model, credentialAlias, signal);
     if (installed && current !== undefined && installed.manifest.resolvedCommit === current) return { ...installed, revalidated: true };
     return await pull(runtime, model, credentialAlias, signal);
   } catch (err) {
@@ -102,27 +104,6 @@ async function inspect(runtime: Runtime, model: ModelRecord, signal: AbortSignal
   const report = withRecordedCorruption(model, await inspectInstall(runtime.layout, model.name, false, signal));
   await reconcileModel(runtime, model, report);
   return report;
-}
-
-/**
- * The commit the model's revision names at its source now, or undefined when
- * only a pull can tell (a source directory, an object store). Offline, the
- * hub cannot be asked: UNAVAILABLE.
- */
-async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<string | undefined> {
-  // an install from a directory is checked against that directory, never its hub
-  if (model.sourceDir !== undefined) return undefined;
-  if (runtime.fixtureDir !== undefined || model.source.startsWith("s3://")) return undefined;
-  if (runtime.hub.offline) {
-    throw new ModelCacheError(
-      "unavailable",
-      `the server is offline (--offline or HF_HUB_OFFLINE=1): PULL_POLICY_ALWAYS cannot reach the hub for revision '${model.revision}' of model '${model.name}', and no install of it is there`,
-    );
-  }
-  if (COMMIT.test(model.revision)) return model.revision;
-  const credential = await resolveCredential(runtime, model, credentialAlias);
-  const { resolveHubRevision } = await import("../sources/hub/open-hub-source.js");
-  return resolveHubRevision({ hubUrl: runtime.hub.url, repo: model.source, revision: model.revision, token: credential?.secret, alias: credential?.alias, signal, dispatcher: await networkOf(runtime) });
 }
 
 /**

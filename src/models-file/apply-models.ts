@@ -4,6 +4,7 @@
 // pull ends, so the pull never races the change: its install is of the spec
 // it began with, and the next pull brings it in line.
 import { Mutex } from "async-mutex";
+import { ModelCacheError } from "../errors.js";
 import { unregisterModel } from "../lifecycle/unregister-model.js";
 import { listModels } from "../registry/list-models.js";
 import type { ModelRecord, ModelSpec } from "../registry/model-record.js";
@@ -22,12 +23,17 @@ export interface ApplyOptions {
 // one apply at a time per registry: two plans made from the same state would undo each other
 const applying = new WeakMap<object, Mutex>();
 
-/** The plan for `desired`, applied unless dry-run. A failure part-way leaves the changes made so far; applying again finishes. */
+/**
+ * The plan for `desired`, applied unless dry-run. A failure part-way leaves
+ * the changes made so far; applying again finishes. For the models file, a
+ * model that cannot change now (FAILED_PRECONDITION, e.g. leased) is marked
+ * `failed` and the others are applied.
+ */
 export async function applyModels(runtime: Runtime, desired: readonly ModelSpec[], options: ApplyOptions): Promise<ModelChange[]> {
   let mutex = applying.get(runtime.registry);
   if (!mutex) applying.set(runtime.registry, (mutex = new Mutex()));
   return mutex.runExclusive(async () => {
-    const changes = planChanges(await listModels(runtime.registry), desired, options.scope);
+    const changes = planChanges(await listModels(runtime.registry), desired, options.scope, options.dryRun);
     if (options.dryRun) return changes;
     const managedBy = options.scope.by === "models-file" ? "models-file" : undefined;
     const guard = options.scope.by === "rpc" ? refuseFileTakeover(options.scope.modelsFile) : undefined;
@@ -37,19 +43,24 @@ export async function applyModels(runtime: Runtime, desired: readonly ModelSpec[
     for (const change of ordered) {
       options.signal.throwIfAborted();
       if (change.action === "unchanged") continue;
-      if (change.action === "create") {
-        await registerModel(runtime.registry, change.spec!, managedBy);
-        continue;
-      }
-      await afterPull(runtime, change.name);
-      if (change.action === "update") {
-        await updateModel(runtime.registry, change.name, change.spec!, { managedBy, check: guard });
-      } else {
-        await unregisterModel(runtime, change.name, true, options.signal, guard);
+      try {
+        await applyChange(runtime, change, managedBy, guard, options.signal);
+      } catch (err) {
+        // the file's apply is not held up by one model that cannot change now
+        // (a lease on a model it removes): the rest is applied, that one tried again later
+        if (options.scope.by !== "models-file" || options.signal.aborted || !(err instanceof ModelCacheError) || err.kind !== "failed_precondition") throw err;
+        change.failed = err.message;
       }
     }
     return changes;
   });
+}
+
+async function applyChange(runtime: Runtime, change: ModelChange, managedBy: "models-file" | undefined, guard: ((current: ModelRecord) => void) | undefined, signal: AbortSignal): Promise<void> {
+  if (change.action === "create") return void (await registerModel(runtime.registry, change.spec!, managedBy));
+  await afterPull(runtime, change.name);
+  if (change.action === "update") await updateModel(runtime.registry, change.name, change.spec!, { managedBy, check: guard });
+  else await unregisterModel(runtime, change.name, true, signal, guard);
 }
 
 /** Resolves once the model has no pull queued or running. */

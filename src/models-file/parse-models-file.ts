@@ -1,14 +1,17 @@
 // Reads a models file (YAML, or JSON, which YAML's parser also reads) into
-// validated specs. The whole file is checked before anything may change, and
-// every refusal names the file, the line, the model and the field. Keys are
-// ModelSpec's proto JSON names (lowerCamelCase or snake_case); enums are the
-// full name or the short lower-case word. Unknown keys are refused: that is
-// how a misspelt key, or a secret someone tried to put in the file, is caught.
+// validated specs. The whole file is checked before anything may change;
+// every mistake in it is reported at once, each naming the file, the line,
+// the model and the field. A left-out revision or task gets the default
+// `models register` gives it (spec-defaults). Keys are ModelSpec's proto
+// JSON names (lowerCamelCase or snake_case); enums are the full name or the
+// short lower-case word. Unknown keys are refused: that is how a misspelt
+// key, or a secret someone tried to put in the file, is caught.
 import { readFile } from "node:fs/promises";
 import { LineCounter, type Node, type Pair, isMap, isScalar, isSeq, parseDocument } from "yaml";
 import { ModelCacheError, errorCode, quote } from "../errors.js";
 import type { ModelSpec, ModelSpecInput } from "../registry/model-record.js";
-import { validateModelSpec } from "../registry/validate-model-spec.js";
+import { withSpecDefaults } from "./spec-defaults.js";
+import { checkModelSpec } from "../registry/validate-model-spec.js";
 
 type Field = keyof ModelSpecInput;
 
@@ -80,14 +83,18 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
   if (list === null || (isScalar(list) && list.value === null)) return fail(at(root), `'models' ${empty}`);
   if (!isSeq(list)) return fail(at(list), "'models' must be a list of model specs");
 
+  // every mistake in the entries is reported in one run, not one per run
+  const problems: string[] = [];
+  const note = (where: string, message: string) => problems.push(`models file ${where}: ${message}`);
   const specs: ModelSpec[] = [];
   const seen = new Map<string, number>();
   list.items.forEach((item, index) => {
     const node = item as Node | null;
     const label = `models[${index}]`;
-    if (!isMap(node)) return fail(at(node), `${label} must be a mapping of ModelSpec fields, such as 'name', 'source', 'revision', 'task' and 'dimensions'`);
+    if (!isMap(node)) return note(at(node), `${label} must be a mapping of ModelSpec fields, such as 'name', 'source' and 'dimensions'`);
     const input: ModelSpecInput = { name: "", source: "", revision: "", task: undefined, dimensions: 0, engine: undefined, pullPolicy: undefined, trustPolicy: undefined, acknowledgeRemoteCodeRisk: false, credentialAlias: "", include: [], exclude: [], pinned: false };
     const lineOf = new Map<Field, string>();
+    const unreadable = new Set<Field>();
     for (const pair of node.items as Pair<Node, Node | null>[]) {
       const key = keyOf(pair);
       const field = FIELDS[key] ?? FIELDS[snakeCase(key)];
@@ -95,29 +102,43 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
         const why = SECRET_LIKE.test(key)
           ? "secrets never go in the models file: store the credential with PutSecret ('modelcache secrets put ALIAS') and give its alias as credential_alias"
           : `a model takes ${Object.keys(FIELDS).join(", ")} (snake_case or lowerCamelCase)`;
-        fail(at(pair.key), `${label}: unknown key ${quote(key)}: ${why}`);
+        note(at(pair.key), `${label}: unknown key ${quote(key)}: ${why}`);
+        continue;
       }
-      if (lineOf.has(field!)) fail(at(pair.key), `${label}: ${key} is given twice (snake_case and lowerCamelCase name the same field)`);
-      lineOf.set(field!, at(pair.key));
-      const value = readValue(field!, pair.value, (message) => fail(at(pair.value ?? pair.key), `${label}.${snakeName(field!)} ${message}`));
-      (input as unknown as Record<string, unknown>)[field!] = value;
+      if (lineOf.has(field)) {
+        note(at(pair.key), `${label}: ${key} is given twice (snake_case and lowerCamelCase name the same field)`);
+        continue;
+      }
+      lineOf.set(field, at(pair.key));
+      try {
+        const value = readValue(field, pair.value, (message) => {
+          throw new ModelCacheError("invalid_argument", `${label}.${snakeName(field)} ${message}`);
+        });
+        (input as unknown as Record<string, unknown>)[field] = value;
+      } catch (err) {
+        if (!(err instanceof ModelCacheError)) throw err;
+        note(at(pair.value ?? pair.key), err.message);
+        unreadable.add(field);
+      }
     }
     const shown = input.name !== "" ? `${label} (${input.name})` : label;
-    let spec: ModelSpec;
-    try {
-      spec = validateModelSpec(input);
-    } catch (err) {
-      if (!(err instanceof ModelCacheError)) throw err;
+    const { spec, errors } = checkModelSpec(withSpecDefaults(input));
+    for (const err of errors) {
       // the validator names the field as model.<snake_case>: point at its line
       const named = /^model\.([a-z_]+)/.exec(err.message)?.[1];
       const field = named === undefined ? undefined : FIELDS[named];
-      return fail(field && lineOf.has(field) ? lineOf.get(field)! : at(node), `${shown}: ${err.message.replace(/^model\./, "")}`);
+      // a field that could not be read is refused once, not again as unset
+      if (field !== undefined && unreadable.has(field)) continue;
+      note(field && lineOf.has(field) ? lineOf.get(field)! : at(node), `${shown}: ${err.message.replace(/^model\./, "")}`);
     }
+    if (!spec || unreadable.size > 0) return;
     const earlier = seen.get(spec.name);
-    if (earlier !== undefined) fail(at(node), `${shown}: the name is also used by models[${earlier}]; each model is listed once`);
+    if (earlier !== undefined) return note(at(node), `${shown}: the name is also used by models[${earlier}]; each model is listed once`);
     seen.set(spec.name, index);
     specs.push(spec);
   });
+  if (problems.length === 1) throw new ModelCacheError("invalid_argument", problems[0]!);
+  if (problems.length > 1) throw new ModelCacheError("invalid_argument", `models file ${file}: ${problems.length} mistakes, each on a line below\n${problems.join("\n")}`);
   return specs;
 }
 

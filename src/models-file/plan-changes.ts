@@ -14,6 +14,10 @@ export interface ModelChange {
   changedFields: string[];
   /** the spec to write, for create and update */
   spec?: ModelSpec;
+  /** for a dry run: why applying would refuse this change (the models file manages the model) */
+  refused?: string;
+  /** why the change could not be made now (a models-file apply goes on with the others, and tries it again later) */
+  failed?: string;
 }
 
 /**
@@ -38,8 +42,12 @@ const SPEC_FIELDS: readonly [keyof ModelSpec, string][] = [
   ["pinned", "pinned"],
 ];
 
-/** The changes, sorted by name; refuses (changing nothing) an RPC plan that would change a model the file manages. */
-export function planChanges(current: readonly ModelRecord[], desired: readonly ModelSpec[], scope: ApplyScope): ModelChange[] {
+/**
+ * The changes, sorted by name; refuses (changing nothing) an RPC plan that
+ * would change a model the file manages, or, for a dry run, marks those
+ * changes `refused` so that the whole plan can be shown.
+ */
+export function planChanges(current: readonly ModelRecord[], desired: readonly ModelSpec[], scope: ApplyScope, dryRun = false): ModelChange[] {
   const registered = new Map(current.map((record) => [record.name, record]));
   const listed = new Set(desired.map((spec) => spec.name));
   const changes: ModelChange[] = [];
@@ -52,7 +60,10 @@ export function planChanges(current: readonly ModelRecord[], desired: readonly M
     const changedFields = differences(record, spec);
     if (scope.by === "models-file" && record.managedBy !== "models-file") changedFields.push("managed_by");
     if (scope.by === "rpc" && ownedByFile(record, scope.modelsFile) && changedFields.length > 0) {
-      throw managedByFile(spec.name, scope.modelsFile, `ApplyModels would change ${changedFields.join(", ")}`);
+      const refusal = managedByFile(spec.name, scope.modelsFile, `ApplyModels would change ${changedFields.join(", ")}`);
+      if (!dryRun) throw refusal;
+      changes.push({ name: spec.name, action: "update", changedFields, refused: refusal.message });
+      continue;
     }
     changes.push(changedFields.length > 0 ? { name: spec.name, action: "update", changedFields, spec } : { name: spec.name, action: "unchanged", changedFields: [] });
   }

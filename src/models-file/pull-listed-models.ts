@@ -1,10 +1,16 @@
 // After the models file is applied, the models it lists are installed in the
 // background, through the shared pull queue, as their policy asks: IF_MISSING
 // when not installed (or when the apply changed where its files come from),
-// ALWAYS every time the file is applied, NEVER not at all. A failed pull is
-// logged and tried again with a growing delay; it never stops the server.
+// ALWAYS every time the file is applied (the source asked for its current
+// commit, and pulled only when the install is not of it), NEVER not at all.
+// A failed pull is logged and tried again with a growing delay; it never
+// stops the server.
 import type { Logger } from "pino";
+import { inspectInstall } from "../cache/inspect-install.js";
+import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
+import { currentCommit } from "../pull/current-commit.js";
 import { pullModel } from "../pull/pull-model.js";
+import type { ModelRecord } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelChange } from "./plan-changes.js";
 
@@ -56,6 +62,15 @@ export class BackgroundPulls {
       .finally(() => this.loops.delete(name));
   }
 
+  /** Whether a healthy install of the commit the source names now is there (ALWAYS revalidates; it pulls only a change). */
+  private async current(record: ModelRecord): Promise<boolean> {
+    // content the background verification found corrupt makes the install unhealthy: pulled again
+    const report = withRecordedCorruption(record, await inspectInstall(this.runtime.layout, record.name, false, this.signal));
+    if (report.status !== "installed") return false;
+    const commit = await currentCommit(this.runtime, record, "", this.signal);
+    return commit !== undefined && commit === report.manifest!.resolvedCommit;
+  }
+
   private async run(name: string, state: { again: boolean }): Promise<void> {
     let delay = this.firstRetryMs;
     for (let attempt = 0; ; attempt += 1) {
@@ -67,6 +82,11 @@ export class BackgroundPulls {
       if (attempt > 0 && !state.again && record.pullPolicy === "if_missing" && record.status === "installed") return;
       state.again = false;
       try {
+        if (record.pullPolicy === "always" && (await this.current(record))) {
+          this.logger.info({ model: name }, "a model of the models file is installed at its source's current commit; nothing to pull");
+          if (!state.again) return;
+          continue;
+        }
         this.logger.info({ model: name, policy: record.pullPolicy }, "pulling a model of the models file in the background");
         // detached: the pull is the server's own, not a client's that may go away
         for await (const event of pullModel(this.runtime, { name, fixtureDir: "", credentialAlias: "", force: false, detach: true }, this.signal)) void event;

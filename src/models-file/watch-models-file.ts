@@ -4,7 +4,8 @@
 // swapping a ConfigMap's symlinks, are both seen; events are debounced and an
 // apply runs only when the text differs from the last one applied. An invalid
 // version changes nothing: the last good state stays, the error is logged and
-// counted.
+// counted. A model that cannot change now (leased) is logged and the file
+// applied again later, while the rest is applied at once.
 import { type FSWatcher, watch } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
@@ -13,6 +14,9 @@ import type { Runtime } from "../runtime.js";
 import { applyModels } from "./apply-models.js";
 import { parseModelsFile, readModelsFileText } from "./parse-models-file.js";
 import { BackgroundPulls } from "./pull-listed-models.js";
+
+const FIRST_RETRY_MS = 1_000;
+const LAST_RETRY_MS = 5 * 60_000;
 
 export interface ModelsFileRecorder {
   modelsFileApplied(atMs: number): void;
@@ -25,7 +29,7 @@ export interface FollowOptions {
   recorders: ModelsFileRecorder[];
   /** quiet time after the last change before the file is read (default 500 ms) */
   debounceMs?: number;
-  /** first delay before a failed background pull is tried again (default 1 s) */
+  /** first delay before a failed background pull, or a model the apply could not change, is tried again (default 1 s) */
   retryMs?: number;
 }
 
@@ -36,12 +40,15 @@ export class ModelsFileFollower {
   private timer: NodeJS.Timeout | undefined;
   private lastApplied: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number;
 
   constructor(
     private readonly runtime: Runtime,
     private readonly options: FollowOptions,
   ) {
     this.pulls = new BackgroundPulls(runtime, options.logger, this.controller.signal, options.retryMs);
+    this.retryDelay = options.retryMs ?? FIRST_RETRY_MS;
   }
 
   /** Applies the file once; an invalid or unreadable file throws (the server must not start on it). */
@@ -75,6 +82,7 @@ export class ModelsFileFollower {
 
   close(): void {
     clearTimeout(this.timer);
+    clearTimeout(this.retryTimer);
     this.watcher?.close();
     this.controller.abort(new ModelCacheError("unavailable", "the server is shutting down"));
   }
@@ -114,11 +122,27 @@ export class ModelsFileFollower {
     const changes = await applyModels(this.runtime, specs, { scope: { by: "models-file" }, dryRun: false, signal: this.controller.signal });
     this.lastApplied = text;
     for (const recorder of this.options.recorders) recorder.modelsFileApplied(Date.now());
-    const changed = changes.filter((c) => c.action !== "unchanged");
+    const changed = changes.filter((c) => c.action !== "unchanged" && c.failed === undefined);
+    const failed = changes.filter((c) => c.failed !== undefined);
     this.options.logger.info(
       { file: basename(this.options.path), models: specs.length, changes: changed.map((c) => ({ name: c.name, action: c.action, ...(c.changedFields.length ? { fields: c.changedFields } : {}) })) },
       "applied the models file",
     );
-    await this.pulls.afterApply(changes);
+    for (const change of failed) {
+      this.options.logger.warn({ file: basename(this.options.path), model: change.name, action: change.action, error: change.failed, retryInSeconds: this.retryDelay / 1000 }, "a model of the models file could not be changed now; the rest was applied, and this one is tried again later");
+    }
+    this.retryLater(failed.length > 0);
+    await this.pulls.afterApply(changes.filter((c) => c.failed === undefined));
+  }
+
+  /** Applies the file again after a growing delay while some of its changes could not be made. */
+  private retryLater(needed: boolean): void {
+    clearTimeout(this.retryTimer);
+    if (!needed) {
+      this.retryDelay = this.options.retryMs ?? FIRST_RETRY_MS;
+      return;
+    }
+    this.retryTimer = setTimeout(() => void this.enqueue(true), this.retryDelay);
+    this.retryDelay = Math.min(this.retryDelay * 2, LAST_RETRY_MS);
   }
 }

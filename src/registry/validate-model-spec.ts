@@ -10,51 +10,69 @@ const MAX_DIMENSIONS = 65536;
 const MAX_REFERENCE = 512;
 
 export function validateModelSpec(input: ModelSpecInput): ModelSpec {
-  const name = checkName("model.name", input.name);
-  const source = checkSource(checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'"));
-  // an s3:// source has no revisions: its listing's digest is what a pull resolves
-  const revision = source.startsWith("s3://") && input.revision === "" ? "" : checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'");
+  const { spec, errors } = checkModelSpec(input);
+  if (errors.length > 0) throw errors[0];
+  return spec!;
+}
 
-  if (input.task !== "embedding") {
+/** Every refusal of the spec, not only the first (a models file reports them all at once); the spec when there is none. */
+export function checkModelSpec(input: ModelSpecInput): { spec?: ModelSpec; errors: ModelCacheError[] } {
+  const errors: ModelCacheError[] = [];
+  const check = <T>(run: () => T): T | undefined => {
+    try {
+      return run();
+    } catch (err) {
+      if (!(err instanceof ModelCacheError)) throw err;
+      errors.push(err);
+      return undefined;
+    }
+  };
+  const name = check(() => checkName("model.name", input.name));
+  const source = check(() => checkSource(checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'")));
+  // an s3:// source has no revisions: its listing's digest is what a pull resolves
+  const revision = check(() => ((source ?? input.source).startsWith("s3://") && input.revision === "" ? "" : checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'")));
+
+  check(() => {
+    if (input.task === "embedding") return;
     const got = input.task === undefined ? "it is unset" : `got ${input.task}`;
-    throw new ModelCacheError(
-      "invalid_argument",
-      `model.task must be TASK_EMBEDDING: only embedding models are supported (${got})`,
-    );
-  }
-  if (!Number.isInteger(input.dimensions) || input.dimensions < 1 || input.dimensions > MAX_DIMENSIONS) {
-    throw new ModelCacheError(
-      "invalid_argument",
-      `model.dimensions must be between 1 and ${MAX_DIMENSIONS} (got ${input.dimensions})`,
-    );
-  }
-  const engine = oneOf<Engine>("model.engine", input.engine, ["candle"], "candle", "ENGINE_CANDLE");
-  const pullPolicy = oneOf("model.pull_policy", input.pullPolicy, PULL_POLICIES, "if_missing", "PULL_POLICY_IF_MISSING");
-  const trustPolicy = oneOf("model.trust_policy", input.trustPolicy, TRUST_POLICIES, "disabled", "TRUST_POLICY_DISABLED");
-  if (trustPolicy === "allow_remote_code" && !input.acknowledgeRemoteCodeRisk) {
+    throw new ModelCacheError("invalid_argument", `model.task must be TASK_EMBEDDING: only embedding models are supported (${got})`);
+  });
+  check(() => {
+    if (Number.isInteger(input.dimensions) && input.dimensions >= 1 && input.dimensions <= MAX_DIMENSIONS) return;
+    throw new ModelCacheError("invalid_argument", `model.dimensions must be between 1 and ${MAX_DIMENSIONS} (got ${input.dimensions})`);
+  });
+  const engine = check(() => oneOf<Engine>("model.engine", input.engine, ["candle"], "candle", "ENGINE_CANDLE"));
+  const pullPolicy = check(() => oneOf("model.pull_policy", input.pullPolicy, PULL_POLICIES, "if_missing", "PULL_POLICY_IF_MISSING"));
+  const trustPolicy = check(() => oneOf("model.trust_policy", input.trustPolicy, TRUST_POLICIES, "disabled", "TRUST_POLICY_DISABLED"));
+  check(() => {
+    if (trustPolicy !== "allow_remote_code" || input.acknowledgeRemoteCodeRisk) return;
     throw new ModelCacheError(
       "invalid_argument",
       "model.trust_policy TRUST_POLICY_ALLOW_REMOTE_CODE lets the model's own code run: set model.acknowledge_remote_code_risk to true to accept that risk",
     );
-  }
-  const credentialAlias = input.credentialAlias === "" ? "" : checkName("model.credential_alias", input.credentialAlias);
-  const include = checkPatterns("model.include", input.include);
-  const exclude = checkPatterns("model.exclude", input.exclude);
+  });
+  const credentialAlias = check(() => (input.credentialAlias === "" ? "" : checkName("model.credential_alias", input.credentialAlias)));
+  const include = check(() => checkPatterns("model.include", input.include));
+  const exclude = check(() => checkPatterns("model.exclude", input.exclude));
+  if (errors.length > 0) return { errors };
 
   return {
-    name,
-    source,
-    revision,
-    task: "embedding",
-    dimensions: input.dimensions,
-    engine,
-    pullPolicy,
-    trustPolicy,
-    acknowledgeRemoteCodeRisk: input.acknowledgeRemoteCodeRisk,
-    credentialAlias,
-    include,
-    exclude,
-    pinned: input.pinned,
+    errors,
+    spec: {
+      name: name!,
+      source: source!,
+      revision: revision!,
+      task: "embedding",
+      dimensions: input.dimensions,
+      engine: engine!,
+      pullPolicy: pullPolicy!,
+      trustPolicy: trustPolicy!,
+      acknowledgeRemoteCodeRisk: input.acknowledgeRemoteCodeRisk,
+      credentialAlias: credentialAlias!,
+      include: include!,
+      exclude: exclude!,
+      pinned: input.pinned,
+    },
   };
 }
 

@@ -7,7 +7,11 @@ export interface SourceFile {
   sizeBytes: number;
   /** the content's sha256, when the source lists it (a hub's LFS files) */
   sha256?: string;
-  /** the content's git blob id, when the source lists it (a hub's other files) */
+  /**
+   * the content's git blob id, when the source lists it (a hub's other
+   * files), or another id of the content that the store maps to its sha256
+   * once learned (an S3 object's version, "s3:..."; see objectVersionId)
+   */
   gitBlobId?: string;
 }
 

@@ -22,6 +22,8 @@ export interface S3Request {
   query: string;
   range?: string;
   sent: number;
+  /** whether the request carried a signature */
+  signed: boolean;
 }
 
 export class FakeS3 {
@@ -35,6 +37,8 @@ export class FakeS3 {
     corrupt: new Set<string>(),
     /** runs once before the next GET of the key reaches the store */
     beforeGet: new Map<string, () => Promise<void>>(),
+    /** runs once before the next HEAD of the key reaches the store */
+    beforeHead: new Map<string, () => Promise<void>>(),
     /** HEAD of the key announces this full-object SHA-256 (hex) */
     checksum: new Map<string, string>(),
   };
@@ -90,7 +94,7 @@ export class FakeS3 {
     const url = new URL(req.url ?? "/", "http://store");
     // path-style: /bucket/key
     const key = decodeURIComponent(url.pathname.split("/").slice(2).join("/"));
-    const record: S3Request = { method: req.method ?? "GET", key, query: url.search, range: req.headers.range, sent: 0 };
+    const record: S3Request = { method: req.method ?? "GET", key, query: url.search, range: req.headers.range, sent: 0, signed: req.headers.authorization !== undefined };
     this.requests.push(record);
     const slow = this.faults.slowDown.get(key) ?? 0;
     if (slow > 0) {
@@ -99,9 +103,10 @@ export class FakeS3 {
       res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>");
       return;
     }
-    const hook = req.method === "GET" ? this.faults.beforeGet.get(key) : undefined;
+    const hooks = req.method === "GET" ? this.faults.beforeGet : req.method === "HEAD" ? this.faults.beforeHead : undefined;
+    const hook = hooks?.get(key);
     if (hook !== undefined) {
-      this.faults.beforeGet.delete(key);
+      hooks!.delete(key);
       req.pause();
       void hook().then(() => this.forward(req, res, key, record), () => res.destroy());
       return;

@@ -4,7 +4,10 @@
 // linked rather than downloaded and a download that differs is DATA_LOSS,
 // and each is fetched with the hub's resumable, verified downloads: large
 // ones as parallel byte ranges. Partials are kept per listing digest, which
-// covers every ETag, so a changed object is never resumed into.
+// covers every ETag, so a changed object is never resumed into. An object
+// without a checksum is known by its version (key, ETag, size) once it has
+// been downloaded, so content the store holds is linked the next time.
+import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
@@ -46,13 +49,28 @@ const CONNECTIONS = 4;
 /** HeadObject requests in flight while checksums are gathered. */
 const HEADS_AT_ONCE = 8;
 
-export async function openS3Source(options: S3SourceOptions): Promise<FetchingSource> {
+type ListingOptions = Pick<S3SourceOptions, "source" | "include" | "exclude" | "credential" | "settings" | "dispatcher" | "signal">;
+
+/** The listing digest the source names now (what a pull would resolve): one listing, nothing fetched. */
+export async function resolveS3Listing(options: ListingOptions): Promise<string> {
+  return (await listSource(options)).digest;
+}
+
+async function listSource(options: ListingOptions) {
   const location = parseS3Location(options.source);
   const credentials = s3Credentials(options.credential);
-  const store = new S3Store({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias, dispatcher: options.dispatcher });
-  const { files, digest } = await listObjects(store, location, options, options.signal);
+  const store = await S3Store.open({ bucket: location.bucket, endpoint: options.settings.endpoint, region: options.settings.region, credentials, alias: options.credential?.alias, dispatcher: options.dispatcher });
+  return { location, store, ...(await listObjects(store, location, options, options.signal)) };
+}
+
+export async function openS3Source(options: S3SourceOptions): Promise<FetchingSource> {
+  const { location, store, files, digest } = await listSource(options);
   for (const file of files) store.etags.set(file.key, file.etag);
   await announceChecksums(store, files, options.signal);
+  for (const file of files) {
+    // the store learns the sha256 of this version of the object with its first download, and links it from then on
+    if (file.sha256 === undefined && file.etag !== "") file.gitBlobId = objectVersionId(options.settings.endpoint, location.bucket, file);
+  }
   const partialDir = options.layout.partialDir(options.name, digest);
   const connections = new Connections(CONNECTIONS);
   const origin = `the object store (s3://${location.bucket})`;
@@ -82,6 +100,18 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
     }
     return { path: partialPath, sha256 };
   }
+}
+
+/**
+ * The id under which the store maps a version of an object (endpoint,
+ * bucket, key, ETag, size) to the sha256 of its content, as a hub file's git
+ * blob id is mapped: the download that teaches it is pinned to that ETag
+ * (If-Match, and the answer's ETag checked). The "s3:" prefix keeps it apart
+ * from git blob ids in the same table.
+ */
+export function objectVersionId(endpoint: string | undefined, bucket: string, file: S3File): string {
+  const version = JSON.stringify([endpoint ?? "aws", bucket, file.key, file.etag, file.sizeBytes]);
+  return `s3:${createHash("sha256").update(version).digest("hex")}`;
 }
 
 /**
