@@ -6,7 +6,7 @@ import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import type { ServerOptions } from "../src/server/start-server.js";
-import { pruneCache } from "../src/lifecycle/prune-cache.js";
+import { pruneCache } from "../src/maintenance/prune-cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";

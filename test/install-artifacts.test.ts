@@ -2,7 +2,7 @@ import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { expect } from "chai";
-import { syncDirectory } from "../src/cache/durable.js";
+import { syncDirectory } from "../src/fs/durable.js";
 import { FileCopier } from "../src/cache/file-copier.js";
 import { ContentStore } from "../src/store/content-store.js";
 import { installArtifacts } from "../src/cache/install-artifacts.js";

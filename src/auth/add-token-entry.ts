@@ -2,7 +2,7 @@
 // the file is rewritten through a temp file and a rename, so a reader never
 // sees half of it.
 import { readFile } from "node:fs/promises";
-import { writeFileDurably } from "../cache/durable.js";
+import { writeFileDurably } from "../fs/durable.js";
 import { ModelCacheError, quote } from "../errors.js";
 import { AccessTokens, type TokenEntry } from "./access-tokens.js";
 

@@ -18,7 +18,7 @@ import { releaseContent } from "../store/collect-garbage.js";
 import { commitContent } from "../store/ingest.js";
 import { linkContent } from "../store/link-content.js";
 import { verifyContent } from "../store/verify-content.js";
-import { syncDirectory, writeFileDurably } from "./durable.js";
+import { syncDirectory, writeFileDurably } from "../fs/durable.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { FileCopier } from "./file-copier.js";
 import type { Manifest, ManifestFile } from "./manifest.js";

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { errorCode, filesystemError } from "../errors.js";
-import { syncDirectory } from "./durable.js";
+import { syncDirectory } from "../fs/durable.js";
 import type { CacheLayout } from "./layout.js";
 
 export type ParkIntent = "swap" | "delete";

@@ -14,7 +14,7 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { errorCode } from "../errors.js";
 import { isValidName } from "../registry/names.js";
-import { syncDirectory } from "./durable.js";
+import { syncDirectory } from "../fs/durable.js";
 import type { CacheLayout } from "./layout.js";
 import type { ModelLocks } from "./model-lock.js";
 import { parkedEntry } from "./park-install.js";

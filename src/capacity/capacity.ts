@@ -13,26 +13,19 @@
 // caller of this process holds: a pull holding its lock may be waiting for
 // admission.
 import { statfs } from "node:fs/promises";
-import { rm } from "node:fs/promises";
 import { Mutex } from "async-mutex";
 import type { Logger } from "pino";
 import { freeableBytes } from "../cache/footprint.js";
 import type { Manifest } from "../cache/manifest.js";
-import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, filesystemError } from "../errors.js";
 import { type CachedModel, cacheBytes } from "../cache/cache-bytes.js";
-import { recordNoInstall } from "../registry/record-install.js";
-import type { CacheLayout } from "../cache/layout.js";
-import type { ModelLocks } from "../cache/model-lock.js";
-import type { Leases } from "../consumers/leases.js";
-import type { PullJobs } from "../pull/pull-jobs.js";
-import type { Registry } from "../registry/open-registry.js";
-import type { ContentStore } from "../store/content-store.js";
 import type { SourceFile } from "../sources/artifact-source.js";
 import { collectGarbage } from "../store/collect-garbage.js";
 import { holdStoredContent } from "./hold-stored-content.js";
 
-export type EvictionReason = "quota" | "min_free";
+import { type EvictionReason, type EvictionScope, evictInstall } from "../maintenance/evict-install.js";
+
+export type { EvictionReason };
 
 /** Told of each eviction (the server's metrics). */
 export interface EvictionRecorder {
@@ -64,18 +57,9 @@ export interface PullRoom {
   replaced?: Manifest;
 }
 
-/** How long eviction waits for another process to let go of a victim's lock before passing it over: a held lock means it is in use. */
-const VICTIM_LOCK_WAIT_MS = 1000;
 
 /** What capacity looks at and acts on: the installs, what holds them (pins, leases, pulls, locks), and the store. */
-export interface CapacityScope {
-  registry: Registry;
-  layout: CacheLayout;
-  locks: ModelLocks;
-  pulls: PullJobs;
-  leases: Leases;
-  store: ContentStore;
-}
+export type CapacityScope = EvictionScope;
 
 export class Capacity {
   private readonly admissions = new Mutex();
@@ -190,38 +174,11 @@ export class Capacity {
     return model.name !== pulling && !model.pinned && runtime.leases.count(model.name) === 0 && runtime.pulls.find(model.name) === undefined && runtime.locks.users(model.name) === 0;
   }
 
-  /** Drops one install as DropCache does, keeping the registration; the bytes freed, or undefined when it turned out to be in use. */
+  /** Evicts one install; the bytes freed, or undefined when it turned out to be in use. */
   private async evict(name: string, reason: EvictionReason, kept: Set<number>, signal: AbortSignal): Promise<number | undefined> {
-    const runtime = this.runtime();
-    signal.throwIfAborted();
-    // never waits for a caller of this process: a pull holding the lock may be waiting for this admission
-    const release = await runtime.locks.tryAcquire(name, VICTIM_LOCK_WAIT_MS);
-    if (!release) return undefined;
-    try {
-      const record = await runtime.registry.models.get(name);
-      // looked at again under the lock: a pin, a lease or a pull may have come meanwhile
-      if (!record?.install || record.pinned || runtime.leases.count(name) > 0 || runtime.pulls.find(name)) return undefined;
-      // content the pull will link stays in the store (held): it frees nothing
-      const freedBytes = freeableBytes([runtime.layout.modelDir(name)], kept);
-      // a removal as DropCache's: a lease asked for while it runs loses
-      await runtime.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, async () => {
-        const removal = await parkForRemoval(runtime.layout, name, runtime.store);
-        await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-        try {
-          await recordNoInstall(runtime.registry, name);
-        } finally {
-          // parked is gone (a restart would finish it): free the space even when the registry refused the write
-          await removal.finish();
-        }
-      });
-      this.logger.warn({ model: name, reason, freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
-      // the server itself changed the cache: an audit line as for a call that does
-      this.logger.info({ audit: true, caller: "modelcache (eviction)", method: "evict", model: name, reason, result: "OK" }, "audit");
-      for (const recorder of this.recorders) recorder.evicted(name, reason, freedBytes);
-      return freedBytes;
-    } finally {
-      await release();
-    }
+    const freedBytes = await evictInstall(this.runtime(), name, reason, kept, this.logger, signal);
+    if (freedBytes !== undefined) for (const recorder of this.recorders) recorder.evicted(name, reason, freedBytes);
+    return freedBytes;
   }
 
   private exhausted(

@@ -1,7 +1,7 @@
 // ModelCacheService: each RPC decodes its request, calls one domain
 // operation and encodes the result. Nothing else happens here.
 import { describeCache } from "../lifecycle/describe-cache.js";
-import { pruneCache } from "../lifecycle/prune-cache.js";
+import { pruneCache } from "../maintenance/prune-cache.js";
 import { dropCache } from "../lifecycle/drop-cache.js";
 import { inspectCache } from "../lifecycle/inspect-cache.js";
 import { unregisterModel } from "../lifecycle/unregister-model.js";

@@ -9,7 +9,7 @@ import { type CachedModel, cacheBytes } from "../cache/cache-bytes.js";
 import { freeableBytes } from "../cache/footprint.js";
 import { filesystemError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
-import { pruneCache } from "./prune-cache.js";
+import { pruneCache } from "../maintenance/prune-cache.js";
 
 export interface CacheDescription {
   cacheRoot: string;

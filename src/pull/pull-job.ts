@@ -12,7 +12,7 @@ import type { Manifest } from "../cache/manifest.js";
 import type { ModelLocks } from "../cache/model-lock.js";
 import { ModelCacheError } from "../errors.js";
 import type { ContentStore } from "../store/content-store.js";
-import { plannedReuse } from "../store/planned-reuse.js";
+import { plannedReuse } from "./planned-reuse.js";
 import { condemnedFileIn } from "../store/condemn-content.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Registry } from "../registry/open-registry.js";

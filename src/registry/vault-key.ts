@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
 import { open, readFile, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { syncDirectory } from "../cache/durable.js";
+import { syncDirectory } from "../fs/durable.js";
 import { ModelCacheError, quote } from "../errors.js";
 
 const VAULT_KEY_BYTES = 32;

@@ -3,7 +3,7 @@
 // dashboards expect; domain metrics are modelcache_*. Gauges are read from
 // the registry and the job table when scraped, so they never drift.
 import type { EvictionReason, EvictionRecorder } from "../capacity/capacity.js";
-import type { VerificationRecorder } from "../store/background-verification.js";
+import type { VerificationRecorder } from "../maintenance/background-verification.js";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";

@@ -9,7 +9,7 @@
 import type { BigIntStats } from "node:fs";
 import { mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
-import { syncDirectory } from "../cache/durable.js";
+import { syncDirectory } from "../fs/durable.js";
 import { filesystemError } from "../errors.js";
 import { type Condemned, type ContentStore, statBlob } from "./content-store.js";
 

@@ -10,7 +10,7 @@
 // condemned and replaced by the new file. Called holding the blob's lock.
 import { chmod, link, rename, rm } from "node:fs/promises";
 import { filesystemError } from "../errors.js";
-import { syncDirectory } from "../cache/durable.js";
+import { syncDirectory } from "../fs/durable.js";
 import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
 import { linkContent } from "./link-content.js";
 import { type Hasher, verifyContent } from "./verify-content.js";

@@ -16,7 +16,7 @@ import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
-import { writeFileDurably } from "../../cache/durable.js";
+import { writeFileDurably } from "../../fs/durable.js";
 import { Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Connections } from "./connections.js";

@@ -4,17 +4,14 @@
 // name is condemned (see condemn-content.ts): quarantined, so it is never
 // linked into a new install; every model whose install holds it becomes
 // UNHEALTHY, naming the file, and, with --auto-repair, is pulled again in the
-// background (repair) from where its install came from: the local directory
-// it was installed from, or its hub or object store when that can be reached.
+// background (repair, passed in) from where its install came from.
 import { readdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { errorCode, filesystemError } from "../errors.js";
-import { originDirectory } from "../pull/origin-directory.js";
-import { pullModel } from "../pull/pull-model.js";
 import type { Runtime } from "../runtime.js";
-import { condemnContent } from "./condemn-content.js";
-import { SHA256, statBlob } from "./content-store.js";
+import { condemnContent } from "../store/condemn-content.js";
+import { SHA256, statBlob } from "../store/content-store.js";
 
 export interface VerificationSettings {
   /** between the end of one pass and the start of the next */
@@ -40,6 +37,8 @@ export class BackgroundVerification {
   constructor(
     private readonly runtime: Runtime,
     private readonly settings: VerificationSettings,
+    /** pulls a model marked corrupt again (repairModel in pull/), passed in: maintenance decides when, pulls know how */
+    private readonly repairModel: (name: string, signal: AbortSignal) => Promise<"repaired" | "skipped">,
     private readonly logger: Logger,
     private readonly recorders: VerificationRecorder[] = [],
   ) {}
@@ -101,24 +100,10 @@ export class BackgroundVerification {
     if (!this.settings.autoRepair) return;
     const runtime = this.runtime;
     const work = (async () => {
+      // a pull of it that is running may have linked the content before it was condemned: it ends first
       for (let job = runtime.pulls.find(name); job; job = runtime.pulls.find(name)) await job.done;
-      const model = await runtime.registry.models.get(name);
-      if (!model || model.status !== "unhealthy" || !model.corrupt) return;
-      // from where the install came from: a local fine-tune is never swapped for its hub's files
-      let fixtureDir: string | undefined;
       try {
-        fixtureDir = await originDirectory(runtime, model);
-      } catch (err) {
-        this.logger.warn({ model: name, err }, `not repaired automatically: ${(err as Error).message}`);
-        return;
-      }
-      if (fixtureDir === undefined && (runtime.fixtureDir !== undefined || runtime.hub.offline)) {
-        this.logger.warn({ model: name }, "not repaired automatically: the server pulls from its --fixture-dir or is offline; pull it again");
-        return;
-      }
-      this.logger.info({ model: name, fixtureDir }, `repairing: pulling the model again from ${fixtureDir === undefined ? "its source" : `the directory it was installed from, '${fixtureDir}'`}`);
-      try {
-        for await (const event of pullModel(runtime, { name, fixtureDir: fixtureDir ?? "", credentialAlias: "", force: true, detach: true }, this.controller.signal)) void event;
+        if ((await this.repairModel(name, this.controller.signal)) === "skipped") return;
         this.logger.info({ model: name }, "repaired: the model was pulled again and is healthy");
         for (const recorder of this.recorders) recorder.repairEnded?.(name, "ok");
       } catch (err) {

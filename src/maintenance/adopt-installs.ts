@@ -11,7 +11,7 @@
 // as it is, and its model is marked unhealthy, as a deep InspectCache would.
 import { chmod, link, lstat, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { syncDirectory } from "../cache/durable.js";
+import { syncDirectory } from "../fs/durable.js";
 import { manifestIn } from "../cache/install-artifacts.js";
 import type { ManifestFile } from "../cache/manifest.js";
 import type { CacheLayout } from "../cache/layout.js";
@@ -20,9 +20,9 @@ import { ModelCacheError, filesystemError } from "../errors.js";
 import { listModels } from "../registry/list-models.js";
 import type { Registry } from "../registry/open-registry.js";
 import { recordFinding } from "../registry/record-install.js";
-import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
-import { linkContent } from "./link-content.js";
-import { type Hasher, renewSignature, verifyContent } from "./verify-content.js";
+import { type ContentStore, signatureOf, statBlob } from "../store/content-store.js";
+import { linkContent } from "../store/link-content.js";
+import { type Hasher, renewSignature, verifyContent } from "../store/verify-content.js";
 
 export interface Adoption {
   /** models at least one of whose files moved into the store */

@@ -4,7 +4,7 @@
 // (a stat per file, nothing read). Content that must be hashed again first is
 // not counted; the files' own `reused` say what happened.
 import type { SourceFile } from "../sources/artifact-source.js";
-import { type ContentStore, signatureOf, statBlob } from "./content-store.js";
+import { type ContentStore, signatureOf, statBlob } from "../store/content-store.js";
 
 export async function plannedReuse(store: ContentStore, files: readonly SourceFile[]): Promise<number> {
   let bytes = 0;
