@@ -1,0 +1,154 @@
+// Opens what the domain operations share, in order: the registry, the cache
+// root (unfinished unregistrations, drops and swaps finished; the registry
+// corrected from the disk), the content store with its ingest area, leases,
+// capacity, the pull jobs, and the models file applied. Every step that
+// opens something adds its closer, so a start that fails later unwinds it.
+import { mkdir } from "node:fs/promises";
+import type { Logger } from "pino";
+import { CacheLayout } from "../cache/layout.js";
+import { FileCopier } from "../cache/file-copier.js";
+import { ModelLocks } from "../cache/model-lock.js";
+import { recoverCacheRoot } from "../cache/recover-cache-root.js";
+import { Capacity } from "../capacity/capacity.js";
+import { warnBelowFreeFloor } from "../capacity/warn-below-free-floor.js";
+import { type Lease, Leases, SWEEP_INTERVAL_MS } from "../consumers/leases.js";
+import { markCondemned } from "../lifecycle/mark-condemned.js";
+import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
+import { finishUnregistrations } from "../lifecycle/unregister-model.js";
+import { earlierInstalls } from "../maintenance/adopt-installs.js";
+import type { BackgroundVerification } from "../maintenance/background-verification.js";
+import { ModelsFileFollower } from "../models-file/watch-models-file.js";
+import { PullJobs } from "../pull/pull-jobs.js";
+import { PullQueue } from "../pull/pull-queue.js";
+import { openRegistry } from "../registry/open-registry.js";
+import { UseRecorder } from "../registry/use-recorder.js";
+import type { Runtime } from "../runtime.js";
+import { Bandwidth } from "../sources/hub/bandwidth.js";
+import { ContentStore, type KnownContent } from "../store/content-store.js";
+import { clearIngest } from "../store/ingest-areas.js";
+import type { Metrics } from "./metrics.js";
+import { PullLog } from "./pull-log.js";
+import type { ServerOptions, Settings } from "./server-settings.js";
+
+/** Something start opened, closed in reverse order when a later step fails. */
+export interface Closer {
+  what: string;
+  close: () => Promise<void> | void;
+}
+
+export interface OpenedRuntime {
+  runtime: Runtime;
+  /** served at --metrics-listen, when given */
+  metrics: Metrics | undefined;
+  modelsFile: ModelsFileFollower | undefined;
+  /** installs of an earlier version, adopted once the server listens */
+  earlier: string[];
+  /** who repairs the models a condemnation marks: the background verification, once it exists */
+  repairs: { verification?: BackgroundVerification };
+}
+
+export async function openRuntime(settings: Settings, options: ServerOptions, logger: Logger, closers: Closer[]): Promise<OpenedRuntime> {
+  const { dataDir } = settings;
+  await mkdir(dataDir, { recursive: true });
+  const registry = await openRegistry(dataDir, { vaultKeyFile: options.vaultKeyFile });
+  closers.push({ what: "the registry", close: () => registry.close() });
+  const layout = new CacheLayout(settings.cacheRoot);
+  const locks = new ModelLocks(layout, { log: logger });
+  const unregistered = await finishUnregistrations({ registry, layout, locks });
+  if (unregistered.length > 0) logger.warn({ unregistered }, "finished unregistering models a crash interrupted");
+  const registered = new Set(await registry.models.keys().all());
+  const recovery = await recoverCacheRoot(layout, locks, registered);
+  if (recovery.stagingRemoved + recovery.purgeRemoved + recovery.restored.length + recovery.skipped.length > 0) {
+    logger.warn({ ...recovery }, "cleaned up after an unfinished run");
+  }
+  const reconciliation = await reconcileRegistry({ registry, layout }, AbortSignal.timeout(60_000));
+  if (reconciliation.missing.length + reconciliation.unhealthy.length + reconciliation.recovered.length > 0) {
+    logger.warn({ ...reconciliation }, "the registry did not match the cache: corrected from the disk");
+  }
+  const copier = new FileCopier();
+  closers.push({ what: "the file copier", close: () => copier.close() });
+  // servers sharing the cache root each write under their own ingest area (its lock never a model's: no dot in those); a dead one's is cleared
+  const store = await new ContentStore(layout.root, registry.sublevel<KnownContent>("blobs"), registry.sublevel<string>("blob-ids"), (id) => locks.tryHold(`.ingest-${id}`)).open();
+  closers.push({ what: "the content store's ingest area", close: () => store.close() });
+  await clearIngest(store);
+  await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
+  // prom-client is loaded only when metrics are served
+  const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
+  // every detector of corrupt content (a pull, adoption, the background verification, a deep InspectCache) ends here
+  const repairs: OpenedRuntime["repairs"] = {};
+  let running: Runtime | undefined;
+  store.onCondemned(async (condemned) => {
+    const marked = await markCondemned({ registry, layout, pulls: running?.pulls }, condemned);
+    metrics?.corruptFound();
+    logger.error(
+      { sha256: condemned.sha256, quarantined: condemned.quarantined, models: marked.unhealthy },
+      "stored content no longer matches its sha256: quarantined; the models using it are UNHEALTHY until pulled again",
+    );
+    for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) repairs.verification?.repair(name);
+  });
+  // only found here (a stat per file); adopted once the server listens
+  const earlier = await earlierInstalls({ registry, layout });
+  const capacity = new Capacity(settings.capacity, () => runtime, logger, metrics ? [metrics] : []);
+  // leases end with their model: those of a model whose unregistration a crash interrupted go
+  const leases = await new Leases(registry.sublevel<Lease>("leases"), settings.maxLeaseSeconds).load(async (name) => {
+    const record = await registry.models.get(name);
+    return record !== undefined && !record.unregistering;
+  });
+  leases.startSweeping(SWEEP_INTERVAL_MS, {
+    swept: (count) => (count > 0 ? logger.debug({ count }, "deleted the records of expired leases") : undefined),
+    failed: (err) => logger.warn({ err }, "could not delete the records of expired leases; trying again at the next sweep"),
+  });
+  closers.push({ what: "the sweep of expired leases", close: () => leases.close() });
+  const runtime: Runtime = {
+    registry,
+    layout,
+    locks,
+    pulls: new PullJobs({
+      registry,
+      layout,
+      locks,
+      queue: new PullQueue(settings.maxConcurrentPulls),
+      progressIntervalMs: settings.progressIntervalMs,
+      fileConcurrency: settings.fileConcurrency,
+      copier,
+      store,
+      recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
+      capacity,
+    }),
+    copier,
+    store,
+    fixtureDir: settings.fixtureDir,
+    fixtureRoots: settings.fixtureRoots,
+    hub: {
+      url: settings.hub.url,
+      offline: settings.hub.offline,
+      bandwidth: settings.hub.maxBytesPerSecond ? new Bandwidth(settings.hub.maxBytesPerSecond) : undefined,
+      parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
+    },
+    s3: settings.s3,
+    network: { proxy: settings.proxy },
+    pullLimits: settings.pullLimits,
+    modelsFile: settings.modelsFile,
+    leases,
+    capacity,
+    uses: new UseRecorder(registry),
+  };
+  running = runtime;
+  const modelsFile = settings.modelsFile
+    ? new ModelsFileFollower(runtime, {
+        path: settings.modelsFile,
+        logger,
+        recorders: metrics ? [metrics] : [],
+        debounceMs: options.modelsFileDebounceMs,
+        retryMs: options.modelsFileRetryMs,
+      })
+    : undefined;
+  if (modelsFile) {
+    closers.push({ what: "the models file's watcher", close: () => modelsFile.close() });
+    // before the server listens: callers never see the registry before the file is applied
+    await modelsFile.start();
+  }
+  // a quota lowered since the last run holds from the start, once the models file's pins are in the registry
+  await capacity.enforce(AbortSignal.timeout(3_600_000));
+  return { runtime, metrics, modelsFile, earlier, repairs };
+}
