@@ -596,7 +596,7 @@ describe("modelcache serve on SIGHUP", () => {
 
 describe("what the CLI loads", () => {
   /** A module hook that fails the CLI as soon as it resolves a module a client command must not need. */
-  const SERVER_ONLY = /\/node_modules\/(level|classic-level|piscina|prom-client|undici|pino|pino-pretty|proper-lockfile|cli-progress|read)\/|\/src\/(server\/start-server|sources\/|pull\/(?!pull-limits)|cache\/|registry\/|lifecycle\/|grpc\/)/;
+  const SERVER_ONLY = /\/node_modules\/(level|classic-level|piscina|prom-client|undici|pino|pino-pretty|proper-lockfile|cli-progress|read)\/|\/src\/(server\/(start-server|open-runtime|grpc-server|server-settings)|sources\/|pull\/(?!pull-limits)|cache\/|registry\/|lifecycle\/|maintenance\/|store\/|capacity\/|consumers\/|fs\/|grpc\/)/;
   const guard = `data:text/javascript,${encodeURIComponent(`
 import { register } from "node:module";
 register(${JSON.stringify(
