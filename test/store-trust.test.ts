@@ -79,6 +79,8 @@ describe("trust in stored content", () => {
     }
 
     it("condemns content a pull finds corrupt: quarantined, and every install holding it UNHEALTHY in GetModel and a shallow InspectCache, across a restart", async () => {
+      // without repair, which would pull them again at once
+      await suite.t.restart({ autoRepair: false });
       const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
       for (const name of ["twin", "third"]) await call(suite.t.client, "registerModel", { model: modelSpec({ name }) });
       await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
@@ -103,7 +105,7 @@ describe("trust in stored content", () => {
         expect(await status(suite.t, "third")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
       };
       await check();
-      await suite.t.restart();
+      await suite.t.restart({ autoRepair: false });
       await check();
       // a pull repairs a model; the quarantined copy goes with the last install that holds it
       await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
@@ -112,6 +114,26 @@ describe("trust in stored content", () => {
       expect(await readdir(quarantine)).to.deep.equal([]);
     });
 
+
+    it("repairs, with --auto-repair and no --verify-interval, the models whose content a pull found corrupt, from the directory they came from", async () => {
+      const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
+      for (const name of ["twin", "third"]) await call(suite.t.client, "registerModel", { model: modelSpec({ name }) });
+      await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+      await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
+      const blob = join(suite.t.cacheRoot, ".blobs", "sha256", sha256(bytes));
+      const before = await stat(blob);
+      await writeThrough(blob);
+      await utimes(blob, before.atime, before.mtime);
+
+      // the pull of a third model is what finds it: no background verification runs on this server
+      await pullOk(suite.t.client, { name: "third", fixtureDir: dir });
+      for (const name of ["minilm", "twin"]) {
+        await eventually(`${name} repaired`, async () => (await status(suite.t, name)) === ModelStatus.MODEL_STATUS_INSTALLED);
+        const report = await call(suite.t.client, "inspectCache", { name, deep: true });
+        expect(report.status, name).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        expect(sha256(await readFile(join(suite.t.cacheRoot, name, "model.bin"))), name).to.equal(sha256(bytes));
+      }
+    });
     it("condemns content a deep InspectCache finds corrupt: the other installs holding it are UNHEALTHY too", async () => {
       const dir = await suite.source({ "model.bin": bytes });
       await call(suite.t.client, "registerModel", { model: modelSpec({ name: "twin" }) });

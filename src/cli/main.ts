@@ -87,7 +87,7 @@ program
   .addOption(flag("--min-free-bytes <size>", "the free space a pull must leave on the cache's filesystem, evicting to keep it", "1GiB").argParser(size(0)))
   .addOption(flag("--verify-interval <duration>", "re-hash the stored content in the background this often (30s, 15m, 6h); unset: never").argParser(duration(1, 366 * 86_400)))
   .addOption(flag("--verify-bytes-per-second <size>", "the pace of the background re-hashing", "100MiB").argParser(size(1)))
-  .addOption(new Option("--no-auto-repair", "do not pull again, in the background, models whose content the verification found corrupt"))
+  .addOption(new Option("--no-auto-repair", "do not pull again, in the background, models whose content was found corrupt (by the verification, a pull, adoption or a deep inspect)"))
   .addOption(flag("--max-lease-seconds <duration>", "the longest lease ResolveModel grants (1h, 1d, 86400); longer requests are shortened to it", "1d").argParser(duration(1, 366 * 86_400)))
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
   .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));

@@ -3,8 +3,7 @@
 // pulls keep the disk and the cores. Content that no longer hashes to its
 // name is condemned (see condemn-content.ts): quarantined, so it is never
 // linked into a new install; every model whose install holds it becomes
-// UNHEALTHY, naming the file, and, with --auto-repair, is pulled again in the
-// background (repair, passed in) from where its install came from.
+// UNHEALTHY, naming the file, and, with --auto-repair, is repaired (repairs.ts).
 import { readdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
@@ -17,7 +16,6 @@ export interface VerificationSettings {
   /** between the end of one pass and the start of the next */
   intervalMs: number;
   bytesPerSecond: number;
-  autoRepair: boolean;
 }
 
 export const DEFAULT_VERIFY_BYTES_PER_SECOND = 100 * 2 ** 20;
@@ -26,19 +24,15 @@ export const DEFAULT_VERIFY_BYTES_PER_SECOND = 100 * 2 ** 20;
 export interface VerificationRecorder {
   verifiedBytes(bytes: number): void;
   fullPassEnded(atMs: number): void;
-  repairEnded?(model: string, result: "ok" | "failed"): void;
 }
 
 export class BackgroundVerification {
   private readonly controller = new AbortController();
   private loop: Promise<void> | undefined;
-  private readonly repairs = new Set<Promise<void>>();
 
   constructor(
     private readonly runtime: Runtime,
     private readonly settings: VerificationSettings,
-    /** pulls a model marked corrupt again (repairModel in pull/), passed in: maintenance decides when, pulls know how */
-    private readonly repairModel: (name: string, signal: AbortSignal) => Promise<"repaired" | "skipped">,
     private readonly logger: Logger,
     private readonly recorders: VerificationRecorder[] = [],
   ) {}
@@ -50,7 +44,6 @@ export class BackgroundVerification {
   async close(): Promise<void> {
     this.controller.abort(new Error("the server is stopping"));
     await this.loop;
-    await Promise.all(this.repairs);
   }
 
   private async run(): Promise<void> {
@@ -88,32 +81,6 @@ export class BackgroundVerification {
       const ahead = (bytes / this.settings.bytesPerSecond) * 1000 - (performance.now() - startedAt);
       if (ahead > 0) await sleep(ahead, undefined, { signal });
     }
-  }
-
-  /**
-   * Pulls a model whose content was condemned again, in the background, with
-   * --auto-repair. A pull of it that is running (it may have linked the
-   * content before it was condemned) ends first; then the model is pulled
-   * again only if its install is still marked as holding corrupt content.
-   */
-  repair(name: string): void {
-    if (!this.settings.autoRepair) return;
-    const runtime = this.runtime;
-    const work = (async () => {
-      // a pull of it that is running may have linked the content before it was condemned: it ends first
-      for (let job = runtime.pulls.find(name); job; job = runtime.pulls.find(name)) await job.done;
-      try {
-        if ((await this.repairModel(name, this.controller.signal)) === "skipped") return;
-        this.logger.info({ model: name }, "repaired: the model was pulled again and is healthy");
-        for (const recorder of this.recorders) recorder.repairEnded?.(name, "ok");
-      } catch (err) {
-        if (this.controller.signal.aborted) return;
-        this.logger.warn({ model: name, err }, "the repair pull failed: the model stays UNHEALTHY until it is pulled again");
-        for (const recorder of this.recorders) recorder.repairEnded?.(name, "failed");
-      }
-    })();
-    this.repairs.add(work);
-    void work.finally(() => this.repairs.delete(work));
   }
 }
 

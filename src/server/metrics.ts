@@ -4,6 +4,7 @@
 // the registry and the job table when scraped, so they never drift.
 import type { EvictionReason, EvictionRecorder } from "../capacity/capacity.js";
 import type { VerificationRecorder } from "../maintenance/background-verification.js";
+import type { RepairRecorder } from "../maintenance/repairs.js";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
@@ -14,7 +15,7 @@ import { cacheBytes } from "../cache/cache-bytes.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 
-export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder {
+export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder, RepairRecorder {
   readonly registry = new Registry();
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });

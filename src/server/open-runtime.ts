@@ -16,10 +16,11 @@ import { markCondemned } from "../lifecycle/mark-condemned.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
 import { earlierInstalls } from "../maintenance/adopt-installs.js";
-import type { BackgroundVerification } from "../maintenance/background-verification.js";
+import { Repairs } from "../maintenance/repairs.js";
 import { ModelsFileFollower } from "../models-file/watch-models-file.js";
 import { PullJobs } from "../pull/pull-jobs.js";
 import { PullQueue } from "../pull/pull-queue.js";
+import { repairModel } from "../pull/repair-model.js";
 import { openRegistry } from "../registry/open-registry.js";
 import { UseRecorder } from "../registry/use-recorder.js";
 import type { Runtime } from "../runtime.js";
@@ -43,8 +44,8 @@ export interface OpenedRuntime {
   modelsFile: ModelsFileFollower | undefined;
   /** installs of an earlier version, adopted once the server listens */
   earlier: string[];
-  /** who repairs the models a condemnation marks: the background verification, once it exists */
-  repairs: { verification?: BackgroundVerification };
+  /** pulls the models a condemnation marks again, with --auto-repair */
+  repairs: Repairs;
 }
 
 export async function openRuntime(settings: Settings, options: ServerOptions, logger: Logger, closers: Closer[]): Promise<OpenedRuntime> {
@@ -75,7 +76,6 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   // prom-client is loaded only when metrics are served
   const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
   // every detector of corrupt content (a pull, adoption, the background verification, a deep InspectCache) ends here
-  const repairs: OpenedRuntime["repairs"] = {};
   let running: Runtime | undefined;
   store.onCondemned(async (condemned) => {
     const marked = await markCondemned({ registry, layout, pulls: running?.pulls }, condemned);
@@ -84,7 +84,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
       { sha256: condemned.sha256, quarantined: condemned.quarantined, models: marked.unhealthy },
       "stored content no longer matches its sha256: quarantined; the models using it are UNHEALTHY until pulled again",
     );
-    for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) repairs.verification?.repair(name);
+    for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) repairs.repair(name);
   });
   // only found here (a stat per file); adopted once the server listens
   const earlier = await earlierInstalls({ registry, layout });
@@ -134,6 +134,8 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
     uses: new UseRecorder(registry),
   };
   running = runtime;
+  const repairs = new Repairs(runtime.pulls, (name, signal) => repairModel(runtime, name, logger, signal), logger, settings.autoRepair, metrics ? [metrics] : []);
+  closers.push({ what: "the repairs under way", close: () => repairs.close() });
   const modelsFile = settings.modelsFile
     ? new ModelsFileFollower(runtime, {
         path: settings.modelsFile,

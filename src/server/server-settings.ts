@@ -80,7 +80,7 @@ export interface ServerOptions {
   verifyIntervalMs?: number;
   /** the pace of that re-hashing (default 100 MiB/s) */
   verifyBytesPerSecond?: number;
-  /** pull again in the background a model whose content the verification found corrupt (default on) */
+  /** pull again in the background a model whose content was found corrupt, by any check (default on) */
   autoRepair?: boolean;
   /** the longest lease ResolveModel grants (default a day) */
   maxLeaseSeconds?: number;
@@ -119,6 +119,8 @@ export interface Settings {
   maxLeaseSeconds: number;
   capacity: CapacitySettings;
   verification: VerificationSettings | undefined;
+  /** --auto-repair: models holding condemned content are pulled again, whoever found it */
+  autoRepair: boolean;
 }
 
 /**
@@ -147,7 +149,7 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     if (!Number.isSafeInteger(value) || value < 0) throw new ModelCacheError("invalid_argument", `${flag} must be a whole number of bytes, 0 or more (got ${value})`);
   }
   const verification =
-    options.verifyIntervalMs === undefined ? undefined : { intervalMs: options.verifyIntervalMs, bytesPerSecond: options.verifyBytesPerSecond ?? DEFAULT_VERIFY_BYTES_PER_SECOND, autoRepair: options.autoRepair ?? true };
+    options.verifyIntervalMs === undefined ? undefined : { intervalMs: options.verifyIntervalMs, bytesPerSecond: options.verifyBytesPerSecond ?? DEFAULT_VERIFY_BYTES_PER_SECOND };
   if (verification && (!Number.isSafeInteger(verification.intervalMs) || verification.intervalMs < 1)) {
     throw new ModelCacheError("invalid_argument", `--verify-interval must be a positive duration such as 30s, 15m or 6h (got ${verification.intervalMs} ms)`);
   }
@@ -199,6 +201,7 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     maxLeaseSeconds,
     capacity,
     verification,
+    autoRepair: options.autoRepair ?? true,
     progressIntervalMs,
     fileConcurrency,
     hub,

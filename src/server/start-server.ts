@@ -9,7 +9,6 @@ import { ModelCacheError } from "../errors.js";
 import { adoptInBackground } from "../maintenance/adopt-installs.js";
 import { BackgroundVerification } from "../maintenance/background-verification.js";
 import type { ModelsFileFollower } from "../models-file/watch-models-file.js";
-import { repairModel } from "../pull/repair-model.js";
 import type { Runtime } from "../runtime.js";
 import { redactProxy } from "../sources/proxy-url.js";
 import { createGrpcServer } from "./grpc-server.js";
@@ -41,8 +40,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const shutdown = new AbortController();
     const grpc = createGrpcServer({ runtime, logger, shutdown: shutdown.signal, authTokens: options.authTokens, maxMessageBytes: settings.maxMessageBytes, maxStreams: settings.maxStreams, metrics });
     closers.push({ what: "the gRPC listener", close: () => grpc.server.forceShutdown() });
-    const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, (name, signal) => repairModel(runtime, name, logger, signal), logger, metrics ? [metrics] : []) : undefined;
-    repairs.verification = verification;
+    const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await grpc.listen(options.listen, settings.credentials);
@@ -83,6 +81,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         modelsFile?.close();
         const pullsEnded = runtime.pulls.abortAll(reason);
         const verificationEnded = verification?.close();
+        const repairsEnded = repairs.close();
         shutdown.abort(reason);
         await new Promise<void>((done) => {
           const timer = setTimeout(() => {
@@ -96,6 +95,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         });
         await pullsEnded;
         await verificationEnded;
+        await repairsEnded;
         await adopting;
         await runtime.locks.idle();
         // after the operations that move content through the ingest area have ended
