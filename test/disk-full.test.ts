@@ -83,10 +83,11 @@ describe("a full disk", function () {
       expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     });
 
-    it("from a hub fails with RESOURCE_EXHAUSTED without asking again, and the retry resumes its partial", async () => {
+    /** A hub pull of one big file, slowed down, during which the disk fills up. */
+    async function hubPullFillingTheDisk(options: Parameters<typeof startTestServer>[0]) {
       const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
       cleanups.push(() => hub.close());
-      t = await serverOnDisk({ hubUrl: hub.url, progressIntervalMs: 0 });
+      t = await serverOnDisk({ hubUrl: hub.url, progressIntervalMs: 0, ...options });
       await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
       hub.faults.bytesPerSecond = 1024 * 1024;
       let filling: Promise<void> | undefined;
@@ -97,6 +98,11 @@ describe("a full disk", function () {
         },
       });
       await filling;
+      return { hub, outcome, server: t };
+    }
+
+    it("from a hub fails with RESOURCE_EXHAUSTED without asking again, and the retry resumes its partial", async () => {
+      const { hub, outcome, server } = await hubPullFillingTheDisk({});
       expect(outcome.error?.code, outcome.error?.details).to.equal(status.RESOURCE_EXHAUSTED);
       expect(outcome.error!.details).to.match(/no space left on device/);
       const partial = join(disk.dir, "data", "ai_models_cache", ".blobs", "partial", "minilm", hub.commit, "onnx", "model.onnx");
@@ -109,27 +115,16 @@ describe("a full disk", function () {
 
       await disk.release(32 * 1024 * 1024);
       hub.faults.bytesPerSecond = undefined;
-      await pullOk(t.client, { name: "minilm" });
+      await pullOk(server.client, { name: "minilm" });
       expect(asked()).to.have.length(2);
       expect(asked()[1]!.range).to.equal(`bytes=${kept}-`);
       expect(asked()[1]!.sent).to.equal(BIG - kept);
-      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      const { model } = await call(server.client, "getModel", { name: "minilm" });
       expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(hub.file("onnx/model.onnx").sha256);
     });
 
     it("from a hub in parallel ranges fails with RESOURCE_EXHAUSTED without asking for any range again, and a pull once there is room installs it", async () => {
-      const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
-      cleanups.push(() => hub.close());
-      t = await serverOnDisk({ hubUrl: hub.url, progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024 });
-      await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
-      hub.faults.bytesPerSecond = 1024 * 1024;
-      let filling: Promise<void> | undefined;
-      const outcome = await pull(t.client, { name: "minilm" }, {
-        onEvent: (event) => {
-          if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 256 * 1024) filling ??= disk.fill();
-        },
-      });
-      await filling;
+      const { hub, outcome, server } = await hubPullFillingTheDisk({ parallelRangeMinBytes: 1024 * 1024 });
       expect(outcome.error?.code, outcome.error?.details).to.equal(status.RESOURCE_EXHAUSTED);
       expect(outcome.error!.details).to.match(/no space left on device/);
       const ranges = hub.requests.filter((r) => r.origin === "cdn" && r.path.endsWith(hub.file("onnx/model.onnx").sha256)).map((r) => r.range);
@@ -137,8 +132,8 @@ describe("a full disk", function () {
 
       await disk.release(32 * 1024 * 1024);
       hub.faults.bytesPerSecond = undefined;
-      await pullOk(t.client, { name: "minilm" });
-      const { model } = await call(t.client, "getModel", { name: "minilm" });
+      await pullOk(server.client, { name: "minilm" });
+      const { model } = await call(server.client, "getModel", { name: "minilm" });
       expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(hub.file("onnx/model.onnx").sha256);
     });
 

@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import type { Stats } from "node:fs";
 import { link, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -78,10 +79,8 @@ describe("trust in stored content", () => {
       });
     }
 
-    it("condemns content a pull finds corrupt: quarantined, and every install holding it UNHEALTHY in GetModel and a shallow InspectCache, across a restart", async () => {
-      // without repair, which would pull them again at once
-      await suite.t.restart({ autoRepair: false });
-      const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
+    /** minilm and twin installed from `dir`, sharing model.bin; then its stored content written through, size and mtime kept. Its stat before. */
+    async function sharedThenRotten(dir: string): Promise<Stats> {
       for (const name of ["twin", "third"]) await call(suite.t.client, "registerModel", { model: modelSpec({ name }) });
       await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
       await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
@@ -89,6 +88,14 @@ describe("trust in stored content", () => {
       const before = await stat(blob);
       await writeThrough(blob);
       await utimes(blob, before.atime, before.mtime);
+      return before;
+    }
+
+    it("condemns content a pull finds corrupt: quarantined, and every install holding it UNHEALTHY in GetModel and a shallow InspectCache, across a restart", async () => {
+      // without repair, which would pull them again at once
+      await suite.t.restart({ autoRepair: false });
+      const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
+      const before = await sharedThenRotten(dir);
 
       const events = await pullOk(suite.t.client, { name: "third", fixtureDir: dir });
       expect(completedFiles(events).find((f) => f.path === "model.bin")!.reused).to.equal(false);
@@ -117,13 +124,7 @@ describe("trust in stored content", () => {
 
     it("repairs, with --auto-repair and no --verify-interval, the models whose content a pull found corrupt, from the directory they came from", async () => {
       const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
-      for (const name of ["twin", "third"]) await call(suite.t.client, "registerModel", { model: modelSpec({ name }) });
-      await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
-      await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
-      const blob = join(suite.t.cacheRoot, ".blobs", "sha256", sha256(bytes));
-      const before = await stat(blob);
-      await writeThrough(blob);
-      await utimes(blob, before.atime, before.mtime);
+      await sharedThenRotten(dir);
 
       // the pull of a third model is what finds it: no background verification runs on this server
       await pullOk(suite.t.client, { name: "third", fixtureDir: dir });

@@ -1,13 +1,9 @@
 // DropCache: remove a model's artifacts (and resumable downloads) and keep its registration.
 // Refused while a pull of the model is queued or running, and while a service
 // holds a lease on it unless `force`, which ends the leases.
-// The install is parked for deletion before the registry changes and deleted
-// after, so a crash at any step leaves the model either installed as it was
-// or without an install (startup recovery finishes the delete).
-import { rm } from "node:fs/promises";
-import { parkForRemoval } from "../cache/remove-install.js";
+// The install goes as drop-install.ts removes it.
 import { getModel } from "../registry/get-model.js";
-import { recordNoInstall } from "../registry/record-install.js";
+import { dropInstall } from "./drop-install.js";
 import type { Runtime } from "../runtime.js";
 
 export async function dropCache(runtime: Runtime, name: string, signal: AbortSignal, force = false): Promise<{ removed: boolean; freedBytes: number }> {
@@ -21,17 +17,6 @@ export async function dropCache(runtime: Runtime, name: string, signal: AbortSig
     // dropped install
     runtime.pulls.refuseWhilePulling(name, "DropCache");
     const admission = force ? { endLeases: true as const } : { refuse: { operation: "DropCache", howToForce: "set force to end the leases and drop it anyway" } };
-    return runtime.leases.removing(name, admission, async () => {
-      const removal = await parkForRemoval(runtime.layout, name, runtime.store);
-      await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
-      try {
-        await recordNoInstall(runtime.registry, name);
-      } finally {
-        // once parked the install is gone, as a restart after a crash here would finish it: its
-        // space is freed even when the registry refused the write (a full disk needs it most)
-        await removal.finish();
-      }
-      return { removed: removal.removed, freedBytes: removal.freedBytes };
-    });
+    return runtime.leases.removing(name, admission, () => dropInstall(runtime, name));
   });
 }

@@ -2,16 +2,14 @@
 // the model's registration. It never waits for a lock a pull of this process
 // holds (that pull may be waiting for the very admission that evicts), and a
 // lease asked for while it runs loses, as against a DropCache.
-import { rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import { freeableBytes } from "../cache/footprint.js";
 import type { CacheLayout } from "../cache/layout.js";
 import type { ModelLocks } from "../cache/model-lock.js";
-import { parkForRemoval } from "../cache/remove-install.js";
 import type { Leases } from "../consumers/leases.js";
+import { dropInstall } from "../lifecycle/drop-install.js";
 import type { PullJobs } from "../pull/pull-jobs.js";
 import type { Registry } from "../registry/open-registry.js";
-import { recordNoInstall } from "../registry/record-install.js";
 import type { ContentStore } from "../store/content-store.js";
 
 export type EvictionReason = "quota" | "min_free";
@@ -46,16 +44,7 @@ export async function evictInstall(scope: EvictionScope, name: string, reason: E
     if (!record?.install || record.pinned || scope.leases.count(name) > 0 || scope.pulls.find(name)) return undefined;
     const freedBytes = freeableBytes([scope.layout.modelDir(name)], kept);
     // a removal as DropCache's: a lease asked for while it runs loses
-    await scope.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, async () => {
-      const removal = await parkForRemoval(scope.layout, name, scope.store);
-      await rm(scope.layout.partialDir(name), { recursive: true, force: true });
-      try {
-        await recordNoInstall(scope.registry, name);
-      } finally {
-        // parked is gone (a restart would finish it): free the space even when the registry refused the write
-        await removal.finish();
-      }
-    });
+    await scope.leases.removing(name, { refuse: { operation: "eviction", howToForce: "release it" } }, () => dropInstall(scope, name));
     logger.warn({ model: name, reason, freedBytes }, `evicted model '${name}' to make room (${reason === "quota" ? "--cache-max-bytes" : "--min-free-bytes"}); it stays registered`);
     // the server itself changed the cache: an audit line as for a call that does
     logger.info({ audit: true, caller: "modelcache (eviction)", method: "evict", model: name, reason, result: "OK" }, "audit");
