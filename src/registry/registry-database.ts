@@ -57,6 +57,8 @@ export class RegistryDatabase extends Level<string, unknown> {
   #failed: unknown;
   /** LevelDB is closed underneath: a reopen closed it and could not open it again */
   #closedUnder = false;
+  /** set once close began: no read or write may open LevelDB again under a closed database */
+  #closing = false;
   /** set while a reopen runs: reads wait for it */
   #reopening: Promise<void> | undefined;
   #reads = 0;
@@ -83,6 +85,7 @@ export class RegistryDatabase extends Level<string, unknown> {
   }
 
   async _close(): Promise<void> {
+    this.#closing = true;
     await this.#writes.runExclusive(async () => {
       await this.#idleReads();
       if (!this.#closedUnder) await classic._close.call(this);
@@ -173,6 +176,7 @@ export class RegistryDatabase extends Level<string, unknown> {
     for (;;) {
       while (this.#reopening) await this.#reopening;
       if (!this.#closedUnder) break;
+      if (this.#closing) throw this.#closed();
       // the last reopen failed: try again (it takes the writes' turn), else say why
       await this.#writes.runExclusive(() => (this.#closedUnder ? this.#reopen() : undefined));
     }
@@ -199,6 +203,7 @@ export class RegistryDatabase extends Level<string, unknown> {
 
   /** Closes LevelDB and opens it again, which recovers its log; called with the writes' lock held. */
   async #reopen(): Promise<void> {
+    if (this.#closing) throw this.#closed();
     if (!this.#closedUnder) {
       // closing when the disk cannot hold the recovery would leave nothing to read from:
       // keep serving reads from the open database and refuse writes until there is room
@@ -244,7 +249,12 @@ export class RegistryDatabase extends Level<string, unknown> {
         { cause: err },
       );
     }
-    return new ModelCacheError("internal", `the registry at '${this.#location}' could not write: ${describe(err)}; nothing was changed`, { cause: err });
+    // a write that failed on anything but space (a failed fsync, say) may still be in the log the reopen replays
+    return new ModelCacheError("internal", `the registry at '${this.#location}' could not write: ${describe(err)}; the change may or may not have been kept: read it back before retrying`, { cause: err });
+  }
+
+  #closed(): ModelCacheError {
+    return new ModelCacheError("unavailable", `the registry at '${this.#location}' is closing: the server is stopping`);
   }
 
   #refusal(why: string, cause?: unknown): ModelCacheError {
