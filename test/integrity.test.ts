@@ -44,7 +44,7 @@ describe("integrity over time", () => {
     await chmod(file, 0o444);
   }
   const start = async (options: Partial<ServerOptions>) => {
-    t = await startTestServer({ metricsListen: "127.0.0.1:0", verifyIntervalMs: 20, ...options });
+    t = await startTestServer({ metricsListen: "127.0.0.1:0", verifyIntervalMs: 20, autoRepair: true, ...options });
   };
 
   it("finds corrupt content: the model is UNHEALTHY naming the file, the content is never linked again, a pull repairs it", async () => {

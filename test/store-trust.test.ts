@@ -92,8 +92,6 @@ describe("trust in stored content", () => {
     }
 
     it("condemns content a pull finds corrupt: quarantined, and every install holding it UNHEALTHY in GetModel and a shallow InspectCache, across a restart", async () => {
-      // without repair, which would pull them again at once
-      await suite.t.restart({ autoRepair: false });
       const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
       const before = await sharedThenRotten(dir);
 
@@ -112,7 +110,7 @@ describe("trust in stored content", () => {
         expect(await status(suite.t, "third")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
       };
       await check();
-      await suite.t.restart({ autoRepair: false });
+      await suite.t.restart();
       await check();
       // a pull repairs a model; the quarantined copy goes with the last install that holds it
       await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
@@ -123,6 +121,7 @@ describe("trust in stored content", () => {
 
 
     it("repairs, with --auto-repair and no --verify-interval, the models whose content a pull found corrupt, from the directory they came from", async () => {
+      await suite.t.restart({ autoRepair: true });
       const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
       await sharedThenRotten(dir);
 
@@ -330,7 +329,7 @@ describe("trust in stored content", () => {
 
     it("a pull that linked content condemned before its promotion records its install UNHEALTHY, and auto-repair pulls it again after it ends", async () => {
       hub = await FakeHub.serve(REPO, FIXTURE_DIR);
-      t = await startTestServer({ hubUrl: hub.url, metricsListen: "127.0.0.1:0", verifyIntervalMs: 20 });
+      t = await startTestServer({ hubUrl: hub.url, metricsListen: "127.0.0.1:0", verifyIntervalMs: 20, autoRepair: true });
       await call(t.client, "registerModel", { model: modelSpec({ source: REPO }) });
       await call(t.client, "registerModel", { model: modelSpec({ name: "twin", source: REPO }) });
       await pullOk(t.client, { name: "minilm" });

@@ -37,7 +37,16 @@ export async function startTestServer(options: Partial<ServerOptions> = {}): Pro
   const dataDir = await mkdtemp(join(tmpdir(), "modelcache-test-"));
   const start = (extra: Partial<ServerOptions>) =>
     // offline unless a test points the server at its own hub: tests never reach the internet
-    startServer({ listen: "127.0.0.1:0", dataDir, logger: pino({ level: "silent" }), offline: options.hubUrl === undefined, ...options, ...extra });
+    startServer({
+      listen: "127.0.0.1:0",
+      dataDir,
+      logger: pino({ level: "silent" }),
+      offline: options.hubUrl === undefined,
+      // repairs run in the background and would race what a test looks at: a test of repair asks for it
+      autoRepair: false,
+      ...options,
+      ...extra,
+    });
   const connect = (server: RunningServer) => new ModelCacheServiceClient(server.address, credentials.createInsecure());
   const state = { server: await start({}), client: undefined as unknown as ModelCacheServiceClient };
   state.client = connect(state.server);
