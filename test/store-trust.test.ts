@@ -11,8 +11,10 @@ import { startServer } from "../src/server/start-server.js";
 import { collectGarbage } from "../src/store/collect-garbage.js";
 import { ContentStore, signatureOf } from "../src/store/content-store.js";
 import { commitContent } from "../src/store/ingest.js";
+import { clearIngest } from "../src/store/ingest-areas.js";
 import { linkContent } from "../src/store/link-content.js";
-import { verifyContent } from "../src/store/verify-content.js";
+import { PROBE_PREFIX } from "../src/store/probe-hard-links.js";
+import { renewSignature, verifyContent } from "../src/store/verify-content.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { healthBecomes } from "./support/health-check.js";
@@ -120,6 +122,24 @@ describe("trust in stored content", () => {
     });
 
 
+    it("takes content it cannot quarantine out of the store all the same: the pull goes on, and the next one links the fresh copy", async () => {
+      const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
+      // a file where the quarantine directory should be: the move there fails
+      await mkdir(join(suite.t.cacheRoot, ".blobs"), { recursive: true });
+      await writeFile(join(suite.t.cacheRoot, ".blobs", "quarantine"), "not a directory");
+      const before = await sharedThenRotten(dir);
+      const events = await pullOk(suite.t.client, { name: "third", fixtureDir: dir });
+      expect(completedFiles(events).find((f) => f.path === "model.bin")!.reused).to.equal(false);
+      for (const name of ["minilm", "twin"]) expect(await status(suite.t, name), name).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      const blob = join(suite.t.cacheRoot, ".blobs", "sha256", sha256(bytes));
+      expect((await stat(blob)).ino).to.not.equal(before.ino);
+      expect(sha256(await readFile(blob))).to.equal(sha256(bytes));
+      // no second condemnation: the fresh copy is trusted and linked
+      await call(suite.t.client, "registerModel", { model: modelSpec({ name: "fourth" }) });
+      const again = await pullOk(suite.t.client, { name: "fourth", fixtureDir: dir });
+      expect(completedFiles(again).find((f) => f.path === "model.bin")!.reused).to.equal(true);
+    });
+
     it("repairs, with --auto-repair and no --verify-interval, the models whose content a pull found corrupt, from the directory they came from", async () => {
       await suite.t.restart({ autoRepair: true });
       const dir = await suite.source({ "model.bin": bytes, "config.json": '{"a":1}' });
@@ -178,6 +198,44 @@ describe("trust in stored content", () => {
       await rm(join(root, "first"));
       expect(await collectGarbage(store, false)).to.deep.include({ removed: 1, freedBytes: bytes.length });
       expect(await readdir(store.quarantineDir)).to.deep.equal([]);
+    });
+
+    it("renews a signature only for the store's own step: a write that comes with a link is not taken for the store's", async () => {
+      const store = await new ContentStore(root).open();
+      try {
+        const bytes = content(11, 4096);
+        const ingest = store.ingestPath();
+        await writeFile(ingest, bytes);
+        const hasher = async (path: string) => sha256(await readFile(path));
+        const signal = new AbortController().signal;
+        await store.withBlob(sha256(bytes), signal, async () => {
+          await commitContent(store, { path: ingest, sha256: sha256(bytes), sizeBytes: bytes.length }, hasher, signal, join(root, "first"));
+          // the step links, and something writes through the new link in the same moment
+          const renewed = await renewSignature(store, sha256(bytes), async () => {
+            await link(store.blobPath(sha256(bytes)), join(root, "second"));
+            await writeThrough(join(root, "second"));
+          });
+          expect(renewed).to.equal(false);
+          // not vouched for: the next check hashes it and finds it corrupt
+          expect(await verifyContent(store, sha256(bytes), hasher, signal)).to.equal(undefined);
+        });
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("leaves the hard-link probe of a server starting beside it alone when it clears the ingest dir", async () => {
+      const store = await new ContentStore(root).open();
+      try {
+        const probe = join(store.ingestDir, `${PROBE_PREFIX}starting`);
+        await writeFile(probe, "");
+        const leftover = join(store.ingestDir, "an-earlier-version-ingest-file");
+        await writeFile(leftover, "x");
+        await clearIngest(store);
+        expect(await readdir(store.ingestDir)).to.include(`${PROBE_PREFIX}starting`).and.not.include("an-earlier-version-ingest-file");
+      } finally {
+        await store.close();
+      }
     });
   });
 

@@ -18,6 +18,8 @@ export type RepairModel = (name: string, signal: AbortSignal) => Promise<"repair
 export class Repairs {
   private readonly controller = new AbortController();
   private readonly running = new Set<Promise<void>>();
+  /** models whose repair is under way: a condemnation its own pull makes does not queue another */
+  private readonly repairing = new Set<string>();
 
   constructor(
     private readonly pulls: Pick<PullJobs, "find">,
@@ -30,8 +32,9 @@ export class Repairs {
 
   /** Repairs `name` in the background; never throws (the outcome is logged and counted). */
   repair(name: string): void {
-    if (!this.enabled || this.controller.signal.aborted) return;
+    if (!this.enabled || this.controller.signal.aborted || this.repairing.has(name)) return;
     const signal = this.controller.signal;
+    this.repairing.add(name);
     const work = (async () => {
       // a pull of it that is running may have linked the content before it was condemned: it ends first
       for (let job = this.pulls.find(name); job; job = this.pulls.find(name)) await job.done;
@@ -43,6 +46,8 @@ export class Repairs {
         if (signal.aborted) return;
         this.logger.warn({ model: name, err }, "the repair pull failed: the model stays UNHEALTHY until it is pulled again");
         for (const recorder of this.recorders) recorder.repairEnded(name, "failed");
+      } finally {
+        this.repairing.delete(name);
       }
     })();
     this.running.add(work);

@@ -7,10 +7,10 @@
 // .blobs/quarantine/, so nothing links it again while the installs that hold
 // it keep their files. Called holding the blob's lock.
 import type { BigIntStats } from "node:fs";
-import { mkdir, rename } from "node:fs/promises";
+import { mkdir, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { syncDirectory } from "../fs/durable.js";
-import { filesystemError } from "../errors.js";
+import { errorCode, filesystemError } from "../errors.js";
 import { type Condemned, type ContentStore, statBlob } from "./content-store.js";
 
 /** `found`: the stat of the inode that failed its hash. */
@@ -26,12 +26,23 @@ export async function condemnContent(store: ContentStore, sha256: string, found:
   if (inPlace) await store.forget(sha256);
   for (const listener of store.condemnListeners) await listener(condemned);
   if (condemned.quarantined) {
-    await mkdir(store.quarantineDir, { recursive: true });
-    await rename(path, condemned.quarantined).catch((err: unknown) => {
-      throw filesystemError("quarantine corrupt content at", path, err);
-    });
+    const quarantined = condemned.quarantined;
+    const moved = await mkdir(store.quarantineDir, { recursive: true }).then(() => rename(path, quarantined)).then(
+      () => true,
+      async (err: unknown) => {
+        // gone already: another server sharing the cache root condemned or collected it first
+        if (errorCode(err) === "ENOENT") return false;
+        // it must leave the store's name whatever happens, or the next pull condemns it again (and
+        // its repair again, without end): the installs that hold it keep its bytes
+        await unlink(path).catch((unlinkErr: unknown) => {
+          if (errorCode(unlinkErr) !== "ENOENT") throw filesystemError("remove corrupt content (which could not be quarantined) at", path, unlinkErr);
+        });
+        return false;
+      },
+    );
+    if (!moved) condemned.quarantined = undefined;
     await syncDirectory(store.blobsDir);
-    await syncDirectory(store.quarantineDir);
+    if (moved) await syncDirectory(store.quarantineDir);
     store.countSize(condemned.sizeBytes, -1);
   }
   return condemned;

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { errorCode, filesystemError } from "../errors.js";
 import { COLLECTING, restoreAside } from "./collect-garbage.js";
 import type { ContentStore } from "./content-store.js";
+import { PROBE_PREFIX } from "./probe-hard-links.js";
 
 const ASIDE = new RegExp(`^${COLLECTING}([0-9a-f]{64})\\.`);
 
@@ -28,6 +29,8 @@ export async function clearIngest(store: ContentStore): Promise<number> {
     const stats = await statOrNone(path);
     if (!stats) continue;
     if (!stats.isDirectory()) {
+      // the hard-link probe of a server starting at this moment: it removes its own
+      if (entry.startsWith(PROBE_PREFIX) && Date.now() - Number(stats.mtimeMs) < 60_000) continue;
       // an earlier version wrote its ingest files here directly
       await rm(path, { force: true });
       freed += Number(stats.size);

@@ -5,13 +5,16 @@ import { link, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 
+/** How the probe's files are named, so a cleanup of the ingest dir leaves a starting server's alone. */
+export const PROBE_PREFIX = "probe-";
+
 /**
  * Installs share stored content through hard links: a cache root on a
  * filesystem without them (vfat, exfat, some network and FUSE mounts) would
  * fail every pull, so the start fails instead, naming the filesystem.
  */
 export async function probeHardLinks(dir: string, cacheRoot: string, linkFile: (existing: string, target: string) => Promise<void> = link): Promise<void> {
-  const probe = join(dir, `probe-${randomBytes(6).toString("hex")}`);
+  const probe = join(dir, `${PROBE_PREFIX}${randomBytes(6).toString("hex")}`);
   try {
     await writeFile(probe, "");
     await linkFile(probe, `${probe}.link`);

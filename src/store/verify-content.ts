@@ -67,7 +67,10 @@ export async function renewSignature(store: ContentStore, sha256: string, step: 
   const matched = before !== undefined && vouched && known?.signature === vouched && signatureOf(before) === vouched;
   await step();
   if (!known) return false;
-  const after = matched ? await statBlob(path) : undefined;
+  const seen = matched ? await statBlob(path) : undefined;
+  // only the step's own change: the same inode, size and mtime, one link more or fewer; anything
+  // else (a write through another install's link meanwhile, another server's new file) is not vouched for
+  const after = seen && before && seen.ino === before.ino && seen.size === before.size && seen.mtimeNs === before.mtimeNs && (seen.nlink - before.nlink === 1n || before.nlink - seen.nlink === 1n) ? seen : undefined;
   await store.known.put(sha256, { ...known, signature: after ? signatureOf(after) : "" });
   return after !== undefined;
 }
