@@ -1,13 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { linkSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
-import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelCacheServiceClient, ModelStatus, type PullResponse, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { captureLogs } from "./support/log-capture.js";
 import { spawnServer } from "./support/child-server.js";
@@ -338,6 +338,38 @@ describe("crash safety", () => {
 });
 
 describe("two servers sharing one cache root", () => {
+  it("a condemnation by one server reaches the other server's installs holding that content when it next starts", async () => {
+    const bytes = Buffer.alloc(256 * 1024, 7);
+    bytes.write("shared weights");
+    const made = await makeSourceDir({ "model.bin": bytes, "config.json": "{}" });
+    const a = await startTestServer();
+    const b = await startTestServer({ cacheDir: a.cacheRoot });
+    try {
+      for (const name of ["minilm", "twin"]) await call(a.client, "registerModel", { model: modelSpec({ name }) });
+      await call(b.client, "registerModel", { model: modelSpec({ name: "other" }) });
+      await pullOk(a.client, { name: "minilm", fixtureDir: made.dir });
+      // b installs a model of its own from the same files, linking the content a stored
+      await pullOk(b.client, { name: "other", fixtureDir: made.dir });
+      const blob = join(a.cacheRoot, ".blobs", "sha256", sha256(bytes));
+      const before = await stat(blob);
+      const rotten = Buffer.from(bytes);
+      rotten[3] ^= 0xff;
+      await writeFile(blob, rotten);
+      await utimes(blob, before.atime, before.mtime);
+      // a finds it corrupt when it pulls another model with that content, and quarantines it
+      await pullOk(a.client, { name: "twin", fixtureDir: made.dir });
+      expect((await call(a.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      expect((await call(b.client, "getModel", { name: "other" })).model!.status, "b has not looked yet").to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+      await b.restart();
+      expect((await call(b.client, "getModel", { name: "other" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_UNHEALTHY);
+      expect((await call(b.client, "inspectCache", { name: "other", deep: false })).reason).to.equal(UnhealthyReason.UNHEALTHY_REASON_CHECKSUM_MISMATCH);
+    } finally {
+      await b.close();
+      await a.close();
+      await made.cleanup();
+    }
+  });
+
   it("a server starting while another's hub download is in progress leaves its resumable download alone", async () => {
     const made = await makeSourceDir({ "a.bin": Buffer.alloc(8 * 1024 * 1024, 3), "b.json": "{}" });
     const hub = await FakeHub.serve("acme/slow", made.dir);

@@ -43,6 +43,9 @@ export async function markCondemned(runtime: Pick<Runtime, "layout"> & { registr
         throw filesystemError("read", join(dir, file.path), err);
       });
       if (held?.ino !== condemned.ino) continue;
+      // marked already (the same finding seen again, by another server or a later pass): nothing new to repair
+      const record = await registry.models.get(name);
+      if (record?.status === "unhealthy" && record.corrupt?.sha256 === condemned.sha256 && record.corrupt.path === file.path && record.corrupt.installedAtMs === manifest.installedAtMs) break;
       const noted = await recordCorrupt(registry, name, { path: file.path, sha256: condemned.sha256, installedAtMs: manifest.installedAtMs }).catch((err: unknown) => {
         // unregistered meanwhile: its install goes with it
         if (err instanceof ModelCacheError && err.kind === "not_found") return false;

@@ -35,6 +35,8 @@ export class BackgroundVerification {
     private readonly settings: VerificationSettings,
     private readonly logger: Logger,
     private readonly recorders: VerificationRecorder[] = [],
+    /** before each pass: what another server sharing the cache root condemned is marked here too */
+    private readonly beforePass: () => Promise<void> = async () => undefined,
   ) {}
 
   start(): void {
@@ -64,6 +66,7 @@ export class BackgroundVerification {
   /** One pass over every stored content, paced to the rate. */
   async pass(signal: AbortSignal): Promise<void> {
     const { store } = this.runtime;
+    await this.beforePass();
     const startedAt = performance.now();
     let bytes = 0;
     for (const name of await listBlobs(store.blobsDir)) {

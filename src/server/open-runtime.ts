@@ -16,6 +16,7 @@ import { markCondemned } from "../lifecycle/mark-condemned.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
 import { finishUnregistrations } from "../lifecycle/unregister-model.js";
 import { earlierInstalls } from "../maintenance/adopt-installs.js";
+import { markQuarantined } from "../maintenance/mark-quarantined.js";
 import { Repairs } from "../maintenance/repairs.js";
 import { ModelsFileFollower } from "../models-file/watch-models-file.js";
 import { PullJobs } from "../pull/pull-jobs.js";
@@ -46,6 +47,8 @@ export interface OpenedRuntime {
   earlier: string[];
   /** pulls the models a condemnation marks again, with --auto-repair */
   repairs: Repairs;
+  /** marks the installs that hold quarantined content, whoever quarantined it; the verification runs it before each pass */
+  noticeQuarantine: () => Promise<void>;
 }
 
 export async function openRuntime(settings: Settings, options: ServerOptions, logger: Logger, closers: Closer[]): Promise<OpenedRuntime> {
@@ -136,6 +139,13 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   running = runtime;
   const repairs = new Repairs(runtime.pulls, (name, signal) => repairModel(runtime, name, logger, signal), logger, settings.autoRepair, metrics ? [metrics] : []);
   closers.push({ what: "the repairs under way", close: () => repairs.close() });
+  // what a server sharing the cache root condemned (or this one, before a crash could mark it) is marked here too
+  const noticeQuarantine = async () => {
+    const marked = await markQuarantined(runtime);
+    if (marked.unhealthy.length > 0) logger.error({ models: marked.unhealthy }, "installs hold content found corrupt (quarantined): UNHEALTHY until pulled again");
+    for (const name of new Set([...marked.unhealthy.map((m) => m.name), ...marked.pulling])) repairs.repair(name);
+  };
+  await noticeQuarantine();
   const modelsFile = settings.modelsFile
     ? new ModelsFileFollower(runtime, {
         path: settings.modelsFile,
@@ -152,5 +162,5 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   }
   // a quota lowered since the last run holds from the start, once the models file's pins are in the registry
   await capacity.enforce(AbortSignal.timeout(3_600_000));
-  return { runtime, metrics, modelsFile, earlier, repairs };
+  return { runtime, metrics, modelsFile, earlier, repairs, noticeQuarantine };
 }

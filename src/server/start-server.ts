@@ -36,11 +36,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // what start has opened so far, closed in reverse order if a later step fails
   const closers: Closer[] = [];
   try {
-    const { runtime, metrics, modelsFile, earlier, repairs } = await openRuntime(settings, options, logger, closers);
+    const { runtime, metrics, modelsFile, earlier, repairs, noticeQuarantine } = await openRuntime(settings, options, logger, closers);
     const shutdown = new AbortController();
     const grpc = createGrpcServer({ runtime, logger, shutdown: shutdown.signal, authTokens: options.authTokens, maxMessageBytes: settings.maxMessageBytes, maxStreams: settings.maxStreams, metrics });
     closers.push({ what: "the gRPC listener", close: () => grpc.server.forceShutdown() });
-    const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : []) : undefined;
+    const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : [], noticeQuarantine) : undefined;
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
     const port = await grpc.listen(options.listen, settings.credentials);
