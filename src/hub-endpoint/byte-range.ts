@@ -17,7 +17,7 @@ export function byteRange(header: string | undefined, size: number): RangeAnswer
     return { kind: "part", start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(match[1]);
-  const last = match[2] === "" ? size - 1 : Number(match[2]);
+  const last = match[2] === "" ? Number.MAX_SAFE_INTEGER : Number(match[2]);
   // A-B with B before A is no valid range at all: ignored
   if (last < start) return { kind: "whole" };
   if (start >= size) return { kind: "unsatisfiable" };

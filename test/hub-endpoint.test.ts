@@ -1,0 +1,327 @@
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { downloadFile, downloadFileToCacheDir, listFiles, modelInfo, snapshotDownload } from "@huggingface/hub";
+import { expect } from "chai";
+import { AccessTokens } from "../src/auth/access-tokens.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { sha256 } from "./support/source-dir.js";
+import { FIXTURE_DIR, type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+
+const REPO = "acme/tiny-minilm";
+const BIG = 8 * 1024 * 1024;
+const big = Buffer.alloc(BIG);
+for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+
+/** A hub, and a server with the hub endpoint on whose model "minilm" (REPO at main) is installed from it. */
+async function scene(options: { revision?: string; tokens?: AccessTokens } = {}): Promise<{ hub: FakeHub; t: TestServer; base: string; close(): Promise<void> }> {
+  const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
+  const t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", authTokens: options.tokens });
+  const headers = new (await import("@grpc/grpc-js")).Metadata();
+  if (options.tokens) headers.set("authorization", `Bearer ${ADMIN}`);
+  await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: options.revision === "commit" ? hub.commit : "main" }) }, headers);
+  if (!options.tokens) await pullOk(t.client, { name: "minilm" });
+  return {
+    hub,
+    t,
+    base: `http://${t.server.hubAddress}`,
+    async close() {
+      await t.close();
+      await hub.close();
+    },
+  };
+}
+
+const ADMIN = "mct_admin-token";
+const CONSUMER = "mct_consumer-token";
+const READER = "mct_reader-token";
+const digest = (token: string) => createHash("sha256").update(token).digest("hex");
+
+/** The files the pull installed: every hub file but .gitattributes. */
+const servedFiles = (hub: FakeHub) => hub.files.filter((f) => !f.path.startsWith("."));
+
+describe("the hub endpoint", () => {
+  let s: Awaited<ReturnType<typeof scene>>;
+  before(async () => {
+    s = await scene();
+  });
+  after(async () => {
+    await s?.close();
+  });
+  const get = (path: string, init?: RequestInit) => fetch(`${s.base}${path}`, init);
+
+  it("answers model info for the repository, by branch name, by commit and for HEAD", async () => {
+    for (const path of [`/api/models/${REPO}`, `/api/models/${REPO}/revision/main`, `/api/models/${REPO}/revision/${s.hub.commit}`, `/api/models/${REPO}/revision/HEAD`]) {
+      const res = await get(path);
+      expect(res.status, path).to.equal(200);
+      expect(res.headers.get("content-type")).to.equal("application/json");
+      const info = (await res.json()) as { id: string; modelId: string; sha: string; private: boolean; siblings: { rfilename: string; size: number }[] };
+      expect(info).to.include({ id: REPO, modelId: REPO, sha: s.hub.commit, private: false });
+      expect(info.siblings).to.deep.equal(servedFiles(s.hub).map((f) => ({ rfilename: f.path, size: f.bytes.length })));
+    }
+  });
+
+  it("answers 404 with RepoNotFound, RevisionNotFound or EntryNotFound and a JSON error", async () => {
+    const cases: [string, string, string?][] = [
+      [`/api/models/acme/unknown`, "RepoNotFound"],
+      [`/api/models/${REPO}/revision/v9`, "RevisionNotFound"],
+      [`/api/models/${REPO}/tree/0000000000000000000000000000000000000000`, "RevisionNotFound"],
+      [`/${REPO}/resolve/main/missing.bin`, "EntryNotFound"],
+      [`/${REPO}/resolve/main/..%2F..%2Fmanifest.json`, "EntryNotFound"],
+      [`/${REPO}/resolve/main/%2Fetc%2Fpasswd`, "EntryNotFound"],
+      [`/${REPO}/resolve/main/manifest.json`, "EntryNotFound"],
+      [`/${REPO}/resolve/main/.gitattributes`, "EntryNotFound"],
+      [`/${REPO}/resolve/main/onnx%2F..%2Fconfig.json`, "EntryNotFound"],
+      [`/api/models/${REPO}/tree/main/nowhere`, "EntryNotFound"],
+    ];
+    for (const [path, code] of cases) {
+      const res = await get(path);
+      expect(res.status, path).to.equal(404);
+      expect(res.headers.get("x-error-code"), path).to.equal(code);
+      expect(((await res.json()) as { error: string }).error, path).to.be.a("string").and.not.equal("");
+    }
+    // a HEAD says as much, without a body
+    const head = await get(`/${REPO}/resolve/main/missing.bin`, { method: "HEAD" });
+    expect(head.status).to.equal(404);
+    expect(head.headers.get("x-error-code")).to.equal("EntryNotFound");
+  });
+
+  it("lists the tree: one level, a directory, every level with recursive, git blob ids and LFS sha256s", async () => {
+    const top = (await (await get(`/api/models/${REPO}/tree/main`)).json()) as { type: string; path: string }[];
+    const topNames = [...new Set(servedFiles(s.hub).map((f) => f.path.split("/")[0]!))].sort();
+    expect(top.map((e) => e.path)).to.deep.equal(topNames);
+    expect(top.find((e) => e.path === "onnx")!.type).to.equal("directory");
+    const onnx = await (await get(`/api/models/${REPO}/tree/${s.hub.commit}/onnx`)).json();
+    expect(onnx).to.deep.equal([{ type: "file", path: "onnx/model.onnx", size: BIG, oid: s.hub.file("onnx/model.onnx").sha256, lfs: { oid: s.hub.file("onnx/model.onnx").sha256, size: BIG, pointerSize: 132 } }]);
+    const all = (await (await get(`/api/models/${REPO}/tree/main?recursive=true`)).json()) as { type: string; path: string; size: number; oid: string; lfs?: { oid: string } }[];
+    const files = all.filter((e) => e.type === "file");
+    expect(files.map((e) => e.path)).to.deep.equal(servedFiles(s.hub).map((f) => f.path));
+    for (const entry of files) {
+      const file = s.hub.file(entry.path);
+      expect(entry.size).to.equal(file.bytes.length);
+      // the hub listed a git blob id for its small files, a sha256 for its LFS files
+      expect(entry.oid, entry.path).to.equal(file.lfs ? file.sha256 : file.blobId);
+      expect(entry.lfs?.oid, entry.path).to.equal(file.lfs ? file.sha256 : undefined);
+    }
+    expect(all.filter((e) => e.type === "directory").map((e) => e.path)).to.deep.equal(["1_Pooling", "onnx"]);
+  });
+
+  it("answers paths-info for a JSON or a form body, leaving out paths it does not have", async () => {
+    const json = await get(`/api/models/${REPO}/paths-info/main`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ paths: ["config.json", "missing", "onnx"], expand: true }) });
+    expect(json.status).to.equal(200);
+    const entries = (await json.json()) as { type: string; path: string; oid: string; lastCommit?: { id: string } }[];
+    expect(entries.map((e) => [e.type, e.path])).to.deep.equal([["file", "config.json"], ["directory", "onnx"]]);
+    expect(entries[0]!.oid).to.equal(s.hub.file("config.json").blobId);
+    expect(entries[0]!.lastCommit!.id).to.equal(s.hub.commit);
+    const form = await get(`/api/models/${REPO}/paths-info/${s.hub.commit}`, { method: "POST", body: new URLSearchParams([["paths", "onnx/model.onnx"], ["paths", "tokenizer.json"]]) });
+    const formEntries = (await form.json()) as { path: string; lastCommit?: unknown }[];
+    expect(formEntries.map((e) => e.path)).to.deep.equal(["onnx/model.onnx", "tokenizer.json"]);
+    expect(formEntries[0]!.lastCommit).to.equal(undefined);
+  });
+
+  it("serves a file with the hub's headers, byte for byte, and HEAD without a body", async () => {
+    const file = s.hub.file("onnx/model.onnx");
+    for (const method of ["GET", "HEAD"]) {
+      const res = await get(`/${REPO}/resolve/main/onnx/model.onnx`, { method });
+      expect(res.status).to.equal(200);
+      expect(res.headers.get("x-repo-commit")).to.equal(s.hub.commit);
+      expect(res.headers.get("etag")).to.equal(`"${file.sha256}"`);
+      expect(res.headers.get("x-linked-etag")).to.equal(`"${file.sha256}"`);
+      expect(res.headers.get("x-linked-size")).to.equal(String(BIG));
+      expect(res.headers.get("content-length")).to.equal(String(BIG));
+      expect(res.headers.get("accept-ranges")).to.equal("bytes");
+      const body = Buffer.from(await res.arrayBuffer());
+      if (method === "GET") expect(sha256(body)).to.equal(file.sha256);
+      else expect(body.length).to.equal(0);
+    }
+    const small = await get(`/${REPO}/resolve/${s.hub.commit}/1_Pooling/config.json`);
+    expect(Buffer.from(await small.arrayBuffer()).equals(s.hub.file("1_Pooling/config.json").bytes)).to.equal(true);
+  });
+
+  it("answers ranges A-B, A- and -N with 206 and Content-Range, and 416 for a range outside the file", async () => {
+    const path = `/${REPO}/resolve/main/onnx/model.onnx`;
+    const cases: [string, number, number][] = [
+      ["bytes=0-0", 0, 0],
+      ["bytes=100-1123", 100, 1123],
+      [`bytes=${BIG - 10}-`, BIG - 10, BIG - 1],
+      ["bytes=-4096", BIG - 4096, BIG - 1],
+      [`bytes=${BIG - 5}-${BIG + 100}`, BIG - 5, BIG - 1],
+    ];
+    for (const [range, start, end] of cases) {
+      const res = await get(path, { headers: { range } });
+      expect(res.status, range).to.equal(206);
+      expect(res.headers.get("content-range"), range).to.equal(`bytes ${start}-${end}/${BIG}`);
+      expect(res.headers.get("content-length"), range).to.equal(String(end - start + 1));
+      expect(Buffer.from(await res.arrayBuffer()).equals(big.subarray(start, end + 1)), range).to.equal(true);
+    }
+    for (const range of [`bytes=${BIG}-`, "bytes=-0"]) {
+      const res = await get(path, { headers: { range } });
+      expect(res.status, range).to.equal(416);
+      expect(res.headers.get("content-range")).to.equal(`bytes */${BIG}`);
+      await res.arrayBuffer();
+    }
+  });
+
+  it("serves stored content by digest on the OCI blob route, and BLOB_UNKNOWN for content it does not hold", async () => {
+    const file = s.hub.file("onnx/model.onnx");
+    const res = await get(`/v2/acme/anything/blobs/sha256:${file.sha256}`);
+    expect(res.status).to.equal(200);
+    expect(res.headers.get("docker-content-digest")).to.equal(`sha256:${file.sha256}`);
+    expect(res.headers.get("content-length")).to.equal(String(BIG));
+    expect(sha256(Buffer.from(await res.arrayBuffer()))).to.equal(file.sha256);
+    const part = await get(`/v2/x/blobs/sha256:${file.sha256}`, { headers: { range: "bytes=10-19" } });
+    expect(part.status).to.equal(206);
+    expect(Buffer.from(await part.arrayBuffer()).equals(big.subarray(10, 20))).to.equal(true);
+    const head = await get(`/v2/x/blobs/sha256:${file.sha256}`, { method: "HEAD" });
+    expect(head.status).to.equal(200);
+    expect(head.headers.get("content-length")).to.equal(String(BIG));
+    const unknown = await get(`/v2/x/blobs/sha256:${"0".repeat(64)}`);
+    expect(unknown.status).to.equal(404);
+    expect(((await unknown.json()) as { errors: { code: string }[] }).errors[0]!.code).to.equal("BLOB_UNKNOWN");
+  });
+
+  it("counts requests by route and code, and the bytes of content sent", async () => {
+    await (await get(`/${REPO}/resolve/main/config.json`)).arrayBuffer();
+    const text = await (await fetch(`http://${s.t.server.metricsAddress}/metrics`)).text();
+    expect(text).to.match(/modelcache_hub_requests_total\{route="resolve",code="200"\} [1-9]/);
+    expect(text).to.match(/modelcache_hub_requests_total\{route="model_info",code="404"\} [1-9]/);
+    const sent = Number(/^modelcache_hub_sent_bytes_total (\d+)/m.exec(text)?.[1]);
+    expect(sent).to.be.at.least(BIG + s.hub.file("config.json").bytes.length);
+  });
+
+  it("records a use of the model it serves a file of", async () => {
+    const asked = Date.now();
+    await (await get(`/${REPO}/resolve/main/config.json`)).arrayBuffer();
+    const used = (await call(s.t.client, "getModel", { name: "minilm" })).model!.lastUsedAt!;
+    expect(used.getTime()).to.be.at.least(asked);
+  });
+
+  describe("with huggingface.js (@huggingface/hub) as the client", () => {
+    let cacheDir: string;
+    beforeEach(async () => {
+      cacheDir = await mkdtemp(join(tmpdir(), "modelcache-hfjs-"));
+    });
+    afterEach(async () => {
+      await rm(cacheDir, { recursive: true, force: true });
+    });
+
+    it("reads model info, lists the files and downloads them byte for byte", async () => {
+      const info = await modelInfo({ name: REPO, hubUrl: s.base, additionalFields: ["sha"] });
+      expect(info.name).to.equal(REPO);
+      expect(info.sha).to.equal(s.hub.commit);
+      const listed: { path: string; size: number; type: string }[] = [];
+      for await (const entry of listFiles({ repo: REPO, hubUrl: s.base, recursive: true })) listed.push(entry);
+      expect(listed.filter((e) => e.type === "file").map((e) => e.path)).to.deep.equal(servedFiles(s.hub).map((f) => f.path));
+      for (const file of servedFiles(s.hub)) {
+        const blob = await downloadFile({ repo: REPO, path: file.path, hubUrl: s.base });
+        expect(blob, file.path).to.not.equal(null);
+        expect(sha256(Buffer.from(await blob!.arrayBuffer())), file.path).to.equal(file.sha256);
+      }
+      expect(await downloadFile({ repo: REPO, path: "missing.bin", hubUrl: s.base })).to.equal(null);
+    });
+
+    it("downloads into its cache dir, one file and a whole snapshot, byte for byte", async () => {
+      // it says "Downloading ..." on console.debug for every file
+      const debug = console.debug;
+      console.debug = () => undefined;
+      let one: string;
+      let snapshot: string;
+      try {
+        one = await downloadFileToCacheDir({ repo: REPO, path: "onnx/model.onnx", hubUrl: s.base, cacheDir });
+        snapshot = await snapshotDownload({ repo: REPO, hubUrl: s.base, cacheDir });
+      } finally {
+        console.debug = debug;
+      }
+      expect(sha256(await readFile(one))).to.equal(s.hub.file("onnx/model.onnx").sha256);
+      expect(snapshot).to.include(s.hub.commit);
+      for (const file of servedFiles(s.hub)) expect(sha256(await readFile(join(snapshot, file.path))), file.path).to.equal(file.sha256);
+    });
+  });
+});
+
+describe("the hub endpoint, each test on its own server", () => {
+  let s: Awaited<ReturnType<typeof scene>> | undefined;
+  afterEach(async () => {
+    await s?.close();
+    s = undefined;
+  });
+
+  it("answers `main` with the one model of the repository when none names main", async () => {
+    s = await scene({ revision: "commit" });
+    const res = await fetch(`${s.base}/api/models/${REPO}/revision/main`);
+    expect(res.status).to.equal(200);
+    expect(((await res.json()) as { sha: string }).sha).to.equal(s.hub.commit);
+    const file = await fetch(`${s.base}/${REPO}/resolve/main/config.json`);
+    expect(file.headers.get("x-repo-commit")).to.equal(s.hub.commit);
+    expect(Buffer.from(await file.arrayBuffer()).equals(s.hub.file("config.json").bytes)).to.equal(true);
+    expect((await fetch(`${s.base}/api/models/${REPO}/revision/dev`)).headers.get("x-error-code")).to.equal("RevisionNotFound");
+  });
+
+  it("answers EntryNotFound saying so for a model that is not installed, and fetches nothing", async () => {
+    const tokens = AccessTokens.parse(JSON.stringify({ tokens: [{ name: "ops", sha256: digest(ADMIN), role: "admin" }] }));
+    s = await scene({ tokens });
+    const before = s.hub.requests.length;
+    const res = await fetch(`${s.base}/${REPO}/resolve/main/config.json`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(res.status).to.equal(404);
+    expect(res.headers.get("x-error-code")).to.equal("EntryNotFound");
+    expect(((await res.json()) as { error: string }).error).to.include("not installed");
+    expect(s.hub.requests.length).to.equal(before);
+  });
+
+  it("requires a consumer's or an admin's token when the server has tokens: 401 without or unknown, 403 for a reader", async () => {
+    const tokens = AccessTokens.parse(
+      JSON.stringify({
+        tokens: [
+          { name: "ops", sha256: digest(ADMIN), role: "admin" },
+          { name: "svc", sha256: digest(CONSUMER), role: "consumer" },
+          { name: "dash", sha256: digest(READER), role: "reader" },
+        ],
+      }),
+    );
+    s = await scene({ tokens });
+    const path = `${s.base}/api/models/${REPO}`;
+    const none = await fetch(path);
+    expect(none.status).to.equal(401);
+    expect(((await none.json()) as { error: string }).error).to.include("Bearer");
+    const unknown = await fetch(path, { headers: { authorization: "Bearer mct_nobody" } });
+    expect(unknown.status).to.equal(401);
+    await unknown.arrayBuffer();
+    const reader = await fetch(path, { headers: { authorization: `Bearer ${READER}` } });
+    expect(reader.status).to.equal(403);
+    expect(((await reader.json()) as { error: string }).error).to.include("consumer");
+    // not installed, but let in: the answer is the hub's, not a refusal
+    for (const token of [CONSUMER, ADMIN]) {
+      const res = await fetch(path, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status, token).to.equal(404);
+      expect(res.headers.get("x-error-code")).to.equal("EntryNotFound");
+      await res.arrayBuffer();
+    }
+    // the blob route too
+    expect((await fetch(`${s.base}/v2/x/blobs/sha256:${"0".repeat(64)}`)).status).to.equal(401);
+  });
+
+  it("finishes a download under way when the model is dropped meanwhile", async () => {
+    s = await scene();
+    const res = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
+    expect(res.status).to.equal(200);
+    const reader = res.body!.getReader();
+    const chunks: Buffer[] = [];
+    const first = await reader.read();
+    chunks.push(Buffer.from(first.value!));
+    expect((await call(s.t.client, "dropCache", { name: "minilm", force: true })).removed).to.equal(true);
+    await stat(join(s.t.cacheRoot, "minilm", "onnx", "model.onnx")).then(
+      () => expect.fail("the install is still there"),
+      (err: NodeJS.ErrnoException) => expect(err.code).to.equal("ENOENT"),
+    );
+    for (let next = await reader.read(); !next.done; next = await reader.read()) chunks.push(Buffer.from(next.value));
+    const body = Buffer.concat(chunks);
+    expect(body.length).to.equal(BIG);
+    expect(sha256(body)).to.equal(s.hub.file("onnx/model.onnx").sha256);
+    // and the next request says it is gone
+    const after = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
+    expect(after.status).to.equal(404);
+    expect(after.headers.get("x-error-code")).to.equal("EntryNotFound");
+    await after.arrayBuffer();
+  });
+});
