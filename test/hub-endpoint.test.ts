@@ -4,7 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { downloadFile, downloadFileToCacheDir, listFiles, modelInfo, snapshotDownload } from "@huggingface/hub";
 import { expect } from "chai";
+import { get as httpGet } from "node:http";
+import { get as httpsGet } from "node:https";
+import { pino } from "pino";
 import { AccessTokens } from "../src/auth/access-tokens.js";
+import { startServer } from "../src/server/start-server.js";
+import { makeCertificates } from "./support/certificates.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
@@ -323,5 +328,68 @@ describe("the hub endpoint, each test on its own server", () => {
     expect(after.status).to.equal(404);
     expect(after.headers.get("x-error-code")).to.equal("EntryNotFound");
     await after.arrayBuffer();
+  });
+
+  it("serves HTTPS with the server's TLS files, and on a unix socket", async () => {
+    const certs = await makeCertificates();
+    const socketDir = await mkdtemp(join(tmpdir(), "modelcache-hubsock-"));
+    const answer = (res: import("node:http").IncomingMessage) =>
+      new Promise<{ status: number; code: string | undefined }>((resolve, reject) => {
+        res.on("data", () => undefined);
+        res.on("end", () => resolve({ status: res.statusCode!, code: res.headers["x-error-code"] as string | undefined }));
+        res.on("error", reject);
+      });
+    try {
+      const secure = await startTestServer({ hubListen: "127.0.0.1:0", tls: { cert: certs.serverCert, key: certs.serverKey } });
+      try {
+        const [host, port] = secure.server.hubAddress!.split(":");
+        const ca = await readFile(certs.ca);
+        const res = await new Promise<import("node:http").IncomingMessage>((resolve, reject) => httpsGet({ host, port: Number(port), path: `/api/models/${REPO}`, ca }, resolve).on("error", reject));
+        expect(await answer(res)).to.deep.equal({ status: 404, code: "RepoNotFound" });
+      } finally {
+        await secure.close();
+      }
+      const socketPath = join(socketDir, "hub.sock");
+      const local = await startTestServer({ hubListen: `unix:${socketPath}` });
+      try {
+        expect(local.server.hubAddress).to.equal(`unix:${socketPath}`);
+        const res = await new Promise<import("node:http").IncomingMessage>((resolve, reject) => httpGet({ socketPath, path: `/api/models/${REPO}` }, resolve).on("error", reject));
+        expect(await answer(res)).to.deep.equal({ status: 404, code: "RepoNotFound" });
+      } finally {
+        await local.close();
+      }
+      // the socket goes with the server
+      await stat(socketPath).then(
+        () => expect.fail("the socket is still there"),
+        (err: NodeJS.ErrnoException) => expect(err.code).to.equal("ENOENT"),
+      );
+    } finally {
+      await certs.cleanup();
+      await rm(socketDir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses to start with --hub-listen beyond loopback without auth, naming the flag", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "modelcache-hubexposed-"));
+    try {
+      const failed = await startServer({ listen: "127.0.0.1:0", dataDir, hubListen: "0.0.0.0:0", logger: pino({ level: "silent" }), offline: true }).then(
+        async (server) => {
+          await server.close();
+          return undefined;
+        },
+        (err: Error) => err,
+      );
+      expect(failed?.message).to.include("--hub-listen").and.include("--auth-tokens");
+      const malformed = await startServer({ listen: "127.0.0.1:0", dataDir, hubListen: "nowhere", logger: pino({ level: "silent" }), offline: true }).then(
+        async (server) => {
+          await server.close();
+          return undefined;
+        },
+        (err: Error) => err,
+      );
+      expect(malformed?.message).to.include("--hub-listen 'nowhere' is malformed");
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
