@@ -12,6 +12,7 @@ import { startServer } from "../src/server/start-server.js";
 import { makeCertificates } from "./support/certificates.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
+import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
@@ -20,13 +21,13 @@ const big = Buffer.alloc(BIG);
 for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
 
 /** A hub, and a server with the hub endpoint on whose model "minilm" (REPO at main) is installed from it. */
-async function scene(options: { revision?: string; tokens?: AccessTokens } = {}): Promise<{ hub: FakeHub; t: TestServer; base: string; close(): Promise<void> }> {
+async function scene(options: { revision?: string; tokens?: AccessTokens; pullPolicy?: PullPolicy; pulled?: boolean } = {}): Promise<{ hub: FakeHub; t: TestServer; base: string; close(): Promise<void> }> {
   const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
   const t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", authTokens: options.tokens });
   const headers = new (await import("@grpc/grpc-js")).Metadata();
   if (options.tokens) headers.set("authorization", `Bearer ${ADMIN}`);
-  await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: options.revision === "commit" ? hub.commit : "main" }) }, headers);
-  if (!options.tokens) await pullOk(t.client, { name: "minilm" });
+  await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: options.revision === "commit" ? hub.commit : "main", pullPolicy: options.pullPolicy ?? PullPolicy.PULL_POLICY_UNSPECIFIED }) }, headers);
+  if (options.pulled ?? !options.tokens) await pullOk(t.client, { name: "minilm" });
   return {
     hub,
     t,
@@ -263,15 +264,32 @@ describe("the hub endpoint, each test on its own server", () => {
     expect((await fetch(`${s.base}/api/models/${REPO}/revision/dev`)).headers.get("x-error-code")).to.equal("RevisionNotFound");
   });
 
-  it("answers EntryNotFound saying so for a model that is not installed, and fetches nothing", async () => {
-    const tokens = AccessTokens.parse(JSON.stringify({ tokens: [{ name: "ops", sha256: digest(ADMIN), role: "admin" }] }));
-    s = await scene({ tokens });
-    const before = s.hub.requests.length;
-    const res = await fetch(`${s.base}/${REPO}/resolve/main/config.json`, { headers: { authorization: `Bearer ${ADMIN}` } });
-    expect(res.status).to.equal(404);
-    expect(res.headers.get("x-error-code")).to.equal("EntryNotFound");
-    expect(((await res.json()) as { error: string }).error).to.include("not installed");
-    expect(s.hub.requests.length).to.equal(before);
+  it("answers EntryNotFound saying so for a NEVER model that is not installed, and fetches nothing", async () => {
+    s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_NEVER, pulled: false });
+    for (const path of [`/${REPO}/resolve/main/config.json`, `/api/models/${REPO}`, `/api/models/${REPO}/tree/main`]) {
+      const res = await fetch(`${s.base}${path}`);
+      expect(res.status, path).to.equal(404);
+      expect(res.headers.get("x-error-code"), path).to.equal("EntryNotFound");
+      expect(((await res.json()) as { error: string }).error, path).to.include("not installed").and.include("NEVER");
+    }
+    expect(s.hub.requests).to.deep.equal([]);
+    expect((await call(s.t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+  });
+
+  it("installs an IF_MISSING model that is not installed, as ResolveModel would, and then serves it", async () => {
+    s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, pulled: false });
+    const file = s.hub.file("onnx/model.onnx");
+    const res = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
+    expect(res.status).to.equal(200);
+    expect(res.headers.get("x-repo-commit")).to.equal(s.hub.commit);
+    expect(sha256(Buffer.from(await res.arrayBuffer()))).to.equal(file.sha256);
+    const { model } = await call(s.t.client, "getModel", { name: "minilm" });
+    expect(model).to.include({ status: ModelStatus.MODEL_STATUS_INSTALLED, resolvedCommit: s.hub.commit });
+    // installed once: later requests are served from the install
+    const fetched = s.hub.sent("onnx/model.onnx");
+    expect(fetched).to.equal(BIG);
+    await (await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`)).arrayBuffer();
+    expect(s.hub.sent("onnx/model.onnx")).to.equal(fetched);
   });
 
   it("requires a consumer's or an admin's token when the server has tokens: 401 without or unknown, 403 for a reader", async () => {
@@ -295,19 +313,18 @@ describe("the hub endpoint, each test on its own server", () => {
     const reader = await fetch(path, { headers: { authorization: `Bearer ${READER}` } });
     expect(reader.status).to.equal(403);
     expect(((await reader.json()) as { error: string }).error).to.include("consumer");
-    // not installed, but let in: the answer is the hub's, not a refusal
     for (const token of [CONSUMER, ADMIN]) {
       const res = await fetch(path, { headers: { authorization: `Bearer ${token}` } });
-      expect(res.status, token).to.equal(404);
-      expect(res.headers.get("x-error-code")).to.equal("EntryNotFound");
-      await res.arrayBuffer();
+      expect(res.status, token).to.equal(200);
+      expect(((await res.json()) as { sha: string }).sha).to.equal(s.hub.commit);
     }
     // the blob route too
     expect((await fetch(`${s.base}/v2/x/blobs/sha256:${"0".repeat(64)}`)).status).to.equal(401);
   });
 
   it("finishes a download under way when the model is dropped meanwhile", async () => {
-    s = await scene();
+    // NEVER: the request after the drop must not install it again
+    s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_NEVER, pulled: true });
     const res = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
     expect(res.status).to.equal(200);
     const reader = res.body!.getReader();

@@ -15,7 +15,12 @@ import { listTree, pathsInfo, withLastCommit } from "./tree-entries.js";
 const MAX_BODY_BYTES = 1024 * 1024;
 
 /** Answers `route`; resolves with the model served, if any (for the log). */
-export async function answerRoute(runtime: Runtime, route: HubRoute, req: IncomingMessage, res: ServerResponse, url: URL, sent: SentRecorder): Promise<string | undefined> {
+export async function answerRoute(
+  runtime: Runtime,
+  route: HubRoute,
+  { req, res, url, caller, signal }: { req: IncomingMessage; res: ServerResponse; url: URL; caller: string; signal: AbortSignal },
+  sent: SentRecorder,
+): Promise<string | undefined> {
   if (route.route === "blob") {
     const file = await openStoredContent(runtime, route.sha256);
     if (!file) {
@@ -25,7 +30,7 @@ export async function answerRoute(runtime: Runtime, route: HubRoute, req: Incomi
     await sendFile(req, res, file, { "Docker-Content-Digest": `sha256:${route.sha256}`, ETag: `"sha256:${route.sha256}"` }, sent);
     return undefined;
   }
-  const served = await findServedModel(runtime, route.repo, route.revision);
+  const served = await findServedModel(runtime, route.repo, route.revision, caller, signal);
   const name = served.record.name;
   switch (route.route) {
     case "model_info":

@@ -103,7 +103,7 @@ async function handle(options: HubServerOptions, req: IncomingMessage, res: Serv
     if (route) routeName = route.route;
     caller = authorizeRequest(options.authTokens, req.headers.authorization, caller);
     if (!route) throw new ModelCacheError("not_found", `no such route: ${method} ${url.pathname.slice(0, 200)} (this endpoint serves the Hugging Face Hub's download routes and /v2/{name}/blobs/sha256:{hex})`);
-    model = await answerRoute(options.runtime, route, req, res, url, (bytes) => options.recorder?.hubSent(bytes));
+    model = await answerRoute(options.runtime, route, { req, res, url, caller, signal: requestSignal(res) }, (bytes) => options.recorder?.hubSent(bytes));
   } catch (err) {
     error = err instanceof ModelCacheError ? err.message : String(err);
     if (!(err instanceof ModelCacheError)) options.logger.error({ err, route: routeName }, "hub request failed");
@@ -122,6 +122,15 @@ async function handle(options: HubServerOptions, req: IncomingMessage, res: Serv
   if (options.logger.isLevelEnabled("info")) options.logger.info(fields, "hub");
   // as ResolveModel is: every use of a model, and every refusal, names its caller
   options.audit.info({ audit: true, caller, method: `hub ${method} ${routeName}`, model, result: code }, "audit");
+}
+
+/** Aborts when the client goes away before the answer is complete (a pull it started is then left, not waited for). */
+function requestSignal(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  res.once("close", () => {
+    if (!res.writableFinished) controller.abort(new ModelCacheError("cancelled", "the client closed the connection"));
+  });
+  return controller.signal;
 }
 
 function peerOf(req: IncomingMessage): string {

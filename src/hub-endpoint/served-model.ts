@@ -1,12 +1,16 @@
 // Which installed model a hub request for repository R at revision V is
 // answered from: the model whose source is R and whose revision is V or whose
 // install's resolved commit is V; failing that, for `main` or `HEAD`, the one
-// model with source R. Only hub sources are served (never s3:// ones).
+// model with source R. Only hub sources are served (never s3:// ones). A
+// model not installed (or unhealthy) is resolved as ResolveModel resolves it
+// with the model's own policy: NEVER answers that it is not installed, the
+// others pull it (or join its pull) and answer once it is installed.
 import { join } from "node:path";
 import { MANIFEST_FILE } from "../cache/layout.js";
 import type { Manifest } from "../cache/manifest.js";
 import { readManifest } from "../cache/read-manifest.js";
-import { quote } from "../errors.js";
+import { resolveModel } from "../consumers/resolve-model.js";
+import { ModelCacheError, quote } from "../errors.js";
 import { listModels } from "../registry/list-models.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
@@ -21,8 +25,12 @@ export interface ServedModel {
   commit: string;
 }
 
-/** The model a request for `repo` at `revision` is served from; a 404 error with the hub's X-Error-Code otherwise. */
-export async function findServedModel(runtime: Runtime, repo: string, revision: string): Promise<ServedModel> {
+/**
+ * The model a request for `repo` at `revision` is served from, installed
+ * first when its policy says so; a 404 error with the hub's X-Error-Code
+ * otherwise. `caller` is named as the holder, as ResolveModel's is.
+ */
+export async function findServedModel(runtime: Runtime, repo: string, revision: string, caller: string, signal: AbortSignal): Promise<ServedModel> {
   const ofRepo = (await listModels(runtime.registry)).filter((model) => model.source === repo && !repo.startsWith("s3://"));
   if (ofRepo.length === 0) throw hubNotFound("RepoNotFound", `repository ${quote(repo)} is not served here: no model registered on this modelcache has it as its source`);
   const named = ofRepo.filter((model) => model.revision === revision || (model.install !== undefined && model.install.resolvedCommit === revision));
@@ -31,10 +39,8 @@ export async function findServedModel(runtime: Runtime, repo: string, revision: 
   if (!chosen) {
     throw hubNotFound("RevisionNotFound", `revision ${quote(revision)} of ${quote(repo)} is not served here: the models of this repository have revisions ${ofRepo.map((m) => quote(m.revision)).join(", ")}`);
   }
-  const record = runtime.uses.overlay(chosen);
-  if (!record.install || record.status !== "installed") {
-    throw hubNotFound("EntryNotFound", `model '${record.name}' (${quote(repo)} at ${quote(record.revision)}) is not installed on this modelcache: pull it first (modelcache pull ${record.name})`);
-  }
+  let record = runtime.uses.overlay(chosen);
+  if (!record.install || record.status !== "installed") record = await install(runtime, record, caller, signal);
   // never the record's path as stored: the layout builds it from the checked name, inside the cache root
   const dir = runtime.layout.modelDir(record.name);
   let manifest: Manifest;
@@ -45,5 +51,25 @@ export async function findServedModel(runtime: Runtime, repo: string, revision: 
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     throw hubNotFound("EntryNotFound", `model '${record.name}' (${quote(repo)}) is no longer installed on this modelcache: pull it again`);
   }
-  return { record, dir, manifest, commit: manifest.resolvedCommit || record.install.resolvedCommit || record.revision };
+  return { record, dir, manifest, commit: manifest.resolvedCommit || record.install?.resolvedCommit || record.revision };
+}
+
+/**
+ * Resolves a model that has no healthy install, as ResolveModel does with
+ * the model's policy (no lease: each file is opened before it is sent, and
+ * an open file outlives its install), and reads its record again.
+ */
+async function install(runtime: Runtime, record: ModelRecord, caller: string, signal: AbortSignal): Promise<ModelRecord> {
+  const notInstalled = `model '${record.name}' (${quote(record.source)} at ${quote(record.revision)}) is not installed on this modelcache`;
+  if (record.pullPolicy === "never") throw hubNotFound("EntryNotFound", `${notInstalled} and its pull policy is NEVER: pull it first (modelcache pull ${record.name})`);
+  try {
+    await resolveModel(runtime, { name: record.name, pullPolicy: undefined, credentialAlias: "", leaseSeconds: 0, holder: caller }, signal);
+  } catch (err) {
+    // NEVER set meanwhile, or the model unregistered: the hub's words for it
+    if (err instanceof ModelCacheError && (err.kind === "failed_precondition" || err.kind === "not_found")) throw hubNotFound("EntryNotFound", `${notInstalled}: ${err.message}`);
+    throw err;
+  }
+  const installed = await runtime.registry.models.get(record.name);
+  if (!installed?.install || installed.unregistering) throw hubNotFound("EntryNotFound", `${notInstalled}: it went again while it was being installed; ask again`);
+  return runtime.uses.overlay(installed);
 }
