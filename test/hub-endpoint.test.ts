@@ -409,4 +409,22 @@ describe("the hub endpoint, each test on its own server", () => {
       await rm(dataDir, { recursive: true, force: true });
     }
   });
+
+  for (const warm of [true, false]) {
+    it(`lets a second modelcache install the model through it, ${warm ? "warm" : "cold (the first pulls it on demand)"}, each LFS byte fetched from the hub once`, async () => {
+      s = await scene({ pulled: warm });
+      const second = await startTestServer({ hubUrl: s.base });
+      try {
+        await call(second.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+        const events = await pullOk(second.client, { name: "minilm" });
+        const manifest = events.at(-1)!.completed!.manifest!;
+        expect(manifest.resolvedCommit).to.equal(s.hub.commit);
+        expect(manifest.files.map((f) => [f.path, f.sha256])).to.deep.equal(servedFiles(s.hub).map((f) => [f.path, f.sha256]));
+        for (const file of servedFiles(s.hub)) expect(sha256(await readFile(join(second.cacheRoot, "minilm", file.path))), file.path).to.equal(file.sha256);
+        for (const file of servedFiles(s.hub).filter((f) => f.lfs)) expect(s.hub.sent(file.path), file.path).to.equal(file.bytes.length);
+      } finally {
+        await second.close();
+      }
+    });
+  }
 });
