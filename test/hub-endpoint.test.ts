@@ -13,7 +13,7 @@ import { makeCertificates } from "./support/certificates.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
 import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
-import { FIXTURE_DIR, type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const BIG = 8 * 1024 * 1024;
@@ -27,7 +27,10 @@ async function scene(options: { revision?: string; tokens?: AccessTokens; pullPo
   const headers = new (await import("@grpc/grpc-js")).Metadata();
   if (options.tokens) headers.set("authorization", `Bearer ${ADMIN}`);
   await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: options.revision === "commit" ? hub.commit : "main", pullPolicy: options.pullPolicy ?? PullPolicy.PULL_POLICY_UNSPECIFIED }) }, headers);
-  if (options.pulled ?? !options.tokens) await pullOk(t.client, { name: "minilm" });
+  if (options.pulled ?? !options.tokens) {
+    const outcome = await pull(t.client, { name: "minilm" }, { metadata: headers });
+    expect(outcome.error).to.equal(undefined);
+  }
   return {
     hub,
     t,
@@ -427,4 +430,30 @@ describe("the hub endpoint, each test on its own server", () => {
       }
     });
   }
+
+  it("lets a second modelcache pull through it with a consumer token stored under a credential alias", async () => {
+    const tokens = AccessTokens.parse(
+      JSON.stringify({
+        tokens: [
+          { name: "ops", sha256: digest(ADMIN), role: "admin" },
+          { name: "node-7", sha256: digest(CONSUMER), role: "consumer" },
+        ],
+      }),
+    );
+    s = await scene({ tokens, pulled: true });
+    const second = await startTestServer({ hubUrl: s.base });
+    try {
+      await call(second.client, "putSecret", { alias: "rack", value: CONSUMER });
+      await call(second.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", credentialAlias: "rack" }) });
+      const manifest = (await pullOk(second.client, { name: "minilm" })).at(-1)!.completed!.manifest!;
+      expect(manifest.resolvedCommit).to.equal(s.hub.commit);
+      for (const file of servedFiles(s.hub)) expect(sha256(await readFile(join(second.cacheRoot, "minilm", file.path))), file.path).to.equal(file.sha256);
+      // without the alias, the first server refuses it
+      await call(second.client, "registerModel", { model: modelSpec({ name: "anonymous", source: REPO, revision: "main" }) });
+      const refused = await pull(second.client, { name: "anonymous" });
+      expect(refused.error?.details).to.include("PutSecret");
+    } finally {
+      await second.close();
+    }
+  });
 });
