@@ -456,4 +456,24 @@ describe("the hub endpoint, each test on its own server", () => {
       await second.close();
     }
   });
+
+  it("asks the source of an installed ALWAYS model for its revision once, not on every request, and serves the new commit", async () => {
+    s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, pulled: true });
+    const first = s.hub.commit;
+    const next = s.hub.commitFile("config.json", '{"hidden_size": 384, "changed": true}');
+    const revisionAsks = () => s!.hub.requests.filter((r) => r.path.startsWith(`/api/models/${REPO}/revision/`)).length;
+    const asksBefore = revisionAsks();
+    const info = async () => ((await (await fetch(`${s!.base}/api/models/${REPO}`)).json()) as { sha: string }).sha;
+    expect(await info()).to.equal(next);
+    // the check, then the pull of the new commit
+    const asked = revisionAsks();
+    expect(asked).to.be.above(asksBefore);
+    const file = await fetch(`${s.base}/${REPO}/resolve/main/config.json`);
+    expect(file.headers.get("x-repo-commit")).to.equal(next);
+    expect(await file.text()).to.equal('{"hidden_size": 384, "changed": true}');
+    expect(await info()).to.equal(next);
+    // within the minute: served from the install, the source not asked again
+    expect(revisionAsks()).to.equal(asked);
+    expect(next).to.not.equal(first);
+  });
 });

@@ -4,7 +4,8 @@
 // model with source R. Only hub sources are served (never s3:// ones). A
 // model not installed (or unhealthy) is resolved as ResolveModel resolves it
 // with the model's own policy: NEVER answers that it is not installed, the
-// others pull it (or join its pull) and answer once it is installed.
+// others pull it (or join its pull) and answer once it is installed. An
+// installed ALWAYS model is checked against its source at most once a minute.
 import { join } from "node:path";
 import { MANIFEST_FILE } from "../cache/layout.js";
 import type { Manifest } from "../cache/manifest.js";
@@ -25,6 +26,11 @@ export interface ServedModel {
   commit: string;
 }
 
+/** An ALWAYS model's source is asked for its revision at most this often, whatever the number of requests. */
+export const ALWAYS_RECHECK_MS = 60_000;
+/** per server, when each ALWAYS model's source was last asked */
+const lastAsked = new WeakMap<Runtime, Map<string, number>>();
+
 /**
  * The model a request for `repo` at `revision` is served from, installed
  * first when its policy says so; a 404 error with the hub's X-Error-Code
@@ -40,7 +46,9 @@ export async function findServedModel(runtime: Runtime, repo: string, revision: 
     throw hubNotFound("RevisionNotFound", `revision ${quote(revision)} of ${quote(repo)} is not served here: the models of this repository have revisions ${ofRepo.map((m) => quote(m.revision)).join(", ")}`);
   }
   let record = runtime.uses.overlay(chosen);
-  if (!record.install || record.status !== "installed") record = await install(runtime, record, caller, signal);
+  // taken first: installing an ALWAYS model asks its source too
+  const due = dueForRecheck(runtime, record);
+  if (!record.install || record.status !== "installed" || due) record = await install(runtime, record, caller, signal);
   // never the record's path as stored: the layout builds it from the checked name, inside the cache root
   const dir = runtime.layout.modelDir(record.name);
   let manifest: Manifest;
@@ -55,9 +63,25 @@ export async function findServedModel(runtime: Runtime, repo: string, revision: 
 }
 
 /**
- * Resolves a model that has no healthy install, as ResolveModel does with
- * the model's policy (no lease: each file is opened before it is sent, and
- * an open file outlives its install), and reads its record again.
+ * Whether an installed ALWAYS model's source is to be asked now; if so, the
+ * time is taken at once, so requests meanwhile are served from the install
+ * and do not ask again.
+ */
+function dueForRecheck(runtime: Runtime, record: ModelRecord): boolean {
+  if (record.pullPolicy !== "always") return false;
+  let asked = lastAsked.get(runtime);
+  if (!asked) lastAsked.set(runtime, (asked = new Map()));
+  const at = asked.get(record.name);
+  if (at !== undefined && Date.now() - at < ALWAYS_RECHECK_MS) return false;
+  asked.set(record.name, Date.now());
+  return true;
+}
+
+/**
+ * Resolves a model that has no healthy install (or an ALWAYS model due for a
+ * check) as ResolveModel does with the model's policy (no lease: each file
+ * is opened before it is sent, and an open file outlives its install), and
+ * reads its record again.
  */
 async function install(runtime: Runtime, record: ModelRecord, caller: string, signal: AbortSignal): Promise<ModelRecord> {
   const notInstalled = `model '${record.name}' (${quote(record.source)} at ${quote(record.revision)}) is not installed on this modelcache`;
