@@ -476,4 +476,27 @@ describe("the hub endpoint, each test on its own server", () => {
     expect(revisionAsks()).to.equal(asked);
     expect(next).to.not.equal(first);
   });
+
+  it("answers a file of a model it is pulling as soon as that file is verified, before the rest of the model is in", async () => {
+    s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, pulled: false });
+    let letGo = () => undefined as void;
+    s.hub.faults.hold.set("onnx/model.onnx", new Promise<void>((resolve) => (letGo = resolve)));
+    try {
+      const res = await fetch(`${s.base}/${REPO}/resolve/main/config.json`);
+      expect(res.status).to.equal(200);
+      expect(res.headers.get("x-repo-commit")).to.equal(s.hub.commit);
+      expect(res.headers.get("etag")).to.equal(`"${s.hub.file("config.json").sha256}"`);
+      expect(Buffer.from(await res.arrayBuffer()).equals(s.hub.file("config.json").bytes)).to.equal(true);
+      // the big file is still held by the hub: the model is not installed yet
+      expect((await call(s.t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+      expect(s.t.server.runtime.pulls.find("minilm")).to.not.equal(undefined);
+    } finally {
+      letGo();
+    }
+    // the pull went on after the answer: joined here, it installs the whole model
+    await pullOk(s.t.client, { name: "minilm" });
+    const big = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
+    expect(sha256(Buffer.from(await big.arrayBuffer()))).to.equal(s.hub.file("onnx/model.onnx").sha256);
+    expect(s.hub.sent("onnx/model.onnx")).to.equal(BIG);
+  });
 });

@@ -5,10 +5,11 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { ModelCacheError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import { modelInfo } from "./model-info.js";
-import { openInstalledFile, openStoredContent } from "./open-served-file.js";
+import { awaitPulledFile } from "./await-pulled-file.js";
+import { type OpenedFile, openInstalledFile, openStoredContent } from "./open-served-file.js";
 import type { HubRoute } from "./parse-hub-path.js";
 import { type SentRecorder, sendFile } from "./send-file.js";
-import { findServedModel } from "./served-model.js";
+import { chooseModel, dueForRecheck, findServedModel, isInstalled } from "./served-model.js";
 import { listTree, pathsInfo, withLastCommit } from "./tree-entries.js";
 
 /** A paths-info body names paths, not content: more than this is no client's. */
@@ -30,6 +31,20 @@ export async function answerRoute(
     await sendFile(req, res, file, { "Docker-Content-Digest": `sha256:${route.sha256}`, ETag: `"sha256:${route.sha256}"` }, sent);
     return undefined;
   }
+  if (route.route === "resolve") {
+    // a model not installed: its file answers as soon as the pull has verified it, not once the whole model is in
+    const record = await chooseModel(runtime, route.repo, route.revision);
+    if (!isInstalled(record) && record.pullPolicy !== "never") {
+      // the pull asks an ALWAYS model's source: that is its check of the minute
+      dueForRecheck(runtime, record);
+      const early = await awaitPulledFile(runtime, record, route.path, signal);
+      if (early) {
+        runtime.uses.record(record.name);
+        await sendFile(req, res, early.file, fileHeaders(early.commit, early.file), sent);
+        return record.name;
+      }
+    }
+  }
   const served = await findServedModel(runtime, route.repo, route.revision, caller, signal);
   const name = served.record.name;
   switch (route.route) {
@@ -49,12 +64,17 @@ export async function answerRoute(
     case "resolve": {
       const file = await openInstalledFile(served, route.path);
       runtime.uses.record(name);
-      const etag = `"${file.sha256}"`;
-      await sendFile(req, res, file, { "X-Repo-Commit": served.commit, ETag: etag, "X-Linked-Etag": etag, "X-Linked-Size": String(file.size) }, sent);
+      await sendFile(req, res, file, fileHeaders(served.commit, file), sent);
       break;
     }
   }
   return name;
+}
+
+/** What the hub says of a file it sends: the commit, and the sha256 as its etag. */
+function fileHeaders(commit: string, file: OpenedFile): Record<string, string> {
+  const etag = `"${file.sha256}"`;
+  return { "X-Repo-Commit": commit, ETag: etag, "X-Linked-Etag": etag, "X-Linked-Size": String(file.size) };
 }
 
 function isTrue(value: string | null | undefined | boolean): boolean {

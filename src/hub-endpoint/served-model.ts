@@ -37,18 +37,10 @@ const lastAsked = new WeakMap<Runtime, Map<string, number>>();
  * otherwise. `caller` is named as the holder, as ResolveModel's is.
  */
 export async function findServedModel(runtime: Runtime, repo: string, revision: string, caller: string, signal: AbortSignal): Promise<ServedModel> {
-  const ofRepo = (await listModels(runtime.registry)).filter((model) => model.source === repo && !repo.startsWith("s3://"));
-  if (ofRepo.length === 0) throw hubNotFound("RepoNotFound", `repository ${quote(repo)} is not served here: no model registered on this modelcache has it as its source`);
-  const named = ofRepo.filter((model) => model.revision === revision || (model.install !== undefined && model.install.resolvedCommit === revision));
-  // an installed match first: two models may name one revision, with different filters
-  const chosen = named.find((model) => model.install !== undefined) ?? named[0] ?? ((revision === "main" || revision === "HEAD") && ofRepo.length === 1 ? ofRepo[0] : undefined);
-  if (!chosen) {
-    throw hubNotFound("RevisionNotFound", `revision ${quote(revision)} of ${quote(repo)} is not served here: the models of this repository have revisions ${ofRepo.map((m) => quote(m.revision)).join(", ")}`);
-  }
-  let record = runtime.uses.overlay(chosen);
+  let record = await chooseModel(runtime, repo, revision);
   // taken first: installing an ALWAYS model asks its source too
   const due = dueForRecheck(runtime, record);
-  if (!record.install || record.status !== "installed" || due) record = await install(runtime, record, caller, signal);
+  if (!isInstalled(record) || due) record = await install(runtime, record, caller, signal);
   // never the record's path as stored: the layout builds it from the checked name, inside the cache root
   const dir = runtime.layout.modelDir(record.name);
   let manifest: Manifest;
@@ -62,12 +54,29 @@ export async function findServedModel(runtime: Runtime, repo: string, revision: 
   return { record, dir, manifest, commit: manifest.resolvedCommit || record.install?.resolvedCommit || record.revision };
 }
 
+export function isInstalled(record: ModelRecord): boolean {
+  return record.install !== undefined && record.status === "installed";
+}
+
+/** The model of `repo` a request for `revision` names (installed or not); RepoNotFound or RevisionNotFound otherwise. */
+export async function chooseModel(runtime: Runtime, repo: string, revision: string): Promise<ModelRecord> {
+  const ofRepo = (await listModels(runtime.registry)).filter((model) => model.source === repo && !repo.startsWith("s3://"));
+  if (ofRepo.length === 0) throw hubNotFound("RepoNotFound", `repository ${quote(repo)} is not served here: no model registered on this modelcache has it as its source`);
+  const named = ofRepo.filter((model) => model.revision === revision || (model.install !== undefined && model.install.resolvedCommit === revision));
+  // an installed match first: two models may name one revision, with different filters
+  const chosen = named.find((model) => model.install !== undefined) ?? named[0] ?? ((revision === "main" || revision === "HEAD") && ofRepo.length === 1 ? ofRepo[0] : undefined);
+  if (!chosen) {
+    throw hubNotFound("RevisionNotFound", `revision ${quote(revision)} of ${quote(repo)} is not served here: the models of this repository have revisions ${ofRepo.map((m) => quote(m.revision)).join(", ")}`);
+  }
+  return runtime.uses.overlay(chosen);
+}
+
 /**
  * Whether an installed ALWAYS model's source is to be asked now; if so, the
  * time is taken at once, so requests meanwhile are served from the install
  * and do not ask again.
  */
-function dueForRecheck(runtime: Runtime, record: ModelRecord): boolean {
+export function dueForRecheck(runtime: Runtime, record: ModelRecord): boolean {
   if (record.pullPolicy !== "always") return false;
   let asked = lastAsked.get(runtime);
   if (!asked) lastAsked.set(runtime, (asked = new Map()));
