@@ -477,11 +477,21 @@ describe("the hub endpoint, each test on its own server", () => {
     expect(next).to.not.equal(first);
   });
 
-  it("answers a file of a model it is pulling as soon as that file is verified, before the rest of the model is in", async () => {
+  it("answers the listings of a model it is pulling as soon as the source's listing is known, and a file as soon as it is verified", async () => {
     s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, pulled: false });
     let letGo = () => undefined as void;
     s.hub.faults.hold.set("onnx/model.onnx", new Promise<void>((resolve) => (letGo = resolve)));
     try {
+      const info = (await (await fetch(`${s.base}/api/models/${REPO}/revision/main`)).json()) as { sha: string; siblings: { rfilename: string; size: number }[] };
+      expect(info.sha).to.equal(s.hub.commit);
+      expect(info.siblings).to.deep.equal(servedFiles(s.hub).map((f) => ({ rfilename: f.path, size: f.bytes.length })));
+      const tree = (await (await fetch(`${s.base}/api/models/${REPO}/tree/${s.hub.commit}?recursive=true`)).json()) as { type: string; path: string; oid: string; lfs?: { oid: string } }[];
+      for (const entry of tree.filter((e) => e.type === "file")) {
+        const file = s.hub.file(entry.path);
+        expect(entry.oid, entry.path).to.equal(file.lfs ? file.sha256 : file.blobId);
+        expect(entry.lfs?.oid, entry.path).to.equal(file.lfs ? file.sha256 : undefined);
+      }
+      expect(tree.filter((e) => e.type === "file").map((e) => e.path)).to.deep.equal(servedFiles(s.hub).map((f) => f.path));
       const res = await fetch(`${s.base}/${REPO}/resolve/main/config.json`);
       expect(res.status).to.equal(200);
       expect(res.headers.get("x-repo-commit")).to.equal(s.hub.commit);

@@ -9,6 +9,7 @@ import { awaitPulledFile } from "./await-pulled-file.js";
 import { type OpenedFile, openInstalledFile, openStoredContent } from "./open-served-file.js";
 import type { HubRoute } from "./parse-hub-path.js";
 import { type SentRecorder, sendFile } from "./send-file.js";
+import { findListedModel } from "./find-listed-model.js";
 import { chooseModel, dueForRecheck, findServedModel, isInstalled } from "./served-model.js";
 import { listTree, pathsInfo, withLastCommit } from "./tree-entries.js";
 
@@ -44,8 +45,13 @@ export async function answerRoute(
         return record.name;
       }
     }
+    const served = await findServedModel(runtime, route.repo, route.revision, caller, signal);
+    const file = await openInstalledFile(served, route.path);
+    runtime.uses.record(served.record.name);
+    await sendFile(req, res, file, fileHeaders(served.commit, file), sent);
+    return served.record.name;
   }
-  const served = await findServedModel(runtime, route.repo, route.revision, caller, signal);
+  const served = await findListedModel(runtime, route.repo, route.revision, caller, signal);
   const name = served.record.name;
   switch (route.route) {
     case "model_info":
@@ -59,12 +65,6 @@ export async function answerRoute(
     case "paths_info": {
       const { paths, expand } = await pathsRequest(req);
       sendJson(res, await pathsInfo(runtime, served, paths, expand));
-      break;
-    }
-    case "resolve": {
-      const file = await openInstalledFile(served, route.path);
-      runtime.uses.record(name);
-      await sendFile(req, res, file, fileHeaders(served.commit, file), sent);
       break;
     }
   }

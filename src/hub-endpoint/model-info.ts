@@ -1,6 +1,6 @@
 // GET /api/models/{repo}[/revision/{revision}]: what the hub says of a model
 // at a revision, from the served install's manifest.
-import type { ServedModel } from "./served-model.js";
+import type { ListedModel } from "./served-model.js";
 
 export interface ModelInfo {
   id: string;
@@ -10,13 +10,13 @@ export interface ModelInfo {
   private: false;
 }
 
-export function modelInfo(served: ServedModel): ModelInfo {
+export function modelInfo(served: ListedModel): ModelInfo {
   const repo = served.record.source;
   return {
     id: repo,
     modelId: repo,
     sha: served.commit,
-    siblings: served.manifest.files.map((file) => ({ rfilename: file.path, size: file.sizeBytes })),
+    siblings: served.files.map((file) => ({ rfilename: file.path, size: file.sizeBytes })),
     private: false,
   };
 }

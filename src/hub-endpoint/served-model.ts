@@ -17,13 +17,31 @@ import type { ModelRecord } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
 import { hubNotFound } from "./hub-errors.js";
 
-export interface ServedModel {
+/** A file as the listing routes show it: from an install's manifest, or from the listing of a pull under way. */
+export interface ListedFile {
+  path: string;
+  sizeBytes: number;
+  /** known for every installed file; for a file being pulled, when the source lists it (a hub's LFS files) */
+  sha256?: string;
+  /** the git blob id, when the source listed one (a hub's other files) */
+  gitBlobId?: string;
+}
+
+/** What the listing routes answer from: an install, or the listing of the pull that is installing it. */
+export interface ListedModel {
   record: ModelRecord;
+  /** the commit served: the install's (or the pull's) resolved commit, else the model's revision (a local-directory install) */
+  commit: string;
+  /** sorted by path */
+  files: readonly ListedFile[];
+  /** when the install was made (or the listing taken) */
+  atMs: number;
+}
+
+export interface ServedModel extends ListedModel {
   /** the install's directory under the cache root */
   dir: string;
   manifest: Manifest;
-  /** the commit served: the install's resolved commit, else the model's revision (a local-directory install) */
-  commit: string;
 }
 
 /** An ALWAYS model's source is asked for its revision at most this often, whatever the number of requests. */
@@ -51,7 +69,7 @@ export async function findServedModel(runtime: Runtime, repo: string, revision: 
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     throw hubNotFound("EntryNotFound", `model '${record.name}' (${quote(repo)}) is no longer installed on this modelcache: pull it again`);
   }
-  return { record, dir, manifest, commit: manifest.resolvedCommit || record.install?.resolvedCommit || record.revision };
+  return { record, dir, manifest, files: manifest.files, atMs: manifest.installedAtMs, commit: manifest.resolvedCommit || record.install?.resolvedCommit || record.revision };
 }
 
 export function isInstalled(record: ModelRecord): boolean {
@@ -62,7 +80,10 @@ export function isInstalled(record: ModelRecord): boolean {
 export async function chooseModel(runtime: Runtime, repo: string, revision: string): Promise<ModelRecord> {
   const ofRepo = (await listModels(runtime.registry)).filter((model) => model.source === repo && !repo.startsWith("s3://"));
   if (ofRepo.length === 0) throw hubNotFound("RepoNotFound", `repository ${quote(repo)} is not served here: no model registered on this modelcache has it as its source`);
-  const named = ofRepo.filter((model) => model.revision === revision || (model.install !== undefined && model.install.resolvedCommit === revision));
+  // by name, by the installed commit, or by the commit of a pull under way (a client asks by the commit it was told)
+  const named = ofRepo.filter(
+    (model) => model.revision === revision || (model.install !== undefined && model.install.resolvedCommit === revision) || runtime.pulls.find(model.name)?.source.resolvedCommit === revision,
+  );
   // an installed match first: two models may name one revision, with different filters
   const chosen = named.find((model) => model.install !== undefined) ?? named[0] ?? ((revision === "main" || revision === "HEAD") && ofRepo.length === 1 ? ofRepo[0] : undefined);
   if (!chosen) {
