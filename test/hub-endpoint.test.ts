@@ -492,6 +492,13 @@ describe("the hub endpoint, each test on its own server", () => {
         expect(entry.lfs?.oid, entry.path).to.equal(file.lfs ? file.sha256 : undefined);
       }
       expect(tree.filter((e) => e.type === "file").map((e) => e.path)).to.deep.equal(servedFiles(s.hub).map((f) => f.path));
+      // the held file's sha256 is in the listing: its HEAD needs no more
+      const head = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`, { method: "HEAD" });
+      expect(head.status).to.equal(200);
+      expect(head.headers.get("etag")).to.equal(`"${s.hub.file("onnx/model.onnx").sha256}"`);
+      expect(head.headers.get("x-linked-size")).to.equal(String(BIG));
+      expect(head.headers.get("content-length")).to.equal(String(BIG));
+      expect(head.headers.get("x-repo-commit")).to.equal(s.hub.commit);
       const res = await fetch(`${s.base}/${REPO}/resolve/main/config.json`);
       expect(res.status).to.equal(200);
       expect(res.headers.get("x-repo-commit")).to.equal(s.hub.commit);

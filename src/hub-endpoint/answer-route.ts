@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { ModelCacheError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import { modelInfo } from "./model-info.js";
-import { awaitPulledFile } from "./await-pulled-file.js";
+import { awaitPulledFile, listingOfPull } from "./await-pulled-file.js";
 import { type OpenedFile, openInstalledFile, openStoredContent } from "./open-served-file.js";
 import type { HubRoute } from "./parse-hub-path.js";
 import { type SentRecorder, sendFile } from "./send-file.js";
@@ -38,6 +38,13 @@ export async function answerRoute(
     if (!isInstalled(record) && record.pullPolicy !== "never") {
       // the pull asks an ALWAYS model's source: that is its check of the minute
       dueForRecheck(runtime, record);
+      // a HEAD of a file whose sha256 the source lists needs only the listing
+      const listed = req.method === "HEAD" ? await listingOfPull(runtime, record, signal) : undefined;
+      const known = listed?.files.find((f) => f.path === route.path && f.sha256 !== undefined);
+      if (listed && known) {
+        await sendFile(req, res, { handle: undefined, size: known.sizeBytes, sha256: known.sha256! }, fileHeaders(listed.commit, { size: known.sizeBytes, sha256: known.sha256! }));
+        return record.name;
+      }
       const early = await awaitPulledFile(runtime, record, route.path, signal);
       if (early) {
         runtime.uses.record(record.name);
@@ -72,7 +79,7 @@ export async function answerRoute(
 }
 
 /** What the hub says of a file it sends: the commit, and the sha256 as its etag. */
-function fileHeaders(commit: string, file: OpenedFile): Record<string, string> {
+function fileHeaders(commit: string, file: Pick<OpenedFile, "size" | "sha256">): Record<string, string> {
   const etag = `"${file.sha256}"`;
   return { "X-Repo-Commit": commit, ETag: etag, "X-Linked-Etag": etag, "X-Linked-Size": String(file.size) };
 }

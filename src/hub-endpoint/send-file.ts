@@ -10,7 +10,11 @@ import type { OpenedFile } from "./open-served-file.js";
 /** Bytes of content sent, told as they go out (the sent-bytes metric). */
 export type SentRecorder = (bytes: number) => void;
 
-export async function sendFile(req: IncomingMessage, res: ServerResponse, file: OpenedFile, headers: Record<string, string>, sent?: SentRecorder): Promise<void> {
+/**
+ * Sends `file`; a HEAD needs no open file (`handle` undefined): the size is
+ * all its headers need. The handle, if any, is closed when the answer ends.
+ */
+export async function sendFile(req: IncomingMessage, res: ServerResponse, file: Omit<OpenedFile, "handle"> & { handle: OpenedFile["handle"] | undefined }, headers: Record<string, string>, sent?: SentRecorder): Promise<void> {
   const { handle, size } = file;
   try {
     const range = byteRange(req.headers.range, size);
@@ -25,7 +29,7 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, file: 
     res.setHeader("Content-Length", String(end - start + 1));
     if (range.kind === "part") res.writeHead(206, { "Content-Range": `bytes ${start}-${end}/${size}` });
     else res.writeHead(200);
-    if (req.method === "HEAD" || size === 0) {
+    if (req.method === "HEAD" || size === 0 || !handle) {
       res.end();
       return;
     }
@@ -36,6 +40,6 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, file: 
       if (err.code !== "ERR_STREAM_PREMATURE_CLOSE" && !res.destroyed) throw err;
     });
   } finally {
-    await handle.close();
+    await handle?.close();
   }
 }
