@@ -516,4 +516,15 @@ describe("the hub endpoint, each test on its own server", () => {
     expect(sha256(Buffer.from(await big.arrayBuffer()))).to.equal(s.hub.file("onnx/model.onnx").sha256);
     expect(s.hub.sent("onnx/model.onnx")).to.equal(BIG);
   });
+
+  it("answers 503 naming the upstream's refusal when the pull it starts is refused, never 401, and leaves the model as it was", async () => {
+    s = await scene({ pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, pulled: false });
+    s.hub.faults.token = "hf_private";
+    for (const path of [`/api/models/${REPO}`, `/${REPO}/resolve/main/config.json`]) {
+      const res = await fetch(`${s.base}${path}`);
+      expect(res.status, path).to.equal(503);
+      expect(((await res.json()) as { error: string }).error, path).to.include("refused upstream").and.include("PutSecret");
+    }
+    expect((await call(s.t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+  });
 });

@@ -8,6 +8,7 @@ import { pullModel } from "../pull/pull-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
 import { type OpenedFile, openStoredContent } from "./open-served-file.js";
+import { pullThroughError } from "./hub-errors.js";
 import type { ListedModel } from "./served-model.js";
 
 export interface PulledFile {
@@ -23,6 +24,14 @@ export interface PulledFile {
  * if any, answers then. A failed pull throws its error.
  */
 export async function awaitPulledFile(runtime: Runtime, record: ModelRecord, path: string, signal: AbortSignal): Promise<PulledFile | undefined> {
+  try {
+    return await fileOfPull(runtime, record, path, signal);
+  } catch (err) {
+    throw pullThroughError(record.name, err);
+  }
+}
+
+async function fileOfPull(runtime: Runtime, record: ModelRecord, path: string, signal: AbortSignal): Promise<PulledFile | undefined> {
   const fixtureDir = runtime.pulls.find(record.name) ? "" : ((await originDirectory(runtime, record)) ?? "");
   let commit = record.revision;
   for await (const event of pullModel(runtime, { name: record.name, fixtureDir, credentialAlias: "", force: false, detach: true }, signal)) {
@@ -47,7 +56,9 @@ export async function listingOfPull(runtime: Runtime, record: ModelRecord, signa
   const events = pullModel(runtime, { name: record.name, fixtureDir, credentialAlias: "", force: false, detach: true }, signal);
   try {
     // the job exists, its source listed, once its first event (queued, started, or a replay) comes
-    const first = await events.next();
+    const first = await events.next().catch((err: unknown) => {
+      throw pullThroughError(record.name, err);
+    });
     const job = runtime.pulls.find(record.name);
     if (first.done || first.value.type === "completed" || !job) return undefined;
     // a hub lists the git blob id of an LFS file's pointer, not of its content: such a file is shown by its sha256

@@ -18,3 +18,16 @@ export function hubNotFound(code: HubErrorCode, message: string): ModelCacheErro
 export function hubErrorCodeOf(error: unknown): HubErrorCode | undefined {
   return error instanceof ModelCacheError ? codes.get(error) : undefined;
 }
+
+/**
+ * A pull this endpoint started (or joined) failed: the upstream's refusal of
+ * the model's credential is no refusal of this caller's, so it must not
+ * answer 401 or 403 (a client would blame its own token): it is a 503
+ * naming the upstream's words. Other errors pass through.
+ */
+export function pullThroughError(name: string, error: unknown): unknown {
+  if (error instanceof ModelCacheError && (error.kind === "unauthenticated" || error.kind === "permission_denied")) {
+    return new ModelCacheError("unavailable", `the pull of model '${name}' was refused upstream: ${error.message}`, { cause: error });
+  }
+  return error;
+}

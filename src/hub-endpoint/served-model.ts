@@ -15,7 +15,7 @@ import { ModelCacheError, quote } from "../errors.js";
 import { listModels } from "../registry/list-models.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
-import { hubNotFound } from "./hub-errors.js";
+import { hubNotFound, pullThroughError } from "./hub-errors.js";
 
 /** A file as the listing routes show it: from an install's manifest, or from the listing of a pull under way. */
 export interface ListedFile {
@@ -121,7 +121,7 @@ async function install(runtime: Runtime, record: ModelRecord, caller: string, si
   } catch (err) {
     // NEVER set meanwhile, or the model unregistered: the hub's words for it
     if (err instanceof ModelCacheError && (err.kind === "failed_precondition" || err.kind === "not_found")) throw hubNotFound("EntryNotFound", `${notInstalled}: ${err.message}`);
-    throw err;
+    throw pullThroughError(record.name, err);
   }
   const installed = await runtime.registry.models.get(record.name);
   if (!installed?.install || installed.unregistering) throw hubNotFound("EntryNotFound", `${notInstalled}: it went again while it was being installed; ask again`);
