@@ -350,6 +350,22 @@ describe("the hub endpoint, each test on its own server", () => {
     await after.arrayBuffer();
   });
 
+  it("finishes a download under way when a pull of a new commit replaces the install meanwhile", async () => {
+    s = await scene();
+    const old = s.hub.file("onnx/model.onnx");
+    const res = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
+    const reader = res.body!.getReader();
+    const chunks: Buffer[] = [Buffer.from((await reader.read()).value!)];
+    const replacement = Buffer.from(big).reverse();
+    const next = s.hub.commitFile("onnx/model.onnx", replacement);
+    expect((await pullOk(s.t.client, { name: "minilm" })).at(-1)!.completed!.manifest!.resolvedCommit).to.equal(next);
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) chunks.push(Buffer.from(chunk.value));
+    expect(sha256(Buffer.concat(chunks))).to.equal(old.sha256);
+    const now = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
+    expect(now.headers.get("x-repo-commit")).to.equal(next);
+    expect(sha256(Buffer.from(await now.arrayBuffer()))).to.equal(sha256(replacement));
+  });
+
   it("serves HTTPS with the server's TLS files, and on a unix socket", async () => {
     const certs = await makeCertificates();
     const socketDir = await mkdtemp(join(tmpdir(), "modelcache-hubsock-"));
