@@ -1,7 +1,8 @@
-// Which installed model a hub request for repository R at revision V is
-// answered from: the model whose source is R and whose revision is V or whose
-// install's resolved commit is V; failing that, for `main` or `HEAD`, the one
-// model with source R. Only hub sources are served (never s3:// ones). A
+// Which model a hub request for repository R at revision V is answered
+// from: the model whose source is R and whose revision is V or whose
+// install's (or pull's) resolved commit is V; failing that, for `main` or
+// `HEAD`, the one model with source R. Only hub sources are served (never
+// s3:// ones). A
 // model not installed (or unhealthy) is resolved as ResolveModel resolves it
 // with the model's own policy: NEVER answers that it is not installed, the
 // others pull it (or join its pull) and answer once it is installed. An
