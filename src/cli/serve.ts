@@ -27,6 +27,7 @@ export interface ServeOptions {
   maxBytesPerSecond?: string;
   parallelRangeMinBytes: string;
   metricsListen?: string;
+  hubListen?: string;
   logLevel: "info";
   logFormat: LogFormat;
   authTokens?: string;
@@ -112,6 +113,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : parseSize(options.maxBytesPerSecond),
       parallelRangeMinBytes: parseSize(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
+      hubListen: options.hubListen,
       modelsFile: options.modelsFile,
       maxLeaseSeconds: parseDuration(options.maxLeaseSeconds),
       cacheMaxBytes: Number(options.cacheMaxBytes),

@@ -63,6 +63,6 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 }
 
 /** Audit lines are kept at any --log-level short of silent. */
-function auditLogger(logger: Logger): Logger {
+export function auditLogger(logger: Logger): Logger {
   return logger.level === "silent" ? logger : logger.child({}, { level: "info" });
 }

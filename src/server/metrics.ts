@@ -14,8 +14,9 @@ import type { PullRecorder, PullResult } from "../pull/pull-job.js";
 import { cacheBytes } from "../cache/cache-bytes.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
+import type { HubRecorder } from "../hub-endpoint/hub-server.js";
 
-export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder, RepairRecorder {
+export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder, RepairRecorder, HubRecorder {
   readonly registry = new Registry();
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
@@ -30,6 +31,8 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
   private readonly lastVerifyPass = new Gauge({ name: "modelcache_verify_last_full_pass_timestamp_seconds", help: "When the background verification last finished a pass over every stored content (Unix seconds).", registers: [this.registry] });
   private readonly repairs = new Counter({ name: "modelcache_repairs_total", help: "Background pulls of models whose content was found corrupt, by result.", labelNames: ["result"], registers: [this.registry] });
   private readonly reusedBytes = new Counter({ name: "modelcache_reused_bytes_total", help: "Bytes pulls took from the content store instead of fetching or writing them.", registers: [this.registry] });
+  private readonly hubRequests = new Counter({ name: "modelcache_hub_requests_total", help: "Requests to the hub endpoint (--hub-listen), by route and HTTP status code.", labelNames: ["route", "code"], registers: [this.registry] });
+  private readonly hubSentBytes = new Counter({ name: "modelcache_hub_sent_bytes_total", help: "Bytes of file content the hub endpoint sent.", registers: [this.registry] });
   private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
 
   constructor(runtime: () => Runtime | undefined) {
@@ -108,6 +111,14 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
 
   evicted(_model: string, reason: EvictionReason): void {
     this.evictions.inc({ reason });
+  }
+
+  hubRequest(route: string, code: number): void {
+    this.hubRequests.inc({ route, code: String(code) });
+  }
+
+  hubSent(bytes: number): void {
+    this.hubSentBytes.inc(bytes);
   }
 
   modelsFileApplied(atMs: number): void {

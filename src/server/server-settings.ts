@@ -48,6 +48,8 @@ export interface ServerOptions {
   parallelRangeMinBytes?: number;
   /** host:port to serve Prometheus metrics on, at /metrics */
   metricsListen?: string;
+  /** host:port or unix:PATH to serve the Hugging Face Hub protocol on (the hub endpoint); unset: off */
+  hubListen?: string;
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
@@ -132,6 +134,7 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
   // grpc-js also listens on unix:PATH
   if (!options.listen.startsWith("unix:")) checkAddress("--listen", options.listen);
   if (options.metricsListen !== undefined) checkAddress("--metrics-listen", options.metricsListen);
+  if (options.hubListen !== undefined) checkHubListen(options);
   checkExposure({
     listen: options.listen,
     tokens: options.authTokens !== undefined,
@@ -218,6 +221,22 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
 /** host:port with a port from 0 to 65535. */
 function checkAddress(flag: string, address: string): void {
   if (!isHostAndPort(address)) throw new ModelCacheError("invalid_argument", `${flag} ${quote(address)} is malformed: give ${LISTEN_ADDRESS_FORM}`);
+}
+
+/** --hub-listen: host:port (held to the same exposure rules as --listen) or unix:PATH (node-local). */
+function checkHubListen(options: ServerOptions): void {
+  const listen = options.hubListen!;
+  if (listen.startsWith("unix:")) {
+    if (listen.length === "unix:".length) throw new ModelCacheError("invalid_argument", "--hub-listen unix: needs a socket path, such as unix:/run/modelcache/hub.sock");
+    return;
+  }
+  checkAddress("--hub-listen", listen);
+  const exposure = { tokens: options.authTokens !== undefined, tls: options.tls, insecureNoAuth: options.insecureNoAuth ?? false, insecureNoTls: options.insecureNoTls ?? false };
+  try {
+    checkExposure({ listen, ...exposure });
+  } catch (err) {
+    throw new ModelCacheError((err as ModelCacheError).kind, (err as Error).message.replace("--listen", "--hub-listen"));
+  }
 }
 
 function checkHubUrl(url: string): string {

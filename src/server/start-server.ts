@@ -11,7 +11,7 @@ import { BackgroundVerification } from "../maintenance/background-verification.j
 import type { ModelsFileFollower } from "../models-file/watch-models-file.js";
 import type { Runtime } from "../runtime.js";
 import { redactProxy } from "../sources/proxy-url.js";
-import { createGrpcServer } from "./grpc-server.js";
+import { auditLogger, createGrpcServer } from "./grpc-server.js";
 import { createLogger } from "./logger.js";
 import { type Closer, openRuntime } from "./open-runtime.js";
 import { type ServerOptions, resolveSettings } from "./server-settings.js";
@@ -23,6 +23,8 @@ export interface RunningServer {
   address: string;
   /** host:port of /metrics, when served */
   metricsAddress?: string;
+  /** host:port (or unix:PATH) of the hub endpoint, when served (--hub-listen) */
+  hubAddress?: string;
   port: number;
   runtime: Runtime;
   /** follows --models-file, when given */
@@ -43,6 +45,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const verification = settings.verification ? new BackgroundVerification(runtime, settings.verification, logger, metrics ? [metrics] : [], noticeQuarantine) : undefined;
     const metricsServer = metrics && options.metricsListen ? await metrics.serve(options.metricsListen) : undefined;
     if (metricsServer) closers.push({ what: "the metrics listener", close: () => metricsServer.close() });
+    // loaded only when served: a server without --hub-listen never loads the HTTP routes
+    const hub = options.hubListen
+      ? await (await import("../hub-endpoint/hub-server.js")).startHubServer(options.hubListen, { runtime, logger, audit: auditLogger(logger), authTokens: options.authTokens, tls: options.tls, recorder: metrics })
+      : undefined;
+    if (hub) closers.push({ what: "the hub endpoint", close: () => hub.close(0) });
     const port = await grpc.listen(options.listen, settings.credentials);
     const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
@@ -56,6 +63,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       {
         address,
         metrics: metricsServer?.address,
+        hub: hub?.address,
         modelsFile: settings.modelsFile,
         dataDir: settings.dataDir,
         cacheDir: runtime.layout.root,
@@ -93,6 +101,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
             done();
           });
         });
+        // downloads under way get the same grace as calls, before the store and the registry close
+        await hub?.close(settings.shutdownGraceMs);
         await pullsEnded;
         await verificationEnded;
         await repairsEnded;
@@ -107,7 +117,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await runtime.registry.close();
         logger.info("modelcache stopped");
       })());
-    return { address, port, runtime, modelsFile, close, metricsAddress: metricsServer?.address };
+    return { address, port, runtime, modelsFile, close, metricsAddress: metricsServer?.address, hubAddress: hub?.address };
   } catch (err) {
     await unwind(closers, logger);
     throw err;
