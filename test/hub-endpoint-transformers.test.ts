@@ -5,9 +5,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AutoConfig, AutoTokenizer, env } from "@huggingface/transformers";
 import { expect } from "chai";
+import { createHash } from "node:crypto";
+import { Metadata } from "@grpc/grpc-js";
+import { AccessTokens } from "../src/auth/access-tokens.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { CacheStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
-import { type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+import { type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-bert";
 const originalFetch = globalThis.fetch;
@@ -47,65 +50,89 @@ async function endpointRequests(t: TestServer): Promise<number> {
   return [...text.matchAll(/^modelcache_hub_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
-describe("the hub endpoint with transformers.js (@huggingface/transformers) as the client", () => {
-  let dir: string;
-  let hub: FakeHub;
-  let t: TestServer;
-  let base: string;
+/** A test hub serving the tiny BERT, and a server with the hub endpoint on which it is registered and installed. */
+async function serveTinyBert(tokens?: AccessTokens): Promise<{ hub: FakeHub; t: TestServer; base: string; dir: string; close(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "modelcache-transformers-"));
+  await mkdir(join(dir, "source"));
+  const hub = await FakeHub.serve(REPO, join(dir, "source"), tinyBert());
+  const t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", authTokens: tokens });
+  const metadata = new Metadata();
+  if (tokens) metadata.set("authorization", `Bearer ${ADMIN}`);
+  await call(t.client, "registerModel", { model: modelSpec({ name: "tiny-bert", source: REPO, dimensions: 8, pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING }) }, metadata);
+  expect((await pull(t.client, { name: "tiny-bert" }, { metadata })).error).to.equal(undefined);
+  return {
+    hub,
+    t,
+    dir,
+    base: `http://${t.server.hubAddress}`,
+    async close() {
+      await t.close();
+      await hub.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const ADMIN = "mct_admin-token";
+const CONSUMER = "mct_consumer-token";
+const digest = (token: string) => createHash("sha256").update(token).digest("hex");
+
+/**
+ * Hooks that point transformers.js at the endpoint for each test: env.remoteHost, no local
+ * models, no browser cache, a fresh file cache; and record every URL fetched meanwhile,
+ * through env.fetch (wrapping `inner`, the test's choice) or anything else's globalThis.fetch.
+ */
+function useEndpoint(s: () => { base: string; dir: string }, inner: () => typeof fetch = () => originalFetch): { fetched: string[] } {
   const saved = { ...env };
-  /** every URL transformers.js (or anything else in the process) fetched while a test ran */
-  let fetched: string[];
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "modelcache-transformers-"));
-    await mkdir(join(dir, "source"));
-    hub = await FakeHub.serve(REPO, join(dir, "source"), tinyBert());
-    t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0" });
-    await call(t.client, "registerModel", { model: modelSpec({ name: "tiny-bert", source: REPO, dimensions: 8, pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING }) });
-    await pullOk(t.client, { name: "tiny-bert" });
-    base = `http://${t.server.hubAddress}`;
-  });
-
+  const state = { fetched: [] as string[] };
   beforeEach(async () => {
-    // a fresh file cache per test, no browser cache, no local models: every file comes from remoteHost
-    const cacheDir = await mkdtemp(join(dir, "transformers-cache-"));
-    Object.assign(env, { remoteHost: `${base}/`, allowLocalModels: false, useBrowserCache: false, useFSCache: true, cacheDir });
+    const cacheDir = await mkdtemp(join(s().dir, "transformers-cache-"));
+    Object.assign(env, { remoteHost: `${s().base}/`, allowLocalModels: false, useBrowserCache: false, useFSCache: true, cacheDir });
     expect(env.remotePathTemplate).to.equal("{model}/resolve/{revision}/");
-    fetched = [];
+    state.fetched = [];
     const record =
-      (inner: typeof fetch): typeof fetch =>
+      (through: typeof fetch): typeof fetch =>
       (input, init) => {
-        fetched.push(input instanceof Request ? input.url : String(input));
-        return inner(input, init);
+        state.fetched.push(input instanceof Request ? input.url : String(input));
+        return through(input, init);
       };
-    env.fetch = record(originalFetch);
+    env.fetch = record(inner());
     globalThis.fetch = record(originalFetch);
   });
-
   afterEach(() => {
     globalThis.fetch = originalFetch;
     Object.assign(env, saved);
   });
+  return {
+    get fetched() {
+      return state.fetched;
+    },
+  };
+}
 
-  after(async () => {
-    await t?.close();
-    await hub?.close();
-    await rm(dir, { recursive: true, force: true });
+const SENTENCE = "Hello, the cache serves embedding models! Zebras";
+const SENTENCE_IDS = ["[CLS]", "hello", ",", "the", "cache", "serves", "em", "##bed", "##ding", "model", "##s", "!", "[UNK]", "[SEP]"].map(id);
+
+describe("the hub endpoint with transformers.js (@huggingface/transformers) as the client", () => {
+  let s: Awaited<ReturnType<typeof serveTinyBert>>;
+  before(async () => {
+    s = await serveTinyBert();
   });
+  after(async () => {
+    await s?.close();
+  });
+  const recorded = useEndpoint(() => s);
 
   /** Asserts that every request went to the endpoint, and that the endpoint saw each of them. */
   async function expectOnlyTheEndpoint(before: { endpoint: number; hub: number }, installed = true) {
     globalThis.fetch = originalFetch;
-    expect(fetched).to.not.be.empty;
-    for (const url of fetched) expect(url.startsWith(`${base}/${REPO}/resolve/main/`), url).to.equal(true);
-    expect((await endpointRequests(t)) - before.endpoint).to.equal(fetched.length);
+    expect(recorded.fetched).to.not.be.empty;
+    for (const url of recorded.fetched) expect(url.startsWith(`${s.base}/${REPO}/resolve/main/`), url).to.equal(true);
+    expect((await endpointRequests(s.t)) - before.endpoint).to.equal(recorded.fetched.length);
     // the installed model was served as it is: the endpoint asked the hub nothing
-    if (installed) expect(hub.requests.length).to.equal(before.hub);
+    if (installed) expect(s.hub.requests.length).to.equal(before.hub);
   }
-  const counts = async () => ({ endpoint: await endpointRequests(t), hub: hub.requests.length });
-
-  const SENTENCE = "Hello, the cache serves embedding models! Zebras";
-  const SENTENCE_IDS = ["[CLS]", "hello", ",", "the", "cache", "serves", "em", "##bed", "##ding", "model", "##s", "!", "[UNK]", "[SEP]"].map(id);
+  const counts = async () => ({ endpoint: await endpointRequests(s.t), hub: s.hub.requests.length });
 
   it("loads the tokenizer through the endpoint, and its ids for a sentence are the vocabulary's", async () => {
     const before = await counts();
@@ -114,7 +141,7 @@ describe("the hub endpoint with transformers.js (@huggingface/transformers) as t
     expect(ids).to.deep.equal(SENTENCE_IDS);
     expect(tokenizer.decode(ids, { skip_special_tokens: true })).to.equal("hello, the cache serves embedding models!");
     await expectOnlyTheEndpoint(before);
-    expect(fetched).to.include.members([`${base}/${REPO}/resolve/main/tokenizer.json`, `${base}/${REPO}/resolve/main/tokenizer_config.json`]);
+    expect(recorded.fetched).to.include.members([`${s.base}/${REPO}/resolve/main/tokenizer.json`, `${s.base}/${REPO}/resolve/main/tokenizer_config.json`]);
   });
 
   it("loads the config through the endpoint", async () => {
@@ -122,19 +149,73 @@ describe("the hub endpoint with transformers.js (@huggingface/transformers) as t
     const config = (await AutoConfig.from_pretrained(REPO)) as unknown as Record<string, unknown>;
     expect(config).to.include({ model_type: "bert", vocab_size: VOCAB.length, hidden_size: 8, num_attention_heads: 2 });
     await expectOnlyTheEndpoint(before);
-    expect(fetched).to.include(`${base}/${REPO}/resolve/main/config.json`);
+    expect(recorded.fetched).to.include(`${s.base}/${REPO}/resolve/main/config.json`);
   });
 
   // last: it drops the install the tests above are served from
   it("loads the tokenizer of a model whose install was dropped, the endpoint pulling it again on the first request", async () => {
-    await call(t.client, "dropCache", { name: "tiny-bert", force: false });
+    await call(s.t.client, "dropCache", { name: "tiny-bert", force: false });
     const before = await counts();
     const tokenizer = await AutoTokenizer.from_pretrained(REPO);
     expect(tokenizer.encode(SENTENCE)).to.deep.equal(SENTENCE_IDS);
     await expectOnlyTheEndpoint(before, false);
     // the pull the endpoint started installs the model again (a Pull joins it), the hub sending tokenizer.json once
-    await pullOk(t.client, { name: "tiny-bert" });
-    expect((await call(t.client, "inspectCache", { name: "tiny-bert", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
-    expect(hub.requests.slice(before.hub).filter((r) => hub.contentRequests("tokenizer.json").includes(r))).to.have.length(1);
+    await pullOk(s.t.client, { name: "tiny-bert" });
+    expect((await call(s.t.client, "inspectCache", { name: "tiny-bert", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect(s.hub.requests.slice(before.hub).filter((r) => s.hub.contentRequests("tokenizer.json").includes(r))).to.have.length(1);
+  });
+});
+
+describe("the hub endpoint with tokens, with transformers.js as the client", () => {
+  let s: Awaited<ReturnType<typeof serveTinyBert>>;
+  let token: string | undefined;
+  before(async () => {
+    const tokens = AccessTokens.parse(
+      JSON.stringify({
+        tokens: [
+          { name: "ops", sha256: digest(ADMIN), role: "admin" },
+          { name: "svc", sha256: digest(CONSUMER), role: "consumer" },
+        ],
+      }),
+    );
+    s = await serveTinyBert(tokens);
+  });
+  after(async () => {
+    await s?.close();
+  });
+  const savedHfToken = process.env.HF_TOKEN;
+  afterEach(() => {
+    token = undefined;
+    if (savedHfToken === undefined) delete process.env.HF_TOKEN;
+    else process.env.HF_TOKEN = savedHfToken;
+  });
+  // env.fetch, the one place a consumer can add its token for a host other than huggingface.co
+  const recorded = useEndpoint(
+    () => s,
+    () => (input, init) => {
+      const headers = new Headers(init?.headers);
+      if (token) headers.set("authorization", `Bearer ${token}`);
+      return originalFetch(input, { ...init, headers });
+    },
+  );
+
+  it("is refused (401) without a token: transformers.js sends HF_TOKEN only to huggingface.co", async () => {
+    process.env.HF_TOKEN = CONSUMER;
+    const before = await endpointRequests(s.t);
+    let failure: unknown;
+    await AutoTokenizer.from_pretrained(REPO).catch((error: unknown) => (failure = error));
+    expect(failure).to.be.instanceOf(Error);
+    expect(String(failure)).to.include("Unauthorized");
+    globalThis.fetch = originalFetch;
+    const text = await (await originalFetch(`http://${s.t.server.metricsAddress}/metrics`)).text();
+    expect(text).to.match(/modelcache_hub_requests_total\{route="resolve",code="401"\} [1-9]/);
+    expect((await endpointRequests(s.t)) - before).to.equal(recorded.fetched.length);
+  });
+
+  it("loads the tokenizer with a consumer's token that an env.fetch adds", async () => {
+    token = CONSUMER;
+    const tokenizer = await AutoTokenizer.from_pretrained(REPO);
+    expect(tokenizer.encode(SENTENCE)).to.deep.equal(SENTENCE_IDS);
+    for (const url of recorded.fetched) expect(url.startsWith(`${s.base}/${REPO}/resolve/main/`), url).to.equal(true);
   });
 });
