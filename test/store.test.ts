@@ -41,6 +41,10 @@ describe("the content store", () => {
       expect(completedFiles(first).map((f) => f.reused)).to.deep.equal([false, false]);
       const second = await pullOk(suite.t.client, { name: "twin", fixtureDir: dir });
       expect(completedFiles(second).map((f) => f.reused)).to.deep.equal([true, true]);
+      // the total at the end, also for a directory (its PullStarted cannot know it)
+      const reusedAtEnd = (events: typeof first) => events.find((e) => e.completed)!.completed!.reusedBytes;
+      expect(reusedAtEnd(first)).to.equal(0);
+      expect(reusedAtEnd(second)).to.equal(2 * MIB + '{"a":1}'.length);
       for (const path of ["model.bin", "config.json"]) {
         const [a, b] = [await lstat(installed("minilm", path)), await lstat(installed("twin", path))];
         expect(a.ino, path).to.equal(b.ino);

@@ -210,7 +210,7 @@ export class PullJob implements InstallObserver {
             source.directory,
             condemned && { ...condemned, installedAtMs: manifest.installedAtMs },
           );
-          outcome = { completed: { type: "completed", cacheDir, manifest } };
+          outcome = { completed: { type: "completed", cacheDir, manifest, reusedBytes: this.reusedBytes } };
         } finally {
           this.admission?.release();
           await release();

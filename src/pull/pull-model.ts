@@ -145,7 +145,7 @@ async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortS
     yield { type: "file_started", path: file.path, index, sizeBytes: file.sizeBytes };
     yield { type: "file_completed", path: file.path, sha256: file.sha256, sizeBytes: file.sizeBytes, reused: true };
   }
-  yield { type: "completed", cacheDir: report!.cacheDir, manifest };
+  yield { type: "completed", cacheDir: report!.cacheDir, manifest, reusedBytes: manifest.totalSizeBytes };
 }
 
 /** The server's way out for hub and S3 requests, made (and the proxy variables read) with its first pull. */

@@ -597,7 +597,14 @@ export interface FileCompleted {
 export interface PullCompleted {
   status: CacheStatus;
   cacheDir: string;
-  manifest?: Manifest | undefined;
+  manifest?:
+    | Manifest
+    | undefined;
+  /**
+   * bytes taken from the content store, not fetched or written: known at the
+   * end, also for a directory (whose files must be read to learn it)
+   */
+  reusedBytes: number;
 }
 
 /** InspectCacheRequest names the model to inspect. */
@@ -3574,7 +3581,7 @@ export const FileCompleted: MessageFns<FileCompleted> = {
 };
 
 function createBasePullCompleted(): PullCompleted {
-  return { status: 0, cacheDir: "", manifest: undefined };
+  return { status: 0, cacheDir: "", manifest: undefined, reusedBytes: 0 };
 }
 
 export const PullCompleted: MessageFns<PullCompleted> = {
@@ -3587,6 +3594,9 @@ export const PullCompleted: MessageFns<PullCompleted> = {
     }
     if (message.manifest !== undefined) {
       Manifest.encode(message.manifest, writer.uint32(26).fork()).join();
+    }
+    if (message.reusedBytes !== 0) {
+      writer.uint32(32).uint64(message.reusedBytes);
     }
     return writer;
   },
@@ -3628,6 +3638,14 @@ export const PullCompleted: MessageFns<PullCompleted> = {
             message.manifest = Manifest.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reusedBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3649,6 +3667,11 @@ export const PullCompleted: MessageFns<PullCompleted> = {
         ? globalThis.String(object.cache_dir)
         : "",
       manifest: isSet(object.manifest) ? Manifest.fromJSON(object.manifest) : undefined,
+      reusedBytes: isSet(object.reusedBytes)
+        ? globalThis.Number(object.reusedBytes)
+        : isSet(object.reused_bytes)
+        ? globalThis.Number(object.reused_bytes)
+        : 0,
     };
   },
 
@@ -3663,6 +3686,9 @@ export const PullCompleted: MessageFns<PullCompleted> = {
     if (message.manifest !== undefined) {
       obj.manifest = Manifest.toJSON(message.manifest);
     }
+    if (message.reusedBytes !== 0) {
+      obj.reusedBytes = Math.round(message.reusedBytes);
+    }
     return obj;
   },
 
@@ -3676,6 +3702,7 @@ export const PullCompleted: MessageFns<PullCompleted> = {
     message.manifest = (object.manifest !== undefined && object.manifest !== null)
       ? Manifest.fromPartial(object.manifest)
       : undefined;
+    message.reusedBytes = object.reusedBytes ?? 0;
     return message;
   },
 };
