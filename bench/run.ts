@@ -13,9 +13,10 @@ import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
 import { benchResolve } from "./resolve.js";
 import { benchS3pull } from "./s3pull.js";
+import { benchServe } from "./serve.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "resolve"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "resolve", "serve"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -32,6 +33,9 @@ const program = new Command("bench")
   .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
   .option("--resolve-seconds <n>", "measuring time per ResolveModel variant", "3")
   .option("--resolve-clients <n>", "concurrent ResolveModel clients", "16")
+  .option("--serve-mib <n>", "size of the file the serve benchmark downloads", "512")
+  .option("--serve-repeat <n>", "GETs of the serve benchmark and of its nginx baseline; the medians count", "5")
+  .option("--serve-clients <n>", "concurrent downloads while the serve benchmark reads the server's peak RSS", "8")
   .option("--verify-mib <n>", "size of the stored and the pulled model in the verification run", "256")
   .parse();
 
@@ -72,6 +76,7 @@ try {
     for (const result of await benchDedupe({ workDir: dir, totalMiB: Number(options.dedupeMib), shards: 4, repeat: Number(options.repeat) })) await report(result);
   }
   if (names.includes("s3pull")) await report(await benchS3pull({ workDir: dir, totalMiB: Number(options.s3Mib), shards: Number(options.shards), repeat: Number(options.repeat) }));
+  if (names.includes("serve")) await report(await benchServe({ workDir: dir, sizeMiB: Number(options.serveMib), repeat: Number(options.serveRepeat), clients: Number(options.serveClients) }));
   if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {
   await rm(dir, { recursive: true, force: true });

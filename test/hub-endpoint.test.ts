@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { downloadFile, downloadFileToCacheDir, listFiles, modelInfo, snapshotDownload } from "@huggingface/hub";
@@ -46,6 +46,12 @@ const ADMIN = "mct_admin-token";
 const CONSUMER = "mct_consumer-token";
 const READER = "mct_reader-token";
 const digest = (token: string) => createHash("sha256").update(token).digest("hex");
+
+/** Descriptors of this process (the in-process server's) open on a path ending with `suffix`. */
+async function openFilesEndingWith(suffix: string): Promise<number> {
+  const links = await Promise.all((await readdir("/proc/self/fd")).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+  return links.filter((link) => link.endsWith(suffix)).length;
+}
 
 /** The files the pull installed: every hub file but .gitattributes. */
 const servedFiles = (hub: FakeHub) => hub.files.filter((f) => !f.path.startsWith("."));
@@ -172,6 +178,22 @@ describe("the hub endpoint", () => {
     }
   });
 
+  it("closes the file when a client goes away midway through a download, and serves it whole afterwards", async () => {
+    const path = `/${REPO}/resolve/main/onnx/model.onnx`;
+    const before = await openFilesEndingWith("/onnx/model.onnx");
+    await new Promise<void>((resolve, reject) => {
+      const req = httpGet(`${s.base}${path}`, (res) => res.once("data", () => (req.destroy(), resolve())));
+      req.once("error", (err: NodeJS.ErrnoException) => (req.destroyed ? resolve() : reject(err)));
+    });
+    // the server learns of the close asynchronously: wait for its descriptor to go, with a bound
+    for (let polls = 0; (await openFilesEndingWith("/onnx/model.onnx")) > before; polls++) {
+      if (polls > 500) throw new Error("the served file stayed open after its client went away");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const res = await fetch(`${s.base}${path}`);
+    expect(sha256(Buffer.from(await res.arrayBuffer()))).to.equal(s.hub.file("onnx/model.onnx").sha256);
+  });
+
   it("serves stored content by digest on the OCI blob route, and BLOB_UNKNOWN for content it does not hold", async () => {
     const file = s.hub.file("onnx/model.onnx");
     const res = await get(`/v2/acme/anything/blobs/sha256:${file.sha256}`);
@@ -286,8 +308,8 @@ describe("the hub endpoint, each test on its own server", () => {
     expect(res.status).to.equal(200);
     expect(res.headers.get("x-repo-commit")).to.equal(s.hub.commit);
     expect(sha256(Buffer.from(await res.arrayBuffer()))).to.equal(file.sha256);
-    // the file is served once verified; the rest of the model's pull may still be under way
-    await s.t.server.runtime.pulls.find("minilm")?.done;
+    // the file is served as soon as it is verified, maybe before the install is done: ResolveModel joins the pull under way
+    await call(s.t.client, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds: 0, credentialAlias: "" });
     const { model } = await call(s.t.client, "getModel", { name: "minilm" });
     expect(model).to.include({ status: ModelStatus.MODEL_STATUS_INSTALLED, resolvedCommit: s.hub.commit });
     // installed once: later requests are served from the install
