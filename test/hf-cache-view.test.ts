@@ -1,6 +1,8 @@
 // The Hugging Face cache view (--hf-cache-dir): the layout huggingface_hub
 // reads offline, checked with @huggingface/hub's own cache functions and a
 // resolver following huggingface_hub's documented offline rules.
+import { type FSWatcher, readdirSync, statSync, watch } from "node:fs";
+import { createHash } from "node:crypto";
 import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -9,8 +11,9 @@ import { downloadFileToCacheDir, scanCacheDir } from "@huggingface/hub";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
+import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { FIXTURE_DIR, type TestServer, call, modelSpec, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const FOLDER = "models--acme--tiny-minilm";
@@ -121,12 +124,12 @@ describe("Hugging Face cache view", function () {
     s = await scene();
     await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
     await pullOk(s.t.client, { name: "minilm" });
-    const inspected = await call(s.t.client, "inspectCache", { name: "minilm" });
+    const inspected = await call(s.t.client, "inspectCache", { name: "minilm", deep: false });
     // nothing else shares its content: every byte is its own, the view's links notwithstanding
     expect(inspected.exclusiveBytes).to.equal(inspected.footprintBytes);
     const described = await call(s.t.client, "describeCache", {});
     expect(described.models.find((m) => m.name === "minilm")?.exclusiveBytes).to.equal(inspected.footprintBytes);
-    const dropped = await call(s.t.client, "dropCache", { name: "minilm" });
+    const dropped = await call(s.t.client, "dropCache", { name: "minilm", force: false });
     expect(dropped.freedBytes).to.equal(inspected.exclusiveBytes);
     expect(await storeBlobs(s.t)).to.deep.equal([]);
     expect(await readdir(s.view)).to.deep.equal([]);
@@ -154,7 +157,7 @@ describe("Hugging Face cache view", function () {
     expect(await readdir(join(folder, "snapshots"))).to.deep.equal([old]);
     expect(await readdir(join(folder, "blobs"))).to.not.include(s.hub.file("extra.txt").sha256);
     await expectNoDanglingFile(folder);
-    await call(s.t.client, "dropCache", { name: "pinned" });
+    await call(s.t.client, "dropCache", { name: "pinned", force: false });
     expect(await readdir(s.view)).to.deep.equal([]);
     expect(await storeBlobs(s.t)).to.deep.equal([]);
   });
@@ -174,7 +177,7 @@ describe("Hugging Face cache view", function () {
     expect(await readFile(join(folder, "refs", "main"), "utf8")).to.equal(s.hub.commit);
     expect(await readFile(join(folder, "snapshots", s.hub.commit, file.path))).to.deep.equal(file.bytes);
     expect((await readdir(join(folder, "blobs"))).sort()).to.deep.equal([...new Set(installedFiles(s.hub).map((f) => f.sha256))].sort());
-    await call(s.t.client, "dropCache", { name: "minilm" });
+    await call(s.t.client, "dropCache", { name: "minilm", force: false });
     await s.t.restart();
     expect(await readdir(s.view)).to.deep.equal([]);
   });
@@ -200,7 +203,7 @@ describe("Hugging Face cache view", function () {
         await new Promise((next) => setImmediate(next));
       }
     })();
-    await call(s.t.client, "dropCache", { name: "minilm" });
+    await call(s.t.client, "dropCache", { name: "minilm", force: false });
     answered = true;
     await reader;
     expect(resolutions).to.be.greaterThan(0);
@@ -239,3 +242,122 @@ async function expectNoDanglingFile(folder: string): Promise<void> {
   };
   await walk(join(folder, "snapshots"));
 }
+
+/** The view holds exactly the install of "minilm" (REPO at main) when it is on disk, and nothing otherwise. */
+async function expectViewMatchesInstall(t: TestServer, view: string): Promise<void> {
+  const manifestText = await readFile(join(t.cacheRoot, "minilm", "manifest.json"), "utf8").catch(() => undefined);
+  if (manifestText === undefined) {
+    expect(await readdir(view)).to.deep.equal([]);
+    return;
+  }
+  const manifest = JSON.parse(manifestText) as { resolved_commit: string; files: { path: string; sha256: string }[] };
+  const folder = join(view, FOLDER);
+  expect(await readdir(view)).to.deep.equal([FOLDER]);
+  expect(await readFile(join(folder, "refs", "main"), "utf8")).to.equal(manifest.resolved_commit);
+  expect(await readdir(join(folder, "snapshots"))).to.deep.equal([manifest.resolved_commit]);
+  expect((await readdir(join(folder, "blobs"))).sort()).to.deep.equal([...new Set(manifest.files.map((f) => f.sha256))].sort());
+  for (const file of manifest.files) {
+    const resolved = await resolveOffline(view, REPO, "main", file.path);
+    expect(resolved, file.path).to.not.equal(undefined);
+    expect(createHash("sha256").update(await readFile(resolved!)).digest("hex")).to.equal(file.sha256);
+  }
+  await expectNoDanglingFile(folder);
+}
+
+/**
+ * Resolves at the `count`-th change under `dir`, or when `done` settles,
+ * whichever comes first; every watcher is closed either way. Each directory
+ * is watched on its own (a directory that appears gets its watcher when its
+ * parent reports it): Node 20's recursive watch throws when a watched
+ * directory goes. A change missed in a race only moves the kill.
+ */
+function afterChanges(dir: string, count: number, done: Promise<unknown>): Promise<void> {
+  const watchers: FSWatcher[] = [];
+  let seen = 0;
+  return new Promise<void>((resolve) => {
+    const finish = () => {
+      for (const w of watchers) w.close();
+      resolve();
+    };
+    const follow = (at: string) => {
+      let watcher: FSWatcher;
+      try {
+        watcher = watch(at, (_event, name) => {
+          if (++seen >= count) finish();
+          else if (name) {
+            const child = join(at, name.toString());
+            if (statSync(child, { throwIfNoEntry: false })?.isDirectory() && !watched.has(child)) follow(child);
+          }
+        });
+      } catch {
+        // gone before it could be watched: nothing more happens in it
+        return;
+      }
+      // a watched directory removed ends its watcher; that is no failure of the test
+      watcher.on("error", () => watcher.close());
+      watched.add(at);
+      watchers.push(watcher);
+      for (const entry of readdirSync(at, { withFileTypes: true })) if (entry.isDirectory()) follow(join(at, entry.name));
+    };
+    const watched = new Set<string>();
+    follow(dir);
+    void done.finally(finish);
+  });
+}
+
+describe("a server killed while it builds or removes a cache view", function () {
+  this.timeout(120_000);
+  // many files, so that the view's steps take long enough for kills to land at different points of them
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 150; i++) many[`shards/part-${String(i).padStart(3, "0")}.txt`] = `shard ${i}`;
+
+  for (const changes of [1, 30, 200, 400]) {
+    it(`building (killed after ${changes} changes in the view): after the restart the view is the install's, or nothing`, async () => {
+      const s = await scene(many);
+      try {
+        await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+        await s.t.server.close();
+        const child = await spawnServer({ dataDir: s.t.dataDir, args: ["--hub-url", s.hub.url, "--hf-cache-dir", s.view] });
+        try {
+          const pulled = pull(child.client, { name: "minilm" });
+          await afterChanges(s.view, changes, pulled);
+          await child.kill();
+          await pulled;
+        } finally {
+          await child.kill();
+        }
+        await s.t.restart();
+        await expectViewMatchesInstall(s.t, s.view);
+      } finally {
+        await s.close();
+      }
+    });
+
+    for (const operation of ["DropCache", "UnregisterModel"] as const) {
+      it(`removing by ${operation} (killed after ${changes} changes in the view): after the restart the view is the install's, or nothing`, async () => {
+        const s = await scene(many);
+        try {
+          await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+          await pullOk(s.t.client, { name: "minilm" });
+          await s.t.server.close();
+          const child = await spawnServer({ dataDir: s.t.dataDir, args: ["--hub-url", s.hub.url, "--hf-cache-dir", s.view] });
+          try {
+            const request =
+              operation === "DropCache"
+                ? new Promise((resolve) => child.client.dropCache({ name: "minilm", force: false }, resolve))
+                : new Promise((resolve) => child.client.unregisterModel({ name: "minilm", dropCache: true }, resolve));
+            await afterChanges(s.view, changes, request);
+            await child.kill();
+            await request;
+          } finally {
+            await child.kill();
+          }
+          await s.t.restart();
+          await expectViewMatchesInstall(s.t, s.view);
+        } finally {
+          await s.close();
+        }
+      });
+    }
+  }
+});
