@@ -13,6 +13,7 @@ import { pino } from "pino";
 import { startServer } from "../src/server/start-server.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
@@ -26,11 +27,11 @@ interface Scene {
   close(): Promise<void>;
 }
 
-async function scene(extra: Record<string, Buffer | string> = {}): Promise<Scene> {
+async function scene(extra: Record<string, Buffer | string> = {}, options: { cacheMaxBytes?: number } = {}): Promise<Scene> {
   const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big, ...extra });
   const scratch = await mkdtemp(join(tmpdir(), "modelcache-hfview-"));
   const view = join(scratch, "hf");
-  const t = await startTestServer({ hubUrl: hub.url, hfCacheDir: view });
+  const t = await startTestServer({ hubUrl: hub.url, hfCacheDir: view, ...options });
   return {
     hub,
     t,
@@ -133,6 +134,23 @@ describe("Hugging Face cache view", function () {
     expect(dropped.freedBytes).to.equal(inspected.exclusiveBytes);
     expect(await storeBlobs(s.t)).to.deep.equal([]);
     expect(await readdir(s.view)).to.deep.equal([]);
+  });
+
+  it("evicts a hub install whose view links its content: the view goes and the content is freed", async () => {
+    s = await scene({}, { cacheMaxBytes: 150_000 });
+    await call(s.t.client, "registerModel", { model: modelSpec({ name: "hub", source: REPO, revision: "main" }) });
+    await pullOk(s.t.client, { name: "hub" });
+    const hubBlobs = await storeBlobs(s.t);
+    const source = await makeSourceDir({ "weights.bin": Buffer.alloc(100_000, 3) });
+    try {
+      await call(s.t.client, "registerModel", { model: modelSpec({ name: "local" }) });
+      const events = await pullOk(s.t.client, { name: "local", fixtureDir: source.dir });
+      expect(events.find((e) => e.started)?.started?.evictedModels).to.deep.equal(["hub"]);
+      expect(await readdir(s.view)).to.deep.equal([]);
+      expect(await storeBlobs(s.t)).to.not.include.members(hubBlobs);
+    } finally {
+      await source.cleanup();
+    }
   });
 
   it("shares models--org--name/ between two models of one source, and removes each install's part in order", async () => {
