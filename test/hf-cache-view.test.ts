@@ -9,9 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { downloadFileToCacheDir, scanCacheDir } from "@huggingface/hub";
 import { expect } from "chai";
-import { pino } from "pino";
-import { startServer } from "../src/server/start-server.js";
 import { spawnServer } from "./support/child-server.js";
+import { runCli } from "./support/run-cli.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -233,12 +232,10 @@ describe("Hugging Face cache view", function () {
     const other = await mkdtemp("/dev/shm/modelcache-hfview-").catch(() => undefined);
     try {
       if (!other || (await stat(other)).dev === (await stat(dataDir)).dev) this.skip();
-      const failure = await startServer({ listen: "127.0.0.1:0", dataDir, offline: true, logger: pino({ level: "silent" }), hfCacheDir: other }).then(
-        (server) => server.close().then(() => undefined),
-        (err: unknown) => err as Error & { kind?: string },
-      );
-      expect(failure?.kind).to.equal("invalid_argument");
-      expect(failure?.message).to.include(other).and.to.include(join(dataDir, "ai_models_cache"));
+      // the real binary, given the dir by its environment variable: it exits 2 as for a bad flag
+      const run = await runCli("127.0.0.1:1", ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--offline"], { env: { MODELCACHE_HF_CACHE_DIR: other } });
+      expect(run.code).to.equal(2);
+      expect(run.stdout + run.stderr).to.include(other).and.to.include(join(dataDir, "ai_models_cache")).and.to.include("another filesystem");
     } finally {
       await rm(dataDir, { recursive: true, force: true });
       if (other) await rm(other, { recursive: true, force: true });
