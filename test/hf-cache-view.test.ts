@@ -3,7 +3,7 @@
 // resolver following huggingface_hub's documented offline rules.
 import { type FSWatcher, readdirSync, statSync, watch } from "node:fs";
 import { createHash } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -129,7 +129,16 @@ describe("Hugging Face cache view", function () {
     expect(inspected.exclusiveBytes).to.equal(inspected.footprintBytes);
     const described = await call(s.t.client, "describeCache", {});
     expect(described.models.find((m) => m.name === "minilm")?.exclusiveBytes).to.equal(inspected.footprintBytes);
+    // a reader holding a file open keeps reading it; a new open fails
+    const path = (await resolveOffline(s.view, REPO, "main", "onnx/model.onnx"))!;
+    const reading = await open(path);
     const dropped = await call(s.t.client, "dropCache", { name: "minilm", force: false });
+    try {
+      expect((await reading.readFile()).equals(big)).to.equal(true);
+    } finally {
+      await reading.close();
+    }
+    expect(await resolveOffline(s.view, REPO, "main", "onnx/model.onnx")).to.equal(undefined);
     expect(dropped.freedBytes).to.equal(inspected.exclusiveBytes);
     expect(await storeBlobs(s.t)).to.deep.equal([]);
     expect(await readdir(s.view)).to.deep.equal([]);
