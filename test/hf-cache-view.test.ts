@@ -188,6 +188,21 @@ describe("Hugging Face cache view", function () {
     expect(await storeBlobs(s.t)).to.deep.equal([]);
   });
 
+  it("gives two installs of one commit with different include filters one snapshot holding the union of their files", async () => {
+    s = await scene();
+    await call(s.t.client, "registerModel", { model: modelSpec({ name: "configs", source: REPO, revision: "main", include: ["*.json"] }) });
+    await call(s.t.client, "registerModel", { model: modelSpec({ name: "onnx", source: REPO, revision: s.hub.commit, include: ["onnx/*"] }) });
+    await pullOk(s.t.client, { name: "configs" });
+    await pullOk(s.t.client, { name: "onnx" });
+    const snapshot = join(s.view, FOLDER, "snapshots", s.hub.commit);
+    const listing = async () => (await listFiles(snapshot)).sort();
+    expect(await listing()).to.deep.equal(["1_Pooling/config.json", "config.json", "onnx/model.onnx", "tokenizer.json"]);
+    await call(s.t.client, "dropCache", { name: "configs", force: false });
+    expect(await readdir(join(s.view, FOLDER, "refs"))).to.deep.equal([]);
+    expect(await listing()).to.deep.equal(["onnx/model.onnx"]);
+    expect(await readdir(join(s.view, FOLDER, "blobs"))).to.deep.equal([s.hub.file("onnx/model.onnx").sha256]);
+  });
+
   it("reconciles at start: builds what is missing, repairs what was changed, removes what no install backs", async () => {
     s = await scene();
     await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
@@ -385,3 +400,14 @@ describe("a server killed while it builds or removes a cache view", function () 
     }
   }
 });
+
+/** Every non-directory below `dir`, as '/'-separated paths. */
+async function listFiles(dir: string, prefix = ""): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await readdir(join(dir, prefix), { withFileTypes: true })) {
+    const path = prefix === "" ? entry.name : `${prefix}/${entry.name}`;
+    if (entry.isDirectory()) found.push(...(await listFiles(dir, path)));
+    else found.push(path);
+  }
+  return found;
+}
