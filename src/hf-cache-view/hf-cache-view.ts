@@ -177,6 +177,7 @@ export class HfCacheView {
       for (const [path, sha256] of files) {
         const at = join(into, path);
         const target = `${"../".repeat(path.split("/").length + 1)}blobs/${sha256}`;
+        // missing, or not a link: made anew below
         const current = await readlink(at).catch(() => undefined);
         if (current === target) continue;
         await mkdir(dirname(at), { recursive: true });
@@ -192,6 +193,7 @@ export class HfCacheView {
     // 4. refs, after their snapshot: exactly the commit, no newline
     for (const [ref, { commit }] of refs) {
       const at = join(refsDir, ref);
+      // missing or unreadable: written anew
       if ((await readFile(at, "utf8").catch(() => undefined)) === commit) continue;
       await mkdir(dirname(at), { recursive: true });
       await replaceWith(at, (temp) => writeFile(temp, commit));
@@ -222,6 +224,7 @@ async function replaceWith(path: string, make: (temp: string) => Promise<unknown
     await make(temp);
     await rename(temp, path);
   } catch (err) {
+    // the temporary entry is not left behind; the failure that matters is the one thrown
     await rm(temp, { force: true });
     throw filesystemError("write the Hugging Face cache entry", path, err);
   }
