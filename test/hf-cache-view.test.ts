@@ -11,6 +11,7 @@ import { downloadFileToCacheDir, scanCacheDir } from "@huggingface/hub";
 import { expect } from "chai";
 import { spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
+import { parkForRemoval } from "../src/cache/remove-install.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -222,6 +223,26 @@ describe("Hugging Face cache view", function () {
     await s.t.restart();
     expect(await readdir(s.view)).to.deep.equal([]);
   });
+
+  for (const crash of ["UnregisterModel had committed", "DropCache had parked the install"] as const) {
+    it(`${crash} when the server stopped: the restart removes the view, and PruneCache the content it left`, async () => {
+      s = await scene();
+      await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+      await pullOk(s.t.client, { name: "minilm" });
+      const runtime = s.t.server.runtime;
+      if (crash === "UnregisterModel had committed") {
+        const record = await runtime.registry.models.get("minilm");
+        await runtime.registry.models.put("minilm", { ...record!, unregistering: true });
+      } else {
+        await parkForRemoval(runtime.layout, "minilm");
+      }
+      await s.t.restart();
+      expect(await readdir(s.view)).to.deep.equal([]);
+      // recovery leaves the content to PruneCache: the view's links do not keep it
+      await call(s.t.client, "pruneCache", { dryRun: false });
+      expect(await storeBlobs(s.t)).to.deep.equal([]);
+    });
+  }
 
   it("never shows a reader a ref to a snapshot missing a file while a model with many files is dropped", async () => {
     const many: Record<string, string> = {};
