@@ -13,6 +13,7 @@ import type { Bandwidth } from "./sources/hub/bandwidth.js";
 import type { S3Settings } from "./sources/s3/open-s3-source.js";
 import type { Leases } from "./consumers/leases.js";
 import type { Capacity } from "./capacity/capacity.js";
+import type { HfCacheView } from "./hf-cache-view/hf-cache-view.js";
 import type { UseRecorder } from "./registry/use-recorder.js";
 
 export interface Runtime {
@@ -42,6 +43,8 @@ export interface Runtime {
   leases: Leases;
   /** --cache-max-bytes and --min-free-bytes, kept by evicting */
   capacity: Capacity;
+  /** the Hugging Face cache view (--hf-cache-dir), when kept */
+  view?: HfCacheView;
   /** when each model was last used, written behind */
   uses: UseRecorder;
 }

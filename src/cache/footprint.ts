@@ -4,6 +4,7 @@
 // round trips through the libuv thread pool.
 import { type Stats, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { viewLinksOf } from "./view-links.js";
 
 /** Relative '/'-separated path -> size in bytes, for every regular file below `dir`; undefined when `dir` cannot be listed. */
 function regularFiles(dir: string): Map<string, number> | undefined {
@@ -21,7 +22,7 @@ export function footprintBytes(dir: string): number {
  * What removing the install at `dir` frees: each of its files whose inode
  * no other install shares, counted once. A file's links are its own paths
  * in this install, plus the content store's name for it when it is stored:
- * any link beyond those is another install's (or a running pull's).
+ * any link beyond those (but the cache view's) is another install's (or a running pull's).
  */
 export function exclusiveBytes(dir: string): number {
   return exclusiveOf(walk(dir)?.files.values() ?? []);
@@ -47,7 +48,8 @@ export function exclusiveOf(files: Iterable<Stats>): number {
     else inodes.set(stat.ino, { stat, paths: 1 });
   }
   let total = 0;
-  for (const { stat, paths } of inodes.values()) if (stat.nlink <= paths + 1) total += stat.size;
+  // the Hugging Face cache view's links are not references (they go with the install)
+  for (const { stat, paths } of inodes.values()) if (stat.nlink - viewLinksOf(stat) <= paths + 1) total += stat.size;
   return total;
 }
 

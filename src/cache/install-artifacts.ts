@@ -51,6 +51,8 @@ export interface InstallArtifactsOptions {
   force?: boolean;
   /** a last check before the new install is made visible; what it throws fails the install */
   beforePromote?: () => Promise<void>;
+  /** told of the new install once it is in place, before the one it replaced releases its content */
+  promoted?: (manifest: Manifest) => Promise<void>;
   /** makes a directory's entries durable; the default fsyncs it */
   syncDirectory?: (path: string) => Promise<void>;
 }
@@ -109,7 +111,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     for (const dir of directories) await sync(dir);
     await options.beforePromote?.();
     signal.throwIfAborted();
-    await promote(layout, options.store, name, staging);
+    await promote(layout, options.store, name, staging, () => options.promoted?.(manifest));
     promoted = true;
     await source.installed?.();
     return manifest;
@@ -186,7 +188,7 @@ async function placeFile(
  * into place, then the old one marked for deletion and deleted, and its
  * content that nothing references any more removed from the store.
  */
-async function promote(layout: CacheLayout, store: ContentStore, name: string, staging: string): Promise<void> {
+async function promote(layout: CacheLayout, store: ContentStore, name: string, staging: string, promoted: () => Promise<void> | undefined): Promise<void> {
   const target = layout.modelDir(name);
   const parked = await parkInstall(layout, name, "swap");
   try {
@@ -196,11 +198,18 @@ async function promote(layout: CacheLayout, store: ContentStore, name: string, s
     throw filesystemError("move the new install into", target, err);
   }
   await syncDirectory(layout.root);
-  if (parked) {
-    const deleting = await markParkedForDelete(layout, parked);
-    const replaced = manifestIn(deleting);
-    await releaseContent(store, deleting, replaced?.files ?? []);
+  try {
+    // the cache view lets go of the old install's content before it is released (its links are no references)
+    await promoted();
+  } finally {
+    if (parked) await releaseReplaced(layout, store, parked);
   }
+}
+
+async function releaseReplaced(layout: CacheLayout, store: ContentStore, parked: string): Promise<void> {
+  const deleting = await markParkedForDelete(layout, parked);
+  const replaced = manifestIn(deleting);
+  await releaseContent(store, deleting, replaced?.files ?? []);
 }
 
 /** The manifest of an install (parked or in place), if it has a readable one. */

@@ -68,6 +68,7 @@ program
   .addOption(flag("--max-bytes-per-second <size>", "cap on the total download rate from the hub (10MiB, 500KB, ...)").argParser(size(1024)))
   .addOption(flag("--parallel-range-min-bytes <size>", "LFS files at least this large are fetched as parallel byte ranges", "64MiB").argParser(size(1024 * 1024)))
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics").argParser(hostAndPort))
+  .addOption(flag("--hf-cache-dir <dir>", "keep the Hugging Face hub cache layout of hub installs in <dir> (hard links, on the cache root's filesystem) for HF_HUB_CACHE readers; off unless given"))
   .addOption(flag("--hub-listen <host:port>", "serve the Hugging Face Hub protocol (downloads of installed models) at http(s)://<host:port>, or on unix:PATH; off unless given").argParser(hostAndPort))
   .addOption(flag("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addOption(flag("--log-format <format>", "json lines, pretty lines, or auto: pretty on a terminal, else json", "auto").choices(["auto", "json", "pretty"]))

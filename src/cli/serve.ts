@@ -28,6 +28,7 @@ export interface ServeOptions {
   parallelRangeMinBytes: string;
   metricsListen?: string;
   hubListen?: string;
+  hfCacheDir?: string;
   logLevel: "info";
   logFormat: LogFormat;
   authTokens?: string;
@@ -114,6 +115,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       parallelRangeMinBytes: parseSize(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
       hubListen: options.hubListen,
+      hfCacheDir: options.hfCacheDir,
       modelsFile: options.modelsFile,
       maxLeaseSeconds: parseDuration(options.maxLeaseSeconds),
       cacheMaxBytes: Number(options.cacheMaxBytes),

@@ -15,6 +15,7 @@ import { parkForRemoval } from "../cache/remove-install.js";
 import { ModelCacheError, errorCode } from "../errors.js";
 import { getModel, notRegistered } from "../registry/get-model.js";
 import type { ModelRecord } from "../registry/model-record.js";
+import type { HfCacheView } from "../hf-cache-view/hf-cache-view.js";
 import type { Registry } from "../registry/open-registry.js";
 import type { Runtime } from "../runtime.js";
 
@@ -65,7 +66,9 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
 }
 
 /** The steps after the commit point; the caller holds the model's lock. */
-async function forget(runtime: { registry: Registry; layout: CacheLayout; store?: ContentStore }, name: string): Promise<void> {
+async function forget(runtime: { registry: Registry; layout: CacheLayout; store?: ContentStore; view?: HfCacheView }, name: string): Promise<void> {
+  // the cache view before the content it links is released
+  await runtime.view?.removed(name);
   const removal = await parkForRemoval(runtime.layout, name, runtime.store);
   await rm(runtime.layout.partialDir(name), { recursive: true, force: true });
   await runtime.registry.records.run(name, undefined, () => runtime.registry.models.del(name, SYNCED));

@@ -2,6 +2,7 @@
 // the model's registration. It never waits for a lock a pull of this process
 // holds (that pull may be waiting for the very admission that evicts), and a
 // lease asked for while it runs loses, as against a DropCache.
+import type { HfCacheView } from "../hf-cache-view/hf-cache-view.js";
 import type { Logger } from "pino";
 import { freeableBytes } from "../cache/footprint.js";
 import type { CacheLayout } from "../cache/layout.js";
@@ -22,6 +23,7 @@ export interface EvictionScope {
   pulls: PullJobs;
   leases: Leases;
   store: ContentStore;
+  view?: HfCacheView;
 }
 
 /** How long eviction waits for another process to let go of a victim's lock before passing it over: a held lock means it is in use. */

@@ -4,6 +4,7 @@
 // gets a replay (started, the files so far, the latest progress), then the
 // live events and the same result. When the last client leaves, the job is
 // cancelled unless a client asked for it to be detached.
+import type { HfCacheView } from "../hf-cache-view/hf-cache-view.js";
 import { rm } from "node:fs/promises";
 import { type InstallObserver, installArtifacts, manifestIn } from "../cache/install-artifacts.js";
 import type { FileCopier } from "../cache/file-copier.js";
@@ -44,6 +45,8 @@ export interface PullJobSettings {
   copier: FileCopier;
   /** where every file's content is kept once */
   store: ContentStore;
+  /** the Hugging Face cache view (--hf-cache-dir), told of each install before the one it replaces releases its content */
+  view?: HfCacheView;
   recorders?: PullRecorder[];
   /** makes room for what a pull adds before it fetches anything (the store's content it will link is held for it), and holds it while the pull runs */
   capacity?: {
@@ -199,6 +202,7 @@ export class PullJob implements InstallObserver {
             store: settings.store,
             force,
             beforePromote: async () => void (await this.registeredRecord()),
+            promoted: settings.view && ((installed) => settings.view!.installed(model.name, installed)),
           });
           const cacheDir = settings.layout.modelDir(model.name);
           // content found corrupt while this pull ran may be linked in it: then the install is recorded UNHEALTHY, and repaired

@@ -28,6 +28,7 @@ import type { Runtime } from "../runtime.js";
 import { Bandwidth } from "../sources/hub/bandwidth.js";
 import { ContentStore, type KnownContent } from "../store/content-store.js";
 import { clearIngest } from "../store/ingest-areas.js";
+import { openView } from "../hf-cache-view/open-view.js";
 import type { Metrics } from "./metrics.js";
 import { PullLog } from "./pull-log.js";
 import type { ServerOptions, Settings } from "./server-settings.js";
@@ -75,6 +76,8 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   const store = await new ContentStore(layout.root, registry.sublevel<KnownContent>("blobs"), registry.sublevel<string>("blob-ids"), (id) => locks.tryHold(`.ingest-${id}`)).open();
   closers.push({ what: "the content store's ingest area", close: () => store.close() });
   await clearIngest(store);
+  const view = settings.hfCacheDir ? await openView(settings.hfCacheDir, layout, registry) : undefined;
+  if (view) closers.push({ what: "the Hugging Face cache view", close: () => view.close() });
   await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
   // prom-client is loaded only when metrics are served
   const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
@@ -115,6 +118,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
       fileConcurrency: settings.fileConcurrency,
       copier,
       store,
+      view,
       recorders: [...(metrics ? [metrics] : []), new PullLog(logger)],
       capacity,
     }),
@@ -134,6 +138,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
     modelsFile: settings.modelsFile,
     leases,
     capacity,
+    view,
     uses: new UseRecorder(registry),
   };
   running = runtime;

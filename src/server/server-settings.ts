@@ -50,6 +50,8 @@ export interface ServerOptions {
   metricsListen?: string;
   /** host:port or unix:PATH to serve the Hugging Face Hub protocol on (the hub endpoint); unset: off */
   hubListen?: string;
+  /** --hf-cache-dir: keep the Hugging Face cache view there */
+  hfCacheDir?: string;
   logger?: Logger;
   /** how long shutdown waits for calls before cutting them; default 10 s */
   shutdownGraceMs?: number;
@@ -106,6 +108,7 @@ export interface Settings {
   fixtureRoots: FixtureRoots;
   dataDir: string;
   cacheRoot: string;
+  hfCacheDir: string | undefined;
   fixtureDir: string | undefined;
   maxConcurrentPulls: number;
   progressIntervalMs: number;
@@ -200,6 +203,7 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     dataDir,
     cacheRoot: resolve(options.cacheDir ?? join(dataDir, "ai_models_cache")),
     fixtureDir: options.fixtureDir ? resolve(options.fixtureDir) : undefined,
+    hfCacheDir: options.hfCacheDir ? resolve(options.hfCacheDir) : undefined,
     maxConcurrentPulls,
     maxLeaseSeconds,
     capacity,
