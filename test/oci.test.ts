@@ -1,0 +1,161 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
+import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+
+const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
+const REPO = "models/minilm";
+const suffix = registryAvailable ? "" : " (skipped: /usr/bin/docker-registry is missing; install Debian's docker-registry)";
+
+describe(`pulling from an OCI registry (the CNCF distribution registry)${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  const source = () => `oci://${registry.address}/${REPO}`;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+  });
+
+  it("installs a ModelPack artifact byte-identical, with the manifest digest as resolved_commit and PullStarted.source", async () => {
+    const digest = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    const manifest = events.at(-1)!.completed!.manifest!;
+    expect(manifest.resolvedCommit).to.equal(digest);
+    expect(events[0]!.started!.source).to.equal(`oci:${registry.address}/${REPO}@${digest}`);
+    expect(manifest.files.map((f) => f.path)).to.deep.equal(["config.json", "onnx/model.onnx", "tokenizer.json"]);
+    for (const [path, data] of Object.entries(FILES)) expect(await readFile(join(t.cacheRoot, "minilm", path))).to.deep.equal(Buffer.from(data));
+  });
+
+  it("pulls by digest revision, reads the older cnai annotation, and applies include/exclude to the layer paths", async () => {
+    const digest = await registry.pushModelPack(REPO, "v1", FILES, "org.cnai.model.filepath");
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: digest, exclude: ["onnx/"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json", "tokenizer.json"]);
+    expect(registry.blobGets(`sha256:${sha256(FILES["onnx/model.onnx"])}`)).to.equal(0);
+  });
+
+  it("links a layer the store already holds by its digest without downloading it", async () => {
+    await registry.pushModelPack(REPO, "v1", FILES);
+    await registry.pushModelPack("models/other", "v1", { "weights.onnx": FILES["onnx/model.onnx"] });
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    const layer = `sha256:${sha256(FILES["onnx/model.onnx"])}`;
+    const before = registry.blobGets(layer);
+    expect(before).to.be.above(0);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other", source: `oci://${registry.address}/models/other`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "other" });
+    expect(events.at(-1)!.completed!.reusedBytes).to.equal(FILES["onnx/model.onnx"].length);
+    expect(registry.blobGets(layer)).to.equal(before);
+  });
+
+  it("refuses a layer whose bytes do not match its digest with DATA_LOSS naming the layer", async () => {
+    await registry.pushModelPack(REPO, "v1", FILES);
+    const layer = `sha256:${sha256("{}")}`;
+    await writeFile(registry.blobPath(layer), "[]");
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include(layer).and.include("tokenizer.json");
+  });
+
+  it("answers NOT_FOUND for a digest revision the registry does not hold", async () => {
+    const wrong = `sha256:${"0".repeat(64)}`;
+    await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: wrong }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    // the registry knows no manifest of that digest
+    expect(outcome.error?.code).to.equal(status.NOT_FOUND);
+  });
+
+  it("refuses a plain container image with FAILED_PRECONDITION naming its media type", async () => {
+    const config = await registry.pushBlob(REPO, JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
+    const layer = await registry.pushBlob(REPO, Buffer.from("not really a tar"));
+    await registry.pushManifest(REPO, "image", {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer }],
+    });
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "image" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("application/vnd.oci.image.config.v1+json");
+  });
+
+  it("refuses a layer whose annotated path escapes the install, and installs nothing", async () => {
+    await registry.pushModelPack(REPO, "v1", { "../escape.json": "{}" });
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+    expect(outcome.error?.details).to.include("../escape.json");
+  });
+
+  it("ResolveModel ALWAYS revalidates an unchanged tag without pulling, and pulls a moved tag", async () => {
+    await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1" }) });
+    const always = { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" };
+    const first = await call(t.client, "resolveModel", always);
+    expect(first.pulled).to.equal(true);
+    const again = await call(t.client, "resolveModel", always);
+    expect([again.pulled, again.revalidated]).to.deep.equal([false, true]);
+    const moved = await registry.pushModelPack(REPO, "v1", { ...FILES, "config.json": '{"hidden_size": 768}' });
+    const changed = await call(t.client, "resolveModel", always);
+    expect([changed.pulled, changed.revalidated]).to.deep.equal([true, true]);
+    const got = await call(t.client, "getModel", { name: "minilm" });
+    expect(got.model?.install?.resolvedCommit ?? JSON.stringify(got)).to.include(moved);
+  });
+
+  it("refuses malformed oci:// sources and revisions at registration, naming the field", async () => {
+    let err = await callError(t.client, "registerModel", { model: modelSpec({ source: "oci://Registry Host/x", revision: "v1" }) });
+    expect([err.code, err.details]).to.satisfy(([code, details]: [number, string]) => code === status.INVALID_ARGUMENT && details.includes("model.source"));
+    err = await callError(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "sha256:abc" }) });
+    expect(err.code).to.equal(status.INVALID_ARGUMENT);
+    expect(err.details).to.include("model.revision");
+  });
+});
+
+const login = { user: "puller", password: "s3cret-Passw0rd" };
+const line = registryAvailable ? htpasswdLine(login.user, login.password) : undefined;
+
+describe(`pulling from an OCI registry with htpasswd auth${registryAvailable ? (line ? "" : " (skipped: no bcrypt available to write an htpasswd line)") : suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable || !line) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable || !line) return;
+    registry = await OciRegistry.start({ htpasswd: { ...login, line } });
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+  });
+
+  it("pulls with Basic auth from the credential alias's username and password, and says UNAUTHENTICATED without it, never showing the secret", async () => {
+    const digest = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const refused = await pull(t.client, { name: "minilm" });
+    expect(refused.error?.code).to.equal(status.UNAUTHENTICATED);
+    await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: "wrong" }) });
+    const wrong = await pull(t.client, { name: "minilm", credentialAlias: "registry" });
+    expect(wrong.error?.code).to.equal(status.UNAUTHENTICATED);
+    expect(wrong.error?.details).to.include("registry").and.not.include("wrong");
+    await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: login.password }) });
+    const events = await pullOk(t.client, { name: "minilm", credentialAlias: "registry" });
+    expect(events.at(-1)!.completed!.manifest!.resolvedCommit).to.equal(digest);
+  });
+});
