@@ -114,7 +114,7 @@ describe(`pulling from an OCI registry (the CNCF distribution registry)${suffix}
     const changed = await call(t.client, "resolveModel", always);
     expect([changed.pulled, changed.revalidated]).to.deep.equal([true, true]);
     const got = await call(t.client, "getModel", { name: "minilm" });
-    expect(got.model?.install?.resolvedCommit ?? JSON.stringify(got)).to.include(moved);
+    expect(got.model?.resolvedCommit).to.equal(moved);
   });
 
   it("refuses malformed oci:// sources and revisions at registration, naming the field", async () => {
