@@ -1,4 +1,6 @@
 import { readFile, writeFile } from "node:fs/promises";
+import { type AddressInfo } from "node:net";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -157,5 +159,87 @@ describe(`pulling from an OCI registry with htpasswd auth${registryAvailable ? (
     await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: login.password }) });
     const events = await pullOk(t.client, { name: "minilm", credentialAlias: "registry" });
     expect(events.at(-1)!.completed!.manifest!.resolvedCommit).to.equal(digest);
+  });
+});
+
+/**
+ * A registry that issues tokens, of the test's own: it answers 401 with a
+ * Bearer challenge until a request carries the token its realm gave for the
+ * alias's login, then proxies to the distribution registry; blobs redirect
+ * to a blob host on another origin, which records any Authorization it gets.
+ */
+async function tokenRegistry(upstream: OciRegistry, login: { user: string; password: string }) {
+  const token = "tok-" + sha256(String(Math.random())).slice(0, 16);
+  const seen = { tokenRequests: [] as string[], blobHostAuthorization: [] as (string | undefined)[] };
+  const blobHost = createServer(async (req, res) => {
+    seen.blobHostAuthorization.push(req.headers.authorization);
+    const upstreamResponse = await fetch(`http://${upstream.address}${req.url}`, { headers: req.headers.range ? { range: req.headers.range } : {} });
+    res.writeHead(upstreamResponse.status, Object.fromEntries(upstreamResponse.headers));
+    res.end(Buffer.from(await upstreamResponse.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => blobHost.listen(0, "127.0.0.1", resolve));
+  const blobOrigin = `http://127.0.0.1:${(blobHost.address() as AddressInfo).port}`;
+  const front = createServer(async (req, res) => {
+    const url = new URL(req.url!, "http://front");
+    if (url.pathname === "/token") {
+      seen.tokenRequests.push(url.search);
+      const basic = `Basic ${Buffer.from(`${login.user}:${login.password}`).toString("base64")}`;
+      if (req.headers.authorization !== basic) return void res.writeHead(401).end();
+      return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ token }));
+    }
+    if (req.headers.authorization !== `Bearer ${token}`) {
+      const address = front.address() as AddressInfo;
+      res.writeHead(401, { "www-authenticate": `Bearer realm="http://127.0.0.1:${address.port}/token",service="test-registry",scope="repository:${REPO}:pull"` });
+      return void res.end();
+    }
+    if (url.pathname.includes("/blobs/")) return void res.writeHead(307, { location: `${blobOrigin}${req.url}` }).end();
+    const upstreamResponse = await fetch(`http://${upstream.address}${req.url}`, { method: req.method, headers: { accept: String(req.headers.accept ?? "") } });
+    res.writeHead(upstreamResponse.status, Object.fromEntries(upstreamResponse.headers));
+    res.end(Buffer.from(await upstreamResponse.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(front.address() as AddressInfo).port}`,
+    token,
+    seen,
+    close: async () => {
+      front.closeAllConnections();
+      blobHost.closeAllConnections();
+      await Promise.all([new Promise((resolve) => front.close(resolve)), new Promise((resolve) => blobHost.close(resolve))]);
+    },
+  };
+}
+
+describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, function () {
+  let registry: OciRegistry;
+  let front: Awaited<ReturnType<typeof tokenRegistry>>;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    front = await tokenRegistry(registry, login);
+    t = await startTestServer({ offline: false, ociPlainHttp: [front.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await front?.close();
+    await registry?.close();
+  });
+
+  it("answers the Bearer challenge with a token fetched with the alias's login, sends no Authorization to the blob host a blob redirects to, and shows no secret", async () => {
+    const digest = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: login.password }) });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${front.address}/${REPO}`, revision: "v1", credentialAlias: "registry" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.resolvedCommit).to.equal(digest);
+    for (const [path, data] of Object.entries(FILES)) expect(await readFile(join(t.cacheRoot, "minilm", path))).to.deep.equal(Buffer.from(data));
+    expect(front.seen.tokenRequests[0]).to.include("service=test-registry").and.include("scope=repository");
+    expect(front.seen.blobHostAuthorization.length).to.be.above(0);
+    expect(front.seen.blobHostAuthorization.every((value) => value === undefined)).to.equal(true);
+    const text = JSON.stringify(events);
+    expect(text).to.not.include(login.password).and.not.include(front.token);
   });
 });
