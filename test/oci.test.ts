@@ -243,3 +243,59 @@ describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, func
     expect(text).to.not.include(login.password).and.not.include(front.token);
   });
 });
+
+describe(`OCI registries: indexes, Docker model layers and plain HTTP${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+  });
+
+  it("installs the first model manifest of an image index, with the index's digest as resolved_commit", async () => {
+    const model = await registry.pushModelPack(REPO, "model-only", FILES);
+    const modelSize = (await fetch(`http://${registry.address}/v2/${REPO}/manifests/${model}`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } }).then((r) => r.arrayBuffer())).byteLength;
+    const index = await registry.pushManifest(
+      REPO,
+      "v1",
+      { schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", digest: model, size: modelSize }] },
+      "application/vnd.oci.image.index.v1+json",
+    );
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.resolvedCommit).to.equal(index);
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json", "onnx/model.onnx", "tokenizer.json"]);
+  });
+
+  it("refuses a Docker model layer without a path annotation with FAILED_PRECONDITION naming its media type and digest", async () => {
+    const config = await registry.pushBlob(REPO, JSON.stringify({ format: "gguf" }));
+    const layer = await registry.pushBlob(REPO, Buffer.from("GGUF weights"));
+    await registry.pushManifest(REPO, "v1", {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.docker.ai.model.config.v0.1+json", ...config },
+      layers: [{ mediaType: "application/vnd.docker.ai.gguf.v3", ...layer }],
+    });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("application/vnd.docker.ai.gguf.v3").and.include(layer.digest);
+  });
+
+  it("names --oci-plain-http at once when a registry expected to speak TLS answers in plain HTTP", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [], progressIntervalMs: 0 });
+    await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.UNAVAILABLE);
+    expect(outcome.error?.details).to.include("--oci-plain-http").and.include(registry.address);
+  });
+});

@@ -66,6 +66,10 @@ export class OciHttp implements RangeReader {
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         if (err instanceof ModelCacheError) throw err;
+        // a registry that answers TLS with plain HTTP will not change its mind on a retry
+        if (/ERR_SSL|EPROTO/.test(String((err as { code?: unknown }).code ?? ""))) {
+          throw new ModelCacheError("unavailable", `the registry ${this.origin} does not speak TLS for ${what} (${(err as Error).message}): if it is reached over plain HTTP, name ${this.origin.slice("https://".length)} in --oci-plain-http`, { cause: err });
+        }
         if (attempt >= ATTEMPTS) {
           throw new ModelCacheError("unavailable", `cannot reach the registry ${this.origin} for ${what}: ${(err as Error).message}${this.origin.startsWith("https:") ? " (a registry spoken to over plain HTTP must be named in --oci-plain-http)" : ""}`, { cause: err });
         }
