@@ -1,6 +1,8 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { type AddressInfo } from "node:net";
 import { createServer } from "node:http";
+import { gzipSync } from "node:zlib";
+import { pack } from "tar-stream";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -297,5 +299,73 @@ describe(`OCI registries: indexes, Docker model layers and plain HTTP${suffix}`,
     const outcome = await pull(t.client, { name: "minilm" });
     expect(outcome.error?.code).to.equal(status.UNAVAILABLE);
     expect(outcome.error?.details).to.include("--oci-plain-http").and.include(registry.address);
+  });
+});
+
+/** A tar archive of the given entries (tar-stream's packer); a string entry is a file, `{ symlink }` a link. */
+async function tarOf(entries: Record<string, string | Buffer | { symlink: string } | { directory: true }>): Promise<Buffer> {
+  const packer = pack();
+  for (const [name, value] of Object.entries(entries)) {
+    if (typeof value === "object" && "symlink" in value) packer.entry({ name, type: "symlink", linkname: value.symlink });
+    else if (typeof value === "object" && "directory" in value) packer.entry({ name, type: "directory" });
+    else packer.entry({ name }, Buffer.from(value as string | Buffer));
+  }
+  packer.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of packer) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+  });
+
+  async function pushArchives(layers: { mediaType: string; data: Buffer; path: string }[]): Promise<string> {
+    const config = await registry.pushBlob(REPO, "{}");
+    const descriptors = [];
+    for (const layer of layers) descriptors.push({ mediaType: layer.mediaType, ...(await registry.pushBlob(REPO, layer.data)), annotations: { "org.cncf.model.filepath": layer.path } });
+    return registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: descriptors });
+  }
+
+  it("unpacks a modctl-style .tar layer (full paths repeated) and a .tar+gzip one (paths under the annotation) as files of the install", async () => {
+    const weights = await tarOf({ "onnx/": { directory: true }, "onnx/model.onnx": FILES["onnx/model.onnx"] });
+    const docs = gzipSync(await tarOf({ "README.md": "# minilm", "extra/notes.txt": "notes" }));
+    await pushArchives([
+      { mediaType: "application/vnd.cncf.model.weight.v1.tar", data: weights, path: "onnx" },
+      { mediaType: "application/vnd.cncf.model.doc.v1.tar+gzip", data: docs, path: "docs" },
+    ]);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["docs/README.md", "docs/extra/notes.txt", "onnx/model.onnx"]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(FILES["onnx/model.onnx"]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "docs/extra/notes.txt"), "utf8")).to.equal("notes");
+  });
+
+  it("refuses an archive with a link entry, or an entry escaping the install, and a .tar+zstd layer, naming them", async () => {
+    await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar", data: await tarOf({ "model/link": { symlink: "/etc/passwd" } }), path: "model" }]);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    let outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("model/link").and.include("symlink");
+    await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar", data: await tarOf({ "../../escape.txt": "x" }), path: "model" }]);
+    outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.INVALID_ARGUMENT);
+    expect(outcome.error?.details).to.include("escape.txt");
+    await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar+zstd", data: Buffer.from("zstd"), path: "model" }]);
+    outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("application/vnd.cncf.model.weight.v1.tar+zstd");
   });
 });

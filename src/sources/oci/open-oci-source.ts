@@ -16,6 +16,7 @@ import { Connections } from "../hub/connections.js";
 import { downloadFile } from "../hub/download-file.js";
 import { downloadInSegments } from "../hub/download-segments.js";
 import { OciHttp } from "./oci-http.js";
+import { unpackLayer } from "./unpack-layer.js";
 import { OCI_DIGEST, parseOciReference, registryBaseUrl } from "./oci-reference.js";
 
 export interface OciSourceOptions {
@@ -41,6 +42,9 @@ const INDEXES = [OCI_INDEX, DOCKER_LIST];
 /** the annotations that name a layer's file, most specific first */
 const PATH_ANNOTATIONS = ["org.cncf.model.filepath", "org.cnai.model.filepath", "org.opencontainers.image.title"];
 const CONNECTIONS = 4;
+
+/** a file of the install: a raw layer (digest = its sha256), or an entry of an archive layer unpacked to `localPath` */
+type OciFile = SourceFile & { digest: string; localPath?: string };
 
 interface Descriptor {
   mediaType?: string;
@@ -101,7 +105,10 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} is not a model: its media type is ${quote(String(type))} (a container image or an unknown artifact); push a ModelPack, Docker model or ORAS artifact`);
   }
 
-  const files: (SourceFile & { digest: string })[] = [];
+  // partials are kept per manifest, so a moved tag never resumes into another blob
+  const partialDir = options.layout.partialDir(options.name, top.digest.slice("sha256:".length, "sha256:".length + 40));
+  const files: OciFile[] = [];
+  const archives: { index: number; layer: Descriptor; mediaType: string; prefix: string }[] = [];
   for (const [i, layer] of (manifest.layers ?? []).entries()) {
     const mediaType = String(layer.mediaType ?? "");
     const path = PATH_ANNOTATIONS.map((key) => layer.annotations?.[key]).find((value) => value !== undefined);
@@ -113,11 +120,29 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     }
     const unpack = /\.tar(\+[a-z0-9]+)?$/.test(mediaType) && !(path === layer.annotations?.["org.opencontainers.image.title"] && layer.annotations?.["io.deis.oras.content.unpack"] !== "true");
     if (unpack) {
-      throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} has media type ${quote(mediaType)} (digest ${layer.digest}), which this server does not unpack yet: push the files as raw layers`);
+      if (!/\.tar(\+gzip)?$/.test(mediaType)) {
+        throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} has media type ${quote(mediaType)} (digest ${layer.digest}), which this server cannot unpack: push it as .tar, .tar+gzip or raw layers`);
+      }
+      if (path !== "") checkArtifactPath(path, `layer ${i} of ${quote(where)}`);
+      archives.push({ index: i, layer, mediaType, prefix: path });
+      continue;
     }
     checkArtifactPath(path, `layer ${i} of ${quote(where)}`);
     if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} is named ${quote(path)}, which the cache keeps for itself`);
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
+  }
+  for (const archive of archives) {
+    // an archive's entries are only known once its blob is here: fetched and verified now, unpacked into staging
+    const hex = archive.layer.digest!.slice("sha256:".length);
+    const what = `layer ${archive.index} of ${quote(where)} (${archive.layer.digest})`;
+    const blobPath = join(partialDir, ".layers", hex);
+    await downloadFile({ http, url: http.url(`blobs/${archive.layer.digest}`), origin: `the registry ${reference.registry} (${reference.repository}), layer ${archive.layer.digest}`, path: archive.prefix || archive.layer.digest!, partialPath: blobPath, sizeBytes: archive.layer.size!, sha256: hex, bandwidth: options.bandwidth, signal: options.signal, onBytes: () => undefined });
+    const staging = join(partialDir, ".unpacked", hex);
+    await rm(staging, { recursive: true, force: true });
+    for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, staging, what, options.signal)) {
+      if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
+      files.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
+    }
   }
   const seen = new Set<string>();
   for (const file of files) {
@@ -127,21 +152,25 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   if (files.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} has no layers`);
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 
-  const partialDir = // partials are kept per manifest, so a moved tag never resumes into another blob
-    options.layout.partialDir(options.name, top.digest.slice("sha256:".length, "sha256:".length + 40));
   const connections = new Connections(CONNECTIONS);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
   return {
     description: `oci:${reference.registry}/${reference.repository}@${top.digest}`,
     resolvedCommit: top.digest,
     files,
-    fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file as SourceFile & { digest: string }, signal, onBytes)),
+    fetch: async (file, signal, onBytes) => {
+      const local = (file as OciFile).localPath;
+      if (local === undefined) return connections.whileHeld(() => download(file as OciFile, signal, onBytes));
+      // unpacked from an archive layer already verified: the store takes it as it is
+      onBytes(file.sizeBytes);
+      return { path: local, sha256: file.sha256! };
+    },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
   };
 
-  async function download(file: SourceFile & { digest: string }, signal: AbortSignal, onBytes: (bytes: number) => void) {
+  async function download(file: OciFile, signal: AbortSignal, onBytes: (bytes: number) => void) {
     const partialPath = join(partialDir, file.path);
     const request = { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
     let sha256: string | "unsupported" = "unsupported";
