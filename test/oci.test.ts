@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { captureLogs } from "./support/log-capture.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
 import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -232,6 +233,8 @@ describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, func
   });
 
   it("answers the Bearer challenge with a token fetched with the alias's login, sends no Authorization to the blob host a blob redirects to, and shows no secret", async () => {
+    const logs = captureLogs("trace");
+    await t.restart({ logger: logs.logger, offline: false, ociPlainHttp: [front.address], progressIntervalMs: 0 });
     const digest = await registry.pushModelPack(REPO, "v1", FILES);
     await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: login.password }) });
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${front.address}/${REPO}`, revision: "v1", credentialAlias: "registry" }) });
@@ -243,6 +246,8 @@ describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, func
     expect(front.seen.blobHostAuthorization.every((value) => value === undefined)).to.equal(true);
     const text = JSON.stringify(events);
     expect(text).to.not.include(login.password).and.not.include(front.token);
+    expect(logs.raw()).to.not.include(login.password).and.not.include(front.token);
+    expect(logs.raw()).to.include("minilm");
   });
 });
 
