@@ -374,3 +374,57 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
     expect(outcome.error?.details).to.include("application/vnd.cncf.model.weight.v1.tar+zstd");
   });
 });
+
+describe(`OCI blob downloads through a faulty connection${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  let proxy: ReturnType<typeof createServer>;
+  const gets: { range?: string; sent: number }[] = [];
+  const big = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    let dropped = false;
+    // a proxy of the test's own: the first blob GET of the big layer is cut after 1 MiB
+    proxy = createServer(async (req, res) => {
+      const upstream = await fetch(`http://${registry.address}${req.url}`, { method: req.method, headers: { accept: String(req.headers.accept ?? ""), ...(req.headers.range ? { range: req.headers.range } : {}) } });
+      const body = Buffer.from(await upstream.arrayBuffer());
+      res.writeHead(upstream.status, Object.fromEntries(upstream.headers));
+      if (req.url!.includes(`/blobs/sha256:${sha256(big)}`)) {
+        const record = { range: req.headers.range, sent: body.length };
+        gets.push(record);
+        if (!dropped) {
+          dropped = true;
+          record.sent = 1024 * 1024;
+          res.write(body.subarray(0, record.sent), () => res.destroy());
+          return;
+        }
+      }
+      res.end(body);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    t = await startTestServer({ offline: false, ociPlainHttp: [address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024 });
+    await registry.pushModelPack(REPO, "v1", { "model.onnx": big });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${address}/${REPO}`, revision: "v1" }) });
+  });
+  afterEach(async () => {
+    await t?.close();
+    proxy?.closeAllConnections();
+    await new Promise((resolve) => proxy?.close(resolve));
+    await registry?.close();
+  });
+
+  it("resumes a blob whose connection dropped midway, fetching only the missing bytes", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    expect(gets).to.have.length(2);
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? "")?.[1]);
+    expect(resumedAt).to.be.above(0);
+    expect(gets[1]!.sent).to.equal(big.length - resumedAt);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+});
