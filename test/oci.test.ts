@@ -7,6 +7,9 @@ import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { spawnServer } from "./support/child-server.js";
 import { captureLogs } from "./support/log-capture.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
 import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -426,5 +429,74 @@ describe(`OCI blob downloads through a faulty connection${suffix}`, function () 
     expect(resumedAt).to.be.above(0);
     expect(gets[1]!.sent).to.equal(big.length - resumedAt);
     expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+});
+
+describe(`an OCI pull killed mid-download${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("after SIGKILL while an archive layer is downloading, the restarted server (--oci-plain-http) pulls it again and installs the files whole", async () => {
+    const registry = await OciRegistry.start();
+    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
+    const ranges: (string | undefined)[] = [];
+    let hold: (() => void) | undefined;
+    const holding = new Promise<void>((resolve) => (hold = resolve));
+    let first = true;
+    // the first GET of the archive blob stops after 1 MiB and stays open until the server is killed
+    const proxy = createServer(async (req, res) => {
+      const upstream = await fetch(`http://${registry.address}${req.url}`, { method: req.method, headers: { accept: String(req.headers.accept ?? ""), ...(req.headers.range ? { range: req.headers.range } : {}) } });
+      const body = Buffer.from(await upstream.arrayBuffer());
+      res.writeHead(upstream.status, Object.fromEntries(upstream.headers));
+      if (req.url!.includes(`/blobs/sha256:${sha256(archive)}`)) {
+        ranges.push(req.headers.range);
+        if (first) {
+          first = false;
+          res.write(body.subarray(0, 1024 * 1024), () => hold!());
+          return;
+        }
+      }
+      res.end(body);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const address = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    try {
+      const config = await registry.pushBlob(REPO, "{}");
+      const layer = await registry.pushBlob(REPO, archive);
+      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+      const args = ["--oci-plain-http", address];
+      let server = await spawnServer({ dataDir, args });
+      try {
+        await call(server.client, "registerModel", { model: modelSpec({ source: `oci://${address}/${REPO}`, revision: "v1" }) });
+        const pulling = pull(server.client, { name: "minilm" });
+        await holding;
+        // the kill comes while the transfer is open (how much of the 1 MiB reached the partial is not asserted)
+        await server.kill();
+        await pulling.catch(() => undefined);
+      } finally {
+        server.client.close();
+        await server.kill();
+      }
+      server = await spawnServer({ dataDir, args });
+      try {
+        const events = await pullOk(server.client, { name: "minilm" });
+        expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["model/config.json", "model/weights.bin"]);
+        const cacheDir = events.at(-1)!.completed!.cacheDir;
+        expect(await readFile(join(cacheDir, "model/weights.bin"))).to.deep.equal(big);
+        expect(ranges).to.have.length(2);
+      } finally {
+        server.client.close();
+        await server.kill();
+      }
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+      await registry.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
