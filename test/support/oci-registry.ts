@@ -25,10 +25,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** A bcrypt htpasswd line (libxcrypt through Python's crypt), or undefined when this machine cannot make one. */
+/** A bcrypt htpasswd line (libxcrypt through Python's crypt; cost 4, a test login), or undefined when this machine cannot make one. */
 export function htpasswdLine(user: string, password: string): string | undefined {
   try {
-    const hash = execFileSync("python3", ["-W", "ignore", "-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password], { encoding: "utf8" }).trim();
+    const hash = execFileSync("python3", ["-W", "ignore", "-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))", password], { encoding: "utf8" }).trim();
     return hash.startsWith("$2") ? `${user}:${hash}` : undefined;
   } catch {
     // no python3 or no crypt module: the caller skips its test and says why
