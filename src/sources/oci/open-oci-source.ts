@@ -4,7 +4,7 @@
 // resolved commit; each raw layer is one file at its annotated path, its
 // digest the file's sha256, so content the store holds is linked rather than
 // downloaded; blobs come with the hub's resumable, verified downloads.
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
@@ -136,9 +136,9 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     const hex = archive.layer.digest!.slice("sha256:".length);
     const what = `layer ${archive.index} of ${quote(where)} (${archive.layer.digest})`;
     const blobPath = join(partialDir, ".layers", hex);
-    await downloadFile({ http, url: http.url(`blobs/${archive.layer.digest}`), origin: `the registry ${reference.registry} (${reference.repository}), layer ${archive.layer.digest}`, path: archive.prefix || archive.layer.digest!, partialPath: blobPath, sizeBytes: archive.layer.size!, sha256: hex, bandwidth: options.bandwidth, signal: options.signal, onBytes: () => undefined });
-    const staging = join(partialDir, ".unpacked", hex);
-    await rm(staging, { recursive: true, force: true });
+    await once(blobPath, () => downloadFile({ http, url: http.url(`blobs/${archive.layer.digest}`), origin: `the registry ${reference.registry} (${reference.repository}), layer ${archive.layer.digest}`, path: archive.prefix || archive.layer.digest!, partialPath: blobPath, sizeBytes: archive.layer.size!, sha256: hex, bandwidth: options.bandwidth, signal: options.signal, onBytes: () => undefined }));
+    // each opening unpacks apart: a pull being set up beside another (which then joins it) never touches the files that one installs
+    const staging = join(partialDir, ".unpacked", `${hex}-${randomUUID()}`);
     for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, staging, what, options.signal)) {
       if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
       files.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
@@ -182,6 +182,17 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     }
     return { path: partialPath, sha256 };
   }
+}
+
+/** Downloads of an archive blob in flight, by partial path: two pulls set up at once share one download. */
+const inFlight = new Map<string, Promise<unknown>>();
+
+function once<T>(key: string, run: () => Promise<T>): Promise<T> {
+  const running = inFlight.get(key) as Promise<T> | undefined;
+  if (running) return running;
+  const started = run().finally(() => inFlight.delete(key));
+  inFlight.set(key, started);
+  return started;
 }
 
 /** A manifest by tag or digest, its bytes checked against the digest asked for or the one the registry names. */
