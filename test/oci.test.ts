@@ -500,3 +500,17 @@ describe(`an OCI pull killed mid-download${suffix}`, function () {
     }
   });
 });
+
+describe("OCI sources on an offline server", () => {
+  it("refuses to pull an oci:// source offline, naming its registry and what to do", async () => {
+    const t = await startTestServer({ offline: true });
+    try {
+      await call(t.client, "registerModel", { model: modelSpec({ source: "oci://registry.example.com/models/minilm", revision: "v1" }) });
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+      expect(outcome.error?.details).to.include("needs its registry").and.include("--offline");
+    } finally {
+      await t.close();
+    }
+  });
+});

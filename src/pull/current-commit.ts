@@ -18,11 +18,11 @@ const COMMIT = /^[0-9a-f]{40}$/;
 export async function currentCommit(runtime: Runtime, model: ModelRecord, credentialAlias: string, signal: AbortSignal): Promise<string | undefined> {
   if (runtime.fixtureDir !== undefined) return undefined;
   const s3 = model.source.startsWith("s3://");
+  const oci = model.source.startsWith("oci://");
   if (runtime.hub.offline) {
-    const where = s3 ? `its object store (${quote(model.source)})` : `the hub for revision '${model.revision}'`;
+    const where = s3 ? `its object store (${quote(model.source)})` : oci ? `its registry (${quote(model.source)})` : `the hub for revision '${model.revision}'`;
     throw new ModelCacheError("unavailable", `the server is offline (--offline or HF_HUB_OFFLINE=1): PULL_POLICY_ALWAYS cannot reach ${where} of model '${model.name}', and no install of it is there`);
   }
-  const oci = model.source.startsWith("oci://");
   if (!s3 && !oci && COMMIT.test(model.revision)) return model.revision;
   const credential = await resolveCredential(runtime, model, credentialAlias);
   const dispatcher = await networkOf(runtime);

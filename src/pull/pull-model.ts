@@ -138,7 +138,7 @@ async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortS
   if (model.source.startsWith("s3://") || model.source.startsWith("oci://")) {
     throw new ModelCacheError(
       "failed_precondition",
-      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs its object store (${quote(model.source)}): start the server without --offline, or set fixture_dir in the PullRequest to install from a local directory`,
+      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs its ${model.source.startsWith("oci://") ? "registry" : "object store"} (${quote(model.source)}): start the server without --offline, or set fixture_dir in the PullRequest to install from a local directory`,
     );
   }
   const report = /^[0-9a-f]{40}$/.test(model.revision) ? await inspectInstall(runtime.layout, model.name, false, signal) : undefined;
