@@ -361,6 +361,22 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
     expect(await readFile(join(t.cacheRoot, "minilm", "docs/extra/notes.txt"), "utf8")).to.equal("notes");
   });
 
+  it("keeps an ORAS layer named only by its title as one file, and unpacks it when it carries io.deis.oras.content.unpack", async () => {
+    const bundle = gzipSync(await tarOf({ "vocab.txt": "a b c" }));
+    const config = await registry.pushBlob(REPO, "{}");
+    const layer = await registry.pushBlob(REPO, bundle);
+    const oras = (annotations: Record<string, string>) => ({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.example.model", config: { mediaType: "application/vnd.oci.empty.v1+json", ...config }, layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer, annotations }] });
+    await registry.pushManifest(REPO, "plain", oras({ "org.opencontainers.image.title": "bundle.tar.gz" }));
+    await registry.pushManifest(REPO, "unpack", oras({ "org.opencontainers.image.title": "bundle", "io.deis.oras.content.unpack": "true" }));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "plain" }) });
+    let events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["bundle.tar.gz"]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "bundle.tar.gz"))).to.deep.equal(bundle);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "unpacked", source: `oci://${registry.address}/${REPO}`, revision: "unpack" }) });
+    events = await pullOk(t.client, { name: "unpacked" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["bundle/vocab.txt"]);
+  });
+
   it("refuses an archive with a link entry, or an entry escaping the install, and a .tar+zstd layer, naming them", async () => {
     await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar", data: await tarOf({ "model/link": { symlink: "/etc/passwd" } }), path: "model" }]);
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
