@@ -377,6 +377,17 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
     expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["bundle/vocab.txt"]);
   });
 
+  it("stops unpacking a compressed archive that expands past --max-pull-bytes with RESOURCE_EXHAUSTED", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 100, maxFileBytes: 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
+    const bomb = gzipSync(await tarOf({ "zeros.bin": Buffer.alloc(4 * 1024 * 1024) }));
+    expect(bomb.length).to.be.below(1024 * 1024);
+    await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", data: bomb, path: "model" }]);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-pull-bytes");
+  });
+
   it("refuses an archive with a link entry, or an entry escaping the install, and a .tar+zstd layer, naming them", async () => {
     await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar", data: await tarOf({ "model/link": { symlink: "/etc/passwd" } }), path: "model" }]);
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });

@@ -67,6 +67,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
             revision: model.revision,
             credential,
             plainHttp: runtime.ociPlainHttp ?? [],
+            limits: { check: (files) => checkPullLimits(model.name, files, runtime.pullLimits), maxTotalBytes: runtime.pullLimits.maxTotalBytes },
           })
       : model.source.startsWith("s3://")
         ? // the S3 client loads with the first S3 pull, not at boot

@@ -31,6 +31,8 @@ export interface OciSourceOptions {
   parallelRangeMinBytes: number;
   dispatcher?: Dispatcher;
   signal: AbortSignal;
+  /** the pull's limits, checked on the layers before an archive is fetched and on every unpacked byte */
+  limits?: { check(files: readonly SourceFile[]): void; maxTotalBytes: number };
 }
 
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -131,6 +133,9 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} is named ${quote(path)}, which the cache keeps for itself`);
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
   }
+  // an archive is fetched before the pull's own limit check: its layer sizes are checked first
+  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.layer.digest!, sizeBytes: a.layer.size! }))]);
+  let unpackedBytes = files.reduce((sum, file) => sum + file.sizeBytes, 0);
   for (const archive of archives) {
     // an archive's entries are only known once its blob is here: fetched and verified now, unpacked into staging
     const hex = archive.layer.digest!.slice("sha256:".length);
@@ -139,7 +144,9 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     await once(blobPath, () => downloadFile({ http, url: http.url(`blobs/${archive.layer.digest}`), origin: `the registry ${reference.registry} (${reference.repository}), layer ${archive.layer.digest}`, path: archive.prefix || archive.layer.digest!, partialPath: blobPath, sizeBytes: archive.layer.size!, sha256: hex, bandwidth: options.bandwidth, signal: options.signal, onBytes: () => undefined }));
     // each opening unpacks apart: a pull being set up beside another (which then joins it) never touches the files that one installs
     const staging = join(partialDir, ".unpacked", `${hex}-${randomUUID()}`);
-    for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, staging, what, options.signal)) {
+    const budget = (options.limits?.maxTotalBytes ?? Number.MAX_SAFE_INTEGER) - unpackedBytes;
+    for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, staging, what, budget, options.signal)) {
+      unpackedBytes += file.sizeBytes;
       if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
       files.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
     }

@@ -23,9 +23,12 @@ export interface UnpackedFile {
 /**
  * The layer's regular files, written under `stagingDir` at their paths (put
  * under `prefix` when they do not already begin with it), with their sha256.
+ * More than `maxBytes` unpacked (a compressed archive may expand without
+ * bound) is RESOURCE_EXHAUSTED before it fills the disk.
  */
-export async function unpackLayer(blobPath: string, gzip: boolean, prefix: string, stagingDir: string, what: string, signal: AbortSignal): Promise<UnpackedFile[]> {
+export async function unpackLayer(blobPath: string, gzip: boolean, prefix: string, stagingDir: string, what: string, maxBytes: number, signal: AbortSignal): Promise<UnpackedFile[]> {
   const files: UnpackedFile[] = [];
+  let total = 0;
   const reader = extract();
   const consume = (async () => {
     for await (const entry of reader) {
@@ -49,6 +52,8 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
         transform(chunk: Buffer, _encoding, done) {
           hash.update(chunk);
           size += chunk.length;
+          total += chunk.length;
+          if (total > maxBytes) return done(new ModelCacheError("resource_exhausted", `${what} unpacks to more than the ${maxBytes} bytes --max-pull-bytes leaves for it; narrow the model or raise the limit`));
           done(null, chunk);
         },
       });
