@@ -33,6 +33,8 @@ export interface Runtime {
   hub: HubSettings;
   /** where s3:// sources are read from; unset: AWS S3 in us-east-1 */
   s3?: S3Settings;
+  /** registries (host:port) oci:// sources reach over plain HTTP (--oci-plain-http) */
+  ociPlainHttp?: readonly string[];
   /** how hub and S3 requests leave the machine: --proxy, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY */
   network?: { proxy?: string; dispatcher?: Dispatcher };
   /** what one pull may bring in */

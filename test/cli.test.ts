@@ -24,16 +24,20 @@ describe("the modelcache client commands", () => {
   afterEach(() => t.close());
   const register = () => cli(t, ["models", "register", "minilm", "--source", "org/minilm", "--dimensions", "8"]);
 
-  it("registers with the defaults a models file gets: revision main for a hub repo, none for an s3:// source; task embedding", async () => {
+  it("registers with the defaults a models file gets: revision main for a hub repo, none for an s3:// source, latest for an oci:// one; task embedding", async () => {
     expect((await cli(t, ["models", "register", "hub", "--source", "org/minilm", "--dimensions", "8"])).code).to.equal(0);
     expect((await cli(t, ["models", "register", "bucket", "--source", "s3://models/minilm", "--dimensions", "8"])).code).to.equal(0);
+    expect((await cli(t, ["models", "register", "oci", "--source", "oci://registry.example.com:5000/models/minilm", "--dimensions", "8"])).code).to.equal(0);
     const { parseModelsFile } = await import("../src/models-file/parse-models-file.js");
-    const filed = parseModelsFile("models:\n  - {name: hub, source: org/minilm, dimensions: 8}\n  - {name: bucket, source: s3://models/minilm, dimensions: 8}\n", "models.yaml");
+    const filed = parseModelsFile(
+      "models:\n  - {name: hub, source: org/minilm, dimensions: 8}\n  - {name: bucket, source: s3://models/minilm, dimensions: 8}\n  - {name: oci, source: oci://registry.example.com:5000/models/minilm, dimensions: 8}\n",
+      "models.yaml",
+    );
     for (const spec of filed) {
       const { model } = await call(t.client, "getModel", { name: spec.name });
       expect([model!.revision, model!.task]).to.deep.equal([spec.revision, 1]);
     }
-    expect(filed.map((s) => s.revision)).to.deep.equal(["main", ""]);
+    expect(filed.map((s) => s.revision)).to.deep.equal(["main", "", "latest"]);
   });
 
   it("registers, lists, pulls (a line per file), inspects and drops, exiting 0", async () => {

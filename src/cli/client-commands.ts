@@ -36,9 +36,9 @@ export function addClientCommands(program: Command, option: (flags: string, desc
   models
     .command("register <name>")
     .description("add a model to the registry")
-    .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2, or s3://bucket/prefix/")
+    .requiredOption("--source <repo>", "hub repo id, e.g. sentence-transformers/all-MiniLM-L6-v2, s3://bucket/prefix/ or oci://registry/repository")
     .requiredOption("--dimensions <n>", "embedding width", dimensions)
-    .option("--revision <rev>", "commit, tag or branch (default: main; s3: none)")
+    .option("--revision <rev>", "commit, tag or branch (default: main; s3: none; oci: a tag or sha256: digest, default latest)")
     .option("--credential-alias <alias>", "vault alias of the hub token")
     .addOption(new Option("--pull-policy <policy>", "when the services that use the model may pull it").choices(["never", "if-missing", "always"]))
     .option("--include <glob...>", "only files matching these globs")
@@ -49,7 +49,7 @@ export function addClientCommands(program: Command, option: (flags: string, desc
   models
     .command("update <name>")
     .description("change the fields given and keep the rest of the model's spec; says when the install no longer matches it (pull again to apply)")
-    .option("--source <repo>", "hub repo id or s3://bucket/prefix/")
+    .option("--source <repo>", "hub repo id, s3://bucket/prefix/ or oci://registry/repository")
     .option("--dimensions <n>", "embedding width", dimensions)
     .option("--revision <rev>", "commit sha, tag or branch")
     .option("--credential-alias <alias>", "vault alias of the hub token ('' for none)")

@@ -63,6 +63,7 @@ program
   .addOption(flag("--hub-url <url>", "the Hugging Face-compatible hub to pull from (else HF_ENDPOINT, else https://huggingface.co)"))
   .addOption(flag("--s3-endpoint <url>", "an S3-compatible object store for s3:// sources, addressed path-style (else AWS_ENDPOINT_URL, else AWS S3)"))
   .addOption(flag("--s3-region <region>", "the region of s3:// sources (else AWS_REGION, else us-east-1)"))
+  .addOption(flag("--oci-plain-http <registries>", "registries (host:port,...) that oci:// sources reach over plain HTTP rather than HTTPS (else MODELCACHE_OCI_PLAIN_HTTP)"))
   .addOption(flag("--proxy <url>", "the proxy hub and S3 requests go through (else HTTPS_PROXY, HTTP_PROXY and NO_PROXY, in either case)"))
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
   .addOption(flag("--max-bytes-per-second <size>", "cap on the total download rate from the hub (10MiB, 500KB, ...)").argParser(size(1024)))

@@ -22,6 +22,7 @@ export interface ServeOptions {
   hubUrl?: string;
   s3Endpoint?: string;
   s3Region?: string;
+  ociPlainHttp?: string;
   proxy?: string;
   offline: boolean;
   maxBytesPerSecond?: string;
@@ -109,6 +110,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       hubUrl: options.hubUrl ?? process.env.HF_ENDPOINT ?? undefined,
       s3Endpoint: options.s3Endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined),
       s3Region: options.s3Region ?? (process.env.AWS_REGION || undefined),
+      ociPlainHttp: (options.ociPlainHttp ?? "").split(",").map((entry) => entry.trim()).filter((entry) => entry !== ""),
       proxy: options.proxy,
       offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
       maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : parseSize(options.maxBytesPerSecond),

@@ -7,9 +7,9 @@ import type { ModelSpecInput } from "../registry/model-record.js";
 /** The task when none is given: the only one there is. */
 export const DEFAULT_TASK = "embedding";
 
-/** The revision when none is given: a hub's default branch; an s3:// source has none (its listing is what a pull resolves). */
+/** The revision when none is given: a hub's default branch; an s3:// source has none (its listing is what a pull resolves); an oci:// source's tag `latest`. */
 export function defaultRevision(source: string): string {
-  return source.startsWith("s3://") ? "" : "main";
+  return source.startsWith("s3://") ? "" : source.startsWith("oci://") ? "latest" : "main";
 }
 
 /** `input` with an empty revision and an unset task filled in. */

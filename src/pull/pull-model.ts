@@ -59,6 +59,16 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
     });
     const opened = dir
       ? await openDirectorySource(dir.path, dir.field)
+      : model.source.startsWith("oci://")
+        ? // the registry client loads with the first OCI pull, not at boot
+          await (await import("../sources/oci/open-oci-source.js")).openOciSource({
+            ...(await remote()),
+            source: model.source,
+            revision: model.revision,
+            credential,
+            plainHttp: runtime.ociPlainHttp ?? [],
+            limits: { check: (files) => checkPullLimits(model.name, files, runtime.pullLimits), maxTotalBytes: runtime.pullLimits.maxTotalBytes },
+          })
       : model.source.startsWith("s3://")
         ? // the S3 client loads with the first S3 pull, not at boot
           await (await import("../sources/s3/open-s3-source.js")).openS3Source({
@@ -126,10 +136,10 @@ export async function resolveCredential(runtime: Runtime, model: ModelRecord, re
  * are, and nothing touches the network.
  */
 async function* pullOffline(runtime: Runtime, model: ModelRecord, signal: AbortSignal): AsyncGenerator<PullEvent> {
-  if (model.source.startsWith("s3://")) {
+  if (model.source.startsWith("s3://") || model.source.startsWith("oci://")) {
     throw new ModelCacheError(
       "failed_precondition",
-      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs its object store (${quote(model.source)}): start the server without --offline, or set fixture_dir in the PullRequest to install from a local directory`,
+      `the server is offline (--offline or HF_HUB_OFFLINE=1) and pulling model '${model.name}' needs its ${model.source.startsWith("oci://") ? "registry" : "object store"} (${quote(model.source)}): start the server without --offline, or set fixture_dir in the PullRequest to install from a local directory`,
     );
   }
   const report = /^[0-9a-f]{40}$/.test(model.revision) ? await inspectInstall(runtime.layout, model.name, false, signal) : undefined;

@@ -3,6 +3,7 @@
 import { ModelCacheError, quote } from "../errors.js";
 import type { Engine, ModelSpec, ModelSpecInput, PullPolicy, TrustPolicy } from "./model-record.js";
 import { checkName } from "./names.js";
+import { OCI_DIGEST, OCI_SOURCE, OCI_TAG } from "../sources/oci/oci-reference.js";
 
 const PULL_POLICIES: readonly PullPolicy[] = ["never", "if_missing", "always"];
 const TRUST_POLICIES: readonly TrustPolicy[] = ["disabled", "allow_remote_code"];
@@ -30,7 +31,13 @@ export function checkModelSpec(input: ModelSpecInput): { spec?: ModelSpec; error
   const name = check(() => checkName("model.name", input.name));
   const source = check(() => checkSource(checkReference("model.source", input.source, "a hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2'")));
   // an s3:// source has no revisions: its listing's digest is what a pull resolves
-  const revision = check(() => ((source ?? input.source).startsWith("s3://") && input.revision === "" ? "" : checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'")));
+  const revision = check(() =>
+    (source ?? input.source).startsWith("s3://") && input.revision === ""
+      ? ""
+      : (source ?? input.source).startsWith("oci://")
+        ? checkOciRevision(input.revision)
+        : checkReference("model.revision", input.revision, "a commit sha or tag such as 'main'"),
+  );
 
   check(() => {
     if (input.task === "embedding") return;
@@ -102,10 +109,17 @@ const S3_LOCATION = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/;
 
 /**
  * A source names where files come from, never a path: a hub repo id or an
- * s3:// location. Refused here, at registration, rather than when a pull
+ * s3:// location or an oci:// repository. Refused here, at registration, rather than when a pull
  * first uses it.
  */
 function checkSource(value: string): string {
+  if (value.startsWith("oci://")) {
+    if (OCI_SOURCE.test(value)) return value;
+    throw new ModelCacheError(
+      "invalid_argument",
+      `model.source ${quote(value)} is not an oci:// source: give 'oci://REGISTRY/REPOSITORY' (REGISTRY host[:port], REPOSITORY lowercase path components) such as 'oci://registry.example.com/models/minilm'`,
+    );
+  }
   const s3 = S3_LOCATION.exec(value);
   if (s3) {
     const segments = (s3[2] ?? "").split("/");
@@ -118,6 +132,12 @@ function checkSource(value: string): string {
     `model.source ${quote(value)} is neither a hub repo id nor an s3:// location: give 'owner/name' or 'name' ` +
       `(letters, digits, '_', '-' and '.', no '--' or '..', at most ${MAX_REPO_ID} characters) such as 'sentence-transformers/all-MiniLM-L6-v2', or 's3://bucket/prefix'`,
   );
+}
+
+/** An oci:// revision: a tag (empty: latest) or a manifest digest. */
+function checkOciRevision(value: string): string {
+  if (value === "" || OCI_TAG.test(value) || OCI_DIGEST.test(value)) return value;
+  throw new ModelCacheError("invalid_argument", `model.revision ${quote(value.slice(0, 140))} of an oci:// source is neither a tag (letters, digits, '_', '.', '-', at most 128) nor a digest 'sha256:<64 hex>'`);
 }
 
 function checkReference(field: string, value: string, example: string): string {

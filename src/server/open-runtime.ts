@@ -133,6 +133,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
       parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
     },
     s3: settings.s3,
+    ociPlainHttp: settings.ociPlainHttp,
     network: { proxy: settings.proxy },
     pullLimits: settings.pullLimits,
     modelsFile: settings.modelsFile,

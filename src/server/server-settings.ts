@@ -38,6 +38,8 @@ export interface ServerOptions {
   s3Endpoint?: string;
   /** the region of s3:// sources (default us-east-1) */
   s3Region?: string;
+  /** registries (host:port) oci:// sources reach over plain HTTP rather than HTTPS */
+  ociPlainHttp?: string[];
   /** the proxy hub and S3 requests go through, overriding HTTPS_PROXY / HTTP_PROXY / NO_PROXY */
   proxy?: string;
   /** refuse every pull that needs the network */
@@ -115,6 +117,7 @@ export interface Settings {
   fileConcurrency: number;
   hub: Omit<Runtime["hub"], "bandwidth"> & { maxBytesPerSecond: number | undefined };
   s3: NonNullable<Runtime["s3"]>;
+  ociPlainHttp: string[];
   proxy: string | undefined;
   pullLimits: PullLimits;
   maxStreams: number;
@@ -213,6 +216,7 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     fileConcurrency,
     hub,
     s3,
+    ociPlainHttp: (options.ociPlainHttp ?? []).map(checkRegistryAddress),
     proxy: options.proxy !== undefined ? checkProxyUrl(options.proxy) : undefined,
     pullLimits,
     maxStreams,
@@ -295,4 +299,10 @@ function checkRegion(region: string): string {
     throw new ModelCacheError("invalid_argument", `--s3-region '${region.slice(0, 80)}' is not a region name such as us-east-1`);
   }
   return region;
+}
+
+/** A --oci-plain-http entry: host:port, as an oci:// source names its registry. */
+function checkRegistryAddress(value: string): string {
+  if (/^[A-Za-z0-9.-]+:[0-9]{1,5}$/.test(value)) return value;
+  throw new ModelCacheError("invalid_argument", `--oci-plain-http entry '${value.slice(0, 80)}' is not a registry's host:port such as 127.0.0.1:5000`);
 }

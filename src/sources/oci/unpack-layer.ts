@@ -1,0 +1,72 @@
+// Unpacks a verified .tar or .tar+gzip layer into a staging directory with
+// tar-stream: regular files and directories only (pax and GNU long-name
+// headers are read as metadata by the library), every entry's path checked
+// as any artifact path, so nothing lands outside the staging directory.
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { extract } from "tar-stream";
+import { checkArtifactPath } from "../../cache/layout.js";
+import { ModelCacheError, filesystemError, isOutOfSpace, quote } from "../../errors.js";
+
+export interface UnpackedFile {
+  path: string;
+  sizeBytes: number;
+  sha256: string;
+  localPath: string;
+}
+
+/**
+ * The layer's regular files, written under `stagingDir` at their paths (put
+ * under `prefix` when they do not already begin with it), with their sha256.
+ * More than `maxBytes` unpacked (a compressed archive may expand without
+ * bound) is RESOURCE_EXHAUSTED before it fills the disk.
+ */
+export async function unpackLayer(blobPath: string, gzip: boolean, prefix: string, stagingDir: string, what: string, maxBytes: number, signal: AbortSignal): Promise<UnpackedFile[]> {
+  const files: UnpackedFile[] = [];
+  let total = 0;
+  const reader = extract();
+  const consume = (async () => {
+    for await (const entry of reader) {
+      const header = entry.header;
+      const name = header.name.replace(/^\.\//, "").replace(/\/+$/, "");
+      if (header.type === "directory") {
+        entry.resume();
+        continue;
+      }
+      if (header.type !== "file" && header.type !== "contiguous-file") {
+        entry.resume();
+        throw new ModelCacheError("failed_precondition", `${what} holds ${quote(header.name)}, a ${header.type} entry: only regular files and directories are installed`);
+      }
+      const path = prefix === "" || name === prefix || name.startsWith(`${prefix}/`) ? name : `${prefix}/${name}`;
+      checkArtifactPath(path, `${what}, entry ${quote(header.name)}`);
+      const localPath = join(stagingDir, path);
+      await mkdir(dirname(localPath), { recursive: true });
+      const hash = createHash("sha256");
+      let size = 0;
+      const hashing = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          hash.update(chunk);
+          size += chunk.length;
+          total += chunk.length;
+          if (total > maxBytes) return done(new ModelCacheError("resource_exhausted", `${what} unpacks to more than the ${maxBytes} bytes --max-pull-bytes leaves for it; narrow the model or raise the limit`));
+          done(null, chunk);
+        },
+      });
+      await pipeline(entry, hashing, createWriteStream(localPath, { flags: "wx" }), { signal });
+      files.push({ path, sizeBytes: size, sha256: hash.digest("hex"), localPath });
+    }
+  })();
+  await Promise.all([pipeline([createReadStream(blobPath), ...(gzip ? [createGunzip()] : []), reader], { signal }), consume]).catch((err) => {
+    reader.destroy();
+    if (err instanceof ModelCacheError || signal.aborted) throw signal.aborted ? signal.reason : err;
+    if (isOutOfSpace(err)) throw filesystemError("unpack the layer", stagingDir, err);
+    if ((err as { code?: string }).code === "EEXIST") throw new ModelCacheError("failed_precondition", `${what} holds the same file twice (${(err as Error).message})`);
+    throw new ModelCacheError("failed_precondition", `${what} is not a readable tar archive (${(err as Error).message})`);
+  });
+  return files;
+}
