@@ -221,7 +221,7 @@ describe("the modelcache client commands", () => {
   it("marks the options a command requires in its help", async () => {
     const help = await cli(t, ["models", "register", "--help"]);
     expect(help.stdout).to.match(/--source <repo>[^]*\(required\)[^]*--dimensions <n>\s+embedding width \(required\)/);
-    expect(help.stdout).to.match(/--revision <rev>\s+commit, tag or branch \(default: main; s3: none\)\n/);
+    expect(help.stdout).to.match(/--revision <rev>\s+commit, tag or branch \(default: main; s3: none;\s+oci: a tag or sha256: digest, default latest\)\n/);
   });
 
   it("exits 1 with the server's message and a hint when the call fails", async () => {

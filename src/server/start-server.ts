@@ -110,6 +110,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await runtime.locks.idle();
         // after the operations that move content through the ingest area have ended
         await runtime.store.close();
+        // its count of links to stored content must not outlive it: footprints of any later server read the counts
+        runtime.view?.close();
         await runtime.uses.close();
         await runtime.leases.close();
         await runtime.copier.close();
