@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { downloadFileToCacheDir, scanCacheDir } from "@huggingface/hub";
 import { expect } from "chai";
-import { spawnServer } from "./support/child-server.js";
+import { type ChildServer, spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
 import { parkForRemoval } from "../src/cache/remove-install.js";
 import { FakeHub } from "./support/fake-hub.js";
@@ -325,6 +325,26 @@ async function expectViewMatchesInstall(t: TestServer, view: string): Promise<vo
 }
 
 /**
+ * Hands the scene's data dir to a child server, starts `operation` on it and
+ * kills the server after `changes` changes in the view; then restarts the
+ * in-process server and checks the view against the install.
+ */
+async function killedAfterChanges(s: Scene, changes: number, operation: (child: ChildServer) => Promise<unknown>): Promise<void> {
+  await s.t.server.close();
+  const child = await spawnServer({ dataDir: s.t.dataDir, args: ["--hub-url", s.hub.url, "--hf-cache-dir", s.view] });
+  try {
+    const done = operation(child);
+    await afterChanges(s.view, changes, done);
+    await child.kill();
+    await done;
+  } finally {
+    await child.kill();
+  }
+  await s.t.restart();
+  await expectViewMatchesInstall(s.t, s.view);
+}
+
+/**
  * Resolves at the `count`-th change under `dir`, or when `done` settles,
  * whichever comes first; every watcher is closed either way. Each directory
  * is watched on its own (a directory that appears gets its watcher when its
@@ -376,18 +396,7 @@ describe("a server killed while it builds or removes a cache view", function () 
       const s = await scene(many);
       try {
         await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
-        await s.t.server.close();
-        const child = await spawnServer({ dataDir: s.t.dataDir, args: ["--hub-url", s.hub.url, "--hf-cache-dir", s.view] });
-        try {
-          const pulled = pull(child.client, { name: "minilm" });
-          await afterChanges(s.view, changes, pulled);
-          await child.kill();
-          await pulled;
-        } finally {
-          await child.kill();
-        }
-        await s.t.restart();
-        await expectViewMatchesInstall(s.t, s.view);
+        await killedAfterChanges(s, changes, (child) => pull(child.client, { name: "minilm" }));
       } finally {
         await s.close();
       }
@@ -399,21 +408,11 @@ describe("a server killed while it builds or removes a cache view", function () 
         try {
           await call(s.t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
           await pullOk(s.t.client, { name: "minilm" });
-          await s.t.server.close();
-          const child = await spawnServer({ dataDir: s.t.dataDir, args: ["--hub-url", s.hub.url, "--hf-cache-dir", s.view] });
-          try {
-            const request =
-              operation === "DropCache"
-                ? new Promise((resolve) => child.client.dropCache({ name: "minilm", force: false }, resolve))
-                : new Promise((resolve) => child.client.unregisterModel({ name: "minilm", dropCache: true }, resolve));
-            await afterChanges(s.view, changes, request);
-            await child.kill();
-            await request;
-          } finally {
-            await child.kill();
-          }
-          await s.t.restart();
-          await expectViewMatchesInstall(s.t, s.view);
+          await killedAfterChanges(s, changes, (child) =>
+            operation === "DropCache"
+              ? new Promise((resolve) => child.client.dropCache({ name: "minilm", force: false }, resolve))
+              : new Promise((resolve) => child.client.unregisterModel({ name: "minilm", dropCache: true }, resolve)),
+          );
         } finally {
           await s.close();
         }
