@@ -168,6 +168,6 @@ export function pullEventToProto(name: string, event: PullEvent): PullResponse {
     case "file_completed":
       return { name, fileCompleted: { path: event.path, sha256: event.sha256, sizeBytes: event.sizeBytes, reused: event.reused } };
     case "completed":
-      return { name, completed: { status: CacheStatus.CACHE_STATUS_INSTALLED, cacheDir: event.cacheDir, manifest: manifestToProto(event.manifest), reusedBytes: event.reusedBytes } };
+      return { name, completed: { status: CacheStatus.CACHE_STATUS_INSTALLED, cacheDir: event.cacheDir, manifest: manifestToProto(event.manifest), reusedBytes: event.reusedBytes, peerBytes: event.peerBytes ?? 0 } };
   }
 }

@@ -9,4 +9,4 @@ export type PullEvent =
   | { type: "file_started"; path: string; index: number; sizeBytes: number }
   | { type: "file_progress"; path: string; bytesDone: number; sizeBytes: number; totalBytesDone: number; totalBytes: number }
   | { type: "file_completed"; path: string; sha256: string; sizeBytes: number; reused: boolean }
-  | { type: "completed"; cacheDir: string; manifest: Manifest; reusedBytes: number };
+  | { type: "completed"; cacheDir: string; manifest: Manifest; reusedBytes: number; peerBytes?: number };

@@ -605,6 +605,11 @@ export interface PullCompleted {
    * end, also for a directory (whose files must be read to learn it)
    */
   reusedBytes: number;
+  /**
+   * bytes fetched, verified, from peer modelcache servers instead of the
+   * upstream (serve --peers)
+   */
+  peerBytes: number;
 }
 
 /** InspectCacheRequest names the model to inspect. */
@@ -3581,7 +3586,7 @@ export const FileCompleted: MessageFns<FileCompleted> = {
 };
 
 function createBasePullCompleted(): PullCompleted {
-  return { status: 0, cacheDir: "", manifest: undefined, reusedBytes: 0 };
+  return { status: 0, cacheDir: "", manifest: undefined, reusedBytes: 0, peerBytes: 0 };
 }
 
 export const PullCompleted: MessageFns<PullCompleted> = {
@@ -3597,6 +3602,9 @@ export const PullCompleted: MessageFns<PullCompleted> = {
     }
     if (message.reusedBytes !== 0) {
       writer.uint32(32).uint64(message.reusedBytes);
+    }
+    if (message.peerBytes !== 0) {
+      writer.uint32(40).uint64(message.peerBytes);
     }
     return writer;
   },
@@ -3646,6 +3654,14 @@ export const PullCompleted: MessageFns<PullCompleted> = {
             message.reusedBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.peerBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3672,6 +3688,11 @@ export const PullCompleted: MessageFns<PullCompleted> = {
         : isSet(object.reused_bytes)
         ? globalThis.Number(object.reused_bytes)
         : 0,
+      peerBytes: isSet(object.peerBytes)
+        ? globalThis.Number(object.peerBytes)
+        : isSet(object.peer_bytes)
+        ? globalThis.Number(object.peer_bytes)
+        : 0,
     };
   },
 
@@ -3689,6 +3710,9 @@ export const PullCompleted: MessageFns<PullCompleted> = {
     if (message.reusedBytes !== 0) {
       obj.reusedBytes = Math.round(message.reusedBytes);
     }
+    if (message.peerBytes !== 0) {
+      obj.peerBytes = Math.round(message.peerBytes);
+    }
     return obj;
   },
 
@@ -3703,6 +3727,7 @@ export const PullCompleted: MessageFns<PullCompleted> = {
       ? Manifest.fromPartial(object.manifest)
       : undefined;
     message.reusedBytes = object.reusedBytes ?? 0;
+    message.peerBytes = object.peerBytes ?? 0;
     return message;
   },
 };
