@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, utimes, writeFile } from "node:fs/promises";
 import { type AddressInfo } from "node:net";
 import { createServer } from "node:http";
 import { gzipSync } from "node:zlib";
@@ -11,8 +11,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
 import { captureLogs } from "./support/log-capture.js";
+import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
-import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+import { type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
 const REPO = "models/minilm";
@@ -402,6 +403,103 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
     outcome = await pull(t.client, { name: "minilm" });
     expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
     expect(outcome.error?.details).to.include("application/vnd.cncf.model.weight.v1.tar+zstd");
+  });
+});
+
+describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
+  let registry: OciRegistry;
+  let proxy: OciFaultProxy;
+  let t: TestServer;
+  const big = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    proxy = await OciFaultProxy.start(registry.address);
+    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await registry?.close();
+  });
+
+  /** A ModelPack of one raw layer (README.md) and one .tar layer under "model"; returns the archive's digest. */
+  async function pushMixed(archive: Buffer): Promise<string> {
+    const config = await registry.pushBlob(REPO, "{}");
+    const readme = await registry.pushBlob(REPO, "# minilm");
+    const layer = await registry.pushBlob(REPO, archive);
+    await registry.pushManifest(REPO, "v1", {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      artifactType: "application/vnd.cncf.model.manifest.v1+json",
+      config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+      layers: [
+        { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...readme, annotations: { "org.cncf.model.filepath": "README.md" } },
+        { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } },
+      ],
+    });
+    return layer.digest;
+  }
+
+  it("says PullStarted before an archive layer is fetched, counting it as one file of its blob's size, then reports its transfer and its files, filtered", async () => {
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}", "model/notes.txt": "x" });
+    const digest = await pushMixed(archive);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1", exclude: ["model/notes.txt"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(kindOf(events[0]!)).to.equal("started");
+    expect(events[0]!.started!.fileCount).to.equal(2);
+    expect(Number(events[0]!.started!.totalBytes)).to.equal("# minilm".length + archive.length);
+    const layerEvents = events.filter((e) => (e.fileStarted ?? e.fileProgress ?? e.fileCompleted)?.path === digest);
+    expect(layerEvents.map(kindOf)[0]).to.equal("fileStarted");
+    expect(layerEvents.map(kindOf)).to.include("fileProgress");
+    expect(layerEvents.at(-1)!.fileCompleted!.sha256).to.equal(digest.slice("sha256:".length));
+    // the archive's files are reported after its transfer, each started and completed
+    const afterLayer = events.slice(events.indexOf(layerEvents.at(-1)!));
+    for (const path of ["model/config.json", "model/weights.bin"]) {
+      expect(afterLayer.some((e) => e.fileStarted?.path === path)).to.equal(true, path);
+      expect(afterLayer.find((e) => e.fileCompleted?.path === path)!.fileCompleted!.sha256).to.equal(sha256(path === "model/config.json" ? "{}" : big));
+    }
+    const manifest = events.at(-1)!.completed!.manifest!;
+    expect(manifest.files.map((f) => f.path)).to.deep.equal(["README.md", "model/config.json", "model/weights.bin"]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+  });
+
+  it("holds an archive layer's download as the pull's: PruneCache issued while it is paused leaves it, and the pull completes", async () => {
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
+    const digest = await pushMixed(archive);
+    const point = holdPoint(1024 * 1024);
+    let held = false;
+    proxy.fault = (req) => {
+      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/${digest}`)) return undefined;
+      held = true;
+      return { hold: point.hold };
+    };
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    // a resumable download of another manifest, newer: PruneCache keeps only the newest of a tag's partials
+    const other = join(t.cacheRoot, ".blobs", "partial", "minilm", "0".repeat(40));
+    await mkdir(other, { recursive: true });
+    await writeFile(join(other, "x"), "x");
+    const future = new Date(Date.now() + 3600_000);
+    await utimes(other, future, future);
+    const pulling = pull(t.client, { name: "minilm" });
+    try {
+      await point.reached;
+      await call(t.client, "pruneCache", { dryRun: false });
+      const partial = join(t.cacheRoot, ".blobs", "partial", "minilm");
+      const kept = (await readdir(partial, { recursive: true })).filter((p) => p.endsWith(digest.slice("sha256:".length)));
+      expect(kept, "the archive's partial download").to.have.length(1);
+    } finally {
+      point.release();
+    }
+    const outcome = await pulling;
+    expect(outcome.error).to.equal(undefined);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+    // one transfer: nothing was fetched again
+    expect(proxy.blobGets(digest)).to.have.length(1);
   });
 });
 

@@ -29,6 +29,11 @@ export function fnmatch(pattern: string): RegExp {
   return new RegExp(`^${regex}$`, "s");
 }
 
+/** Whether a path passes the filters. */
+export function passesFilters(path: string, include: string[], exclude: string[]): boolean {
+  return (include.length === 0 || include.some((p) => fnmatch(p).test(path))) && !exclude.some((p) => fnmatch(p).test(path));
+}
+
 /** The files that pass the filters; failed_precondition naming them when none does. */
 export function filterFiles<F extends SourceFile>(files: readonly F[], include: string[], exclude: string[]): F[] {
   if (include.length === 0 && exclude.length === 0) return [...files];

@@ -3,14 +3,18 @@
 // (an index: its first model manifest), whose digest is verified and is the
 // resolved commit; each raw layer is one file at its annotated path, its
 // digest the file's sha256, so content the store holds is linked rather than
-// downloaded; blobs come with the hub's resumable, verified downloads.
-import { createHash, randomUUID } from "node:crypto";
+// downloaded; blobs come with the hub's resumable, verified downloads. An
+// archive layer (.tar, .tar+gzip) is fetched and unpacked by the pull itself
+// (`unpack`), under the model's lock and after PullStarted, never while the
+// source is opened.
+import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
 import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
-import type { FetchingSource, SourceFile } from "../artifact-source.js";
+import type { FetchingSource, SourceFile, TransferObserver } from "../artifact-source.js";
+import { filterFiles, passesFilters } from "../file-filters.js";
 import type { Bandwidth } from "../hub/bandwidth.js";
 import { Connections } from "../hub/connections.js";
 import { downloadFile } from "../hub/download-file.js";
@@ -31,6 +35,9 @@ export interface OciSourceOptions {
   parallelRangeMinBytes: number;
   dispatcher?: Dispatcher;
   signal: AbortSignal;
+  /** the model's filters: applied here to the entries of archive layers (a listing of raw layers only is filtered by the pull) */
+  include?: string[];
+  exclude?: string[];
   /** the pull's limits, checked on the layers before an archive is fetched and on every unpacked byte */
   limits?: { check(files: readonly SourceFile[]): void; maxTotalBytes: number };
 }
@@ -133,43 +140,37 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} is named ${quote(path)}, which the cache keeps for itself`);
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
   }
-  // an archive is fetched before the pull's own limit check: its layer sizes are checked first
+  // the archives' entries are checked once unpacked; their layer sizes are checked now
   options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.layer.digest!, sizeBytes: a.layer.size! }))]);
-  let unpackedBytes = files.reduce((sum, file) => sum + file.sizeBytes, 0);
-  for (const archive of archives) {
-    // an archive's entries are only known once its blob is here: fetched and verified now, unpacked into staging
-    const hex = archive.layer.digest!.slice("sha256:".length);
-    const what = `layer ${archive.index} of ${quote(where)} (${archive.layer.digest})`;
-    const blobPath = join(partialDir, ".layers", hex);
-    await once(blobPath, () => downloadFile({ http, url: http.url(`blobs/${archive.layer.digest}`), origin: `the registry ${reference.registry} (${reference.repository}), layer ${archive.layer.digest}`, path: archive.prefix || archive.layer.digest!, partialPath: blobPath, sizeBytes: archive.layer.size!, sha256: hex, bandwidth: options.bandwidth, signal: options.signal, onBytes: () => undefined }));
-    // each opening unpacks apart: a pull being set up beside another (which then joins it) never touches the files that one installs
-    const staging = join(partialDir, ".unpacked", `${hex}-${randomUUID()}`);
-    const budget = (options.limits?.maxTotalBytes ?? Number.MAX_SAFE_INTEGER) - unpackedBytes;
-    for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, staging, what, budget, options.signal)) {
-      unpackedBytes += file.sizeBytes;
-      if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
-      files.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
-    }
-  }
   const seen = new Set<string>();
   for (const file of files) {
     if (seen.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
     seen.add(file.path);
   }
-  if (files.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} has no layers`);
-  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  if (files.length + archives.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} has no layers`);
+  const byPath = (a: SourceFile, b: SourceFile) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+  const include = options.include ?? [];
+  const exclude = options.exclude ?? [];
+  // with archive layers the filters apply once their entries are known; the pull filters a listing of raw layers itself
+  const listed = archives.length > 0 ? files.filter((f) => passesFilters(f.path, include, exclude)) : files;
+  listed.sort(byPath);
 
   const connections = new Connections(CONNECTIONS);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
+  // an archive as the pull sees it before it is unpacked: a transfer named by its digest, of its blob's size (compressed for .tar+gzip)
+  const archiveFiles: OciFile[] = archives.map((a) => ({ path: a.layer.digest!, sizeBytes: a.layer.size!, sha256: a.layer.digest!.slice("sha256:".length), digest: a.layer.digest! }));
   return {
     description: `oci:${reference.registry}/${reference.repository}@${top.digest}`,
     resolvedCommit: top.digest,
-    files,
+    files: listed,
+    ...(archives.length > 0 && {
+      archives: archiveFiles.map((a) => ({ path: a.path, sizeBytes: a.sizeBytes })),
+      unpack: (signal: AbortSignal, observer: TransferObserver) => unpackArchives(signal, observer),
+    }),
     fetch: async (file, signal, onBytes) => {
       const local = (file as OciFile).localPath;
-      if (local === undefined) return connections.whileHeld(() => download(file as OciFile, signal, onBytes));
-      // unpacked from an archive layer already verified: the store takes it as it is
-      onBytes(file.sizeBytes);
+      if (local === undefined) return connections.whileHeld(() => download(file as OciFile, join(partialDir, file.path), signal, onBytes));
+      // unpacked from an archive layer already verified: the store takes it as it is; its bytes were reported as the archive's
       return { path: local, sha256: file.sha256! };
     },
     async installed() {
@@ -177,8 +178,44 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     },
   };
 
-  async function download(file: OciFile, signal: AbortSignal, onBytes: (bytes: number) => void) {
-    const partialPath = join(partialDir, file.path);
+  /**
+   * Runs inside the pull, holding the model's lock: each archive blob is
+   * downloaded (resumable, verified by digest) into the partial dir, then
+   * unpacked into a staging dir beside it, one archive after the other.
+   */
+  async function unpackArchives(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]> {
+    const unpacked = join(partialDir, ".unpacked");
+    // what an earlier pull of this model unpacked and did not install: nobody else writes here while the lock is held
+    await rm(unpacked, { recursive: true, force: true });
+    const all: OciFile[] = [...files];
+    let unpackedBytes = files.reduce((sum, file) => sum + file.sizeBytes, 0);
+    for (const [k, archive] of archives.entries()) {
+      const blob = archiveFiles[k]!;
+      const hex = blob.sha256!;
+      const what = `layer ${archive.index} of ${quote(where)} (${archive.layer.digest})`;
+      const blobPath = join(partialDir, ".layers", hex);
+      observer.fileStarted(blob, listed.length + k);
+      await connections.whileHeld(() => download(blob, blobPath, signal, (n) => observer.bytesWritten(blob, n)));
+      observer.fileCompleted(blob, hex, false);
+      const budget = (options.limits?.maxTotalBytes ?? Number.MAX_SAFE_INTEGER) - unpackedBytes;
+      for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, budget, signal)) {
+        unpackedBytes += file.sizeBytes;
+        if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
+        all.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
+      }
+    }
+    const names = new Set<string>();
+    for (const file of all) {
+      if (names.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
+      names.add(file.path);
+    }
+    if (all.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} holds no files: its archive layers are empty`);
+    const kept = filterFiles(all, include, exclude).sort(byPath);
+    options.limits?.check(kept);
+    return kept;
+  }
+
+  async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
     const request = { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
     let sha256: string | "unsupported" = "unsupported";
     if (file.sizeBytes >= options.parallelRangeMinBytes) sha256 = await downloadInSegments({ ...request, connections });
@@ -189,17 +226,6 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     }
     return { path: partialPath, sha256 };
   }
-}
-
-/** Downloads of an archive blob in flight, by partial path: two pulls set up at once share one download. */
-const inFlight = new Map<string, Promise<unknown>>();
-
-function once<T>(key: string, run: () => Promise<T>): Promise<T> {
-  const running = inFlight.get(key) as Promise<T> | undefined;
-  if (running) return running;
-  const started = run().finally(() => inFlight.delete(key));
-  inFlight.set(key, started);
-  return started;
 }
 
 /** A manifest by tag or digest, its bytes checked against the digest asked for or the one the registry names. */
