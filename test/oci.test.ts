@@ -503,6 +503,66 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
   });
 });
 
+describe(`OCI blobs corrupted in transit${suffix}`, function () {
+  let registry: OciRegistry;
+  let proxy: OciFaultProxy;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    proxy = await OciFaultProxy.start(registry.address);
+    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await registry?.close();
+  });
+
+  /** Every blob of the store holds the bytes its name says. */
+  async function expectStoreIntact(): Promise<void> {
+    const dir = join(t.cacheRoot, ".blobs", "sha256");
+    for (const name of await readdir(dir)) expect(sha256(await readFile(join(dir, name))), `stored blob ${name}`).to.equal(name);
+  }
+
+  for (const kind of ["a raw layer", "a .tar+gzip layer"] as const) {
+    it(`fails DATA_LOSS naming ${kind} whose bytes a proxy flipped, keeps the previous install, the registry and the store intact, and pulls through a clean path`, async () => {
+      const v1 = await registry.pushModelPack(REPO, "v1", FILES);
+      await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+      await pullOk(t.client, { name: "minilm" });
+      // v2: a changed weights file, as a raw layer or inside a .tar+gzip layer
+      const weights = Buffer.alloc(300_000, 9);
+      const config = await registry.pushBlob(REPO, "{}");
+      const data = kind === "a raw layer" ? weights : gzipSync(await tarOf({ "onnx/model.onnx": weights }));
+      const layer = await registry.pushBlob(REPO, data);
+      const mediaType = kind === "a raw layer" ? "application/vnd.cncf.model.weight.v1.raw" : "application/vnd.cncf.model.weight.v1.tar+gzip";
+      await registry.pushManifest(REPO, "v2", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType, ...layer, annotations: { "org.cncf.model.filepath": kind === "a raw layer" ? "onnx/model.onnx" : "onnx" } }] });
+      await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v2" }) });
+      proxy.fault = (req) => (req.method === "GET" && req.url!.includes(`/blobs/${layer.digest}`) ? { flipByteAt: Math.floor(data.length / 2) } : undefined);
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+      expect(outcome.error?.details).to.include(layer.digest);
+      expect(proxy.blobGets(layer.digest)).to.have.length(1);
+      // the previous install, the registry's blob and the store are as they were
+      const model = await call(t.client, "getModel", { name: "minilm" });
+      expect(model.model!.resolvedCommit).to.equal(v1);
+      expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(FILES["onnx/model.onnx"]);
+      expect(sha256(await readFile(registry.blobPath(layer.digest)))).to.equal(layer.digest.slice("sha256:".length));
+      await expectStoreIntact();
+      const partials = await readdir(join(t.cacheRoot, ".blobs", "partial"), { recursive: true }).catch(() => [] as string[]);
+      expect(partials.filter((p) => p.endsWith(layer.digest.slice("sha256:".length)) || p.endsWith("model.onnx")), "corrupt partials").to.deep.equal([]);
+      // the same pull through a clean path installs v2
+      proxy.fault = () => undefined;
+      await pullOk(t.client, { name: "minilm" });
+      expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(weights);
+      await expectStoreIntact();
+    });
+  }
+});
+
 describe(`OCI blob downloads through a faulty connection${suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
