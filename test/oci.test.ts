@@ -617,6 +617,51 @@ describe(`OCI blob downloads through a faulty connection${suffix}`, function () 
   });
 });
 
+describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
+  let registry: OciRegistry;
+  let proxy: OciFaultProxy;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    proxy = await OciFaultProxy.start(registry.address);
+    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await registry?.close();
+  });
+
+  it("fetches a blob past --parallel-range-min-bytes as several Range requests at once, tiling it, and installs it byte-identical", async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    await registry.pushModelPack(REPO, "v1", { "model.onnx": big, "config.json": "{}" });
+    const digest = `sha256:${sha256(big)}`;
+    // every range of the big blob waits until a second one is in flight: only a parallel download gets past this
+    let second!: () => void;
+    const twoInFlight = new Promise<void>((resolve) => (second = resolve));
+    proxy.fault = (req) => {
+      if (req.method !== "GET" || !req.url!.includes(`/blobs/${digest}`) || req.headers.range === undefined) return undefined;
+      if (proxy.blobGets(digest).length >= 2) second();
+      return { hold: { afterBytes: 0, reached: () => undefined, until: twoInFlight } };
+    };
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    const ranges = proxy.blobGets(digest).map((c) => /^bytes=(\d+)-(\d+)$/.exec(c.range ?? ""));
+    expect(ranges.length).to.be.at.least(2);
+    expect(ranges.every((r) => r !== null), "every GET of the blob asks for a range").to.equal(true);
+    const tiles = ranges.map((r) => [Number(r![1]), Number(r![2]) + 1] as const).sort((a, b) => a[0] - b[0]);
+    expect(tiles[0]![0]).to.equal(0);
+    for (let i = 1; i < tiles.length; i++) expect(tiles[i]![0]).to.equal(tiles[i - 1]![1]);
+    expect(tiles.at(-1)![1]).to.equal(big.length);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+});
+
 describe(`an OCI pull killed mid-download${suffix}`, function () {
   before(function () {
     if (!registryAvailable) this.skip();
