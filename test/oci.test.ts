@@ -10,6 +10,7 @@ import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
+import { ForwardProxy } from "./support/forward-proxy.js";
 import { captureLogs } from "./support/log-capture.js";
 import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
@@ -252,6 +253,48 @@ describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, func
     expect(text).to.not.include(login.password).and.not.include(front.token);
     expect(logs.raw()).to.not.include(login.password).and.not.include(front.token);
     expect(logs.raw()).to.include("minilm");
+  });
+});
+
+describe(`pulling from an OCI registry through --proxy${suffix}`, function () {
+  let registry: OciRegistry;
+  let front: Awaited<ReturnType<typeof tokenRegistry>>;
+  let proxy: ForwardProxy;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    front = await tokenRegistry(registry, login);
+    proxy = await ForwardProxy.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [front.address], progressIntervalMs: 0, proxy: proxy.url });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await front?.close();
+    await registry?.close();
+  });
+
+  it("sends the token, manifest and blob requests through the proxy, and no Authorization to the blob host a blob redirects to", async () => {
+    const digest = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: login.password }) });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${front.address}/${REPO}`, revision: "v1", credentialAlias: "registry" }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(FILES["onnx/model.onnx"]);
+    const through = proxy.requests.filter((r) => r.kind === "absolute");
+    const toFront = through.filter((r) => r.host === front.address);
+    expect(toFront.some((r) => r.path!.startsWith("/token"))).to.equal(true);
+    expect(toFront.some((r) => r.path === `/v2/${REPO}/manifests/v1` && r.authorization)).to.equal(true);
+    expect(toFront.filter((r) => r.path!.includes("/blobs/sha256:")).length).to.be.at.least(Object.keys(FILES).length);
+    // the blobs themselves came from the blob host, through the proxy too, and without the registry's Authorization
+    const toBlobHost = through.filter((r) => r.host !== front.address);
+    expect(toBlobHost.length).to.be.at.least(Object.keys(FILES).length);
+    expect(toBlobHost.every((r) => r.path!.includes("/blobs/sha256:") && r.authorization === false)).to.equal(true);
+    expect(front.seen.blobHostAuthorization.every((value) => value === undefined)).to.equal(true);
+    expect(digest).to.match(/^sha256:/);
   });
 });
 
