@@ -10,11 +10,12 @@ import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
+import { FakeHub } from "./support/fake-hub.js";
 import { ForwardProxy } from "./support/forward-proxy.js";
 import { captureLogs } from "./support/log-capture.js";
 import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
-import { type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
 const REPO = "models/minilm";
@@ -702,6 +703,49 @@ describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
     for (let i = 1; i < tiles.length; i++) expect(tiles[i]![0]).to.equal(tiles[i - 1]![1]);
     expect(tiles.at(-1)![1]).to.equal(big.length);
     expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+});
+
+describe(`OCI downloads under --max-bytes-per-second${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("passes every downloaded byte of raw and archive layers through the server's one rate cap, which hub downloads share", async () => {
+    const registry = await OciRegistry.start();
+    const hub = await FakeHub.serve("acme/tiny-minilm", FIXTURE_DIR, {});
+    // high enough not to slow the test: what is checked is the cap's own count, not the time taken
+    const t = await startTestServer({ offline: false, hubUrl: hub.url, ociPlainHttp: [registry.address], progressIntervalMs: 0, maxBytesPerSecond: 1024 ** 3 });
+    try {
+      const archive = gzipSync(await tarOf({ "docs/README.md": "# minilm" }));
+      const config = await registry.pushBlob(REPO, "{}");
+      const raw = await registry.pushBlob(REPO, FILES["onnx/model.onnx"]);
+      const layer = await registry.pushBlob(REPO, archive);
+      await registry.pushManifest(REPO, "v1", {
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        artifactType: "application/vnd.cncf.model.manifest.v1+json",
+        config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+        layers: [
+          { mediaType: "application/vnd.cncf.model.weight.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "onnx/model.onnx" } },
+          { mediaType: "application/vnd.cncf.model.doc.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "docs" } },
+        ],
+      });
+      await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+      const bandwidth = t.server.runtime.hub.bandwidth!;
+      expect(bandwidth.passedBytes).to.equal(0);
+      await pullOk(t.client, { name: "minilm" });
+      expect(bandwidth.passedBytes).to.equal(raw.size + layer.size);
+      // a hub pull's bytes go through the same cap
+      await call(t.client, "registerModel", { model: modelSpec({ name: "hubmodel", source: "acme/tiny-minilm", revision: "main" }) });
+      const events = await pullOk(t.client, { name: "hubmodel" });
+      const hubBytes = events.at(-1)!.completed!.manifest!.files.reduce((sum, f) => sum + Number(f.sizeBytes), 0);
+      expect(bandwidth.passedBytes).to.equal(raw.size + layer.size + hubBytes);
+    } finally {
+      await t.close();
+      await hub.close();
+      await registry.close();
+    }
   });
 });
 

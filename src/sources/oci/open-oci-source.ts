@@ -216,6 +216,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   }
 
   async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
+    // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
     const request = { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
     let sha256: string | "unsupported" = "unsupported";
     if (file.sizeBytes >= options.parallelRangeMinBytes) sha256 = await downloadInSegments({ ...request, connections });
