@@ -818,6 +818,68 @@ describe(`an OCI pull killed mid-download${suffix}`, function () {
   });
 });
 
+describe(`an OCI pull killed between archive layers${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("after SIGKILL once one archive layer is unpacked and the next is downloading, the restarted server installs nothing half, then pulls both whole", async () => {
+    const registry = await OciRegistry.start();
+    const proxy = await OciFaultProxy.start(registry.address);
+    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
+    const big = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const first = await tarOf({ "a/config.json": "{}", "a/vocab.txt": "a b c" });
+    const second = await tarOf({ "b/weights.bin": big });
+    const point = holdPoint(1024 * 1024);
+    let held = false;
+    // the first GET of the second archive stops after 1 MiB until the test lets go: the first archive is unpacked by then
+    proxy.fault = (req) => {
+      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/sha256:${sha256(second)}`)) return undefined;
+      held = true;
+      return { hold: point.hold };
+    };
+    try {
+      const config = await registry.pushBlob(REPO, "{}");
+      const layerA = await registry.pushBlob(REPO, first);
+      const layerB = await registry.pushBlob(REPO, second);
+      const tar = "application/vnd.cncf.model.weight.v1.tar";
+      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: tar, ...layerA, annotations: { "org.cncf.model.filepath": "a" } }, { mediaType: tar, ...layerB, annotations: { "org.cncf.model.filepath": "b" } }] });
+      const args = ["--oci-plain-http", proxy.address];
+      let server = await spawnServer({ dataDir, args });
+      try {
+        await call(server.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+        const pulling = pull(server.client, { name: "minilm" });
+        await point.reached;
+        await server.kill();
+        await pulling.catch(() => undefined);
+      } finally {
+        point.release();
+        server.client.close();
+        await server.kill();
+      }
+      server = await spawnServer({ dataDir, args });
+      try {
+        // the old state: nothing installed
+        const model = await call(server.client, "getModel", { name: "minilm" });
+        expect(model.model!.resolvedCommit).to.equal("");
+        const events = await pullOk(server.client, { name: "minilm" });
+        expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["a/config.json", "a/vocab.txt", "b/weights.bin"]);
+        const cacheDir = events.at(-1)!.completed!.cacheDir;
+        expect(await readFile(join(cacheDir, "b/weights.bin"))).to.deep.equal(big);
+        expect(await readFile(join(cacheDir, "a/vocab.txt"), "utf8")).to.equal("a b c");
+      } finally {
+        server.client.close();
+        await server.kill();
+      }
+    } finally {
+      await proxy.close();
+      await registry.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("OCI sources on an offline server", () => {
   it("refuses to pull an oci:// source offline, naming its registry and what to do", async () => {
     const t = await startTestServer({ offline: true });
