@@ -14,13 +14,13 @@ import type { Dispatcher } from "undici";
 import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, SourceFile, TransferObserver } from "../artifact-source.js";
-import { filterFiles, passesFilters } from "../file-filters.js";
+import { passesFilters } from "../file-filters.js";
 import type { Bandwidth } from "../hub/bandwidth.js";
 import { Connections } from "../hub/connections.js";
 import { downloadFile } from "../hub/download-file.js";
 import { downloadInSegments } from "../hub/download-segments.js";
 import { OciHttp } from "./oci-http.js";
-import { unpackLayer } from "./unpack-layer.js";
+import { type ArchiveLayer, type OciFile, fetchArchiveLayers } from "./fetch-archive-layers.js";
 import { OCI_DIGEST, parseOciReference, registryBaseUrl } from "./oci-reference.js";
 
 export interface OciSourceOptions {
@@ -52,8 +52,6 @@ const INDEXES = [OCI_INDEX, DOCKER_LIST];
 const PATH_ANNOTATIONS = ["org.cncf.model.filepath", "org.cnai.model.filepath", "org.opencontainers.image.title"];
 const CONNECTIONS = 4;
 
-/** a file of the install: a raw layer (digest = its sha256), or an entry of an archive layer unpacked to `localPath` */
-type OciFile = SourceFile & { digest: string; localPath?: string };
 
 interface Descriptor {
   mediaType?: string;
@@ -117,7 +115,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   // partials are kept per manifest, so a moved tag never resumes into another blob
   const partialDir = options.layout.partialDir(options.name, top.digest.slice("sha256:".length, "sha256:".length + 40));
   const files: OciFile[] = [];
-  const archives: { index: number; layer: Descriptor; mediaType: string; prefix: string }[] = [];
+  const archives: ArchiveLayer[] = [];
   for (const [i, layer] of (manifest.layers ?? []).entries()) {
     const mediaType = String(layer.mediaType ?? "");
     const path = PATH_ANNOTATIONS.map((key) => layer.annotations?.[key]).find((value) => value !== undefined);
@@ -133,7 +131,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
         throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} has media type ${quote(mediaType)} (digest ${layer.digest}), which this server cannot unpack: push it as .tar, .tar+gzip or raw layers`);
       }
       if (path !== "") checkArtifactPath(path, `layer ${i} of ${quote(where)}`);
-      archives.push({ index: i, layer, mediaType, prefix: path });
+      archives.push({ index: i, digest: layer.digest, size: layer.size!, mediaType, prefix: path });
       continue;
     }
     checkArtifactPath(path, `layer ${i} of ${quote(where)}`);
@@ -141,7 +139,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
   }
   // the archives' entries are checked once unpacked; their layer sizes are checked now
-  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.layer.digest!, sizeBytes: a.layer.size! }))]);
+  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
   const seen = new Set<string>();
   for (const file of files) {
     if (seen.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
@@ -157,15 +155,14 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
 
   const connections = new Connections(CONNECTIONS);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
-  // an archive as the pull sees it before it is unpacked: a transfer named by its digest, of its blob's size (compressed for .tar+gzip)
-  const archiveFiles: OciFile[] = archives.map((a) => ({ path: a.layer.digest!, sizeBytes: a.layer.size!, sha256: a.layer.digest!.slice("sha256:".length), digest: a.layer.digest! }));
   return {
     description: `oci:${reference.registry}/${reference.repository}@${top.digest}`,
     resolvedCommit: top.digest,
     files: listed,
     ...(archives.length > 0 && {
-      archives: archiveFiles.map((a) => ({ path: a.path, sizeBytes: a.sizeBytes })),
-      unpack: (signal: AbortSignal, observer: TransferObserver) => unpackArchives(signal, observer),
+      archives: archives.map((a) => ({ path: a.digest, sizeBytes: a.size })),
+      unpack: (signal: AbortSignal, observer: TransferObserver) =>
+        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, firstIndex: listed.length, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
     }),
     fetch: async (file, signal, onBytes) => {
       const local = (file as OciFile).localPath;
@@ -177,43 +174,6 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
   };
-
-  /**
-   * Runs inside the pull, holding the model's lock: each archive blob is
-   * downloaded (resumable, verified by digest) into the partial dir, then
-   * unpacked into a staging dir beside it, one archive after the other.
-   */
-  async function unpackArchives(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]> {
-    const unpacked = join(partialDir, ".unpacked");
-    // what an earlier pull of this model unpacked and did not install: nobody else writes here while the lock is held
-    await rm(unpacked, { recursive: true, force: true });
-    const all: OciFile[] = [...files];
-    let unpackedBytes = files.reduce((sum, file) => sum + file.sizeBytes, 0);
-    for (const [k, archive] of archives.entries()) {
-      const blob = archiveFiles[k]!;
-      const hex = blob.sha256!;
-      const what = `layer ${archive.index} of ${quote(where)} (${archive.layer.digest})`;
-      const blobPath = join(partialDir, ".layers", hex);
-      observer.fileStarted(blob, listed.length + k);
-      await connections.whileHeld(() => download(blob, blobPath, signal, (n) => observer.bytesWritten(blob, n)));
-      observer.fileCompleted(blob, hex, false);
-      const budget = (options.limits?.maxTotalBytes ?? Number.MAX_SAFE_INTEGER) - unpackedBytes;
-      for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, budget, signal)) {
-        unpackedBytes += file.sizeBytes;
-        if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
-        all.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
-      }
-    }
-    const names = new Set<string>();
-    for (const file of all) {
-      if (names.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
-      names.add(file.path);
-    }
-    if (all.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} holds no files: its archive layers are empty`);
-    const kept = filterFiles(all, include, exclude).sort(byPath);
-    options.limits?.check(kept);
-    return kept;
-  }
 
   async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
     // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
