@@ -10,13 +10,14 @@ import { benchFanout } from "./fanout.js";
 import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
+import { benchOcipull } from "./ocipull.js";
 import { benchPull } from "./pull.js";
 import { benchResolve } from "./resolve.js";
 import { benchS3pull } from "./s3pull.js";
 import { benchServe } from "./serve.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "resolve", "serve"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "ocipull", "resolve", "serve"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -30,6 +31,8 @@ const program = new Command("bench")
   .option("--inspect-levels <list>", "concurrent clients, comma-separated", "1,16,64")
   .option("--hub-mib <n>", "size of the hubpull repository", "1024")
   .option("--s3-mib <n>", "size of the s3pull model", "1024")
+  .option("--oci-mib <n>", "size of the ocipull model (--oci-layers raw layers)", "1024")
+  .option("--oci-layers <n>", "raw layers of the ocipull model", "4")
   .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
   .option("--resolve-seconds <n>", "measuring time per ResolveModel variant", "3")
   .option("--resolve-clients <n>", "concurrent ResolveModel clients", "16")
@@ -76,6 +79,10 @@ try {
     for (const result of await benchDedupe({ workDir: dir, totalMiB: Number(options.dedupeMib), shards: 4, repeat: Number(options.repeat) })) await report(result);
   }
   if (names.includes("s3pull")) await report(await benchS3pull({ workDir: dir, totalMiB: Number(options.s3Mib), shards: Number(options.shards), repeat: Number(options.repeat) }));
+  if (names.includes("ocipull")) {
+    const result = await benchOcipull({ workDir: dir, totalMiB: Number(options.ociMib), layers: Number(options.ociLayers), repeat: Number(options.repeat) });
+    if (result) await report(result);
+  }
   if (names.includes("serve")) await report(await benchServe({ workDir: dir, sizeMiB: Number(options.serveMib), repeat: Number(options.serveRepeat), clients: Number(options.serveClients) }));
   if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {

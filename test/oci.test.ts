@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, utimes, writeFile } from "node:fs/promises";
 import { type AddressInfo } from "node:net";
 import { createServer } from "node:http";
 import { gzipSync } from "node:zlib";
@@ -10,9 +10,12 @@ import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
+import { FakeHub } from "./support/fake-hub.js";
+import { ForwardProxy } from "./support/forward-proxy.js";
 import { captureLogs } from "./support/log-capture.js";
+import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
-import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
 const REPO = "models/minilm";
@@ -254,6 +257,48 @@ describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, func
   });
 });
 
+describe(`pulling from an OCI registry through --proxy${suffix}`, function () {
+  let registry: OciRegistry;
+  let front: Awaited<ReturnType<typeof tokenRegistry>>;
+  let proxy: ForwardProxy;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    front = await tokenRegistry(registry, login);
+    proxy = await ForwardProxy.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [front.address], progressIntervalMs: 0, proxy: proxy.url });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await front?.close();
+    await registry?.close();
+  });
+
+  it("sends the token, manifest and blob requests through the proxy, and no Authorization to the blob host a blob redirects to", async () => {
+    const digest = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "putSecret", { alias: "registry", value: JSON.stringify({ username: login.user, password: login.password }) });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${front.address}/${REPO}`, revision: "v1", credentialAlias: "registry" }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(FILES["onnx/model.onnx"]);
+    const through = proxy.requests.filter((r) => r.kind === "absolute");
+    const toFront = through.filter((r) => r.host === front.address);
+    expect(toFront.some((r) => r.path!.startsWith("/token"))).to.equal(true);
+    expect(toFront.some((r) => r.path === `/v2/${REPO}/manifests/v1` && r.authorization)).to.equal(true);
+    expect(toFront.filter((r) => r.path!.includes("/blobs/sha256:")).length).to.be.at.least(Object.keys(FILES).length);
+    // the blobs themselves came from the blob host, through the proxy too, and without the registry's Authorization
+    const toBlobHost = through.filter((r) => r.host !== front.address);
+    expect(toBlobHost.length).to.be.at.least(Object.keys(FILES).length);
+    expect(toBlobHost.every((r) => r.path!.includes("/blobs/sha256:") && r.authorization === false)).to.equal(true);
+    expect(front.seen.blobHostAuthorization.every((value) => value === undefined)).to.equal(true);
+    expect(digest).to.match(/^sha256:/);
+  });
+});
+
 describe(`OCI registries: indexes, Docker model layers and plain HTTP${suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
@@ -405,6 +450,163 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
   });
 });
 
+describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
+  let registry: OciRegistry;
+  let proxy: OciFaultProxy;
+  let t: TestServer;
+  const big = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    proxy = await OciFaultProxy.start(registry.address);
+    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await registry?.close();
+  });
+
+  /** A ModelPack of one raw layer (README.md) and one .tar layer under "model"; returns the archive's digest. */
+  async function pushMixed(archive: Buffer): Promise<string> {
+    const config = await registry.pushBlob(REPO, "{}");
+    const readme = await registry.pushBlob(REPO, "# minilm");
+    const layer = await registry.pushBlob(REPO, archive);
+    await registry.pushManifest(REPO, "v1", {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      artifactType: "application/vnd.cncf.model.manifest.v1+json",
+      config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+      layers: [
+        { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...readme, annotations: { "org.cncf.model.filepath": "README.md" } },
+        { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } },
+      ],
+    });
+    return layer.digest;
+  }
+
+  it("says PullStarted before an archive layer is fetched, counting it as one file of its blob's size, then reports its transfer and its files, filtered", async () => {
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}", "model/notes.txt": "x" });
+    const digest = await pushMixed(archive);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1", exclude: ["model/notes.txt"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(kindOf(events[0]!)).to.equal("started");
+    expect(events[0]!.started!.fileCount).to.equal(2);
+    expect(Number(events[0]!.started!.totalBytes)).to.equal("# minilm".length + archive.length);
+    const layerEvents = events.filter((e) => (e.fileStarted ?? e.fileProgress ?? e.fileCompleted)?.path === digest);
+    expect(layerEvents.map(kindOf)[0]).to.equal("fileStarted");
+    expect(layerEvents.map(kindOf)).to.include("fileProgress");
+    expect(layerEvents.at(-1)!.fileCompleted!.sha256).to.equal(digest.slice("sha256:".length));
+    // the archive's files are reported after its transfer, each started and completed
+    const afterLayer = events.slice(events.indexOf(layerEvents.at(-1)!));
+    for (const path of ["model/config.json", "model/weights.bin"]) {
+      expect(afterLayer.some((e) => e.fileStarted?.path === path)).to.equal(true, path);
+      expect(afterLayer.find((e) => e.fileCompleted?.path === path)!.fileCompleted!.sha256).to.equal(sha256(path === "model/config.json" ? "{}" : big));
+    }
+    const manifest = events.at(-1)!.completed!.manifest!;
+    expect(manifest.files.map((f) => f.path)).to.deep.equal(["README.md", "model/config.json", "model/weights.bin"]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+  });
+
+  it("holds an archive layer's download as the pull's: PruneCache issued while it is paused leaves it, and the pull completes", async () => {
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
+    const digest = await pushMixed(archive);
+    const point = holdPoint(1024 * 1024);
+    let held = false;
+    proxy.fault = (req) => {
+      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/${digest}`)) return undefined;
+      held = true;
+      return { hold: point.hold };
+    };
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    // a resumable download of another manifest, newer: PruneCache keeps only the newest of a tag's partials
+    const other = join(t.cacheRoot, ".blobs", "partial", "minilm", "0".repeat(40));
+    await mkdir(other, { recursive: true });
+    await writeFile(join(other, "x"), "x");
+    const future = new Date(Date.now() + 3600_000);
+    await utimes(other, future, future);
+    const pulling = pull(t.client, { name: "minilm" });
+    try {
+      await point.reached;
+      await call(t.client, "pruneCache", { dryRun: false });
+      const partial = join(t.cacheRoot, ".blobs", "partial", "minilm");
+      const kept = (await readdir(partial, { recursive: true })).filter((p) => p.endsWith(digest.slice("sha256:".length)));
+      expect(kept, "the archive's partial download").to.have.length(1);
+    } finally {
+      point.release();
+    }
+    const outcome = await pulling;
+    expect(outcome.error).to.equal(undefined);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+    // one transfer: nothing was fetched again
+    expect(proxy.blobGets(digest)).to.have.length(1);
+  });
+});
+
+describe(`OCI blobs corrupted in transit${suffix}`, function () {
+  let registry: OciRegistry;
+  let proxy: OciFaultProxy;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    proxy = await OciFaultProxy.start(registry.address);
+    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await registry?.close();
+  });
+
+  /** Every blob of the store holds the bytes its name says. */
+  async function expectStoreIntact(): Promise<void> {
+    const dir = join(t.cacheRoot, ".blobs", "sha256");
+    for (const name of await readdir(dir)) expect(sha256(await readFile(join(dir, name))), `stored blob ${name}`).to.equal(name);
+  }
+
+  for (const kind of ["a raw layer", "a .tar+gzip layer"] as const) {
+    it(`fails DATA_LOSS naming ${kind} whose bytes a proxy flipped, keeps the previous install, the registry and the store intact, and pulls through a clean path`, async () => {
+      const v1 = await registry.pushModelPack(REPO, "v1", FILES);
+      await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+      await pullOk(t.client, { name: "minilm" });
+      // v2: a changed weights file, as a raw layer or inside a .tar+gzip layer
+      const weights = Buffer.alloc(300_000, 9);
+      const config = await registry.pushBlob(REPO, "{}");
+      const data = kind === "a raw layer" ? weights : gzipSync(await tarOf({ "onnx/model.onnx": weights }));
+      const layer = await registry.pushBlob(REPO, data);
+      const mediaType = kind === "a raw layer" ? "application/vnd.cncf.model.weight.v1.raw" : "application/vnd.cncf.model.weight.v1.tar+gzip";
+      await registry.pushManifest(REPO, "v2", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType, ...layer, annotations: { "org.cncf.model.filepath": kind === "a raw layer" ? "onnx/model.onnx" : "onnx" } }] });
+      await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v2" }) });
+      proxy.fault = (req) => (req.method === "GET" && req.url!.includes(`/blobs/${layer.digest}`) ? { flipByteAt: Math.floor(data.length / 2) } : undefined);
+      const outcome = await pull(t.client, { name: "minilm" });
+      expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+      expect(outcome.error?.details).to.include(layer.digest);
+      expect(proxy.blobGets(layer.digest)).to.have.length(1);
+      // the previous install, the registry's blob and the store are as they were
+      const model = await call(t.client, "getModel", { name: "minilm" });
+      expect(model.model!.resolvedCommit).to.equal(v1);
+      expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(FILES["onnx/model.onnx"]);
+      expect(sha256(await readFile(registry.blobPath(layer.digest)))).to.equal(layer.digest.slice("sha256:".length));
+      await expectStoreIntact();
+      const partials = await readdir(join(t.cacheRoot, ".blobs", "partial"), { recursive: true }).catch(() => [] as string[]);
+      expect(partials.filter((p) => p.endsWith(layer.digest.slice("sha256:".length)) || p.endsWith("model.onnx")), "corrupt partials").to.deep.equal([]);
+      // the same pull through a clean path installs v2
+      proxy.fault = () => undefined;
+      await pullOk(t.client, { name: "minilm" });
+      expect(await readFile(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).to.deep.equal(weights);
+      await expectStoreIntact();
+    });
+  }
+});
+
 describe(`OCI blob downloads through a faulty connection${suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
@@ -456,6 +658,94 @@ describe(`OCI blob downloads through a faulty connection${suffix}`, function () 
     expect(resumedAt).to.be.above(0);
     expect(gets[1]!.sent).to.equal(big.length - resumedAt);
     expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+});
+
+describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
+  let registry: OciRegistry;
+  let proxy: OciFaultProxy;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    proxy = await OciFaultProxy.start(registry.address);
+    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024 });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await proxy?.close();
+    await registry?.close();
+  });
+
+  it("fetches a blob past --parallel-range-min-bytes as several Range requests at once, tiling it, and installs it byte-identical", async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    await registry.pushModelPack(REPO, "v1", { "model.onnx": big, "config.json": "{}" });
+    const digest = `sha256:${sha256(big)}`;
+    // every range of the big blob waits until a second one is in flight: only a parallel download gets past this
+    let second!: () => void;
+    const twoInFlight = new Promise<void>((resolve) => (second = resolve));
+    proxy.fault = (req) => {
+      if (req.method !== "GET" || !req.url!.includes(`/blobs/${digest}`) || req.headers.range === undefined) return undefined;
+      if (proxy.blobGets(digest).length >= 2) second();
+      return { hold: { afterBytes: 0, reached: () => undefined, until: twoInFlight } };
+    };
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    const ranges = proxy.blobGets(digest).map((c) => /^bytes=(\d+)-(\d+)$/.exec(c.range ?? ""));
+    expect(ranges.length).to.be.at.least(2);
+    expect(ranges.every((r) => r !== null), "every GET of the blob asks for a range").to.equal(true);
+    const tiles = ranges.map((r) => [Number(r![1]), Number(r![2]) + 1] as const).sort((a, b) => a[0] - b[0]);
+    expect(tiles[0]![0]).to.equal(0);
+    for (let i = 1; i < tiles.length; i++) expect(tiles[i]![0]).to.equal(tiles[i - 1]![1]);
+    expect(tiles.at(-1)![1]).to.equal(big.length);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+});
+
+describe(`OCI downloads under --max-bytes-per-second${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("passes every downloaded byte of raw and archive layers through the server's one rate cap, which hub downloads share", async () => {
+    const registry = await OciRegistry.start();
+    const hub = await FakeHub.serve("acme/tiny-minilm", FIXTURE_DIR, {});
+    // high enough not to slow the test: what is checked is the cap's own count, not the time taken
+    const t = await startTestServer({ offline: false, hubUrl: hub.url, ociPlainHttp: [registry.address], progressIntervalMs: 0, maxBytesPerSecond: 1024 ** 3 });
+    try {
+      const archive = gzipSync(await tarOf({ "docs/README.md": "# minilm" }));
+      const config = await registry.pushBlob(REPO, "{}");
+      const raw = await registry.pushBlob(REPO, FILES["onnx/model.onnx"]);
+      const layer = await registry.pushBlob(REPO, archive);
+      await registry.pushManifest(REPO, "v1", {
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        artifactType: "application/vnd.cncf.model.manifest.v1+json",
+        config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+        layers: [
+          { mediaType: "application/vnd.cncf.model.weight.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "onnx/model.onnx" } },
+          { mediaType: "application/vnd.cncf.model.doc.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "docs" } },
+        ],
+      });
+      await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+      const bandwidth = t.server.runtime.hub.bandwidth!;
+      expect(bandwidth.passedBytes).to.equal(0);
+      await pullOk(t.client, { name: "minilm" });
+      expect(bandwidth.passedBytes).to.equal(raw.size + layer.size);
+      // a hub pull's bytes go through the same cap
+      await call(t.client, "registerModel", { model: modelSpec({ name: "hubmodel", source: "acme/tiny-minilm", revision: "main" }) });
+      const events = await pullOk(t.client, { name: "hubmodel" });
+      const hubBytes = events.at(-1)!.completed!.manifest!.files.reduce((sum, f) => sum + Number(f.sizeBytes), 0);
+      expect(bandwidth.passedBytes).to.equal(raw.size + layer.size + hubBytes);
+    } finally {
+      await t.close();
+      await hub.close();
+      await registry.close();
+    }
   });
 });
 
@@ -522,6 +812,68 @@ describe(`an OCI pull killed mid-download${suffix}`, function () {
     } finally {
       proxy.closeAllConnections();
       await new Promise((resolve) => proxy.close(resolve));
+      await registry.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe(`an OCI pull killed between archive layers${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("after SIGKILL once one archive layer is unpacked and the next is downloading, the restarted server installs nothing half, then pulls both whole", async () => {
+    const registry = await OciRegistry.start();
+    const proxy = await OciFaultProxy.start(registry.address);
+    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
+    const big = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const first = await tarOf({ "a/config.json": "{}", "a/vocab.txt": "a b c" });
+    const second = await tarOf({ "b/weights.bin": big });
+    const point = holdPoint(1024 * 1024);
+    let held = false;
+    // the first GET of the second archive stops after 1 MiB until the test lets go: the first archive is unpacked by then
+    proxy.fault = (req) => {
+      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/sha256:${sha256(second)}`)) return undefined;
+      held = true;
+      return { hold: point.hold };
+    };
+    try {
+      const config = await registry.pushBlob(REPO, "{}");
+      const layerA = await registry.pushBlob(REPO, first);
+      const layerB = await registry.pushBlob(REPO, second);
+      const tar = "application/vnd.cncf.model.weight.v1.tar";
+      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: tar, ...layerA, annotations: { "org.cncf.model.filepath": "a" } }, { mediaType: tar, ...layerB, annotations: { "org.cncf.model.filepath": "b" } }] });
+      const args = ["--oci-plain-http", proxy.address];
+      let server = await spawnServer({ dataDir, args });
+      try {
+        await call(server.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+        const pulling = pull(server.client, { name: "minilm" });
+        await point.reached;
+        await server.kill();
+        await pulling.catch(() => undefined);
+      } finally {
+        point.release();
+        server.client.close();
+        await server.kill();
+      }
+      server = await spawnServer({ dataDir, args });
+      try {
+        // the old state: nothing installed
+        const model = await call(server.client, "getModel", { name: "minilm" });
+        expect(model.model!.resolvedCommit).to.equal("");
+        const events = await pullOk(server.client, { name: "minilm" });
+        expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["a/config.json", "a/vocab.txt", "b/weights.bin"]);
+        const cacheDir = events.at(-1)!.completed!.cacheDir;
+        expect(await readFile(join(cacheDir, "b/weights.bin"))).to.deep.equal(big);
+        expect(await readFile(join(cacheDir, "a/vocab.txt"), "utf8")).to.equal("a b c");
+      } finally {
+        server.client.close();
+        await server.kill();
+      }
+    } finally {
+      await proxy.close();
       await registry.close();
       await rm(dataDir, { recursive: true, force: true });
     }

@@ -67,6 +67,8 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
             revision: model.revision,
             credential,
             plainHttp: runtime.ociPlainHttp ?? [],
+            include: model.include ?? [],
+            exclude: model.exclude ?? [],
             limits: { check: (files) => checkPullLimits(model.name, files, runtime.pullLimits), maxTotalBytes: runtime.pullLimits.maxTotalBytes },
           })
       : model.source.startsWith("s3://")
@@ -88,7 +90,8 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           token: credential?.secret,
           alias: credential?.alias,
         });
-    const source = { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
+    // a source with archives filters their entries itself once they are unpacked
+    const source = "archives" in opened && opened.archives ? opened : { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
     checkPullLimits(model.name, source.files, runtime.pullLimits);
     // another client's request may have started a job while this one was being set up
     job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);

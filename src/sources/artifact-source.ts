@@ -42,6 +42,27 @@ export interface FetchingSource extends SourceListing {
    * store to take by rename, and its sha256.
    */
   fetch(file: SourceFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }>;
+  /**
+   * Content whose files are known only once it is fetched (an OCI archive
+   * layer), listed by what is known ahead: its blob, `path` naming it (its
+   * digest) and `sizeBytes` its size. Not files of the install.
+   */
+  archives?: readonly SourceFile[];
+  /**
+   * Fetches and unpacks the archives, each reported to `observer` as a
+   * transfer of its own; returns the listing of the install: `files` and
+   * the archives' entries, filtered, sorted by path. The pull calls it once
+   * it holds the model's lock and has said PullStarted, so what it fetches
+   * is held as any download in flight.
+   */
+  unpack?(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]>;
+}
+
+/** Told of each transfer as it goes (a pull's events). */
+export interface TransferObserver {
+  fileStarted(file: SourceFile, index: number): void;
+  bytesWritten(file: SourceFile, bytes: number): void;
+  fileCompleted(file: SourceFile, sha256: string, reused: boolean): void;
 }
 
 export type ArtifactSource = LocalSource | FetchingSource;

@@ -29,12 +29,15 @@ export function fnmatch(pattern: string): RegExp {
   return new RegExp(`^${regex}$`, "s");
 }
 
+/** Whether a path passes the filters. */
+export function passesFilters(path: string, include: string[], exclude: string[]): boolean {
+  return (include.length === 0 || include.some((p) => fnmatch(p).test(path))) && !exclude.some((p) => fnmatch(p).test(path));
+}
+
 /** The files that pass the filters; failed_precondition naming them when none does. */
 export function filterFiles<F extends SourceFile>(files: readonly F[], include: string[], exclude: string[]): F[] {
   if (include.length === 0 && exclude.length === 0) return [...files];
-  const allowed = include.map(fnmatch);
-  const ignored = exclude.map(fnmatch);
-  const kept = files.filter((f) => (allowed.length === 0 || allowed.some((r) => r.test(f.path))) && !ignored.some((r) => r.test(f.path)));
+  const kept = files.filter((f) => passesFilters(f.path, include, exclude));
   if (kept.length === 0) {
     throw new ModelCacheError(
       "failed_precondition",

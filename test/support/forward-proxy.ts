@@ -1,6 +1,7 @@
 // A real forward proxy on loopback, as curl and a corporate proxy speak it:
 // absolute-form requests ("GET http://host/path") for plain http, CONNECT
-// tunnels for https. It records which hosts went through it and any
+// tunnels for https. It records which hosts (and, in absolute form, which
+// paths and whether they carried Authorization) went through it and any
 // Proxy-Authorization it was sent.
 import { type Server, createServer, request } from "node:http";
 import { type AddressInfo, type Socket, connect } from "node:net";
@@ -10,6 +11,9 @@ export interface ProxiedRequest {
   /** host:port */
   host: string;
   proxyAuthorization?: string;
+  /** absolute form: the request's path and query, and whether it carried Authorization for the target */
+  path?: string;
+  authorization?: boolean;
 }
 
 export class ForwardProxy {
@@ -25,7 +29,7 @@ export class ForwardProxy {
     let self: ForwardProxy | undefined;
     const server = createServer((req, res) => {
       const target = new URL(req.url ?? "");
-      self!.requests.push({ kind: "absolute", host: target.host, proxyAuthorization: req.headers["proxy-authorization"] });
+      self!.requests.push({ kind: "absolute", host: target.host, proxyAuthorization: req.headers["proxy-authorization"], path: `${target.pathname}${target.search}`, authorization: req.headers.authorization !== undefined });
       const { "proxy-authorization": _auth, "proxy-connection": _conn, ...headers } = req.headers;
       const upstream = request({ host: target.hostname, port: target.port, method: req.method, path: `${target.pathname}${target.search}`, headers }, (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);

@@ -8,6 +8,8 @@ export class Bandwidth {
   private last = performance.now();
   private queue: Promise<void> = Promise.resolve();
   private readonly burst: number;
+  /** every byte the cap has let through, of any download (hub, S3, OCI): what shows they share it */
+  passedBytes = 0;
 
   constructor(private readonly bytesPerSecond: number) {
     this.burst = bytesPerSecond / 4;
@@ -23,6 +25,7 @@ export class Bandwidth {
         this.last = now;
         if (this.tokens >= needed) {
           this.tokens -= bytes;
+          this.passedBytes += bytes;
           return;
         }
         await sleep(Math.ceil(((needed - this.tokens) / this.bytesPerSecond) * 1000), undefined, { signal });

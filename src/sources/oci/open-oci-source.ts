@@ -3,20 +3,24 @@
 // (an index: its first model manifest), whose digest is verified and is the
 // resolved commit; each raw layer is one file at its annotated path, its
 // digest the file's sha256, so content the store holds is linked rather than
-// downloaded; blobs come with the hub's resumable, verified downloads.
-import { createHash, randomUUID } from "node:crypto";
+// downloaded; blobs come with the hub's resumable, verified downloads. An
+// archive layer (.tar, .tar+gzip) is fetched and unpacked by the pull itself
+// (`unpack`), under the model's lock and after PullStarted, never while the
+// source is opened.
+import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
 import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
-import type { FetchingSource, SourceFile } from "../artifact-source.js";
+import type { FetchingSource, SourceFile, TransferObserver } from "../artifact-source.js";
+import { passesFilters } from "../file-filters.js";
 import type { Bandwidth } from "../hub/bandwidth.js";
 import { Connections } from "../hub/connections.js";
 import { downloadFile } from "../hub/download-file.js";
 import { downloadInSegments } from "../hub/download-segments.js";
 import { OciHttp } from "./oci-http.js";
-import { unpackLayer } from "./unpack-layer.js";
+import { type ArchiveLayer, type OciFile, fetchArchiveLayers } from "./fetch-archive-layers.js";
 import { OCI_DIGEST, parseOciReference, registryBaseUrl } from "./oci-reference.js";
 
 export interface OciSourceOptions {
@@ -31,6 +35,9 @@ export interface OciSourceOptions {
   parallelRangeMinBytes: number;
   dispatcher?: Dispatcher;
   signal: AbortSignal;
+  /** the model's filters: applied here to the entries of archive layers (a listing of raw layers only is filtered by the pull) */
+  include?: string[];
+  exclude?: string[];
   /** the pull's limits, checked on the layers before an archive is fetched and on every unpacked byte */
   limits?: { check(files: readonly SourceFile[]): void; maxTotalBytes: number };
 }
@@ -45,8 +52,6 @@ const INDEXES = [OCI_INDEX, DOCKER_LIST];
 const PATH_ANNOTATIONS = ["org.cncf.model.filepath", "org.cnai.model.filepath", "org.opencontainers.image.title"];
 const CONNECTIONS = 4;
 
-/** a file of the install: a raw layer (digest = its sha256), or an entry of an archive layer unpacked to `localPath` */
-type OciFile = SourceFile & { digest: string; localPath?: string };
 
 interface Descriptor {
   mediaType?: string;
@@ -110,7 +115,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   // partials are kept per manifest, so a moved tag never resumes into another blob
   const partialDir = options.layout.partialDir(options.name, top.digest.slice("sha256:".length, "sha256:".length + 40));
   const files: OciFile[] = [];
-  const archives: { index: number; layer: Descriptor; mediaType: string; prefix: string }[] = [];
+  const archives: ArchiveLayer[] = [];
   for (const [i, layer] of (manifest.layers ?? []).entries()) {
     const mediaType = String(layer.mediaType ?? "");
     const path = PATH_ANNOTATIONS.map((key) => layer.annotations?.[key]).find((value) => value !== undefined);
@@ -126,50 +131,43 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
         throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} has media type ${quote(mediaType)} (digest ${layer.digest}), which this server cannot unpack: push it as .tar, .tar+gzip or raw layers`);
       }
       if (path !== "") checkArtifactPath(path, `layer ${i} of ${quote(where)}`);
-      archives.push({ index: i, layer, mediaType, prefix: path });
+      archives.push({ index: i, digest: layer.digest, size: layer.size!, mediaType, prefix: path });
       continue;
     }
     checkArtifactPath(path, `layer ${i} of ${quote(where)}`);
     if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} is named ${quote(path)}, which the cache keeps for itself`);
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
   }
-  // an archive is fetched before the pull's own limit check: its layer sizes are checked first
-  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.layer.digest!, sizeBytes: a.layer.size! }))]);
-  let unpackedBytes = files.reduce((sum, file) => sum + file.sizeBytes, 0);
-  for (const archive of archives) {
-    // an archive's entries are only known once its blob is here: fetched and verified now, unpacked into staging
-    const hex = archive.layer.digest!.slice("sha256:".length);
-    const what = `layer ${archive.index} of ${quote(where)} (${archive.layer.digest})`;
-    const blobPath = join(partialDir, ".layers", hex);
-    await once(blobPath, () => downloadFile({ http, url: http.url(`blobs/${archive.layer.digest}`), origin: `the registry ${reference.registry} (${reference.repository}), layer ${archive.layer.digest}`, path: archive.prefix || archive.layer.digest!, partialPath: blobPath, sizeBytes: archive.layer.size!, sha256: hex, bandwidth: options.bandwidth, signal: options.signal, onBytes: () => undefined }));
-    // each opening unpacks apart: a pull being set up beside another (which then joins it) never touches the files that one installs
-    const staging = join(partialDir, ".unpacked", `${hex}-${randomUUID()}`);
-    const budget = (options.limits?.maxTotalBytes ?? Number.MAX_SAFE_INTEGER) - unpackedBytes;
-    for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, staging, what, budget, options.signal)) {
-      unpackedBytes += file.sizeBytes;
-      if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
-      files.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.layer.digest!, localPath: file.localPath });
-    }
-  }
+  // the archives' entries are checked once unpacked; their layer sizes are checked now
+  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
   const seen = new Set<string>();
   for (const file of files) {
     if (seen.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
     seen.add(file.path);
   }
-  if (files.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} has no layers`);
-  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  if (files.length + archives.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} at ${top.digest} has no layers`);
+  const byPath = (a: SourceFile, b: SourceFile) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+  const include = options.include ?? [];
+  const exclude = options.exclude ?? [];
+  // with archive layers the filters apply once their entries are known; the pull filters a listing of raw layers itself
+  const listed = archives.length > 0 ? files.filter((f) => passesFilters(f.path, include, exclude)) : files;
+  listed.sort(byPath);
 
   const connections = new Connections(CONNECTIONS);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
   return {
     description: `oci:${reference.registry}/${reference.repository}@${top.digest}`,
     resolvedCommit: top.digest,
-    files,
+    files: listed,
+    ...(archives.length > 0 && {
+      archives: archives.map((a) => ({ path: a.digest, sizeBytes: a.size })),
+      unpack: (signal: AbortSignal, observer: TransferObserver) =>
+        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, firstIndex: listed.length, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
+    }),
     fetch: async (file, signal, onBytes) => {
       const local = (file as OciFile).localPath;
-      if (local === undefined) return connections.whileHeld(() => download(file as OciFile, signal, onBytes));
-      // unpacked from an archive layer already verified: the store takes it as it is
-      onBytes(file.sizeBytes);
+      if (local === undefined) return connections.whileHeld(() => download(file as OciFile, join(partialDir, file.path), signal, onBytes));
+      // unpacked from an archive layer already verified: the store takes it as it is; its bytes were reported as the archive's
       return { path: local, sha256: file.sha256! };
     },
     async installed() {
@@ -177,8 +175,8 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     },
   };
 
-  async function download(file: OciFile, signal: AbortSignal, onBytes: (bytes: number) => void) {
-    const partialPath = join(partialDir, file.path);
+  async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
+    // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
     const request = { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
     let sha256: string | "unsupported" = "unsupported";
     if (file.sizeBytes >= options.parallelRangeMinBytes) sha256 = await downloadInSegments({ ...request, connections });
@@ -189,17 +187,6 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     }
     return { path: partialPath, sha256 };
   }
-}
-
-/** Downloads of an archive blob in flight, by partial path: two pulls set up at once share one download. */
-const inFlight = new Map<string, Promise<unknown>>();
-
-function once<T>(key: string, run: () => Promise<T>): Promise<T> {
-  const running = inFlight.get(key) as Promise<T> | undefined;
-  if (running) return running;
-  const started = run().finally(() => inFlight.delete(key));
-  inFlight.set(key, started);
-  return started;
 }
 
 /** A manifest by tag or digest, its bytes checked against the digest asked for or the one the registry names. */
