@@ -17,14 +17,19 @@ export interface ServeFlags {
 }
 
 /** serve's flags as `modelcache serve --help` prints them (the binary, so `npm run build` first). */
-export async function serveFlags(): Promise<ServeFlags> {
-  const help = await runCli("", ["serve", "--help"]);
-  if (help.code !== 0) throw new Error(`modelcache serve --help failed (run 'npm run build' first): ${help.stderr}`);
+export const serveFlags = () => commandFlags(["serve"]);
+
+/** The flags a command accepts, its own and the program's (for a client command: --address, --token, ...). */
+export async function commandFlags(command: string[]): Promise<ServeFlags> {
+  const pages = [(await runCli("", [...command, "--help"])).stdout];
+  if (command[0] !== "serve") pages.push((await runCli("", ["--help"])).stdout);
+  if (!pages[0]!.startsWith("Usage:")) throw new Error(`modelcache ${command.join(" ")} --help failed (run 'npm run build' first)`);
   const switches = new Set<string>();
   const valued = new Set<string>();
-  for (const m of help.stdout.matchAll(/^ {2}(?:-\w, )?(--[a-z0-9-]+)( <[^>]+>| \[[^\]]+\])?/gm)) (m[2] ? valued : switches).add(m[1]!);
+  const page = pages.join("\n");
+  for (const m of page.matchAll(/^ {2}(?:-\w, )?(--[a-z0-9-]+)( <[^>]+>| \[[^\]]+\])?/gm)) (m[2] ? valued : switches).add(m[1]!);
   switches.delete("--help");
-  const env = new Set([...help.stdout.matchAll(/\b(MODELCACHE_[A-Z0-9_]+|[A-Z][A-Z0-9]*_[A-Z0-9_]+)\b/g)].map((m) => m[1]!));
+  const env = new Set([...page.matchAll(/\b(MODELCACHE_[A-Z0-9_]+|[A-Z][A-Z0-9]*_[A-Z0-9_]+)\b/g)].map((m) => m[1]!));
   // every flag has its variable (src/cli/main.ts), though the help of --no-auto-repair names none
   for (const flag of [...switches, ...valued]) env.add(`MODELCACHE_${flag.slice(2).replace(/-/g, "_").toUpperCase()}`);
   return { switches, valued, env };
