@@ -30,8 +30,6 @@ export async function commandFlags(command: string[]): Promise<ServeFlags> {
   for (const m of page.matchAll(/^ {2}(?:-\w, )?(--[a-z0-9-]+)( <[^>]+>| \[[^\]]+\])?/gm)) (m[2] ? valued : switches).add(m[1]!);
   switches.delete("--help");
   const env = new Set([...page.matchAll(/\b(MODELCACHE_[A-Z0-9_]+|[A-Z][A-Z0-9]*_[A-Z0-9_]+)\b/g)].map((m) => m[1]!));
-  // every flag has its variable (src/cli/main.ts), though the help of --no-auto-repair names none
-  for (const flag of [...switches, ...valued]) env.add(`MODELCACHE_${flag.slice(2).replace(/-/g, "_").toUpperCase()}`);
   return { switches, valued, env };
 }
 
