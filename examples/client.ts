@@ -1,6 +1,6 @@
 // A service that needs a model: make sure it is registered and installed,
 // then use its files. The client is generated from modelcache's proto with
-// ts-proto (see "Using modelcache from another service" in the README); CI
+// ts-proto (see "Using modelcache from another service" in docs/serving.md); CI
 // type-checks this file against the generated code.
 //
 //   npx tsx examples/client.ts [address] [source]

@@ -1,4 +1,4 @@
-// The client example in the README runs as written against a server whose hub
+// The client example in docs/serving.md runs as written against a server whose hub
 // serves the model it asks for.
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
@@ -61,11 +61,11 @@ describe("the TypeScript client example, offline", () => {
   });
 });
 
-describe("the README", () => {
+describe("docs/serving.md", () => {
   it("shows the client example exactly as the file that CI compiles and the tests run", async () => {
-    const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
+    const doc = await readFile(join(import.meta.dirname, "..", "docs", "serving.md"), "utf8");
     const example = await readFile(EXAMPLE, "utf8");
-    expect(readme).to.include("```ts\n" + example + "```\n");
+    expect(doc).to.include("```ts\n" + example + "```\n");
   });
 });
 

@@ -82,7 +82,7 @@ describe("reading a models file", () => {
     expect(message).to.match(/^models file models\.yaml:6: models\[0\] \(a\): dimensions must be between 1 and 65536/);
   });
 
-  it("reads the README's fleet file: revision and task default as 'models register' defaults them", () => {
+  it("reads the fleet file of docs/sources.md: revision and task default as 'models register' defaults them", () => {
     const [fleet, hub] = parseModelsFile(
       [
         "models:",

@@ -1,4 +1,5 @@
-// The `modelcache` command line. `serve` runs the server; the other commands
+// The `modelcache` command line (bin/modelcache.js parses argv with it; the
+// reference docs are written from it). `serve` runs the server; the other commands
 // are clients of a running one. Every flag --foo-bar can also be given as the
 // environment variable MODELCACHE_FOO_BAR (the flag wins).
 import { Command, Option } from "commander";
@@ -34,7 +35,7 @@ function switchFromEnv(name: string): boolean {
 }
 
 
-const program = new Command("modelcache")
+export const program = new Command("modelcache")
   .description("A local cache of AI embedding-model artifacts, served over gRPC")
   .configureHelp(helpMarkingRequired)
   // usage errors exit with 2, so scripts can tell them from failed calls (1); subcommands inherit this
@@ -119,4 +120,3 @@ program
 addClientCommands(program, flag);
 pointUsageErrorsToHelp(program);
 
-await program.parseAsync(process.argv);
