@@ -50,6 +50,9 @@ export class PullProgress {
     }
     let total = 0;
     for (const bytes of this.done.values()) total += bytes;
+    // an OCI archive's transfer counts its blob; the files it unpacks are then
+    // completed with their own sizes, bytes the pull's total never held
+    total = Math.min(total, this.totalBytes);
     this.overall?.update(total, this.payload("total", total, this.totalBytes));
   }
 
