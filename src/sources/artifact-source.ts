@@ -42,6 +42,8 @@ export interface FetchingSource extends SourceListing {
    * store to take by rename, and its sha256.
    */
   fetch(file: SourceFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }>;
+  /** verified bytes fetched from peer servers instead of the source so far (src/peers/with-peers.ts) */
+  peerBytes?(): number;
 }
 
 export type ArtifactSource = LocalSource | FetchingSource;
