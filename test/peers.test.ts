@@ -18,7 +18,9 @@ import { resolveSettings } from "../src/server/server-settings.js";
 import type { ModelCacheError } from "../src/errors.js";
 import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub, type HubFileEntry } from "./support/fake-hub.js";
+import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
+import { OciRegistry, registryAvailable } from "./support/oci-registry.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
@@ -289,6 +291,54 @@ describe("peers", () => {
     expect((await pullMinilm(without)).peerBytes).to.equal(0);
     expect(await metric(without, 'modelcache_peer_errors_total{reason="status"}')).to.equal(1);
     expect(lfsFiles(hub).map((f, i) => hub.sent(f.path) - before[i]!)).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
+  });
+
+  it("fetches an OCI model's layers from a peer: the registry sends no layer a second time", async function () {
+    if (!registryAvailable) this.skip();
+    const registry = await OciRegistry.start();
+    cleanups.push(() => registry.close());
+    const files = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": big, "tokenizer.json": "{}" };
+    await registry.pushModelPack("models/minilm", "v1", files);
+    const spec = modelSpec({ source: `oci://${registry.address}/models/minilm`, revision: "v1" });
+    const oci = { offline: false, ociPlainHttp: [registry.address], hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0" };
+    const a = await startTestServer(oci);
+    cleanups.push(() => a.close());
+    await call(a.client, "registerModel", { model: spec });
+    await pullMinilm(a);
+    const layers = Object.values(files).map((data) => `sha256:${sha256hex(data)}`);
+    const gets = layers.map((layer) => registry.blobGets(layer));
+    const b = await startTestServer({ ...oci, peers: peerUrl(a) });
+    cleanups.push(() => b.close());
+    await call(b.client, "registerModel", { model: spec });
+    const completed = await pullMinilm(b);
+    expect(layers.map((layer) => registry.blobGets(layer))).to.deep.equal(gets);
+    expect(completed.peerBytes).to.equal(Object.values(files).reduce((sum, data) => sum + Buffer.byteLength(data), 0));
+  });
+
+  it("fetches S3 objects with a SHA-256 checksum from a peer, and those without from the store", async () => {
+    const s3 = await FakeS3.start(["models"]);
+    cleanups.push(() => s3.close());
+    const objects = { "minilm/config.json": '{"hidden_size": 384}', "minilm/onnx/model.onnx": big, "minilm/tokenizer.json": "{}" };
+    await s3.put("models", objects);
+    s3.faults.checksum.set("minilm/onnx/model.onnx", sha256hex(big));
+    s3.faults.checksum.set("minilm/config.json", sha256hex(objects["minilm/config.json"]));
+    const spec = modelSpec({ source: "s3://models/minilm", revision: "", credentialAlias: "store" });
+    const options = { offline: false, s3Endpoint: s3.url, parallelRangeMinBytes: 1024 * 1024, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0" };
+    const a = await startTestServer(options);
+    cleanups.push(() => a.close());
+    const b = await startTestServer({ ...options, peers: peerUrl(a) });
+    cleanups.push(() => b.close());
+    for (const t of [a, b]) {
+      await call(t.client, "putSecret", { alias: "store", value: JSON.stringify(S3_CREDENTIALS) });
+      await call(t.client, "registerModel", { model: spec });
+    }
+    await pullMinilm(a);
+    const keys = Object.keys(objects);
+    const gets = keys.map((key) => s3.gets(key).length);
+    const completed = await pullMinilm(b);
+    const after = keys.map((key, i) => s3.gets(key).length - gets[i]!);
+    expect(after, keys.join(", ")).to.deep.equal([0, 0, 1]);
+    expect(completed.peerBytes).to.equal(big.length + Buffer.byteLength(objects["minilm/config.json"]));
   });
 
   it("refuses a malformed --peers entry or an empty --peer-token-file, naming the flag", async () => {
