@@ -28,6 +28,9 @@ const BIG = 3 * 1024 * 1024;
 const big = Buffer.alloc(BIG);
 for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
 
+/** Servers share this process's event loop with the test: a peer that must answer gets more than the 200 ms a HEAD gets in production. */
+const HEAD_BUDGET_MS = 5_000;
+
 const ADMIN = "mct_admin-token";
 const CONSUMER = "mct_consumer-token";
 const digest = (token: string) => createHash("sha256").update(token).digest("hex");
@@ -38,7 +41,7 @@ const lfsBytes = (hub: FakeHub) => lfsFiles(hub).reduce((sum, f) => sum + f.byte
 
 /** A server with the hub endpoint and metrics, pulling from `hub`, with the model "minilm" registered (REPO at main). */
 async function node(hub: FakeHub, options: Partial<ServerOptions> = {}, metadata = new Metadata()): Promise<TestServer> {
-  const t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", ...options });
+  const t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS, ...options });
   await call(t.client, "registerModel", { model: modelSpec({ source: REPO }) }, metadata);
   return t;
 }
@@ -122,6 +125,23 @@ describe("peers", () => {
     expect(info.manifest!.files.map((f) => f.sha256).sort()).to.deep.equal(hub.files.filter((f) => !f.path.startsWith(".")).map((f) => f.sha256).sort());
   });
 
+  it("asks each file's peer by rendezvous order: with two peers holding everything, each sends the files it ranks first for", async () => {
+    const hub = await hubServing();
+    const a1 = await started(hub);
+    const a2 = await started(hub);
+    await pullMinilm(a1);
+    await pullMinilm(a2);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    const b = await started(hub, { peers: `${peerUrl(a2)},${peerUrl(a1)}` });
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path))).to.deep.equal(sentByHub);
+    const ranked = (a: TestServer) => lfsFiles(hub).filter((f) => rendezvousOrder(f.sha256, [peerUrl(a1), peerUrl(a2)], 1)[0] === peerUrl(a));
+    for (const a of [a1, a2]) {
+      const expected = ranked(a).reduce((sum, f) => sum + f.bytes.length, 0);
+      expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(expected);
+    }
+  });
+
   it("skips a peer that sends other bytes for the rest of the pull, counts it, and installs from the hub", async () => {
     const hub = await hubServing();
     const bySha = new Map(lfsFiles(hub).map((f) => [f.sha256, f]));
@@ -175,7 +195,8 @@ describe("peers", () => {
     cleanups.push(() => staller.close());
     cleanups.push(async () => release.forEach((r) => r()));
     const peers = [dead, `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, staller.url].join(",");
-    const b = await started(hub, { peers, peerStallMs: 300 });
+    // the contract's HEAD budget: the silent peer's HEAD ends after 200 ms
+    const b = await started(hub, { peers, peerStallMs: 300, peerHeadBudgetMs: 200 });
     const completed = await pullMinilm(b);
     expect(completed.peerBytes).to.equal(0);
     expect(lfsFiles(hub).map((f) => hub.sent(f.path))).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
@@ -300,7 +321,7 @@ describe("peers", () => {
     const files = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": big, "tokenizer.json": "{}" };
     await registry.pushModelPack("models/minilm", "v1", files);
     const spec = modelSpec({ source: `oci://${registry.address}/models/minilm`, revision: "v1" });
-    const oci = { offline: false, ociPlainHttp: [registry.address], hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0" };
+    const oci = { offline: false, ociPlainHttp: [registry.address], hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS };
     const a = await startTestServer(oci);
     cleanups.push(() => a.close());
     await call(a.client, "registerModel", { model: spec });
@@ -323,7 +344,7 @@ describe("peers", () => {
     s3.faults.checksum.set("minilm/onnx/model.onnx", sha256hex(big));
     s3.faults.checksum.set("minilm/config.json", sha256hex(objects["minilm/config.json"]));
     const spec = modelSpec({ source: "s3://models/minilm", revision: "", credentialAlias: "store" });
-    const options = { offline: false, s3Endpoint: s3.url, parallelRangeMinBytes: 1024 * 1024, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0" };
+    const options = { offline: false, s3Endpoint: s3.url, parallelRangeMinBytes: 1024 * 1024, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS };
     const a = await startTestServer(options);
     cleanups.push(() => a.close());
     const b = await startTestServer({ ...options, peers: peerUrl(a) });

@@ -49,26 +49,28 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
     if (signal.aborted) throw signal.reason;
     // a peer that failed another file of this pull meanwhile is left out
     if (pull.excluded.has(peer)) continue;
-    const stall = new AbortController();
-    const timer = setTimeout(() => stall.abort(peerError("timeout", `peer ${peer} sent nothing for ${peers.stallMs} ms`)), peers.stallMs);
-    timer.unref();
-    const http = new PeerHttp(peer, peers.token, () => timer.refresh());
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const answer = await http.head(sha256, options.sizeBytes, peers.headBudgetMs, signal, list.instanceId);
+      const answer = await new PeerHttp(peer, peers.token).head(sha256, options.sizeBytes, peers.headBudgetMs, signal, list.instanceId);
       if (answer === "self") {
         list.markSelf(peer);
         continue;
       }
       if (answer === "absent") continue;
-      timer.refresh();
+      // the transfer's watch: every chunk received restarts it
+      const stall = new AbortController();
+      timer = setTimeout(() => stall.abort(peerError("timeout", `peer ${peer} sent nothing for ${peers.stallMs} ms`)), peers.stallMs);
+      timer.unref();
+      const watched = timer;
+      const http = new PeerHttp(peer, peers.token, () => watched.refresh());
       const got = await pull.connections.whileHeld(() => download(http, options, pull.connections, AbortSignal.any([signal, stall.signal])));
       pull.bytes += options.sizeBytes;
       peers.recorder?.peerBytes("in", options.sizeBytes);
       peers.logger.debug({ peer, sha256, path: options.path, bytes: options.sizeBytes }, "fetched from a peer");
       return got;
     } catch (err) {
-      if (signal.aborted) throw signal.reason;
       await discard(options.partialPath);
+      if (signal.aborted) throw signal.reason;
       // a full disk or a failed sync is this node's trouble, not the peer's: the source would fail the same way
       if (err instanceof ModelCacheError && err.kind !== "data_loss" && err.kind !== "unavailable") throw err;
       const reason = reasonOf(err);

@@ -41,7 +41,7 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
           }
         };
       };
-      if (file.sha256 !== undefined && !isLocal(file)) {
+      if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
         const partialPath = store.ingestPath("peer-");
         store.ingesting.add(partialPath);
         const got = await fetchFromPeers(options.peers, pull, { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, partialPath, bandwidth: options.bandwidth, parallelRangeMinBytes: options.parallelRangeMinBytes, signal, attempt }).catch((err: unknown) => {

@@ -33,7 +33,6 @@ import type { Metrics } from "./metrics.js";
 import { PullLog } from "./pull-log.js";
 import { PeerList } from "../peers/peer-list.js";
 import { PeerUploads } from "../peers/peer-uploads.js";
-import { PEER_HEAD_BUDGET_MS } from "../peers/peers.js";
 import type { ServerOptions, Settings } from "./server-settings.js";
 
 /** Something start opened, closed in reverse order when a later step fails. */
@@ -158,7 +157,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
       logger,
       recorder: metrics,
       stallMs: settings.peers.stallMs,
-      headBudgetMs: PEER_HEAD_BUDGET_MS,
+      headBudgetMs: settings.peers.headBudgetMs,
     },
   };
   running = runtime;

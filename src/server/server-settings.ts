@@ -17,7 +17,7 @@ import { FixtureRoots } from "../sources/fixture-roots.js";
 import { checkProxyUrl } from "../sources/proxy-url.js";
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
 import { type PeerEntry, parsePeerList } from "../peers/parse-peer-list.js";
-import { PEER_STALL_MS } from "../peers/peers.js";
+import { PEER_HEAD_BUDGET_MS, PEER_STALL_MS } from "../peers/peers.js";
 import { type TlsFiles, checkExposure, hostOf, isLoopback, serverCredentials } from "./transport-security.js";
 
 export interface ServerOptions {
@@ -101,6 +101,8 @@ export interface ServerOptions {
   peerMaxBytesPerSecond?: number;
   /** a peer transfer with no progress for this long is a peer error (default 5 s; tests shorten it) */
   peerStallMs?: number;
+  /** the most a peer's HEAD may take (default 200 ms; tests on a loaded machine lengthen it where a peer must answer) */
+  peerHeadBudgetMs?: number;
 }
 
 /**
@@ -148,6 +150,7 @@ export interface PeerSettings {
   token: string | undefined;
   maxBytesPerSecond: number | undefined;
   stallMs: number;
+  headBudgetMs: number;
 }
 
 /**
@@ -345,5 +348,6 @@ async function peerSettings(options: ServerOptions): Promise<PeerSettings> {
     throw new ModelCacheError("invalid_argument", `--peer-max-bytes-per-second must be a size of at least 1024 bytes per second, such as 50MiB (got ${rate})`);
   }
   const stallMs = checkLimit("the peer stall limit (ms)", options.peerStallMs ?? PEER_STALL_MS);
-  return { entries, token, maxBytesPerSecond: rate, stallMs };
+  const headBudgetMs = checkLimit("the peer HEAD budget (ms)", options.peerHeadBudgetMs ?? PEER_HEAD_BUDGET_MS);
+  return { entries, token, maxBytesPerSecond: rate, stallMs, headBudgetMs };
 }
