@@ -62,21 +62,51 @@ async function metric(t: TestServer, sample: string): Promise<number> {
 const peerUrl = (t: TestServer) => `http://${t.server.hubAddress}`;
 
 /** An HTTP server of the test's own on loopback; `requests` records method and path of each request. */
-async function httpPeer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: string[]; close(): Promise<void> }> {
+async function httpPeer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: string[]; ranges: (string | undefined)[]; close(): Promise<void> }> {
   const requests: string[] = [];
+  const ranges: (string | undefined)[] = [];
   const server: Server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
+    ranges.push(req.headers.range);
     handler(req, res);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
+    ranges,
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/**
+ * A peer of the test's own serving the hub's LFS files by digest, with
+ * ranges: `lie` sends bytes of the right length but the wrong content;
+ * `dropAfter` cuts the first GET of the content after that many bytes.
+ */
+async function contentPeer(hub: FakeHub, options: { lie?: boolean; dropAfter?: number }) {
+  const bySha = new Map(lfsFiles(hub).map((f) => [f.sha256, f]));
+  let drop = options.dropAfter;
+  return httpPeer((req, res) => {
+    const file = bySha.get(/sha256:([0-9a-f]{64})$/.exec(req.url ?? "")?.[1] ?? "");
+    if (!file) return void res.writeHead(404).end();
+    const bytes = options.lie ? Buffer.alloc(file.bytes.length, 7) : file.bytes;
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+    const start = range ? Number(range[1]) : 0;
+    const end = range && range[2] !== "" ? Number(range[2]) + 1 : bytes.length;
+    res.writeHead(range ? 206 : 200, { "content-length": String(end - start), ...(range ? { "content-range": `bytes ${start}-${end - 1}/${bytes.length}` } : {}) });
+    if (req.method === "HEAD") return void res.end();
+    if (drop !== undefined && end - start > drop) {
+      const cut = drop;
+      drop = undefined;
+      res.write(bytes.subarray(start, start + cut), () => res.destroy());
+      return;
+    }
+    res.end(bytes.subarray(start, end));
+  });
 }
 
 /** A port nothing listens on (bound, then closed). */
@@ -144,18 +174,8 @@ describe("peers", () => {
 
   it("skips a peer that sends other bytes for the rest of the pull, counts it, and installs from the hub", async () => {
     const hub = await hubServing();
-    const bySha = new Map(lfsFiles(hub).map((f) => [f.sha256, f]));
     // right length, wrong bytes
-    const liar = await httpPeer((req, res) => {
-      const file = bySha.get(/sha256:([0-9a-f]{64})$/.exec(req.url ?? "")?.[1] ?? "");
-      if (!file) return void res.writeHead(404).end();
-      const wrong = Buffer.alloc(file.bytes.length, 7);
-      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
-      const start = range ? Number(range[1]) : 0;
-      const end = range && range[2] !== "" ? Number(range[2]) + 1 : wrong.length;
-      res.writeHead(range ? 206 : 200, { "content-length": String(end - start), ...(range ? { "content-range": `bytes ${start}-${end - 1}/${wrong.length}` } : {}) });
-      res.end(req.method === "HEAD" ? undefined : wrong.subarray(start, end));
-    });
+    const liar = await contentPeer(hub, { lie: true });
     cleanups.push(() => liar.close());
     const logs = captureLogs();
     // one file at a time: the liar is found out on the first file it is asked for
@@ -169,6 +189,21 @@ describe("peers", () => {
     expect(asked.size, liar.requests.join("\n")).to.equal(1);
     expect(liar.requests.filter((r) => r.startsWith("HEAD"))).to.have.length(1);
     expect(logs.lines.some((l) => l.peer === liar.url && l.reason === "mismatch")).to.equal(true);
+  });
+
+  it("resumes a peer transfer whose connection dropped midway with a Range request for the missing bytes", async () => {
+    const hub = await hubServing();
+    const peer = await contentPeer(hub, { dropAfter: 1024 * 1024 });
+    cleanups.push(() => peer.close());
+    const b = await started(hub, { peers: peer.url });
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(sentByHub.every((bytes) => bytes === 0)).to.equal(true);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "the hub sent no LFS byte").to.deep.equal(sentByHub);
+    const big = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    const gets = peer.requests.filter((r) => r.startsWith(`GET`) && r.endsWith(big.sha256));
+    expect(gets).to.have.length(2);
+    expect(peer.ranges.filter((r) => r !== undefined)).to.include("bytes=1048576-");
   });
 
   it("falls through a dead peer, one that never answers and one that stalls midway, and installs from the hub", async () => {

@@ -75,6 +75,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         ...(settings.proxy !== undefined ? { proxy: redactProxy(settings.proxy) } : {}),
         ...(settings.s3.endpoint !== undefined ? { s3Endpoint: settings.s3.endpoint } : {}),
         offline: runtime.hub.offline,
+        ...(settings.peers.entries.length > 0 ? { peers: settings.peers.entries.map((e) => (e.kind === "url" ? e.url : `dns:${e.name}:${e.port}`)) } : {}),
         maxConcurrentPulls: settings.maxConcurrentPulls,
         tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off",
         auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off",
