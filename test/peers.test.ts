@@ -4,7 +4,7 @@
 // loopback, a fake hub that counts what it sends, and small HTTP servers of
 // the test's own playing lying, dead and stalled peers.
 import { createHash } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import { type AddressInfo, type Socket, connect, createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -20,6 +20,7 @@ import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub, type HubFileEntry } from "./support/fake-hub.js";
 import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
+import { runCli } from "./support/run-cli.js";
 import { OciRegistry, registryAvailable } from "./support/oci-registry.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
 
@@ -395,6 +396,20 @@ describe("peers", () => {
     const after = keys.map((key, i) => s3.gets(key).length - gets[i]!);
     expect(after, keys.join(", ")).to.deep.equal([0, 0, 1]);
     expect(completed.peerBytes).to.equal(big.length + Buffer.byteLength(objects["minilm/config.json"]));
+  });
+
+  it("takes --peers from MODELCACHE_PEERS, and lists the three flags in serve --help and the README", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-cli-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const run = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json"], { env: { MODELCACHE_PEERS: "http://10.0.0.7:50052,dns:no-port" } });
+    expect(run.code).to.equal(2);
+    expect(run.stdout + run.stderr).to.include("--peers entry 'dns:no-port' is not dns:NAME:PORT");
+    const help = (await runCli("", ["serve", "--help"])).stdout;
+    const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
+    for (const flag of ["--peers", "--peer-token-file", "--peer-max-bytes-per-second"]) {
+      expect(help).to.match(new RegExp(`${flag} <`));
+      expect(readme).to.include(`| \`${flag}\` | \`MODELCACHE_${flag.slice(2).replace(/-/g, "_").toUpperCase()}\` |`);
+    }
   });
 
   it("refuses a malformed --peers entry or an empty --peer-token-file, naming the flag", async () => {
