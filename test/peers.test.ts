@@ -4,11 +4,11 @@
 // loopback, a fake hub that counts what it sends, and small HTTP servers of
 // the test's own playing lying, dead and stalled peers.
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import { type AddressInfo, type Socket, connect, createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { Metadata } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { AccessTokens } from "../src/auth/access-tokens.js";
@@ -16,10 +16,11 @@ import { rendezvousOrder } from "../src/peers/rendezvous-order.js";
 import type { ServerOptions } from "../src/server/start-server.js";
 import { resolveSettings } from "../src/server/server-settings.js";
 import type { ModelCacheError } from "../src/errors.js";
-import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub, type HubFileEntry } from "./support/fake-hub.js";
 import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
+import { spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
 import { OciRegistry, registryAvailable } from "./support/oci-registry.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
@@ -396,6 +397,44 @@ describe("peers", () => {
     const after = keys.map((key, i) => s3.gets(key).length - gets[i]!);
     expect(after, keys.join(", ")).to.deep.equal([0, 0, 1]);
     expect(completed.peerBytes).to.equal(big.length + Buffer.byteLength(objects["minilm/config.json"]));
+  });
+
+  it("after SIGKILL in the middle of a peer transfer, a restarted server has cleared the peer's partial and installs whole", async () => {
+    const hub = await hubServing();
+    const big = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    // sends half of the large file, then nothing until the test ends
+    const open: ServerResponse[] = [];
+    const half = await httpPeer((req, res) => {
+      if (!req.url?.endsWith(big.sha256)) return void res.writeHead(404).end();
+      res.writeHead(200, { "content-length": String(big.bytes.length) });
+      if (req.method === "HEAD") return void res.end();
+      res.write(big.bytes.subarray(0, big.bytes.length / 2));
+      open.push(res);
+    });
+    cleanups.push(() => half.close());
+    cleanups.push(async () => open.forEach((res) => res.destroy()));
+    const dataDir = await mkdtemp(join(tmpdir(), "modelcache-peer-crash-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const blobs = join(dataDir, "ai_models_cache", ".blobs");
+    const peerPartials = async () => (await readdir(blobs, { recursive: true })).filter((path) => basename(path).startsWith("peer-"));
+    const first = await spawnServer({ dataDir, args: ["--hub-url", hub.url, "--peers", half.url] });
+    cleanups.push(() => first.kill());
+    await call(first.client, "registerModel", { model: modelSpec({ source: REPO }) });
+    void pull(first.client, { name: "minilm" }).catch(() => undefined);
+    // the partial holds bytes from the peer: the transfer is under way
+    for (;;) {
+      const [partial] = await peerPartials();
+      if (partial !== undefined && (await stat(join(blobs, partial)).catch(() => undefined))?.size) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await first.kill();
+    const second = await spawnServer({ dataDir, args: ["--hub-url", hub.url] });
+    cleanups.push(() => second.kill());
+    expect(await peerPartials()).to.deep.equal([]);
+    expect((await call(second.client, "getModel", { name: "minilm" })).model!.status).to.not.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    const events = await pull(second.client, { name: "minilm" });
+    expect(events.error).to.equal(undefined);
+    expect(await readFile(join(dataDir, "ai_models_cache", "minilm", big.path))).to.deep.equal(big.bytes);
   });
 
   it("takes --peers from MODELCACHE_PEERS, and lists the three flags in serve --help and the README", async () => {
