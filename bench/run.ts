@@ -10,13 +10,14 @@ import { benchFanout } from "./fanout.js";
 import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
+import { benchPeers } from "./peers.js";
 import { benchPull } from "./pull.js";
 import { benchResolve } from "./resolve.js";
 import { benchS3pull } from "./s3pull.js";
 import { benchServe } from "./serve.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "resolve", "serve"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "resolve", "serve", "peers"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -36,6 +37,7 @@ const program = new Command("bench")
   .option("--serve-mib <n>", "size of the file the serve benchmark downloads", "512")
   .option("--serve-repeat <n>", "GETs of the serve benchmark and of its nginx baseline; the medians count", "5")
   .option("--serve-clients <n>", "concurrent downloads while the serve benchmark reads the server's peak RSS", "8")
+  .option("--peers-mib <n>", "size of the LFS file the peers benchmark pulls from a peer and from the hub", "1024")
   .option("--verify-mib <n>", "size of the stored and the pulled model in the verification run", "256")
   .parse();
 
@@ -77,6 +79,7 @@ try {
   }
   if (names.includes("s3pull")) await report(await benchS3pull({ workDir: dir, totalMiB: Number(options.s3Mib), shards: Number(options.shards), repeat: Number(options.repeat) }));
   if (names.includes("serve")) await report(await benchServe({ workDir: dir, sizeMiB: Number(options.serveMib), repeat: Number(options.serveRepeat), clients: Number(options.serveClients) }));
+  if (names.includes("peers")) await report(await benchPeers({ workDir: dir, totalMiB: Number(options.peersMib), repeat: Number(options.repeat) }));
   if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {
   await rm(dir, { recursive: true, force: true });
