@@ -13,6 +13,9 @@ import { Metadata } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { AccessTokens } from "../src/auth/access-tokens.js";
 import { rendezvousOrder } from "../src/peers/rendezvous-order.js";
+import { DNS_REFRESH_MS, PeerList } from "../src/peers/peer-list.js";
+import { parsePeerList } from "../src/peers/parse-peer-list.js";
+import { pino } from "pino";
 import type { ServerOptions } from "../src/server/start-server.js";
 import { resolveSettings } from "../src/server/server-settings.js";
 import type { ModelCacheError } from "../src/errors.js";
@@ -315,6 +318,40 @@ describe("peers", () => {
       first.set(order[0]!, (first.get(order[0]!) ?? 0) + 1);
     }
     expect([...first.keys()].sort()).to.deep.equal(peers);
+  });
+
+  it("resolves dns: names again on its interval, takes every record, and keeps the last addresses when a resolution fails", async () => {
+    // the first resolution answers at once; each later one waits for the test's answer
+    let first = true;
+    const pending: ((answer: { address: string }[] | Error) => void)[] = [];
+    let arrived: (() => void) | undefined;
+    const lookup = (_name: string) => {
+      if (first) {
+        first = false;
+        return Promise.resolve([{ address: "10.0.0.1" }]);
+      }
+      return new Promise<{ address: string }[]>((resolve, reject) => {
+        pending.push((answer) => (answer instanceof Error ? reject(answer) : resolve(answer)));
+        arrived?.();
+      });
+    };
+    const answerNext = async (answer: { address: string }[] | Error) => {
+      while (pending.length === 0) await new Promise<void>((resolve) => (arrived = resolve));
+      pending.shift()!(answer);
+      // the list takes the answer before anything queued after it runs
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    const list = new PeerList(parsePeerList("dns:peers.example:50052,http://10.0.0.9:50052"), pino({ level: "silent" }), 5, lookup);
+    try {
+      expect(await list.current()).to.deep.equal(["http://10.0.0.1:50052", "http://10.0.0.9:50052"]);
+      await answerNext([{ address: "10.0.0.2" }, { address: "fd00::2" }]);
+      expect(await list.current()).to.deep.equal(["http://10.0.0.2:50052", "http://[fd00::2]:50052", "http://10.0.0.9:50052"]);
+      await answerNext(new Error("SERVFAIL"));
+      expect(await list.current()).to.deep.equal(["http://10.0.0.2:50052", "http://[fd00::2]:50052", "http://10.0.0.9:50052"]);
+    } finally {
+      list.close();
+    }
+    expect(DNS_REFRESH_MS).to.equal(30_000);
   });
 
   it("sends what peers fetch through one shared upload cap, and counts it out", async () => {

@@ -26,6 +26,8 @@ export class PeerList {
     readonly entries: readonly PeerEntry[],
     private readonly logger: Logger,
     private readonly refreshMs = DNS_REFRESH_MS,
+    /** every address of a name (A and AAAA records) */
+    private readonly resolveName: (name: string) => Promise<{ address: string }[]> = (name) => lookup(name, { all: true }),
   ) {}
 
   /** Resolves the dns: entries now and every refreshMs until close(). */
@@ -68,7 +70,7 @@ export class PeerList {
       this.entries.map(async (entry) => {
         if (entry.kind !== "dns") return;
         try {
-          const records = await lookup(entry.name, { all: true });
+          const records = await this.resolveName(entry.name);
           this.resolved.set(dnsKey(entry), records.map((r) => `http://${isIP(r.address) === 6 ? `[${r.address}]` : r.address}:${entry.port}`));
         } catch (err) {
           this.logger.warn({ peers: `dns:${entry.name}:${entry.port}`, error: (err as Error).message }, "could not resolve a --peers name; its last addresses stay");
