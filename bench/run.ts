@@ -11,13 +11,14 @@ import { OUTPUT_DIR, type Result, workDir } from "./harness.js";
 import { benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchOcipull } from "./ocipull.js";
+import { benchPeers } from "./peers.js";
 import { benchPull } from "./pull.js";
 import { benchResolve } from "./resolve.js";
 import { benchS3pull } from "./s3pull.js";
 import { benchServe } from "./serve.js";
 import { benchStartup } from "./startup.js";
 
-const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "ocipull", "resolve", "serve"];
+const ALL = ["pull", "repull", "fanout", "bigfile", "inspect", "hubpull", "startup", "dedupe", "s3pull", "ocipull", "resolve", "serve", "peers"];
 
 const program = new Command("bench")
   .argument("[names...]", `which to run: ${ALL.join(", ")} (default: all)`)
@@ -39,6 +40,7 @@ const program = new Command("bench")
   .option("--serve-mib <n>", "size of the file the serve benchmark downloads", "512")
   .option("--serve-repeat <n>", "GETs of the serve benchmark and of its nginx baseline; the medians count", "5")
   .option("--serve-clients <n>", "concurrent downloads while the serve benchmark reads the server's peak RSS", "8")
+  .option("--peers-mib <n>", "size of the LFS file the peers benchmark pulls from a peer and from the hub", "1024")
   .option("--verify-mib <n>", "size of the stored and the pulled model in the verification run", "256")
   .parse();
 
@@ -84,6 +86,7 @@ try {
     if (result) await report(result);
   }
   if (names.includes("serve")) await report(await benchServe({ workDir: dir, sizeMiB: Number(options.serveMib), repeat: Number(options.serveRepeat), clients: Number(options.serveClients) }));
+  if (names.includes("peers")) await report(await benchPeers({ workDir: dir, totalMiB: Number(options.peersMib), repeat: Number(options.repeat) }));
   if (names.includes("startup")) await report(await benchStartup({ workDir: dir, runs: 5, idleSeconds: 3 }));
 } finally {
   await rm(dir, { recursive: true, force: true });

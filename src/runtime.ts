@@ -15,6 +15,7 @@ import type { Leases } from "./consumers/leases.js";
 import type { Capacity } from "./capacity/capacity.js";
 import type { HfCacheView } from "./hf-cache-view/hf-cache-view.js";
 import type { UseRecorder } from "./registry/use-recorder.js";
+import type { Peers } from "./peers/peers.js";
 
 export interface Runtime {
   registry: Registry;
@@ -49,6 +50,8 @@ export interface Runtime {
   view?: HfCacheView;
   /** when each model was last used, written behind */
   uses: UseRecorder;
+  /** the peer servers pulls ask first (--peers), and what the hub endpoint sends peers */
+  peers?: Peers;
 }
 
 export interface HubSettings {

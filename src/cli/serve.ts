@@ -29,6 +29,9 @@ export interface ServeOptions {
   parallelRangeMinBytes: string;
   metricsListen?: string;
   hubListen?: string;
+  peers?: string;
+  peerTokenFile?: string;
+  peerMaxBytesPerSecond?: string;
   hfCacheDir?: string;
   logLevel: "info";
   logFormat: LogFormat;
@@ -117,6 +120,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       parallelRangeMinBytes: parseSize(options.parallelRangeMinBytes),
       metricsListen: options.metricsListen,
       hubListen: options.hubListen,
+      peers: options.peers,
+      peerTokenFile: options.peerTokenFile,
+      peerMaxBytesPerSecond: options.peerMaxBytesPerSecond === undefined ? undefined : parseSize(options.peerMaxBytesPerSecond),
       hfCacheDir: options.hfCacheDir,
       modelsFile: options.modelsFile,
       maxLeaseSeconds: parseDuration(options.maxLeaseSeconds),

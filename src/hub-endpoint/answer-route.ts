@@ -10,6 +10,7 @@ import { type OpenedFile, openInstalledFile, openStoredContent } from "./open-se
 import type { HubRoute } from "./parse-hub-path.js";
 import { type SentRecorder, sendFile } from "./send-file.js";
 import { findListedModel } from "./find-listed-model.js";
+import { isPeerRequest } from "./peer-request.js";
 import { chooseModel, dueForRecheck, findServedModel, isInstalled } from "./served-model.js";
 import { listTree, pathsInfo, withLastCommit } from "./tree-entries.js";
 
@@ -24,12 +25,22 @@ export async function answerRoute(
   sent: SentRecorder,
 ): Promise<string | undefined> {
   if (route.route === "blob") {
+    const peers = runtime.peers;
+    // a server that lists itself among its peers (through an address it cannot tell is its own) learns so from this
+    if (peers?.list) res.setHeader("X-Modelcache-Instance", peers.list.instanceId);
     const file = await openStoredContent(runtime, route.sha256);
     if (!file) {
       res.writeHead(404, { "Content-Type": "application/json" }).end(JSON.stringify({ errors: [{ code: "BLOB_UNKNOWN", message: "blob unknown to this modelcache's content store", detail: { digest: `sha256:${route.sha256}` } }] }));
       return undefined;
     }
-    await sendFile(req, res, file, { "Docker-Content-Digest": `sha256:${route.sha256}`, ETag: `"sha256:${route.sha256}"` }, sent);
+    const headers = { "Docker-Content-Digest": `sha256:${route.sha256}`, ETag: `"sha256:${route.sha256}"` };
+    if (peers && isPeerRequest(req)) {
+      // what peers get shares one cap, and counts as sent to peers
+      const { uploads } = peers;
+      await sendFile(req, res, file, headers, (bytes) => (sent(bytes), uploads.sent(bytes)), (bytes) => uploads.take(bytes, signal));
+    } else {
+      await sendFile(req, res, file, headers, sent);
+    }
     return undefined;
   }
   if (route.route === "resolve") {

@@ -14,7 +14,8 @@ import type { Runtime } from "../runtime.js";
 import type { TlsFiles } from "../server/transport-security.js";
 import { authorizeRequest } from "./authorize-request.js";
 import { answerRoute } from "./answer-route.js";
-import { hubErrorCodeOf } from "./hub-errors.js";
+import { hubErrorCodeOf, hubNotFound } from "./hub-errors.js";
+import { isPeerRequest } from "./peer-request.js";
 import { parseHubPath } from "./parse-hub-path.js";
 
 /** Told of every request and every byte of file content sent (the server's metrics). */
@@ -102,6 +103,8 @@ async function handle(options: HubServerOptions, req: IncomingMessage, res: Serv
     const route = parseHubPath(method, url.pathname);
     if (route) routeName = route.route;
     caller = authorizeRequest(options.authTokens, req.headers.authorization, caller);
+    // a peer is answered from the store only: no route that could start a pull (and so a cascade through the fleet)
+    if (isPeerRequest(req) && route?.route !== "blob") throw hubNotFound("EntryNotFound", `peer requests (X-Modelcache-Peer: 1) are answered only on /v2/{name}/blobs/sha256:{hex}, from this server's store; not ${method} ${url.pathname.slice(0, 200)}`);
     if (!route) throw new ModelCacheError("not_found", `no such route: ${method} ${url.pathname.slice(0, 200)} (this endpoint serves the Hugging Face Hub's download routes and /v2/{name}/blobs/sha256:{hex})`);
     model = await answerRoute(options.runtime, route, { req, res, url, caller, signal: requestSignal(res) }, (bytes) => options.recorder?.hubSent(bytes));
   } catch (err) {

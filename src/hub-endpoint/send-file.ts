@@ -9,11 +9,14 @@ import type { OpenedFile } from "./open-served-file.js";
 /** Bytes of content sent, told as they go out (the sent-bytes metric). */
 export type SentRecorder = (bytes: number) => void;
 
+/** Resolves once `bytes` more may go out (a rate cap: --peer-max-bytes-per-second). */
+export type Pace = (bytes: number) => Promise<void>;
+
 /**
  * Sends `file`; a HEAD needs no open file (`handle` undefined): the size is
  * all its headers need. The handle, if any, is closed when the answer ends.
  */
-export async function sendFile(req: IncomingMessage, res: ServerResponse, file: Omit<OpenedFile, "handle"> & { handle: OpenedFile["handle"] | undefined }, headers: Record<string, string>, sent?: SentRecorder): Promise<void> {
+export async function sendFile(req: IncomingMessage, res: ServerResponse, file: Omit<OpenedFile, "handle"> & { handle: OpenedFile["handle"] | undefined }, headers: Record<string, string>, sent?: SentRecorder, pace?: Pace): Promise<void> {
   const { handle, size } = file;
   try {
     const range = byteRange(req.headers.range, size);
@@ -32,7 +35,7 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, file: 
       res.end();
       return;
     }
-    await sendBytes(handle, res, start, end + 1, sent);
+    await sendBytes(handle, res, start, end + 1, sent, pace);
   } finally {
     await handle?.close();
   }
@@ -48,7 +51,7 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, file: 
 const CHUNK_BYTES = 1024 * 1024;
 
 /** Writes bytes [from, to) of `handle` to `res`, then ends it; stops quietly when the client goes away. */
-async function sendBytes(handle: OpenedFile["handle"], res: ServerResponse, from: number, to: number, sent?: SentRecorder): Promise<void> {
+async function sendBytes(handle: OpenedFile["handle"], res: ServerResponse, from: number, to: number, sent?: SentRecorder, pace?: Pace): Promise<void> {
   // a client that goes away midway: its pending writes may never call back, so every wait also ends on close
   const closed = new Promise<"closed">((resolve) => res.once("close", () => resolve("closed")));
   /** Waits for `pending` (a write's outcome, never a rejection: a write's error must not go unhandled while the other is awaited); false once the client is gone. */
@@ -73,6 +76,7 @@ async function sendBytes(handle: OpenedFile["handle"], res: ServerResponse, from
       return;
     }
     position += bytesRead;
+    await pace?.(bytesRead);
     writes[turn] = new Promise((resolve) =>
       res.write(buffer.subarray(0, bytesRead), (err) => {
         if (!err) sent?.(bytesRead);

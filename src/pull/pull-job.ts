@@ -29,7 +29,7 @@ export type PullResult = "ok" | "failed" | "cancelled";
 export interface PullRecorder {
   pullStarted?(model: string, started: { source: string; fileCount: number; totalBytes: number }): void;
   /** `reusedBytes`: the bytes of files taken from the content store */
-  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; reusedBytes: number; error?: unknown }): void;
+  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; reusedBytes: number; peerBytes: number; error?: unknown }): void;
 }
 
 export interface PullJobSettings {
@@ -218,7 +218,7 @@ export class PullJob implements InstallObserver {
             source.directory,
             condemned && { ...condemned, installedAtMs: manifest.installedAtMs },
           );
-          outcome = { completed: { type: "completed", cacheDir, manifest, reusedBytes: this.reusedBytes } };
+          outcome = { completed: { type: "completed", cacheDir, manifest, reusedBytes: this.reusedBytes, peerBytes: this.peerBytes() } };
         } finally {
           this.admission?.release();
           await release();
@@ -233,6 +233,11 @@ export class PullJob implements InstallObserver {
     this.finish(outcome);
   }
 
+  /** Verified bytes peers brought instead of the source (0 from a source that asks none). */
+  private peerBytes(): number {
+    return "fetch" in this.source ? (this.source.peerBytes?.() ?? 0) : 0;
+  }
+
   /** The model's record, read again; fails when the model is no longer registered. */
   private async registeredRecord(): Promise<ModelRecord> {
     const record = await this.settings.registry.models.get(this.model.name);
@@ -244,7 +249,7 @@ export class PullJob implements InstallObserver {
 
   private finish(outcome: NonNullable<PullJob["outcome"]>): void {
     const result: PullResult = "completed" in outcome ? "ok" : this.controller.signal.aborted ? "cancelled" : "failed";
-    const ended = { result, bytes: this.totalBytesDone, reusedBytes: this.reusedBytes, seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
+    const ended = { result, bytes: this.totalBytesDone, reusedBytes: this.reusedBytes, peerBytes: this.peerBytes(), seconds: (performance.now() - this.startedAt) / 1000, error: "error" in outcome ? outcome.error : undefined };
     for (const recorder of this.settings.recorders ?? []) recorder.pullEnded(this.model.name, ended);
     clearTimeout(this.progressTimer);
     this.pendingProgress.clear();

@@ -91,7 +91,12 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
           alias: credential?.alias,
         });
     // a source with archives filters their entries itself once they are unpacked
-    const source = "archives" in opened && opened.archives ? opened : { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
+    const filtered = "archives" in opened && opened.archives ? opened : { ...opened, files: filterFiles(opened.files, model.include ?? [], model.exclude ?? []) };
+    // a network source asks the peers (--peers) first for every file whose sha256 it lists
+    const source =
+      !dir && "fetch" in filtered && runtime.peers?.list
+        ? (await import("../peers/with-peers.js")).withPeers(filtered, { peers: runtime.peers, store: runtime.store, bandwidth: runtime.hub.bandwidth, parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes })
+        : filtered;
     checkPullLimits(model.name, source.files, runtime.pullLimits);
     // another client's request may have started a job while this one was being set up
     job = runtime.pulls.find(model.name) ?? runtime.pulls.start(model, source, request.force);

@@ -15,8 +15,10 @@ import { cacheBytes } from "../cache/cache-bytes.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 import type { HubRecorder } from "../hub-endpoint/hub-server.js";
+import type { PeerRecorder } from "../peers/peer-recorder.js";
+import type { PeerErrorReason } from "../peers/peer-http.js";
 
-export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder, RepairRecorder, HubRecorder {
+export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, EvictionRecorder, VerificationRecorder, RepairRecorder, HubRecorder, PeerRecorder {
   readonly registry = new Registry();
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
@@ -33,6 +35,8 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
   private readonly reusedBytes = new Counter({ name: "modelcache_reused_bytes_total", help: "Bytes pulls took from the content store instead of fetching or writing them.", registers: [this.registry] });
   private readonly hubRequests = new Counter({ name: "modelcache_hub_requests_total", help: "Requests to the hub endpoint (--hub-listen), by route and HTTP status code.", labelNames: ["route", "code"], registers: [this.registry] });
   private readonly hubSentBytes = new Counter({ name: "modelcache_hub_sent_bytes_total", help: "Bytes of file content the hub endpoint sent.", registers: [this.registry] });
+  private readonly peerTransferred = new Counter({ name: "modelcache_peer_bytes_total", help: "Bytes exchanged with peer servers (--peers): in, fetched from peers and verified; out, sent to peers by the hub endpoint.", labelNames: ["direction"], registers: [this.registry] });
+  private readonly peerErrors = new Counter({ name: "modelcache_peer_errors_total", help: "Peer requests that failed and fell through to the next peer or the source, by reason: mismatch (other bytes than the digest), timeout, unreachable, status.", labelNames: ["reason"], registers: [this.registry] });
   private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
 
   constructor(runtime: () => Runtime | undefined) {
@@ -119,6 +123,14 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
 
   hubSent(bytes: number): void {
     this.hubSentBytes.inc(bytes);
+  }
+
+  peerBytes(direction: "in" | "out", bytes: number): void {
+    this.peerTransferred.inc({ direction }, bytes);
+  }
+
+  peerError(reason: PeerErrorReason): void {
+    this.peerErrors.inc({ reason });
   }
 
   modelsFileApplied(atMs: number): void {

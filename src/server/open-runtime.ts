@@ -31,6 +31,8 @@ import { clearIngest } from "../store/ingest-areas.js";
 import { openView } from "../hf-cache-view/open-view.js";
 import type { Metrics } from "./metrics.js";
 import { PullLog } from "./pull-log.js";
+import { PeerList } from "../peers/peer-list.js";
+import { PeerUploads } from "../peers/peer-uploads.js";
 import type { ServerOptions, Settings } from "./server-settings.js";
 
 /** Something start opened, closed in reverse order when a later step fails. */
@@ -105,6 +107,13 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
     failed: (err) => logger.warn({ err }, "could not delete the records of expired leases; trying again at the next sweep"),
   });
   closers.push({ what: "the sweep of expired leases", close: () => leases.close() });
+  const peerList = settings.peers.entries.length > 0 ? new PeerList(settings.peers.entries, logger) : undefined;
+  if (peerList) {
+    // a fixed --hub-listen port is known now, before a pull of the models file may ask the peers
+    peerList.setOwnEndpoint(options.hubListen);
+    peerList.start();
+    closers.push({ what: "the resolution of --peers names", close: () => peerList.close() });
+  }
   const runtime: Runtime = {
     registry,
     layout,
@@ -141,6 +150,15 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
     capacity,
     view,
     uses: new UseRecorder(registry),
+    peers: {
+      list: peerList,
+      token: settings.peers.token,
+      uploads: new PeerUploads(settings.peers.maxBytesPerSecond, () => metrics),
+      logger,
+      recorder: metrics,
+      stallMs: settings.peers.stallMs,
+      headBudgetMs: settings.peers.headBudgetMs,
+    },
   };
   running = runtime;
   const repairs = new Repairs(runtime.pulls, (name, signal) => repairModel(runtime, name, logger, signal), logger, settings.autoRepair, metrics ? [metrics] : []);

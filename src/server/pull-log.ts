@@ -16,13 +16,15 @@ export class PullLog implements PullRecorder {
     this.logger.info({ model, source: started.source, files: started.fileCount, bytes: started.totalBytes }, "pull started");
   }
 
-  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; reusedBytes: number; error?: unknown }): void {
+  pullEnded(model: string, ended: { result: PullResult; bytes: number; seconds: number; reusedBytes: number; peerBytes: number; error?: unknown }): void {
     const fields = {
       model,
       result: ended.result,
       bytes: ended.bytes,
       // taken from the content store: neither fetched nor written
       reusedBytes: ended.reusedBytes,
+      // fetched from peer servers (--peers) and verified, instead of from the source
+      peerBytes: ended.peerBytes,
       seconds: Number(ended.seconds.toFixed(3)),
       bytesPerSecond: ended.seconds > 0 ? Math.round(ended.bytes / ended.seconds) : 0,
       ...(ended.error === undefined ? {} : { code: status[toServiceError(ended.error).code], error: describe(ended.error) }),

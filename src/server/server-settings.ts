@@ -1,6 +1,7 @@
 // The server's settings: every option checked (and the TLS files read)
 // before anything is created or opened, so that a bad option leaves the data
 // dir and the cache root as they were, with a message naming the flag.
+import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { ServerCredentials } from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -15,6 +16,8 @@ import type { Runtime } from "../runtime.js";
 import { FixtureRoots } from "../sources/fixture-roots.js";
 import { checkProxyUrl } from "../sources/proxy-url.js";
 import { LISTEN_ADDRESS_FORM, isHostAndPort } from "./listen-address.js";
+import { type PeerEntry, parsePeerList } from "../peers/parse-peer-list.js";
+import { PEER_HEAD_BUDGET_MS, PEER_STALL_MS } from "../peers/peers.js";
 import { type TlsFiles, checkExposure, hostOf, isLoopback, serverCredentials } from "./transport-security.js";
 
 export interface ServerOptions {
@@ -90,6 +93,16 @@ export interface ServerOptions {
   autoRepair?: boolean;
   /** the longest lease ResolveModel grants (default a day) */
   maxLeaseSeconds?: number;
+  /** --peers: other servers' hub endpoints (base URLs, dns:NAME:PORT) pulls ask first */
+  peers?: string | string[];
+  /** --peer-token-file: the bearer token sent to peers */
+  peerTokenFile?: string;
+  /** --peer-max-bytes-per-second: cap on what the hub endpoint sends to peers; unset: none */
+  peerMaxBytesPerSecond?: number;
+  /** a peer transfer with no progress for this long is a peer error (default 5 s; tests shorten it) */
+  peerStallMs?: number;
+  /** the most a peer's HEAD may take (default 200 ms; tests on a loaded machine lengthen it where a peer must answer) */
+  peerHeadBudgetMs?: number;
 }
 
 /**
@@ -129,6 +142,15 @@ export interface Settings {
   verification: VerificationSettings | undefined;
   /** --auto-repair: models holding condemned content are pulled again, whoever found it */
   autoRepair: boolean;
+  peers: PeerSettings;
+}
+
+export interface PeerSettings {
+  entries: PeerEntry[];
+  token: string | undefined;
+  maxBytesPerSecond: number | undefined;
+  stallMs: number;
+  headBudgetMs: number;
 }
 
 /**
@@ -199,7 +221,9 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     openWithoutRoots: !authenticated && isLoopback(hostOf(options.listen)),
   });
   const dataDir = resolve(options.dataDir);
+  const peers = await peerSettings(options);
   return {
+    peers,
     credentials,
     authenticated,
     fixtureRoots,
@@ -305,4 +329,25 @@ function checkRegion(region: string): string {
 function checkRegistryAddress(value: string): string {
   if (/^[A-Za-z0-9.-]+:[0-9]{1,5}$/.test(value)) return value;
   throw new ModelCacheError("invalid_argument", `--oci-plain-http entry '${value.slice(0, 80)}' is not a registry's host:port such as 127.0.0.1:5000`);
+}
+
+/** --peers, --peer-token-file (read now, its content trimmed) and --peer-max-bytes-per-second. */
+async function peerSettings(options: ServerOptions): Promise<PeerSettings> {
+  const entries = options.peers === undefined ? [] : parsePeerList(options.peers);
+  let token: string | undefined;
+  if (options.peerTokenFile !== undefined) {
+    try {
+      token = (await readFile(options.peerTokenFile, "utf8")).trim();
+    } catch (err) {
+      throw new ModelCacheError("invalid_argument", `--peer-token-file ${quote(options.peerTokenFile)} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give a file holding the token of a consumer of the peers' hub endpoints`);
+    }
+    if (token === "" || /\s/.test(token)) throw new ModelCacheError("invalid_argument", `--peer-token-file ${quote(options.peerTokenFile)} must hold one token (no spaces inside), such as one 'modelcache tokens new --role consumer' printed`);
+  }
+  const rate = options.peerMaxBytesPerSecond;
+  if (rate !== undefined && (!Number.isSafeInteger(rate) || rate < 1024)) {
+    throw new ModelCacheError("invalid_argument", `--peer-max-bytes-per-second must be a size of at least 1024 bytes per second, such as 50MiB (got ${rate})`);
+  }
+  const stallMs = checkLimit("the peer stall limit (ms)", options.peerStallMs ?? PEER_STALL_MS);
+  const headBudgetMs = checkLimit("the peer HEAD budget (ms)", options.peerHeadBudgetMs ?? PEER_HEAD_BUDGET_MS);
+  return { entries, token, maxBytesPerSecond: rate, stallMs, headBudgetMs };
 }

@@ -50,6 +50,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       ? await (await import("../hub-endpoint/hub-server.js")).startHubServer(options.hubListen, { runtime, logger, audit: auditLogger(logger), authTokens: options.authTokens, tls: options.tls, recorder: metrics })
       : undefined;
     if (hub) closers.push({ what: "the hub endpoint", close: () => hub.close(0) });
+    // the port bound is known now (--hub-listen with port 0): no peer request goes to it
+    runtime.peers?.list?.setOwnEndpoint(hub?.address);
     const port = await grpc.listen(options.listen, settings.credentials);
     const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
@@ -73,6 +75,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         ...(settings.proxy !== undefined ? { proxy: redactProxy(settings.proxy) } : {}),
         ...(settings.s3.endpoint !== undefined ? { s3Endpoint: settings.s3.endpoint } : {}),
         offline: runtime.hub.offline,
+        ...(settings.peers.entries.length > 0 ? { peers: settings.peers.entries.map((e) => (e.kind === "url" ? e.url : `dns:${e.name}:${e.port}`)) } : {}),
         maxConcurrentPulls: settings.maxConcurrentPulls,
         tls: options.tls ? (options.tls.clientCa ? "mutual" : "server") : "off",
         auth: options.authTokens ? `${options.authTokens.size} tokens` : options.tls?.clientCa ? "client certificates" : "off",
@@ -112,6 +115,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await runtime.store.close();
         // its count of links to stored content must not outlive it: footprints of any later server read the counts
         runtime.view?.close();
+        runtime.peers?.list?.close();
         await runtime.uses.close();
         await runtime.leases.close();
         await runtime.copier.close();

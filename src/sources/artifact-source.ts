@@ -56,6 +56,8 @@ export interface FetchingSource extends SourceListing {
    * is held as any download in flight.
    */
   unpack?(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]>;
+  /** verified bytes fetched from peer servers instead of the source so far (src/peers/with-peers.ts) */
+  peerBytes?(): number;
 }
 
 /** Told of each transfer as it goes (a pull's events). */

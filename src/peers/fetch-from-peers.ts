@@ -1,0 +1,104 @@
+// Fetches one file whose sha256 is known from the peers that hold it, before
+// its source is asked: up to 3 peers in rendezvous order, each asked with a
+// HEAD of at most 200 ms, the first that holds it downloaded with the same
+// machinery as any source (ranges, resume of a dropped connection, every
+// byte hashed and checked against the digest). Any peer error (other bytes,
+// no progress for 5 s, unreachable, a refusal) is logged and counted, the
+// peer is not asked again in this pull, and the next peer is tried;
+// undefined when none had it, so the caller goes to the source.
+import { rm } from "node:fs/promises";
+import { ModelCacheError } from "../errors.js";
+import type { Bandwidth } from "../sources/hub/bandwidth.js";
+import type { Connections } from "../sources/hub/connections.js";
+import { downloadFile } from "../sources/hub/download-file.js";
+import { downloadInSegments } from "../sources/hub/download-segments.js";
+import { PeerHttp, peerError, reasonOf } from "./peer-http.js";
+import { PEERS_PER_FILE, type Peers } from "./peers.js";
+import { rendezvousOrder } from "./rendezvous-order.js";
+
+/** What one pull learns of its peers: who failed it, and what they brought. */
+export interface PeerPull {
+  /** peers that failed this pull: never asked again in it */
+  readonly excluded: Set<string>;
+  /** verified bytes fetched from peers */
+  bytes: number;
+  /** connections a file in ranges may borrow, as a source's */
+  readonly connections: Connections;
+}
+
+export interface PeerFetchOptions {
+  path: string;
+  sizeBytes: number;
+  sha256: string;
+  /** where the download goes; removed again when no peer brings it */
+  partialPath: string;
+  bandwidth?: Bandwidth;
+  parallelRangeMinBytes: number;
+  signal: AbortSignal;
+  /** a fresh count of bytes for each attempt (the caller tells the pull only what passes earlier attempts) */
+  attempt(): (bytes: number) => void;
+}
+
+/** The verified file from a peer, or undefined when no peer brought it. */
+export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: PeerFetchOptions): Promise<{ path: string; sha256: string } | undefined> {
+  const { list } = peers;
+  if (!list) return undefined;
+  const { sha256, signal } = options;
+  const candidates = rendezvousOrder(sha256, (await list.current()).filter((peer) => !pull.excluded.has(peer)), PEERS_PER_FILE);
+  for (const peer of candidates) {
+    if (signal.aborted) throw signal.reason;
+    // a peer that failed another file of this pull meanwhile is left out
+    if (pull.excluded.has(peer)) continue;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const answer = await new PeerHttp(peer, peers.token).head(sha256, options.sizeBytes, peers.headBudgetMs, signal, list.instanceId);
+      if (answer === "self") {
+        list.markSelf(peer);
+        continue;
+      }
+      if (answer === "absent") continue;
+      // the transfer's watch: every chunk received restarts it
+      const stall = new AbortController();
+      timer = setTimeout(() => stall.abort(peerError("timeout", `peer ${peer} sent nothing for ${peers.stallMs} ms`)), peers.stallMs);
+      timer.unref();
+      const watched = timer;
+      const http = new PeerHttp(peer, peers.token, () => watched.refresh());
+      const got = await pull.connections.whileHeld(() => download(http, options, pull.connections, AbortSignal.any([signal, stall.signal])));
+      pull.bytes += options.sizeBytes;
+      peers.recorder?.peerBytes("in", options.sizeBytes);
+      peers.logger.debug({ peer, sha256, path: options.path, bytes: options.sizeBytes }, "fetched from a peer");
+      return got;
+    } catch (err) {
+      await discard(options.partialPath);
+      if (signal.aborted) throw signal.reason;
+      // a full disk or a failed sync is this node's trouble, not the peer's: the source would fail the same way
+      if (err instanceof ModelCacheError && err.kind !== "data_loss" && err.kind !== "unavailable") throw err;
+      const reason = reasonOf(err);
+      pull.excluded.add(peer);
+      peers.recorder?.peerError(reason);
+      peers.logger.warn({ peer, sha256, path: options.path, reason, error: (err as Error).message }, reason === "mismatch" ? "a peer sent other bytes than the digest: it is not asked again in this pull" : "a peer failed: the next peer or the source is asked");
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return undefined;
+}
+
+/** One peer's download from zero (no bytes of another peer are resumed: a mismatch is then this peer's alone). */
+async function download(http: PeerHttp, options: PeerFetchOptions, connections: Connections, signal: AbortSignal): Promise<{ path: string; sha256: string }> {
+  const { partialPath, sizeBytes, sha256 } = options;
+  await discard(partialPath);
+  const request = { http, url: http.blobUrl(sha256), origin: `peer ${http.peer}`, path: options.path, partialPath, sizeBytes, sha256, bandwidth: options.bandwidth, signal, onBytes: options.attempt() };
+  let got: string | "unsupported" = "unsupported";
+  if (sizeBytes >= options.parallelRangeMinBytes) got = await downloadInSegments({ ...request, connections });
+  if (got === "unsupported") {
+    await discard(partialPath);
+    got = await downloadFile({ ...request, onBytes: options.attempt() });
+  }
+  return { path: partialPath, sha256: got };
+}
+
+async function discard(partialPath: string): Promise<void> {
+  await rm(partialPath, { force: true });
+  await rm(`${partialPath}.segments.json`, { force: true });
+}

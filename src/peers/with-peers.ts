@@ -1,0 +1,71 @@
+// A pull's source with peers asked first: every file whose sha256 the source
+// lists before download is fetched from the peers that hold it when one
+// does (fetch-from-peers.ts), else from the source. The pull's progress
+// counts each byte once, however many attempts a file took, and the source
+// tells the verified bytes peers brought (PullCompleted.peer_bytes).
+import type { FetchingSource, SourceFile } from "../sources/artifact-source.js";
+import type { Bandwidth } from "../sources/hub/bandwidth.js";
+import { Connections } from "../sources/hub/connections.js";
+import type { ContentStore } from "../store/content-store.js";
+import { type PeerPull, fetchFromPeers } from "./fetch-from-peers.js";
+import type { Peers } from "./peers.js";
+
+/** Peer connections one pull uses at once, as for a source. */
+const CONNECTIONS = 4;
+
+export interface PeerSourceOptions {
+  peers: Peers;
+  /** peer downloads land in the store's ingest area, which the store owns and clears */
+  store: ContentStore;
+  bandwidth: Bandwidth | undefined;
+  parallelRangeMinBytes: number;
+}
+
+export function withPeers(source: FetchingSource, options: PeerSourceOptions): FetchingSource {
+  const pull: PeerPull = { excluded: new Set(), bytes: 0, connections: new Connections(CONNECTIONS) };
+  const { store } = options;
+  /** ingest files fetched from peers and handed to the pull: PruneCache leaves them until the pull is over */
+  const handed = new Set<string>();
+  return {
+    ...source,
+    async fetch(file, signal, onBytes) {
+      // progress resumes once an attempt passes what earlier ones told
+      let told = 0;
+      const attempt = () => {
+        let done = 0;
+        return (bytes: number) => {
+          done += bytes;
+          if (done > told) {
+            onBytes(done - told);
+            told = done;
+          }
+        };
+      };
+      if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
+        const partialPath = store.ingestPath("peer-");
+        store.ingesting.add(partialPath);
+        const got = await fetchFromPeers(options.peers, pull, { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, partialPath, bandwidth: options.bandwidth, parallelRangeMinBytes: options.parallelRangeMinBytes, signal, attempt }).catch((err: unknown) => {
+          store.ingesting.delete(partialPath);
+          throw err;
+        });
+        if (got) {
+          handed.add(partialPath);
+          return got;
+        }
+        store.ingesting.delete(partialPath);
+      }
+      return source.fetch(file, signal, attempt());
+    },
+    async installed() {
+      // the store took every handed file by rename: their names are no longer in use
+      for (const path of handed) store.ingesting.delete(path);
+      await source.installed?.();
+    },
+    peerBytes: () => pull.bytes,
+  };
+}
+
+/** A file the source already holds on this machine (an OCI archive layer's entry, unpacked): nothing to fetch. */
+function isLocal(file: SourceFile): boolean {
+  return typeof (file as { localPath?: unknown }).localPath === "string";
+}

@@ -1,0 +1,511 @@
+// Peers (--peers): a pull fetches content by digest from other servers' hub
+// endpoints before its upstream, verifies every byte and falls back on any
+// doubt; a server answers peers from its store only. Real servers on
+// loopback, a fake hub that counts what it sends, and small HTTP servers of
+// the test's own playing lying, dead and stalled peers.
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
+import { type AddressInfo, type Socket, connect, createServer as createTcpServer } from "node:net";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { Metadata } from "@grpc/grpc-js";
+import { expect } from "chai";
+import { AccessTokens } from "../src/auth/access-tokens.js";
+import { rendezvousOrder } from "../src/peers/rendezvous-order.js";
+import { DNS_REFRESH_MS, PeerList } from "../src/peers/peer-list.js";
+import { parsePeerList } from "../src/peers/parse-peer-list.js";
+import { pino } from "pino";
+import type { ServerOptions } from "../src/server/start-server.js";
+import { resolveSettings } from "../src/server/server-settings.js";
+import type { ModelCacheError } from "../src/errors.js";
+import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { FakeHub, type HubFileEntry } from "./support/fake-hub.js";
+import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
+import { captureLogs } from "./support/log-capture.js";
+import { spawnServer } from "./support/child-server.js";
+import { runCli } from "./support/run-cli.js";
+import { OciRegistry, registryAvailable } from "./support/oci-registry.js";
+import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
+
+const REPO = "acme/tiny-minilm";
+const BIG = 3 * 1024 * 1024;
+const big = Buffer.alloc(BIG);
+for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+
+/** Servers share this process's event loop with the test: a peer that must answer gets more than the 200 ms a HEAD gets in production. */
+const HEAD_BUDGET_MS = 5_000;
+
+const ADMIN = "mct_admin-token";
+const CONSUMER = "mct_consumer-token";
+const digest = (token: string) => createHash("sha256").update(token).digest("hex");
+
+/** The files of the hub the pull installs that are LFS files: their sha256 is known before download. */
+const lfsFiles = (hub: FakeHub): HubFileEntry[] => hub.files.filter((f) => f.lfs && !f.path.startsWith("."));
+const lfsBytes = (hub: FakeHub) => lfsFiles(hub).reduce((sum, f) => sum + f.bytes.length, 0);
+
+/** A server with the hub endpoint and metrics, pulling from `hub`, with the model "minilm" registered (REPO at main). */
+async function node(hub: FakeHub, options: Partial<ServerOptions> = {}, metadata = new Metadata()): Promise<TestServer> {
+  const t = await startTestServer({ hubUrl: hub.url, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS, ...options });
+  await call(t.client, "registerModel", { model: modelSpec({ source: REPO }) }, metadata);
+  return t;
+}
+
+async function pullMinilm(t: TestServer, metadata = new Metadata()) {
+  const outcome = await pull(t.client, { name: "minilm" }, { metadata });
+  if (outcome.error) throw outcome.error;
+  return outcome.events.at(-1)!.completed!;
+}
+
+/** The value of a metric sample (0 when absent) on `t`'s /metrics. */
+async function metric(t: TestServer, sample: string): Promise<number> {
+  const page = await (await fetch(`http://${t.server.metricsAddress}/metrics`)).text();
+  const line = page.split("\n").find((l) => l.startsWith(`${sample} `));
+  return line === undefined ? 0 : Number(line.slice(sample.length + 1));
+}
+
+const peerUrl = (t: TestServer) => `http://${t.server.hubAddress}`;
+
+/** An HTTP server of the test's own on loopback; `requests` records method and path of each request. */
+async function httpPeer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: string[]; ranges: (string | undefined)[]; close(): Promise<void> }> {
+  const requests: string[] = [];
+  const ranges: (string | undefined)[] = [];
+  const server: Server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    ranges.push(req.headers.range);
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    ranges,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * A peer of the test's own serving the hub's LFS files by digest, with
+ * ranges: `lie` sends bytes of the right length but the wrong content;
+ * `dropAfter` cuts the first GET of the content after that many bytes.
+ */
+async function contentPeer(hub: FakeHub, options: { lie?: boolean; dropAfter?: number }) {
+  const bySha = new Map(lfsFiles(hub).map((f) => [f.sha256, f]));
+  let drop = options.dropAfter;
+  return httpPeer((req, res) => {
+    const file = bySha.get(/sha256:([0-9a-f]{64})$/.exec(req.url ?? "")?.[1] ?? "");
+    if (!file) return void res.writeHead(404).end();
+    const bytes = options.lie ? Buffer.alloc(file.bytes.length, 7) : file.bytes;
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+    const start = range ? Number(range[1]) : 0;
+    const end = range && range[2] !== "" ? Number(range[2]) + 1 : bytes.length;
+    res.writeHead(range ? 206 : 200, { "content-length": String(end - start), ...(range ? { "content-range": `bytes ${start}-${end - 1}/${bytes.length}` } : {}) });
+    if (req.method === "HEAD") return void res.end();
+    if (drop !== undefined && end - start > drop) {
+      const cut = drop;
+      drop = undefined;
+      res.write(bytes.subarray(start, start + cut), () => res.destroy());
+      return;
+    }
+    res.end(bytes.subarray(start, end));
+  });
+}
+
+/** A port nothing listens on (bound, then closed). */
+async function freePort(): Promise<number> {
+  const server = createTcpServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe("peers", () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  const hubServing = async () => {
+    const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": big });
+    cleanups.push(() => hub.close());
+    return hub;
+  };
+  const started = async (hub: FakeHub, options: Partial<ServerOptions> = {}, metadata?: Metadata) => {
+    const t = await node(hub, options, metadata);
+    cleanups.push(() => t.close());
+    return t;
+  };
+
+  it("fetches every LFS file a peer holds from that peer: the hub sends none of their bytes again, and both sides count them", async () => {
+    const hub = await hubServing();
+    const a = await started(hub);
+    await pullMinilm(a);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    expect(sentByHub).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
+    const logs = captureLogs();
+    // 1 MiB ranges: the large file comes from the peer in segments, as from a hub
+    const b = await started(hub, { peers: peerUrl(a), parallelRangeMinBytes: 1024 * 1024, logger: logs.logger });
+    const completed = await pullMinilm(b);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
+    expect(completed.peerBytes).to.equal(lfsBytes(hub));
+    expect(await metric(b, 'modelcache_peer_bytes_total{direction="in"}')).to.equal(lfsBytes(hub));
+    expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(lfsBytes(hub));
+    expect(logs.lines.find((l) => l.msg === "pull finished")).to.include({ model: "minilm", peerBytes: lfsBytes(hub) });
+    // the install is whole: the files other than LFS ones came from the hub
+    const info = await call(b.client, "inspectCache", { name: "minilm", deep: true });
+    expect(info.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect(info.manifest!.files.map((f) => f.sha256).sort()).to.deep.equal(hub.files.filter((f) => !f.path.startsWith(".")).map((f) => f.sha256).sort());
+  });
+
+  it("asks each file's peer by rendezvous order: with two peers holding everything, each sends the files it ranks first for", async () => {
+    const hub = await hubServing();
+    const a1 = await started(hub);
+    const a2 = await started(hub);
+    await pullMinilm(a1);
+    await pullMinilm(a2);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    const b = await started(hub, { peers: `${peerUrl(a2)},${peerUrl(a1)}` });
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path))).to.deep.equal(sentByHub);
+    const ranked = (a: TestServer) => lfsFiles(hub).filter((f) => rendezvousOrder(f.sha256, [peerUrl(a1), peerUrl(a2)], 1)[0] === peerUrl(a));
+    for (const a of [a1, a2]) {
+      const expected = ranked(a).reduce((sum, f) => sum + f.bytes.length, 0);
+      expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(expected);
+    }
+  });
+
+  it("skips a peer that sends other bytes for the rest of the pull, counts it, and installs from the hub", async () => {
+    const hub = await hubServing();
+    // right length, wrong bytes
+    const liar = await contentPeer(hub, { lie: true });
+    cleanups.push(() => liar.close());
+    const logs = captureLogs();
+    // one file at a time: the liar is found out on the first file it is asked for
+    const b = await started(hub, { peers: liar.url, fileConcurrency: 1, logger: logs.logger });
+    const completed = await pullMinilm(b);
+    expect(completed.peerBytes).to.equal(0);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path))).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="mismatch"}')).to.equal(1);
+    // every request the liar got names one digest: after its first lie it was asked nothing more
+    const asked = new Set(liar.requests.map((r) => /sha256:([0-9a-f]{64})/.exec(r)![1]));
+    expect(asked.size, liar.requests.join("\n")).to.equal(1);
+    expect(liar.requests.filter((r) => r.startsWith("HEAD"))).to.have.length(1);
+    expect(logs.lines.some((l) => l.peer === liar.url && l.reason === "mismatch")).to.equal(true);
+  });
+
+  it("resumes a peer transfer whose connection dropped midway with a Range request for the missing bytes", async () => {
+    const hub = await hubServing();
+    const peer = await contentPeer(hub, { dropAfter: 1024 * 1024 });
+    cleanups.push(() => peer.close());
+    const b = await started(hub, { peers: peer.url });
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(sentByHub.every((bytes) => bytes === 0)).to.equal(true);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "the hub sent no LFS byte").to.deep.equal(sentByHub);
+    const big = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    const gets = peer.requests.filter((r) => r.startsWith(`GET`) && r.endsWith(big.sha256));
+    expect(gets).to.have.length(2);
+    expect(peer.ranges.filter((r) => r !== undefined)).to.include("bytes=1048576-");
+  });
+
+  it("falls through a dead peer, one that never answers and one that stalls midway, and installs from the hub", async () => {
+    const hub = await hubServing();
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    // accepts connections, never answers
+    const sockets: Socket[] = [];
+    const silent = createTcpServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      sockets.forEach((s) => s.destroy());
+      await new Promise((resolve) => silent.close(resolve));
+    });
+    // answers HEAD, then sends a few bytes of the content and nothing more until the test ends
+    const release: (() => void)[] = [];
+    const staller = await httpPeer((req, res) => {
+      const file = lfsFiles(hub).find((f) => req.url?.endsWith(f.sha256));
+      if (!file) return void res.writeHead(404).end();
+      res.writeHead(200, { "content-length": String(file.bytes.length) });
+      if (req.method === "HEAD") return void res.end();
+      res.write(file.bytes.subarray(0, 10));
+      release.push(() => res.destroy());
+    });
+    cleanups.push(() => staller.close());
+    cleanups.push(async () => release.forEach((r) => r()));
+    const peers = [dead, `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, staller.url].join(",");
+    // the contract's HEAD budget: the silent peer's HEAD ends after 200 ms
+    const b = await started(hub, { peers, peerStallMs: 300, peerHeadBudgetMs: 200 });
+    const completed = await pullMinilm(b);
+    expect(completed.peerBytes).to.equal(0);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path))).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="unreachable"}')).to.be.greaterThan(0);
+    // the silent one's HEAD (200 ms budget) and the staller's transfer
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="timeout"}')).to.be.greaterThan(1);
+    expect(staller.requests.some((r) => r.startsWith("GET"))).to.equal(true);
+  });
+
+  it("answers a peer only from its store: a blob it lacks is 404 and starts no pull, other routes are 404 EntryNotFound", async () => {
+    const hub = await hubServing();
+    const a = await started(hub);
+    const file = lfsFiles(hub)[0]!;
+    const peer = { "x-modelcache-peer": "1" };
+    const blob = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${file.sha256}`, { headers: peer });
+    expect(blob.status).to.equal(404);
+    expect(((await blob.json()) as { errors: { code: string }[] }).errors[0]!.code).to.equal("BLOB_UNKNOWN");
+    for (const path of [`/${REPO}/resolve/main/${file.path}`, `/api/models/${REPO}`, `/api/models/${REPO}/tree/main`, "/nowhere"]) {
+      const res = await fetch(`${peerUrl(a)}${path}`, { headers: peer });
+      expect(res.status, path).to.equal(404);
+      expect(res.headers.get("x-error-code"), path).to.equal("EntryNotFound");
+      await res.arrayBuffer();
+    }
+    expect(hub.requests, "requests the hub got").to.deep.equal([]);
+  });
+
+  it("finds peers by dns:NAME:PORT (localhost)", async () => {
+    const hub = await hubServing();
+    const a = await started(hub);
+    await pullMinilm(a);
+    const port = Number(a.server.hubAddress!.split(":").at(-1));
+    const b = await started(hub, { peers: `dns:localhost:${port}` });
+    const completed = await pullMinilm(b);
+    expect(completed.peerBytes).to.equal(lfsBytes(hub));
+  });
+
+  it("never sends a peer request to its own hub endpoint, by address or, through an address it cannot tell, after the first answer", async () => {
+    const hub = await hubServing();
+    const port = await freePort();
+    const own = `http://127.0.0.1:${port},http://localhost:${port},dns:localhost:${port}`;
+    const s = await started(hub, { hubListen: `127.0.0.1:${port}`, peers: own });
+    await pullMinilm(s);
+    expect(await metric(s, 'modelcache_hub_requests_total{route="blob",code="404"}')).to.equal(0);
+    expect(await metric(s, 'modelcache_hub_requests_total{route="blob",code="200"}')).to.equal(0);
+
+    // a TCP relay to a second server's own endpoint: an address that server cannot know is its own
+    const relayed: Socket[] = [];
+    let target = 0;
+    const relay = createTcpServer((socket) => {
+      relayed.push(socket);
+      const upstream = connect(target, "127.0.0.1");
+      relayed.push(upstream);
+      socket.pipe(upstream).pipe(socket);
+      socket.on("error", () => upstream.destroy());
+      upstream.on("error", () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      relayed.forEach((s) => s.destroy());
+      await new Promise((resolve) => relay.close(resolve));
+    });
+    const r = await started(hub, { peers: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`, fileConcurrency: 1 });
+    target = Number(r.server.hubAddress!.split(":").at(-1));
+    await pullMinilm(r);
+    expect(await metric(r, 'modelcache_hub_requests_total{route="blob",code="404"}')).to.equal(1);
+  });
+
+  it("orders peers by digest and address only: not by list order, at most the number asked, digests spread over peers", () => {
+    const peers = ["http://10.0.0.1:50052", "http://10.0.0.2:50052", "http://10.0.0.3:50052", "http://10.0.0.4:50052", "http://10.0.0.5:50052"];
+    const first = new Map<string, number>();
+    for (let i = 0; i < 200; i++) {
+      const sha = createHash("sha256").update(String(i)).digest("hex");
+      const order = rendezvousOrder(sha, peers, 3);
+      expect(order).to.have.length(3);
+      expect(rendezvousOrder(sha, [...peers].reverse(), 3)).to.deep.equal(order);
+      expect(rendezvousOrder(sha, [peers[2]!, peers[0]!, peers[4]!, peers[1]!, peers[3]!], 3)).to.deep.equal(order);
+      // a peer leaving moves only what it ranked: the others keep their order
+      expect(rendezvousOrder(sha, peers.filter((p) => p !== order[0]), 2)).to.deep.equal(order.slice(1));
+      first.set(order[0]!, (first.get(order[0]!) ?? 0) + 1);
+    }
+    expect([...first.keys()].sort()).to.deep.equal(peers);
+  });
+
+  it("resolves dns: names again on its interval, takes every record, and keeps the last addresses when a resolution fails", async () => {
+    // the first resolution answers at once; each later one waits for the test's answer
+    let first = true;
+    const pending: ((answer: { address: string }[] | Error) => void)[] = [];
+    let arrived: (() => void) | undefined;
+    const lookup = (_name: string) => {
+      if (first) {
+        first = false;
+        return Promise.resolve([{ address: "10.0.0.1" }]);
+      }
+      return new Promise<{ address: string }[]>((resolve, reject) => {
+        pending.push((answer) => (answer instanceof Error ? reject(answer) : resolve(answer)));
+        arrived?.();
+      });
+    };
+    const answerNext = async (answer: { address: string }[] | Error) => {
+      while (pending.length === 0) await new Promise<void>((resolve) => (arrived = resolve));
+      pending.shift()!(answer);
+      // the list takes the answer before anything queued after it runs
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    const list = new PeerList(parsePeerList("dns:peers.example:50052,http://10.0.0.9:50052"), pino({ level: "silent" }), 5, lookup);
+    try {
+      expect(await list.current()).to.deep.equal(["http://10.0.0.1:50052", "http://10.0.0.9:50052"]);
+      await answerNext([{ address: "10.0.0.2" }, { address: "fd00::2" }]);
+      expect(await list.current()).to.deep.equal(["http://10.0.0.2:50052", "http://[fd00::2]:50052", "http://10.0.0.9:50052"]);
+      await answerNext(new Error("SERVFAIL"));
+      expect(await list.current()).to.deep.equal(["http://10.0.0.2:50052", "http://[fd00::2]:50052", "http://10.0.0.9:50052"]);
+    } finally {
+      list.close();
+    }
+    expect(DNS_REFRESH_MS).to.equal(30_000);
+  });
+
+  it("sends what peers fetch through one shared upload cap, and counts it out", async () => {
+    const hub = await hubServing();
+    const a = await started(hub, { peerMaxBytesPerSecond: 1024 * 1024 * 1024 });
+    await pullMinilm(a);
+    const b1 = await started(hub, { peers: peerUrl(a) });
+    const b2 = await started(hub, { peers: peerUrl(a) });
+    const [one, two] = await Promise.all([pullMinilm(b1), pullMinilm(b2)]);
+    expect(one.peerBytes + two.peerBytes).to.equal(2 * lfsBytes(hub));
+    const uploads = a.server.runtime.peers!.uploads;
+    expect(uploads.sentBytes).to.equal(2 * lfsBytes(hub));
+    expect(uploads.pacedBytes, "bytes that went through the cap").to.equal(uploads.sentBytes);
+    expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(2 * lfsBytes(hub));
+  });
+
+  it("sends the --peer-token-file token: a peer with tokens serves it, and refuses a node without (which installs from the hub)", async () => {
+    const hub = await hubServing();
+    const tokens = AccessTokens.parse(JSON.stringify({ tokens: [{ name: "ops", sha256: digest(ADMIN), role: "admin" }, { name: "fleet", sha256: digest(CONSUMER), role: "consumer" }] }));
+    const admin = new Metadata();
+    admin.set("authorization", `Bearer ${ADMIN}`);
+    const a = await started(hub, { authTokens: tokens }, admin);
+    await pullMinilm(a, admin);
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-token-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(join(dir, "token"), `  ${CONSUMER}\n`);
+    const withToken = await started(hub, { peers: peerUrl(a), peerTokenFile: join(dir, "token") });
+    expect((await pullMinilm(withToken)).peerBytes).to.equal(lfsBytes(hub));
+    // one file at a time: the refusal of the first file leaves the peer out for the second
+    const without = await started(hub, { peers: peerUrl(a), fileConcurrency: 1 });
+    const before = lfsFiles(hub).map((f) => hub.sent(f.path));
+    expect((await pullMinilm(without)).peerBytes).to.equal(0);
+    expect(await metric(without, 'modelcache_peer_errors_total{reason="status"}')).to.equal(1);
+    expect(lfsFiles(hub).map((f, i) => hub.sent(f.path) - before[i]!)).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
+  });
+
+  it("fetches an OCI model's layers from a peer: the registry sends no layer a second time", async function () {
+    if (!registryAvailable) this.skip();
+    const registry = await OciRegistry.start();
+    cleanups.push(() => registry.close());
+    const files = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": big, "tokenizer.json": "{}" };
+    await registry.pushModelPack("models/minilm", "v1", files);
+    const spec = modelSpec({ source: `oci://${registry.address}/models/minilm`, revision: "v1" });
+    const oci = { offline: false, ociPlainHttp: [registry.address], hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS };
+    const a = await startTestServer(oci);
+    cleanups.push(() => a.close());
+    await call(a.client, "registerModel", { model: spec });
+    await pullMinilm(a);
+    const layers = Object.values(files).map((data) => `sha256:${sha256hex(data)}`);
+    const gets = layers.map((layer) => registry.blobGets(layer));
+    const b = await startTestServer({ ...oci, peers: peerUrl(a) });
+    cleanups.push(() => b.close());
+    await call(b.client, "registerModel", { model: spec });
+    const completed = await pullMinilm(b);
+    expect(layers.map((layer) => registry.blobGets(layer))).to.deep.equal(gets);
+    expect(completed.peerBytes).to.equal(Object.values(files).reduce((sum, data) => sum + Buffer.byteLength(data), 0));
+  });
+
+  it("fetches S3 objects with a SHA-256 checksum from a peer, and those without from the store", async () => {
+    const s3 = await FakeS3.start(["models"]);
+    cleanups.push(() => s3.close());
+    const objects = { "minilm/config.json": '{"hidden_size": 384}', "minilm/onnx/model.onnx": big, "minilm/tokenizer.json": "{}" };
+    await s3.put("models", objects);
+    s3.faults.checksum.set("minilm/onnx/model.onnx", sha256hex(big));
+    s3.faults.checksum.set("minilm/config.json", sha256hex(objects["minilm/config.json"]));
+    const spec = modelSpec({ source: "s3://models/minilm", revision: "", credentialAlias: "store" });
+    const options = { offline: false, s3Endpoint: s3.url, parallelRangeMinBytes: 1024 * 1024, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS };
+    const a = await startTestServer(options);
+    cleanups.push(() => a.close());
+    const b = await startTestServer({ ...options, peers: peerUrl(a) });
+    cleanups.push(() => b.close());
+    for (const t of [a, b]) {
+      await call(t.client, "putSecret", { alias: "store", value: JSON.stringify(S3_CREDENTIALS) });
+      await call(t.client, "registerModel", { model: spec });
+    }
+    await pullMinilm(a);
+    const keys = Object.keys(objects);
+    const gets = keys.map((key) => s3.gets(key).length);
+    const completed = await pullMinilm(b);
+    const after = keys.map((key, i) => s3.gets(key).length - gets[i]!);
+    expect(after, keys.join(", ")).to.deep.equal([0, 0, 1]);
+    expect(completed.peerBytes).to.equal(big.length + Buffer.byteLength(objects["minilm/config.json"]));
+  });
+
+  it("after SIGKILL in the middle of a peer transfer, a restarted server has cleared the peer's partial and installs whole", async () => {
+    const hub = await hubServing();
+    const big = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    // sends half of the large file, then nothing until the test ends
+    const open: ServerResponse[] = [];
+    const half = await httpPeer((req, res) => {
+      if (!req.url?.endsWith(big.sha256)) return void res.writeHead(404).end();
+      res.writeHead(200, { "content-length": String(big.bytes.length) });
+      if (req.method === "HEAD") return void res.end();
+      res.write(big.bytes.subarray(0, big.bytes.length / 2));
+      open.push(res);
+    });
+    cleanups.push(() => half.close());
+    cleanups.push(async () => open.forEach((res) => res.destroy()));
+    const dataDir = await mkdtemp(join(tmpdir(), "modelcache-peer-crash-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const blobs = join(dataDir, "ai_models_cache", ".blobs");
+    const peerPartials = async () => (await readdir(blobs, { recursive: true })).filter((path) => basename(path).startsWith("peer-"));
+    const first = await spawnServer({ dataDir, args: ["--hub-url", hub.url, "--peers", half.url] });
+    cleanups.push(() => first.kill());
+    await call(first.client, "registerModel", { model: modelSpec({ source: REPO }) });
+    void pull(first.client, { name: "minilm" }).catch(() => undefined);
+    // the partial holds bytes from the peer: the transfer is under way
+    for (;;) {
+      const [partial] = await peerPartials();
+      if (partial !== undefined && (await stat(join(blobs, partial)).catch(() => undefined))?.size) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await first.kill();
+    const second = await spawnServer({ dataDir, args: ["--hub-url", hub.url] });
+    cleanups.push(() => second.kill());
+    expect(await peerPartials()).to.deep.equal([]);
+    expect((await call(second.client, "getModel", { name: "minilm" })).model!.status).to.not.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    const events = await pull(second.client, { name: "minilm" });
+    expect(events.error).to.equal(undefined);
+    expect(await readFile(join(dataDir, "ai_models_cache", "minilm", big.path))).to.deep.equal(big.bytes);
+  });
+
+  it("takes --peers from MODELCACHE_PEERS, and lists the three flags in serve --help and the README", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-cli-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const run = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json"], { env: { MODELCACHE_PEERS: "http://10.0.0.7:50052,dns:no-port" } });
+    expect(run.code).to.equal(2);
+    expect(run.stdout + run.stderr).to.include("--peers entry 'dns:no-port' is not dns:NAME:PORT");
+    const help = (await runCli("", ["serve", "--help"])).stdout;
+    const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
+    for (const flag of ["--peers", "--peer-token-file", "--peer-max-bytes-per-second"]) {
+      expect(help).to.match(new RegExp(`${flag} <`));
+      expect(readme).to.include(`| \`${flag}\` | \`MODELCACHE_${flag.slice(2).replace(/-/g, "_").toUpperCase()}\` |`);
+    }
+  });
+
+  it("refuses a malformed --peers entry or an empty --peer-token-file, naming the flag", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-settings-"));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(join(dir, "empty"), "\n");
+    for (const [options, words] of [
+      [{ peers: "dns:nameonly" }, "--peers entry 'dns:nameonly' is not dns:NAME:PORT"],
+      [{ peers: "ftp://10.0.0.7:50052" }, "--peers entry 'ftp://10.0.0.7:50052'"],
+      [{ peers: "http://user:pw@10.0.0.7:50052" }, "without credentials"],
+      [{ peerTokenFile: join(dir, "empty") }, "--peer-token-file"],
+      [{ peerTokenFile: join(dir, "missing") }, "--peer-token-file"],
+      [{ peerMaxBytesPerSecond: 10 }, "--peer-max-bytes-per-second"],
+    ] as const) {
+      const error = await resolveSettings({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), ...options }).then(
+        () => undefined,
+        (err: ModelCacheError) => err,
+      );
+      expect(error?.kind, JSON.stringify(options)).to.equal("invalid_argument");
+      expect(error?.message, JSON.stringify(options)).to.include(words);
+    }
+  });
+});
