@@ -192,6 +192,22 @@ describe("registry", () => {
       expect(model!.dimensions).to.equal(384);
     });
 
+    it("with if_updated_at applies only while the model is unchanged since that read: a lost race is ABORTED and keeps the other change", async () => {
+      await call(t.client, "registerModel", { model: modelSpec() });
+      const { model: read } = await call(t.client, "getModel", { name: "minilm" });
+      // another client changes the model between this read and the write
+      await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ dimensions: 768 }), ifUpdatedAt: read!.updatedAt });
+      const err = await callError(t.client, "updateModel", { name: "minilm", model: modelSpec({ revision: "v2" }), ifUpdatedAt: read!.updatedAt });
+      expect(err.code).to.equal(status.ABORTED);
+      expect(err.details).to.include("if_updated_at").and.include("GetModel");
+      const { model: now } = await call(t.client, "getModel", { name: "minilm" });
+      expect(now!.dimensions).to.equal(768);
+      expect(now!.revision).to.equal("main");
+      // read again, the update applies
+      const { model: updated } = await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ dimensions: 768, revision: "v2" }), ifUpdatedAt: now!.updatedAt });
+      expect(updated!.revision).to.equal("v2");
+    });
+
     it("never touches the install: the manifest still shows the revision on disk", async () => {
       await call(t.client, "registerModel", { model: modelSpec() });
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });

@@ -3,6 +3,7 @@
 // runs, so that `--help` and usage errors load no gRPC, protobuf or
 // progress-bar code.
 import { readFile } from "node:fs/promises";
+import { type ServiceError, status } from "@grpc/grpc-js";
 import { resolve as resolvePath } from "node:path";
 import {
   CacheStatus,
@@ -13,6 +14,7 @@ import {
   InspectCacheResponse,
   LeaseInfo,
   Model,
+  type ModelCacheServiceClient,
   type ModelSpec,
   ModelStatus,
   PruneCacheResponse,
@@ -132,9 +134,10 @@ export const registerModel = (global: Global, name: string, opts: RegisterOption
 
 /**
  * UpdateModel replaces the whole spec; this command changes only the fields
- * given: it reads the model, changes those fields and sends the result. An
- * update between the read and the write by someone else is overwritten, as
- * with any read-modify-write without a version check.
+ * given: it reads the model, changes those fields and sends the result with
+ * the updated_at it read (if_updated_at). A change by someone else between
+ * the read and the write makes the server refuse it (ABORTED) rather than
+ * overwrite that change: the command reads again and retries.
  */
 export const updateModel = (global: Global, name: string, opts: UpdateOptions) =>
   run(global, async (client) => {
@@ -143,8 +146,7 @@ export const updateModel = (global: Global, name: string, opts: UpdateOptions) =
       process.stderr.write(`error: give at least one field to change (--source, --revision, --dimensions, --include, ...)\nhint: 'modelcache models update --help' lists them\n`);
       return EXIT.usage;
     }
-    const { model: before } = await call(client, "getModel", { name });
-    const { model } = await call(client, "updateModel", { name, model: { ...specOf(before!), ...changes } });
+    const { before, model } = await updateWhileUnchanged(client, name, changes);
     showModels([model!], opts.json);
     const stale = installedFrom(before!, model!);
     if (stale.length > 0) {
@@ -152,6 +154,22 @@ export const updateModel = (global: Global, name: string, opts: UpdateOptions) =
       process[opts.json ? "stderr" : "stdout"].write(`${opts.json ? "note: " : ""}${note}\n`);
     }
   }, WORDING.spec);
+
+/**
+ * Reads the model and sends it back with `changes`, only while nobody else
+ * changed it meanwhile (if_updated_at); a lost race reads again, a few times.
+ */
+async function updateWhileUnchanged(client: ModelCacheServiceClient, name: string, changes: Partial<ModelSpec>): Promise<{ before: Model; model: Model }> {
+  for (let attempt = 1; ; attempt++) {
+    const { model: before } = await call(client, "getModel", { name });
+    try {
+      const { model } = await call(client, "updateModel", { name, model: { ...specOf(before!), ...changes }, ifUpdatedAt: before!.updatedAt });
+      return { before: before!, model: model! };
+    } catch (err) {
+      if ((err as Partial<ServiceError>).code !== status.ABORTED || attempt === 5) throw err;
+    }
+  }
+}
 
 /** The spec fields an update's flags set. */
 function specChanges(opts: UpdateOptions): Partial<ModelSpec> {

@@ -46,7 +46,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       model: withLeases(await registerModel(registry, specFromProto(request.model))),
     })),
     updateModel: unary(context, Service.updateModel, async (request) => ({
-      model: withLeases(await updateModel(registry, request.name, specFromProto(request.model), { check: refuseIfManaged(runtime, "UpdateModel would replace its spec") })),
+      model: withLeases(await updateModel(registry, request.name, specFromProto(request.model), { check: refuseIfManaged(runtime, "UpdateModel would replace its spec"), ifUpdatedAtMs: request.ifUpdatedAt?.getTime() })),
     })),
     getModel: unary(context, Service.getModel, async (request) => ({
       model: withLeases(await getModel(registry, request.name)),

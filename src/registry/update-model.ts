@@ -12,6 +12,8 @@ export interface UpdateOptions {
   check?: (current: ModelRecord) => void;
   /** the owner the updated record gets (the models file taking a model over) */
   managedBy?: ManagedBy;
+  /** applies only while the record's updatedAtMs is still this (a caller's read-modify-write) */
+  ifUpdatedAtMs?: number;
 }
 
 export async function updateModel(registry: Registry, name: string, input: ModelSpecInput, options: UpdateOptions = {}): Promise<ModelRecord> {
@@ -26,6 +28,12 @@ export async function updateModel(registry: Registry, name: string, input: Model
   return registry.records.run(name, undefined, async () => {
     const current = await registry.models.get(name);
     if (current === undefined) throw notRegistered(name);
+    if (options.ifUpdatedAtMs !== undefined && current.updatedAtMs !== options.ifUpdatedAtMs) {
+      throw new ModelCacheError(
+        "aborted",
+        `model '${name}' changed since if_updated_at ${new Date(options.ifUpdatedAtMs).toISOString()} (now updated at ${new Date(current.updatedAtMs).toISOString()}): read it again with GetModel and retry the update`,
+      );
+    }
     options.check?.(current);
     const record: ModelRecord = {
       ...current,

@@ -453,7 +453,15 @@ export interface RegisterModelResponse {
 /** UpdateModelRequest replaces the spec of the model called name. */
 export interface UpdateModelRequest {
   name: string;
-  model?: ModelSpec | undefined;
+  model?:
+    | ModelSpec
+    | undefined;
+  /**
+   * when set, the update applies only while the model's updated_at is still
+   * this value (as GetModel returned it): a read-modify-write that lost a race
+   * with another change is ABORTED instead of overwriting it; read and retry
+   */
+  ifUpdatedAt?: Date | undefined;
 }
 
 /** UpdateModelResponse carries the updated model. */
@@ -1735,7 +1743,7 @@ export const RegisterModelResponse: MessageFns<RegisterModelResponse> = {
 };
 
 function createBaseUpdateModelRequest(): UpdateModelRequest {
-  return { name: "", model: undefined };
+  return { name: "", model: undefined, ifUpdatedAt: undefined };
 }
 
 export const UpdateModelRequest: MessageFns<UpdateModelRequest> = {
@@ -1745,6 +1753,9 @@ export const UpdateModelRequest: MessageFns<UpdateModelRequest> = {
     }
     if (message.model !== undefined) {
       ModelSpec.encode(message.model, writer.uint32(18).fork()).join();
+    }
+    if (message.ifUpdatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.ifUpdatedAt), writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1778,6 +1789,14 @@ export const UpdateModelRequest: MessageFns<UpdateModelRequest> = {
             message.model = ModelSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ifUpdatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1794,6 +1813,11 @@ export const UpdateModelRequest: MessageFns<UpdateModelRequest> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       model: isSet(object.model) ? ModelSpec.fromJSON(object.model) : undefined,
+      ifUpdatedAt: isSet(object.ifUpdatedAt)
+        ? fromJsonTimestamp(object.ifUpdatedAt)
+        : isSet(object.if_updated_at)
+        ? fromJsonTimestamp(object.if_updated_at)
+        : undefined,
     };
   },
 
@@ -1804,6 +1828,9 @@ export const UpdateModelRequest: MessageFns<UpdateModelRequest> = {
     }
     if (message.model !== undefined) {
       obj.model = ModelSpec.toJSON(message.model);
+    }
+    if (message.ifUpdatedAt !== undefined) {
+      obj.ifUpdatedAt = message.ifUpdatedAt.toISOString();
     }
     return obj;
   },
@@ -1817,6 +1844,7 @@ export const UpdateModelRequest: MessageFns<UpdateModelRequest> = {
     message.model = (object.model !== undefined && object.model !== null)
       ? ModelSpec.fromPartial(object.model)
       : undefined;
+    message.ifUpdatedAt = object.ifUpdatedAt ?? undefined;
     return message;
   },
 };
