@@ -1,6 +1,6 @@
 // A full disk, for real: a 96 MiB ext4 image, loop-mounted as the data dir
 // and filled by a ballast file at the moment each test chooses.
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -231,6 +231,34 @@ describe("a full disk", function () {
         const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: false });
         expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
         await t.restart();
+        expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+      } finally {
+        await source.cleanup();
+      }
+    });
+
+    it("lets a DropCache on a disk without a free block take its lock from the reserve, free the install and renew the reserve", async () => {
+      t = await serverOnDisk();
+      const reserve = join(t.cacheRoot, ".locks", "reserve");
+      expect((await stat(reserve)).size, "the reserve written at start").to.equal(1024 * 1024);
+      const source = await makeSourceDir({ "config.json": "{}", "model.safetensors": big });
+      try {
+        await call(t.client, "registerModel", { model: modelSpec() });
+        await pullOk(t.client, { name: "minilm", fixtureDir: source.dir });
+        await disk.fill();
+        expect(await disk.freeBytes()).to.equal(0);
+        const { removed, freedBytes } = await call(t.client, "dropCache", { name: "minilm", force: false });
+        expect(removed).to.equal(true);
+        expect(Number(freedBytes)).to.be.at.least(BIG);
+        expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+        // the space freed had room for a new reserve, for the next full disk
+        expect((await stat(reserve)).size).to.equal(1024 * 1024);
+        // as a server killed while it wrote a new reserve leaves it: the next start writes it whole
+        await rm(reserve);
+        await writeFile(`${reserve}.partial`, "cut short");
+        await t.restart();
+        expect((await stat(reserve)).size).to.equal(1024 * 1024);
+        expect(await stat(`${reserve}.partial`).then(() => "there", (err: NodeJS.ErrnoException) => err.code)).to.equal("ENOENT");
         expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
       } finally {
         await source.cleanup();

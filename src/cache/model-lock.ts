@@ -4,10 +4,13 @@
 // considered stale a few seconds after its holder died). Beside each lock,
 // a small owner record (host, pid, the lock dir's inode) lets a restart take
 // over at once a lock whose holder is provably dead instead of waiting for
-// it to go stale.
-import { mkdir, readFile, readlink, rm, stat, utimes, writeFile } from "node:fs/promises";
+// it to go stale. A lock takes a directory and a record, a block each: on a
+// disk with no block left, a change that frees space (DropCache, eviction,
+// UnregisterModel) spends a small reserve file kept beside the locks for it,
+// renewed once there is room again.
+import { mkdir, readFile, readlink, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import lockfile from "proper-lockfile";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, errorCode } from "../errors.js";
@@ -15,10 +18,18 @@ import type { CacheLayout } from "./layout.js";
 
 const STALE_MS = 3000;
 const RETRY_MS = 200;
+/** room for a space-freeing change's lock (a directory and a record) and the renames and records of its removal */
+const RESERVE_BYTES = 1024 * 1024;
 
 /** Where the locks say why they wait or take over (the server's logger). */
 export interface LockLog {
   info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+/** What a change does to the disk: one that frees space may spend the reserve to take its lock on a full disk. */
+export interface LockPurpose {
+  freesSpace?: boolean;
 }
 
 interface LockOwner {
@@ -48,13 +59,43 @@ export class ModelLocks {
   }
 
   /** Holds the model's lock until the returned release is called. */
-  async acquire(name: string, signal: AbortSignal | undefined, waitMs = this.waitMs): Promise<() => Promise<void>> {
-    return this.holdFile(name, signal, waitMs, await this.local.acquire(name, signal));
+  async acquire(name: string, signal: AbortSignal | undefined, waitMs = this.waitMs, purpose: LockPurpose = {}): Promise<() => Promise<void>> {
+    return this.holdFile(name, signal, waitMs, await this.local.acquire(name, signal), purpose);
   }
 
-  private async holdFile(name: string, signal: AbortSignal | undefined, waitMs: number, releaseLocal: () => void): Promise<() => Promise<void>> {
+  /**
+   * Writes the reserve a space-freeing change spends when the disk has no
+   * block left for its lock, unless it is there. Without room for it, it is
+   * written at a later release: the server works without it.
+   */
+  async renewReserve(): Promise<void> {
+    const reserve = this.reservePath();
     try {
-      const releaseFile = await this.acquireFile(name, signal, waitMs);
+      if ((await stat(reserve)).size === RESERVE_BYTES) return;
+    } catch (err) {
+      if (errorCode(err) !== "ENOENT") throw err;
+    }
+    await mkdir(dirname(reserve), { recursive: true });
+    const partial = `${reserve}.partial`;
+    try {
+      // zeros written, not a hole: the blocks are the disk's, freed when it is removed
+      await writeFile(partial, Buffer.alloc(RESERVE_BYTES));
+      await rename(partial, reserve);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code !== "ENOSPC" && code !== "EDQUOT") throw err;
+      // no room for it now: what was written of it goes, it is tried again at the next release
+      await rm(partial, { force: true });
+    }
+  }
+
+  private reservePath(): string {
+    return join(this.layout.root, ".locks", "reserve");
+  }
+
+  private async holdFile(name: string, signal: AbortSignal | undefined, waitMs: number, releaseLocal: () => void, purpose: LockPurpose): Promise<() => Promise<void>> {
+    try {
+      const releaseFile = await this.acquireFile(name, signal, waitMs, purpose);
       return async () => {
         try {
           await releaseFile();
@@ -64,6 +105,8 @@ export class ModelLocks {
         } finally {
           releaseLocal();
         }
+        // a change that freed space left room for the reserve it may have spent
+        if (purpose.freesSpace) await this.renewReserve();
       };
     } catch (err) {
       releaseLocal();
@@ -72,8 +115,8 @@ export class ModelLocks {
   }
 
   /** Runs `work` under the model's lock. */
-  async run<T>(name: string, signal: AbortSignal | undefined, work: () => Promise<T>): Promise<T> {
-    const release = await this.acquire(name, signal);
+  async run<T>(name: string, signal: AbortSignal | undefined, work: () => Promise<T>, purpose: LockPurpose = {}): Promise<T> {
+    const release = await this.acquire(name, signal, this.waitMs, purpose);
     try {
       return await work();
     } finally {
@@ -87,11 +130,11 @@ export class ModelLocks {
    * something the caller holds), else waiting at most `waitMs` for another
    * process (by default, long enough for a dead holder's lock to go stale).
    */
-  async tryAcquire(name: string, waitMs = STALE_MS + 1000): Promise<(() => Promise<void>) | undefined> {
+  async tryAcquire(name: string, waitMs = STALE_MS + 1000, purpose: LockPurpose = {}): Promise<(() => Promise<void>) | undefined> {
     const local = this.local.tryAcquire(name);
     if (!local) return undefined;
     try {
-      return await this.holdFile(name, undefined, waitMs, await local);
+      return await this.holdFile(name, undefined, waitMs, await local, purpose);
     } catch (err) {
       if (err instanceof ModelCacheError && err.kind === "unavailable") return undefined;
       throw err;
@@ -105,7 +148,7 @@ export class ModelLocks {
    */
   async tryHold(name: string): Promise<(() => Promise<void>) | undefined> {
     try {
-      const release = await this.acquireFile(name, undefined, 0);
+      const release = await this.acquireFile(name, undefined, 0, {});
       return async () => {
         try {
           await release();
@@ -129,9 +172,10 @@ export class ModelLocks {
     return this.local.idle();
   }
 
-  private async acquireFile(name: string, signal: AbortSignal | undefined, waitMs: number): Promise<() => Promise<void>> {
+  private async acquireFile(name: string, signal: AbortSignal | undefined, waitMs: number, purpose: LockPurpose): Promise<() => Promise<void>> {
     const dir = join(this.layout.root, ".locks");
     await mkdir(dir, { recursive: true });
+    let spent = false;
     const lockPath = join(dir, `${name}.lock`);
     const ownerPath = join(dir, `${name}.owner`);
     const giveUpAt = Date.now() + waitMs;
@@ -156,7 +200,12 @@ export class ModelLocks {
           await release();
         };
       } catch (err) {
-        if (errorCode(err) !== "ELOCKED") throw err;
+        const code = errorCode(err);
+        if ((code === "ENOSPC" || code === "EDQUOT") && purpose.freesSpace && !spent) {
+          spent = true;
+          if (await this.spendReserve(name)) continue;
+        }
+        if (code !== "ELOCKED") throw err;
         const holder = await this.holderOf(lockPath, ownerPath);
         if (holder.dead) {
           // proper-lockfile removes a stale lock itself, with the same care
@@ -182,6 +231,20 @@ export class ModelLocks {
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }
     }
+  }
+
+  /** Removes the reserve so that a space-freeing change can take its lock; false when there was none. */
+  private async spendReserve(name: string): Promise<boolean> {
+    const reserve = this.reservePath();
+    try {
+      await rm(reserve);
+    } catch (err) {
+      // spent already (by another change or server) or never written: nothing to free
+      if (errorCode(err) === "ENOENT") return false;
+      throw err;
+    }
+    this.log?.warn({ model: name, reserve }, "the disk is full: spent the lock reserve to take the lock of a change that frees space");
+    return true;
   }
 
   private lockFile(dir: string, name: string, lockPath: string): Promise<() => Promise<void>> {

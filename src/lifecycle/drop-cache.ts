@@ -18,5 +18,6 @@ export async function dropCache(runtime: Runtime, name: string, signal: AbortSig
     runtime.pulls.refuseWhilePulling(name, "DropCache");
     const admission = force ? { endLeases: true as const } : { refuse: { operation: "DropCache", howToForce: "set force to end the leases and drop it anyway" } };
     return runtime.leases.removing(name, admission, () => dropInstall(runtime, name));
-  });
+    // it frees space: on a disk with no block left it may spend the lock reserve
+  }, { freesSpace: true });
 }

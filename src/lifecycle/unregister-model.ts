@@ -62,7 +62,7 @@ export async function unregisterModel(runtime: Runtime, name: string, dropCache:
       await forget(runtime, name);
       return true;
     });
-  });
+  }, { freesSpace: dropCache });
 }
 
 /** The steps after the commit point; the caller holds the model's lock. */

@@ -38,7 +38,7 @@ const VICTIM_LOCK_WAIT_MS = 1000;
 export async function evictInstall(scope: EvictionScope, name: string, reason: EvictionReason, kept: Set<number>, logger: Logger, signal: AbortSignal): Promise<number | undefined> {
   signal.throwIfAborted();
   // never waits for a caller of this process: a pull holding the lock may be waiting for this admission
-  const release = await scope.locks.tryAcquire(name, VICTIM_LOCK_WAIT_MS);
+  const release = await scope.locks.tryAcquire(name, VICTIM_LOCK_WAIT_MS, { freesSpace: true });
   if (!release) return undefined;
   try {
     const record = await scope.registry.models.get(name);

@@ -87,7 +87,7 @@ async function unneededCommits(runtime: Runtime, record: ModelRecord): Promise<s
 
 /** Runs `work` holding the model's lock when nobody else holds it; false (skipped) when a pull or drop does. */
 async function underLock(runtime: Runtime, name: string, work: () => Promise<unknown>): Promise<boolean> {
-  const release = isValidName(name) ? await runtime.locks.tryAcquire(name) : async () => undefined;
+  const release = isValidName(name) ? await runtime.locks.tryAcquire(name, undefined, { freesSpace: true }) : async () => undefined;
   if (!release) return false;
   try {
     await work();

@@ -61,6 +61,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   closers.push({ what: "the registry", close: () => registry.close() });
   const layout = new CacheLayout(settings.cacheRoot);
   const locks = new ModelLocks(layout, { log: logger });
+  await locks.renewReserve();
   const unregistered = await finishUnregistrations({ registry, layout, locks });
   if (unregistered.length > 0) logger.warn({ unregistered }, "finished unregistering models a crash interrupted");
   const registered = new Set(await registry.models.keys().all());

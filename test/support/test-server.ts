@@ -34,7 +34,9 @@ export interface TestServer {
 }
 
 export async function startTestServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), "modelcache-test-"));
+  // a data dir the test gives (e.g. on a small disk) is the test's to remove
+  const ownDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "modelcache-test-")));
   const start = (extra: Partial<ServerOptions>) =>
     // offline unless a test points the server at its own hub: tests never reach the internet
     startServer({
@@ -58,7 +60,7 @@ export async function startTestServer(options: Partial<ServerOptions> = {}): Pro
       return state.client;
     },
     dataDir,
-    cacheRoot: join(dataDir, "ai_models_cache"),
+    cacheRoot: options.cacheDir ?? join(dataDir, "ai_models_cache"),
     async restart(extra = {}) {
       state.client.close();
       await state.server.close();
@@ -68,7 +70,7 @@ export async function startTestServer(options: Partial<ServerOptions> = {}): Pro
     async close() {
       state.client.close();
       await state.server.close();
-      await rm(dataDir, { recursive: true, force: true });
+      if (ownDataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
   return test;
