@@ -54,6 +54,20 @@ describe("model locks across processes", () => {
     }
   });
 
+  it("tries a lock a live process of this host holds and gives up at once, never waiting for it to go stale", async () => {
+    const logs = captureLogs();
+    const other = new ModelLocks(new CacheLayout(root));
+    const held = await other.acquire("minilm", undefined);
+    try {
+      const locks = new ModelLocks(new CacheLayout(root), { log: logs.logger });
+      // a wait far past the test's timeout: only giving up at once passes
+      expect(await locks.tryAcquire("minilm", 3_600_000)).to.equal(undefined);
+      expect(logs.lines.map((l) => l.msg), "no waiting").to.deep.equal([]);
+    } finally {
+      await held();
+    }
+  });
+
   it("waits for staleness when the holder's pid belongs to another pid namespace (another container)", async () => {
     const logs = captureLogs();
     await leaveLock("minilm", { host: hostname(), pids: "pid:[1]", pid: await deadPid() });
@@ -70,7 +84,7 @@ describe("model locks across processes", () => {
     const locks = new ModelLocks(new CacheLayout(root), { log: logs.logger });
     const err = await locks.acquire("minilm", undefined, 300).then(() => undefined, (e: unknown) => e as Error & { kind?: string });
     expect(err?.kind).to.equal("unavailable");
-    expect(logs.lines.map((l) => l.msg)).to.deep.equal(["waiting for model lock: its holder left no owner record; it is taken over once it has not been refreshed for 3 s"]);
+    expect(logs.lines.map((l) => l.msg)).to.deep.equal(["waiting for model lock: its holder left no owner record; it is taken over once it has not been refreshed for 10 s"]);
   });
 
   it("keeps two models' locks apart: releasing one leaves the other held", async () => {

@@ -16,7 +16,13 @@ import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, errorCode } from "../errors.js";
 import type { CacheLayout } from "./layout.js";
 
-const STALE_MS = 3000;
+/**
+ * A lock not refreshed for this long is taken over. Refreshes go through
+ * libuv's thread pool, where fsyncs of large files can hold them up for
+ * seconds: well past that, so that a busy holder never loses its lock.
+ */
+const STALE_MS = 10_000;
+const REFRESH_MS = 1000;
 const RETRY_MS = 200;
 /** room for a space-freeing change's lock (a directory and a record) and the renames and records of its removal */
 const RESERVE_BYTES = 1024 * 1024;
@@ -30,6 +36,8 @@ export interface LockLog {
 /** What a change does to the disk: one that frees space may spend the reserve to take its lock on a full disk. */
 export interface LockPurpose {
   freesSpace?: boolean;
+  /** gives up at once when a live process of this host holds the lock (it refreshes it: waiting for staleness is vain) */
+  notForLive?: boolean;
 }
 
 interface LockOwner {
@@ -127,14 +135,15 @@ export class ModelLocks {
   /**
    * The lock if nobody holds it: undefined at once when a caller of this
    * process holds or awaits it (a pull holding it may itself be waiting for
-   * something the caller holds), else waiting at most `waitMs` for another
-   * process (by default, long enough for a dead holder's lock to go stale).
+   * something the caller holds) or a live process of this host holds it,
+   * else waiting at most `waitMs` for another process (by default, long
+   * enough for a dead holder's lock to go stale).
    */
   async tryAcquire(name: string, waitMs = STALE_MS + 1000, purpose: LockPurpose = {}): Promise<(() => Promise<void>) | undefined> {
     const local = this.local.tryAcquire(name);
     if (!local) return undefined;
     try {
-      return await this.holdFile(name, undefined, waitMs, await local, purpose);
+      return await this.holdFile(name, undefined, waitMs, await local, { ...purpose, notForLive: true });
     } catch (err) {
       if (err instanceof ModelCacheError && err.kind === "unavailable") return undefined;
       throw err;
@@ -217,17 +226,13 @@ export class ModelLocks {
           });
           continue;
         }
+        if (purpose.notForLive && holder.live) throw lockedBy(name, lockPath);
         // a caller that does not wait is not told about waiting
         if (!toldWhy && waitMs > 0) {
           toldWhy = true;
           this.log?.info({ model: name, lock: lockPath, waitMs }, `waiting for model lock: ${holder.why}`);
         }
-        if (Date.now() >= giveUpAt) {
-          throw new ModelCacheError(
-            "unavailable",
-            `model '${name}' is being changed by another modelcache process sharing the cache root (lock '${lockPath}'); try again when it is done`,
-          );
-        }
+        if (Date.now() >= giveUpAt) throw lockedBy(name, lockPath);
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }
     }
@@ -254,7 +259,7 @@ export class ModelLocks {
       lockfilePath: lockPath,
       realpath: false,
       stale: STALE_MS,
-      update: STALE_MS / 3,
+      update: REFRESH_MS,
       // a lock found taken over means another process decided we died; the
       // change under way still ends in one rename, so carry on rather than crash
       onCompromised: () => undefined,
@@ -273,7 +278,7 @@ export class ModelLocks {
   }
 
   /** Whether the lock's holder is provably dead (same host, pid gone), else why we must wait. */
-  private async holderOf(lockPath: string, ownerPath: string): Promise<{ dead: LockOwner; why?: undefined } | { dead?: undefined; why: string }> {
+  private async holderOf(lockPath: string, ownerPath: string): Promise<{ dead: LockOwner; why?: undefined; live?: undefined } | { dead?: undefined; why: string; live?: boolean }> {
     const staleWait = `it is taken over once it has not been refreshed for ${STALE_MS / 1000} s`;
     let owner: LockOwner;
     let ino: number;
@@ -288,9 +293,13 @@ export class ModelLocks {
     if (owner.host !== hostname() || owner.pids !== (await pidNamespace())) {
       return { why: `it is held by pid ${owner.pid} on host '${owner.host}' (pid namespace ${owner.pids}), whose liveness cannot be checked from here; ${staleWait}` };
     }
-    if (owner.pid === process.pid || processAlive(owner.pid)) return { why: `it is held by live process ${owner.pid} on this host` };
+    if (owner.pid === process.pid || processAlive(owner.pid)) return { why: `it is held by live process ${owner.pid} on this host`, live: true };
     return { dead: owner };
   }
+}
+
+function lockedBy(name: string, lockPath: string): ModelCacheError {
+  return new ModelCacheError("unavailable", `model '${name}' is being changed by another modelcache process sharing the cache root (lock '${lockPath}'); try again when it is done`);
 }
 
 /** This process's pid namespace on Linux ("pid:[4026531836]"), or "" where there is none to read. */
