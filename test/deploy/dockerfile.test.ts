@@ -151,8 +151,9 @@ describe("deploy/Dockerfile", () => {
     expect(user).to.match(/^[1-9]\d*:[1-9]\d*$/);
     expect(runtime.find((i) => i.op === "RUN" && i.args.includes("useradd"))!.args).to.include(`--uid ${user.split(":")[0]}`);
 
+    // the health check finds the port in MODELCACHE_LISTEN, which `docker run -e` may change
     const health = runtime.find((i) => i.op === "HEALTHCHECK")!.args;
-    expect(health).to.include(`127.0.0.1:${grpcPort}`).and.include("/app/deploy/health-check.mjs");
+    expect(JSON.parse(health.slice(health.indexOf("CMD ") + 4))).to.deep.equal(["node", "/app/deploy/health-check.mjs"]);
   });
 });
 
@@ -171,6 +172,12 @@ describe("deploy/health-check.mjs (the image's HEALTHCHECK)", () => {
   it("exits 0 on a serving server, through grpc.health.v1 with no binary beyond node", async () => {
     const ok = await check(t.server.address);
     expect(ok.code, ok.stderr).to.equal(0);
+    expect(ok.stdout.trim()).to.equal("SERVING");
+  });
+
+  it("checks MODELCACHE_LISTEN's port on loopback when given no address, as the image's HEALTHCHECK runs it", async () => {
+    const port = t.server.address.slice(t.server.address.lastIndexOf(":") + 1);
+    const ok = await run(process.execPath, [join(ROOT, "deploy", "health-check.mjs")], { env: { ...process.env, MODELCACHE_LISTEN: `0.0.0.0:${port}` } });
     expect(ok.stdout.trim()).to.equal("SERVING");
   });
 
