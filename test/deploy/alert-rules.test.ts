@@ -126,6 +126,22 @@ describe("deploy/prometheus/alerts.yaml under promtool", function () {
     );
   });
 
+  it("alerts at once on corrupt content and on a models file that failed to apply, and not on servers with neither", async () => {
+    await testRules(
+      [
+        series("modelcache_corrupt_files_total", { instance: "rotting" }, "0x10 1x20"),
+        series("modelcache_corrupt_files_total", { instance: "sound" }, "0x30"),
+        series("modelcache_models_file_errors_total", { instance: "typo" }, "0x10 1x20"),
+        series("modelcache_models_file_errors_total", { instance: "sound" }, "0x30"),
+      ],
+      [
+        { eval_time: "5m", alertname: "ModelcacheCorruptContent", exp_alerts: [] },
+        { eval_time: "12m", alertname: "ModelcacheCorruptContent", exp_alerts: [firing("ModelcacheCorruptContent", "rotting")] },
+        { eval_time: "12m", alertname: "ModelcacheModelsFileFailing", exp_alerts: [firing("ModelcacheModelsFileFailing", "typo")] },
+      ],
+    );
+  });
+
   it("alerts on a server Prometheus cannot scrape for 5 minutes", async () => {
     await testRules(
       [series("up", { instance: "gone" }, "1x5 0x20"), series("up", { instance: "fine" }, "1x25")],
