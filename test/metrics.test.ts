@@ -1,3 +1,4 @@
+import { statfs } from "node:fs/promises";
 import { expect } from "chai";
 import { status } from "@grpc/grpc-js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -60,6 +61,29 @@ describe("metrics at /metrics (--metrics-listen)", () => {
     const [stored, logical] = [sample(page, "modelcache_store_bytes", { kind: "stored" })!, sample(page, "modelcache_store_bytes", { kind: "logical" })!];
     // two installs of the same files: logical counts them twice, the store once (manifests are each install's own)
     expect(logical - stored).to.equal(total);
+  });
+
+  it("exports the settings alerts compare with: the quota, the free floor, the free space now, the verification interval (0: off), the start time", async () => {
+    const page = await scrape();
+    expect(sample(page, "modelcache_capacity_bytes", { kind: "max" })).to.equal(0);
+    expect(sample(page, "modelcache_capacity_bytes", { kind: "min_free" })).to.equal(2 ** 30);
+    const free = sample(page, "modelcache_capacity_bytes", { kind: "free" })!;
+    const fs = await statfs(t.dataDir);
+    // the same filesystem as the test's data dir, within what other writers changed meanwhile
+    expect(Math.abs(free - fs.bavail * fs.bsize)).to.be.lessThan(256 * 2 ** 20);
+    expect(sample(page, "modelcache_verify_interval_seconds")).to.equal(0);
+    const started = sample(page, "modelcache_start_time_seconds")!;
+    expect(started).to.be.within(Date.now() / 1000 - process.uptime() - 2, Date.now() / 1000);
+
+    const configured = await startTestServer({ metricsListen: "127.0.0.1:0", cacheMaxBytes: 5 * 2 ** 20, minFreeBytes: 2 ** 20, verifyIntervalMs: 6 * 3600 * 1000 });
+    try {
+      const other = await (await fetch(`http://${configured.server.metricsAddress}/metrics`)).text();
+      expect(sample(other, "modelcache_capacity_bytes", { kind: "max" })).to.equal(5 * 2 ** 20);
+      expect(sample(other, "modelcache_capacity_bytes", { kind: "min_free" })).to.equal(2 ** 20);
+      expect(sample(other, "modelcache_verify_interval_seconds")).to.equal(6 * 3600);
+    } finally {
+      await configured.close();
+    }
   });
 
   it("answers 404 off /metrics", async () => {

@@ -5,6 +5,7 @@
 import type { EvictionReason, EvictionRecorder } from "../capacity/capacity.js";
 import type { VerificationRecorder } from "../maintenance/background-verification.js";
 import type { RepairRecorder } from "../maintenance/repairs.js";
+import { statfs } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
@@ -12,6 +13,7 @@ import type { RpcRecorder } from "../grpc/adapt-call.js";
 import { methodOf, serviceOf } from "../grpc/method-path.js";
 import type { PullRecorder, PullResult } from "../pull/pull-job.js";
 import { cacheBytes } from "../cache/cache-bytes.js";
+import { filesystemError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import type { ModelsFileRecorder } from "../models-file/watch-models-file.js";
 import type { HubRecorder } from "../hub-endpoint/hub-server.js";
@@ -39,7 +41,28 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
   private readonly peerErrors = new Counter({ name: "modelcache_peer_errors_total", help: "Peer requests that failed and fell through to the next peer or the source, by reason: mismatch (other bytes than the digest), timeout, unreachable, status.", labelNames: ["reason"], registers: [this.registry] });
   private readonly pullSeconds = new Histogram({ name: "modelcache_pull_duration_seconds", help: "How long pull jobs ran, queue wait included.", buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200], registers: [this.registry] });
 
-  constructor(runtime: () => Runtime | undefined) {
+  constructor(runtime: () => Runtime | undefined, verifyIntervalMs?: number) {
+    // the settings alerts compare with: a rule reads the floor, the quota and
+    // the interval of the server it watches instead of assuming the defaults
+    new Gauge({ name: "modelcache_verify_interval_seconds", help: "The background verification's --verify-interval; 0: it is off.", registers: [this.registry] }).set((verifyIntervalMs ?? 0) / 1000);
+    new Gauge({ name: "modelcache_start_time_seconds", help: "When the server process started (Unix seconds).", registers: [this.registry] }).set(Math.round(Date.now() / 1000 - process.uptime()));
+    new Gauge({
+      name: "modelcache_capacity_bytes",
+      help: "The cache's limits: max, --cache-max-bytes (0: none); min_free, --min-free-bytes; and free, the free space on the cache root's filesystem now.",
+      labelNames: ["kind"],
+      registers: [this.registry],
+      async collect() {
+        const current = runtime();
+        if (!current) return;
+        const root = current.layout.root;
+        const fs = await statfs(root).catch((err: unknown) => {
+          throw filesystemError("read the free space of", root, err);
+        });
+        this.set({ kind: "max" }, current.capacity.settings.maxBytes);
+        this.set({ kind: "min_free" }, current.capacity.settings.minFreeBytes);
+        this.set({ kind: "free" }, fs.bavail * fs.bsize);
+      },
+    });
     new Gauge({
       name: "modelcache_cache_bytes",
       help: "Bytes of each installed model, from its manifest.",

@@ -83,7 +83,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   if (view) closers.push({ what: "the Hugging Face cache view", close: () => view.close() });
   await warnBelowFreeFloor(layout.root, settings.capacity.minFreeBytes, logger);
   // prom-client is loaded only when metrics are served
-  const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running) : undefined;
+  const metrics = options.metricsListen ? new (await import("./metrics.js")).Metrics(() => running, settings.verification?.intervalMs) : undefined;
   // every detector of corrupt content (a pull, adoption, the background verification, a deep InspectCache) ends here
   let running: Runtime | undefined;
   store.onCondemned(async (condemned) => {

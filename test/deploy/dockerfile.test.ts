@@ -1,13 +1,17 @@
 // deploy/Dockerfile cannot be built here (no container runtime reaches an image
 // registry): what it copies, runs and passes is checked against the repository,
 // the packed package and the server's own flags instead.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { expect } from "chai";
 import { ROOT, flagsOf, readRepoFile, serveFlags } from "../support/deploy-files.js";
-import { type TestServer, startTestServer } from "../support/test-server.js";
+import { FIXTURE_DIR, type TestServer, startTestServer } from "../support/test-server.js";
 
 const run = promisify(execFile);
 
@@ -106,11 +110,13 @@ describe("deploy/Dockerfile", () => {
     expect(shipped).to.include("dist/src/cli/main.js");
   });
 
-  it("installs no dev dependency in the runtime stage", async () => {
+  it("installs no dev dependency in the runtime stage, and runs no lifecycle script there (prepare would build, without tsc)", async () => {
     const runtime = stage("runtime").instructions;
     const installs = runtime.filter((i) => i.op === "RUN" && /\bnpm (ci|install|i)\b/.test(i.args)).map((i) => i.args);
     expect(installs).to.have.length(1);
     expect(installs[0]).to.match(/^npm ci --omit=dev\b/);
+    const scripts = (JSON.parse(await readRepoFile("package.json")) as { scripts: Record<string, string> }).scripts;
+    if (scripts.prepare || scripts.preinstall || scripts.install || scripts.postinstall) expect(installs[0]).to.match(/ --ignore-scripts\b/);
     const dev = Object.keys((JSON.parse(await readRepoFile("package.json")) as { devDependencies: Record<string, string> }).devDependencies);
     for (const name of dev) expect(installs[0], name).not.to.include(name);
     // nor brings the build stage's node_modules (which holds them)
@@ -145,8 +151,9 @@ describe("deploy/Dockerfile", () => {
     expect(user).to.match(/^[1-9]\d*:[1-9]\d*$/);
     expect(runtime.find((i) => i.op === "RUN" && i.args.includes("useradd"))!.args).to.include(`--uid ${user.split(":")[0]}`);
 
+    // the health check finds the port in MODELCACHE_LISTEN, which `docker run -e` may change
     const health = runtime.find((i) => i.op === "HEALTHCHECK")!.args;
-    expect(health).to.include(`127.0.0.1:${grpcPort}`).and.include("/app/deploy/health-check.mjs");
+    expect(JSON.parse(health.slice(health.indexOf("CMD ") + 4))).to.deep.equal(["node", "/app/deploy/health-check.mjs"]);
   });
 });
 
@@ -168,6 +175,12 @@ describe("deploy/health-check.mjs (the image's HEALTHCHECK)", () => {
     expect(ok.stdout.trim()).to.equal("SERVING");
   });
 
+  it("checks MODELCACHE_LISTEN's port on loopback when given no address, as the image's HEALTHCHECK runs it", async () => {
+    const port = t.server.address.slice(t.server.address.lastIndexOf(":") + 1);
+    const ok = await run(process.execPath, [join(ROOT, "deploy", "health-check.mjs")], { env: { ...process.env, MODELCACHE_LISTEN: `0.0.0.0:${port}` } });
+    expect(ok.stdout.trim()).to.equal("SERVING");
+  });
+
   it("exits 1, saying why, when nothing serves the address", async () => {
     const address = t.server.address;
     await t.close();
@@ -175,5 +188,78 @@ describe("deploy/health-check.mjs (the image's HEALTHCHECK)", () => {
     const down = await check(address);
     expect(down.code).to.equal(1);
     expect(down.stderr).to.match(/^unhealthy: /);
+  });
+});
+
+/** The runtime stage's instructions, carried out in a directory: its installs run, its COPYs copy (from the build stage: this checkout after `npm run build`). */
+async function stageRuntime(dir: string, stage: Stage): Promise<{ app: string; env: Record<string, string> }> {
+  let workdir = "/";
+  const env: Record<string, string> = {};
+  const at = (path: string) => join(dir, path.startsWith("/") ? path : join(workdir, path));
+  for (const { op, args } of stage.instructions) {
+    if (op === "WORKDIR") {
+      workdir = args;
+      await mkdir(at(workdir), { recursive: true });
+    } else if (op === "ENV") {
+      for (const m of args.matchAll(/(\w+)=(\S+)/g)) env[m[1]!] = m[2]!;
+    } else if (op === "COPY") {
+      const { from, sources, dest } = parseCopy(args);
+      for (const source of sources) {
+        const origin = from === undefined ? join(ROOT, source) : join(ROOT, source.replace(/^\/build\//, ""));
+        const target = dest.endsWith("/") && !source.endsWith("/") ? join(at(dest), source.split("/").at(-1)!) : at(dest);
+        await mkdir(dirname(target), { recursive: true });
+        await cp(origin, target, { recursive: true });
+      }
+    } else if (op === "RUN" && /^npm /.test(args)) {
+      // the registry's packages from npm's cache, which the checkout's own `npm ci` filled
+      await run("sh", ["-c", args], { cwd: at(workdir), env: { ...process.env, ...env, npm_config_prefer_offline: "true" }, maxBuffer: 16 * 2 ** 20 });
+    }
+    // RUN groupadd/useradd and chown: the image's user, which the directory does not need
+  }
+  return { app: at(workdir), env };
+}
+
+describe("deploy/Dockerfile's runtime stage, reproduced in a directory", function () {
+  this.timeout(300_000);
+  let dir: string;
+  let server: ReturnType<typeof spawn> | undefined;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "modelcache-image-"));
+  });
+  after(async () => {
+    if (server && server.exitCode === null) {
+      server.kill("SIGKILL");
+      await once(server, "exit");
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("serves from only what the stage installs and copies: health SERVING, a pull through the copy worker, its events as proto3 JSON", async () => {
+    const stages = parseDockerfile(await readRepoFile("deploy/Dockerfile"));
+    const { app, env } = await stageRuntime(join(dir, "root"), stages.find((s) => s.name === "runtime")!);
+    expect(existsSync(join(app, "node_modules", "typescript")), "a dev dependency in the runtime stage").to.equal(false);
+    const entrypoint = JSON.parse(stages.at(-1)!.instructions.find((i) => i.op === "ENTRYPOINT")!.args) as string[];
+    const binary = join(dir, "root", entrypoint[1]!);
+    const dataDir = join(dir, "data");
+    // the image's environment, on loopback and a free port instead of 0.0.0.0:50051
+    const childEnv = { PATH: process.env.PATH!, HOME: dataDir, ...env, MODELCACHE_DATA_DIR: dataDir, MODELCACHE_LISTEN: "127.0.0.1:0", MODELCACHE_METRICS_LISTEN: "127.0.0.1:0", MODELCACHE_FIXTURE_ROOT: dirname(FIXTURE_DIR) };
+    server = spawn(process.execPath, [binary, ...entrypoint.slice(2)], { cwd: "/", env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    server.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const address = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: server!.stdout! }).on("line", (line) => {
+        const entry = JSON.parse(line) as { msg?: string; address?: string };
+        if (entry.msg === "modelcache is serving") resolve(entry.address!);
+      });
+      server!.once("exit", (code) => reject(new Error(`the staged server exited (code ${code}): ${stderr}`)));
+    });
+    const health = await run(process.execPath, [join(dir, "root", "app", "deploy", "health-check.mjs"), address], { cwd: "/" });
+    expect(health.stdout.trim()).to.equal("SERVING");
+
+    const cli = (...args: string[]) => run(process.execPath, [binary, ...args], { cwd: "/", env: { ...childEnv, MODELCACHE_ADDRESS: address } });
+    await cli("models", "register", "minilm", "--source", "sentence-transformers/all-MiniLM-L6-v2", "--dimensions", "384");
+    const pulled = (await cli("pull", "minilm", "--fixture-dir", FIXTURE_DIR, "--json")).stdout.trim().split("\n");
+    const last = JSON.parse(pulled.at(-1)!) as { completed?: { status: string } };
+    expect(last.completed?.status).to.equal("CACHE_STATUS_INSTALLED");
   });
 });

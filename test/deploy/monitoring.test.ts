@@ -11,10 +11,11 @@ import { startTestServer } from "../support/test-server.js";
 
 /**
  * Metrics that other exporters provide, not modelcache: `up` is what Prometheus
- * records for every scrape target, and the server exports no filesystem gauge,
- * so free space comes from node_exporter.
+ * records for every scrape target. Free space is the server's own gauge
+ * (modelcache_capacity_bytes), whose instance label is the one the dashboard's
+ * variable selects; node_exporter's would carry another.
  */
-const ELSEWHERE = new Set(["up", "node_filesystem_avail_bytes"]);
+const ELSEWHERE = new Set(["up"]);
 
 /** The metric families a fresh server exports, by name, with their type. */
 async function exportedFamilies(): Promise<Map<string, string>> {
@@ -81,7 +82,7 @@ describe("deploy/grafana and deploy/prometheus", () => {
       "modelcache_pull_bytes_total",
       "modelcache_reused_bytes_total",
       "modelcache_store_bytes",
-      "node_filesystem_avail_bytes",
+      "modelcache_capacity_bytes",
       "modelcache_evictions_total",
       "modelcache_corrupt_files_total",
       "modelcache_repairs_total",
@@ -92,6 +93,35 @@ describe("deploy/grafana and deploy/prometheus", () => {
       expect([...families], wanted).to.include(wanted);
     }
     expect(exprs.some((e) => e.includes("ResolveModel|ReleaseLease")), "a panel of leases taken and released").to.equal(true);
+  });
+
+  it("imports into Grafana: a datasource variable every query uses, unique panel ids, panels that fit the grid and overlap nowhere", async () => {
+    const dashboard = JSON.parse(await readRepoFile("deploy/grafana/modelcache.json")) as {
+      schemaVersion: number;
+      uid: string;
+      panels: { id: number; title: string; type: string; gridPos: { x: number; y: number; w: number; h: number }; datasource?: { uid: string }; targets?: { datasource?: { uid: string } }[] }[];
+      templating: { list: { name: string; type: string }[] };
+    };
+    expect(dashboard.schemaVersion).to.be.at.least(36);
+    expect(dashboard.uid).to.match(/^[\w-]{1,40}$/);
+    expect(dashboard.templating.list.find((v) => v.type === "datasource")?.name).to.equal("datasource");
+    const ids = dashboard.panels.map((p) => p.id);
+    expect(ids.every((id) => Number.isInteger(id) && id > 0), "every panel has an id").to.equal(true);
+    expect(new Set(ids).size, "panel ids are unique").to.equal(ids.length);
+    const taken = new Map<string, string>();
+    for (const panel of dashboard.panels) {
+      const { x, y, w, h } = panel.gridPos;
+      expect(x + w, `${panel.title} fits the 24 columns`).to.be.at.most(24);
+      for (let col = x; col < x + w; col++) {
+        for (let row = y; row < y + h; row++) {
+          expect(taken.get(`${col},${row}`), `${panel.title} overlaps`).to.equal(undefined);
+          taken.set(`${col},${row}`, panel.title);
+        }
+      }
+      if (panel.type === "row") continue;
+      expect(panel.datasource?.uid, panel.title).to.equal("${datasource}");
+      for (const target of panel.targets ?? []) expect(target.datasource?.uid, panel.title).to.equal("${datasource}");
+    }
   });
 
   it("alerts with rules that parse as PromQL over metrics /metrics exports, one for each failure an operator must hear of", async () => {

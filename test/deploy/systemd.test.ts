@@ -65,7 +65,11 @@ describe("deploy/systemd/modelcache.service", () => {
     const dataDir = values.get("--data-dir")!;
     expect(get("ReadWritePaths")!.split(/\s+/)).to.deep.equal([dataDir]);
     expect(`/var/lib/${get("StateDirectory")}`).to.equal(dataDir);
-    // the cache view must be on the cache root's filesystem, and writable: under the data dir
+    // the cache root and the view are written too: each under a ReadWritePaths entry, the view on the cache root's filesystem (under the data dir)
+    const writable = get("ReadWritePaths")!.split(/\s+/);
+    for (const dir of [values.get("--cache-dir") ?? `${dataDir}/ai_models_cache`, values.get("--hf-cache-dir")!]) {
+      expect(writable.some((path) => dir === path || dir.startsWith(`${path}/`)), `${dir} is writable`).to.equal(true);
+    }
     expect(values.get("--hf-cache-dir")!.startsWith(`${dataDir}/`)).to.equal(true);
     expect(posix.dirname(values.get("--models-file")!)).to.equal(`/etc/${get("ConfigurationDirectory")}`);
   });
