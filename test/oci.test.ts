@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile, readdir, utimes, writeFile } from "node:fs/promises";
 import { type AddressInfo } from "node:net";
 import { createServer } from "node:http";
@@ -6,7 +7,7 @@ import { pack } from "tar-stream";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
@@ -15,6 +16,7 @@ import { ForwardProxy } from "./support/forward-proxy.js";
 import { captureLogs } from "./support/log-capture.js";
 import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
+import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
@@ -891,5 +893,65 @@ describe("OCI sources on an offline server", () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe(`OCI archive layers that unpack to more than their blob${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  let other: { dir: string; cleanup: () => Promise<void> } | undefined;
+  const MiB = 1024 * 1024;
+  // what the other install holds: random, so it does not compress
+  const otherBytes = randomBytes(2 * MiB);
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    other = await makeSourceDir({ "weights.bin": otherBytes });
+    // the other install and the archive's blob fit; the archive's 2 MiB of entries do not fit beside the other install
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, cacheMaxBytes: 3 * MiB });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+    await other?.cleanup();
+  });
+
+  async function pushBomb(): Promise<Buffer> {
+    const bomb = gzipSync(await tarOf({ "zeros.bin": Buffer.alloc(2 * MiB) }));
+    const config = await registry.pushBlob(REPO, "{}");
+    const layer = await registry.pushBlob(REPO, bomb);
+    await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    return bomb;
+  }
+  const statusOf = async (name: string) => (await call(t.client, "getModel", { name })).model!.status;
+
+  it("reserves room for what a .tar+gzip layer unpacks to, evicting the least recently used install under --cache-max-bytes", async () => {
+    expect((await pushBomb()).length).to.be.below(MiB / 4);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+    await pullOk(t.client, { name: "other", fixtureDir: other!.dir });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/zeros.bin"))).to.deep.equal(Buffer.alloc(2 * MiB));
+    expect(await statusOf("other")).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(3 * MiB);
+  });
+
+  it("refuses with RESOURCE_EXHAUSTED naming --cache-max-bytes when no eviction makes room for the unpacked entries, writing none of them and keeping the other install", async () => {
+    await pushBomb();
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other", pinned: true }) });
+    await pullOk(t.client, { name: "other", fixtureDir: other!.dir });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--cache-max-bytes").and.include("layer 0").and.include("model/zeros.bin");
+    const partial = await readdir(join(t.cacheRoot, ".blobs", "partial"), { recursive: true }).catch(() => []);
+    expect(partial.filter((p) => p.endsWith("zeros.bin")), "entries written").to.deep.equal([]);
+    expect(await statusOf("other")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    expect(await statusOf("minilm")).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    expect(await readFile(join(t.cacheRoot, "other", "weights.bin"))).to.deep.equal(otherBytes);
+    expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(3 * MiB);
   });
 });

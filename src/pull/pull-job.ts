@@ -50,7 +50,7 @@ export interface PullJobSettings {
   recorders?: PullRecorder[];
   /** makes room for what a pull adds before it fetches anything (the store's content it will link is held for it), and holds it while the pull runs */
   capacity?: {
-    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; release(): void }>;
+    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; extend(bytes: number, signal: AbortSignal): Promise<void>; release(): void }>;
   };
 }
 
@@ -162,6 +162,10 @@ export class PullJob implements InstallObserver {
     else this.admission?.committed(file.sizeBytes);
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
+  }
+
+  async reserve(bytes: number): Promise<void> {
+    await this.admission?.extend(bytes, this.controller.signal);
   }
 
   private async run(): Promise<void> {

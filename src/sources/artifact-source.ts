@@ -65,6 +65,8 @@ export interface TransferObserver {
   fileStarted(file: SourceFile, index: number): void;
   bytesWritten(file: SourceFile, bytes: number): void;
   fileCompleted(file: SourceFile, sha256: string, reused: boolean): void;
+  /** makes room for `bytes` the pull did not know of when it was admitted (an archive's entries), before they are written */
+  reserve?(bytes: number): Promise<void>;
 }
 
 export type ArtifactSource = LocalSource | FetchingSource;

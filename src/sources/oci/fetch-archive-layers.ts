@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { MANIFEST_FILE } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { SourceFile, TransferObserver } from "../artifact-source.js";
-import { filterFiles } from "../file-filters.js";
+import { filterFiles, passesFilters } from "../file-filters.js";
 import { unpackLayer } from "./unpack-layer.js";
 
 /** a file of the install: a raw layer (digest = its sha256), or an entry of an archive layer unpacked to `localPath` */
@@ -33,7 +33,8 @@ export interface FetchArchiveLayersOptions {
   partialDir: string;
   include: string[];
   exclude: string[];
-  limits?: { check(files: readonly SourceFile[]): void; maxTotalBytes: number };
+  /** the pull's limits (PullLimits), checked on each entry before it is written and on the whole listing */
+  limits?: { check(files: readonly SourceFile[]): void; maxFiles: number; maxFileBytes: number; maxTotalBytes: number };
   /** the index of the first archive's transfer in the pull's events (after the listed files) */
   firstIndex: number;
   /** the source's download of a blob (connections, ranges, rate cap) into `partialPath` */
@@ -47,14 +48,31 @@ function archiveTransfer(archive: ArchiveLayer): OciFile {
   return { path: archive.digest, sizeBytes: archive.size, sha256: archive.digest.slice("sha256:".length), digest: archive.digest };
 }
 
+/** Room asked for at once while unpacking, so an archive of many small entries does not ask capacity for each one. */
+const RESERVE_STEP = 8 * 1024 * 1024;
+
 /** The install's listing: the raw layers' files and every archive's entries, filtered, checked against the pull's limits, sorted by path. */
 export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Promise<SourceFile[]> {
-  const { where, partialDir, signal, observer } = options;
+  const { where, partialDir, signal, observer, include, exclude } = options;
+  const limits = options.limits;
   const unpacked = join(partialDir, ".unpacked");
   // what an earlier pull of this model unpacked and did not install (a failure, a crash): nobody else writes here while the lock is held
   await rm(unpacked, { recursive: true, force: true });
-  const all: OciFile[] = [...options.files];
-  let unpackedBytes = all.reduce((sum, file) => sum + file.sizeBytes, 0);
+  // every path of the install so far, and the directories they need: an entry that names one again, or makes a file a directory, is refused before it is written
+  const names = new Set<string>();
+  const dirs = new Set<string>();
+  const claim = (path: string, what: string) => {
+    const parents = path.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"));
+    if (names.has(path) || dirs.has(path) || parents.some((dir) => names.has(dir))) throw new ModelCacheError("failed_precondition", `${what} names the file ${quote(path)}, which another entry or layer of ${quote(where)} names too (as a file or a directory)`);
+    names.add(path);
+    for (const dir of parents) dirs.add(dir);
+  };
+  for (const file of options.files) claim(file.path, `a layer of ${quote(where)}`);
+  const kept: OciFile[] = options.files.filter((f) => passesFilters(f.path, include, exclude));
+  let keptBytes = kept.reduce((sum, file) => sum + file.sizeBytes, 0);
+  // room reserved for entries and not yet taken by one
+  let room = 0;
+  const refuse = (what: string) => new ModelCacheError("resource_exhausted", `${what}; narrow the model with include/exclude, or raise the server's limit`);
   for (const [k, archive] of options.archives.entries()) {
     const blob = archiveTransfer(archive);
     const hex = blob.sha256!;
@@ -63,20 +81,53 @@ export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Pr
     observer.fileStarted(blob, options.firstIndex + k);
     await options.download(blob, blobPath, signal, (n) => observer.bytesWritten(blob, n));
     observer.fileCompleted(blob, hex, false);
-    const budget = (options.limits?.maxTotalBytes ?? Number.MAX_SAFE_INTEGER) - unpackedBytes;
-    for (const file of await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, budget, signal)) {
-      unpackedBytes += file.sizeBytes;
-      if (file.path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(file.path)}, which the cache keeps for itself`);
-      all.push({ path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.digest, localPath: file.localPath });
-    }
+    // each entry is checked and its room reserved before a byte of it is written: a compressed layer may expand far past its blob
+    const admit = async (path: string, sizeBytes: number): Promise<boolean> => {
+      const entry = `${what}, entry ${quote(path)}`;
+      if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(path)}, which the cache keeps for itself`);
+      claim(path, entry);
+      if (!passesFilters(path, include, exclude)) return false;
+      if (limits) {
+        if (kept.length + 1 > limits.maxFiles) throw refuse(`${entry} makes more than --max-files-per-pull (${limits.maxFiles}) files`);
+        if (keptBytes + sizeBytes > limits.maxTotalBytes) throw refuse(`${what} unpacks to more than the ${limits.maxTotalBytes} bytes --max-pull-bytes allows the model (at ${entry}, ${sizeBytes} bytes)`);
+        if (sizeBytes > limits.maxFileBytes) throw refuse(`${entry} is ${sizeBytes} bytes, more than --max-file-bytes (${limits.maxFileBytes})`);
+      }
+      if (sizeBytes > room && observer.reserve) room += await reserveRoom(observer.reserve.bind(observer), sizeBytes - room, `${entry} (${sizeBytes} bytes)`);
+      room = Math.max(0, room - sizeBytes);
+      keptBytes += sizeBytes;
+      kept.push({ path, sizeBytes, digest: archive.digest });
+      return true;
+    };
+    const before = kept.length;
+    const files = await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, admit, signal);
+    // the entries admitted, now with what they hold
+    for (const [i, file] of files.entries()) kept[before + i] = { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.digest, localPath: file.localPath };
   }
-  const names = new Set<string>();
-  for (const file of all) {
-    if (names.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
-    names.add(file.path);
-  }
-  if (all.length === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} holds no files: its archive layers are empty`);
-  const kept = filterFiles(all, options.include, options.exclude).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  options.limits?.check(kept);
+  if (names.size === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} holds no files: its archive layers are empty`);
+  // throws: no file passes the filters
+  if (kept.length === 0) filterFiles([...names].map((path) => ({ path, sizeBytes: 0 })), include, exclude);
+  kept.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  limits?.check(kept);
   return kept;
+}
+
+/** Reserves at least `needed` bytes (a step more when that fits, a step's worth of entries asking once); how many it reserved. */
+async function reserveRoom(reserve: (bytes: number) => Promise<void>, needed: number, what: string): Promise<number> {
+  const exhausted = (err: unknown) => err instanceof ModelCacheError && err.kind === "resource_exhausted";
+  try {
+    if (needed < RESERVE_STEP) {
+      try {
+        await reserve(RESERVE_STEP);
+        return RESERVE_STEP;
+      } catch (err) {
+        // a step may not fit where the entry does
+        if (!exhausted(err)) throw err;
+      }
+    }
+    await reserve(needed);
+    return needed;
+  } catch (err) {
+    if (exhausted(err)) throw new ModelCacheError("resource_exhausted", `${what}: ${(err as Error).message}`, { cause: err });
+    throw err;
+  }
 }

@@ -39,7 +39,7 @@ export interface OciSourceOptions {
   include?: string[];
   exclude?: string[];
   /** the pull's limits, checked on the layers before an archive is fetched and on every unpacked byte */
-  limits?: { check(files: readonly SourceFile[]): void; maxTotalBytes: number };
+  limits?: { check(files: readonly SourceFile[]): void; maxFiles: number; maxFileBytes: number; maxTotalBytes: number };
 }
 
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";

@@ -23,12 +23,13 @@ export interface UnpackedFile {
 /**
  * The layer's regular files, written under `stagingDir` at their paths (put
  * under `prefix` when they do not already begin with it), with their sha256.
- * More than `maxBytes` unpacked (a compressed archive may expand without
- * bound) is RESOURCE_EXHAUSTED before it fills the disk.
+ * `admit` sees each file's path and declared size before a byte of it is
+ * written: it refuses (limits, room, duplicates) by throwing, and returns
+ * false for a file left out (the model's filters), which is read past and
+ * not written.
  */
-export async function unpackLayer(blobPath: string, gzip: boolean, prefix: string, stagingDir: string, what: string, maxBytes: number, signal: AbortSignal): Promise<UnpackedFile[]> {
+export async function unpackLayer(blobPath: string, gzip: boolean, prefix: string, stagingDir: string, what: string, admit: (path: string, sizeBytes: number) => Promise<boolean>, signal: AbortSignal): Promise<UnpackedFile[]> {
   const files: UnpackedFile[] = [];
-  let total = 0;
   const reader = extract();
   const consume = (async () => {
     for await (const entry of reader) {
@@ -44,6 +45,11 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
       }
       const path = prefix === "" || name === prefix || name.startsWith(`${prefix}/`) ? name : `${prefix}/${name}`;
       checkArtifactPath(path, `${what}, entry ${quote(header.name)}`);
+      const declared = header.size ?? 0;
+      if (!(await admit(path, declared))) {
+        entry.resume();
+        continue;
+      }
       const localPath = join(stagingDir, path);
       await mkdir(dirname(localPath), { recursive: true });
       const hash = createHash("sha256");
@@ -52,8 +58,8 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
         transform(chunk: Buffer, _encoding, done) {
           hash.update(chunk);
           size += chunk.length;
-          total += chunk.length;
-          if (total > maxBytes) return done(new ModelCacheError("resource_exhausted", `${what} unpacks to more than the ${maxBytes} bytes --max-pull-bytes leaves for it; narrow the model or raise the limit`));
+          // what was admitted is the declared size: not a byte more is written
+          if (size > declared) return done(new ModelCacheError("failed_precondition", `${what}, entry ${quote(header.name)}, holds more than the ${declared} bytes its header declares`));
           done(null, chunk);
         },
       });
