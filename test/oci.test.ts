@@ -425,7 +425,7 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
   });
 
   it("stops unpacking a compressed archive that expands past --max-pull-bytes with RESOURCE_EXHAUSTED", async () => {
-    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 100, maxFileBytes: 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 100, maxFileBytes: 8 * 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
     const bomb = gzipSync(await tarOf({ "zeros.bin": Buffer.alloc(4 * 1024 * 1024) }));
     expect(bomb.length).to.be.below(1024 * 1024);
     await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", data: bomb, path: "model" }]);
@@ -512,6 +512,20 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
     const manifest = events.at(-1)!.completed!.manifest!;
     expect(manifest.files.map((f) => f.path)).to.deep.equal(["README.md", "model/config.json", "model/weights.bin"]);
     expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+  });
+
+  it("numbers each transfer of the pull once: its archive layers first, then the install's files from there, in path order", async () => {
+    const archive = await tarOf({ "model/weights.bin": "w", "model/config.json": "{}" });
+    const digest = await pushMixed(archive);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    const started = events.filter((e) => e.fileStarted).map((e) => [e.fileStarted!.index, e.fileStarted!.path]);
+    expect(started).to.deep.equal([
+      [0, digest],
+      [1, "README.md"],
+      [2, "model/config.json"],
+      [3, "model/weights.bin"],
+    ]);
   });
 
   it("holds an archive layer's download as the pull's: PruneCache issued while it is paused leaves it, and the pull completes", async () => {
@@ -953,5 +967,108 @@ describe(`OCI archive layers that unpack to more than their blob${suffix}`, func
     expect(await statusOf("minilm")).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
     expect(await readFile(join(t.cacheRoot, "other", "weights.bin"))).to.deep.equal(otherBytes);
     expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(3 * MiB);
+  });
+});
+
+describe(`OCI archive entries refused before they are written${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+  });
+
+  type Entry = { name: string; data?: Buffer | string; type?: "link" | "character-device" | "fifo"; linkname?: string; pax?: Record<string, string> };
+  /** A tar of raw entries, in order: duplicates and headers tarOf cannot say. */
+  async function rawTar(entries: Entry[]): Promise<Buffer> {
+    const packer = pack();
+    for (const e of entries) {
+      if (e.type) packer.entry({ name: e.name, type: e.type, linkname: e.linkname, devmajor: 1, devminor: 3 });
+      else packer.entry({ name: e.name, pax: e.pax }, Buffer.from(e.data ?? ""));
+    }
+    packer.finalize();
+    const chunks: Buffer[] = [];
+    for await (const chunk of packer) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+  /** A ModelPack of a raw layer `model/raw.txt` and one archive layer under "model"; the pull's outcome. */
+  async function pullArchive(archive: Buffer, gzip = false) {
+    const config = await registry.pushBlob(REPO, "{}");
+    const raw = await registry.pushBlob(REPO, "raw");
+    const layer = await registry.pushBlob(REPO, gzip ? gzipSync(archive) : archive);
+    await registry.pushManifest(REPO, "v1", {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      artifactType: "application/vnd.cncf.model.manifest.v1+json",
+      config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+      layers: [
+        { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "model/raw.txt" } },
+        { mediaType: `application/vnd.cncf.model.weight.v1.tar${gzip ? "+gzip" : ""}`, ...layer, annotations: { "org.cncf.model.filepath": "model" } },
+      ],
+    });
+    return pull(t.client, { name: "minilm" });
+  }
+  /** Every file under the data dir and the cache root whose name includes `marker` (nothing may be written for a refused entry). */
+  async function written(marker: string): Promise<string[]> {
+    const found: string[] = [];
+    for (const root of [t.dataDir, t.cacheRoot, join(t.cacheRoot, "..")]) {
+      for (const path of await readdir(root, { recursive: true }).catch(() => [] as string[])) if (path.includes(marker)) found.push(join(root, path));
+    }
+    return found;
+  }
+
+  const cases: { title: string; entries: Entry[]; code: status; names: string[] }[] = [
+    { title: "an absolute path", entries: [{ name: "/etc/evil-abs.txt", data: "x" }], code: status.INVALID_ARGUMENT, names: ["/etc/evil-abs.txt"] },
+    { title: "a path with '..'", entries: [{ name: "model/../../evil-dots.txt", data: "x" }], code: status.INVALID_ARGUMENT, names: ["evil-dots.txt", "'..'"] },
+    { title: "a pax header whose path escapes", entries: [{ name: "model/fine.txt", data: "x", pax: { path: "../../evil-pax.txt" } }], code: status.INVALID_ARGUMENT, names: ["evil-pax.txt"] },
+    { title: "a hard link", entries: [{ name: "model/evil-hard", type: "link", linkname: "/etc/passwd" }], code: status.FAILED_PRECONDITION, names: ["model/evil-hard", "link"] },
+    { title: "a character device", entries: [{ name: "model/evil-dev", type: "character-device" }], code: status.FAILED_PRECONDITION, names: ["model/evil-dev", "character-device"] },
+    { title: "a fifo", entries: [{ name: "model/evil-fifo", type: "fifo" }], code: status.FAILED_PRECONDITION, names: ["model/evil-fifo", "fifo"] },
+    { title: "the same path twice", entries: [{ name: "model/twice.txt", data: "a" }, { name: "model/twice.txt", data: "b" }], code: status.FAILED_PRECONDITION, names: ["model/twice.txt"] },
+    { title: "a path a raw layer names", entries: [{ name: "model/raw.txt", data: "other" }], code: status.FAILED_PRECONDITION, names: ["model/raw.txt"] },
+    { title: "a file that another entry makes a directory", entries: [{ name: "model/evil-dir", data: "a" }, { name: "model/evil-dir/inner.txt", data: "b" }], code: status.FAILED_PRECONDITION, names: ["model/evil-dir/inner.txt", "model/evil-dir"] },
+    { title: "a directory path that a later entry makes a file", entries: [{ name: "model/sub/inner.txt", data: "a" }, { name: "model/sub", data: "b" }], code: status.FAILED_PRECONDITION, names: ["'model/sub'"] },
+    { title: "a declared size (pax) past --max-file-bytes", entries: [{ name: "model/evil-huge.bin", data: "x", pax: { size: String(2 ** 40) } }], code: status.RESOURCE_EXHAUSTED, names: ["model/evil-huge.bin", "--max-file-bytes"] },
+  ];
+  for (const c of cases) {
+    it(`refuses an entry that is ${c.title}, naming it, with nothing written for it and no install`, async () => {
+      const outcome = await pullArchive(await rawTar(c.entries));
+      expect(outcome.error?.code, outcome.error?.details).to.equal(c.code);
+      for (const name of c.names) expect(outcome.error?.details).to.include(name);
+      expect(await written("evil")).to.deep.equal([]);
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    });
+  }
+
+  it("refuses a gzip bomb, too many entries, and entries past --max-pull-bytes before writing the entry that crosses the limit", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 3, maxFileBytes: 2 * 1024 * 1024, maxTotalBytes: 3 * 1024 * 1024 } });
+    let outcome = await pullArchive(await rawTar([{ name: "model/evil-bomb.bin", data: Buffer.alloc(64 * 1024 * 1024) }]), true);
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-file-bytes").and.include("model/evil-bomb.bin");
+    outcome = await pullArchive(await rawTar([{ name: "model/a.bin", data: Buffer.alloc(2 * 1024 * 1024) }, { name: "model/evil-total.bin", data: Buffer.alloc(2 * 1024 * 1024) }]), true);
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-pull-bytes").and.include("model/evil-total.bin");
+    outcome = await pullArchive(await rawTar([{ name: "model/a", data: "a" }, { name: "model/b", data: "b" }, { name: "model/evil-third", data: "c" }]));
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-files-per-pull").and.include("model/evil-third");
+    expect(await written("evil")).to.deep.equal([]);
+  });
+
+  it("leaves excluded entries unwritten and out of the limits", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 3, maxFileBytes: 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1", exclude: ["model/evil*"] }) });
+    const outcome = await pullArchive(await rawTar([{ name: "model/kept.txt", data: "k" }, { name: "model/evil-big.bin", data: Buffer.alloc(4 * 1024 * 1024) }, { name: "model/evil-2", data: "x" }, { name: "model/evil-3", data: "x" }]), true);
+    expect(outcome.error, outcome.error?.details).to.equal(undefined);
+    expect(outcome.events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["model/kept.txt", "model/raw.txt"]);
+    expect(await written("evil")).to.deep.equal([]);
   });
 });

@@ -205,6 +205,8 @@ export class PullJob implements InstallObserver {
             model: { source: current.source, revision: current.revision, task: current.task, engine: current.engine, dimensions: current.dimensions },
             signal,
             observer: this,
+            // numbered after the archives' transfers, so each of the pull's transfers has an index of its own
+            firstIndex: archives.length,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
             store: settings.store,

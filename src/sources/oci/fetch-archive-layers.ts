@@ -35,8 +35,6 @@ export interface FetchArchiveLayersOptions {
   exclude: string[];
   /** the pull's limits (PullLimits), checked on each entry before it is written and on the whole listing */
   limits?: { check(files: readonly SourceFile[]): void; maxFiles: number; maxFileBytes: number; maxTotalBytes: number };
-  /** the index of the first archive's transfer in the pull's events (after the listed files) */
-  firstIndex: number;
   /** the source's download of a blob (connections, ranges, rate cap) into `partialPath` */
   download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<unknown>;
   signal: AbortSignal;
@@ -73,35 +71,42 @@ export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Pr
   // room reserved for entries and not yet taken by one
   let room = 0;
   const refuse = (what: string) => new ModelCacheError("resource_exhausted", `${what}; narrow the model with include/exclude, or raise the server's limit`);
-  for (const [k, archive] of options.archives.entries()) {
-    const blob = archiveTransfer(archive);
-    const hex = blob.sha256!;
-    const what = `layer ${archive.index} of ${quote(where)} (${archive.digest})`;
-    const blobPath = join(partialDir, ".layers", hex);
-    observer.fileStarted(blob, options.firstIndex + k);
-    await options.download(blob, blobPath, signal, (n) => observer.bytesWritten(blob, n));
-    observer.fileCompleted(blob, hex, false);
-    // each entry is checked and its room reserved before a byte of it is written: a compressed layer may expand far past its blob
-    const admit = async (path: string, sizeBytes: number): Promise<boolean> => {
-      const entry = `${what}, entry ${quote(path)}`;
-      if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(path)}, which the cache keeps for itself`);
-      claim(path, entry);
-      if (!passesFilters(path, include, exclude)) return false;
-      if (limits) {
-        if (kept.length + 1 > limits.maxFiles) throw refuse(`${entry} makes more than --max-files-per-pull (${limits.maxFiles}) files`);
-        if (keptBytes + sizeBytes > limits.maxTotalBytes) throw refuse(`${what} unpacks to more than the ${limits.maxTotalBytes} bytes --max-pull-bytes allows the model (at ${entry}, ${sizeBytes} bytes)`);
-        if (sizeBytes > limits.maxFileBytes) throw refuse(`${entry} is ${sizeBytes} bytes, more than --max-file-bytes (${limits.maxFileBytes})`);
-      }
-      if (sizeBytes > room && observer.reserve) room += await reserveRoom(observer.reserve.bind(observer), sizeBytes - room, `${entry} (${sizeBytes} bytes)`);
-      room = Math.max(0, room - sizeBytes);
-      keptBytes += sizeBytes;
-      kept.push({ path, sizeBytes, digest: archive.digest });
-      return true;
-    };
-    const before = kept.length;
-    const files = await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, admit, signal);
-    // the entries admitted, now with what they hold
-    for (const [i, file] of files.entries()) kept[before + i] = { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.digest, localPath: file.localPath };
+  try {
+    for (const [k, archive] of options.archives.entries()) {
+      const blob = archiveTransfer(archive);
+      const hex = blob.sha256!;
+      const what = `layer ${archive.index} of ${quote(where)} (${archive.digest})`;
+      const blobPath = join(partialDir, ".layers", hex);
+      // the pull's first transfers: the install's files are numbered after them (PullJob)
+      observer.fileStarted(blob, k);
+      await options.download(blob, blobPath, signal, (n) => observer.bytesWritten(blob, n));
+      observer.fileCompleted(blob, hex, false);
+      // each entry is checked and its room reserved before a byte of it is written: a compressed layer may expand far past its blob
+      const admit = async (path: string, sizeBytes: number): Promise<boolean> => {
+        const entry = `${what}, entry ${quote(path)}`;
+        if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(path)}, which the cache keeps for itself`);
+        claim(path, entry);
+        if (!passesFilters(path, include, exclude)) return false;
+        if (limits) {
+          if (kept.length + 1 > limits.maxFiles) throw refuse(`${entry} makes more than --max-files-per-pull (${limits.maxFiles}) files`);
+          if (sizeBytes > limits.maxFileBytes) throw refuse(`${entry} is ${sizeBytes} bytes, more than --max-file-bytes (${limits.maxFileBytes})`);
+          if (keptBytes + sizeBytes > limits.maxTotalBytes) throw refuse(`${entry} (${sizeBytes} bytes) brings the model's files past --max-pull-bytes (${limits.maxTotalBytes}): a compressed layer may unpack to far more than its blob`);
+        }
+        if (sizeBytes > room && observer.reserve) room += await reserveRoom(observer.reserve.bind(observer), sizeBytes - room, `${entry} (${sizeBytes} bytes)`);
+        room = Math.max(0, room - sizeBytes);
+        keptBytes += sizeBytes;
+        kept.push({ path, sizeBytes, digest: archive.digest });
+        return true;
+      };
+      const before = kept.length;
+      const files = await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, admit, signal);
+      // the entries admitted, now with what they hold
+      for (const [i, file] of files.entries()) kept[before + i] = { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.digest, localPath: file.localPath };
+    }
+  } catch (err) {
+    // a refused, failed or cancelled unpack leaves none of its entries behind; the verified blobs in .layers stay for the next pull
+    await rm(unpacked, { recursive: true, force: true });
+    throw err;
   }
   if (names.size === 0) throw new ModelCacheError("failed_precondition", `${quote(where)} holds no files: its archive layers are empty`);
   // throws: no file passes the filters

@@ -162,7 +162,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     ...(archives.length > 0 && {
       archives: archives.map((a) => ({ path: a.digest, sizeBytes: a.size })),
       unpack: (signal: AbortSignal, observer: TransferObserver) =>
-        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, firstIndex: listed.length, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
+        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
     }),
     fetch: async (file, signal, onBytes) => {
       const local = (file as OciFile).localPath;
