@@ -528,6 +528,44 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
     ]);
   });
 
+  it("a pull cancelled once its archive is unpacked and its install is under way leaves no unpacked entries, keeps the verified blob and the previous install, and the next pull fetches nothing again", async () => {
+    // one file at a time: the held raw layer, first in path order, keeps every entry waiting in the unpacked dir
+    await t.restart({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, fileConcurrency: 1 });
+    const before = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    // the raw layer is fetched by the install, after the archive is unpacked: its GET is held until the test lets go
+    const readme = `sha256:${sha256("# minilm")}`;
+    const point = holdPoint(4);
+    let held = false;
+    proxy.fault = (req) => {
+      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/${readme}`)) return undefined;
+      held = true;
+      return { hold: point.hold };
+    };
+    let stream: { cancel(): void } | undefined;
+    const pulling = pull(t.client, { name: "minilm" }, { onEvent: (_event, s) => (stream = s) });
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm");
+    try {
+      await point.reached;
+      expect((await readdir(partial, { recursive: true })).filter((p) => p.endsWith("weights.bin")), "unpacked before the install").to.have.length(1);
+      stream!.cancel();
+      expect((await pulling).error?.code).to.equal(status.CANCELLED);
+      await t.server.runtime.pulls.find("minilm")?.done;
+    } finally {
+      point.release();
+    }
+    const left = await readdir(partial, { recursive: true });
+    expect(left.filter((p) => p.includes(".unpacked")), "unpacked entries left").to.deep.equal([]);
+    expect(left.filter((p) => p.endsWith(digest.slice("sha256:".length))), "the verified archive blob").to.have.length(1);
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.resolvedCommit).to.equal(before);
+    for (const [path, data] of Object.entries(FILES)) expect(await readFile(join(t.cacheRoot, "minilm", path))).to.deep.equal(Buffer.from(data));
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["README.md", "model/config.json", "model/weights.bin"]);
+    expect(proxy.blobGets(digest), "GETs of the archive blob").to.have.length(1);
+  });
+
   it("holds an archive layer's download as the pull's: PruneCache issued while it is paused leaves it, and the pull completes", async () => {
     const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
     const digest = await pushMixed(archive);
@@ -884,6 +922,83 @@ describe(`an OCI pull killed between archive layers${suffix}`, function () {
         const cacheDir = events.at(-1)!.completed!.cacheDir;
         expect(await readFile(join(cacheDir, "b/weights.bin"))).to.deep.equal(big);
         expect(await readFile(join(cacheDir, "a/vocab.txt"), "utf8")).to.equal("a b c");
+      } finally {
+        server.client.close();
+        await server.kill();
+      }
+    } finally {
+      await proxy.close();
+      await registry.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe(`an OCI pull killed once its archive is unpacked, before the install is promoted${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("after SIGKILL the restarted server keeps the previous install, PruneCache counts and removes the unpacked entries but keeps the verified blob, and the next pull fetches nothing twice", async () => {
+    const registry = await OciRegistry.start();
+    const proxy = await OciFaultProxy.start(registry.address);
+    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
+    const cacheRoot = join(dataDir, "ai_models_cache");
+    const partial = join(cacheRoot, ".blobs", "partial", "minilm");
+    const big = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const archive = await tarOf({ "model/config.json": "{}", "model/weights.bin": big });
+    // four raw layers, first in path order, each held after a byte: every one of the install's four workers waits on one, so every entry waits in the unpacked dir
+    const raws = ["0.txt", "1.txt", "2.txt", "3.txt"];
+    let release!: () => void;
+    const until = new Promise<void>((resolve) => (release = resolve));
+    let allHeld!: () => void;
+    const held = new Promise<void>((resolve) => (allHeld = resolve));
+    let holding = 0;
+    const rawDigests = raws.map((name) => `sha256:${sha256(`raw ${name}`)}`);
+    proxy.fault = (req) => {
+      if (req.method !== "GET" || !rawDigests.some((d) => req.url!.includes(`/blobs/${d}`))) return undefined;
+      return { hold: { afterBytes: 1, reached: () => void (++holding === raws.length && allHeld()), until } };
+    };
+    try {
+      const before = await registry.pushModelPack(REPO, "v1", FILES);
+      const config = await registry.pushBlob(REPO, "{}");
+      const layers = [];
+      for (const name of raws) layers.push({ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...(await registry.pushBlob(REPO, `raw ${name}`)), annotations: { "org.cncf.model.filepath": name } });
+      const layer = await registry.pushBlob(REPO, archive);
+      layers.push({ mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } });
+      const args = ["--oci-plain-http", proxy.address];
+      let server = await spawnServer({ dataDir, args });
+      try {
+        await call(server.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+        await pullOk(server.client, { name: "minilm" });
+        await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers });
+        const pulling = pull(server.client, { name: "minilm" });
+        await held;
+        expect((await readdir(partial, { recursive: true })).filter((p) => p.endsWith("weights.bin")), "unpacked, not installed").to.have.length(1);
+        await server.kill();
+        await pulling.catch(() => undefined);
+      } finally {
+        release();
+        server.client.close();
+        await server.kill();
+      }
+      server = await spawnServer({ dataDir, args });
+      try {
+        // the old state: the previous install, whole
+        expect((await call(server.client, "getModel", { name: "minilm" })).model!.resolvedCommit).to.equal(before);
+        for (const [path, data] of Object.entries(FILES)) expect(await readFile(join(cacheRoot, "minilm", path))).to.deep.equal(Buffer.from(data));
+        // the unpacked entries are derived from the blob: reclaimable, and PruneCache removes them; the verified blob stays to resume from
+        expect(Number((await call(server.client, "describeCache", {})).reclaimableBytes)).to.be.at.least(big.length);
+        const pruned = await call(server.client, "pruneCache", { dryRun: false });
+        expect(Number(pruned.freedBytes)).to.be.at.least(big.length);
+        const left = await readdir(partial, { recursive: true });
+        expect(left.filter((p) => p.includes(".unpacked"))).to.deep.equal([]);
+        expect(left.filter((p) => p.endsWith(layer.digest.slice("sha256:".length)))).to.have.length(1);
+        const events = await pullOk(server.client, { name: "minilm" });
+        expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal([...raws, "model/config.json", "model/weights.bin"]);
+        expect(await readFile(join(cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+        expect(proxy.blobGets(layer.digest), "GETs of the archive blob").to.have.length(1);
       } finally {
         server.client.close();
         await server.kill();

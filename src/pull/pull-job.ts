@@ -225,6 +225,10 @@ export class PullJob implements InstallObserver {
             condemned && { ...condemned, installedAtMs: manifest.installedAtMs },
           );
           outcome = { completed: { type: "completed", cacheDir, manifest, reusedBytes: this.reusedBytes, peerBytes: this.peerBytes() } };
+        } catch (err) {
+          // still under the lock: nobody else writes the model's partial dir
+          if ("fetch" in source) await source.abandoned?.();
+          throw err;
         } finally {
           this.admission?.release();
           await release();

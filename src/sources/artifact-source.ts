@@ -56,6 +56,8 @@ export interface FetchingSource extends SourceListing {
    * is held as any download in flight.
    */
   unpack?(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]>;
+  /** called under the model's lock when the pull ends without an install (failed, cancelled): removes what only this pull could use (unpacked entries), keeping resumable downloads */
+  abandoned?(): Promise<void>;
   /** verified bytes fetched from peer servers instead of the source so far (src/peers/with-peers.ts) */
   peerBytes?(): number;
 }

@@ -5,7 +5,7 @@
 // beside it; the install's listing is the raw layers' files and the entries.
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { MANIFEST_FILE } from "../../cache/layout.js";
+import { MANIFEST_FILE, UNPACKED_DIR } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { SourceFile, TransferObserver } from "../artifact-source.js";
 import { filterFiles, passesFilters } from "../file-filters.js";
@@ -53,7 +53,7 @@ const RESERVE_STEP = 8 * 1024 * 1024;
 export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Promise<SourceFile[]> {
   const { where, partialDir, signal, observer, include, exclude } = options;
   const limits = options.limits;
-  const unpacked = join(partialDir, ".unpacked");
+  const unpacked = join(partialDir, UNPACKED_DIR);
   // what an earlier pull of this model unpacked and did not install (a failure, a crash): nobody else writes here while the lock is held
   await rm(unpacked, { recursive: true, force: true });
   // every path of the install so far, and the directories they need: an entry that names one again, or makes a file a directory, is refused before it is written

@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
-import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
+import { type CacheLayout, MANIFEST_FILE, UNPACKED_DIR, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, SourceFile, TransferObserver } from "../artifact-source.js";
 import { passesFilters } from "../file-filters.js";
@@ -172,6 +172,10 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
+    },
+    async abandoned() {
+      // the entries are unpacked again from the verified blobs in .layers, which the next pull resumes from
+      await rm(join(partialDir, UNPACKED_DIR), { recursive: true, force: true });
     },
   };
 
