@@ -1116,10 +1116,11 @@ describe(`OCI archive entries refused before they are written${suffix}`, functio
     return Buffer.concat(chunks);
   }
   /** A ModelPack of a raw layer `model/raw.txt` and one archive layer under "model"; the pull's outcome. */
-  async function pullArchive(archive: Buffer, gzip = false) {
+  async function pullArchive(archive: Buffer, gzip = false, torn = false) {
     const config = await registry.pushBlob(REPO, "{}");
     const raw = await registry.pushBlob(REPO, "raw");
-    const layer = await registry.pushBlob(REPO, gzip ? gzipSync(archive) : archive);
+    const compressed = gzip ? gzipSync(archive) : archive;
+    const layer = await registry.pushBlob(REPO, torn ? compressed.subarray(0, compressed.length / 2) : compressed);
     await registry.pushManifest(REPO, "v1", {
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.manifest.v1+json",
@@ -1175,6 +1176,14 @@ describe(`OCI archive entries refused before they are written${suffix}`, functio
     outcome = await pullArchive(await rawTar([{ name: "model/a", data: "a" }, { name: "model/b", data: "b" }, { name: "model/evil-third", data: "c" }]));
     expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
     expect(outcome.error?.details).to.include("--max-files-per-pull").and.include("model/evil-third");
+    expect(await written("evil")).to.deep.equal([]);
+  });
+
+  it("refuses a .tar+gzip layer whose stream ends midway (its digest intact) with FAILED_PRECONDITION, leaving none of its entries", async () => {
+    const random = randomBytes(256 * 1024);
+    const outcome = await pullArchive(await rawTar([{ name: "model/evil-first.bin", data: random }, { name: "model/evil-second.bin", data: random }]), true, true);
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("is not a readable tar archive").and.include("layer 1");
     expect(await written("evil")).to.deep.equal([]);
   });
 

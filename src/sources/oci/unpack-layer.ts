@@ -51,6 +51,8 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
         continue;
       }
       const localPath = join(stagingDir, path);
+      // admitting may have waited for room: nothing more is written once the pull is over
+      signal.throwIfAborted();
       await mkdir(dirname(localPath), { recursive: true });
       const hash = createHash("sha256");
       let size = 0;
@@ -66,13 +68,23 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
       await pipeline(entry, hashing, createWriteStream(localPath, { flags: "wx" }), { signal });
       files.push({ path, sizeBytes: size, sha256: hash.digest("hex"), localPath });
     }
-  })();
-  await Promise.all([pipeline([createReadStream(blobPath), ...(gzip ? [createGunzip()] : []), reader], { signal }), consume]).catch((err) => {
+  })().catch((err: unknown) => {
+    // a refused entry stops the reading too
     reader.destroy();
-    if (err instanceof ModelCacheError || signal.aborted) throw signal.aborted ? signal.reason : err;
+    throw err;
+  });
+  const read = pipeline([createReadStream(blobPath), ...(gzip ? [createGunzip()] : []), reader], { signal });
+  // both settle before this returns: the caller may remove the staging dir, and no write may come after
+  const [reading, consuming] = await Promise.allSettled([read, consume]);
+  const failures = [consuming, reading].flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+  if (failures.length > 0) {
+    if (signal.aborted) throw signal.reason;
+    // what was refused, else what broke the reading (a torn gzip stream), rather than the premature close it caused
+    const err = failures.find((e) => e instanceof ModelCacheError) ?? (reading.status === "rejected" ? reading.reason : failures[0]);
+    if (err instanceof ModelCacheError) throw err;
     if (isOutOfSpace(err)) throw filesystemError("unpack the layer", stagingDir, err);
     if ((err as { code?: string }).code === "EEXIST") throw new ModelCacheError("failed_precondition", `${what} holds the same file twice (${(err as Error).message})`);
     throw new ModelCacheError("failed_precondition", `${what} is not a readable tar archive (${(err as Error).message})`);
-  });
+  }
   return files;
 }
