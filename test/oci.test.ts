@@ -566,6 +566,67 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
     expect(proxy.blobGets(digest), "GETs of the archive blob").to.have.length(1);
   });
 
+  it("ResolveModel ALWAYS revalidates an unchanged archive model with one manifest request, and pulls a moved tag's new archive", async () => {
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    const always = { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" };
+    expect((await call(t.client, "resolveModel", always)).pulled).to.equal(true);
+    const calls = proxy.calls.length;
+    const again = await call(t.client, "resolveModel", always);
+    expect([again.pulled, again.revalidated]).to.deep.equal([false, true]);
+    expect(proxy.calls.slice(calls).map((c) => c.method + " " + c.url.replace(/\/v2\/.*\/manifests\//, "manifests/"))).to.deep.equal(["HEAD manifests/v1"]);
+    expect(proxy.blobGets(digest)).to.have.length(1);
+    const moved = await pushMixed(await tarOf({ "model/weights.bin": "new", "model/config.json": "{}" }));
+    const changed = await call(t.client, "resolveModel", always);
+    expect([changed.pulled, changed.revalidated]).to.deep.equal([true, true]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"), "utf8")).to.equal("new");
+    expect(proxy.blobGets(moved)).to.have.length(1);
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm");
+    expect(await readdir(partial).catch(() => []), "nothing left of the pulls' downloads").to.deep.equal([]);
+  });
+
+  it("a forced re-pull of an archive model fetches and unpacks it again, reuses nothing, and installs the same files", async () => {
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    const first = await pullOk(t.client, { name: "minilm" });
+    const events = await pullOk(t.client, { name: "minilm", force: true });
+    expect(proxy.blobGets(digest)).to.have.length(2);
+    const completed = events.filter((e) => e.fileCompleted).map((e) => [e.fileCompleted!.path, e.fileCompleted!.reused]);
+    expect(completed).to.have.deep.members([
+      [digest, false],
+      ["README.md", false],
+      ["model/config.json", false],
+      ["model/weights.bin", false],
+    ]);
+    expect(events.at(-1)!.completed!.manifest!.files).to.deep.equal(first.at(-1)!.completed!.manifest!.files);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+    // progress never passes the total PullStarted announced
+    const total = Number(events[0]!.started!.totalBytes);
+    for (const e of events.filter((e) => e.fileProgress)) expect(Number(e.fileProgress!.totalBytesDone)).to.be.at.most(total);
+  });
+
+  it("keeps progress within PullStarted's total when a moved tag's archive holds entries the store already has", async () => {
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
+    const push = async (readme: Buffer) => {
+      const config = await registry.pushBlob(REPO, "{}");
+      const raw = await registry.pushBlob(REPO, readme);
+      const layer = await registry.pushBlob(REPO, archive);
+      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "README.md" } }, { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    };
+    await push(randomBytes(2 * 1024 * 1024));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    // the raw layer changes; the archive's entries are in the store already
+    await push(randomBytes(2 * 1024 * 1024));
+    const events = await pullOk(t.client, { name: "minilm" });
+    const total = Number(events[0]!.started!.totalBytes);
+    const progress = events.filter((e) => e.fileProgress).map((e) => Number(e.fileProgress!.totalBytesDone));
+    expect(progress.length).to.be.above(0);
+    for (const done of progress) expect(done).to.be.at.most(total);
+    const entries = events.filter((e) => e.fileCompleted && e.fileCompleted.path.startsWith("model/"));
+    expect(entries.map((e) => e.fileCompleted!.reused)).to.deep.equal([true, true]);
+  });
+
   it("holds an archive layer's download as the pull's: PruneCache issued while it is paused leaves it, and the pull completes", async () => {
     const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
     const digest = await pushMixed(archive);

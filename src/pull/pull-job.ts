@@ -71,6 +71,8 @@ export class PullJob implements InstallObserver {
   private started: Event<"started"> | undefined;
   private readonly files = new Map<string, FileState>();
   private totalBytesDone = 0;
+  /** files an archive unpacked: their bytes were counted as the archive's transfer */
+  private readonly unpacked = new Set<string>();
   private reusedBytes = 0;
   private admission: Awaited<ReturnType<NonNullable<PullJobSettings["capacity"]>["admit"]>> | undefined;
   private outcome: { completed: Event<"completed"> } | { error: unknown } | undefined;
@@ -149,7 +151,7 @@ export class PullJob implements InstallObserver {
     const state = this.files.get(file.path)!;
     if (state.completed) return;
     state.bytesDone += bytes;
-    this.totalBytesDone += bytes;
+    if (!this.unpacked.has(file.path)) this.totalBytesDone += bytes;
     this.pendingProgress.add(file.path);
     this.scheduleProgress();
   }
@@ -198,6 +200,10 @@ export class PullJob implements InstallObserver {
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           // fetched and unpacked here, holding the lock, so PruneCache leaves the download alone and its bytes are this pull's events
           const files = "fetch" in source && source.unpack ? await source.unpack(signal, this) : source.files;
+          if (files !== source.files) {
+            const listed = new Set(source.files.map((f) => f.path));
+            for (const file of files) if (!listed.has(file.path)) this.unpacked.add(file.path);
+          }
           const manifest = await installArtifacts({
             layout: settings.layout,
             name: model.name,
