@@ -1129,6 +1129,29 @@ describe(`OCI archive layers that unpack to more than their blob${suffix}`, func
     expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(3 * MiB);
   });
 
+  it("counts an entry once it is unpacked as stored, not also as reserved: an archive that fits the quota installs without evicting", async () => {
+    // four entries of 1 MiB under a 5 MiB quota beside nothing else: counted twice while unpacking (on disk and reserved), the third would not fit
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, cacheMaxBytes: 5 * MiB });
+    const entries = Object.fromEntries([0, 1, 2, 3].map((i) => [`part${i}.bin`, Buffer.alloc(MiB, i)]));
+    const config = await registry.pushBlob(REPO, "{}");
+    const layer = await registry.pushBlob(REPO, gzipSync(await tarOf(entries)));
+    await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files).to.have.length(4);
+  });
+
+  it("evicts nothing for an archive whose entries fit beside the other installs", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, cacheMaxBytes: 4 * MiB + 64 * 1024 });
+    await pushBomb();
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+    await pullOk(t.client, { name: "other", fixtureDir: other!.dir });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(await statusOf("other")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(4 * MiB + 64 * 1024);
+  });
+
   it("refuses with RESOURCE_EXHAUSTED naming --cache-max-bytes when no eviction makes room for the unpacked entries, writing none of them and keeping the other install", async () => {
     await pushBomb();
     await call(t.client, "registerModel", { model: modelSpec({ name: "other", pinned: true }) });

@@ -50,9 +50,11 @@ export interface Admission {
   /**
    * Reserves `bytes` more, found only while the pull runs (what an OCI archive
    * layer unpacks to), evicting as admission does; RESOURCE_EXHAUSTED naming
-   * the flag when no eviction could make room.
+   * the flag when no eviction could make room. `slack` more is reserved too
+   * when it fits without evicting, so a run of small entries asks once.
+   * Returns the bytes reserved.
    */
-  extend(bytes: number, signal: AbortSignal): Promise<void>;
+  extend(bytes: number, slack: number, signal: AbortSignal): Promise<number>;
   release(): void;
 }
 
@@ -94,11 +96,14 @@ export class Capacity {
             const left = this.reserved.get(key);
             if (left !== undefined) this.reserved.set(key, Math.max(0, left - bytes));
           },
-          extend: (bytes, signal) =>
+          extend: (bytes, slack, signal) =>
             this.admissions.runExclusive(async () => {
-              if (!this.reserved.has(key)) return;
-              await this.makeRoom(name, bytes, held.inodes, signal, undefined, true);
-              this.reserved.set(key, (this.reserved.get(key) ?? 0) + bytes);
+              if (!this.reserved.has(key)) return 0;
+              const fits = slack > 0 && (await this.shortfall(bytes + slack, ["quota", "min_free"])).needed <= 0;
+              if (!fits) await this.makeRoom(name, bytes, held.inodes, signal, undefined, true);
+              const got = fits ? bytes + slack : bytes;
+              this.reserved.set(key, (this.reserved.get(key) ?? 0) + got);
+              return got;
             }),
           release: () => {
             this.reserved.delete(key);

@@ -50,7 +50,7 @@ export interface PullJobSettings {
   recorders?: PullRecorder[];
   /** makes room for what a pull adds before it fetches anything (the store's content it will link is held for it), and holds it while the pull runs */
   capacity?: {
-    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; extend(bytes: number, signal: AbortSignal): Promise<void>; release(): void }>;
+    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; extend(bytes: number, slack: number, signal: AbortSignal): Promise<number>; release(): void }>;
   };
 }
 
@@ -160,14 +160,18 @@ export class PullJob implements InstallObserver {
     const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes, reused };
     this.files.get(file.path)!.completed = completed;
     if (reused) this.reusedBytes += file.sizeBytes;
-    // what it stored now counts as stored: its reservation shrinks by as much
-    else this.admission?.committed(file.sizeBytes);
+    // what it stored now counts as stored: its reservation shrinks by as much (an archive's entry did when it was unpacked)
+    else if (!this.unpacked.has(file.path)) this.admission?.committed(file.sizeBytes);
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
   }
 
-  async reserve(bytes: number): Promise<void> {
-    await this.admission?.extend(bytes, this.controller.signal);
+  async reserve(bytes: number, slack: number): Promise<number> {
+    return (await this.admission?.extend(bytes, slack, this.controller.signal)) ?? bytes + slack;
+  }
+
+  written(bytes: number): void {
+    this.admission?.committed(bytes);
   }
 
   private async run(): Promise<void> {

@@ -67,8 +67,10 @@ export interface TransferObserver {
   fileStarted(file: SourceFile, index: number): void;
   bytesWritten(file: SourceFile, bytes: number): void;
   fileCompleted(file: SourceFile, sha256: string, reused: boolean): void;
-  /** makes room for `bytes` the pull did not know of when it was admitted (an archive's entries), before they are written */
-  reserve?(bytes: number): Promise<void>;
+  /** makes room for `bytes` the pull did not know of when it was admitted (an archive's entries) before they are written, and `slack` more when that fits without evicting; the bytes reserved */
+  reserve?(bytes: number, slack: number): Promise<number>;
+  /** `bytes` were written where capacity counts them as stored already (an archive's entries, in the pull's partial dir): no longer reserved */
+  written?(bytes: number): void;
 }
 
 export type ArtifactSource = LocalSource | FetchingSource;

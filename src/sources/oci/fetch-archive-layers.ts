@@ -99,7 +99,9 @@ export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Pr
         return true;
       };
       const before = kept.length;
-      const files = await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, admit, signal);
+      // on disk in the partial dir, an entry counts as stored: its room is no longer reserved
+      const written = (file: { sizeBytes: number }) => observer.written?.(file.sizeBytes);
+      const files = await unpackLayer(blobPath, archive.mediaType.endsWith("+gzip"), archive.prefix, join(unpacked, hex), what, { admit, written }, signal);
       // the entries admitted, now with what they hold
       for (const [i, file] of files.entries()) kept[before + i] = { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, digest: archive.digest, localPath: file.localPath };
     }
@@ -116,23 +118,12 @@ export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Pr
   return kept;
 }
 
-/** Reserves at least `needed` bytes (a step more when that fits, a step's worth of entries asking once); how many it reserved. */
-async function reserveRoom(reserve: (bytes: number) => Promise<void>, needed: number, what: string): Promise<number> {
-  const exhausted = (err: unknown) => err instanceof ModelCacheError && err.kind === "resource_exhausted";
+/** Reserves at least `needed` bytes (a step more when that fits without evicting, so a run of small entries asks once); how many it reserved. */
+async function reserveRoom(reserve: (bytes: number, slack: number) => Promise<number>, needed: number, what: string): Promise<number> {
   try {
-    if (needed < RESERVE_STEP) {
-      try {
-        await reserve(RESERVE_STEP);
-        return RESERVE_STEP;
-      } catch (err) {
-        // a step may not fit where the entry does
-        if (!exhausted(err)) throw err;
-      }
-    }
-    await reserve(needed);
-    return needed;
+    return await reserve(needed, Math.max(0, RESERVE_STEP - needed));
   } catch (err) {
-    if (exhausted(err)) throw new ModelCacheError("resource_exhausted", `${what}: ${(err as Error).message}`, { cause: err });
+    if (err instanceof ModelCacheError && err.kind === "resource_exhausted") throw new ModelCacheError("resource_exhausted", `${what}: ${err.message}`, { cause: err });
     throw err;
   }
 }

@@ -23,12 +23,20 @@ export interface UnpackedFile {
 /**
  * The layer's regular files, written under `stagingDir` at their paths (put
  * under `prefix` when they do not already begin with it), with their sha256.
- * `admit` sees each file's path and declared size before a byte of it is
- * written: it refuses (limits, room, duplicates) by throwing, and returns
- * false for a file left out (the model's filters), which is read past and
- * not written.
+ * `entries.admit` sees each file's path and declared size before a byte of
+ * it is written: it refuses (limits, room, duplicates) by throwing, and
+ * returns false for a file left out (the model's filters), which is read
+ * past and not written; `entries.written` hears of each file once it is.
  */
-export async function unpackLayer(blobPath: string, gzip: boolean, prefix: string, stagingDir: string, what: string, admit: (path: string, sizeBytes: number) => Promise<boolean>, signal: AbortSignal): Promise<UnpackedFile[]> {
+export async function unpackLayer(
+  blobPath: string,
+  gzip: boolean,
+  prefix: string,
+  stagingDir: string,
+  what: string,
+  entries: { admit(path: string, sizeBytes: number): Promise<boolean>; written(file: UnpackedFile): void },
+  signal: AbortSignal,
+): Promise<UnpackedFile[]> {
   const files: UnpackedFile[] = [];
   const reader = extract();
   const consume = (async () => {
@@ -46,7 +54,7 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
       const path = prefix === "" || name === prefix || name.startsWith(`${prefix}/`) ? name : `${prefix}/${name}`;
       checkArtifactPath(path, `${what}, entry ${quote(header.name)}`);
       const declared = header.size ?? 0;
-      if (!(await admit(path, declared))) {
+      if (!(await entries.admit(path, declared))) {
         entry.resume();
         continue;
       }
@@ -66,7 +74,9 @@ export async function unpackLayer(blobPath: string, gzip: boolean, prefix: strin
         },
       });
       await pipeline(entry, hashing, createWriteStream(localPath, { flags: "wx" }), { signal });
-      files.push({ path, sizeBytes: size, sha256: hash.digest("hex"), localPath });
+      const file = { path, sizeBytes: size, sha256: hash.digest("hex"), localPath };
+      files.push(file);
+      entries.written(file);
     }
   })().catch((err: unknown) => {
     // a refused entry stops the reading too
