@@ -59,6 +59,14 @@ describe(`pulling from an OCI registry (the CNCF distribution registry)${suffix}
     expect(registry.blobGets(`sha256:${sha256(FILES["onnx/model.onnx"])}`)).to.equal(0);
   });
 
+  it("holds only the layers that pass the model's filters to the pull's limits", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 2, maxFileBytes: 100_000, maxTotalBytes: 1024 * 1024 } });
+    await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1", exclude: ["onnx/"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json", "tokenizer.json"]);
+  });
+
   it("links a layer the store already holds by its digest without downloading it", async () => {
     await registry.pushModelPack(REPO, "v1", FILES);
     await registry.pushModelPack("models/other", "v1", { "weights.onnx": FILES["onnx/model.onnx"] });

@@ -138,8 +138,6 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} is named ${quote(path)}, which the cache keeps for itself`);
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
   }
-  // the archives' entries are checked once unpacked; their layer sizes are checked now
-  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
   const seen = new Set<string>();
   for (const file of files) {
     if (seen.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
@@ -150,8 +148,11 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   const include = options.include ?? [];
   const exclude = options.exclude ?? [];
   // with archive layers the filters apply once their entries are known; the pull filters a listing of raw layers itself
-  const listed = archives.length > 0 ? files.filter((f) => passesFilters(f.path, include, exclude)) : files;
+  const kept = files.filter((f) => passesFilters(f.path, include, exclude));
+  const listed = archives.length > 0 ? kept : files;
   listed.sort(byPath);
+  // the layers the model keeps (the filters tell an archive's entries only once it is unpacked, and each is checked then); an archive's blob size is checked now
+  options.limits?.check([...kept, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
 
   const connections = new Connections(CONNECTIONS);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
