@@ -59,9 +59,9 @@ export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Pr
   // every path of the install so far, and the directories they need: an entry that names one again, or makes a file a directory, is refused before it is written
   const names = new Set<string>();
   const dirs = new Set<string>();
-  const claim = (path: string, what: string) => {
+  const claim = (path: string, who: string) => {
     const parents = path.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"));
-    if (names.has(path) || dirs.has(path) || parents.some((dir) => names.has(dir))) throw new ModelCacheError("failed_precondition", `${what} names the file ${quote(path)}, which another entry or layer of ${quote(where)} names too (as a file or a directory)`);
+    if (names.has(path) || dirs.has(path) || parents.some((dir) => names.has(dir))) throw new ModelCacheError("failed_precondition", `${who} names the file ${quote(path)}, which another entry or layer of ${quote(where)} names too (as a file or a directory)`);
     names.add(path);
     for (const dir of parents) dirs.add(dir);
   };
@@ -85,7 +85,7 @@ export async function fetchArchiveLayers(options: FetchArchiveLayersOptions): Pr
       const admit = async (path: string, sizeBytes: number): Promise<boolean> => {
         const entry = `${what}, entry ${quote(path)}`;
         if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `${what} holds ${quote(path)}, which the cache keeps for itself`);
-        claim(path, entry);
+        claim(path, what);
         if (!passesFilters(path, include, exclude)) return false;
         if (limits) {
           if (kept.length + 1 > limits.maxFiles) throw refuse(`${entry} makes more than --max-files-per-pull (${limits.maxFiles}) files`);

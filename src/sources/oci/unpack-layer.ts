@@ -54,6 +54,7 @@ export async function unpackLayer(
       const path = prefix === "" || name === prefix || name.startsWith(`${prefix}/`) ? name : `${prefix}/${name}`;
       checkArtifactPath(path, `${what}, entry ${quote(header.name)}`);
       const declared = header.size ?? 0;
+      if (!Number.isSafeInteger(declared) || declared < 0) throw new ModelCacheError("failed_precondition", `${what}, entry ${quote(header.name)}, declares a size of ${declared} bytes, which no file has`);
       if (!(await entries.admit(path, declared))) {
         entry.resume();
         continue;
