@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile, readdir, utimes, writeFile } from "node:fs/promises";
 import { type AddressInfo } from "node:net";
 import { createServer } from "node:http";
@@ -6,7 +7,7 @@ import { pack } from "tar-stream";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
@@ -15,6 +16,7 @@ import { ForwardProxy } from "./support/forward-proxy.js";
 import { captureLogs } from "./support/log-capture.js";
 import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
+import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
@@ -55,6 +57,14 @@ describe(`pulling from an OCI registry (the CNCF distribution registry)${suffix}
     const events = await pullOk(t.client, { name: "minilm" });
     expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json", "tokenizer.json"]);
     expect(registry.blobGets(`sha256:${sha256(FILES["onnx/model.onnx"])}`)).to.equal(0);
+  });
+
+  it("holds only the layers that pass the model's filters to the pull's limits", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 2, maxFileBytes: 100_000, maxTotalBytes: 1024 * 1024 } });
+    await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: source(), revision: "v1", exclude: ["onnx/"] }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["config.json", "tokenizer.json"]);
   });
 
   it("links a layer the store already holds by its digest without downloading it", async () => {
@@ -423,7 +433,7 @@ describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
   });
 
   it("stops unpacking a compressed archive that expands past --max-pull-bytes with RESOURCE_EXHAUSTED", async () => {
-    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 100, maxFileBytes: 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 100, maxFileBytes: 8 * 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
     const bomb = gzipSync(await tarOf({ "zeros.bin": Buffer.alloc(4 * 1024 * 1024) }));
     expect(bomb.length).to.be.below(1024 * 1024);
     await pushArchives([{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", data: bomb, path: "model" }]);
@@ -510,6 +520,119 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
     const manifest = events.at(-1)!.completed!.manifest!;
     expect(manifest.files.map((f) => f.path)).to.deep.equal(["README.md", "model/config.json", "model/weights.bin"]);
     expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+  });
+
+  it("numbers each transfer of the pull once: its archive layers first, then the install's files from there, in path order", async () => {
+    const archive = await tarOf({ "model/weights.bin": "w", "model/config.json": "{}" });
+    const digest = await pushMixed(archive);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    const started = events.filter((e) => e.fileStarted).map((e) => [e.fileStarted!.index, e.fileStarted!.path]);
+    expect(started).to.deep.equal([
+      [0, digest],
+      [1, "README.md"],
+      [2, "model/config.json"],
+      [3, "model/weights.bin"],
+    ]);
+  });
+
+  it("a pull cancelled once its archive is unpacked and its install is under way leaves no unpacked entries, keeps the verified blob and the previous install, and the next pull fetches nothing again", async () => {
+    // one file at a time: the held raw layer, first in path order, keeps every entry waiting in the unpacked dir
+    await t.restart({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, fileConcurrency: 1 });
+    const before = await registry.pushModelPack(REPO, "v1", FILES);
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    // the raw layer is fetched by the install, after the archive is unpacked: its GET is held until the test lets go
+    const readme = `sha256:${sha256("# minilm")}`;
+    const point = holdPoint(4);
+    let held = false;
+    proxy.fault = (req) => {
+      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/${readme}`)) return undefined;
+      held = true;
+      return { hold: point.hold };
+    };
+    let stream: { cancel(): void } | undefined;
+    const pulling = pull(t.client, { name: "minilm" }, { onEvent: (_event, s) => (stream = s) });
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm");
+    try {
+      await point.reached;
+      expect((await readdir(partial, { recursive: true })).filter((p) => p.endsWith("weights.bin")), "unpacked before the install").to.have.length(1);
+      stream!.cancel();
+      expect((await pulling).error?.code).to.equal(status.CANCELLED);
+      await t.server.runtime.pulls.find("minilm")?.done;
+    } finally {
+      point.release();
+    }
+    const left = await readdir(partial, { recursive: true });
+    expect(left.filter((p) => p.includes(".unpacked")), "unpacked entries left").to.deep.equal([]);
+    expect(left.filter((p) => p.endsWith(digest.slice("sha256:".length))), "the verified archive blob").to.have.length(1);
+    expect((await call(t.client, "getModel", { name: "minilm" })).model!.resolvedCommit).to.equal(before);
+    for (const [path, data] of Object.entries(FILES)) expect(await readFile(join(t.cacheRoot, "minilm", path))).to.deep.equal(Buffer.from(data));
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["README.md", "model/config.json", "model/weights.bin"]);
+    expect(proxy.blobGets(digest), "GETs of the archive blob").to.have.length(1);
+  });
+
+  it("ResolveModel ALWAYS revalidates an unchanged archive model with one manifest request, and pulls a moved tag's new archive", async () => {
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    const always = { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_ALWAYS, leaseSeconds: 0, credentialAlias: "" };
+    expect((await call(t.client, "resolveModel", always)).pulled).to.equal(true);
+    const calls = proxy.calls.length;
+    const again = await call(t.client, "resolveModel", always);
+    expect([again.pulled, again.revalidated]).to.deep.equal([false, true]);
+    expect(proxy.calls.slice(calls).map((c) => c.method + " " + c.url.replace(/\/v2\/.*\/manifests\//, "manifests/"))).to.deep.equal(["HEAD manifests/v1"]);
+    expect(proxy.blobGets(digest)).to.have.length(1);
+    const moved = await pushMixed(await tarOf({ "model/weights.bin": "new", "model/config.json": "{}" }));
+    const changed = await call(t.client, "resolveModel", always);
+    expect([changed.pulled, changed.revalidated]).to.deep.equal([true, true]);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"), "utf8")).to.equal("new");
+    expect(proxy.blobGets(moved)).to.have.length(1);
+    const partial = join(t.cacheRoot, ".blobs", "partial", "minilm");
+    expect(await readdir(partial).catch(() => []), "nothing left of the pulls' downloads").to.deep.equal([]);
+  });
+
+  it("a forced re-pull of an archive model fetches and unpacks it again, reuses nothing, and installs the same files", async () => {
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    const first = await pullOk(t.client, { name: "minilm" });
+    const events = await pullOk(t.client, { name: "minilm", force: true });
+    expect(proxy.blobGets(digest)).to.have.length(2);
+    const completed = events.filter((e) => e.fileCompleted).map((e) => [e.fileCompleted!.path, e.fileCompleted!.reused]);
+    expect(completed).to.have.deep.members([
+      [digest, false],
+      ["README.md", false],
+      ["model/config.json", false],
+      ["model/weights.bin", false],
+    ]);
+    expect(events.at(-1)!.completed!.manifest!.files).to.deep.equal(first.at(-1)!.completed!.manifest!.files);
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+    // progress never passes the total PullStarted announced
+    const total = Number(events[0]!.started!.totalBytes);
+    for (const e of events.filter((e) => e.fileProgress)) expect(Number(e.fileProgress!.totalBytesDone)).to.be.at.most(total);
+  });
+
+  it("keeps progress within PullStarted's total when a moved tag's archive holds entries the store already has", async () => {
+    const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
+    const push = async (readme: Buffer) => {
+      const config = await registry.pushBlob(REPO, "{}");
+      const raw = await registry.pushBlob(REPO, readme);
+      const layer = await registry.pushBlob(REPO, archive);
+      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "README.md" } }, { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    };
+    await push(randomBytes(2 * 1024 * 1024));
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    // the raw layer changes; the archive's entries are in the store already
+    await push(randomBytes(2 * 1024 * 1024));
+    const events = await pullOk(t.client, { name: "minilm" });
+    const total = Number(events[0]!.started!.totalBytes);
+    const progress = events.filter((e) => e.fileProgress).map((e) => Number(e.fileProgress!.totalBytesDone));
+    expect(progress.length).to.be.above(0);
+    for (const done of progress) expect(done).to.be.at.most(total);
+    const entries = events.filter((e) => e.fileCompleted && e.fileCompleted.path.startsWith("model/"));
+    expect(entries.map((e) => e.fileCompleted!.reused)).to.deep.equal([true, true]);
   });
 
   it("holds an archive layer's download as the pull's: PruneCache issued while it is paused leaves it, and the pull completes", async () => {
@@ -880,6 +1003,83 @@ describe(`an OCI pull killed between archive layers${suffix}`, function () {
   });
 });
 
+describe(`an OCI pull killed once its archive is unpacked, before the install is promoted${suffix}`, function () {
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+
+  it("after SIGKILL the restarted server keeps the previous install, PruneCache counts and removes the unpacked entries but keeps the verified blob, and the next pull fetches nothing twice", async () => {
+    const registry = await OciRegistry.start();
+    const proxy = await OciFaultProxy.start(registry.address);
+    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
+    const cacheRoot = join(dataDir, "ai_models_cache");
+    const partial = join(cacheRoot, ".blobs", "partial", "minilm");
+    const big = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const archive = await tarOf({ "model/config.json": "{}", "model/weights.bin": big });
+    // four raw layers, first in path order, each held after a byte: every one of the install's four workers waits on one, so every entry waits in the unpacked dir
+    const raws = ["0.txt", "1.txt", "2.txt", "3.txt"];
+    let release!: () => void;
+    const until = new Promise<void>((resolve) => (release = resolve));
+    let allHeld!: () => void;
+    const held = new Promise<void>((resolve) => (allHeld = resolve));
+    let holding = 0;
+    const rawDigests = raws.map((name) => `sha256:${sha256(`raw ${name}`)}`);
+    proxy.fault = (req) => {
+      if (req.method !== "GET" || !rawDigests.some((d) => req.url!.includes(`/blobs/${d}`))) return undefined;
+      return { hold: { afterBytes: 1, reached: () => void (++holding === raws.length && allHeld()), until } };
+    };
+    try {
+      const before = await registry.pushModelPack(REPO, "v1", FILES);
+      const config = await registry.pushBlob(REPO, "{}");
+      const layers = [];
+      for (const name of raws) layers.push({ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...(await registry.pushBlob(REPO, `raw ${name}`)), annotations: { "org.cncf.model.filepath": name } });
+      const layer = await registry.pushBlob(REPO, archive);
+      layers.push({ mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } });
+      const args = ["--oci-plain-http", proxy.address];
+      let server = await spawnServer({ dataDir, args });
+      try {
+        await call(server.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+        await pullOk(server.client, { name: "minilm" });
+        await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers });
+        const pulling = pull(server.client, { name: "minilm" });
+        await held;
+        expect((await readdir(partial, { recursive: true })).filter((p) => p.endsWith("weights.bin")), "unpacked, not installed").to.have.length(1);
+        await server.kill();
+        await pulling.catch(() => undefined);
+      } finally {
+        release();
+        server.client.close();
+        await server.kill();
+      }
+      server = await spawnServer({ dataDir, args });
+      try {
+        // the old state: the previous install, whole
+        expect((await call(server.client, "getModel", { name: "minilm" })).model!.resolvedCommit).to.equal(before);
+        for (const [path, data] of Object.entries(FILES)) expect(await readFile(join(cacheRoot, "minilm", path))).to.deep.equal(Buffer.from(data));
+        // the unpacked entries are derived from the blob: reclaimable, and PruneCache removes them; the verified blob stays to resume from
+        expect(Number((await call(server.client, "describeCache", {})).reclaimableBytes)).to.be.at.least(big.length);
+        const pruned = await call(server.client, "pruneCache", { dryRun: false });
+        expect(Number(pruned.freedBytes)).to.be.at.least(big.length);
+        const left = await readdir(partial, { recursive: true });
+        expect(left.filter((p) => p.includes(".unpacked"))).to.deep.equal([]);
+        expect(left.filter((p) => p.endsWith(layer.digest.slice("sha256:".length)))).to.have.length(1);
+        const events = await pullOk(server.client, { name: "minilm" });
+        expect(events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal([...raws, "model/config.json", "model/weights.bin"]);
+        expect(await readFile(join(cacheRoot, "minilm", "model/weights.bin"))).to.deep.equal(big);
+        expect(proxy.blobGets(layer.digest), "GETs of the archive blob").to.have.length(1);
+      } finally {
+        server.client.close();
+        await server.kill();
+      }
+    } finally {
+      await proxy.close();
+      await registry.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("OCI sources on an offline server", () => {
   it("refuses to pull an oci:// source offline, naming its registry and what to do", async () => {
     const t = await startTestServer({ offline: true });
@@ -891,5 +1091,200 @@ describe("OCI sources on an offline server", () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe(`OCI archive layers that unpack to more than their blob${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  let other: { dir: string; cleanup: () => Promise<void> } | undefined;
+  const MiB = 1024 * 1024;
+  // what the other install holds: random, so it does not compress
+  const otherBytes = randomBytes(2 * MiB);
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    other = await makeSourceDir({ "weights.bin": otherBytes });
+    // the other install and the archive's blob fit; the archive's 2 MiB of entries do not fit beside the other install
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, cacheMaxBytes: 3 * MiB });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+    await other?.cleanup();
+  });
+
+  async function pushBomb(): Promise<Buffer> {
+    const bomb = gzipSync(await tarOf({ "zeros.bin": Buffer.alloc(2 * MiB) }));
+    const config = await registry.pushBlob(REPO, "{}");
+    const layer = await registry.pushBlob(REPO, bomb);
+    await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    return bomb;
+  }
+  const statusOf = async (name: string) => (await call(t.client, "getModel", { name })).model!.status;
+
+  it("reserves room for what a .tar+gzip layer unpacks to, evicting the least recently used install under --cache-max-bytes", async () => {
+    expect((await pushBomb()).length).to.be.below(MiB / 4);
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+    await pullOk(t.client, { name: "other", fixtureDir: other!.dir });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(await readFile(join(t.cacheRoot, "minilm", "model/zeros.bin"))).to.deep.equal(Buffer.alloc(2 * MiB));
+    expect(await statusOf("other")).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(3 * MiB);
+  });
+
+  it("counts an entry once it is unpacked as stored, not also as reserved: an archive that fits the quota installs without evicting", async () => {
+    // four entries of 1 MiB under a 5 MiB quota beside nothing else: counted twice while unpacking (on disk and reserved), the third would not fit
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, cacheMaxBytes: 5 * MiB });
+    const entries = Object.fromEntries([0, 1, 2, 3].map((i) => [`part${i}.bin`, Buffer.alloc(MiB, i)]));
+    const config = await registry.pushBlob(REPO, "{}");
+    const layer = await registry.pushBlob(REPO, gzipSync(await tarOf(entries)));
+    await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const events = await pullOk(t.client, { name: "minilm" });
+    expect(events.at(-1)!.completed!.manifest!.files).to.have.length(4);
+  });
+
+  it("evicts nothing for an archive whose entries fit beside the other installs", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, cacheMaxBytes: 4 * MiB + 64 * 1024 });
+    await pushBomb();
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other" }) });
+    await pullOk(t.client, { name: "other", fixtureDir: other!.dir });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    expect(await statusOf("other")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(4 * MiB + 64 * 1024);
+  });
+
+  it("refuses with RESOURCE_EXHAUSTED naming --cache-max-bytes when no eviction makes room for the unpacked entries, writing none of them and keeping the other install", async () => {
+    await pushBomb();
+    await call(t.client, "registerModel", { model: modelSpec({ name: "other", pinned: true }) });
+    await pullOk(t.client, { name: "other", fixtureDir: other!.dir });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+    const outcome = await pull(t.client, { name: "minilm" });
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--cache-max-bytes").and.include("layer 0").and.include("model/zeros.bin");
+    const partial = await readdir(join(t.cacheRoot, ".blobs", "partial"), { recursive: true }).catch(() => []);
+    expect(partial.filter((p) => p.endsWith("zeros.bin")), "entries written").to.deep.equal([]);
+    expect(await statusOf("other")).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+    expect(await statusOf("minilm")).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    expect(await readFile(join(t.cacheRoot, "other", "weights.bin"))).to.deep.equal(otherBytes);
+    expect(Number((await call(t.client, "describeCache", {})).storedBytes)).to.be.at.most(3 * MiB);
+  });
+});
+
+describe(`OCI archive entries refused before they are written${suffix}`, function () {
+  let registry: OciRegistry;
+  let t: TestServer;
+  before(function () {
+    if (!registryAvailable) this.skip();
+  });
+  beforeEach(async () => {
+    if (!registryAvailable) return;
+    registry = await OciRegistry.start();
+    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
+  });
+  afterEach(async () => {
+    await t?.close();
+    await registry?.close();
+  });
+
+  type Entry = { name: string; data?: Buffer | string; type?: "link" | "character-device" | "fifo"; linkname?: string; pax?: Record<string, string> };
+  /** A tar of raw entries, in order: duplicates and headers tarOf cannot say. */
+  async function rawTar(entries: Entry[]): Promise<Buffer> {
+    const packer = pack();
+    for (const e of entries) {
+      if (e.type) packer.entry({ name: e.name, type: e.type, linkname: e.linkname, devmajor: 1, devminor: 3 });
+      else packer.entry({ name: e.name, pax: e.pax }, Buffer.from(e.data ?? ""));
+    }
+    packer.finalize();
+    const chunks: Buffer[] = [];
+    for await (const chunk of packer) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+  /** A ModelPack of a raw layer `model/raw.txt` and one archive layer under "model"; the pull's outcome. */
+  async function pullArchive(archive: Buffer, gzip = false, torn = false) {
+    const config = await registry.pushBlob(REPO, "{}");
+    const raw = await registry.pushBlob(REPO, "raw");
+    const compressed = gzip ? gzipSync(archive) : archive;
+    const layer = await registry.pushBlob(REPO, torn ? compressed.subarray(0, compressed.length / 2) : compressed);
+    await registry.pushManifest(REPO, "v1", {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      artifactType: "application/vnd.cncf.model.manifest.v1+json",
+      config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+      layers: [
+        { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "model/raw.txt" } },
+        { mediaType: `application/vnd.cncf.model.weight.v1.tar${gzip ? "+gzip" : ""}`, ...layer, annotations: { "org.cncf.model.filepath": "model" } },
+      ],
+    });
+    return pull(t.client, { name: "minilm" });
+  }
+  /** Every file under the data dir and the cache root whose name includes `marker` (nothing may be written for a refused entry). */
+  async function written(marker: string): Promise<string[]> {
+    const found: string[] = [];
+    for (const root of [t.dataDir, t.cacheRoot, join(t.cacheRoot, "..")]) {
+      for (const path of await readdir(root, { recursive: true }).catch(() => [] as string[])) if (path.includes(marker)) found.push(join(root, path));
+    }
+    return found;
+  }
+
+  const cases: { title: string; entries: Entry[]; code: status; names: string[] }[] = [
+    { title: "an absolute path", entries: [{ name: "/etc/evil-abs.txt", data: "x" }], code: status.INVALID_ARGUMENT, names: ["/etc/evil-abs.txt"] },
+    { title: "a path with '..'", entries: [{ name: "model/../../evil-dots.txt", data: "x" }], code: status.INVALID_ARGUMENT, names: ["evil-dots.txt", "'..'"] },
+    { title: "a pax header whose path escapes", entries: [{ name: "model/fine.txt", data: "x", pax: { path: "../../evil-pax.txt" } }], code: status.INVALID_ARGUMENT, names: ["evil-pax.txt"] },
+    { title: "a hard link", entries: [{ name: "model/evil-hard", type: "link", linkname: "/etc/passwd" }], code: status.FAILED_PRECONDITION, names: ["model/evil-hard", "link"] },
+    { title: "a character device", entries: [{ name: "model/evil-dev", type: "character-device" }], code: status.FAILED_PRECONDITION, names: ["model/evil-dev", "character-device"] },
+    { title: "a fifo", entries: [{ name: "model/evil-fifo", type: "fifo" }], code: status.FAILED_PRECONDITION, names: ["model/evil-fifo", "fifo"] },
+    { title: "the same path twice", entries: [{ name: "model/twice.txt", data: "a" }, { name: "model/twice.txt", data: "b" }], code: status.FAILED_PRECONDITION, names: ["model/twice.txt"] },
+    { title: "a path a raw layer names", entries: [{ name: "model/raw.txt", data: "other" }], code: status.FAILED_PRECONDITION, names: ["model/raw.txt"] },
+    { title: "a file that another entry makes a directory", entries: [{ name: "model/evil-dir", data: "a" }, { name: "model/evil-dir/inner.txt", data: "b" }], code: status.FAILED_PRECONDITION, names: ["model/evil-dir/inner.txt", "model/evil-dir"] },
+    { title: "a directory path that a later entry makes a file", entries: [{ name: "model/sub/inner.txt", data: "a" }, { name: "model/sub", data: "b" }], code: status.FAILED_PRECONDITION, names: ["'model/sub'"] },
+    { title: "a declared size (pax) past --max-file-bytes", entries: [{ name: "model/evil-huge.bin", data: "x", pax: { size: String(2 ** 40) } }], code: status.RESOURCE_EXHAUSTED, names: ["model/evil-huge.bin", "--max-file-bytes"] },
+  ];
+  for (const c of cases) {
+    it(`refuses an entry that is ${c.title}, naming it, with nothing written for it and no install`, async () => {
+      const outcome = await pullArchive(await rawTar(c.entries));
+      expect(outcome.error?.code, outcome.error?.details).to.equal(c.code);
+      for (const name of c.names) expect(outcome.error?.details).to.include(name);
+      expect(await written("evil")).to.deep.equal([]);
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    });
+  }
+
+  it("refuses a gzip bomb, too many entries, and entries past --max-pull-bytes before writing the entry that crosses the limit", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 3, maxFileBytes: 2 * 1024 * 1024, maxTotalBytes: 3 * 1024 * 1024 } });
+    let outcome = await pullArchive(await rawTar([{ name: "model/evil-bomb.bin", data: Buffer.alloc(64 * 1024 * 1024) }]), true);
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-file-bytes").and.include("model/evil-bomb.bin");
+    outcome = await pullArchive(await rawTar([{ name: "model/a.bin", data: Buffer.alloc(2 * 1024 * 1024) }, { name: "model/evil-total.bin", data: Buffer.alloc(2 * 1024 * 1024) }]), true);
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-pull-bytes").and.include("model/evil-total.bin");
+    outcome = await pullArchive(await rawTar([{ name: "model/a", data: "a" }, { name: "model/b", data: "b" }, { name: "model/evil-third", data: "c" }]));
+    expect(outcome.error?.code).to.equal(status.RESOURCE_EXHAUSTED);
+    expect(outcome.error?.details).to.include("--max-files-per-pull").and.include("model/evil-third");
+    expect(await written("evil")).to.deep.equal([]);
+  });
+
+  it("refuses a .tar+gzip layer whose stream ends midway (its digest intact) with FAILED_PRECONDITION, leaving none of its entries", async () => {
+    const random = randomBytes(256 * 1024);
+    const outcome = await pullArchive(await rawTar([{ name: "model/evil-first.bin", data: random }, { name: "model/evil-second.bin", data: random }]), true, true);
+    expect(outcome.error?.code).to.equal(status.FAILED_PRECONDITION);
+    expect(outcome.error?.details).to.include("is not a readable tar archive").and.include("layer 1");
+    expect(await written("evil")).to.deep.equal([]);
+  });
+
+  it("leaves excluded entries unwritten and out of the limits", async () => {
+    await t.restart({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0, pullLimits: { maxFiles: 3, maxFileBytes: 1024 * 1024, maxTotalBytes: 1024 * 1024 } });
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1", exclude: ["model/evil*"] }) });
+    const outcome = await pullArchive(await rawTar([{ name: "model/kept.txt", data: "k" }, { name: "model/evil-big.bin", data: Buffer.alloc(4 * 1024 * 1024) }, { name: "model/evil-2", data: "x" }, { name: "model/evil-3", data: "x" }]), true);
+    expect(outcome.error, outcome.error?.details).to.equal(undefined);
+    expect(outcome.events.at(-1)!.completed!.manifest!.files.map((f) => f.path)).to.deep.equal(["model/kept.txt", "model/raw.txt"]);
+    expect(await written("evil")).to.deep.equal([]);
   });
 });

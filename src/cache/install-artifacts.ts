@@ -43,6 +43,8 @@ export interface InstallArtifactsOptions {
   model: Pick<Manifest, "source" | "revision" | "task" | "engine" | "dimensions">;
   signal: AbortSignal;
   observer: InstallObserver;
+  /** the index the first file's events carry: the pull's transfers before the install's (an OCI source's archive layers) come first */
+  firstIndex?: number;
   /** files copied at once */
   concurrency: number;
   /** copies and hashes the files of a local source on worker threads */
@@ -77,7 +79,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         signal.throwIfAborted();
         const index = next++;
         const file = source.files[index]!;
-        observer.fileStarted(file, index);
+        observer.fileStarted(file, (options.firstIndex ?? 0) + index);
         const target = join(staging, file.path);
         // every directory the file's path creates holds an entry to make durable, not only its parent
         for (let dir = dirname(target); dir.length > staging.length; dir = dirname(dir)) directories.add(dir);

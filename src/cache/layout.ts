@@ -5,6 +5,8 @@ import { ModelCacheError, quote } from "../errors.js";
 import { checkName } from "../registry/names.js";
 
 export const MANIFEST_FILE = "manifest.json";
+/** in a model's partial dir (per commit): entries an OCI pull unpacked from its verified blobs for the install; never resumed from */
+export const UNPACKED_DIR = ".unpacked";
 
 export class CacheLayout {
   readonly staging: string;

@@ -47,6 +47,14 @@ export interface Admission {
   evicted: string[];
   /** the pull stored `bytes` of new content: they count as stored now, no longer as reserved */
   committed(bytes: number): void;
+  /**
+   * Reserves `bytes` more, found only while the pull runs (what an OCI archive
+   * layer unpacks to), evicting as admission does; RESOURCE_EXHAUSTED naming
+   * the flag when no eviction could make room. `slack` more is reserved too
+   * when it fits without evicting, so a run of small entries asks once.
+   * Returns the bytes reserved.
+   */
+  extend(bytes: number, slack: number, signal: AbortSignal): Promise<number>;
   release(): void;
 }
 
@@ -88,6 +96,15 @@ export class Capacity {
             const left = this.reserved.get(key);
             if (left !== undefined) this.reserved.set(key, Math.max(0, left - bytes));
           },
+          extend: (bytes, slack, signal) =>
+            this.admissions.runExclusive(async () => {
+              if (!this.reserved.has(key)) return 0;
+              const fits = slack > 0 && (await this.shortfall(bytes + slack, ["quota", "min_free"])).needed <= 0;
+              if (!fits) await this.makeRoom(name, bytes, held.inodes, signal, undefined, true);
+              const got = fits ? bytes + slack : bytes;
+              this.reserved.set(key, (this.reserved.get(key) ?? 0) + got);
+              return got;
+            }),
           release: () => {
             this.reserved.delete(key);
             held.release();
@@ -139,7 +156,7 @@ export class Capacity {
   }
 
   /** Evicts until `addBytes` fit; returns the names evicted. `kept`: inodes of content the pull will link, which eviction must not count on freeing. */
-  private async makeRoom(name: string | undefined, addBytes: number, kept: Set<number>, signal: AbortSignal, checks: EvictionReason[] = ["quota", "min_free"]): Promise<string[]> {
+  private async makeRoom(name: string | undefined, addBytes: number, kept: Set<number>, signal: AbortSignal, checks: EvictionReason[] = ["quota", "min_free"], underWay = false): Promise<string[]> {
     let short = await this.shortfall(addBytes, checks);
     if (short.needed <= 0) return [];
     // content no install references goes first: collecting it evicts nobody
@@ -154,7 +171,7 @@ export class Capacity {
     const runtime = this.runtime();
     // together: content only victims share is freed once the last of them goes
     const freeable = freeableBytes(victims.map((m) => runtime.layout.modelDir(m.name)), kept);
-    if (freeable < needed) throw this.exhausted(name, reason, needed, freeable, seen);
+    if (freeable < needed) throw this.exhausted(name, reason, needed, freeable, seen, underWay);
 
     const evicted: string[] = [];
     let freed = 0;
@@ -165,7 +182,7 @@ export class Capacity {
       freed += bytes;
       evicted.push(victim.name);
     }
-    if (freed < needed) throw this.exhausted(name, reason, needed - freed, 0, seen);
+    if (freed < needed) throw this.exhausted(name, reason, needed - freed, 0, seen, underWay);
     return evicted;
   }
 
@@ -187,12 +204,14 @@ export class Capacity {
     needed: number,
     freeable: number,
     seen: { storedBytes: number; freeBytes: number; reserved: number; addBytes: number },
+    /** the pull asked for more while it ran: what it fetched so far stays as a partial download */
+    underWay = false,
   ): ModelCacheError {
     const flag = reason === "quota" ? `--cache-max-bytes (${this.settings.maxBytes} bytes; the cache holds ${seen.storedBytes})` : `--min-free-bytes (${this.settings.minFreeBytes} bytes; the filesystem has ${seen.freeBytes} free)`;
     const what = name === undefined ? "the cache" : `pulling model '${name}' (${seen.addBytes} bytes to add${seen.reserved > 0 ? `, ${seen.reserved} reserved by pulls under way` : ""})`;
     return new ModelCacheError(
       "resource_exhausted",
-      `${what} needs ${needed} bytes more room under ${flag}; evicting every install that may go (neither pinned, leased nor being pulled) would free only ${freeable} bytes, so nothing was evicted or fetched: ${reason === "quota" ? "raise --cache-max-bytes" : "free space on that filesystem, or lower --min-free-bytes"}, or unpin, release or drop installs`,
+      `${what} needs ${needed} bytes more room under ${flag}; evicting every install that may go (neither pinned, leased nor being pulled) would free only ${freeable} bytes, so nothing was evicted${underWay ? " and the pull stopped" : " or fetched"}: ${reason === "quota" ? "raise --cache-max-bytes" : "free space on that filesystem, or lower --min-free-bytes"}, or unpin, release or drop installs`,
     );
   }
 }

@@ -3,14 +3,16 @@
 // their links would keep content referenced), ingest files no copy is
 // writing (of this process, or of a live server sharing the cache root),
 // resumable downloads no model needs (of names the registry no longer knows,
-// and of commits a known model has moved past), then every blob no install
+// and of commits a known model has moved past; of the commits kept, what an
+// OCI pull unpacked and did not install), then every blob no install
 // references. A model's leftovers are touched only under its lock, taken
 // without waiting: what is busy (a running pull, a drop) is skipped and
 // reported, never waited for. With `dryRun` nothing is removed and what would
 // go is reported.
 import { lstat, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { footprintBytes } from "../cache/footprint.js";
+import { UNPACKED_DIR } from "../cache/layout.js";
 import { parkedEntry } from "../cache/park-install.js";
 import { isValidName } from "../registry/names.js";
 import type { ModelRecord } from "../registry/model-record.js";
@@ -56,6 +58,14 @@ export async function pruneCache(runtime: Runtime, dryRun: boolean): Promise<Pru
         freedBytes += footprintBytes(dir);
         partialsRemoved += 1;
         if (!dryRun) await rm(dir, { recursive: true, force: true });
+      }
+      // in the commits kept: entries an OCI pull unpacked and did not install (a crash), derived from the blobs kept beside them
+      for (const commit of record ? await listEntries(layout.partialDir(name)) : []) {
+        const unpacked = join(layout.partialDir(name), commit, UNPACKED_DIR);
+        // absent: no OCI pull left one there, or the entry is a file of a layout without commits
+        if (dirs.includes(dirname(unpacked)) || !(await lstat(unpacked).catch(() => undefined))?.isDirectory()) continue;
+        freedBytes += footprintBytes(unpacked);
+        if (!dryRun) await rm(unpacked, { recursive: true, force: true });
       }
     });
     if (!done) skipped.add(name);

@@ -50,7 +50,7 @@ export interface PullJobSettings {
   recorders?: PullRecorder[];
   /** makes room for what a pull adds before it fetches anything (the store's content it will link is held for it), and holds it while the pull runs */
   capacity?: {
-    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; release(): void }>;
+    admit(name: string, room: { files: readonly SourceFile[]; replaced?: Manifest }, signal: AbortSignal): Promise<{ evicted: string[]; committed(bytes: number): void; extend(bytes: number, slack: number, signal: AbortSignal): Promise<number>; release(): void }>;
   };
 }
 
@@ -71,6 +71,8 @@ export class PullJob implements InstallObserver {
   private started: Event<"started"> | undefined;
   private readonly files = new Map<string, FileState>();
   private totalBytesDone = 0;
+  /** files an archive unpacked: their bytes were counted as the archive's transfer */
+  private readonly unpacked = new Set<string>();
   private reusedBytes = 0;
   private admission: Awaited<ReturnType<NonNullable<PullJobSettings["capacity"]>["admit"]>> | undefined;
   private outcome: { completed: Event<"completed"> } | { error: unknown } | undefined;
@@ -149,7 +151,7 @@ export class PullJob implements InstallObserver {
     const state = this.files.get(file.path)!;
     if (state.completed) return;
     state.bytesDone += bytes;
-    this.totalBytesDone += bytes;
+    if (!this.unpacked.has(file.path)) this.totalBytesDone += bytes;
     this.pendingProgress.add(file.path);
     this.scheduleProgress();
   }
@@ -158,10 +160,18 @@ export class PullJob implements InstallObserver {
     const completed: Event<"file_completed"> = { type: "file_completed", path: file.path, sha256, sizeBytes: file.sizeBytes, reused };
     this.files.get(file.path)!.completed = completed;
     if (reused) this.reusedBytes += file.sizeBytes;
-    // what it stored now counts as stored: its reservation shrinks by as much
-    else this.admission?.committed(file.sizeBytes);
+    // what it stored now counts as stored: its reservation shrinks by as much (an archive's entry did when it was unpacked)
+    else if (!this.unpacked.has(file.path)) this.admission?.committed(file.sizeBytes);
     this.pendingProgress.delete(file.path);
     this.broadcast(completed);
+  }
+
+  async reserve(bytes: number, slack: number): Promise<number> {
+    return (await this.admission?.extend(bytes, slack, this.controller.signal)) ?? bytes + slack;
+  }
+
+  written(bytes: number): void {
+    this.admission?.committed(bytes);
   }
 
   private async run(): Promise<void> {
@@ -194,6 +204,10 @@ export class PullJob implements InstallObserver {
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           // fetched and unpacked here, holding the lock, so PruneCache leaves the download alone and its bytes are this pull's events
           const files = "fetch" in source && source.unpack ? await source.unpack(signal, this) : source.files;
+          if (files !== source.files) {
+            const listed = new Set(source.files.map((f) => f.path));
+            for (const file of files) if (!listed.has(file.path)) this.unpacked.add(file.path);
+          }
           const manifest = await installArtifacts({
             layout: settings.layout,
             name: model.name,
@@ -201,6 +215,8 @@ export class PullJob implements InstallObserver {
             model: { source: current.source, revision: current.revision, task: current.task, engine: current.engine, dimensions: current.dimensions },
             signal,
             observer: this,
+            // numbered after the archives' transfers, so each of the pull's transfers has an index of its own
+            firstIndex: archives.length,
             concurrency: settings.fileConcurrency,
             copier: settings.copier,
             store: settings.store,
@@ -219,6 +235,10 @@ export class PullJob implements InstallObserver {
             condemned && { ...condemned, installedAtMs: manifest.installedAtMs },
           );
           outcome = { completed: { type: "completed", cacheDir, manifest, reusedBytes: this.reusedBytes, peerBytes: this.peerBytes() } };
+        } catch (err) {
+          // still under the lock: nobody else writes the model's partial dir
+          if ("fetch" in source) await source.abandoned?.();
+          throw err;
         } finally {
           this.admission?.release();
           await release();

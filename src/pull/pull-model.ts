@@ -69,7 +69,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
             plainHttp: runtime.ociPlainHttp ?? [],
             include: model.include ?? [],
             exclude: model.exclude ?? [],
-            limits: { check: (files) => checkPullLimits(model.name, files, runtime.pullLimits), maxTotalBytes: runtime.pullLimits.maxTotalBytes },
+            limits: { ...runtime.pullLimits, check: (files) => checkPullLimits(model.name, files, runtime.pullLimits) },
           })
       : model.source.startsWith("s3://")
         ? // the S3 client loads with the first S3 pull, not at boot

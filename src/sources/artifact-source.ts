@@ -56,6 +56,8 @@ export interface FetchingSource extends SourceListing {
    * is held as any download in flight.
    */
   unpack?(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]>;
+  /** called under the model's lock when the pull ends without an install (failed, cancelled): removes what only this pull could use (unpacked entries), keeping resumable downloads */
+  abandoned?(): Promise<void>;
   /** verified bytes fetched from peer servers instead of the source so far (src/peers/with-peers.ts) */
   peerBytes?(): number;
 }
@@ -65,6 +67,10 @@ export interface TransferObserver {
   fileStarted(file: SourceFile, index: number): void;
   bytesWritten(file: SourceFile, bytes: number): void;
   fileCompleted(file: SourceFile, sha256: string, reused: boolean): void;
+  /** makes room for `bytes` the pull did not know of when it was admitted (an archive's entries) before they are written, and `slack` more when that fits without evicting; the bytes reserved */
+  reserve?(bytes: number, slack: number): Promise<number>;
+  /** `bytes` were written where capacity counts them as stored already (an archive's entries, in the pull's partial dir): no longer reserved */
+  written?(bytes: number): void;
 }
 
 export type ArtifactSource = LocalSource | FetchingSource;

@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
-import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
+import { type CacheLayout, MANIFEST_FILE, UNPACKED_DIR, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, SourceFile, TransferObserver } from "../artifact-source.js";
 import { passesFilters } from "../file-filters.js";
@@ -39,7 +39,7 @@ export interface OciSourceOptions {
   include?: string[];
   exclude?: string[];
   /** the pull's limits, checked on the layers before an archive is fetched and on every unpacked byte */
-  limits?: { check(files: readonly SourceFile[]): void; maxTotalBytes: number };
+  limits?: { check(files: readonly SourceFile[]): void; maxFiles: number; maxFileBytes: number; maxTotalBytes: number };
 }
 
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -138,8 +138,6 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     if (path === MANIFEST_FILE) throw new ModelCacheError("failed_precondition", `layer ${i} of ${quote(where)} is named ${quote(path)}, which the cache keeps for itself`);
     files.push({ path, sizeBytes: layer.size!, sha256: layer.digest.slice("sha256:".length), digest: layer.digest });
   }
-  // the archives' entries are checked once unpacked; their layer sizes are checked now
-  options.limits?.check([...files, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
   const seen = new Set<string>();
   for (const file of files) {
     if (seen.has(file.path)) throw new ModelCacheError("failed_precondition", `two layers of ${quote(where)} name the file ${quote(file.path)}`);
@@ -150,8 +148,11 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   const include = options.include ?? [];
   const exclude = options.exclude ?? [];
   // with archive layers the filters apply once their entries are known; the pull filters a listing of raw layers itself
-  const listed = archives.length > 0 ? files.filter((f) => passesFilters(f.path, include, exclude)) : files;
+  const kept = files.filter((f) => passesFilters(f.path, include, exclude));
+  const listed = archives.length > 0 ? kept : files;
   listed.sort(byPath);
+  // the layers the model keeps (the filters tell an archive's entries only once it is unpacked, and each is checked then); an archive's blob size is checked now
+  options.limits?.check([...kept, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
 
   const connections = new Connections(CONNECTIONS);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
@@ -162,7 +163,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     ...(archives.length > 0 && {
       archives: archives.map((a) => ({ path: a.digest, sizeBytes: a.size })),
       unpack: (signal: AbortSignal, observer: TransferObserver) =>
-        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, firstIndex: listed.length, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
+        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
     }),
     fetch: async (file, signal, onBytes) => {
       const local = (file as OciFile).localPath;
@@ -172,6 +173,10 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
+    },
+    async abandoned() {
+      // the entries are unpacked again from the verified blobs in .layers, which the next pull resumes from
+      await rm(join(partialDir, UNPACKED_DIR), { recursive: true, force: true });
     },
   };
 
