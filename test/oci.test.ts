@@ -17,28 +17,57 @@ import { captureLogs } from "./support/log-capture.js";
 import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
 import { makeSourceDir } from "./support/source-dir.js";
+import type { ServerOptions } from "../src/server/start-server.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const FILES = { "config.json": '{"hidden_size": 384}', "onnx/model.onnx": Buffer.alloc(200_000, 7), "tokenizer.json": "{}" };
 const REPO = "models/minilm";
 const suffix = registryAvailable ? "" : " (skipped: /usr/bin/docker-registry is missing; install Debian's docker-registry)";
 
+/** A ModelPack manifest of `layers` with `config` (pushed) as its config. */
+function modelPackManifest(config: { digest: string; size: number }, layers: object[]): object {
+  return {
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    artifactType: "application/vnd.cncf.model.manifest.v1+json",
+    config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
+    layers,
+  };
+}
+
+/**
+ * The hooks of a suite that needs the registry: skipped without it; before
+ * each test a fresh registry (behind a fault proxy the test controls, with
+ * `faultProxy`) and a server that reaches it over plain HTTP; all closed after.
+ * `available: false` skips it too (something else it needs is missing).
+ */
+function registrySuite(options: { available?: boolean; faultProxy?: boolean; registry?: Parameters<typeof OciRegistry.start>[0]; server?: Partial<ServerOptions> } = {}) {
+  const suite = {} as { registry: OciRegistry; proxy: OciFaultProxy; t: TestServer };
+  const available = registryAvailable && options.available !== false;
+  before(function () {
+    if (!available) this.skip();
+  });
+  beforeEach(async () => {
+    if (!available) return;
+    suite.registry = await OciRegistry.start(options.registry);
+    if (options.faultProxy) suite.proxy = await OciFaultProxy.start(suite.registry.address);
+    const address = options.faultProxy ? suite.proxy.address : suite.registry.address;
+    suite.t = await startTestServer({ offline: false, ociPlainHttp: [address], progressIntervalMs: 0, ...options.server });
+  });
+  afterEach(async () => {
+    await suite.t?.close();
+    await suite.proxy?.close();
+    await suite.registry?.close();
+  });
+  return suite;
+}
+
 describe(`pulling from an OCI registry (the CNCF distribution registry)${suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
   const source = () => `oci://${registry.address}/${REPO}`;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({});
+  beforeEach(() => ({ registry, t } = suite));
 
   it("installs a ModelPack artifact byte-identical, with the manifest digest as resolved_commit and PullStarted.source", async () => {
     const digest = await registry.pushModelPack(REPO, "v1", FILES);
@@ -153,18 +182,8 @@ const line = registryAvailable ? htpasswdLine(login.user, login.password) : unde
 describe(`pulling from an OCI registry with htpasswd auth${registryAvailable ? (line ? "" : " (skipped: no bcrypt available to write an htpasswd line)") : suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable || !line) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable || !line) return;
-    registry = await OciRegistry.start({ htpasswd: { ...login, line } });
-    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({ available: line !== undefined, registry: { htpasswd: { ...login, line: line! } } });
+  beforeEach(() => ({ registry, t } = suite));
 
   it("pulls with Basic auth from the credential alias's username and password, and says UNAUTHENTICATED without it, never showing the secret", async () => {
     const digest = await registry.pushModelPack(REPO, "v1", FILES);
@@ -312,18 +331,8 @@ describe(`pulling from an OCI registry through --proxy${suffix}`, function () {
 describe(`OCI registries: indexes, Docker model layers and plain HTTP${suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({});
+  beforeEach(() => ({ registry, t } = suite));
 
   it("installs the first model manifest of an image index, with the index's digest as resolved_commit", async () => {
     const model = await registry.pushModelPack(REPO, "model-only", FILES);
@@ -382,24 +391,14 @@ async function tarOf(entries: Record<string, string | Buffer | { symlink: string
 describe(`OCI archive layers (.tar, .tar+gzip)${suffix}`, function () {
   let registry: OciRegistry;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    t = await startTestServer({ offline: false, ociPlainHttp: [registry.address], progressIntervalMs: 0 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({});
+  beforeEach(() => ({ registry, t } = suite));
 
   async function pushArchives(layers: { mediaType: string; data: Buffer; path: string }[]): Promise<string> {
     const config = await registry.pushBlob(REPO, "{}");
     const descriptors = [];
     for (const layer of layers) descriptors.push({ mediaType: layer.mediaType, ...(await registry.pushBlob(REPO, layer.data)), annotations: { "org.cncf.model.filepath": layer.path } });
-    return registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: descriptors });
+    return registry.pushManifest(REPO, "v1", modelPackManifest(config, descriptors));
   }
 
   it("unpacks a modctl-style .tar layer (full paths repeated) and a .tar+gzip one (paths under the annotation) as files of the install", async () => {
@@ -466,36 +465,18 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
   let t: TestServer;
   const big = Buffer.alloc(3 * 1024 * 1024);
   for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    proxy = await OciFaultProxy.start(registry.address);
-    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await proxy?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 64 * 1024 * 1024 } });
+  beforeEach(() => ({ registry, proxy, t } = suite));
 
   /** A ModelPack of one raw layer (README.md) and one .tar layer under "model"; returns the archive's digest. */
   async function pushMixed(archive: Buffer): Promise<string> {
     const config = await registry.pushBlob(REPO, "{}");
     const readme = await registry.pushBlob(REPO, "# minilm");
     const layer = await registry.pushBlob(REPO, archive);
-    await registry.pushManifest(REPO, "v1", {
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      artifactType: "application/vnd.cncf.model.manifest.v1+json",
-      config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
-      layers: [
-        { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...readme, annotations: { "org.cncf.model.filepath": "README.md" } },
-        { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } },
-      ],
-    });
+    await registry.pushManifest(REPO, "v1", modelPackManifest(config, [
+      { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...readme, annotations: { "org.cncf.model.filepath": "README.md" } },
+      { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } },
+    ]));
     return layer.digest;
   }
 
@@ -619,7 +600,7 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
       const config = await registry.pushBlob(REPO, "{}");
       const raw = await registry.pushBlob(REPO, readme);
       const layer = await registry.pushBlob(REPO, archive);
-      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "README.md" } }, { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+      await registry.pushManifest(REPO, "v1", modelPackManifest(config, [{ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "README.md" } }, { mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }]));
     };
     await push(randomBytes(2 * 1024 * 1024));
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
@@ -674,20 +655,8 @@ describe(`OCI blobs corrupted in transit${suffix}`, function () {
   let registry: OciRegistry;
   let proxy: OciFaultProxy;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    proxy = await OciFaultProxy.start(registry.address);
-    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await proxy?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({ faultProxy: true });
+  beforeEach(() => ({ registry, proxy, t } = suite));
 
   /** Every blob of the store holds the bytes its name says. */
   async function expectStoreIntact(): Promise<void> {
@@ -706,7 +675,7 @@ describe(`OCI blobs corrupted in transit${suffix}`, function () {
       const data = kind === "a raw layer" ? weights : gzipSync(await tarOf({ "onnx/model.onnx": weights }));
       const layer = await registry.pushBlob(REPO, data);
       const mediaType = kind === "a raw layer" ? "application/vnd.cncf.model.weight.v1.raw" : "application/vnd.cncf.model.weight.v1.tar+gzip";
-      await registry.pushManifest(REPO, "v2", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType, ...layer, annotations: { "org.cncf.model.filepath": kind === "a raw layer" ? "onnx/model.onnx" : "onnx" } }] });
+      await registry.pushManifest(REPO, "v2", modelPackManifest(config, [{ mediaType, ...layer, annotations: { "org.cncf.model.filepath": kind === "a raw layer" ? "onnx/model.onnx" : "onnx" } }]));
       await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v2" }) });
       proxy.fault = (req) => (req.method === "GET" && req.url!.includes(`/blobs/${layer.digest}`) ? { flipByteAt: Math.floor(data.length / 2) } : undefined);
       const outcome = await pull(t.client, { name: "minilm" });
@@ -788,20 +757,8 @@ describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
   let registry: OciRegistry;
   let proxy: OciFaultProxy;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    proxy = await OciFaultProxy.start(registry.address);
-    t = await startTestServer({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await proxy?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 1024 * 1024 } });
+  beforeEach(() => ({ registry, proxy, t } = suite));
 
   it("fetches a blob past --parallel-range-min-bytes as several Range requests at once, tiling it, and installs it byte-identical", async () => {
     const big = Buffer.alloc(4 * 1024 * 1024);
@@ -844,16 +801,10 @@ describe(`OCI downloads under --max-bytes-per-second${suffix}`, function () {
       const config = await registry.pushBlob(REPO, "{}");
       const raw = await registry.pushBlob(REPO, FILES["onnx/model.onnx"]);
       const layer = await registry.pushBlob(REPO, archive);
-      await registry.pushManifest(REPO, "v1", {
-        schemaVersion: 2,
-        mediaType: "application/vnd.oci.image.manifest.v1+json",
-        artifactType: "application/vnd.cncf.model.manifest.v1+json",
-        config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
-        layers: [
-          { mediaType: "application/vnd.cncf.model.weight.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "onnx/model.onnx" } },
-          { mediaType: "application/vnd.cncf.model.doc.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "docs" } },
-        ],
-      });
+      await registry.pushManifest(REPO, "v1", modelPackManifest(config, [
+        { mediaType: "application/vnd.cncf.model.weight.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "onnx/model.onnx" } },
+        { mediaType: "application/vnd.cncf.model.doc.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "docs" } },
+      ]));
       await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
       const bandwidth = t.server.runtime.hub.bandwidth!;
       expect(bandwidth.passedBytes).to.equal(0);
@@ -907,7 +858,7 @@ describe(`an OCI pull killed mid-download${suffix}`, function () {
     try {
       const config = await registry.pushBlob(REPO, "{}");
       const layer = await registry.pushBlob(REPO, archive);
-      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+      await registry.pushManifest(REPO, "v1", modelPackManifest(config, [{ mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } }]));
       const args = ["--oci-plain-http", address];
       let server = await spawnServer({ dataDir, args });
       try {
@@ -967,7 +918,7 @@ describe(`an OCI pull killed between archive layers${suffix}`, function () {
       const layerA = await registry.pushBlob(REPO, first);
       const layerB = await registry.pushBlob(REPO, second);
       const tar = "application/vnd.cncf.model.weight.v1.tar";
-      await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: tar, ...layerA, annotations: { "org.cncf.model.filepath": "a" } }, { mediaType: tar, ...layerB, annotations: { "org.cncf.model.filepath": "b" } }] });
+      await registry.pushManifest(REPO, "v1", modelPackManifest(config, [{ mediaType: tar, ...layerA, annotations: { "org.cncf.model.filepath": "a" } }, { mediaType: tar, ...layerB, annotations: { "org.cncf.model.filepath": "b" } }]));
       const args = ["--oci-plain-http", proxy.address];
       let server = await spawnServer({ dataDir, args });
       try {
@@ -1121,7 +1072,7 @@ describe(`OCI archive layers that unpack to more than their blob${suffix}`, func
     const bomb = gzipSync(await tarOf({ "zeros.bin": Buffer.alloc(2 * MiB) }));
     const config = await registry.pushBlob(REPO, "{}");
     const layer = await registry.pushBlob(REPO, bomb);
-    await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    await registry.pushManifest(REPO, "v1", modelPackManifest(config, [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }]));
     return bomb;
   }
   const statusOf = async (name: string) => (await call(t.client, "getModel", { name })).model!.status;
@@ -1143,7 +1094,7 @@ describe(`OCI archive layers that unpack to more than their blob${suffix}`, func
     const entries = Object.fromEntries([0, 1, 2, 3].map((i) => [`part${i}.bin`, Buffer.alloc(MiB, i)]));
     const config = await registry.pushBlob(REPO, "{}");
     const layer = await registry.pushBlob(REPO, gzipSync(await tarOf(entries)));
-    await registry.pushManifest(REPO, "v1", { schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.cncf.model.manifest.v1+json", config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config }, layers: [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }] });
+    await registry.pushManifest(REPO, "v1", modelPackManifest(config, [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+gzip", ...layer, annotations: { "org.cncf.model.filepath": "model" } }]));
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
     const events = await pullOk(t.client, { name: "minilm" });
     expect(events.at(-1)!.completed!.manifest!.files).to.have.length(4);
@@ -1213,16 +1164,10 @@ describe(`OCI archive entries refused before they are written${suffix}`, functio
     const raw = await registry.pushBlob(REPO, "raw");
     const compressed = gzip ? gzipSync(archive) : archive;
     const layer = await registry.pushBlob(REPO, torn ? compressed.subarray(0, compressed.length / 2) : compressed);
-    await registry.pushManifest(REPO, "v1", {
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      artifactType: "application/vnd.cncf.model.manifest.v1+json",
-      config: { mediaType: "application/vnd.cncf.model.config.v1+json", ...config },
-      layers: [
-        { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "model/raw.txt" } },
-        { mediaType: `application/vnd.cncf.model.weight.v1.tar${gzip ? "+gzip" : ""}`, ...layer, annotations: { "org.cncf.model.filepath": "model" } },
-      ],
-    });
+    await registry.pushManifest(REPO, "v1", modelPackManifest(config, [
+      { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...raw, annotations: { "org.cncf.model.filepath": "model/raw.txt" } },
+      { mediaType: `application/vnd.cncf.model.weight.v1.tar${gzip ? "+gzip" : ""}`, ...layer, annotations: { "org.cncf.model.filepath": "model" } },
+    ]));
     return pull(t.client, { name: "minilm" });
   }
   /** Every file under the data dir and the cache root whose name includes `marker` (nothing may be written for a refused entry). */
