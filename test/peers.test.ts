@@ -474,6 +474,45 @@ describe("peers", () => {
     expect(await readFile(join(dataDir, "ai_models_cache", "minilm", big.path))).to.deep.equal(big.bytes);
   });
 
+  it("a pull that fails after a peer's file was handed to it leaves nothing of that file in the ingest area", async () => {
+    const hub = await hubServing();
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    // a peer holding the large file, whose GETs wait until the test lets them go
+    let asked!: () => void;
+    const gotGet = new Promise<void>((resolve) => (asked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    cleanups.push(async () => letGo());
+    const peer = await httpPeer((req, res) => {
+      if (!req.url?.endsWith(large.sha256)) return void res.writeHead(404).end();
+      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(large.bytes.length) }).end();
+      asked();
+      void gate.then(() => res.writeHead(200, { "content-length": String(large.bytes.length) }).end(large.bytes));
+    });
+    cleanups.push(() => peer.close());
+    // config.json comes from the hub, wrong, once the large file from the peer waits for the store
+    let releaseConfig!: () => void;
+    hub.faults.hold.set("config.json", new Promise<void>((resolve) => (releaseConfig = resolve)));
+    hub.faults.wrongBytes.add("config.json");
+    cleanups.push(async () => releaseConfig());
+    const b = await started(hub, { peers: peer.url });
+    const { store } = b.server.runtime;
+    const outcome = pull(b.client, { name: "minilm" });
+    await gotGet;
+    // the test takes the large file's content lock: the peer's verified file is handed over and waits to be committed
+    const unlock = await store.locks.acquire(large.sha256, undefined);
+    cleanups.push(async () => unlock());
+    letGo();
+    while ((await metric(b, 'modelcache_peer_bytes_total{direction="in"}')) < large.bytes.length) await new Promise((resolve) => setTimeout(resolve, 10));
+    const handed = (await readdir(store.ingestArea)).filter((name) => name.startsWith("peer-"));
+    expect(handed, "the peer's file, handed over").to.have.length(1);
+    releaseConfig();
+    expect((await outcome).error?.message).to.include("config.json");
+    unlock();
+    expect((await readdir(store.ingestArea)).filter((name) => name.startsWith("peer-")), "peer files left in the ingest area").to.deep.equal([]);
+    expect([...store.ingesting], "ingest files PruneCache must leave alone").to.deep.equal([]);
+  });
+
   it("takes --peers from MODELCACHE_PEERS, and lists the three flags in serve --help and the configuration reference", async () => {
     const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-cli-"));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
