@@ -368,6 +368,18 @@ describe("peers", () => {
     expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(2 * lfsBytes(hub));
   });
 
+  it("paces what a capped server sends a peer in small pieces: a transfer under a low cap keeps making progress and is not taken for a stalled one", async () => {
+    const hub = await hubServing();
+    // 2 MiB/s: a 1 MiB piece would leave the peer half a second without a byte
+    const a = await started(hub, { peerMaxBytesPerSecond: 2 * 1024 * 1024 });
+    await pullMinilm(a);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    const b = await started(hub, { peers: peerUrl(a), peerStallMs: 400 });
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="timeout"}')).to.equal(0);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
+  });
+
   it("sends the --peer-token-file token: a peer with tokens serves it, and refuses a node without (which installs from the hub)", async () => {
     const hub = await hubServing();
     const tokens = AccessTokens.parse(JSON.stringify({ tokens: [{ name: "ops", sha256: digest(ADMIN), role: "admin" }, { name: "fleet", sha256: digest(CONSUMER), role: "consumer" }] }));
