@@ -13,6 +13,7 @@ import { Metadata } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { AccessTokens } from "../src/auth/access-tokens.js";
 import { rendezvousOrder } from "../src/peers/rendezvous-order.js";
+import { isOwnEndpoint, ownEndpointOf } from "../src/peers/own-endpoint.js";
 import { DNS_REFRESH_MS, PeerList } from "../src/peers/peer-list.js";
 import { parsePeerList } from "../src/peers/parse-peer-list.js";
 import { pino } from "pino";
@@ -302,6 +303,34 @@ describe("peers", () => {
     target = Number(r.server.hubAddress!.split(":").at(-1));
     await pullMinilm(r);
     expect(await metric(r, 'modelcache_hub_requests_total{route="blob",code="404"}')).to.equal(1);
+  });
+
+  it("takes a peer on another address of this machine at the same port for a peer, when its own endpoint is bound to one address", async () => {
+    const hub = await hubServing();
+    // two servers on one machine, one port, two loopback addresses
+    const other = await started(hub, { hubListen: "127.0.0.2:0" });
+    await pullMinilm(other);
+    const port = Number(other.server.hubAddress!.split(":").at(-1));
+    const s = await started(hub, { hubListen: `127.0.0.1:${port}`, peers: peerUrl(other) });
+    expect((await pullMinilm(s)).peerBytes).to.equal(lfsBytes(hub));
+  });
+
+  it("knows its own endpoint by address: any address of this machine for a wildcard bind, only the bound one otherwise", () => {
+    const own = (hubAddress: string, peer: string) => isOwnEndpoint(peer, ownEndpointOf(hubAddress));
+    for (const peer of ["http://127.0.0.1:50052", "http://127.0.0.2:50052", "http://localhost:50052", "http://0.0.0.0:50052"]) {
+      expect(own("0.0.0.0:50052", peer), peer).to.equal(true);
+      expect(own("[::]:50052", peer), peer).to.equal(true);
+    }
+    expect(own("[::]:50052", "http://[::1]:50052")).to.equal(true);
+    expect(own("0.0.0.0:50052", "http://[::1]:50052"), "an IPv4 bind is not reached over IPv6").to.equal(false);
+    expect(own("127.0.0.1:50052", "http://127.0.0.1:50052")).to.equal(true);
+    expect(own("127.0.0.1:50052", "http://localhost:50052")).to.equal(true);
+    expect(own("localhost:50052", "http://127.0.0.1:50052")).to.equal(true);
+    expect(own("[::1]:50052", "http://[::1]:50052")).to.equal(true);
+    expect(own("127.0.0.1:50052", "http://127.0.0.2:50052"), "another loopback address").to.equal(false);
+    expect(own("127.0.0.1:50052", "http://[::1]:50052")).to.equal(false);
+    expect(own("127.0.0.1:50052", "http://127.0.0.1:50053")).to.equal(false);
+    expect(own("unix:/run/modelcache.sock", "http://127.0.0.1:50052")).to.equal(false);
   });
 
   it("orders peers by digest and address only: not by list order, at most the number asked, digests spread over peers", () => {
