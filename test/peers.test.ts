@@ -554,6 +554,40 @@ describe("peers", () => {
     expect([...store.ingesting], "ingest files PruneCache must leave alone").to.deep.equal([]);
   });
 
+  it("PruneCache during a peer transfer in ranges leaves the transfer's files alone, and the pull installs from the peer", async () => {
+    const hub = await hubServing();
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    // a peer serving the large file in ranges, whose GETs wait until the test lets them go
+    let asked!: () => void;
+    const gotGet = new Promise<void>((resolve) => (asked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    cleanups.push(async () => letGo());
+    const peer = await httpPeer((req, res) => {
+      if (!req.url?.endsWith(large.sha256)) return void res.writeHead(404).end();
+      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(large.bytes.length) }).end();
+      asked();
+      const [, from, to] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "")!;
+      const start = Number(from);
+      const end = Number(to) + 1;
+      void gate.then(() => res.writeHead(206, { "content-length": String(end - start), "content-range": `bytes ${start}-${end - 1}/${large.bytes.length}` }).end(large.bytes.subarray(start, end)));
+    });
+    cleanups.push(() => peer.close());
+    const b = await started(hub, { peers: peer.url, parallelRangeMinBytes: 1024 * 1024 });
+    const { store } = b.server.runtime;
+    const outcome = pull(b.client, { name: "minilm" });
+    await gotGet;
+    const inArea = async () => (await readdir(store.ingestArea)).filter((name) => name.startsWith("peer-")).sort();
+    const before = await inArea();
+    expect(before.some((name) => name.endsWith(".segments.json")), before.join(", ")).to.equal(true);
+    await call(b.client, "pruneCache", { dryRun: false });
+    expect(await inArea(), "the transfer's files after PruneCache").to.deep.equal(before);
+    letGo();
+    const ended = await outcome;
+    expect(ended.error).to.equal(undefined);
+    expect(ended.events.at(-1)!.completed!.peerBytes).to.equal(large.bytes.length);
+  });
+
   it("takes --peers from MODELCACHE_PEERS, and lists the three flags in serve --help and the configuration reference", async () => {
     const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-cli-"));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
