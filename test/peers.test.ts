@@ -264,6 +264,37 @@ describe("peers", () => {
     expect(hub.requests, "requests the hub got").to.deep.equal([]);
   });
 
+  it("never sends content it has condemned, also while the condemnation is still under way", async () => {
+    const hub = await hubServing();
+    const a = await started(hub);
+    await pullMinilm(a);
+    const file = lfsFiles(hub).find((f) => f.path === "model.safetensors")!;
+    const { store } = a.server.runtime;
+    // the content rots on disk: same size, other bytes
+    const rotten = Buffer.from(file.bytes);
+    rotten[0] ^= 0xff;
+    await writeFile(store.blobPath(file.sha256), rotten);
+    // the test holds the condemnation after the store forgot the content, before it leaves the store's name
+    let entered!: () => void;
+    const inListener = new Promise<void>((resolve) => (entered = resolve));
+    let proceed!: () => void;
+    const held = new Promise<void>((resolve) => (proceed = resolve));
+    cleanups.push(async () => proceed());
+    store.onCondemned(async () => {
+      entered();
+      await held;
+    });
+    const inspected = call(a.client, "inspectCache", { name: "minilm", deep: true });
+    await inListener;
+    const blob = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${file.sha256}`, { headers: { "x-modelcache-peer": "1" } });
+    await blob.arrayBuffer();
+    expect(blob.status, "a peer's GET of condemned content").to.equal(404);
+    proceed();
+    await inspected;
+    const after = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${file.sha256}`, { method: "HEAD", headers: { "x-modelcache-peer": "1" } });
+    expect(after.status, "once quarantined").to.equal(404);
+  });
+
   it("finds peers by dns:NAME:PORT (localhost)", async () => {
     const hub = await hubServing();
     const a = await started(hub);
