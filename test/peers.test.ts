@@ -91,14 +91,21 @@ async function httpPeer(handler: (req: IncomingMessage, res: ServerResponse) => 
 /**
  * A peer of the test's own serving the hub's LFS files by digest, with
  * ranges: `lie` sends bytes of the right length but the wrong content;
- * `dropAfter` cuts the first GET of the content after that many bytes.
+ * `dropAfter` cuts the first GET of the content after that many bytes;
+ * `goneOnce` answers the first GET 404, as a peer whose content went between
+ * the HEAD and the GET.
  */
-async function contentPeer(hub: FakeHub, options: { lie?: boolean; dropAfter?: number }) {
+async function contentPeer(hub: FakeHub, options: { lie?: boolean; dropAfter?: number; goneOnce?: boolean }) {
   const bySha = new Map(lfsFiles(hub).map((f) => [f.sha256, f]));
   let drop = options.dropAfter;
+  let gone = options.goneOnce === true;
   return httpPeer((req, res) => {
     const file = bySha.get(/sha256:([0-9a-f]{64})$/.exec(req.url ?? "")?.[1] ?? "");
     if (!file) return void res.writeHead(404).end();
+    if (gone && req.method === "GET") {
+      gone = false;
+      return void res.writeHead(404).end();
+    }
     const bytes = options.lie ? Buffer.alloc(file.bytes.length, 7) : file.bytes;
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
     const start = range ? Number(range[1]) : 0;
@@ -195,6 +202,20 @@ describe("peers", () => {
     expect(asked.size, liar.requests.join("\n")).to.equal(1);
     expect(liar.requests.filter((r) => r.startsWith("HEAD"))).to.have.length(1);
     expect(logs.lines.some((l) => l.peer === liar.url && l.reason === "mismatch")).to.equal(true);
+  });
+
+  it("asks a peer whose content went between its HEAD and the GET again for the pull's other files: that is no peer error", async () => {
+    const hub = await hubServing();
+    const peer = await contentPeer(hub, { goneOnce: true });
+    cleanups.push(() => peer.close());
+    // one file at a time: the first file asked for is the one that went
+    const b = await started(hub, { peers: peer.url, fileConcurrency: 1 });
+    const completed = await pullMinilm(b);
+    const first = lfsFiles(hub).find((f) => peer.requests[0]!.endsWith(f.sha256))!;
+    const asked = lfsFiles(hub).filter((f) => peer.requests.some((r) => r.startsWith("HEAD") && r.endsWith(f.sha256)));
+    expect(asked, peer.requests.join("\n")).to.have.length(lfsFiles(hub).length);
+    expect(completed.peerBytes).to.equal(lfsBytes(hub) - first.bytes.length);
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="status"}')).to.equal(0);
   });
 
   it("resumes a peer transfer whose connection dropped midway with a Range request for the missing bytes", async () => {
