@@ -218,6 +218,30 @@ describe("peers", () => {
     expect(await metric(b, 'modelcache_peer_errors_total{reason="status"}')).to.equal(0);
   });
 
+  it("sends every request of a pull to a peer at once, however many files are downloading: none waits behind another for a connection", async () => {
+    // more files at once than one peer had connections for
+    const shards: Record<string, Buffer> = {};
+    for (let i = 0; i < 24; i++) shards[`shards/${String(i).padStart(2, "0")}.bin`] = Buffer.alloc(8192, i + 1);
+    const hub = await FakeHub.serve(REPO, FIXTURE_DIR, shards);
+    cleanups.push(() => hub.close());
+    const files = lfsFiles(hub);
+    // a peer that answers no GET before it has the GETs of all the files: a request held back by the
+    // node's own connection limit would wait for the stall watch to give up on the others
+    const waiting: (() => void)[] = [];
+    const peer = await httpPeer((req, res) => {
+      const file = files.find((f) => req.url?.endsWith(f.sha256));
+      if (!file) return void res.writeHead(404).end();
+      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(file.bytes.length) }).end();
+      waiting.push(() => res.writeHead(200, { "content-length": String(file.bytes.length) }).end(file.bytes));
+      if (waiting.length === files.length) waiting.forEach((send) => send());
+    });
+    cleanups.push(() => peer.close());
+    const b = await started(hub, { peers: peer.url, fileConcurrency: 32, peerStallMs: 2000 });
+    const completed = await pullMinilm(b);
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="timeout"}')).to.equal(0);
+    expect(completed.peerBytes).to.equal(lfsBytes(hub));
+  });
+
   it("resumes a peer transfer whose connection dropped midway with a Range request for the missing bytes", async () => {
     const hub = await hubServing();
     const peer = await contentPeer(hub, { dropAfter: 1024 * 1024 });

@@ -38,7 +38,13 @@ export function reasonOf(err: unknown): PeerErrorReason {
 export const PEER_HEADER = "X-Modelcache-Peer";
 export const INSTANCE_HEADER = "X-Modelcache-Instance";
 
-const agent: Dispatcher = new Agent({ connections: 16, keepAliveTimeout: 10_000 });
+/**
+ * No cap on connections per peer: the pulls bound what they fetch at once,
+ * and a request queued behind a cap would wait for a connection past its
+ * HEAD budget or stall watch (undici notices an abort only once a request is
+ * sent), so a busy peer would be taken for a failed one.
+ */
+const agent: Dispatcher = new Agent({ keepAliveTimeout: 10_000 });
 
 export type HeadAnswer = "present" | "absent" | "self";
 
