@@ -697,5 +697,17 @@ describe("peers", () => {
       expect(error?.kind, JSON.stringify(options)).to.equal("invalid_argument");
       expect(error?.message, JSON.stringify(options)).to.include(words);
     }
+    // a password given by mistake in an entry is not repeated in the message (which goes to the log)
+    const leaked = await resolveSettings({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), peers: "http://fleet:s3cret-pw@10.0.0.7:50052" }).then(
+      () => undefined,
+      (err: ModelCacheError) => err,
+    );
+    expect(leaked?.kind).to.equal("invalid_argument");
+    expect(leaked?.message).to.include("without credentials").and.not.include("s3cret-pw");
+    const query = await resolveSettings({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), peers: "http://10.0.0.7:50052/?token=s3cret-pw" }).then(
+      () => undefined,
+      (err: ModelCacheError) => err,
+    );
+    expect(query?.message).to.include("without credentials").and.not.include("s3cret-pw");
   });
 });
