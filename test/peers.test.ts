@@ -485,6 +485,24 @@ describe("peers", () => {
     expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
   });
 
+  it("takes a peer that goes away while its transfer waits for the upload cap as a closed connection, not a failed request", async () => {
+    const hub = await hubServing();
+    const logs = captureLogs();
+    // 64 KiB/s: the second piece of the large file waits for the cap
+    const a = await started(hub, { peerMaxBytesPerSecond: 64 * 1024, logger: logs.logger });
+    await pullMinilm(a);
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    const controller = new AbortController();
+    const res = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${large.sha256}`, { headers: { "x-modelcache-peer": "1" }, signal: controller.signal });
+    const reader = res.body!.getReader();
+    await reader.read();
+    controller.abort();
+    await reader.read().catch(() => undefined);
+    const line = await logs.seen((l) => l.msg === "hub" && l.route === "blob");
+    expect(logs.lines.filter((l) => l.msg === "hub request failed"), "error lines").to.deep.equal([]);
+    expect(line.error).to.include("closed");
+  });
+
   it("sends the --peer-token-file token: a peer with tokens serves it, and refuses a node without (which installs from the hub)", async () => {
     const hub = await hubServing();
     const tokens = AccessTokens.parse(JSON.stringify({ tokens: [{ name: "ops", sha256: digest(ADMIN), role: "admin" }, { name: "fleet", sha256: digest(CONSUMER), role: "consumer" }] }));
