@@ -13,6 +13,7 @@ import { Metadata } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { AccessTokens } from "../src/auth/access-tokens.js";
 import { rendezvousOrder } from "../src/peers/rendezvous-order.js";
+import { isOwnEndpoint, ownEndpointOf } from "../src/peers/own-endpoint.js";
 import { DNS_REFRESH_MS, PeerList } from "../src/peers/peer-list.js";
 import { parsePeerList } from "../src/peers/parse-peer-list.js";
 import { pino } from "pino";
@@ -90,14 +91,21 @@ async function httpPeer(handler: (req: IncomingMessage, res: ServerResponse) => 
 /**
  * A peer of the test's own serving the hub's LFS files by digest, with
  * ranges: `lie` sends bytes of the right length but the wrong content;
- * `dropAfter` cuts the first GET of the content after that many bytes.
+ * `dropAfter` cuts the first GET of the content after that many bytes;
+ * `goneOnce` answers the first GET 404, as a peer whose content went between
+ * the HEAD and the GET.
  */
-async function contentPeer(hub: FakeHub, options: { lie?: boolean; dropAfter?: number }) {
+async function contentPeer(hub: FakeHub, options: { lie?: boolean; dropAfter?: number; goneOnce?: boolean }) {
   const bySha = new Map(lfsFiles(hub).map((f) => [f.sha256, f]));
   let drop = options.dropAfter;
+  let gone = options.goneOnce === true;
   return httpPeer((req, res) => {
     const file = bySha.get(/sha256:([0-9a-f]{64})$/.exec(req.url ?? "")?.[1] ?? "");
     if (!file) return void res.writeHead(404).end();
+    if (gone && req.method === "GET") {
+      gone = false;
+      return void res.writeHead(404).end();
+    }
     const bytes = options.lie ? Buffer.alloc(file.bytes.length, 7) : file.bytes;
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
     const start = range ? Number(range[1]) : 0;
@@ -196,6 +204,44 @@ describe("peers", () => {
     expect(logs.lines.some((l) => l.peer === liar.url && l.reason === "mismatch")).to.equal(true);
   });
 
+  it("asks a peer whose content went between its HEAD and the GET again for the pull's other files: that is no peer error", async () => {
+    const hub = await hubServing();
+    const peer = await contentPeer(hub, { goneOnce: true });
+    cleanups.push(() => peer.close());
+    // one file at a time: the first file asked for is the one that went
+    const b = await started(hub, { peers: peer.url, fileConcurrency: 1 });
+    const completed = await pullMinilm(b);
+    const first = lfsFiles(hub).find((f) => peer.requests[0]!.endsWith(f.sha256))!;
+    const asked = lfsFiles(hub).filter((f) => peer.requests.some((r) => r.startsWith("HEAD") && r.endsWith(f.sha256)));
+    expect(asked, peer.requests.join("\n")).to.have.length(lfsFiles(hub).length);
+    expect(completed.peerBytes).to.equal(lfsBytes(hub) - first.bytes.length);
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="status"}')).to.equal(0);
+  });
+
+  it("sends every request of a pull to a peer at once, however many files are downloading: none waits behind another for a connection", async () => {
+    // more files at once than one peer had connections for
+    const shards: Record<string, Buffer> = {};
+    for (let i = 0; i < 24; i++) shards[`shards/${String(i).padStart(2, "0")}.bin`] = Buffer.alloc(8192, i + 1);
+    const hub = await FakeHub.serve(REPO, FIXTURE_DIR, shards);
+    cleanups.push(() => hub.close());
+    const files = lfsFiles(hub);
+    // a peer that answers no GET before it has the GETs of all the files: a request held back by the
+    // node's own connection limit would wait for the stall watch to give up on the others
+    const waiting: (() => void)[] = [];
+    const peer = await httpPeer((req, res) => {
+      const file = files.find((f) => req.url?.endsWith(f.sha256));
+      if (!file) return void res.writeHead(404).end();
+      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(file.bytes.length) }).end();
+      waiting.push(() => res.writeHead(200, { "content-length": String(file.bytes.length) }).end(file.bytes));
+      if (waiting.length === files.length) waiting.forEach((send) => send());
+    });
+    cleanups.push(() => peer.close());
+    const b = await started(hub, { peers: peer.url, fileConcurrency: 32, peerStallMs: 2000 });
+    const completed = await pullMinilm(b);
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="timeout"}')).to.equal(0);
+    expect(completed.peerBytes).to.equal(lfsBytes(hub));
+  });
+
   it("resumes a peer transfer whose connection dropped midway with a Range request for the missing bytes", async () => {
     const hub = await hubServing();
     const peer = await contentPeer(hub, { dropAfter: 1024 * 1024 });
@@ -263,6 +309,37 @@ describe("peers", () => {
     expect(hub.requests, "requests the hub got").to.deep.equal([]);
   });
 
+  it("never sends content it has condemned, also while the condemnation is still under way", async () => {
+    const hub = await hubServing();
+    const a = await started(hub);
+    await pullMinilm(a);
+    const file = lfsFiles(hub).find((f) => f.path === "model.safetensors")!;
+    const { store } = a.server.runtime;
+    // the content rots on disk: same size, other bytes
+    const rotten = Buffer.from(file.bytes);
+    rotten[0] ^= 0xff;
+    await writeFile(store.blobPath(file.sha256), rotten);
+    // the test holds the condemnation after the store forgot the content, before it leaves the store's name
+    let entered!: () => void;
+    const inListener = new Promise<void>((resolve) => (entered = resolve));
+    let proceed!: () => void;
+    const held = new Promise<void>((resolve) => (proceed = resolve));
+    cleanups.push(async () => proceed());
+    store.onCondemned(async () => {
+      entered();
+      await held;
+    });
+    const inspected = call(a.client, "inspectCache", { name: "minilm", deep: true });
+    await inListener;
+    const blob = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${file.sha256}`, { headers: { "x-modelcache-peer": "1" } });
+    await blob.arrayBuffer();
+    expect(blob.status, "a peer's GET of condemned content").to.equal(404);
+    proceed();
+    await inspected;
+    const after = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${file.sha256}`, { method: "HEAD", headers: { "x-modelcache-peer": "1" } });
+    expect(after.status, "once quarantined").to.equal(404);
+  });
+
   it("finds peers by dns:NAME:PORT (localhost)", async () => {
     const hub = await hubServing();
     const a = await started(hub);
@@ -302,6 +379,34 @@ describe("peers", () => {
     target = Number(r.server.hubAddress!.split(":").at(-1));
     await pullMinilm(r);
     expect(await metric(r, 'modelcache_hub_requests_total{route="blob",code="404"}')).to.equal(1);
+  });
+
+  it("takes a peer on another address of this machine at the same port for a peer, when its own endpoint is bound to one address", async () => {
+    const hub = await hubServing();
+    // two servers on one machine, one port, two loopback addresses
+    const other = await started(hub, { hubListen: "127.0.0.2:0" });
+    await pullMinilm(other);
+    const port = Number(other.server.hubAddress!.split(":").at(-1));
+    const s = await started(hub, { hubListen: `127.0.0.1:${port}`, peers: peerUrl(other) });
+    expect((await pullMinilm(s)).peerBytes).to.equal(lfsBytes(hub));
+  });
+
+  it("knows its own endpoint by address: any address of this machine for a wildcard bind, only the bound one otherwise", () => {
+    const own = (hubAddress: string, peer: string) => isOwnEndpoint(peer, ownEndpointOf(hubAddress));
+    for (const peer of ["http://127.0.0.1:50052", "http://127.0.0.2:50052", "http://localhost:50052", "http://0.0.0.0:50052"]) {
+      expect(own("0.0.0.0:50052", peer), peer).to.equal(true);
+      expect(own("[::]:50052", peer), peer).to.equal(true);
+    }
+    expect(own("[::]:50052", "http://[::1]:50052")).to.equal(true);
+    expect(own("0.0.0.0:50052", "http://[::1]:50052"), "an IPv4 bind is not reached over IPv6").to.equal(false);
+    expect(own("127.0.0.1:50052", "http://127.0.0.1:50052")).to.equal(true);
+    expect(own("127.0.0.1:50052", "http://localhost:50052")).to.equal(true);
+    expect(own("localhost:50052", "http://127.0.0.1:50052")).to.equal(true);
+    expect(own("[::1]:50052", "http://[::1]:50052")).to.equal(true);
+    expect(own("127.0.0.1:50052", "http://127.0.0.2:50052"), "another loopback address").to.equal(false);
+    expect(own("127.0.0.1:50052", "http://[::1]:50052")).to.equal(false);
+    expect(own("127.0.0.1:50052", "http://127.0.0.1:50053")).to.equal(false);
+    expect(own("unix:/run/modelcache.sock", "http://127.0.0.1:50052")).to.equal(false);
   });
 
   it("orders peers by digest and address only: not by list order, at most the number asked, digests spread over peers", () => {
@@ -366,6 +471,36 @@ describe("peers", () => {
     expect(uploads.sentBytes).to.equal(2 * lfsBytes(hub));
     expect(uploads.pacedBytes, "bytes that went through the cap").to.equal(uploads.sentBytes);
     expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(2 * lfsBytes(hub));
+  });
+
+  it("paces what a capped server sends a peer in small pieces: a transfer under a low cap keeps making progress and is not taken for a stalled one", async () => {
+    const hub = await hubServing();
+    // 2 MiB/s: a 1 MiB piece would leave the peer half a second without a byte
+    const a = await started(hub, { peerMaxBytesPerSecond: 2 * 1024 * 1024 });
+    await pullMinilm(a);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    const b = await started(hub, { peers: peerUrl(a), peerStallMs: 400 });
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="timeout"}')).to.equal(0);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
+  });
+
+  it("takes a peer that goes away while its transfer waits for the upload cap as a closed connection, not a failed request", async () => {
+    const hub = await hubServing();
+    const logs = captureLogs();
+    // 64 KiB/s: the second piece of the large file waits for the cap
+    const a = await started(hub, { peerMaxBytesPerSecond: 64 * 1024, logger: logs.logger });
+    await pullMinilm(a);
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    const controller = new AbortController();
+    const res = await fetch(`${peerUrl(a)}/v2/modelcache/blobs/sha256:${large.sha256}`, { headers: { "x-modelcache-peer": "1" }, signal: controller.signal });
+    const reader = res.body!.getReader();
+    await reader.read();
+    controller.abort();
+    await reader.read().catch(() => undefined);
+    const line = await logs.seen((l) => l.msg === "hub" && l.route === "blob");
+    expect(logs.lines.filter((l) => l.msg === "hub request failed"), "error lines").to.deep.equal([]);
+    expect(line.error).to.include("closed");
   });
 
   it("sends the --peer-token-file token: a peer with tokens serves it, and refuses a node without (which installs from the hub)", async () => {
@@ -474,6 +609,79 @@ describe("peers", () => {
     expect(await readFile(join(dataDir, "ai_models_cache", "minilm", big.path))).to.deep.equal(big.bytes);
   });
 
+  it("a pull that fails after a peer's file was handed to it leaves nothing of that file in the ingest area", async () => {
+    const hub = await hubServing();
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    // a peer holding the large file, whose GETs wait until the test lets them go
+    let asked!: () => void;
+    const gotGet = new Promise<void>((resolve) => (asked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    cleanups.push(async () => letGo());
+    const peer = await httpPeer((req, res) => {
+      if (!req.url?.endsWith(large.sha256)) return void res.writeHead(404).end();
+      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(large.bytes.length) }).end();
+      asked();
+      void gate.then(() => res.writeHead(200, { "content-length": String(large.bytes.length) }).end(large.bytes));
+    });
+    cleanups.push(() => peer.close());
+    // config.json comes from the hub, wrong, once the large file from the peer waits for the store
+    let releaseConfig!: () => void;
+    hub.faults.hold.set("config.json", new Promise<void>((resolve) => (releaseConfig = resolve)));
+    hub.faults.wrongBytes.add("config.json");
+    cleanups.push(async () => releaseConfig());
+    const b = await started(hub, { peers: peer.url });
+    const { store } = b.server.runtime;
+    const outcome = pull(b.client, { name: "minilm" });
+    await gotGet;
+    // the test takes the large file's content lock: the peer's verified file is handed over and waits to be committed
+    const unlock = await store.locks.acquire(large.sha256, undefined);
+    cleanups.push(async () => unlock());
+    letGo();
+    while ((await metric(b, 'modelcache_peer_bytes_total{direction="in"}')) < large.bytes.length) await new Promise((resolve) => setTimeout(resolve, 10));
+    const handed = (await readdir(store.ingestArea)).filter((name) => name.startsWith("peer-"));
+    expect(handed, "the peer's file, handed over").to.have.length(1);
+    releaseConfig();
+    expect((await outcome).error?.message).to.include("config.json");
+    unlock();
+    expect((await readdir(store.ingestArea)).filter((name) => name.startsWith("peer-")), "peer files left in the ingest area").to.deep.equal([]);
+    expect([...store.ingesting], "ingest files PruneCache must leave alone").to.deep.equal([]);
+  });
+
+  it("PruneCache during a peer transfer in ranges leaves the transfer's files alone, and the pull installs from the peer", async () => {
+    const hub = await hubServing();
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    // a peer serving the large file in ranges, whose GETs wait until the test lets them go
+    let asked!: () => void;
+    const gotGet = new Promise<void>((resolve) => (asked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    cleanups.push(async () => letGo());
+    const peer = await httpPeer((req, res) => {
+      if (!req.url?.endsWith(large.sha256)) return void res.writeHead(404).end();
+      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(large.bytes.length) }).end();
+      asked();
+      const [, from, to] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "")!;
+      const start = Number(from);
+      const end = Number(to) + 1;
+      void gate.then(() => res.writeHead(206, { "content-length": String(end - start), "content-range": `bytes ${start}-${end - 1}/${large.bytes.length}` }).end(large.bytes.subarray(start, end)));
+    });
+    cleanups.push(() => peer.close());
+    const b = await started(hub, { peers: peer.url, parallelRangeMinBytes: 1024 * 1024 });
+    const { store } = b.server.runtime;
+    const outcome = pull(b.client, { name: "minilm" });
+    await gotGet;
+    const inArea = async () => (await readdir(store.ingestArea)).filter((name) => name.startsWith("peer-")).sort();
+    const before = await inArea();
+    expect(before.some((name) => name.endsWith(".segments.json")), before.join(", ")).to.equal(true);
+    await call(b.client, "pruneCache", { dryRun: false });
+    expect(await inArea(), "the transfer's files after PruneCache").to.deep.equal(before);
+    letGo();
+    const ended = await outcome;
+    expect(ended.error).to.equal(undefined);
+    expect(ended.events.at(-1)!.completed!.peerBytes).to.equal(large.bytes.length);
+  });
+
   it("takes --peers from MODELCACHE_PEERS, and lists the three flags in serve --help and the configuration reference", async () => {
     const dir = await mkdtemp(join(tmpdir(), "modelcache-peer-cli-"));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -507,5 +715,17 @@ describe("peers", () => {
       expect(error?.kind, JSON.stringify(options)).to.equal("invalid_argument");
       expect(error?.message, JSON.stringify(options)).to.include(words);
     }
+    // a password given by mistake in an entry is not repeated in the message (which goes to the log)
+    const leaked = await resolveSettings({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), peers: "http://fleet:s3cret-pw@10.0.0.7:50052" }).then(
+      () => undefined,
+      (err: ModelCacheError) => err,
+    );
+    expect(leaked?.kind).to.equal("invalid_argument");
+    expect(leaked?.message).to.include("without credentials").and.not.include("s3cret-pw");
+    const query = await resolveSettings({ listen: "127.0.0.1:0", dataDir: join(dir, "data"), peers: "http://10.0.0.7:50052/?token=s3cret-pw" }).then(
+      () => undefined,
+      (err: ModelCacheError) => err,
+    );
+    expect(query?.message).to.include("without credentials").and.not.include("s3cret-pw");
   });
 });

@@ -35,9 +35,10 @@ export async function answerRoute(
     }
     const headers = { "Docker-Content-Digest": `sha256:${route.sha256}`, ETag: `"sha256:${route.sha256}"` };
     if (peers && isPeerRequest(req)) {
-      // what peers get shares one cap, and counts as sent to peers
+      // what peers get shares one cap (if any), and counts as sent to peers
       const { uploads } = peers;
-      await sendFile(req, res, file, headers, (bytes) => (sent(bytes), uploads.sent(bytes)), (bytes) => uploads.take(bytes, signal));
+      const pace = uploads.bytesPerSecond === undefined ? undefined : (bytes: number) => uploads.take(bytes, signal);
+      await sendFile(req, res, file, headers, (bytes) => (sent(bytes), uploads.sent(bytes)), pace);
     } else {
       await sendFile(req, res, file, headers, sent);
     }

@@ -35,9 +35,24 @@ export async function openInstalledFile(served: ServedModel, path: string): Prom
   return { handle: opened.handle, size: file.sizeBytes, sha256: file.sha256 };
 }
 
-/** Stored content by its sha256; undefined when the store does not hold it. */
+/** Stored content by its sha256; undefined when the store does not hold it, or holds it condemned. */
 export async function openStoredContent(runtime: Runtime, sha256: string): Promise<OpenedFile | undefined> {
-  const opened = await openRegular(runtime.store.blobPath(sha256));
+  const { store } = runtime;
+  const opened = await openRegular(store.blobPath(sha256));
+  if (opened && store.anyCondemned) {
+    // content found corrupt keeps the store's name until the installs holding it are marked: it is never sent meanwhile
+    let condemned: boolean;
+    try {
+      condemned = store.isCondemned(sha256, (await opened.handle.stat({ bigint: true })).ino);
+    } catch (err) {
+      await opened.handle.close();
+      throw err;
+    }
+    if (condemned) {
+      await opened.handle.close();
+      return undefined;
+    }
+  }
   return opened && { ...opened, sha256 };
 }
 

@@ -50,6 +50,14 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, file: 
  */
 const CHUNK_BYTES = 1024 * 1024;
 
+/**
+ * Bytes per read under a rate cap: each piece waits for the cap before it
+ * goes out, so a whole 1 MiB chunk under a low cap (or one shared by many
+ * peers) would leave the client seconds without a byte, and a peer takes that
+ * for a stalled transfer (5 s) and gives up.
+ */
+const PACED_CHUNK_BYTES = 64 * 1024;
+
 /** Writes bytes [from, to) of `handle` to `res`, then ends it; stops quietly when the client goes away. */
 async function sendBytes(handle: OpenedFile["handle"], res: ServerResponse, from: number, to: number, sent?: SentRecorder, pace?: Pace): Promise<void> {
   // a client that goes away midway: its pending writes may never call back, so every wait also ends on close
@@ -61,7 +69,7 @@ async function sendBytes(handle: OpenedFile["handle"], res: ServerResponse, from
     if (outcome) throw outcome;
     return true;
   };
-  const bytes = Math.min(CHUNK_BYTES, to - from);
+  const bytes = Math.min(pace ? PACED_CHUNK_BYTES : CHUNK_BYTES, to - from);
   const buffers = [Buffer.allocUnsafeSlow(bytes), Buffer.allocUnsafeSlow(bytes)];
   const writes: Promise<Error | undefined>[] = [Promise.resolve(undefined), Promise.resolve(undefined)];
   let position = from;

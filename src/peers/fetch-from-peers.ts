@@ -4,7 +4,8 @@
 // machinery as any source (ranges, resume of a dropped connection, every
 // byte hashed and checked against the digest). Any peer error (other bytes,
 // no progress for 5 s, unreachable, a refusal) is logged and counted, the
-// peer is not asked again in this pull, and the next peer is tried;
+// peer is not asked again in this pull, and the next peer is tried (a peer
+// that lost the content between its HEAD and the GET is simply passed by);
 // undefined when none had it, so the caller goes to the source.
 import { rm } from "node:fs/promises";
 import { ModelCacheError } from "../errors.js";
@@ -12,7 +13,7 @@ import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import type { Connections } from "../sources/hub/connections.js";
 import { downloadFile } from "../sources/hub/download-file.js";
 import { downloadInSegments } from "../sources/hub/download-segments.js";
-import { PeerHttp, peerError, reasonOf } from "./peer-http.js";
+import { PeerHttp, isContentGone, peerError, reasonOf } from "./peer-http.js";
 import { PEERS_PER_FILE, type Peers } from "./peers.js";
 import { rendezvousOrder } from "./rendezvous-order.js";
 
@@ -73,6 +74,11 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
       if (signal.aborted) throw signal.reason;
       // a full disk or a failed sync is this node's trouble, not the peer's: the source would fail the same way
       if (err instanceof ModelCacheError && err.kind !== "data_loss" && err.kind !== "unavailable") throw err;
+      if (isContentGone(err)) {
+        // as if its HEAD had said so: the peer stays one to ask for the pull's other files
+        peers.logger.debug({ peer, sha256, path: options.path }, "a peer no longer holds what its HEAD listed: the next peer or the source is asked");
+        continue;
+      }
       const reason = reasonOf(err);
       pull.excluded.add(peer);
       peers.recorder?.peerError(reason);

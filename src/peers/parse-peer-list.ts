@@ -27,7 +27,7 @@ function parseEntry(item: string): PeerEntry {
     throw new ModelCacheError("invalid_argument", `--peers entry ${quote(item.slice(0, 120))} is neither a URL nor dns:NAME:PORT; ${FORM}`);
   }
   if ((url.protocol !== "http:" && url.protocol !== "https:") || url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
-    throw new ModelCacheError("invalid_argument", `--peers entry ${quote(item.slice(0, 120))} must be a plain http(s) base URL without credentials, query or fragment (the token goes in --peer-token-file); ${FORM}`);
+    throw new ModelCacheError("invalid_argument", `--peers entry ${quote(redacted(url, item).slice(0, 120))} must be a plain http(s) base URL without credentials, query or fragment (the token goes in --peer-token-file); ${FORM}`);
   }
   return { kind: "url", url: baseUrl(url) };
 }
@@ -35,4 +35,16 @@ function parseEntry(item: string): PeerEntry {
 /** The URL without a trailing slash: the one spelling an address is ranked and compared by. */
 export function baseUrl(url: URL): string {
   return url.href.replace(/\/+$/, "");
+}
+
+/** The entry as messages show it: credentials or a query given by mistake may hold a secret, and a message goes to the log. */
+function redacted(url: URL, item: string): string {
+  if (url.username === "" && url.password === "" && url.search === "") return item;
+  const shown = new URL(url.href);
+  if (shown.username !== "" || shown.password !== "") {
+    shown.username = "***";
+    shown.password = "";
+  }
+  if (shown.search !== "") shown.search = "?***";
+  return shown.href;
 }

@@ -20,6 +20,13 @@ export function peerError(reason: PeerErrorReason, message: string, cause?: unkn
   return error;
 }
 
+const gone = new WeakSet<object>();
+
+/** Whether `err` is a peer's 404 to a GET after its HEAD listed the content: it lost the content since (evicted, collected), which is no fault of the peer. */
+export function isContentGone(err: unknown): boolean {
+  return typeof err === "object" && err !== null && gone.has(err);
+}
+
 /** The peer error `err` is: its own reason, a verification failure (mismatch), else the peer is unreachable. */
 export function reasonOf(err: unknown): PeerErrorReason {
   const known = typeof err === "object" && err !== null ? reasons.get(err) : undefined;
@@ -31,7 +38,13 @@ export function reasonOf(err: unknown): PeerErrorReason {
 export const PEER_HEADER = "X-Modelcache-Peer";
 export const INSTANCE_HEADER = "X-Modelcache-Instance";
 
-const agent: Dispatcher = new Agent({ connections: 16, keepAliveTimeout: 10_000 });
+/**
+ * No cap on connections per peer: the pulls bound what they fetch at once,
+ * and a request queued behind a cap would wait for a connection past its
+ * HEAD budget or stall watch (undici notices an abort only once a request is
+ * sent), so a busy peer would be taken for a failed one.
+ */
+const agent: Dispatcher = new Agent({ keepAliveTimeout: 10_000 });
 
 export type HeadAnswer = "present" | "absent" | "self";
 
@@ -79,7 +92,9 @@ export class PeerHttp implements RangeReader {
     }
     if (response.statusCode !== 200 && response.statusCode !== 206) {
       await response.body.dump().catch(() => undefined);
-      throw peerError("status", `peer ${this.peer} answered ${response.statusCode} for ${what}`);
+      const error = peerError("status", `peer ${this.peer} answered ${response.statusCode} for ${what}`);
+      if (response.statusCode === 404) gone.add(error);
+      throw error;
     }
     const progress = this.progress;
     const watched = new Transform({

@@ -18,10 +18,16 @@ export class PeerUploads {
     this.bandwidth = bytesPerSecond === undefined ? undefined : new Bandwidth(bytesPerSecond);
   }
 
-  /** Resolves once `bytes` more may go to a peer. */
+  /** Resolves once `bytes` more may go to a peer; rejects with the signal's reason when it aborts first. */
   async take(bytes: number, signal: AbortSignal): Promise<void> {
     if (!this.bandwidth) return;
-    await this.bandwidth.take(bytes, signal);
+    try {
+      await this.bandwidth.take(bytes, signal);
+    } catch (err) {
+      // the wait ends with the request's own reason (the peer went away), not a bare AbortError the server would log as a failure
+      if (signal.aborted) throw signal.reason;
+      throw err;
+    }
     this.pacedBytes += bytes;
   }
 

@@ -3,6 +3,7 @@
 // does (fetch-from-peers.ts), else from the source. The pull's progress
 // counts each byte once, however many attempts a file took, and the source
 // tells the verified bytes peers brought (PullCompleted.peer_bytes).
+import { rm } from "node:fs/promises";
 import type { FetchingSource, SourceFile } from "../sources/artifact-source.js";
 import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import { Connections } from "../sources/hub/connections.js";
@@ -26,6 +27,13 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
   const { store } = options;
   /** ingest files fetched from peers and handed to the pull: PruneCache leaves them until the pull is over */
   const handed = new Set<string>();
+  const forgetHanded = async () => {
+    for (const path of handed) {
+      await rm(path, { force: true });
+      store.ingesting.delete(path);
+      handed.delete(path);
+    }
+  };
   return {
     ...source,
     async fetch(file, signal, onBytes) {
@@ -58,8 +66,13 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
     },
     async installed() {
       // the store took every handed file by rename: their names are no longer in use
-      for (const path of handed) store.ingesting.delete(path);
+      await forgetHanded();
       await source.installed?.();
+    },
+    async abandoned() {
+      // a handed file the install did not commit: a peer's download is never resumed, nobody else removes it before the next start
+      await forgetHanded();
+      await source.abandoned?.();
     },
     peerBytes: () => pull.bytes,
   };

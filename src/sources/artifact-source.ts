@@ -26,6 +26,12 @@ interface SourceListing {
   readonly files: readonly SourceFile[];
   /** called once the install is promoted */
   installed?(): Promise<void>;
+  /**
+   * The install failed or was cancelled, every fetch settled: files the
+   * source handed over that nothing will resume (a peer's, in the store's
+   * ingest area) go now, not at the next start.
+   */
+  abandoned?(): Promise<void>;
 }
 
 /** Files on this machine: the installer copies and hashes them on its worker pool. */

@@ -23,7 +23,8 @@ export async function clearIngest(store: ContentStore): Promise<number> {
   for (const entry of await listEntries(store.ingestDir)) {
     const path = join(store.ingestDir, entry);
     if (entry === store.ingestId) {
-      freed += await clearArea(store, path, (file) => store.ingesting.has(file));
+      // a file being written keeps its companions too: a download's `<name>.segments.json` (and that file's `.tmp` while it is rewritten)
+      freed += await clearArea(store, path, (file) => store.ingesting.has(file) || store.ingesting.has(file.replace(/\.segments\.json(\.tmp)?$/, "")));
       continue;
     }
     const stats = await statOrNone(path);
