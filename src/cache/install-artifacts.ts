@@ -121,7 +121,6 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
     if (!promoted) {
       await rm(staging, { recursive: true, force: true });
       // content this pull committed and nothing else holds stays until PruneCache: another pull may want it
-      await source.abandoned?.();
     }
   }
 }

@@ -237,7 +237,7 @@ export class PullJob implements InstallObserver {
           outcome = { completed: { type: "completed", cacheDir, manifest, reusedBytes: this.reusedBytes, peerBytes: this.peerBytes() } };
         } catch (err) {
           // still under the lock: nobody else writes the model's partial dir
-          if ("fetch" in source) await source.abandoned?.();
+          await source.abandoned?.();
           throw err;
         } finally {
           this.admission?.release();

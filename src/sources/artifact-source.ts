@@ -27,9 +27,11 @@ interface SourceListing {
   /** called once the install is promoted */
   installed?(): Promise<void>;
   /**
-   * The install failed or was cancelled, every fetch settled: files the
-   * source handed over that nothing will resume (a peer's, in the store's
-   * ingest area) go now, not at the next start.
+   * Called under the model's lock when the pull ends without an install
+   * (failed, cancelled), every fetch settled: what only this pull could use
+   * goes now, not at the next start (a peer's files handed over in the
+   * store's ingest area, an OCI archive's unpacked entries), while
+   * resumable downloads stay.
    */
   abandoned?(): Promise<void>;
 }
@@ -62,8 +64,6 @@ export interface FetchingSource extends SourceListing {
    * is held as any download in flight.
    */
   unpack?(signal: AbortSignal, observer: TransferObserver): Promise<SourceFile[]>;
-  /** called under the model's lock when the pull ends without an install (failed, cancelled): removes what only this pull could use (unpacked entries), keeping resumable downloads */
-  abandoned?(): Promise<void>;
   /** verified bytes fetched from peer servers instead of the source so far (src/peers/with-peers.ts) */
   peerBytes?(): number;
 }
