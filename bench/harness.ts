@@ -49,6 +49,8 @@ export interface BenchServer {
  * written when it stops (open it in Chrome's DevTools or speedscope).
  */
 export const serverNodeArgs: string[] = [];
+/** The modelcache binary the benchmark servers run: this checkout's, or another's (`--server-bin`, to compare two builds in one run). */
+export const serverBin = { path: join(import.meta.dirname, "..", "bin", "modelcache.js") };
 export const PROFILE_DIR = join(import.meta.dirname, "..", ".bench", "profiles");
 
 export async function freePort(): Promise<number> {
@@ -70,7 +72,7 @@ export async function startBenchServer(workDir: string, extraArgs: string[] = []
   const logDir = join(OUTPUT_DIR, "logs");
   await mkdir(logDir, { recursive: true });
   const log = await open(join(logDir, `server-${new Date().toISOString().replace(/[:.]/g, "-")}-${port}.log`), "a");
-  const child = spawn(process.execPath, [...serverNodeArgs, join(ROOT, "bin", "modelcache.js"), "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "warn", ...extraArgs], {
+  const child = spawn(process.execPath, [...serverNodeArgs, serverBin.path, "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "warn", ...extraArgs], {
     stdio: ["ignore", log.fd, log.fd],
   });
   // the child holds its own copy of the descriptor

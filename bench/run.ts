@@ -2,12 +2,12 @@
 // a table for each and writes .bench/results/<name>.json (servers' logs go
 // to .bench/logs/).
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { Command } from "commander";
 import { benchBigfile } from "./bigfile.js";
 import { benchDedupe } from "./dedupe.js";
 import { benchFanout } from "./fanout.js";
-import { OUTPUT_DIR, PROFILE_DIR, type Result, serverNodeArgs, workDir } from "./harness.js";
+import { OUTPUT_DIR, PROFILE_DIR, type Result, serverBin, serverNodeArgs, workDir } from "./harness.js";
 import { benchHubforce, benchHubpull } from "./hubpull.js";
 import { benchInspect } from "./inspect.js";
 import { benchPull } from "./pull.js";
@@ -32,6 +32,7 @@ const program = new Command("bench")
   .option("--hub-file-mib <n>", "size of the hubpull repository of one LFS file", "512")
   .option("--curl-per-file", "hubpull also times one curl process per file, one after another (the earlier baseline)")
   .option("--cpu-prof", "write a CPU profile of every benchmark server to .bench/profiles/ when it stops")
+  .option("--server-bin <path>", "the bin/modelcache.js the servers run (another checkout's, built, to compare builds)")
   .option("--s3-mib <n>", "size of the s3pull model", "1024")
   .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
   .option("--resolve-seconds <n>", "measuring time per ResolveModel variant", "3")
@@ -45,6 +46,7 @@ const program = new Command("bench")
 const options = program.opts<Record<string, string>>();
 const names = program.args.length > 0 ? program.args : ALL;
 if (options.cpuProf) serverNodeArgs.push("--cpu-prof", "--cpu-prof-dir", PROFILE_DIR);
+if (options.serverBin) serverBin.path = resolve(options.serverBin);
 for (const name of names) if (!ALL.includes(name)) program.error(`unknown benchmark '${name}': choose from ${ALL.join(", ")}`);
 
 const resultsDir = join(OUTPUT_DIR, "results");
