@@ -15,7 +15,7 @@ export async function benchBigfile(options: { workDir: string; sizeMiB: number; 
     const client = server.client();
     await register(client, "bench");
     const idle = await server.rssBytes();
-    const measured = await alternatePulls(client, "bench", options.repeat, () => shellCopyAndHash(source, join(options.workDir, "bigfile-copy")), source);
+    const measured = await alternatePulls(client, "bench", options.repeat, () => shellCopyAndHash(source, join(options.workDir, "bigfile-copy")), source, server);
     const peak = await server.peakRssBytes();
     const { subject, base } = measured;
     return {
@@ -27,12 +27,14 @@ export async function benchBigfile(options: { workDir: string; sizeMiB: number; 
       idle_rss_bytes: idle,
       size_bytes: options.sizeMiB * MiB,
       subject_runs: measured.pulls,
+      server_cpu_seconds_per_pull: measured.cpu,
       baseline_runs: measured.baselines,
       table: [
         { what: `modelcache first pull of one ${options.sizeMiB} MiB file from a directory`, "median s": subject.toFixed(3), "peak RSS MB": (peak / 1e6).toFixed(0) },
         { what: "server at rest before the pull", "median s": "", "peak RSS MB": (idle / 1e6).toFixed(0) },
         { what: "cp -r DIR + openssl dgst -sha256 FILES + sync FILES", "median s": base.toFixed(3), "peak RSS MB": "" },
         { what: `ratio of the medians of ${options.repeat} runs (lower is better)`, "median s": (subject / base).toFixed(2), "peak RSS MB": "" },
+        ...(measured.cpu ? [{ what: "server CPU per pull, all threads / main thread (s)", "median s": `${measured.cpu.process.toFixed(2)} / ${measured.cpu.main.toFixed(2)}`, "peak RSS MB": "" }] : []),
       ],
     };
   } finally {

@@ -40,6 +40,8 @@ export interface BenchServer {
   peakRssBytes(): Promise<number>;
   /** the server's resident memory now (VmRSS) */
   rssBytes(): Promise<number>;
+  /** CPU seconds (user + system) the server has used so far: all its threads, and its main thread alone */
+  cpuSeconds(): Promise<{ process: number; main: number }>;
   stop(): Promise<void>;
 }
 
@@ -95,6 +97,14 @@ export async function startBenchServer(workDir: string, extraArgs: string[] = []
       const status = await readFile(`/proc/${child.pid}/status`, "utf8");
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
       return kb * 1024;
+    },
+    async cpuSeconds() {
+      // utime and stime, the 14th and 15th fields of /proc/PID/stat, in clock ticks (100 a second on Linux)
+      const ticks = async (path: string) => {
+        const fields = (await readFile(path, "utf8")).split(") ")[1]!.split(" ");
+        return (Number(fields[11]) + Number(fields[12])) / 100;
+      };
+      return { process: await ticks(`/proc/${child.pid}/stat`), main: await ticks(`/proc/${child.pid}/task/${child.pid}/stat`) };
     },
     async rssBytes() {
       const status = await readFile(`/proc/${child.pid}/status`, "utf8");
@@ -212,9 +222,12 @@ export async function alternatePulls(
   repeat: number,
   baseline: () => Promise<number>,
   fixtureDir = "",
-): Promise<{ subject: number; base: number; pulls: number[]; baselines: number[] }> {
+  server?: Pick<BenchServer, "cpuSeconds">,
+): Promise<{ subject: number; base: number; pulls: number[]; baselines: number[]; cpu?: { process: number; main: number } }> {
   const baselines: number[] = [];
   const pulls: number[] = [];
+  // the server's CPU per pull: unlike the wall time, it hardly depends on what else runs on the machine
+  const cpu = { process: 0, main: 0 };
   await pullAll(client, name, fixtureDir);
   await call(client, "dropCache", { name, force: false });
   for (let i = 0; i < repeat; i++) {
@@ -222,11 +235,17 @@ export async function alternatePulls(
     baselines.push(await baseline());
     await call(client, "dropCache", { name, force: false });
     await quietDisk();
+    const before = await server?.cpuSeconds();
     const started = performance.now();
     await pullAll(client, name, fixtureDir);
     pulls.push(seconds(started));
+    const after = await server?.cpuSeconds();
+    if (before && after) {
+      cpu.process += (after.process - before.process) / repeat;
+      cpu.main += (after.main - before.main) / repeat;
+    }
   }
-  return { subject: median(pulls), base: median(baselines), pulls, baselines };
+  return { subject: median(pulls), base: median(baselines), pulls, baselines, cpu: server ? cpu : undefined };
 }
 
 /** The Result of alternatePulls: medians, every run, and the table the pull benchmarks print. */
@@ -242,7 +261,7 @@ export function remotePullResult(options: {
   subject: string;
   baseline: string;
 }): Result {
-  const { subject, base, pulls, baselines } = options.measured;
+  const { subject, base, pulls, baselines, cpu } = options.measured;
   const rate = (s: number) => (options.bytes / 1e6 / s).toFixed(0);
   return {
     name: options.name,
@@ -251,6 +270,7 @@ export function remotePullResult(options: {
     ratio: subject / base,
     peak_rss_bytes: options.peakRssBytes,
     rest_rss_bytes: options.restRssBytes,
+    server_cpu_seconds_per_pull: cpu,
     bytes: options.bytes,
     shape: options.shape,
     subject_runs: pulls,
@@ -261,6 +281,7 @@ export function remotePullResult(options: {
       { what: `ratio of the medians of ${options.repeat} runs (lower is better)`, "median s": (subject / base).toFixed(2), "MB/s": "" },
       { what: "server peak RSS during the pulls (VmHWM)", "median s": `${(options.peakRssBytes / 1e6).toFixed(0)} MB`, "MB/s": "" },
       ...(options.restRssBytes ? [{ what: "server RSS at rest, before the first pull", "median s": `${(options.restRssBytes / 1e6).toFixed(0)} MB`, "MB/s": "" }] : []),
+      ...(cpu ? [{ what: "server CPU per pull, all threads / main thread (s)", "median s": `${cpu.process.toFixed(2)} / ${cpu.main.toFixed(2)}`, "MB/s": "" }] : []),
     ],
   };
 }

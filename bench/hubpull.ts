@@ -23,7 +23,7 @@ export async function benchHubpull(options: { workDir: string; totalMiB: number;
     const rest = await server.rssBytes();
     await register(client, "bench", hub.repo);
     const target = join(options.workDir, "curl");
-    const measured = await alternatePulls(client, "bench", options.repeat, () => curlAndHash(hub, files, target, "one"));
+    const measured = await alternatePulls(client, "bench", options.repeat, () => curlAndHash(hub, files, target, "one"), "", server);
     const peak = await server.peakRssBytes();
     const shape = shapeOf(options.totalMiB, options.shards);
     const result = remotePullResult({
