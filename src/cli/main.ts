@@ -10,7 +10,7 @@ import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
 import { helpMarkingRequired, hostAndPort, pointUsageErrorsToHelp, wholeNumber } from "./parse-flags.js";
 import { duration, size } from "./parse-units.js";
-import { keepYoungGenerationSmall } from "../server/young-generation.js";
+import { holdYoungGenerationWhileStarting } from "../server/young-generation.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -96,7 +96,7 @@ program
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
   .action(async (options: ServeOptions) => {
     // before the server's modules load: they are what would grow it
-    keepYoungGenerationSmall();
+    holdYoungGenerationWhileStarting();
     return (await import("./serve.js")).serve(options);
   });
 
