@@ -36,9 +36,24 @@ export interface BenchServer {
   address: string;
   pid: number;
   client(): ModelCacheServiceClient;
+  /** the high-water mark of the server's resident memory so far (VmHWM) */
   peakRssBytes(): Promise<number>;
+  /** the server's resident memory now (VmRSS) */
+  rssBytes(): Promise<number>;
+  /** CPU seconds (user + system) the server has used so far: all its threads, and its main thread alone */
+  cpuSeconds(): Promise<{ process: number; main: number }>;
   stop(): Promise<void>;
 }
+
+/**
+ * Node options of every benchmark server: `npm run bench -- --cpu-prof` adds
+ * `--cpu-prof --cpu-prof-dir .bench/profiles`, a CPU profile of each server
+ * written when it stops (open it in Chrome's DevTools or speedscope).
+ */
+export const serverNodeArgs: string[] = [];
+/** The modelcache binary the benchmark servers run: this checkout's, or another's (`--server-bin`, to compare two builds in one run). */
+export const serverBin = { path: join(import.meta.dirname, "..", "bin", "modelcache.js") };
+export const PROFILE_DIR = join(import.meta.dirname, "..", ".bench", "profiles");
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -59,7 +74,7 @@ export async function startBenchServer(workDir: string, extraArgs: string[] = []
   const logDir = join(OUTPUT_DIR, "logs");
   await mkdir(logDir, { recursive: true });
   const log = await open(join(logDir, `server-${new Date().toISOString().replace(/[:.]/g, "-")}-${port}.log`), "a");
-  const child = spawn(process.execPath, [join(ROOT, "bin", "modelcache.js"), "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "warn", ...extraArgs], {
+  const child = spawn(process.execPath, [...serverNodeArgs, serverBin.path, "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "warn", ...extraArgs], {
     stdio: ["ignore", log.fd, log.fd],
   });
   // the child holds its own copy of the descriptor
@@ -83,6 +98,18 @@ export async function startBenchServer(workDir: string, extraArgs: string[] = []
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
       return kb * 1024;
     },
+    async cpuSeconds() {
+      // utime and stime, the 14th and 15th fields of /proc/PID/stat, in clock ticks (100 a second on Linux)
+      const ticks = async (path: string) => {
+        const fields = (await readFile(path, "utf8")).split(") ")[1]!.split(" ");
+        return (Number(fields[11]) + Number(fields[12])) / 100;
+      };
+      return { process: await ticks(`/proc/${child.pid}/stat`), main: await ticks(`/proc/${child.pid}/task/${child.pid}/stat`) };
+    },
+    async rssBytes() {
+      const status = await readFile(`/proc/${child.pid}/status`, "utf8");
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+    },
     async stop() {
       for (const client of clients) client.close();
       child.kill("SIGTERM");
@@ -97,8 +124,8 @@ export async function register(client: ModelCacheServiceClient, name: string, so
 }
 
 /** Pulls to the end; `onEvent` may pause the stream to play a slow reader. Resolves with the number of events read. */
-export function pullAll(client: ModelCacheServiceClient, name: string, fixtureDir: string, onEvent?: (event: PullResponse, pause: (ms: number) => void) => void): Promise<number> {
-  const stream = client.pull({ name, fixtureDir, credentialAlias: "", force: false, detach: false });
+export function pullAll(client: ModelCacheServiceClient, name: string, fixtureDir: string, onEvent?: (event: PullResponse, pause: (ms: number) => void) => void, force = false): Promise<number> {
+  const stream = client.pull({ name, fixtureDir, credentialAlias: "", force, detach: false });
   let count = 0;
   return new Promise((resolve, reject) => {
     stream.on("data", (event: PullResponse) => {
@@ -180,42 +207,61 @@ export function seconds(since: number): number {
 }
 
 /**
- * A remote pull (hub, object store) against its shell baseline: one warm-up
- * pull that does not count (without it the first baseline alone runs on a
- * machine no pull has touched yet, and is its fastest by far), then the
- * baseline and a fresh pull of `name` in turn, `repeat` times, each on a quiet
- * disk. Medians count: loopback transfers and writeback on a shared machine
+ * A pull against its shell baseline: one warm-up pull that does not count
+ * (without it the first baseline alone runs on a machine no pull has touched
+ * yet, and is its fastest by far), then the baseline and a first pull of
+ * `name` in turn, `repeat` times, each on a quiet disk (`sync` and half a
+ * second's pause). Before each pull the model is dropped, and with it its
+ * content (no other model holds it), so each is a first pull into an empty
+ * store. Medians count: loopback transfers and writeback on a shared machine
  * vary by a third from one run to the next.
  */
-export async function alternateRemotePulls(client: ModelCacheServiceClient, name: string, repeat: number, baseline: () => Promise<number>): Promise<{ subject: number; base: number; pulls: number[]; baselines: number[] }> {
+export async function alternatePulls(
+  client: ModelCacheServiceClient,
+  name: string,
+  repeat: number,
+  baseline: () => Promise<number>,
+  fixtureDir = "",
+  server?: Pick<BenchServer, "cpuSeconds">,
+): Promise<{ subject: number; base: number; pulls: number[]; baselines: number[]; cpu?: { process: number; main: number } }> {
   const baselines: number[] = [];
   const pulls: number[] = [];
-  await pullAll(client, name, "");
+  // the server's CPU per pull: unlike the wall time, it hardly depends on what else runs on the machine
+  const cpu = { process: 0, main: 0 };
+  await pullAll(client, name, fixtureDir);
   await call(client, "dropCache", { name, force: false });
   for (let i = 0; i < repeat; i++) {
     await quietDisk();
     baselines.push(await baseline());
     await call(client, "dropCache", { name, force: false });
     await quietDisk();
+    const before = await server?.cpuSeconds();
     const started = performance.now();
-    await pullAll(client, name, "");
+    await pullAll(client, name, fixtureDir);
     pulls.push(seconds(started));
+    const after = await server?.cpuSeconds();
+    if (before && after) {
+      cpu.process += (after.process - before.process) / repeat;
+      cpu.main += (after.main - before.main) / repeat;
+    }
   }
-  return { subject: median(pulls), base: median(baselines), pulls, baselines };
+  return { subject: median(pulls), base: median(baselines), pulls, baselines, cpu: server ? cpu : undefined };
 }
 
-/** The Result of alternateRemotePulls: medians, every run, and the table both remote benchmarks print. */
+/** The Result of alternatePulls: medians, every run, and the table the pull benchmarks print. */
 export function remotePullResult(options: {
   name: string;
-  measured: Awaited<ReturnType<typeof alternateRemotePulls>>;
+  measured: Awaited<ReturnType<typeof alternatePulls>>;
   repeat: number;
   bytes: number;
   shape: string;
   peakRssBytes: number;
+  /** the server's RSS before its first pull */
+  restRssBytes?: number;
   subject: string;
   baseline: string;
 }): Result {
-  const { subject, base, pulls, baselines } = options.measured;
+  const { subject, base, pulls, baselines, cpu } = options.measured;
   const rate = (s: number) => (options.bytes / 1e6 / s).toFixed(0);
   return {
     name: options.name,
@@ -223,6 +269,8 @@ export function remotePullResult(options: {
     baseline_seconds: base,
     ratio: subject / base,
     peak_rss_bytes: options.peakRssBytes,
+    rest_rss_bytes: options.restRssBytes,
+    server_cpu_seconds_per_pull: cpu,
     bytes: options.bytes,
     shape: options.shape,
     subject_runs: pulls,
@@ -231,6 +279,9 @@ export function remotePullResult(options: {
       { what: options.subject, "median s": subject.toFixed(3), "MB/s": rate(subject) },
       { what: options.baseline, "median s": base.toFixed(3), "MB/s": rate(base) },
       { what: `ratio of the medians of ${options.repeat} runs (lower is better)`, "median s": (subject / base).toFixed(2), "MB/s": "" },
+      { what: "server peak RSS during the pulls (VmHWM)", "median s": `${(options.peakRssBytes / 1e6).toFixed(0)} MB`, "MB/s": "" },
+      ...(options.restRssBytes ? [{ what: "server RSS at rest, before the first pull", "median s": `${(options.restRssBytes / 1e6).toFixed(0)} MB`, "MB/s": "" }] : []),
+      ...(cpu ? [{ what: "server CPU per pull, all threads / main thread (s)", "median s": `${cpu.process.toFixed(2)} / ${cpu.main.toFixed(2)}`, "MB/s": "" }] : []),
     ],
   };
 }

@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { call } from "../src/cli/client.js";
 import { OciRegistry, registryAvailable, REGISTRY_BINARY } from "../test/support/oci-registry.js";
 import { modelSpec } from "../test/support/test-server.js";
-import { MiB, type Result, alternateRemotePulls, remotePullResult, seconds, startBenchServer } from "./harness.js";
+import { MiB, type Result, alternatePulls, remotePullResult, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 const REPO = "bench/model";
@@ -52,7 +52,7 @@ export async function benchOcipull(options: { workDir: string; totalMiB: number;
       const client = server.client();
       await call(client, "registerModel", { model: modelSpec({ name: "bench", source: `oci://${registry.address}/${REPO}`, revision: "v1" }) });
       const urls = layers.map((l) => `http://${registry.address}/v2/${REPO}/blobs/${l.digest}`);
-      const measured = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(urls, join(options.workDir, "curl")));
+      const measured = await alternatePulls(client, "bench", options.repeat, () => curlAndHash(urls, join(options.workDir, "curl")), "", server);
       const peak = await server.peakRssBytes();
       const shape = `${options.layers} x ${Math.floor(options.totalMiB / options.layers)} MiB raw layers`;
       return remotePullResult({ name: "ocipull", measured, repeat: options.repeat, bytes, shape, peakRssBytes: peak, subject: `modelcache pull from docker-registry (oci://), ${shape} (verified, resumable, fsync)`, baseline: "one curl -sSfL -o a URL_A -o b URL_B ... + openssl dgst -sha256 + sync FILES" });

@@ -9,7 +9,7 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
 import { FakeS3 } from "../test/support/fake-s3.js";
-import { MiB, type Result, alternateRemotePulls, remotePullResult, makeFixture, register, seconds, startBenchServer } from "./harness.js";
+import { MiB, type Result, alternatePulls, remotePullResult, makeFixture, register, seconds, startBenchServer } from "./harness.js";
 
 const run = promisify(execFile);
 const BUCKET = "bench";
@@ -34,7 +34,7 @@ export async function benchS3pull(options: { workDir: string; totalMiB: number; 
   try {
     const client = server.client();
     await register(client, "bench", `s3://${BUCKET}/model`);
-    const measured = await alternateRemotePulls(client, "bench", options.repeat, () => curlAndHash(store, keys, join(options.workDir, "curl")));
+    const measured = await alternatePulls(client, "bench", options.repeat, () => curlAndHash(store, keys, join(options.workDir, "curl")), "", server);
     const peak = await server.peakRssBytes();
     const shape = `${options.shards} x ${Math.floor(options.totalMiB / options.shards)} MiB`;
     return remotePullResult({ name: "s3pull", measured, repeat: options.repeat, bytes, shape, peakRssBytes: peak, subject: `modelcache pull from S3 (s3rver), ${shape} (verified, resumable, fsync)`, baseline: "curl one object after another + openssl dgst -sha256 + sync FILES" });

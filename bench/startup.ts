@@ -8,9 +8,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { healthCheck } from "../test/support/health-check.js";
-import type { Result } from "./harness.js";
-
-const BIN = join(import.meta.dirname, "..", "bin", "modelcache.js");
+import { type Result, serverBin } from "./harness.js";
 
 /** Wall time of one run of node with `args`, output discarded. */
 async function timeRun(args: string[]): Promise<number> {
@@ -62,17 +60,17 @@ export async function benchStartup(options: { workDir: string; runs: number; idl
   const help: number[] = [];
   const bare: number[] = [];
   // one of each first, so that both start with the files in the page cache
-  await timeRun([BIN, "--help"]);
+  await timeRun([serverBin.path, "--help"]);
   await timeRun(["-e", "0"]);
   for (let i = 0; i < options.runs; i++) {
-    help.push(await timeRun([BIN, "--help"]));
+    help.push(await timeRun([serverBin.path, "--help"]));
     bare.push(await timeRun(["-e", "0"]));
   }
   const dataDir = await mkdtemp(join(options.workDir, "startup-"));
   try {
     const address = `127.0.0.1:${await freePort()}`;
     const serverRss = await restingRss(
-      [BIN, "serve", "--listen", address, "--data-dir", dataDir, "--log-level", "warn"],
+      [serverBin.path, "serve", "--listen", address, "--data-dir", dataDir, "--log-level", "warn"],
       async () => (await healthCheck(address)).status === "SERVING",
       options.idleSeconds * 1000,
     );

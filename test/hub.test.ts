@@ -213,6 +213,35 @@ describe("pulling from a hub", () => {
     expect(hub.sent("onnx/model.onnx")).to.equal(before + BIG);
   });
 
+  it("hashes the stored copy again while a forced pull downloads the file, not after it", async function () {
+    this.timeout(20_000);
+    await pullOk(t.client, { name: "minilm" });
+    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    // the stored copy rots in place, its size unchanged
+    const handle = await open(blob, "r+");
+    await handle.write(Buffer.from("rot"), 0, 3, 0);
+    await handle.close();
+    let release!: () => void;
+    hub.faults.hold.set("onnx/model.onnx", new Promise<void>((resolve) => (release = resolve)));
+    const pulling = pullOk(t.client, { name: "minilm", force: true });
+    try {
+      // found rotten and condemned (moved out of the store) while the hub still holds the file back
+      const until = Date.now() + 10_000;
+      while ((await stat(blob).catch(() => undefined)) !== undefined) {
+        expect(Date.now(), "the stored copy was not checked while the download waited").to.be.below(until);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(hub.sent("onnx/model.onnx")).to.equal(BIG);
+    } finally {
+      release();
+    }
+    await pulling;
+    expect(await readFile(blob)).to.deep.equal(big);
+    const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
+    expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
   describe("offline", () => {
     it("re-pulls a healthy install of a pinned commit without touching the network", async () => {
       await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, revision: hub.commit }) });

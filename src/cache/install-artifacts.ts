@@ -154,9 +154,21 @@ async function placeFile(
       onBytes(file.sizeBytes);
       return { sha256: listed!, reused: true };
     }
-    const fetched = await source.fetch(file, signal, onBytes);
+    // a forced pull hashes the stored copy again: while the file downloads, not after it
+    const recheck = force && listed !== undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;
+    let fetched: Awaited<ReturnType<typeof source.fetch>>;
+    try {
+      fetched = await source.fetch(file, signal, onBytes);
+    } catch (err) {
+      // the download's failure is the one told; the check settles first, as its hashing may still read the blob
+      await recheck?.catch(() => undefined);
+      throw err;
+    }
+    await recheck;
+    // checked during the download: from here the blob's signature says whether it changed since
+    const rechecked = recheck !== undefined && fetched.sha256 === listed;
     await store.withBlob(fetched.sha256, signal, async () => {
-      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, target, force);
+      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, target, force && !rechecked);
     });
     return { sha256: fetched.sha256, reused: false };
   }

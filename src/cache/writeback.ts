@@ -76,9 +76,10 @@ export class Writeback {
   /**
    * A stream writing to the file from `start` on, noting what it wrote. Unlike
    * FileHandle.createWriteStream it leaves the handle open and unreferenced when
-   * it finishes, so the caller can sync and close it.
+   * it finishes, so the caller can sync and close it. `landed` hears the end of
+   * the bytes written so far after each write.
    */
-  writer(start: number): Writable {
+  writer(start: number, landed?: (end: number) => void): Writable {
     let position = start;
     const write = async (buffers: Buffer[]) => {
       let length = 0;
@@ -91,6 +92,7 @@ export class Writeback {
       }
       position += length;
       this.wrote(length);
+      landed?.(position);
     };
     return new Writable({
       highWaterMark: 1024 * 1024,

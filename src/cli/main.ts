@@ -11,6 +11,7 @@ import { addClientCommands } from "./client-commands.js";
 import type { ServeOptions } from "./serve.js";
 import { helpMarkingRequired, hostAndPort, pointUsageErrorsToHelp, wholeNumber } from "./parse-flags.js";
 import { duration, size } from "./parse-units.js";
+import { holdYoungGenerationWhileStarting } from "../server/young-generation.js";
 
 const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
 
@@ -97,7 +98,11 @@ program
   .addOption(new Option("--no-auto-repair", "do not pull again, in the background, models whose content was found corrupt (by the verification, a pull, adoption or a deep inspect)"))
   .addOption(flag("--max-lease-seconds <duration>", "the longest lease ResolveModel grants (1h, 1d, 86400); longer requests are shortened to it", "1d").argParser(duration(1, 366 * 86_400)))
   // the server and everything it needs load only for `serve`: client commands and --help stay fast
-  .action(async (options: ServeOptions) => (await import("./serve.js")).serve(options));
+  .action(async (options: ServeOptions) => {
+    // before the server's modules load: they are what would grow it
+    holdYoungGenerationWhileStarting();
+    return (await import("./serve.js")).serve(options);
+  });
 
 program
   .command("tokens")

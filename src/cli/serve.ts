@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import { ModelCacheError, quote } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
+import { releaseYoungGeneration } from "../server/young-generation.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { readModelsFile } from "../models-file/parse-models-file.js";
 import { parseDuration, parseSize } from "./parse-units.js";
@@ -133,6 +134,8 @@ export async function serve(options: ServeOptions): Promise<void> {
       autoRepair: options.autoRepair,
       logger,
     });
+    // started: what the start left in the young generation is garbage, and calls may grow it again
+    releaseYoungGeneration();
   } catch (err) {
     logger.fatal(err instanceof ModelCacheError ? { error: err.message } : { err }, "modelcache could not start");
     // a setting to change (a flag's value, a cache root without hard links) exits like a usage error

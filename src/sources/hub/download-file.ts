@@ -2,7 +2,8 @@
 // an interrupted transfer (dropped connection, cancelled pull, restarted
 // server) goes on from the bytes already on disk with a Range request, and
 // starts over only when the hub ignores Range. The bytes are hashed as they
-// arrive (sha256, and the git blob sha1 for files not in LFS) and checked
+// arrive (an LFS file's sha256 on the hashing thread, which reads them back
+// as they are written; a file not in LFS here, sha256 and git blob sha1) and checked
 // against the hub's listing; a mismatch removes the partial and fails. When
 // some of the bytes came from an earlier attempt, the mismatch may be theirs
 // (a crash before they reached the disk), so the file is fetched once more
@@ -14,6 +15,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
+import { HashBehind } from "../../cache/hash-behind.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
@@ -61,22 +63,34 @@ export async function downloadFile(options: DownloadOptions): Promise<string> {
     }
   };
   const kept = (await stat(partialPath).catch(() => undefined))?.size ?? 0;
-  let hashes = await fetchFile(options, report);
-  let mismatch = check(options, hashes);
+  let digests = await fetchFile(options, report);
+  let mismatch = check(options, digests);
   if (mismatch && kept > 0) {
     await rm(partialPath, { force: true });
-    hashes = await fetchFile(options, report);
-    mismatch = check(options, hashes);
+    digests = await fetchFile(options, report);
+    mismatch = check(options, digests);
   }
   if (mismatch) {
     await rm(partialPath, { force: true });
     throw new ModelCacheError("data_loss", `file '${options.path}' from ${origin(options)} does not match its listing: its bytes have ${mismatch}; nothing was installed`);
   }
-  return hashes[0]!.digest("hex");
+  return digests.sha256;
 }
 
-/** Fetches what `partialPath` lacks; returns the hashes of the whole file, not yet checked. */
-async function fetchFile(options: DownloadOptions, report: (done: number) => void): Promise<Hash[]> {
+/** The digests of a whole file: its sha256, and its git blob id when the listing gives one to check. */
+interface Digests {
+  sha256: string;
+  gitBlobId?: string;
+}
+
+/**
+ * Fetches what `partialPath` lacks; returns the digests of the whole file, not
+ * yet checked. A file checked by sha256 alone (an LFS file) is hashed on the
+ * hashing thread, which reads the bytes back as they are written (the bytes
+ * kept from an earlier attempt first), so the main thread only receives them;
+ * one checked by its git blob id is hashed here as its bytes arrive.
+ */
+async function fetchFile(options: DownloadOptions, report: (done: number) => void): Promise<Digests> {
   const { http, partialPath, sizeBytes, signal } = options;
   for (let failures = 0; ; ) {
     // every attempt starts from what is on disk, hashed again
@@ -85,28 +99,37 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       await truncate(partialPath, 0);
       have = 0;
     }
-    let hashes = await hashPrefix(partialPath, have, sizeBytes, options.gitBlobId !== undefined, signal);
+    const behind = options.gitBlobId === undefined;
+    let hashes = behind ? [] : await hashPrefix(partialPath, have, sizeBytes, true, signal);
     report(have);
-    if (have === sizeBytes) return hashes;
+    if (have === sizeBytes && !behind) return digestsOf(hashes);
     let writeback: Writeback | undefined;
+    let hashing: HashBehind | undefined;
     try {
+      if (have === sizeBytes) return { sha256: await hashWhole(partialPath, sizeBytes) };
       const response = await http.get(options.url, `file '${options.path}'`, signal, have);
       if (have > 0 && !resumesAt(response, have)) {
         // the hub ignored the Range request: this file starts over
         have = 0;
-        hashes = await hashPrefix(partialPath, 0, sizeBytes, options.gitBlobId !== undefined, signal);
+        hashes = behind ? [] : await hashPrefix(partialPath, 0, sizeBytes, true, signal);
       }
       let received = have;
       const bandwidth = options.bandwidth;
-      const handle = await open(partialPath, have > 0 ? "r+" : "w");
+      // readable too: the hashing thread reads the bytes back through it
+      const handle = await open(partialPath, have > 0 ? "r+" : "w+");
       writeback = new Writeback(handle, { sync: options.sync });
+      if (behind) {
+        // the bytes kept from an earlier attempt are hashed first, read back like the rest
+        hashing = new HashBehind(handle.fd);
+        hashing.reach(have);
+      }
       // synchronous transforms: an async step per chunk would cost more than the hashing
-      const hashing = new Transform({
+      const counting = new Transform({
         transform(chunk: Buffer, _encoding, done) {
           if (received + chunk.length > sizeBytes) {
             return done(new ModelCacheError("data_loss", `${origin(options)} sent more than the ${sizeBytes} bytes it lists for '${options.path}'; nothing was installed`));
           }
-          hashes.forEach((h) => h.update(chunk));
+          for (const h of hashes) h.update(chunk);
           received += chunk.length;
           report(received);
           done(null, chunk);
@@ -115,15 +138,25 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       const throttling = bandwidth
         ? [new Transform({ transform: (chunk: Buffer, _encoding, done) => void bandwidth.take(chunk.length, signal).then(() => done(null, chunk), done) })]
         : [];
+      let digests: Digests | undefined;
       try {
-        await pipeline([response.body, ...throttling, hashing, writeback.writer(have)], { signal });
+        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing && ((end) => hashing!.reach(end)))], { signal });
         // the partial is durable before it counts as whole
         await writeback.finish();
+        if (received === sizeBytes) {
+          try {
+            digests = hashing ? { sha256: await hashing.finish(sizeBytes) } : digestsOf(hashes);
+          } catch (err) {
+            throw filesystemError("read back", partialPath, err);
+          }
+        }
       } finally {
         await writeback.settle();
+        // the hashing thread reads through this descriptor: it lets go before the descriptor is closed
+        await hashing?.close();
         await handle.close();
       }
-      if (received === sizeBytes) return hashes;
+      if (digests) return digests;
       throw new Error(`the transfer ended after ${received} of ${sizeBytes} bytes`);
     } catch (err) {
       const syncFailure = writeback?.syncFailure;
@@ -149,9 +182,28 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
   }
 }
 
+function digestsOf(hashes: Hash[]): Digests {
+  const [sha256, blob] = hashes.map((h) => h.digest("hex"));
+  return { sha256: sha256!, gitBlobId: blob };
+}
+
+/** The sha256 of a partial already whole on disk, on the hashing thread. */
+async function hashWhole(path: string, sizeBytes: number): Promise<string> {
+  const handle = await open(path, "r");
+  const hashing = new HashBehind(handle.fd);
+  try {
+    return await hashing.finish(sizeBytes);
+  } catch (err) {
+    throw filesystemError("read back", path, err);
+  } finally {
+    await hashing.close();
+    await handle.close();
+  }
+}
+
 /** What is wrong with a whole file's digests against the listing, if anything. */
-function check(options: DownloadOptions, hashes: Hash[]): string | undefined {
-  const [sha256, blob] = hashes.map((h) => h.copy().digest("hex"));
+function check(options: DownloadOptions, digests: Digests): string | undefined {
+  const { sha256, gitBlobId: blob } = digests;
   return options.sha256 !== undefined && sha256 !== options.sha256
     ? `sha256 ${sha256}, ${origin(options)} lists ${options.sha256}`
     : options.gitBlobId !== undefined && blob !== options.gitBlobId

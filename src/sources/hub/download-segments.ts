@@ -3,20 +3,20 @@
 // them in order; idle connections of the pull (see connections.ts) join in
 // and take the next ones, so a lone large file is fetched in parallel, while
 // files already downloading side by side are not split further. The file is
-// hashed in order as its segments land: the bytes at the hashed edge straight
-// from memory, segments that landed ahead of it read back from the page cache
-// once the edge reaches them, so no pass over the whole file is left at the
-// end. Each segment's progress is kept in `<partial>.segments.json`, counting
-// only bytes a completed sync has put on the disk, so a dropped connection, a
+// hashed in order as its segments land, on the hashing thread, which reads
+// what landed back from the page cache (hash-behind.ts), so no pass over the
+// whole file is left at the end. Each segment's progress is kept in
+// `<partial>.segments.json`, counting only bytes a completed sync has put on
+// the disk, so a dropped connection, a
 // cancelled pull or a restart resumes every segment where it stopped. A
 // resumed file that fails verification is fetched once more from zero. A hub
 // that ignores Range makes the caller fall back to one stream.
-import { createHash } from "node:crypto";
 import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../fs/durable.js";
+import { HashBehind } from "../../cache/hash-behind.js";
 import { Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Connections } from "./connections.js";
@@ -38,7 +38,6 @@ export interface SegmentedOptions extends DownloadOptions {
 const MIN_SEGMENTS = 4;
 const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
 const FLUSH_BYTES = 1024 * 1024;
-const READ_BACK_BYTES = 4 * 1024 * 1024;
 const MAX_FAILURES = 5;
 
 /** The verified sha256, or "unsupported" when the hub does not serve ranges. */
@@ -112,13 +111,13 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   // the first segment to fail stops the others; all settle before the file is closed
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
-  const hashing = new InOrderHash(handle, all, inner);
+  const hashing = new InOrderHash(handle, all);
   let failure: { error: unknown } | undefined;
   try {
     await fetchAll(all, options.connections, inner, stop, (segment) =>
-      fetchSegment(segment, handle, writeback, { ...options, signal: inner }, (position, chunks) => {
+      fetchSegment(segment, handle, writeback, { ...options, signal: inner }, () => {
         progress();
-        hashing.landed(position, chunks);
+        hashing.landed();
       }),
     );
     if (stop.signal.aborted) {
@@ -215,53 +214,45 @@ async function fetchAll(all: Segment[], connections: Connections | undefined, si
 }
 
 /**
- * sha256 of the file in order, fed as segments land: a block written at the
- * hashed edge is hashed from memory; bytes that landed ahead of the edge are
- * read back once every byte before them has landed.
+ * sha256 of the file in order, fed as segments land: once every byte up to
+ * some point has landed, the hashing thread reads them back from the page
+ * cache and hashes them (see hash-behind.ts), so the main thread, which
+ * receives every byte, hashes none.
  */
 class InOrderHash {
-  private readonly hash = createHash("sha256");
-  private hashed = 0;
+  private readonly behind: HashBehind;
   /** the first segment not yet whole */
   private edge = 0;
-  private reading: Promise<void> | undefined;
-  private buffer: Buffer | undefined;
-  private failure: { error: unknown } | undefined;
+  private sha256: string | undefined;
 
   constructor(
-    private readonly handle: FileHandle,
+    handle: FileHandle,
     private readonly segments: Segment[],
-    private readonly signal: AbortSignal,
-  ) {}
+  ) {
+    this.behind = new HashBehind(handle.fd);
+  }
 
-  /** Notes `chunks` written from `position` on (their segment's `done` already counts them). */
-  landed(position: number, chunks: Buffer[]): void {
-    if (position === this.hashed && !this.reading) {
-      for (const chunk of chunks) {
-        this.hash.update(chunk);
-        this.hashed += chunk.length;
-      }
-    }
-    if (!this.reading && this.frontier() > this.hashed) this.readBack();
+  /** Notes that bytes were written (their segment's `done` already counts them). */
+  landed(): void {
+    this.behind.reach(this.frontier());
   }
 
   /** Hashes whatever is left once every segment is whole. */
   async end(): Promise<void> {
-    await this.settle();
-    if (!this.failure && this.frontier() > this.hashed) {
-      this.readBack();
-      await this.settle();
+    try {
+      this.sha256 = await this.behind.finish(this.frontier());
+    } catch (error) {
+      throw filesystemError("read back", "the partial download", error);
     }
-    if (this.failure) throw this.failure.error;
   }
 
-  /** Waits for a read-back in progress; never throws (end() reports). */
+  /** Resolves once nothing reads the file any more, so it can be closed; never throws (end() reports). */
   async settle(): Promise<void> {
-    while (this.reading) await this.reading;
+    await this.behind.close();
   }
 
   digest(): string {
-    return this.hash.digest("hex");
+    return this.sha256!;
   }
 
   /** The end of the bytes that have all landed from the start of the file. */
@@ -273,29 +264,11 @@ class InOrderHash {
     }
     return this.segments.at(-1)?.end ?? 0;
   }
-
-  private readBack(): void {
-    this.reading = (async () => {
-      this.buffer ??= Buffer.allocUnsafe(READ_BACK_BYTES);
-      for (let end = this.frontier(); this.hashed < end && !this.signal.aborted; end = this.frontier()) {
-        const { bytesRead } = await this.handle.read(this.buffer, 0, Math.min(this.buffer.length, end - this.hashed), this.hashed);
-        if (bytesRead === 0) throw new Error(`the file ended at ${this.hashed} bytes`);
-        this.hash.update(this.buffer.subarray(0, bytesRead));
-        this.hashed += bytesRead;
-      }
-    })()
-      .catch((error: unknown) => {
-        this.failure ??= { error: filesystemError("read back", "the partial download", error) };
-      })
-      .finally(() => {
-        this.reading = undefined;
-      });
-  }
 }
 
 const RANGE_IGNORED = new Error("the hub ignored the Range request");
 
-async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, landed: (position: number, chunks: Buffer[]) => void): Promise<void> {
+async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Writeback, options: SegmentedOptions, landed: () => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
   for (let failures = 0; segment.done < length; ) {
@@ -321,7 +294,7 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
         }
         segment.done += length;
         writeback.wrote(length);
-        landed(position, chunks);
+        landed();
       };
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
         if (segment.done + pendingBytes + chunk.length > length) {

@@ -1,0 +1,74 @@
+// Hashing a file while it is written, on the hashing thread: what the file
+// holds, in order, up to where the writer says its bytes have landed.
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { HashBehind } from "../src/cache/hash-behind.js";
+
+describe("hashing a file as it is written", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "modelcache-hash-behind-"));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("hashes what the file holds, in order, though its parts were written out of order", async () => {
+    const bytes = randomBytes(5 * 1024 * 1024 + 123);
+    const handle = await open(join(dir, "partial"), "w+");
+    try {
+      await handle.truncate(bytes.length);
+      const hashing = new HashBehind(handle.fd);
+      const cut = [0, 1_000_000, 3_500_000, bytes.length];
+      // the second part lands first: nothing past the first byte not yet written may be hashed
+      await handle.write(bytes, cut[1], cut[2]! - cut[1]!, cut[1]);
+      hashing.reach(0);
+      await handle.write(bytes, 0, cut[1], 0);
+      hashing.reach(cut[2]!);
+      await handle.write(bytes, cut[2], cut[3]! - cut[2]!, cut[2]);
+      hashing.reach(cut[3]!);
+      expect(await hashing.finish(bytes.length)).to.equal(createHash("sha256").update(bytes).digest("hex"));
+      await hashing.close();
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it("fails when the file holds fewer bytes than the writer said landed", async () => {
+    const handle = await open(join(dir, "short"), "w+");
+    try {
+      await handle.write(randomBytes(1000), 0, 1000, 0);
+      const hashing = new HashBehind(handle.fd);
+      hashing.reach(1000);
+      const failure = await hashing.finish(4096).then(
+        () => undefined,
+        (err: Error) => err,
+      );
+      expect(failure?.message).to.match(/ended at 1000 bytes/);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it("lets the descriptor be closed once close() resolves, mid-file", async () => {
+    const handle = await open(join(dir, "cancelled"), "w+");
+    const bytes = randomBytes(2 * 1024 * 1024);
+    await handle.write(bytes, 0, bytes.length, 0);
+    const hashing = new HashBehind(handle.fd);
+    hashing.reach(1024 * 1024);
+    await hashing.close();
+    await handle.close();
+    // a second hash of another file runs on the same thread unharmed
+    const again = await open(join(dir, "again"), "w+");
+    try {
+      await again.write(bytes, 0, bytes.length, 0);
+      const second = new HashBehind(again.fd);
+      expect(await second.finish(bytes.length)).to.equal(createHash("sha256").update(bytes).digest("hex"));
+    } finally {
+      await again.close();
+    }
+  });
+});
