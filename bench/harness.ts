@@ -50,7 +50,8 @@ export interface BenchServer {
  * `--cpu-prof --cpu-prof-dir .bench/profiles`, a CPU profile of each server
  * written when it stops (open it in Chrome's DevTools or speedscope).
  */
-export const serverNodeArgs: string[] = [];
+/** BENCH_SERVER_NODE_ARGS (space-separated) adds Node options of its own, e.g. a --require to watch memory. */
+export const serverNodeArgs: string[] = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "");
 /** The modelcache binary the benchmark servers run: this checkout's, or another's (`--server-bin`, to compare two builds in one run). */
 export const serverBin = { path: join(import.meta.dirname, "..", "bin", "modelcache.js") };
 export const PROFILE_DIR = join(import.meta.dirname, "..", ".bench", "profiles");

@@ -12,7 +12,13 @@ export interface Load {
   rps: number;
   p50: number;
   p99: number;
+  /** the server's CPU per call in microseconds, all threads and main thread (read from /proc around each turn) */
+  cpuUs?: { process: number; main: number };
+  /** the load generator's own CPU per call in microseconds (this process) */
+  clientCpuUs?: number;
 }
+
+type CpuReader = () => Promise<{ process: number; main: number }>;
 
 export type Call = () => Promise<unknown>;
 
@@ -30,24 +36,47 @@ export async function run(calls: Call[], durationMs: number, latencies: number[]
   );
 }
 
-function summary(latencies: number[], durationMs: number): Load {
+function summary(latencies: number[], durationMs: number, cpu?: { process: number; main: number; client: number }): Load {
+  const calls = latencies.length;
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { rps: latencies.length / (durationMs / 1000), p50: at(0.5), p99: at(0.99) };
+  const perCall = cpu && calls > 0 ? { process: (cpu.process / calls) * 1e6, main: (cpu.main / calls) * 1e6 } : undefined;
+  return { rps: calls / (durationMs / 1000), p50: at(0.5), p99: at(0.99), cpuUs: perCall, clientCpuUs: cpu && calls > 0 ? (cpu.client / calls) * 1e6 : undefined };
+}
+
+/** Runs `calls` for `durationMs`, adding the server's CPU seconds meanwhile to `cpu` when it can be read. */
+async function timedTurn(calls: Call[], durationMs: number, latencies: number[], cpu: { process: number; main: number; client: number }, read?: CpuReader): Promise<void> {
+  const before = await read?.();
+  const client = process.cpuUsage();
+  await run(calls, durationMs, latencies);
+  const used = process.cpuUsage(client);
+  const after = await read?.();
+  cpu.client += (used.user + used.system) / 1e6;
+  if (before && after) {
+    cpu.process += after.process - before.process;
+    cpu.main += after.main - before.main;
+  }
 }
 
 /**
  * Both handlers in turns of a fraction of a second each, so that whatever
  * else the machine does in the meantime falls on both alike.
  */
-export async function loadInTurns(first: Call[], second: Call[], durationMs: number, turns = 10): Promise<[Load, Load]> {
+export async function loadInTurns(first: Call[], second: Call[], durationMs: number, turns = 10, cpu?: CpuReader): Promise<[Load, Load]> {
   const a: number[] = [];
   const b: number[] = [];
+  const cpuA = { process: 0, main: 0, client: 0 };
+  const cpuB = { process: 0, main: 0, client: 0 };
   for (let i = 0; i < turns; i++) {
-    await run(first, durationMs / turns, a);
-    await run(second, durationMs / turns, b);
+    await timedTurn(first, durationMs / turns, a, cpuA, cpu);
+    await timedTurn(second, durationMs / turns, b, cpuB, cpu);
   }
-  return [summary(a, durationMs), summary(b, durationMs)];
+  return [summary(a, durationMs, cpu && cpuA), summary(b, durationMs, cpu && cpuB)];
+}
+
+/** "41 / 38": the server's CPU per call, all threads / main thread, in microseconds. */
+export function cpuCell(load: Load): string {
+  return load.cpuUs ? `${load.cpuUs.process.toFixed(0)} / ${load.cpuUs.main.toFixed(0)}` : "";
 }
 
 export async function benchInspect(options: { workDir: string; seconds: number; levels: number[] }): Promise<Result> {
@@ -73,11 +102,11 @@ export async function benchInspect(options: { workDir: string; seconds: number; 
       // warm both paths before measuring
       await run(inspectCalls, 300, []);
       await run(noopCalls, 300, []);
-      const [noop, inspect] = await loadInTurns(noopCalls, inspectCalls, options.seconds * 1000);
+      const [noop, inspect] = await loadInTurns(noopCalls, inspectCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
       figures[level] = { inspect, noop };
       rows.push(
-        { clients: level, handler: "InspectCache", rps: inspect.rps.toFixed(0), "p50 ms": inspect.p50.toFixed(2), "p99 ms": inspect.p99.toFixed(2) },
-        { clients: level, handler: "no-op (Health/Check)", rps: noop.rps.toFixed(0), "p50 ms": noop.p50.toFixed(2), "p99 ms": noop.p99.toFixed(2) },
+        { clients: level, handler: "InspectCache", rps: inspect.rps.toFixed(0), "p50 ms": inspect.p50.toFixed(2), "p99 ms": inspect.p99.toFixed(2), "server CPU µs/call (all / main)": cpuCell(inspect), "client CPU µs/call": inspect.clientCpuUs?.toFixed(0) ?? "" },
+        { clients: level, handler: "no-op (Health/Check)", rps: noop.rps.toFixed(0), "p50 ms": noop.p50.toFixed(2), "p99 ms": noop.p99.toFixed(2), "server CPU µs/call (all / main)": cpuCell(noop), "client CPU µs/call": noop.clientCpuUs?.toFixed(0) ?? "" },
       );
     }
     const at16 = figures[16] ?? figures[options.levels[Math.floor(options.levels.length / 2)]!]!;

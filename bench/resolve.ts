@@ -12,15 +12,15 @@ import { call } from "../src/cli/client.js";
 import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FIXTURE_DIR } from "../test/support/test-server.js";
 import { type Result, MiB, makeFixture, median, pullAll, register, seconds, startBenchServer, warm } from "./harness.js";
-import { type Call, type Load, loadInTurns, run } from "./inspect.js";
+import { type Call, type Load, cpuCell, loadInTurns, run } from "./inspect.js";
 
 export async function benchResolve(options: { workDir: string; seconds: number; clients: number; verifyMiB: number; repeat: number }): Promise<Result> {
   const throughput = await resolveThroughput(options);
   const verification = await pullUnderVerification(options);
-  const rows = [
-    { what: `ResolveModel IF_MISSING, no lease (${options.clients} clients)`, rps: throughput.plain.rps.toFixed(0), "p50 ms": throughput.plain.p50.toFixed(2), ratio: (throughput.plain.rps / throughput.noop.rps).toFixed(2) },
-    { what: `ResolveModel IF_MISSING, 60 s lease (${options.clients} clients)`, rps: throughput.leased.rps.toFixed(0), "p50 ms": throughput.leased.p50.toFixed(2), ratio: (throughput.leased.rps / throughput.noop.rps).toFixed(2) },
-    { what: `no-op (Health/Check) (${options.clients} clients)`, rps: throughput.noop.rps.toFixed(0), "p50 ms": throughput.noop.p50.toFixed(2), ratio: "1.00" },
+  const rows: Record<string, string>[] = [
+    { what: `ResolveModel IF_MISSING, no lease (${options.clients} clients)`, rps: throughput.plain.rps.toFixed(0), "p50 ms": throughput.plain.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(throughput.plain), ratio: (throughput.plain.rps / throughput.noop.rps).toFixed(2) },
+    { what: `ResolveModel IF_MISSING, 60 s lease (${options.clients} clients)`, rps: throughput.leased.rps.toFixed(0), "p50 ms": throughput.leased.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(throughput.leased), ratio: (throughput.leased.rps / throughput.noop.rps).toFixed(2) },
+    { what: `no-op (Health/Check) (${options.clients} clients)`, rps: throughput.noop.rps.toFixed(0), "p50 ms": throughput.noop.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(throughput.noop), ratio: "1.00" },
     { what: `pull of ${options.verifyMiB} MiB, store being verified at 100MiB/s (median s)`, rps: "", "p50 ms": "", ratio: verification.with.toFixed(3) },
     { what: `pull of ${options.verifyMiB} MiB, no verification (median s)`, rps: "", "p50 ms": "", ratio: verification.without.toFixed(3) },
     { what: "pull time with / without verification (lower is better)", rps: "", "p50 ms": "", ratio: (verification.with / verification.without).toFixed(2) },
@@ -64,8 +64,8 @@ async function resolveThroughput(options: { workDir: string; seconds: number; cl
     await run(plainCalls, 300, []);
     await run(leasedCalls, 300, []);
     await run(noopCalls, 300, []);
-    const [noop, plain] = await loadInTurns(noopCalls, plainCalls, options.seconds * 1000);
-    const [, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000);
+    const [noop, plain] = await loadInTurns(noopCalls, plainCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
+    const [, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
     return { plain, leased, noop };
   } finally {
     for (const c of healthClients) c.close();

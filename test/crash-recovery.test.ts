@@ -2,7 +2,7 @@
 // with the server's own functions and restarting the server on the same
 // dirs: startup recovery must finish or undo each by what it was doing.
 import { watch } from "node:fs";
-import { cp, readdir, rm, writeFile } from "node:fs/promises";
+import { cp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -100,6 +100,24 @@ describe("startup recovery after a crash between the steps of a change", () => {
     await rm(installDir);
     await t.restart();
     expect(await snapshot(installDir)).to.deep.equal(before);
+    expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("a forced pull had put its download in the stored copy's place but not moved the new install in: the old install stays whole and the content stays pullable", async () => {
+    const manifest = JSON.parse(await readFile(join(installDir, "manifest.json"), "utf8")) as { files: { path: string; sha256: string }[] };
+    const weights = manifest.files.find((f) => f.path === "model.safetensors")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", weights.sha256);
+    // the download, hashed and synced, renamed over the stored copy: a new inode under the store's name
+    const download = join(t.cacheRoot, ".blobs", "download.tmp");
+    await writeFile(download, await readFile(blob), { mode: 0o444 });
+    await rename(download, blob);
+    await t.restart();
+    expect(await snapshot(installDir)).to.deep.equal(before);
+    expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+    expect((await snapshot(installDir))["model.safetensors"]).to.equal(before["model.safetensors"]);
+    expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR, force: true });
     expect((await inspect()).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 });

@@ -213,9 +213,37 @@ describe("pulling from a hub", () => {
     expect(hub.sent("onnx/model.onnx")).to.equal(before + BIG);
   });
 
-  it("hashes the stored copy again while a forced pull downloads the file, not after it", async function () {
+  it("replaces stored content only the forced pull's own install holds with the download, without reading the stored copy", async function () {
+    this.timeout(20_000);
+    await t.restart({ metricsListen: "127.0.0.1:0" });
+    const corruptFound = async () => {
+      const text = await (await fetch(`http://${t.server.metricsAddress}/metrics`)).text();
+      return Number(/^modelcache_corrupt_files_total (\S+)$/m.exec(text)?.[1] ?? 0);
+    };
+    await pullOk(t.client, { name: "minilm" });
+    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const storedBefore = (await call(t.client, "describeCache", {})).storedBytes;
+    // the stored copy rots in place, its size unchanged: hashed, it would be found corrupt and condemned
+    const handle = await open(blob, "r+");
+    await handle.write(Buffer.from("rot"), 0, 3, 0);
+    await handle.close();
+    await pullOk(t.client, { name: "minilm", force: true });
+    expect(hub.sent("onnx/model.onnx")).to.equal(2 * BIG);
+    expect(await corruptFound(), "the stored copy was read (and found corrupt)").to.equal(0);
+    expect(await readFile(blob)).to.deep.equal(big);
+    expect((await stat(blob)).nlink, "the store's name and the install's").to.equal(2);
+    expect((await call(t.client, "describeCache", {})).storedBytes).to.equal(storedBefore);
+    const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
+    expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("hashes a stored copy another install shares again while a forced pull downloads the file, not after it", async function () {
     this.timeout(20_000);
     await pullOk(t.client, { name: "minilm" });
+    // a second install of the same repository links the same stored content
+    await call(t.client, "registerModel", { model: modelSpec({ name: "minilm-too", source: REPO, revision: "main" }) });
+    await pullOk(t.client, { name: "minilm-too" });
     const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
     const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
     // the stored copy rots in place, its size unchanged

@@ -15,8 +15,22 @@ const CONSUMER_METHODS: ReadonlySet<string> = new Set([Service.resolveModel, Ser
 /** each role with what it may do beyond the roles before it */
 const RANK: Record<Role, number> = { reader: 0, consumer: 1, admin: 2 };
 
+/** each path asked about, with its answer: the guard asks on every call, and the methods are few */
+const required = new Map<string, Role | "none">();
+/** bounds the memo: a client may send any path, and an unknown one is refused (UNIMPLEMENTED) after the guard */
+const MOST_REMEMBERED = 256;
+
 /** The least role that may call `path` (/package.Service/Method), or "none" when any caller may. */
 export function requiredRole(path: string): Role | "none" {
+  let role = required.get(path);
+  if (role === undefined) {
+    role = roleOf(path);
+    if (required.size < MOST_REMEMBERED) required.set(path, role);
+  }
+  return role;
+}
+
+function roleOf(path: string): Role | "none" {
   const service = path.split("/")[1] ?? "";
   if (OPEN_SERVICES.has(service)) return "none";
   if (READER_SERVICES.has(service) || READER_METHODS.has(path)) return "reader";

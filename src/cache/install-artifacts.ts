@@ -17,6 +17,7 @@ import type { ContentStore } from "../store/content-store.js";
 import { releaseContent } from "../store/collect-garbage.js";
 import { commitContent } from "../store/ingest.js";
 import { linkContent } from "../store/link-content.js";
+import { heldOnlyBy } from "../store/sole-holder.js";
 import { verifyContent } from "../store/verify-content.js";
 import { syncDirectory, writeFileDurably } from "../fs/durable.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
@@ -154,8 +155,12 @@ async function placeFile(
       onBytes(file.sizeBytes);
       return { sha256: listed!, reused: true };
     }
-    // a forced pull hashes the stored copy again: while the file downloads, not after it
-    const recheck = force && listed !== undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;
+    // a forced pull never links a stored copy it has not hashed again: content that only the install
+    // this pull replaces holds is replaced by the download instead (nothing else would keep it), and
+    // content shared with other installs is hashed while the file downloads, not after it
+    const installDir = options.layout.modelDir(options.name);
+    const replaceable = force && listed !== undefined && heldOnlyBy(store.blobPath(listed), installDir);
+    const recheck = force && listed !== undefined && !replaceable ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;
     let fetched: Awaited<ReturnType<typeof source.fetch>>;
     try {
       fetched = await source.fetch(file, signal, onBytes);
@@ -168,7 +173,10 @@ async function placeFile(
     // checked during the download: from here the blob's signature says whether it changed since
     const rechecked = recheck !== undefined && fetched.sha256 === listed;
     await store.withBlob(fetched.sha256, signal, async () => {
-      await commitContent(store, { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined }, hasher, signal, target, force && !rechecked);
+      // still held by that install alone (under the blob's lock, so no other pull links it meanwhile)
+      const replace = replaceable && fetched.sha256 === listed && heldOnlyBy(store.blobPath(listed), installDir);
+      const content = { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined };
+      await commitContent(store, content, hasher, signal, target, force && !rechecked && !replace, replace);
     });
     return { sha256: fetched.sha256, reused: false };
   }

@@ -10,7 +10,6 @@ import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { releaseYoungGeneration } from "../server/young-generation.js";
 import { AccessTokens } from "../auth/access-tokens.js";
-import { readModelsFile } from "../models-file/parse-models-file.js";
 import { parseDuration, parseSize } from "./parse-units.js";
 
 export interface ServeOptions {
@@ -76,6 +75,8 @@ export async function serve(options: ServeOptions): Promise<void> {
   if (options.modelsFile !== undefined) {
     // an invalid models file is a configuration error, like a bad flag: exit 2, naming the file, the line and the field
     try {
+      // loaded only with --models-file: the YAML parser is memory a server without one never needs
+      const { readModelsFile } = await import("../models-file/parse-models-file.js");
       await readModelsFile(options.modelsFile);
     } catch (err) {
       logger.fatal({ error: (err as Error).message }, "modelcache could not start: the models file is invalid");

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import { ModelCacheError } from "../errors.js";
 import type { Runtime } from "../runtime.js";
 import { applyModels } from "./apply-models.js";
-import { parseModelsFile, readModelsFileText } from "./parse-models-file.js";
+// parse-models-file.js (and the YAML parser) is loaded only by a server that follows a models file
 import { BackgroundPulls } from "./pull-listed-models.js";
 
 const FIRST_RETRY_MS = 1_000;
@@ -113,11 +113,13 @@ export class ModelsFileFollower {
     }
   }
 
-  private read(): Promise<string> {
+  private async read(): Promise<string> {
+    const { readModelsFileText } = await import("./parse-models-file.js");
     return readModelsFileText(this.options.path);
   }
 
   private async apply(text: string): Promise<void> {
+    const { parseModelsFile } = await import("./parse-models-file.js");
     const specs = parseModelsFile(text, this.options.path);
     const changes = await applyModels(this.runtime, specs, { scope: { by: "models-file" }, dryRun: false, signal: this.controller.signal });
     this.lastApplied = text;

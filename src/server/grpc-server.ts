@@ -40,6 +40,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     "grpc.max_receive_message_length": options.maxMessageBytes,
     // HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: clients queue the calls past it
     "grpc.max_concurrent_streams": options.maxStreams,
+    // nothing reads channelz (no channelz service is served): its counting per call and message is work for no one
+    "grpc.enable_channelz": 0,
     // the guard first: authentication comes before every other check
     interceptors: [guardCalls(options.authTokens, (refusal) => audit.warn({ audit: true, ...refusal }, "audit")), limitStreams(options.maxStreams)],
   });
