@@ -68,6 +68,24 @@ async function metric(t: TestServer, sample: string): Promise<number> {
 const peerUrl = (t: TestServer) => `http://${t.server.hubAddress}`;
 
 /** An HTTP server of the test's own on loopback; `requests` records method and path of each request. */
+/**
+ * A peer holding `file` alone: HEAD answers at once, each GET is answered by
+ * `send` once the test calls letGo (gotGet: the first GET arrived).
+ */
+async function gatedPeer(file: { sha256: string; bytes: Buffer }, send: (req: IncomingMessage, res: ServerResponse) => void) {
+  let asked!: () => void;
+  const gotGet = new Promise<void>((resolve) => (asked = resolve));
+  let letGo!: () => void;
+  const gate = new Promise<void>((resolve) => (letGo = resolve));
+  const peer = await httpPeer((req, res) => {
+    if (!req.url?.endsWith(file.sha256)) return void res.writeHead(404).end();
+    if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(file.bytes.length) }).end();
+    asked();
+    void gate.then(() => send(req, res));
+  });
+  return { peer, gotGet, letGo };
+}
+
 async function httpPeer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; requests: string[]; ranges: (string | undefined)[]; close(): Promise<void> }> {
   const requests: string[] = [];
   const ranges: (string | undefined)[] = [];
@@ -613,18 +631,8 @@ describe("peers", () => {
     const hub = await hubServing();
     const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
     // a peer holding the large file, whose GETs wait until the test lets them go
-    let asked!: () => void;
-    const gotGet = new Promise<void>((resolve) => (asked = resolve));
-    let letGo!: () => void;
-    const gate = new Promise<void>((resolve) => (letGo = resolve));
-    cleanups.push(async () => letGo());
-    const peer = await httpPeer((req, res) => {
-      if (!req.url?.endsWith(large.sha256)) return void res.writeHead(404).end();
-      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(large.bytes.length) }).end();
-      asked();
-      void gate.then(() => res.writeHead(200, { "content-length": String(large.bytes.length) }).end(large.bytes));
-    });
-    cleanups.push(() => peer.close());
+    const { peer, gotGet, letGo } = await gatedPeer(large, (_req, res) => res.writeHead(200, { "content-length": String(large.bytes.length) }).end(large.bytes));
+    cleanups.push(async () => letGo(), () => peer.close());
     // config.json comes from the hub, wrong, once the large file from the peer waits for the store
     let releaseConfig!: () => void;
     hub.faults.hold.set("config.json", new Promise<void>((resolve) => (releaseConfig = resolve)));
@@ -652,21 +660,13 @@ describe("peers", () => {
     const hub = await hubServing();
     const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
     // a peer serving the large file in ranges, whose GETs wait until the test lets them go
-    let asked!: () => void;
-    const gotGet = new Promise<void>((resolve) => (asked = resolve));
-    let letGo!: () => void;
-    const gate = new Promise<void>((resolve) => (letGo = resolve));
-    cleanups.push(async () => letGo());
-    const peer = await httpPeer((req, res) => {
-      if (!req.url?.endsWith(large.sha256)) return void res.writeHead(404).end();
-      if (req.method === "HEAD") return void res.writeHead(200, { "content-length": String(large.bytes.length) }).end();
-      asked();
+    const { peer, gotGet, letGo } = await gatedPeer(large, (req, res) => {
       const [, from, to] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "")!;
       const start = Number(from);
       const end = Number(to) + 1;
-      void gate.then(() => res.writeHead(206, { "content-length": String(end - start), "content-range": `bytes ${start}-${end - 1}/${large.bytes.length}` }).end(large.bytes.subarray(start, end)));
+      res.writeHead(206, { "content-length": String(end - start), "content-range": `bytes ${start}-${end - 1}/${large.bytes.length}` }).end(large.bytes.subarray(start, end));
     });
-    cleanups.push(() => peer.close());
+    cleanups.push(async () => letGo(), () => peer.close());
     const b = await started(hub, { peers: peer.url, parallelRangeMinBytes: 1024 * 1024 });
     const { store } = b.server.runtime;
     const outcome = pull(b.client, { name: "minilm" });
