@@ -122,10 +122,14 @@ describe("the server's models file", () => {
     expect(await scrape()).to.match(/^modelcache_models_file_applied_timestamp_seconds [1-9]/m);
     await writeFile(path, file(entry("a").replace("dimensions: 384", "dimensions: 0"), entry("b")));
     await eventually(async () => expect(await scrape()).to.match(/^modelcache_models_file_errors_total 1$/m), "the error was counted");
+    expect(await scrape()).to.match(/^modelcache_models_file_failing 1$/m);
     const logged = logs.lines.find((l) => l.msg === "the models file was not applied; the models stay as the last good version left them");
     expect(String(logged?.error)).to.include(`${path}:6`).and.include("models[0] (a): dimensions must be between 1 and 65536");
     expect(await names(server)).to.deep.equal(["a"]);
     expect((await call(server.client, "getModel", { name: "a" })).model!.dimensions).to.equal(384);
+    // the edit undone: the file holds what was applied, nothing is failing any more
+    await writeFile(path, file(entry("a")));
+    await eventually(async () => expect(await scrape()).to.match(/^modelcache_models_file_failing 0$/m), "the undone edit cleared the failure");
   });
 
   it("stops the server at start with exit code 2, naming the file, the line and the field", async () => {

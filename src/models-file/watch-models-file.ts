@@ -21,6 +21,8 @@ const LAST_RETRY_MS = 5 * 60_000;
 export interface ModelsFileRecorder {
   modelsFileApplied(atMs: number): void;
   modelsFileFailed(): void;
+  /** the file holds again the text last applied (an edit that failed was undone): nothing is left to apply */
+  modelsFileBackToApplied(): void;
 }
 
 export interface FollowOptions {
@@ -104,7 +106,10 @@ export class ModelsFileFollower {
     const { logger, path } = this.options;
     try {
       const text = await this.read();
-      if (!force && text === this.lastApplied) return;
+      if (!force && text === this.lastApplied) {
+        for (const recorder of this.options.recorders) recorder.modelsFileBackToApplied();
+        return;
+      }
       await this.apply(text);
     } catch (err) {
       if (this.controller.signal.aborted) return;

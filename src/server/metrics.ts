@@ -27,6 +27,7 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
   private readonly rpcSeconds = new Histogram({ name: "grpc_server_handling_seconds", help: "Time from the start of an RPC to its status.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600], registers: [this.registry] });
   private readonly pulls = new Counter({ name: "modelcache_pulls_total", help: "Pull jobs ended, by result.", labelNames: ["result"], registers: [this.registry] });
   private readonly modelsFileErrors = new Counter({ name: "modelcache_models_file_errors_total", help: "Versions of the models file that could not be read, validated or applied.", registers: [this.registry] });
+  private readonly modelsFileFailing = new Gauge({ name: "modelcache_models_file_failing", help: "1 while the models file's current text could not be read, validated or applied (the models stay as the last good version left them), else 0.", registers: [this.registry] });
   private readonly lastModelsFileApply = new Gauge({ name: "modelcache_models_file_applied_timestamp_seconds", help: "When the models file was last applied without error (Unix seconds).", registers: [this.registry] });
   private readonly pullBytes = new Counter({ name: "modelcache_pull_bytes_total", help: "Bytes pull jobs installed, whether fetched, copied or taken from the content store.", registers: [this.registry] });
   private readonly evictions = new Counter({ name: "modelcache_evictions_total", help: "Installs evicted to make room, by reason: quota (--cache-max-bytes) or min_free (--min-free-bytes).", labelNames: ["reason"], registers: [this.registry] });
@@ -158,10 +159,16 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
 
   modelsFileApplied(atMs: number): void {
     this.lastModelsFileApply.set(atMs / 1000);
+    this.modelsFileFailing.set(0);
   }
 
   modelsFileFailed(): void {
     this.modelsFileErrors.inc();
+    this.modelsFileFailing.set(1);
+  }
+
+  modelsFileBackToApplied(): void {
+    this.modelsFileFailing.set(0);
   }
 
   /** Serves /metrics on `listen` (host:port); resolves with the bound address. */

@@ -131,13 +131,25 @@ describe("deploy/prometheus/alerts.yaml under promtool", function () {
       [
         series("modelcache_corrupt_files_total", { instance: "rotting" }, "0x10 1x20"),
         series("modelcache_corrupt_files_total", { instance: "sound" }, "0x30"),
-        series("modelcache_models_file_errors_total", { instance: "typo" }, "0x10 1x20"),
-        series("modelcache_models_file_errors_total", { instance: "sound" }, "0x30"),
+        series("modelcache_models_file_failing", { instance: "typo" }, "0x10 1x20"),
+        series("modelcache_models_file_failing", { instance: "sound" }, "0x30"),
       ],
       [
         { eval_time: "5m", alertname: "ModelcacheCorruptContent", exp_alerts: [] },
         { eval_time: "12m", alertname: "ModelcacheCorruptContent", exp_alerts: [firing("ModelcacheCorruptContent", "rotting")] },
         { eval_time: "12m", alertname: "ModelcacheModelsFileFailing", exp_alerts: [firing("ModelcacheModelsFileFailing", "typo")] },
+      ],
+    );
+  });
+
+  it("keeps alerting on a models file that failed to apply for as long as it stays unapplied, and stops once it applies or the edit is undone", async () => {
+    await testRules(
+      [series("modelcache_models_file_failing", { instance: "typo" }, "0x5 1x60 0x10")],
+      [
+        { eval_time: "3m", alertname: "ModelcacheModelsFileFailing", exp_alerts: [] },
+        // an hour after the failed edit, nothing applied since: still firing
+        { eval_time: "60m", alertname: "ModelcacheModelsFileFailing", exp_alerts: [firing("ModelcacheModelsFileFailing", "typo")] },
+        { eval_time: "70m", alertname: "ModelcacheModelsFileFailing", exp_alerts: [] },
       ],
     );
   });
