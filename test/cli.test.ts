@@ -524,6 +524,24 @@ describe("modelcache serve's start-up errors", () => {
     expect(await readdir(dataDir), "nothing was started").to.deep.equal([]);
   });
 
+  it("works without a home directory: --help and client commands run, and serve without --data-dir exits 2 saying to give it", async () => {
+    const noHome = { NODE_OPTIONS: `--require ${join(import.meta.dirname, "support", "no-home.cjs")}` };
+    const help = await runCli("", ["--help"], { env: noHome });
+    expect(help.code, help.stderr).to.equal(0);
+    expect(help.stdout).to.include("Usage: modelcache");
+    const serve = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--log-format", "json"], { env: noHome });
+    expect(serve.code).to.equal(2);
+    expect(serve.stdout + serve.stderr).to.include("give --data-dir or MODELCACHE_DATA_DIR");
+    // given --data-dir, the start goes on to the next check
+    const missing = join(dataDir, "no-such-models");
+    const given = await runCli("", ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dataDir, "data"), "--fixture-dir", missing, "--log-format", "json"], { env: noHome });
+    expect(given.stdout + given.stderr).to.include(`--fixture-dir '${missing}' does not exist`).and.not.include("--data-dir is needed");
+    // a client command needs no data dir: it reaches for the server and says it is not there
+    const client = await runCli("127.0.0.1:1", ["models", "list"], { env: noHome });
+    expect(client.stderr).to.not.include("ERR_SYSTEM_ERROR");
+    expect(client.stderr).to.match(/127\.0\.0\.1:1/);
+  });
+
   it("takes sizes and durations in every byte-size and duration flag, plain numbers too, and says when a lease was capped", async () => {
     const { spawnServer } = await import("./support/child-server.js");
     const big = await makeSourceDir({ "weights.bin": Buffer.alloc(5000, 7) });

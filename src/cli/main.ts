@@ -3,7 +3,6 @@
 // are clients of a running one. Every flag --foo-bar can also be given as the
 // environment variable MODELCACHE_FOO_BAR (the flag wins).
 import { Command, Option } from "commander";
-import envPaths from "env-paths";
 import { quote } from "../errors.js";
 import { DEFAULT_PULL_LIMITS } from "../pull/pull-limits.js";
 import { ROLES, type Role } from "../auth/access-tokens.js";
@@ -13,7 +12,23 @@ import { helpMarkingRequired, hostAndPort, pointUsageErrorsToHelp, wholeNumber }
 import { duration, size } from "./parse-units.js";
 import { holdYoungGenerationWhileStarting } from "../server/young-generation.js";
 
-const DEFAULT_DATA_DIR = envPaths("modelcache", { suffix: "" }).data;
+/**
+ * The platform's data dir (~/.local/share/modelcache on Linux), or none for a
+ * user without a home directory (HOME unset and no passwd entry, as a
+ * container run with an arbitrary uid may be): then serve asks for --data-dir.
+ */
+const DEFAULT_DATA_DIR = await platformDataDir();
+
+async function platformDataDir(): Promise<string | undefined> {
+  try {
+    // env-paths asks the system for the home directory as it loads
+    return (await import("env-paths")).default("modelcache", { suffix: "" }).data;
+  } catch (err) {
+    // os.homedir() found none: the one failure that leaves no default rather than stopping every command
+    if ((err as { code?: unknown }).code === "ERR_SYSTEM_ERROR") return undefined;
+    throw err;
+  }
+}
 
 function flag(flags: string, description: string, defaultValue?: string): Option {
   const long = flags.split(" ")[0]!.replace(/^--/, "");

@@ -14,7 +14,8 @@ import { parseDuration, parseSize } from "./parse-units.js";
 
 export interface ServeOptions {
   listen: string;
-  dataDir: string;
+  /** absent when the user has no home directory to put the default under */
+  dataDir?: string;
   cacheDir?: string;
   fixtureDir?: string;
   fixtureRoot?: string[];
@@ -82,6 +83,10 @@ export async function serve(options: ServeOptions): Promise<void> {
       logger.fatal({ error: (err as Error).message }, "modelcache could not start: the models file is invalid");
       process.exit(2);
     }
+  }
+  if (options.dataDir === undefined) {
+    logger.fatal({ error: "no home directory to put the default data dir under (HOME is unset and the user has no passwd entry): give --data-dir or MODELCACHE_DATA_DIR" }, "modelcache could not start: --data-dir is needed");
+    process.exit(2);
   }
   if (options.fixtureDir !== undefined && !(await isDirectory(options.fixtureDir))) {
     // a mistyped default source would otherwise surface only at the first pull that falls back to it
