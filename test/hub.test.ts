@@ -1,8 +1,10 @@
+import { watch } from "node:fs";
 import { open, readFile, readdir, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
+import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -236,6 +238,42 @@ describe("pulling from a hub", () => {
     expect((await call(t.client, "describeCache", {})).storedBytes).to.equal(storedBefore);
     const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
     expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("after SIGKILL just as a forced pull put its download in the stored copy's place, the restart keeps the install whole, and pulls and forced pulls go on", async function () {
+    this.timeout(30_000);
+    await pullOk(t.client, { name: "minilm" });
+    const before = await installed("onnx/model.onnx");
+    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    await t.server.close();
+    const child = await spawnServer({ dataDir: t.dataDir, args: ["--hub-url", hub.url] });
+    // another file of the pull is held: the install cannot be promoted before the kill
+    let release!: () => void;
+    hub.faults.hold.set("pytorch_model.bin", new Promise<void>((resolve) => (release = resolve)));
+    try {
+      const replaced = new Promise<void>((resolve) => {
+        const store = watch(join(t.cacheRoot, ".blobs", "sha256"), (_event, entry) => {
+          if (entry !== listed.sha256) return;
+          store.close();
+          resolve();
+        });
+      });
+      const pulling = pull(child.client, { name: "minilm", force: true });
+      await replaced;
+      await child.kill();
+      expect((await pulling).error, "the pull was cut by the kill").to.not.equal(undefined);
+    } finally {
+      release();
+      await child.kill();
+    }
+    await t.restart();
+    expect(await installed("onnx/model.onnx")).to.deep.equal(before);
+    expect(await readFile(join(t.cacheRoot, ".blobs", "sha256", listed.sha256))).to.deep.equal(big);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    await pullOk(t.client, { name: "minilm" });
+    await pullOk(t.client, { name: "minilm", force: true });
+    expect(await installed("onnx/model.onnx")).to.deep.equal(big);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
   it("hashes a stored copy another install shares again while a forced pull downloads the file, not after it", async function () {
