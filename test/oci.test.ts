@@ -38,11 +38,15 @@ function modelPackManifest(config: { digest: string; size: number }, layers: obj
 /**
  * The hooks of a suite that needs the registry: skipped without it; before
  * each test a fresh registry (behind a fault proxy the test controls, with
- * `faultProxy`) and a server that reaches it over plain HTTP; all closed after.
- * `available: false` skips it too (something else it needs is missing).
+ * `faultProxy`, or behind a front that issues Bearer tokens for `login`,
+ * with `tokens`) and a server that reaches it over plain HTTP (through a
+ * forward proxy, with `forwardProxy`); all closed after. `available: false`
+ * skips it too (something else it needs is missing).
  */
-function registrySuite(options: { available?: boolean; faultProxy?: boolean; registry?: Parameters<typeof OciRegistry.start>[0]; server?: Partial<ServerOptions> } = {}) {
-  const suite = {} as { registry: OciRegistry; proxy: OciFaultProxy; t: TestServer };
+function registrySuite(
+  options: { available?: boolean; faultProxy?: boolean; tokens?: boolean; forwardProxy?: boolean; registry?: Parameters<typeof OciRegistry.start>[0]; server?: Partial<ServerOptions> } = {},
+) {
+  const suite = {} as { registry: OciRegistry; proxy: OciFaultProxy; front: Awaited<ReturnType<typeof tokenRegistry>>; forward: ForwardProxy; t: TestServer };
   const available = registryAvailable && options.available !== false;
   before(function () {
     if (!available) this.skip();
@@ -51,12 +55,16 @@ function registrySuite(options: { available?: boolean; faultProxy?: boolean; reg
     if (!available) return;
     suite.registry = await OciRegistry.start(options.registry);
     if (options.faultProxy) suite.proxy = await OciFaultProxy.start(suite.registry.address);
-    const address = options.faultProxy ? suite.proxy.address : suite.registry.address;
-    suite.t = await startTestServer({ offline: false, ociPlainHttp: [address], progressIntervalMs: 0, ...options.server });
+    if (options.tokens) suite.front = await tokenRegistry(suite.registry, login);
+    if (options.forwardProxy) suite.forward = await ForwardProxy.start();
+    const address = options.faultProxy ? suite.proxy.address : options.tokens ? suite.front.address : suite.registry.address;
+    suite.t = await startTestServer({ offline: false, ociPlainHttp: [address], progressIntervalMs: 0, ...(options.forwardProxy && { proxy: suite.forward.url }), ...options.server });
   });
   afterEach(async () => {
     await suite.t?.close();
+    await suite.forward?.close();
     await suite.proxy?.close();
+    await suite.front?.close();
     await suite.registry?.close();
   });
   return suite;
@@ -252,20 +260,8 @@ describe(`pulling from an OCI registry that issues Bearer tokens${suffix}`, func
   let registry: OciRegistry;
   let front: Awaited<ReturnType<typeof tokenRegistry>>;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    front = await tokenRegistry(registry, login);
-    t = await startTestServer({ offline: false, ociPlainHttp: [front.address], progressIntervalMs: 0 });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await front?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({ tokens: true });
+  beforeEach(() => ({ registry, front, t } = suite));
 
   it("answers the Bearer challenge with a token fetched with the alias's login, sends no Authorization to the blob host a blob redirects to, and shows no secret", async () => {
     const logs = captureLogs("trace");
@@ -291,22 +287,8 @@ describe(`pulling from an OCI registry through --proxy${suffix}`, function () {
   let front: Awaited<ReturnType<typeof tokenRegistry>>;
   let proxy: ForwardProxy;
   let t: TestServer;
-  before(function () {
-    if (!registryAvailable) this.skip();
-  });
-  beforeEach(async () => {
-    if (!registryAvailable) return;
-    registry = await OciRegistry.start();
-    front = await tokenRegistry(registry, login);
-    proxy = await ForwardProxy.start();
-    t = await startTestServer({ offline: false, ociPlainHttp: [front.address], progressIntervalMs: 0, proxy: proxy.url });
-  });
-  afterEach(async () => {
-    await t?.close();
-    await proxy?.close();
-    await front?.close();
-    await registry?.close();
-  });
+  const suite = registrySuite({ tokens: true, forwardProxy: true });
+  beforeEach(() => ({ registry, front, forward: proxy, t } = suite));
 
   it("sends the token, manifest and blob requests through the proxy, and no Authorization to the blob host a blob redirects to", async () => {
     const digest = await registry.pushModelPack(REPO, "v1", FILES);
