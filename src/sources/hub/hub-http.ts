@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Dispatcher, Agent, request } from "undici";
 import { ModelCacheError, quote } from "../../errors.js";
+import { readWholeBody } from "../read-whole-body.js";
 
 export interface HubHttpOptions {
   baseUrl: string;
@@ -49,7 +50,7 @@ export class HubHttp {
   async json(url: string, what: string, signal: AbortSignal): Promise<{ body: unknown; headers: HubResponse["headers"] }> {
     const response = await this.get(url, what, signal);
     try {
-      return { body: JSON.parse(await readText(response.body)), headers: response.headers };
+      return { body: JSON.parse((await readWholeBody(response.body, MAX_JSON_BYTES, () => new Error(`it is larger than ${MAX_JSON_BYTES} bytes`))).toString("utf8")), headers: response.headers };
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       throw new ModelCacheError("unavailable", `the hub sent ${what} that is not valid JSON (${(err as Error).message})`);
@@ -143,16 +144,3 @@ function parseRetryAfter(value: string | string[] | undefined): number | undefin
 /** The most a JSON answer of the hub may hold: a page of a listing is far smaller. */
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
 
-async function readText(body: HubResponse["body"]): Promise<string> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of body) {
-    length += (chunk as Buffer).length;
-    if (length > MAX_JSON_BYTES) {
-      body.destroy();
-      throw new Error(`it is larger than ${MAX_JSON_BYTES} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}

@@ -10,6 +10,7 @@ import { type Dispatcher, Agent, request } from "undici";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { RangeReader } from "../hub/download-file.js";
 import type { Readable } from "node:stream";
+import { readWholeBody } from "../read-whole-body.js";
 
 export interface OciHttpOptions {
   baseUrl: string;
@@ -27,6 +28,12 @@ interface OciResponse {
 const MAX_REDIRECTS = 5;
 const ATTEMPTS = 5;
 const MAX_DOCUMENT_BYTES = 4 * 1024 * 1024;
+
+/** A manifest, an index or a token, read whole up to MAX_DOCUMENT_BYTES. */
+function readDocument(body: Readable, what: string): Promise<Buffer> {
+  return readWholeBody(body, MAX_DOCUMENT_BYTES, () => new ModelCacheError("failed_precondition", `${what} is larger than ${MAX_DOCUMENT_BYTES} bytes`));
+}
+
 const agent: Dispatcher = new Agent({ connections: 16, keepAliveTimeout: 10_000 });
 
 export class OciHttp implements RangeReader {
@@ -86,7 +93,7 @@ export class OciHttp implements RangeReader {
       const value = response.headers[name];
       return Array.isArray(value) ? value[0] : value;
     };
-    const bytes = method === "HEAD" ? Buffer.alloc(0) : await readBytes(response.body, what);
+    const bytes = method === "HEAD" ? Buffer.alloc(0) : await readDocument(response.body, what);
     if (method === "HEAD") await response.body.dump().catch(() => undefined);
     return { bytes, mediaType: (header("content-type") ?? "").split(";")[0]!.trim(), digest: header("docker-content-digest") };
   }
@@ -137,7 +144,7 @@ export class OciHttp implements RangeReader {
       await response.body.dump().catch(() => undefined);
       throw this.refusal(response.statusCode === 403 ? 403 : 401, what);
     }
-    const body = JSON.parse((await readBytes(response.body, "the token")).toString("utf8")) as { token?: unknown; access_token?: unknown };
+    const body = JSON.parse((await readDocument(response.body, "the token")).toString("utf8")) as { token?: unknown; access_token?: unknown };
     const token = typeof body.token === "string" ? body.token : typeof body.access_token === "string" ? body.access_token : undefined;
     if (!token) throw new ModelCacheError("unavailable", `the token service of ${this.origin} answered without a token for ${what}`);
     this.authorization = `Bearer ${token}`;
@@ -171,16 +178,3 @@ function parseLogin(credential: { alias: string; secret: string }): { username: 
   throw new ModelCacheError("failed_precondition", `the secret of credential alias ${quote(credential.alias)} is not a registry login: store {"username": "...", "password": "..."} under it with PutSecret`);
 }
 
-async function readBytes(body: Readable, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of body) {
-    length += (chunk as Buffer).length;
-    if (length > MAX_DOCUMENT_BYTES) {
-      body.destroy();
-      throw new ModelCacheError("failed_precondition", `${what} is larger than ${MAX_DOCUMENT_BYTES} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
