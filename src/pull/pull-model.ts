@@ -10,6 +10,7 @@ import { checkName } from "../registry/names.js";
 import { readSecret } from "../registry/secrets.js";
 import type { Runtime } from "../runtime.js";
 import { inspectInstall } from "../cache/inspect-install.js";
+import type { RemoteSourceOptions } from "../sources/artifact-source.js";
 import { filterFiles } from "../sources/file-filters.js";
 import { openDirectorySource } from "../sources/local-directory.js";
 import type { PullEvent } from "./pull-event.js";
@@ -48,8 +49,8 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
       yield* pullOffline(runtime, model, signal);
       return;
     }
-    // what a hub and an object store source both take: where partials go, the rate cap, the way out
-    const remote = async () => ({
+    // what every network source takes: where partials go, the rate cap, the way out
+    const remote = async (): Promise<RemoteSourceOptions> => ({
       layout: runtime.layout,
       name: model.name,
       bandwidth: runtime.hub.bandwidth,

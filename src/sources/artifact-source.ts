@@ -1,5 +1,21 @@
 // What a pull installs from: a listing of files with their sizes, and either
 // the files' places on this machine or a way to fetch each one into place.
+import type { Dispatcher } from "undici";
+import type { CacheLayout } from "../cache/layout.js";
+import type { Bandwidth } from "./hub/bandwidth.js";
+
+/** What every network source (hub, S3, OCI) is opened with: where its partial downloads go, the rate cap, the way out. */
+export interface RemoteSourceOptions {
+  layout: CacheLayout;
+  /** the model pulled: its partial downloads live under its name */
+  name: string;
+  bandwidth?: Bandwidth;
+  /** files at least this large are fetched as byte ranges, in parallel while connections are idle */
+  parallelRangeMinBytes: number;
+  /** how requests leave the machine (proxies) */
+  dispatcher?: Dispatcher;
+  signal: AbortSignal;
+}
 
 export interface SourceFile {
   /** relative, '/'-separated */

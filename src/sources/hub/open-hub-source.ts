@@ -4,12 +4,10 @@
 // file is downloaded from the pinned commit's resolve endpoint into a
 // resumable partial file and verified; the content store then takes it.
 import { rm } from "node:fs/promises";
-import type { Dispatcher } from "undici";
 import { join } from "node:path";
-import { type CacheLayout, MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
+import { MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
-import type { FetchingSource, SourceFile } from "../artifact-source.js";
-import type { Bandwidth } from "./bandwidth.js";
+import type { FetchingSource, RemoteSourceOptions, SourceFile } from "../artifact-source.js";
 import { downloadFile } from "./download-file.js";
 import { Connections } from "./connections.js";
 import { downloadInSegments } from "./download-segments.js";
@@ -18,20 +16,12 @@ import { HubHttp } from "./hub-http.js";
 /** A listed file: LFS files carry the hub's sha256 of the content, the others their git blob id. */
 export type HubFile = SourceFile;
 
-export interface HubSourceOptions {
+export interface HubSourceOptions extends RemoteSourceOptions {
   hubUrl: string;
   repo: string;
   revision: string;
   token?: string;
   alias?: string;
-  layout: CacheLayout;
-  name: string;
-  bandwidth?: Bandwidth;
-  /** how requests leave the machine (proxies) */
-  dispatcher?: Dispatcher;
-  signal: AbortSignal;
-  /** LFS files at least this large are fetched as byte ranges, in parallel while connections are idle */
-  parallelRangeMinBytes: number;
 }
 
 /** The commit a revision names on the hub now: one request, nothing listed or downloaded. */

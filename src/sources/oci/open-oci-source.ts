@@ -10,12 +10,10 @@
 import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Dispatcher } from "undici";
-import { type CacheLayout, MANIFEST_FILE, UNPACKED_DIR, checkArtifactPath } from "../../cache/layout.js";
+import { MANIFEST_FILE, UNPACKED_DIR, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
-import type { FetchingSource, SourceFile, TransferObserver } from "../artifact-source.js";
+import type { FetchingSource, RemoteSourceOptions, SourceFile, TransferObserver } from "../artifact-source.js";
 import { passesFilters } from "../file-filters.js";
-import type { Bandwidth } from "../hub/bandwidth.js";
 import { Connections } from "../hub/connections.js";
 import { downloadFile } from "../hub/download-file.js";
 import { downloadInSegments } from "../hub/download-segments.js";
@@ -23,18 +21,12 @@ import { OciHttp } from "./oci-http.js";
 import { type ArchiveLayer, type OciFile, fetchArchiveLayers } from "./fetch-archive-layers.js";
 import { OCI_DIGEST, parseOciReference, registryBaseUrl } from "./oci-reference.js";
 
-export interface OciSourceOptions {
+export interface OciSourceOptions extends RemoteSourceOptions {
   source: string;
   revision: string;
   credential?: { alias: string; secret: string };
   /** registries (host:port) reached over plain HTTP */
   plainHttp: readonly string[];
-  layout: CacheLayout;
-  name: string;
-  bandwidth?: Bandwidth;
-  parallelRangeMinBytes: number;
-  dispatcher?: Dispatcher;
-  signal: AbortSignal;
   /** the model's filters: applied here to the entries of archive layers (a listing of raw layers only is filtered by the pull) */
   include?: string[];
   exclude?: string[];

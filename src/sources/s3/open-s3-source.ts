@@ -10,10 +10,7 @@
 import { createHash } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Dispatcher } from "undici";
-import type { CacheLayout } from "../../cache/layout.js";
-import type { FetchingSource } from "../artifact-source.js";
-import type { Bandwidth } from "../hub/bandwidth.js";
+import type { FetchingSource, RemoteSourceOptions } from "../artifact-source.js";
 import { Connections } from "../hub/connections.js";
 import { downloadFile } from "../hub/download-file.js";
 import { downloadInSegments } from "../hub/download-segments.js";
@@ -29,19 +26,12 @@ export interface S3Settings {
   region: string;
 }
 
-export interface S3SourceOptions {
+export interface S3SourceOptions extends RemoteSourceOptions {
   source: string;
   include: string[];
   exclude: string[];
   credential?: { alias: string; secret: string };
   settings: S3Settings;
-  layout: CacheLayout;
-  name: string;
-  bandwidth?: Bandwidth;
-  parallelRangeMinBytes: number;
-  /** how requests leave the machine (proxies) */
-  dispatcher?: Dispatcher;
-  signal: AbortSignal;
 }
 
 /** Connections a pull uses at once, as for a hub. */
