@@ -11,13 +11,12 @@ import { captureLogs } from "./support/log-capture.js";
 import { type ChildServer, spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
 import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
-import { makeSourceDir, sha256, snapshot } from "./support/source-dir.js";
+import { makeSourceDir, patternedBytes, sha256, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const BIG = 6 * 1024 * 1024;
-const big = Buffer.alloc(BIG);
-for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+const big = patternedBytes(BIG);
 
 describe("a full disk", function () {
   this.timeout(120_000);

@@ -9,12 +9,12 @@ import { downloadInSegments } from "../src/sources/hub/download-segments.js";
 import { HubHttp } from "../src/sources/hub/hub-http.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FIXTURE_DIR } from "./support/test-server.js";
+import { patternedBytes } from "./support/source-dir.js";
 
 const REPO = "acme/durable";
 // past the 64 MiB after which a background sync starts
 const SIZE = 72 * 1024 * 1024;
-const content = Buffer.alloc(SIZE);
-for (let i = 0; i < SIZE; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
+const content = patternedBytes(SIZE);
 
 /** A disk whose background data syncs fail with EIO from the `failFrom`th on; every other sync is real. */
 function failingDataSync(failFrom = 1): FileSync & { calls: number } {

@@ -11,14 +11,13 @@ import { AccessTokens } from "../src/auth/access-tokens.js";
 import { startServer } from "../src/server/start-server.js";
 import { makeCertificates } from "./support/certificates.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { sha256 } from "./support/source-dir.js";
+import { patternedBytes, sha256 } from "./support/source-dir.js";
 import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const BIG = 8 * 1024 * 1024;
-const big = Buffer.alloc(BIG);
-for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+const big = patternedBytes(BIG);
 
 /** A hub, and a server with the hub endpoint on whose model "minilm" (REPO at main) is installed from it. */
 async function scene(options: { revision?: string; tokens?: AccessTokens; pullPolicy?: PullPolicy; pulled?: boolean } = {}): Promise<{ hub: FakeHub; t: TestServer; base: string; close(): Promise<void> }> {

@@ -6,13 +6,12 @@ import { expect } from "chai";
 import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { sha256 } from "./support/source-dir.js";
+import { patternedBytes, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const REPO = "acme/tiny-minilm";
 const BIG = 8 * 1024 * 1024;
-const big = Buffer.alloc(BIG);
-for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+const big = patternedBytes(BIG);
 
 describe("pulling from a hub", () => {
   let hub: FakeHub;

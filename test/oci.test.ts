@@ -16,7 +16,7 @@ import { ForwardProxy } from "./support/forward-proxy.js";
 import { captureLogs } from "./support/log-capture.js";
 import { OciFaultProxy, holdPoint } from "./support/oci-fault-proxy.js";
 import { OciRegistry, htpasswdLine, registryAvailable, sha256 } from "./support/oci-registry.js";
-import { makeSourceDir } from "./support/source-dir.js";
+import { makeSourceDir, patternedBytes } from "./support/source-dir.js";
 import type { ServerOptions } from "../src/server/start-server.js";
 import { FIXTURE_DIR, type TestServer, call, callError, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -445,8 +445,7 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
   let registry: OciRegistry;
   let proxy: OciFaultProxy;
   let t: TestServer;
-  const big = Buffer.alloc(3 * 1024 * 1024);
-  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const big = patternedBytes(3 * 1024 * 1024);
   const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 64 * 1024 * 1024 } });
   beforeEach(() => ({ registry, proxy, t } = suite));
 
@@ -686,8 +685,7 @@ describe(`OCI blob downloads through a faulty connection${suffix}`, function () 
   let t: TestServer;
   let proxy: ReturnType<typeof createServer>;
   const gets: { range?: string; sent: number }[] = [];
-  const big = Buffer.alloc(3 * 1024 * 1024);
-  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const big = patternedBytes(3 * 1024 * 1024);
   before(function () {
     if (!registryAvailable) this.skip();
   });
@@ -743,8 +741,7 @@ describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
   beforeEach(() => ({ registry, proxy, t } = suite));
 
   it("fetches a blob past --parallel-range-min-bytes as several Range requests at once, tiling it, and installs it byte-identical", async () => {
-    const big = Buffer.alloc(4 * 1024 * 1024);
-    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const big = patternedBytes(4 * 1024 * 1024);
     await registry.pushModelPack(REPO, "v1", { "model.onnx": big, "config.json": "{}" });
     const digest = `sha256:${sha256(big)}`;
     // every range of the big blob waits until a second one is in flight: only a parallel download gets past this
@@ -813,8 +810,7 @@ describe(`an OCI pull killed mid-download${suffix}`, function () {
   it("after SIGKILL while an archive layer is downloading, the restarted server (--oci-plain-http) pulls it again and installs the files whole", async () => {
     const registry = await OciRegistry.start();
     const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
-    const big = Buffer.alloc(3 * 1024 * 1024);
-    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const big = patternedBytes(3 * 1024 * 1024);
     const archive = await tarOf({ "model/weights.bin": big, "model/config.json": "{}" });
     const ranges: (string | undefined)[] = [];
     let hold: (() => void) | undefined;
@@ -883,8 +879,7 @@ describe(`an OCI pull killed between archive layers${suffix}`, function () {
     const registry = await OciRegistry.start();
     const proxy = await OciFaultProxy.start(registry.address);
     const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
-    const big = Buffer.alloc(2 * 1024 * 1024);
-    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const big = patternedBytes(2 * 1024 * 1024);
     const first = await tarOf({ "a/config.json": "{}", "a/vocab.txt": "a b c" });
     const second = await tarOf({ "b/weights.bin": big });
     const point = holdPoint(1024 * 1024);
@@ -947,8 +942,7 @@ describe(`an OCI pull killed once its archive is unpacked, before the install is
     const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
     const cacheRoot = join(dataDir, "ai_models_cache");
     const partial = join(cacheRoot, ".blobs", "partial", "minilm");
-    const big = Buffer.alloc(2 * 1024 * 1024);
-    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const big = patternedBytes(2 * 1024 * 1024);
     const archive = await tarOf({ "model/config.json": "{}", "model/weights.bin": big });
     // four raw layers, first in path order, each held after a byte: every one of the install's four workers waits on one, so every entry waits in the unpacked dir
     const raws = ["0.txt", "1.txt", "2.txt", "3.txt"];

@@ -28,11 +28,11 @@ import { spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
 import { OciRegistry, registryAvailable } from "./support/oci-registry.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, startTestServer } from "./support/test-server.js";
+import { patternedBytes } from "./support/source-dir.js";
 
 const REPO = "acme/tiny-minilm";
 const BIG = 3 * 1024 * 1024;
-const big = Buffer.alloc(BIG);
-for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+const big = patternedBytes(BIG);
 
 /** Servers share this process's event loop with the test: a peer that must answer gets more than the 200 ms a HEAD gets in production. */
 const HEAD_BUDGET_MS = 5_000;

@@ -9,11 +9,11 @@ import { spawnServer } from "./support/child-server.js";
 import { FakeS3, S3_CREDENTIALS, sha256hex } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
 import { type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+import { patternedBytes } from "./support/source-dir.js";
 
 const BUCKET = "models";
 const BIG = 3 * 1024 * 1024;
-const big = Buffer.alloc(BIG);
-for (let i = 0; i < BIG; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+const big = patternedBytes(BIG);
 const OBJECTS: Record<string, string | Buffer> = {
   "minilm/config.json": '{"hidden_size": 384}',
   "minilm/1_Pooling/config.json": '{"pooling_mode_mean_tokens": true}',

@@ -31,3 +31,10 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
   await walk(dir);
   return out;
 }
+
+/** `size` bytes of a fixed pattern no two 4-byte words of which repeat nearby: content that does not compress and shows any shifted or swapped range. */
+export function patternedBytes(size: number): Buffer {
+  const bytes = Buffer.alloc(size);
+  for (let i = 0; i + 4 <= size; i += 4) bytes.writeUInt32LE((i * 2654435761) >>> 0, i);
+  return bytes;
+}
