@@ -193,13 +193,14 @@ export class PullJob implements InstallObserver {
           if (force) await rm(settings.layout.partialDir(model.name), { recursive: true, force: true });
           // an archive (an OCI .tar layer) counts as one file of its blob's size until it is unpacked: its entries are not known before
           const archives = ("fetch" in source && source.archives) || [];
-          const totalBytes = [...source.files, ...archives].reduce((sum, f) => sum + f.sizeBytes, 0);
+          const transfers = [...source.files, ...archives];
+          const totalBytes = transfers.reduce((sum, f) => sum + f.sizeBytes, 0);
           // a directory's files must be read before the store can know them: each file's `reused` tells
           const reusedBytes = "fetch" in source && !force ? await plannedReuse(settings.store, source.files) : 0;
           // room for what the store does not hold yet; a directory's files are taken as the install's they replace when path and size match
           const replaced = current.install ? manifestIn(settings.layout.modelDir(model.name)) : undefined;
-          this.admission = await settings.capacity?.admit(model.name, { files: [...source.files, ...archives], replaced }, signal);
-          this.started = { type: "started", source: source.description, fileCount: source.files.length + archives.length, totalBytes, reusedBytes, evictedModels: this.admission?.evicted ?? [] };
+          this.admission = await settings.capacity?.admit(model.name, { files: transfers, replaced }, signal);
+          this.started = { type: "started", source: source.description, fileCount: transfers.length, totalBytes, reusedBytes, evictedModels: this.admission?.evicted ?? [] };
           this.broadcast(this.started);
           for (const recorder of settings.recorders ?? []) recorder.pullStarted?.(model.name, this.started);
           // fetched and unpacked here, holding the lock, so PruneCache leaves the download alone and its bytes are this pull's events
