@@ -11,8 +11,7 @@ import { rm } from "node:fs/promises";
 import { ModelCacheError } from "../errors.js";
 import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import type { Connections } from "../sources/hub/connections.js";
-import { downloadFile } from "../sources/hub/download-file.js";
-import { downloadInSegments } from "../sources/hub/download-segments.js";
+import { downloadVerified } from "../sources/hub/download-verified.js";
 import { PeerHttp, isContentGone, peerError, reasonOf } from "./peer-http.js";
 import { PEERS_PER_FILE, type Peers } from "./peers.js";
 import { rendezvousOrder } from "./rendezvous-order.js";
@@ -95,12 +94,7 @@ async function download(http: PeerHttp, options: PeerFetchOptions, connections: 
   const { partialPath, sizeBytes, sha256 } = options;
   await discard(partialPath);
   const request = { http, url: http.blobUrl(sha256), origin: `peer ${http.peer}`, path: options.path, partialPath, sizeBytes, sha256, bandwidth: options.bandwidth, signal, onBytes: options.attempt() };
-  let got: string | "unsupported" = "unsupported";
-  if (sizeBytes >= options.parallelRangeMinBytes) got = await downloadInSegments({ ...request, connections });
-  if (got === "unsupported") {
-    await discard(partialPath);
-    got = await downloadFile({ ...request, onBytes: options.attempt() });
-  }
+  const got = await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections, streamOnBytes: options.attempt() });
   return { path: partialPath, sha256: got };
 }
 

@@ -8,9 +8,8 @@ import { join } from "node:path";
 import { MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, RemoteSourceOptions, SourceFile } from "../artifact-source.js";
-import { downloadFile } from "./download-file.js";
 import { Connections } from "./connections.js";
-import { downloadInSegments } from "./download-segments.js";
+import { downloadVerified } from "./download-verified.js";
 import { HubHttp } from "./hub-http.js";
 
 /** A listed file: LFS files carry the hub's sha256 of the content, the others their git blob id. */
@@ -82,17 +81,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
       signal,
       onBytes,
     };
-    let sha256: string | "unsupported" = "unsupported";
-    if (file.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) {
-      sha256 = await downloadInSegments({ ...request, sha256: file.sha256, connections });
-    }
-    if (sha256 === "unsupported") {
-      // no ranges here (a small file, or a hub that ignores Range): one stream, resumable from its length
-      await rm(`${partialPath}.segments.json`, { force: true });
-      if (file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
-      sha256 = await downloadFile(request);
-    }
-    return { path: partialPath, sha256 };
+    return { path: partialPath, sha256: await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 

@@ -15,8 +15,7 @@ import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, RemoteSourceOptions, SourceFile, TransferObserver } from "../artifact-source.js";
 import { passesFilters } from "../file-filters.js";
 import { Connections } from "../hub/connections.js";
-import { downloadFile } from "../hub/download-file.js";
-import { downloadInSegments } from "../hub/download-segments.js";
+import { downloadVerified } from "../hub/download-verified.js";
 import { OciHttp } from "./oci-http.js";
 import { type ArchiveLayer, type OciFile, fetchArchiveLayers } from "./fetch-archive-layers.js";
 import { OCI_DIGEST, parseOciReference, registryBaseUrl } from "./oci-reference.js";
@@ -175,14 +174,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
     // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
     const request = { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
-    let sha256: string | "unsupported" = "unsupported";
-    if (file.sizeBytes >= options.parallelRangeMinBytes) sha256 = await downloadInSegments({ ...request, connections });
-    if (sha256 === "unsupported") {
-      await rm(`${partialPath}.segments.json`, { force: true });
-      if (file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
-      sha256 = await downloadFile(request);
-    }
-    return { path: partialPath, sha256 };
+    return { path: partialPath, sha256: await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 

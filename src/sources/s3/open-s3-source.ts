@@ -12,8 +12,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { FetchingSource, RemoteSourceOptions } from "../artifact-source.js";
 import { Connections } from "../hub/connections.js";
-import { downloadFile } from "../hub/download-file.js";
-import { downloadInSegments } from "../hub/download-segments.js";
+import { downloadVerified } from "../hub/download-verified.js";
 import { type S3File, listObjects } from "./list-objects.js";
 import { s3Credentials } from "./s3-credentials.js";
 import { parseS3Location } from "./s3-location.js";
@@ -78,17 +77,7 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
   async function download(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
     const partialPath = join(partialDir, file.path);
     const request = { http: store, url: file.key, origin, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, signal, onBytes };
-    let sha256: string | "unsupported" = "unsupported";
-    if (file.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) {
-      sha256 = await downloadInSegments({ ...request, sha256: file.sha256, connections });
-    }
-    if (sha256 === "unsupported") {
-      // one stream, resumable from its length
-      await rm(`${partialPath}.segments.json`, { force: true });
-      if (file.sha256 !== undefined && file.sizeBytes >= options.parallelRangeMinBytes) await rm(partialPath, { force: true });
-      sha256 = await downloadFile(request);
-    }
-    return { path: partialPath, sha256 };
+    return { path: partialPath, sha256: await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 
