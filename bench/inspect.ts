@@ -6,6 +6,8 @@ import { credentials, loadPackageDefinition, type ServiceError } from "@grpc/grp
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
 import { FIXTURE_DIR } from "../test/support/test-server.js";
+import { InspectCacheRequest } from "../generated/modelcache/v1/model_cache.js";
+import { bodyFile, checkGrpcCall, grpcBody, h2loadBinary, h2loadTurn } from "./h2load.js";
 import { type Result, pullAll, register, startBenchServer } from "./harness.js";
 
 export interface Load {
@@ -44,14 +46,52 @@ function summary(latencies: number[], durationMs: number, cpu?: { process: numbe
   return { rps: calls / (durationMs / 1000), p50: at(0.5), p99: at(0.99), cpuUs: perCall, clientCpuUs: cpu && calls > 0 ? (cpu.client / calls) * 1e6 : undefined };
 }
 
-/** Runs `calls` for `durationMs`, adding the server's CPU seconds meanwhile to `cpu` when it can be read. */
-async function timedTurn(calls: Call[], durationMs: number, latencies: number[], cpu: { process: number; main: number; client: number }, read?: CpuReader): Promise<void> {
+/**
+ * One turn of load: keeps the server busy for `durationMs`, adding each
+ * call's latency (ms) to `latencies`; resolves with the CPU seconds the load
+ * generator used meanwhile.
+ */
+export type LoadTurn = (durationMs: number, latencies: number[]) => Promise<number>;
+
+/** Load from grpc-js clients in this process: what a Node service calling modelcache sees, the client's CPU included. */
+export function inProcessLoad(calls: Call[]): LoadTurn {
+  return async (durationMs, latencies) => {
+    const before = process.cpuUsage();
+    await run(calls, durationMs, latencies);
+    const used = process.cpuUsage(before);
+    return (used.user + used.system) / 1e6;
+  };
+}
+
+/**
+ * Load from h2load when it is installed (h2load.ts): `clients` connections
+ * sending `message` to `path`, proven to answer grpc-status 0 first. Else
+ * (or with `inProcess`) the grpc-js calls `fallback` makes, with a warning
+ * that the figures then include the load generator's CPU.
+ */
+export async function loadFor(options: { address: string; path: string; message: Uint8Array; clients: number; workDir: string; inProcess: boolean; fallback: () => Call[] }): Promise<LoadTurn> {
+  const binary = options.inProcess ? undefined : h2loadBinary();
+  if (!binary) {
+    if (!options.inProcess) console.warn("h2load not found (Debian: nghttp2-client; or set H2LOAD): load from grpc-js clients in this process, whose CPU per call is about the server's, so the ratios lean toward 1");
+    return inProcessLoad(options.fallback());
+  }
+  const body = grpcBody(options.message);
+  await checkGrpcCall(options.address, options.path, body);
+  const file = await bodyFile(options.workDir, options.path.replace(/[^A-Za-z]/g, "-"), body);
+  let turn = 0;
+  return async (durationMs, latencies) => {
+    turn += 1;
+    const result = await h2loadTurn(binary, { address: options.address, path: options.path, bodyFile: file, clients: options.clients, durationMs, logFile: `${file}.${turn}.log` });
+    for (const latency of result.latencies) latencies.push(latency);
+    return result.cpuSeconds;
+  };
+}
+
+/** Runs one turn, adding the server's CPU seconds meanwhile to `cpu` when it can be read. */
+async function timedTurn(load: LoadTurn, durationMs: number, latencies: number[], cpu: { process: number; main: number; client: number }, read?: CpuReader): Promise<void> {
   const before = await read?.();
-  const client = process.cpuUsage();
-  await run(calls, durationMs, latencies);
-  const used = process.cpuUsage(client);
+  cpu.client += await load(durationMs, latencies);
   const after = await read?.();
-  cpu.client += (used.user + used.system) / 1e6;
   if (before && after) {
     cpu.process += after.process - before.process;
     cpu.main += after.main - before.main;
@@ -62,7 +102,7 @@ async function timedTurn(calls: Call[], durationMs: number, latencies: number[],
  * Both handlers in turns of a fraction of a second each, so that whatever
  * else the machine does in the meantime falls on both alike.
  */
-export async function loadInTurns(first: Call[], second: Call[], durationMs: number, turns = 10, cpu?: CpuReader): Promise<[Load, Load]> {
+export async function loadInTurns(first: LoadTurn, second: LoadTurn, durationMs: number, turns = 10, cpu?: CpuReader): Promise<[Load, Load]> {
   const a: number[] = [];
   const b: number[] = [];
   const cpuA = { process: 0, main: 0, client: 0 };
@@ -79,9 +119,21 @@ export function cpuCell(load: Load): string {
   return load.cpuUs ? `${load.cpuUs.process.toFixed(0)} / ${load.cpuUs.main.toFixed(0)}` : "";
 }
 
-export async function benchInspect(options: { workDir: string; seconds: number; levels: number[] }): Promise<Result> {
-  const server = await startBenchServer(options.workDir);
+/** Health/Check with service "": an empty message. */
+export const HEALTH_CHECK = { path: "/grpc.health.v1.Health/Check", message: new Uint8Array(0) };
+
+/** The baseline's grpc-js calls: Health/Check from `clients` clients of their own; `opened` collects them to close. */
+export function healthCalls(address: string, clients: number, opened: { close(): void }[]): Call[] {
   const Health = (loadPackageDefinition(loadSync(healthProtoPath)) as any).grpc.health.v1.Health;
+  return Array.from({ length: clients }, () => {
+    const c = new Health(address, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
+    opened.push(c);
+    return () => new Promise((resolve, reject) => c.check({ service: "" }, (err: ServiceError | null) => (err ? reject(err) : resolve(undefined))));
+  });
+}
+
+export async function benchInspect(options: { workDir: string; seconds: number; levels: number[]; inProcess: boolean }): Promise<Result> {
+  const server = await startBenchServer(options.workDir);
   const healthClients: { close(): void }[] = [];
   try {
     const client = server.client();
@@ -90,23 +142,26 @@ export async function benchInspect(options: { workDir: string; seconds: number; 
     const rows: Record<string, string | number>[] = [];
     const figures: Record<number, { inspect: Load; noop: Load }> = {};
     for (const level of options.levels) {
-      const inspectCalls: Call[] = Array.from({ length: level }, () => {
-        const c = server.client();
-        return () => new Promise((resolve, reject) => c.inspectCache({ name: "bench", deep: false }, (err) => (err ? reject(err) : resolve(undefined))));
+      const common = { address: server.address, clients: level, workDir: options.workDir, inProcess: options.inProcess };
+      const inspectCalls = await loadFor({
+        ...common,
+        path: "/modelcache.v1.ModelCacheService/InspectCache",
+        message: InspectCacheRequest.encode({ name: "bench", deep: false }).finish(),
+        fallback: () =>
+          Array.from({ length: level }, () => {
+            const c = server.client();
+            return () => new Promise((resolve, reject) => c.inspectCache({ name: "bench", deep: false }, (err) => (err ? reject(err) : resolve(undefined))));
+          }),
       });
-      const noopCalls: Call[] = Array.from({ length: level }, () => {
-        const c = new Health(server.address, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
-        healthClients.push(c);
-        return () => new Promise((resolve, reject) => c.check({ service: "" }, (err: ServiceError | null) => (err ? reject(err) : resolve(undefined))));
-      });
+      const noopCalls = await loadFor({ ...common, ...HEALTH_CHECK, fallback: () => healthCalls(server.address, level, healthClients) });
       // warm both paths before measuring
-      await run(inspectCalls, 300, []);
-      await run(noopCalls, 300, []);
+      await inspectCalls(300, []);
+      await noopCalls(300, []);
       const [noop, inspect] = await loadInTurns(noopCalls, inspectCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
       figures[level] = { inspect, noop };
       rows.push(
-        { clients: level, handler: "InspectCache", rps: inspect.rps.toFixed(0), "p50 ms": inspect.p50.toFixed(2), "p99 ms": inspect.p99.toFixed(2), "server CPU µs/call (all / main)": cpuCell(inspect), "client CPU µs/call": inspect.clientCpuUs?.toFixed(0) ?? "" },
-        { clients: level, handler: "no-op (Health/Check)", rps: noop.rps.toFixed(0), "p50 ms": noop.p50.toFixed(2), "p99 ms": noop.p99.toFixed(2), "server CPU µs/call (all / main)": cpuCell(noop), "client CPU µs/call": noop.clientCpuUs?.toFixed(0) ?? "" },
+        { clients: level, handler: "InspectCache", rps: inspect.rps.toFixed(0), "p50 ms": inspect.p50.toFixed(2), "p99 ms": inspect.p99.toFixed(2), "server CPU µs/call (all / main)": cpuCell(inspect), "load generator CPU µs/call": inspect.clientCpuUs?.toFixed(0) ?? "" },
+        { clients: level, handler: "no-op (Health/Check)", rps: noop.rps.toFixed(0), "p50 ms": noop.p50.toFixed(2), "p99 ms": noop.p99.toFixed(2), "server CPU µs/call (all / main)": cpuCell(noop), "load generator CPU µs/call": noop.clientCpuUs?.toFixed(0) ?? "" },
       );
     }
     const at16 = figures[16] ?? figures[options.levels[Math.floor(options.levels.length / 2)]!]!;

@@ -4,17 +4,14 @@
 // measured in alternating turns; then the background verification's effect
 // on a concurrent pull: the same pull's time on a server re-hashing its store
 // at the default rate, beside a server that does not verify.
-import { credentials, loadPackageDefinition, type ServiceError } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { protoPath as healthProtoPath } from "grpc-health-check";
 import { join } from "node:path";
 import { call } from "../src/cli/client.js";
-import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { PullPolicy, ResolveModelRequest } from "../generated/modelcache/v1/model_cache.js";
 import { FIXTURE_DIR } from "../test/support/test-server.js";
 import { type Result, MiB, makeFixture, median, pullAll, register, seconds, startBenchServer, warm } from "./harness.js";
-import { type Call, type Load, cpuCell, loadInTurns, run } from "./inspect.js";
+import { HEALTH_CHECK, type Load, cpuCell, healthCalls, loadFor, loadInTurns } from "./inspect.js";
 
-export async function benchResolve(options: { workDir: string; seconds: number; clients: number; verifyMiB: number; repeat: number }): Promise<Result> {
+export async function benchResolve(options: { workDir: string; seconds: number; clients: number; verifyMiB: number; repeat: number; inProcess: boolean }): Promise<Result> {
   const throughput = await resolveThroughput(options);
   const verification = await pullUnderVerification(options);
   const rows: Record<string, string>[] = [
@@ -40,30 +37,33 @@ export async function benchResolve(options: { workDir: string; seconds: number; 
   };
 }
 
-async function resolveThroughput(options: { workDir: string; seconds: number; clients: number }): Promise<{ plain: Load; leased: Load; noop: Load }> {
+async function resolveThroughput(options: { workDir: string; seconds: number; clients: number; inProcess: boolean }): Promise<{ plain: Load; leased: Load; noop: Load }> {
   const server = await startBenchServer(options.workDir);
-  const Health = (loadPackageDefinition(loadSync(healthProtoPath)) as any).grpc.health.v1.Health;
   const healthClients: { close(): void }[] = [];
   try {
     const client = server.client();
     await register(client, "bench");
     await pullAll(client, "bench", FIXTURE_DIR);
-    const resolveCalls = (leaseSeconds: number): Call[] =>
-      Array.from({ length: options.clients }, () => {
-        const c = server.client();
-        const request = { name: "bench", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds, credentialAlias: "" };
-        return () => new Promise((resolve, reject) => c.resolveModel(request, (err) => (err ? reject(err) : resolve(undefined))));
+    const common = { address: server.address, clients: options.clients, workDir: options.workDir, inProcess: options.inProcess };
+    const resolveCalls = (leaseSeconds: number) => {
+      const request = { name: "bench", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds, credentialAlias: "" };
+      return loadFor({
+        ...common,
+        path: "/modelcache.v1.ModelCacheService/ResolveModel",
+        message: ResolveModelRequest.encode(request).finish(),
+        fallback: () =>
+          Array.from({ length: options.clients }, () => {
+            const c = server.client();
+            return () => new Promise((resolve, reject) => c.resolveModel(request, (err) => (err ? reject(err) : resolve(undefined))));
+          }),
       });
-    const noopCalls: Call[] = Array.from({ length: options.clients }, () => {
-      const c = new Health(server.address, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
-      healthClients.push(c);
-      return () => new Promise((resolve, reject) => c.check({ service: "" }, (err: ServiceError | null) => (err ? reject(err) : resolve(undefined))));
-    });
-    const plainCalls = resolveCalls(0);
-    const leasedCalls = resolveCalls(60);
-    await run(plainCalls, 300, []);
-    await run(leasedCalls, 300, []);
-    await run(noopCalls, 300, []);
+    };
+    const noopCalls = await loadFor({ ...common, ...HEALTH_CHECK, fallback: () => healthCalls(server.address, options.clients, healthClients) });
+    const plainCalls = await resolveCalls(0);
+    const leasedCalls = await resolveCalls(60);
+    await plainCalls(300, []);
+    await leasedCalls(300, []);
+    await noopCalls(300, []);
     const [noop, plain] = await loadInTurns(noopCalls, plainCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
     const [, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
     return { plain, leased, noop };

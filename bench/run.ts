@@ -41,6 +41,7 @@ const program = new Command("bench")
   .option("--dedupe-mib <n>", "size of the dedupe model (4 shards)", "512")
   .option("--resolve-seconds <n>", "measuring time per ResolveModel variant", "3")
   .option("--resolve-clients <n>", "concurrent ResolveModel clients", "16")
+  .option("--grpc-js-load", "inspect and resolve: load from grpc-js clients in this process instead of h2load (what a Node caller sees, its own CPU included)", false)
   .option("--serve-mib <n>", "size of the file the serve benchmark downloads", "512")
   .option("--serve-repeat <n>", "GETs of the serve benchmark and of its nginx baseline; the medians count", "5")
   .option("--serve-clients <n>", "concurrent downloads while the serve benchmark reads the server's peak RSS", "8")
@@ -80,10 +81,10 @@ try {
   }
   if (names.includes("hubforce")) await report(await benchHubforce({ workDir: dir, totalMiB: Number(options.hubMib), shards: 4, repeat: Number(options.repeat) }));
   if (names.includes("resolve")) {
-    await report(await benchResolve({ workDir: dir, seconds: Number(options.resolveSeconds), clients: Number(options.resolveClients), verifyMiB: Number(options.verifyMib), repeat: Number(options.repeat) }));
+    await report(await benchResolve({ workDir: dir, seconds: Number(options.resolveSeconds), clients: Number(options.resolveClients), verifyMiB: Number(options.verifyMib), repeat: Number(options.repeat), inProcess: Boolean(options.grpcJsLoad) }));
   }
   if (names.includes("inspect")) {
-    await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number) }));
+    await report(await benchInspect({ workDir: dir, seconds: Number(options.inspectSeconds), levels: options.inspectLevels!.split(",").map(Number), inProcess: Boolean(options.grpcJsLoad) }));
   }
   if (names.includes("dedupe")) {
     for (const result of await benchDedupe({ workDir: dir, totalMiB: Number(options.dedupeMib), shards: 4, repeat: Number(options.repeat) })) await report(result);

@@ -1,4 +1,4 @@
-import { appendFile, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { appendFile, link, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -126,6 +126,29 @@ describe("InspectCache and DropCache", () => {
       const gone = await inspect();
       expect(gone).to.include({ reason: UnhealthyReason.UNHEALTHY_REASON_FILE_MISSING, footprintBytes: await footprint() });
       expect(gone.detail).to.include("tokenizer.json");
+    });
+
+    it("sees a change made through another path to the same content, and another link to it, right after an answer it gave without looking", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const first = await inspect();
+      // answered from the install's watch: nothing changed
+      expect(await inspect()).to.deep.equal(first);
+      const tokenizer = first.manifest!.files.find((f) => f.path === "tokenizer.json")!;
+      const stored = join(t.cacheRoot, ".blobs", "sha256", tokenizer.sha256);
+      // another link to a file of the install: dropping it would free less
+      const elsewhere = join(t.cacheRoot, "..", "another-link");
+      await link(join(installDir, "model.safetensors"), elsewhere);
+      const linked = await inspect();
+      const safetensors = Number(first.manifest!.files.find((f) => f.path === "model.safetensors")!.sizeBytes);
+      expect(Number(linked.exclusiveBytes)).to.equal(Number(first.exclusiveBytes) - safetensors);
+      await rm(elsewhere);
+      expect((await inspect()).exclusiveBytes).to.equal(first.exclusiveBytes);
+      // the content store's path to the install's tokenizer.json: the same inode
+      await appendFile(stored, " ");
+      const grown = await inspect();
+      expect(grown).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_SIZE_MISMATCH });
+      expect(grown.detail).to.include("tokenizer.json");
+      expect(Number(grown.footprintBytes)).to.equal(Number(first.footprintBytes) + 1);
     });
 
     it("re-hashes an install of 20 files with deep without a MaxListenersExceededWarning", async () => {

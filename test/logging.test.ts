@@ -7,10 +7,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
-import { PullRequest } from "../generated/modelcache/v1/model_cache.js";
+import { PullPolicy, PullRequest } from "../generated/modelcache/v1/model_cache.js";
 import { type LogCapture, type LogLine, captureLogs } from "./support/log-capture.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
+import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
 const BIN = join(import.meta.dirname, "..", "bin", "modelcache.js");
 const REPO = "acme/private-minilm";
@@ -101,6 +101,23 @@ describe("server logs", () => {
     // its last client gone, the job was cancelled, and says so
     const cancelled = await waitFor(() => lines.find((l) => l.msg === "pull cancelled"));
     expect(cancelled).to.include({ model: "minilm", result: "cancelled", code: "CANCELLED" });
+  });
+  it("audits a ResolveModel that pulled, granted a lease or failed, and not one that only read the install", async () => {
+    await call(t.client, "putSecret", { alias: "hf", value: "hf_very_secret_token" });
+    const resolve = (leaseSeconds: number, name = "minilm") => ({ name, pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds, credentialAlias: "" });
+    const pulled = await call(t.client, "resolveModel", resolve(0));
+    const read = await call(t.client, "resolveModel", resolve(0));
+    const leased = await call(t.client, "resolveModel", resolve(60));
+    await callError(t.client, "resolveModel", resolve(0, "nope"));
+    expect([pulled.pulled, read.pulled, leased.leaseId !== ""]).to.deep.equal([true, false, true]);
+    const audited = logs.audit().filter((l) => l.method === "ResolveModel");
+    expect(audited.map((l) => [l.model, l.result])).to.deep.equal([
+      ["minilm", "OK"],
+      ["minilm", "OK"],
+      ["nope", "NOT_FOUND"],
+    ]);
+    // every call still has its rpc line
+    expect(lines.filter((l) => l.msg === "rpc" && l.method === "ResolveModel")).to.have.length(4);
   });
 });
 

@@ -4,6 +4,7 @@
 // round trips through the libuv thread pool.
 import { type Stats, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { type InstallWatch, watchInstall } from "./install-watch.js";
 import { viewLinksOf } from "./view-links.js";
 
 /** Relative '/'-separated path -> size in bytes, for every regular file below `dir`; undefined when `dir` cannot be listed. */
@@ -60,10 +61,23 @@ export function exclusiveOf(files: Iterable<Stats>): number {
  * it, and each file is still stat'ed for its size. A listing whose directory
  * changed less than RACY_MS before it was read is not remembered, since a
  * second change within the clock's granularity would leave the same times.
+ *
+ * With `watch`, the install is also watched (install-watch.ts): while no
+ * notification came for any of its paths, and `generation` (the layout's
+ * count of installs moved) is the one the watch began under, the stats taken
+ * then are the answer, with no call to the disk. A change made by another
+ * process is seen once the server's event loop has read its notification,
+ * which the kernel queues before the change's system call returns. The
+ * watched answer is one map, the same object until the watch ends.
  */
-export function installFiles(dir: string): Map<string, Stats> | undefined {
+export function installFiles(dir: string, options: { watch?: boolean; generation?: number } = {}): ReadonlyMap<string, Stats> | undefined {
   const known = listings.get(dir);
-  if (known && unchanged(known.dirs)) {
+  if (options.watch) {
+    // the same map each time while the watch holds: callers may key what they derive from it by it
+    if (known?.watched?.watch.intact && known.watched.generation === options.generation) return known.watched.stats;
+    return remember(dir, options.generation);
+  }
+  if (known?.settled && unchanged(known.dirs)) {
     const files = new Map<string, Stats>();
     for (const [path, absolute] of known.files) {
       const stat = lstatSync(absolute, { throwIfNoEntry: false });
@@ -85,33 +99,84 @@ function unchanged(dirs: Map<string, string>): boolean {
 
 const RACY_MS = 1000;
 const MAX_REMEMBERED = 1024;
-/** install dir -> its directories (absolute path -> signature) and its files (relative path -> absolute path) */
-const listings = new Map<string, { dirs: Map<string, string>; files: Map<string, string> }>();
 
-function remember(dir: string): Map<string, Stats> | undefined {
+interface Listing {
+  /** its directories (absolute path -> signature), when every one was settled */
+  dirs: Map<string, string>;
+  settled: boolean;
+  /** relative path -> absolute path */
+  files: Map<string, string>;
+  /** the watch on every directory and file, and the stats it vouches for */
+  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number | undefined };
+}
+/** install dir -> what it held when last listed */
+const listings = new Map<string, Listing>();
+
+function forget(dir: string): void {
+  listings.get(dir)?.watched?.watch.close();
   listings.delete(dir);
+}
+
+/** Lists `dir` again; with a `generation` (a watched listing) also watches what it found. */
+function remember(dir: string, generation?: number): Map<string, Stats> | undefined {
+  forget(dir);
   const walked = walk(dir);
   if (!walked) return undefined;
-  if (walked.settled) {
-    if (listings.size >= MAX_REMEMBERED) listings.delete(listings.keys().next().value!);
-    listings.set(dir, { dirs: walked.dirs, files: new Map([...walked.files.keys()].map((path) => [path, join(dir, path)])) });
-  }
+  const listing: Listing = { dirs: walked.dirs, settled: walked.settled, files: new Map([...walked.files.keys()].map((path) => [path, join(dir, path)])) };
+  if (generation !== undefined) listing.watched = watched(walked, listing.files, generation);
+  if (!listing.settled && !listing.watched) return walked.files;
+  while (listings.size >= MAX_REMEMBERED) forget(listings.keys().next().value!);
+  listings.set(dir, listing);
   return walked.files;
+}
+
+/**
+ * Watches every directory and file walked, then stats each once more: a
+ * change made before the watches began shows as a difference, one made after
+ * as a notification. Undefined when the watch could not begin or something differs.
+ */
+function watched(walked: Walked, files: Map<string, string>, generation: number): Listing["watched"] {
+  // a symbolic link among the directories: its target could change unseen
+  if ([...walked.allDirs.values()].includes(undefined)) return undefined;
+  const watch = watchInstall([...walked.allDirs.keys(), ...files.values()], () => undefined);
+  if (!watch) return undefined;
+  const same = [...walked.allDirs.keys()].every((path) => signatureOf(lstatSync(path, { throwIfNoEntry: false })) === walked.allDirs.get(path)) &&
+    [...files].every(([path, absolute]) => fileSignature(lstatSync(absolute, { throwIfNoEntry: false })) === fileSignature(walked.files.get(path)));
+  if (!same || !watch.intact) {
+    watch.close();
+    return undefined;
+  }
+  return { watch, stats: walked.files, generation };
 }
 
 function signatureOf(stat: Stats | undefined): string | undefined {
   return stat?.isDirectory() ? `${stat.ino}:${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.nlink}` : undefined;
 }
 
+function fileSignature(stat: Stats | undefined): string | undefined {
+  return stat?.isFile() ? `${stat.ino}:${stat.mtimeMs}:${stat.ctimeMs}:${stat.size}:${stat.nlink}:${stat.mode}` : undefined;
+}
+
+interface Walked {
+  files: Map<string, Stats>;
+  /** the signature of each directory last changed long enough ago to trust it */
+  dirs: Map<string, string>;
+  /** every directory listed, with its signature */
+  allDirs: Map<string, string | undefined>;
+  settled: boolean;
+}
+
 /** The files below `dir`, each directory's signature (taken before it is read), and whether every directory was last changed long enough ago to trust its signature. */
-function walk(dir: string): { files: Map<string, Stats>; dirs: Map<string, string>; settled: boolean } | undefined {
+function walk(dir: string): Walked | undefined {
   const files = new Map<string, Stats>();
   const dirs = new Map<string, string>();
+  const allDirs = new Map<string, string | undefined>();
   let settled = true;
   const visit = (prefix: string): boolean => {
     const path = prefix === "" ? dir : join(dir, prefix);
     const stat = lstatSync(path, { throwIfNoEntry: false });
     const signature = signatureOf(stat);
+    allDirs.set(path, signature);
     // a symbolic link to a directory is listed (as readdir follows it) but never trusted
     if (signature === undefined || Date.now() - Math.max(stat!.mtimeMs, stat!.ctimeMs) < RACY_MS) settled = false;
     else dirs.set(path, signature);
@@ -129,5 +194,5 @@ function walk(dir: string): { files: Map<string, Stats>; dirs: Map<string, strin
     }
     return true;
   };
-  return visit("") ? { files, dirs, settled } : undefined;
+  return visit("") ? { files, dirs, allDirs, settled } : undefined;
 }

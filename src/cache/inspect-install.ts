@@ -2,7 +2,7 @@
 // installed (manifest parses, every file present with its size, and with
 // `deep` its sha256), or unhealthy with the first problem found. The
 // shallow checks are a few synchronous stat calls; only `deep` reads data.
-import { lstatSync } from "node:fs";
+import { type Stats, lstatSync } from "node:fs";
 import { join } from "node:path";
 import { ModelCacheError, errorCode } from "../errors.js";
 import { exclusiveOf, installFiles } from "./footprint.js";
@@ -29,9 +29,26 @@ export interface InstallReport {
 /** Hashes a file for the deep checks; the worker pool's, or hashFile on this thread. */
 export type FileHasher = (path: string, signal: AbortSignal) => Promise<string>;
 
+/**
+ * Healthy shallow reports by the watched listing they were read from: while
+ * the watch holds (footprint.ts hands out the same map), nothing a shallow
+ * check looks at changed, so the report is the same. Frozen, being shared.
+ */
+const healthyReports = new WeakMap<ReadonlyMap<string, Stats>, InstallReport>();
+
 export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal, hasher: FileHasher = hashFile): Promise<InstallReport> {
   const cacheDir = layout.modelDir(name);
-  const files = installFiles(cacheDir);
+  const files = installFiles(cacheDir, { watch: true, generation: layout.installsMoved });
+  if (!deep && files) {
+    const known = healthyReports.get(files);
+    if (known) return known;
+  }
+  const report = await inspectFiles(cacheDir, name, files, deep, signal, hasher);
+  if (!deep && files && report.status === "installed") healthyReports.set(files, Object.freeze(report));
+  return report;
+}
+
+async function inspectFiles(cacheDir: string, name: string, files: ReadonlyMap<string, Stats> | undefined, deep: boolean, signal: AbortSignal, hasher: FileHasher): Promise<InstallReport> {
   if (!files) {
     const stat = lstatSync(cacheDir, { throwIfNoEntry: false });
     if (!stat) return { status: "missing", cacheDir, footprintBytes: 0 };

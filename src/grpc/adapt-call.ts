@@ -26,21 +26,36 @@ export interface CallContext {
   shutdown: AbortSignal;
 }
 
-export function unary<Req, Res>(
-  context: CallContext,
-  { path }: MethodDefinition,
-  /** `caller`: the token's name, else the client's address, as audit lines name it */
-  handle: (request: Req, signal: AbortSignal, caller: string) => Promise<Res>,
-): handleUnaryCall<Req, Res> {
+/** What a unary handler knows of its call besides the request. */
+export interface UnaryCall {
+  /** aborts when the client cancels or the deadline passes; made when first read (most calls never need one) */
+  readonly signal: AbortSignal;
+  /** the token's name, else the client's address, as audit lines name it */
+  readonly caller: string;
+  /** This call of a method that can change things changed nothing (a ResolveModel that neither pulled nor leased): no audit line. */
+  changedNothing(): void;
+}
+
+export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition, handle: (request: Req, call: UnaryCall) => Promise<Res>): handleUnaryCall<Req, Res> {
   const method = methodOf(path);
   return (call, callback) => {
     const begun = begin(path, method, call);
     context.rpcs?.started(path, "unary");
-    const { signal, ended } = callSignal(call);
-    handle(call.request, signal, begun.caller).then(
+    const cancellation = callSignal(call);
+    const { ended } = cancellation;
+    let audited = true;
+    handle(call.request, {
+      get signal() {
+        return cancellation.signal;
+      },
+      caller: begun.caller,
+      changedNothing() {
+        audited = false;
+      },
+    }).then(
       (response) => {
         ended();
-        logCall(context, begun, call.request, status.OK);
+        logCall(context, begun, call.request, status.OK, undefined, audited);
         context.rpcs?.handled(path, "unary", "OK", (performance.now() - begun.started) / 1000);
         callback(null, response);
       },
@@ -91,15 +106,28 @@ export function serverStream<Req, Res>(
  * Aborts when the client cancels the call or its deadline passes. grpc-js
  * also reports "cancelled" when the stream of a call that has ended closes:
  * after `ended` that is no news, and costs no error (with its stack) per call.
+ * The AbortController is made when the signal is first read (a few
+ * microseconds a call that a lookup answered in less), already aborted when
+ * the call was cancelled before that.
  */
-function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): { signal: AbortSignal; ended(): void } {
-  const controller = new AbortController();
+function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): { readonly signal: AbortSignal; ended(): void } {
+  let controller: AbortController | undefined;
+  let cancelled = false;
   let ended = false;
+  const reason = () => new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed");
   call.once("cancelled", () => {
-    if (!ended) controller.abort(new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed"));
+    if (ended) return;
+    cancelled = true;
+    controller?.abort(reason());
   });
   return {
-    signal: controller.signal,
+    get signal() {
+      if (!controller) {
+        controller = new AbortController();
+        if (cancelled) controller.abort(reason());
+      }
+      return controller.signal;
+    },
     ended() {
       ended = true;
     },
@@ -127,14 +155,14 @@ function begin(path: string, method: string, call: ServerUnaryCall<unknown, unkn
  * anything also gets an audit line naming its caller (token name, client
  * certificate subject, or the peer address when auth is off).
  */
-function logCall(context: CallContext, { path, method, started, caller }: Begun, request: unknown, code: status, details?: string): void {
+function logCall(context: CallContext, { path, method, started, caller }: Begun, request: unknown, code: status, details?: string, audited = true): void {
   const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown }; models?: { name?: unknown }[]; dryRun?: unknown } | null;
   const name = fields?.name || fields?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
   if (context.logger.isLevelEnabled("info")) {
     context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
   }
-  if (MUTATING_METHODS.has(path)) {
+  if (audited && MUTATING_METHODS.has(path)) {
     const alias = typeof fields?.alias === "string" && fields.alias !== "" ? fields.alias.slice(0, 128) : undefined;
     // ApplyModels names every model it was asked to bring in line, and whether it only planned
     const models = Array.isArray(fields?.models) ? fields.models.slice(0, 100).map((m) => String(m?.name ?? "").slice(0, 128)) : undefined;

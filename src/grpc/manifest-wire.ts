@@ -10,6 +10,11 @@ import { manifestToProto, reportToProto } from "./convert.js";
 
 const protos = new WeakMap<ManifestRecord, Manifest>();
 const encodings = new WeakMap<Manifest, Uint8Array>();
+/** the response to each shared (frozen) report: inspect-install.ts hands out the same report while its install is unchanged */
+const inspectResponses = new WeakMap<InstallReport, InspectCacheResponse>();
+/** the responses made for shared reports (frozen), and the encoding of each once it was encoded */
+const sharedResponses = new WeakSet<object>();
+const responseEncodings = new WeakMap<object, Buffer>();
 
 /** The manifest's proto form, built once per parsed manifest. */
 export function manifestProto(record: ManifestRecord): Manifest {
@@ -19,14 +24,21 @@ export function manifestProto(record: ManifestRecord): Manifest {
 }
 
 export function inspectResponse(name: string, report: InstallReport): InspectCacheResponse {
+  const known = inspectResponses.get(report);
+  if (known) return known;
   const response = reportToProto(name, { ...report, manifest: undefined });
   if (report.manifest) response.manifest = manifestProto(report.manifest);
+  if (Object.isFrozen(report)) {
+    inspectResponses.set(report, Object.freeze(response));
+    sharedResponses.add(response);
+  }
   return response;
 }
 
 /**
  * A responseSerialize for a message whose `manifest` is field `field`: the
- * rest is encoded per call, the manifest's bytes once per manifest.
+ * rest is encoded per call, the manifest's bytes once per manifest, and a
+ * shared response (the same report's) once.
  */
 export function serializeWithManifest<T extends { manifest?: Manifest | undefined }>(
   type: { encode(message: T, writer?: BinaryWriter): BinaryWriter },
@@ -34,6 +46,14 @@ export function serializeWithManifest<T extends { manifest?: Manifest | undefine
 ): (response: T) => Buffer {
   const tag = (field << 3) | 2; // length-delimited
   return (response) => {
+    const known = responseEncodings.get(response);
+    if (known) return known;
+    const encoded = encode(response);
+    // a shared response is encoded once
+    if (sharedResponses.has(response)) responseEncodings.set(response, encoded);
+    return encoded;
+  };
+  function encode(response: T): Buffer {
     const writer = type.encode({ ...response, manifest: undefined }, new BinaryWriter());
     if (response.manifest) {
       let bytes = encodings.get(response.manifest);
@@ -42,5 +62,5 @@ export function serializeWithManifest<T extends { manifest?: Manifest | undefine
     }
     const bytes = writer.finish();
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  };
+  }
 }

@@ -31,6 +31,9 @@ export const modelCacheServiceDefinition = {
   resolveModel: { ...Service.resolveModel, responseSerialize: serializeWithManifest(ResolveModelResponse, 3) },
 };
 
+/** The signal of a shallow InspectCache, which has nothing to cancel. */
+const NOT_CANCELLED = new AbortController().signal;
+
 /** A check that refuses an RPC change to a model the models file manages. */
 function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord) => void {
   return (current) => {
@@ -54,17 +57,18 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     listModels: unary(context, Service.listModels, async () => ({
       models: (await listModels(registry)).map(withLeases),
     })),
-    unregisterModel: unary(context, Service.unregisterModel, async (request, signal) => ({
-      removed: await unregisterModel(runtime, request.name, request.dropCache, signal, refuseIfManaged(runtime, "UnregisterModel would remove it, and the file would register it again")),
+    unregisterModel: unary(context, Service.unregisterModel, async (request, call) => ({
+      removed: await unregisterModel(runtime, request.name, request.dropCache, call.signal, refuseIfManaged(runtime, "UnregisterModel would remove it, and the file would register it again")),
     })),
     pull: serverStream(context, Service.pull, async function* (request, signal): AsyncGenerator<PullResponse> {
       for await (const event of pullModel(runtime, request, signal)) yield pullEventToProto(request.name, event);
     }),
-    inspectCache: unary(context, Service.inspectCache, async (request, signal) =>
-      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, signal)),
+    inspectCache: unary(context, Service.inspectCache, async (request, call) =>
+      // a shallow inspection waits on nothing a cancel could stop (a lookup, or a few stat calls)
+      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, request.deep ? call.signal : NOT_CANCELLED)),
     ),
-    dropCache: unary(context, Service.dropCache, async (request, signal) => {
-      const { removed, freedBytes } = await dropCache(runtime, request.name, signal, request.force);
+    dropCache: unary(context, Service.dropCache, async (request, call) => {
+      const { removed, freedBytes } = await dropCache(runtime, request.name, call.signal, request.force);
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
     }),
     describeCache: unary(context, Service.describeCache, async () => {
@@ -88,15 +92,17 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     deleteSecret: unary(context, Service.deleteSecret, async (request) => ({
       removed: await deleteSecret(registry, request.alias),
     })),
-    applyModels: unary(context, Service.applyModels, async (request, signal) => {
+    applyModels: unary(context, Service.applyModels, async (request, call) => {
       const specs = validateSpecs(request.models.map(specFromProto));
       const scope = { by: "rpc", prune: request.prune, modelsFile: runtime.modelsFile } as const;
-      const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal });
+      const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal: call.signal });
       return { changes: changes.map(changeToProto) };
     }),
-    resolveModel: unary(context, Service.resolveModel, async (request, signal, caller) => {
+    resolveModel: unary(context, Service.resolveModel, async (request, call) => {
       const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
-      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder: caller.replace(/^peer /, "") }, signal);
+      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder: call.caller.replace(/^peer /, "") }, call.signal);
+      // answered from the install as it was, nothing pulled or leased: a read, not audited
+      if (!resolved.pulled && !resolved.lease) call.changedNothing();
       return {
         name: resolved.name,
         cacheDir: resolved.cacheDir,

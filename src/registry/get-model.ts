@@ -11,9 +11,9 @@ export function notRegistered(name: string): ModelCacheError {
 /** The record of a registered model; not_found otherwise. `field` names the request field for errors. */
 export async function getModel(registry: Registry, name: string, field = "name"): Promise<ModelRecord> {
   checkName(field, name);
-  // a point read answered from LevelDB's memtable or block cache: cheaper
+  // a point read answered from the records last read, or LevelDB's memtable or block cache: cheaper
   // synchronously than through the thread pool (but only the latter waits while the registry reopens)
-  const record = registry.db.readableSync ? registry.models.getSync(name) : await registry.models.get(name);
+  const record = registry.db.readableSync ? registry.modelRecords.readSync(name) : await registry.models.get(name);
   // a record marked as being unregistered is gone for callers (a restart finishes its removal)
   if (record === undefined || record.unregistering) throw notRegistered(name);
   return record;

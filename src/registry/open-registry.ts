@@ -5,6 +5,7 @@
 import { join } from "node:path";
 import { KeyedLock } from "../concurrency/keyed-lock.js";
 import { ModelCacheError, isOutOfSpace } from "../errors.js";
+import { RecordCache } from "./record-cache.js";
 import { RegistryDatabase } from "./registry-database.js";
 import type { ModelRecord } from "./model-record.js";
 import { type LevelSublevel, SUBLEVELS, type SublevelName, sublevelOf } from "./sublevel.js";
@@ -16,6 +17,8 @@ const SCHEMA_VERSION = 1;
 export interface Registry {
   db: RegistryDatabase;
   models: LevelSublevel<ModelRecord>;
+  /** the model records as last read, for hot synchronous reads */
+  modelRecords: RecordCache<ModelRecord>;
   /** secrets by alias, sealed at rest */
   vault: Vault;
   settings: LevelSublevel<unknown>;
@@ -91,6 +94,7 @@ export async function openRegistry(dataDir: string, options: RegistryOptions = {
   return {
     db,
     models,
+    modelRecords: new RecordCache(db, models),
     vault,
     settings,
     sublevel: <V>(name: SublevelName) => {

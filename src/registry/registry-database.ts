@@ -65,6 +65,10 @@ export class RegistryDatabase extends Level<string, unknown> {
   #readsDone: (() => void) | undefined;
   /** iterators open on LevelDB, closed by a reopen (LevelDB cannot close under them) */
   readonly #iterators = new Set<Closable>();
+  /** keys (as stored, sublevel prefix and all) with a write in flight; undefined: a clear or a reopen, every key */
+  readonly #writing = new Map<string | undefined, number>();
+  /** told of each key a write is about to change and has changed (undefined: any key may have) */
+  readonly #changeListeners = new Set<(key: string | undefined) => void>();
 
   constructor(location: string, options: { valueEncoding: "json" }) {
     super(location, options);
@@ -93,19 +97,63 @@ export class RegistryDatabase extends Level<string, unknown> {
   }
 
   _put(key: unknown, value: unknown, options: unknown): Promise<void> {
-    return this.#write(() => classic._put.call(this, key, value, options));
+    return this.#changing([key], () => this.#write(() => classic._put.call(this, key, value, options)));
   }
 
   _del(key: unknown, options: unknown): Promise<void> {
-    return this.#write(() => classic._del.call(this, key, options));
+    return this.#changing([key], () => this.#write(() => classic._del.call(this, key, options)));
   }
 
   _batch(operations: unknown, options: unknown): Promise<void> {
-    return this.#write(() => classic._batch.call(this, operations, options));
+    const keys = Array.isArray(operations) ? operations.map((operation: { key?: unknown }) => operation.key) : [undefined];
+    return this.#changing(keys, () => this.#write(() => classic._batch.call(this, operations, options)));
   }
 
   _clear(options: unknown): Promise<void> {
-    return this.#write(() => classic._clear.call(this, options));
+    return this.#changing([undefined], () => this.#write(() => classic._clear.call(this, options)));
+  }
+
+  // --- what caches above the database need to stay true
+
+  /** Calls `listener` with each key a write is about to change and has changed (undefined: any key); returns the unsubscribe. */
+  onChange(listener: (key: string | undefined) => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
+  }
+
+  /** Whether a value read of `key` now could be outdated by a write in flight (or a reopen): then it must not be remembered. */
+  isChanging(key: string): boolean {
+    return this.#writing.size > 0 && (this.#writing.has(key) || this.#writing.has(undefined));
+  }
+
+  /** Runs a write of `keys`, telling the listeners before it starts and once it ended, however it ended. */
+  async #changing<T>(keys: unknown[], write: () => Promise<T>): Promise<T> {
+    // a key stored as bytes cannot be told apart: any key
+    const changed = keys.map((key) => (typeof key === "string" ? key : undefined));
+    this.#beginChange(changed);
+    try {
+      return await write();
+    } finally {
+      this.#endChange(changed);
+    }
+  }
+
+  #beginChange(keys: (string | undefined)[]): void {
+    for (const key of keys) this.#writing.set(key, (this.#writing.get(key) ?? 0) + 1);
+    this.#tell(keys);
+  }
+
+  #endChange(keys: (string | undefined)[]): void {
+    for (const key of keys) {
+      const left = this.#writing.get(key)! - 1;
+      if (left === 0) this.#writing.delete(key);
+      else this.#writing.set(key, left);
+    }
+    this.#tell(keys);
+  }
+
+  #tell(keys: (string | undefined)[]): void {
+    for (const listener of this.#changeListeners) for (const key of keys) listener(key);
   }
 
   _chainedBatch(): unknown {
@@ -212,6 +260,8 @@ export class RegistryDatabase extends Level<string, unknown> {
     }
     let opened!: () => void;
     this.#reopening = new Promise<void>((done) => (opened = done));
+    // what a failed write left may or may not be recovered: nothing read before holds
+    this.#beginChange([undefined]);
     try {
       await this.#idleReads();
       // an iterator left open across a failed write ends here; its next read fails
@@ -227,6 +277,7 @@ export class RegistryDatabase extends Level<string, unknown> {
       throw this.#refusal(`reopening it failed: ${describe(err)}`, err);
     } finally {
       this.#reopening = undefined;
+      this.#endChange([undefined]);
       opened();
     }
   }

@@ -25,6 +25,7 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
   private readonly rpcStarted = new Counter({ name: "grpc_server_started_total", help: "RPCs started on the server.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], registers: [this.registry] });
   private readonly rpcHandled = new Counter({ name: "grpc_server_handled_total", help: "RPCs completed on the server, by status code.", labelNames: ["grpc_service", "grpc_method", "grpc_type", "grpc_code"], registers: [this.registry] });
   private readonly rpcSeconds = new Histogram({ name: "grpc_server_handling_seconds", help: "Time from the start of an RPC to its status.", labelNames: ["grpc_service", "grpc_method", "grpc_type"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600], registers: [this.registry] });
+  private readonly rpcSeriesByMethod = new Map<string, { labels: Record<"grpc_service" | "grpc_method" | "grpc_type", string>; started: { inc(): void }; handled: Map<string, { inc(): void }>; seconds: { observe(value: number): void } }>();
   private readonly pulls = new Counter({ name: "modelcache_pulls_total", help: "Pull jobs ended, by result.", labelNames: ["result"], registers: [this.registry] });
   private readonly modelsFileErrors = new Counter({ name: "modelcache_models_file_errors_total", help: "Versions of the models file that could not be read, validated or applied.", registers: [this.registry] });
   private readonly modelsFileFailing = new Gauge({ name: "modelcache_models_file_failing", help: "1 while the models file's current text could not be read, validated or applied (the models stay as the last good version left them), else 0.", registers: [this.registry] });
@@ -105,13 +106,27 @@ export class Metrics implements RpcRecorder, PullRecorder, ModelsFileRecorder, E
   }
 
   started(path: string, type: "unary" | "server_stream"): void {
-    this.rpcStarted.inc({ grpc_service: serviceOf(path), grpc_method: methodOf(path), grpc_type: type });
+    this.rpcSeries(path, type).started.inc();
   }
 
   handled(path: string, type: "unary" | "server_stream", code: string, seconds: number): void {
-    const labels = { grpc_service: serviceOf(path), grpc_method: methodOf(path), grpc_type: type };
-    this.rpcHandled.inc({ ...labels, grpc_code: code });
-    this.rpcSeconds.observe(labels, seconds);
+    const series = this.rpcSeries(path, type);
+    let handled = series.handled.get(code);
+    if (!handled) series.handled.set(code, (handled = this.rpcHandled.labels({ ...series.labels, grpc_code: code })));
+    handled.inc();
+    series.seconds.observe(seconds);
+  }
+
+  /** Each method's series, looked up once: prom-client hashes a label set on every call otherwise. */
+  private rpcSeries(path: string, type: "unary" | "server_stream") {
+    const key = `${type} ${path}`;
+    let series = this.rpcSeriesByMethod.get(key);
+    if (!series) {
+      const labels = { grpc_service: serviceOf(path), grpc_method: methodOf(path), grpc_type: type };
+      series = { labels, started: this.rpcStarted.labels(labels), handled: new Map(), seconds: this.rpcSeconds.labels(labels) };
+      this.rpcSeriesByMethod.set(key, series);
+    }
+    return series;
   }
 
   pullEnded(_model: string, { result, bytes, seconds, reusedBytes }: { result: PullResult; bytes: number; seconds: number; reusedBytes: number }): void {
