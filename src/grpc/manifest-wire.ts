@@ -1,17 +1,22 @@
 // Responses that carry an install's manifest (InspectCache, ResolveModel) on
 // the wire. The manifest is the bulk of such a response and the same object
 // from one call to the next (while manifest.json is unchanged), so its proto
-// form and its encoding are kept beside it instead of being rebuilt per call.
+// form and its encoding are kept beside it instead of being rebuilt per call;
+// a whole response that repeats (an unchanged install's InspectCache, a
+// ResolveModel without a lease) is made and encoded once.
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { InstallReport } from "../cache/inspect-install.js";
 import type { Manifest as ManifestRecord } from "../cache/manifest.js";
-import { InspectCacheResponse, Manifest } from "../../generated/modelcache/v1/model_cache.js";
+import { InspectCacheResponse, Manifest, type ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
+import type { ResolvedModel } from "../consumers/resolve-model.js";
 import { manifestToProto, reportToProto } from "./convert.js";
 
 const protos = new WeakMap<ManifestRecord, Manifest>();
 const encodings = new WeakMap<Manifest, Uint8Array>();
 /** the response to each shared (frozen) report: inspect-install.ts hands out the same report while its install is unchanged */
 const inspectResponses = new WeakMap<InstallReport, InspectCacheResponse>();
+/** ResolveModel's responses without a lease, by manifest and answer */
+const resolveResponses = new WeakMap<ManifestRecord, Map<string, ResolveModelResponse>>();
 /** the responses made for shared reports (frozen), and the encoding of each once it was encoded */
 const sharedResponses = new WeakSet<object>();
 const responseEncodings = new WeakMap<object, Buffer>();
@@ -33,6 +38,29 @@ export function inspectResponse(name: string, report: InstallReport): InspectCac
     sharedResponses.add(response);
   }
   return response;
+}
+
+/**
+ * The ResolveModel response: one without a lease is the same for every call
+ * answered from the same install (the same parsed manifest), so it is made,
+ * and encoded, once per manifest and answer.
+ */
+export function resolveResponse(resolved: ResolvedModel): ResolveModelResponse {
+  if (resolved.lease) return { ...resolveFields(resolved), leaseId: resolved.lease.id, leaseExpiresAt: new Date(resolved.lease.expiresAtMs) };
+  const key = `${resolved.pulled} ${resolved.revalidated} ${resolved.name} ${resolved.cacheDir}`;
+  let byAnswer = resolveResponses.get(resolved.manifest);
+  if (!byAnswer) resolveResponses.set(resolved.manifest, (byAnswer = new Map()));
+  let response = byAnswer.get(key);
+  if (!response) {
+    response = Object.freeze({ ...resolveFields(resolved), leaseId: "", leaseExpiresAt: undefined });
+    sharedResponses.add(response);
+    byAnswer.set(key, response);
+  }
+  return response;
+}
+
+function resolveFields(resolved: ResolvedModel) {
+  return { name: resolved.name, cacheDir: resolved.cacheDir, manifest: manifestProto(resolved.manifest), pulled: resolved.pulled, revalidated: resolved.revalidated };
 }
 
 /**

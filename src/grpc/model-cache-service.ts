@@ -22,7 +22,7 @@ import { validateSpecs } from "../models-file/validate-specs.js";
 import { InspectCacheResponse, ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse, ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
 import { type CallContext, serverStream, unary } from "./adapt-call.js";
 import { changeToProto, modelToProto, pullEventToProto, pullPolicyFromProto, specFromProto } from "./convert.js";
-import { inspectResponse, manifestProto, serializeWithManifest } from "./manifest-wire.js";
+import { inspectResponse, resolveResponse, serializeWithManifest } from "./manifest-wire.js";
 
 /** The generated service definition, with the responses that carry a manifest encoding it once per manifest. */
 export const modelCacheServiceDefinition = {
@@ -103,15 +103,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder: call.caller.replace(/^peer /, "") }, call.signal);
       // answered from the install as it was, nothing pulled or leased: a read, not audited
       if (!resolved.pulled && !resolved.lease) call.changedNothing();
-      return {
-        name: resolved.name,
-        cacheDir: resolved.cacheDir,
-        manifest: manifestProto(resolved.manifest),
-        pulled: resolved.pulled,
-        revalidated: resolved.revalidated,
-        leaseId: resolved.lease?.id ?? "",
-        leaseExpiresAt: resolved.lease ? new Date(resolved.lease.expiresAtMs) : undefined,
-      };
+      return resolveResponse(resolved);
     }),
     releaseLease: unary(context, Service.releaseLease, async (request) => ({ released: await releaseLease(runtime, request.leaseId) })),
     listLeases: unary(context, Service.listLeases, async (request) => ({
