@@ -67,14 +67,16 @@ export function exclusiveOf(files: Iterable<Stats>): number {
  * count of installs moved) is the one the watch began under, the stats taken
  * then are the answer, with no call to the disk. A change made by another
  * process is seen once the server's event loop has read its notification,
- * which the kernel queues before the change's system call returns. The
- * watched answer is one map, the same object until the watch ends.
+ * which the kernel queues before the change's system call returns, and in
+ * any case within WATCH_TRUSTED_MS. The watched answer is one map, the same
+ * object until the watch ends.
  */
 export function installFiles(dir: string, options: { watch?: boolean; generation?: number } = {}): ReadonlyMap<string, Stats> | undefined {
   const known = listings.get(dir);
   if (options.watch) {
     // the same map each time while the watch holds: callers may key what they derive from it by it
-    if (known?.watched?.watch.intact && known.watched.generation === options.generation) return known.watched.stats;
+    const watched = known?.watched;
+    if (watched?.watch.intact && watched.generation === options.generation && Date.now() - watched.sinceMs < WATCH_TRUSTED_MS) return watched.stats;
     return remember(dir, options.generation);
   }
   if (known?.settled && unchanged(known.dirs)) {
@@ -98,6 +100,12 @@ function unchanged(dirs: Map<string, string>): boolean {
 }
 
 const RACY_MS = 1000;
+/**
+ * How long a watch's word is taken before the install is listed again: the
+ * kernel drops notifications when its queue overflows (and libuv drops the
+ * overflow notice), so a lost one costs at most this much staleness.
+ */
+const WATCH_TRUSTED_MS = 1000;
 const MAX_REMEMBERED = 1024;
 
 interface Listing {
@@ -107,7 +115,7 @@ interface Listing {
   /** relative path -> absolute path */
   files: Map<string, string>;
   /** the watch on every directory and file, and the stats it vouches for */
-  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number | undefined };
+  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number | undefined; sinceMs: number };
 }
 /** install dir -> what it held when last listed */
 const listings = new Map<string, Listing>();
@@ -146,7 +154,7 @@ function watched(walked: Walked, files: Map<string, string>, generation: number)
     watch.close();
     return undefined;
   }
-  return { watch, stats: walked.files, generation };
+  return { watch, stats: walked.files, generation, sinceMs: Date.now() };
 }
 
 function signatureOf(stat: Stats | undefined): string | undefined {
