@@ -1,4 +1,4 @@
-import { appendFile, link, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { appendFile, link, mkdir, readFile, readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
@@ -17,6 +17,15 @@ describe("InspectCache and DropCache", () => {
   afterEach(() => t.close());
 
   const inspect = (deep = false) => call(t.client, "inspectCache", { name: "minilm", deep });
+  /** The inotify watches this process holds, from /proc: each is a "inotify wd:" line of an inotify descriptor's fdinfo. */
+  async function inotifyWatches(): Promise<number> {
+    let count = 0;
+    for (const fd of await readdir("/proc/self/fd")) {
+      const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
+      if (target === "anon_inode:inotify") count += (await readFile(`/proc/self/fdinfo/${fd}`, "utf8")).split("\n").filter((line) => line.startsWith("inotify wd:")).length;
+    }
+    return count;
+  }
   async function footprint(): Promise<number> {
     let total = 0;
     for (const path of Object.keys(await snapshot(installDir))) total += (await readFile(join(installDir, path))).length;
@@ -130,6 +139,8 @@ describe("InspectCache and DropCache", () => {
 
     it("sees a change made through another path to the same content, and another link to it, right after an answer it gave without looking", async () => {
       await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      // directories changed within the last second are not watched yet; let them settle
+      await new Promise((resolve) => setTimeout(resolve, 1100));
       const first = await inspect();
       // answered from the install's watch: nothing changed
       expect(await inspect()).to.deep.equal(first);
@@ -149,6 +160,17 @@ describe("InspectCache and DropCache", () => {
       expect(grown).to.include({ status: CacheStatus.CACHE_STATUS_UNHEALTHY, reason: UnhealthyReason.UNHEALTHY_REASON_SIZE_MISMATCH });
       expect(grown.detail).to.include("tokenizer.json");
       expect(Number(grown.footprintBytes)).to.equal(Number(first.footprintBytes) + 1);
+    });
+
+    it("lets go of an install's watches a second after it was inspected", async () => {
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const before = await inotifyWatches();
+      await inspect();
+      // a directory, its subdirectory, and the install's five files
+      expect(await inotifyWatches()).to.equal(before + 7);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect(await inotifyWatches()).to.equal(before);
     });
 
     it("re-hashes an install of 20 files with deep without a MaxListenersExceededWarning", async () => {

@@ -102,22 +102,25 @@ describe("server logs", () => {
     const cancelled = await waitFor(() => lines.find((l) => l.msg === "pull cancelled"));
     expect(cancelled).to.include({ model: "minilm", result: "cancelled", code: "CANCELLED" });
   });
-  it("audits a ResolveModel that pulled, granted a lease or failed, and not one that only read the install", async () => {
+  it("audits a ResolveModel that pulled, granted a lease, asked the source or failed, and not one that only read the install", async () => {
     await call(t.client, "putSecret", { alias: "hf", value: "hf_very_secret_token" });
     const resolve = (leaseSeconds: number, name = "minilm") => ({ name, pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds, credentialAlias: "" });
     const pulled = await call(t.client, "resolveModel", resolve(0));
     const read = await call(t.client, "resolveModel", resolve(0));
     const leased = await call(t.client, "resolveModel", resolve(60));
+    // ALWAYS asks the hub, with the model's credential, which commit its revision names
+    const asked = await call(t.client, "resolveModel", { ...resolve(0), pullPolicy: PullPolicy.PULL_POLICY_ALWAYS });
     await callError(t.client, "resolveModel", resolve(0, "nope"));
-    expect([pulled.pulled, read.pulled, leased.leaseId !== ""]).to.deep.equal([true, false, true]);
+    expect([pulled.pulled, read.pulled, leased.leaseId !== "", asked.pulled, asked.revalidated]).to.deep.equal([true, false, true, false, true]);
     const audited = logs.audit().filter((l) => l.method === "ResolveModel");
     expect(audited.map((l) => [l.model, l.result])).to.deep.equal([
+      ["minilm", "OK"],
       ["minilm", "OK"],
       ["minilm", "OK"],
       ["nope", "NOT_FOUND"],
     ]);
     // every call still has its rpc line
-    expect(lines.filter((l) => l.msg === "rpc" && l.method === "ResolveModel")).to.have.length(4);
+    expect(lines.filter((l) => l.msg === "rpc" && l.method === "ResolveModel")).to.have.length(5);
   });
 });
 

@@ -4,7 +4,7 @@
 // round trips through the libuv thread pool.
 import { type Stats, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { type InstallWatch, watchInstall } from "./install-watch.js";
+import { type InstallWatch, watchInstall, watchesRefused } from "./install-watch.js";
 import { viewLinksOf } from "./view-links.js";
 
 /** Relative '/'-separated path -> size in bytes, for every regular file below `dir`; undefined when `dir` cannot be listed. */
@@ -69,15 +69,16 @@ export function exclusiveOf(files: Iterable<Stats>): number {
  * process is seen once the server's event loop has read its notification,
  * which the kernel queues before the change's system call returns, and in
  * any case within WATCH_TRUSTED_MS. The watched answer is one map, the same
- * object until the watch ends.
+ * object until the watch ends. A directory changed within RACY_MS is not
+ * watched yet (as it is not remembered), nor is anything while watches are refused.
  */
 export function installFiles(dir: string, options: { watch?: boolean; generation?: number } = {}): ReadonlyMap<string, Stats> | undefined {
   const known = listings.get(dir);
   if (options.watch) {
     // the same map each time while the watch holds: callers may key what they derive from it by it
     const watched = known?.watched;
-    if (watched?.watch.intact && watched.generation === options.generation && Date.now() - watched.sinceMs < WATCH_TRUSTED_MS) return watched.stats;
-    return remember(dir, options.generation);
+    if (watched?.watch.intact && watched.generation === options.generation) return watched.stats;
+    if (!watchesRefused()) return remember(dir, options.generation);
   }
   if (known?.settled && unchanged(known.dirs)) {
     const files = new Map<string, Stats>();
@@ -100,11 +101,7 @@ function unchanged(dirs: Map<string, string>): boolean {
 }
 
 const RACY_MS = 1000;
-/**
- * How long a watch's word is taken before the install is listed again: the
- * kernel drops notifications when its queue overflows (and libuv drops the
- * overflow notice), so a lost one costs at most this much staleness.
- */
+/** How long a watch's word is taken before the install is listed again (install-watch.ts says why). */
 const WATCH_TRUSTED_MS = 1000;
 const MAX_REMEMBERED = 1024;
 
@@ -115,7 +112,7 @@ interface Listing {
   /** relative path -> absolute path */
   files: Map<string, string>;
   /** the watch on every directory and file, and the stats it vouches for */
-  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number | undefined; sinceMs: number };
+  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number | undefined };
 }
 /** install dir -> what it held when last listed */
 const listings = new Map<string, Listing>();
@@ -144,9 +141,10 @@ function remember(dir: string, generation?: number): Map<string, Stats> | undefi
  * as a notification. Undefined when the watch could not begin or something differs.
  */
 function watched(walked: Walked, files: Map<string, string>, generation: number): Listing["watched"] {
-  // a symbolic link among the directories: its target could change unseen
-  if ([...walked.allDirs.values()].includes(undefined)) return undefined;
-  const watch = watchInstall([...walked.allDirs.keys(), ...files.values()], () => undefined);
+  // a directory changed within the clock's granularity could change again unseen by the check below;
+  // a symbolic link among the directories could have its target changed unseen
+  if (!walked.settled || [...walked.allDirs.values()].includes(undefined)) return undefined;
+  const watch = watchInstall([...walked.allDirs.keys(), ...files.values()], WATCH_TRUSTED_MS);
   if (!watch) return undefined;
   const same = [...walked.allDirs.keys()].every((path) => signatureOf(lstatSync(path, { throwIfNoEntry: false })) === walked.allDirs.get(path)) &&
     [...files].every(([path, absolute]) => fileSignature(lstatSync(absolute, { throwIfNoEntry: false })) === fileSignature(walked.files.get(path)));
@@ -154,7 +152,7 @@ function watched(walked: Walked, files: Map<string, string>, generation: number)
     watch.close();
     return undefined;
   }
-  return { watch, stats: walked.files, generation, sinceMs: Date.now() };
+  return { watch, stats: walked.files, generation };
 }
 
 function signatureOf(stat: Stats | undefined): string | undefined {

@@ -41,6 +41,8 @@ export interface ResolvedModel {
   pulled: boolean;
   /** the install is known to match the source's revision now */
   revalidated: boolean;
+  /** this call asked the model's source (with its credential) which commit the revision names */
+  askedSource?: boolean;
   lease?: Lease;
 }
 
@@ -90,11 +92,11 @@ async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: Pull
   try {
     // an install from a directory is checked against that directory (by pulling it), never its hub
     const current = model.sourceDir !== undefined ? undefined : await currentCommit(runtime, model, credentialAlias, signal);
-    if (installed && current !== undefined && installed.manifest.resolvedCommit === current) return { ...installed, revalidated: true };
+    if (installed && current !== undefined && installed.manifest.resolvedCommit === current) return { ...installed, revalidated: true, askedSource: true };
     return await pull(runtime, model, credentialAlias, signal);
   } catch (err) {
     // the source cannot be reached: the install there serves, marked as not rechecked
-    if (installed && unreachable(err) && !signal.aborted) return { ...installed, revalidated: false };
+    if (installed && unreachable(err) && !signal.aborted) return { ...installed, revalidated: false, askedSource: true };
     throw err;
   }
 }

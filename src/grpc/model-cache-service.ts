@@ -101,8 +101,9 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     resolveModel: unary(context, Service.resolveModel, async (request, call) => {
       const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
       const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder: call.caller.replace(/^peer /, "") }, call.signal);
-      // answered from the install as it was, nothing pulled or leased: a read, not audited
-      if (!resolved.pulled && !resolved.lease) call.changedNothing();
+      // answered from the install as it was, without asking its source: nothing pulled, leased or
+      // fetched with the model's credential, a read, not audited
+      if (!resolved.pulled && !resolved.lease && !resolved.askedSource) call.changedNothing();
       return resolveResponse(resolved);
     }),
     releaseLease: unary(context, Service.releaseLease, async (request) => ({ released: await releaseLease(runtime, request.leaseId) })),
