@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { CacheStatus, ModelStatus, UnhealthyReason } from "../generated/modelcache/v1/model_cache.js";
-import { sha256, snapshot } from "./support/source-dir.js";
+import { HASH_BEHIND_FROM_BYTES } from "../src/cache/file-copier.js";
+import { patternedBytes, sha256, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, call, kindOf, modelSpec, pull, pullOk, serverWithModel } from "./support/test-server.js";
 
 describe("Pull", () => {
@@ -55,6 +56,18 @@ describe("Pull", () => {
     expect(onDisk.total_size_bytes).to.equal(completed.manifest!.totalSizeBytes);
     expect(onDisk.installed_at_unix_ms).to.equal(completed.manifest!.installedAt!.getTime());
     expect(completed.manifest!.files.map((f) => f.path)).to.deep.equal(onDisk.files.map((f: { path: string }) => f.path));
+  });
+
+  it("installs a file large enough to be hashed behind its copy with its sha256 in file_completed and manifest.json, equal to the installed bytes'", async () => {
+    const big = patternedBytes(HASH_BEHIND_FROM_BYTES + 4097);
+    const dir = await source({ "config.json": "{}", "model.safetensors": big });
+    const events = await pullOk(suite.t.client, { name: "minilm", fixtureDir: dir });
+    const completed = events.find((e) => e.fileCompleted?.path === "model.safetensors")!.fileCompleted!;
+    expect(completed).to.include({ sha256: sha256(big), sizeBytes: big.length });
+    const onDisk = JSON.parse(await readFile(join(suite.t.cacheRoot, "minilm", "manifest.json"), "utf8"));
+    expect(onDisk.files.find((f: { path: string }) => f.path === "model.safetensors")).to.deep.equal({ path: "model.safetensors", sha256: sha256(big), size_bytes: big.length });
+    expect(sha256(await readFile(join(suite.t.cacheRoot, "minilm", "model.safetensors")))).to.equal(sha256(big));
+    expect(suite.t.server.runtime.copier.copied.hashedBehind).to.equal(1);
   });
 
   it("marks the model INSTALLED with cache_dir, installed_at and cache_size_bytes", async () => {

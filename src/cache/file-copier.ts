@@ -17,6 +17,8 @@ export interface CopyTask {
   from: string;
   to: string;
   sizeBytes: number;
+  /** from this size on, a second thread hashes what has landed in the copy while the worker copies */
+  hashBehindFromBytes: number;
   progress: MessagePort;
 }
 
@@ -27,18 +29,43 @@ interface HashTask {
 type HashOutcome = { sha256: string } | { failed: string; code: string | undefined; path: string };
 
 export type CopyOutcome =
-  | { sha256: string }
+  | { sha256: string; hashedBehind: boolean }
   | { changed: number }
+  | { modified: true }
   | { failed: string; code: string | undefined; path: string };
 
 type Pool = Piscina<CopyTask | HashTask, CopyOutcome | HashOutcome>;
+
+/**
+ * Files from this size on are hashed on a second thread, from what has
+ * landed in the copy, while the worker copies, and written back to the disk
+ * as they are copied (copy-file-worker.cjs): one large file then keeps two
+ * cores and the disk busy, where the plain loop reads, hashes and writes on
+ * one core and leaves the disk idle until its final fsync. Below it the
+ * second thread's hand-offs are not worth it, and a pull of several files
+ * keeps every core busy with one file per worker anyway.
+ */
+export const HASH_BEHIND_FROM_BYTES = 64 * 1024 * 1024;
+
+export interface FileCopierOptions {
+  threads?: number;
+  /** see HASH_BEHIND_FROM_BYTES */
+  hashBehindFromBytes?: number;
+}
 
 export class FileCopier {
   // two tasks run on it: the default export (copy) and "hash"
   private pool: Promise<Pool> | undefined;
   private closed = false;
+  private readonly threads: number;
+  private readonly hashBehindFromBytes: number;
+  /** files copied each way since the copier started (the way is chosen by size alone) */
+  readonly copied = { hashedBehind: 0, plain: 0 };
 
-  constructor(private readonly threads = Math.max(1, Math.min(4, availableParallelism()))) {}
+  constructor(options: FileCopierOptions = {}) {
+    this.threads = options.threads ?? Math.max(1, Math.min(4, availableParallelism()));
+    this.hashBehindFromBytes = options.hashBehindFromBytes ?? HASH_BEHIND_FROM_BYTES;
+  }
 
   private start(): Promise<Pool> {
     if (this.closed) return Promise.reject(new ModelCacheError("unavailable", "the server is shutting down; try again once it is back"));
@@ -77,13 +104,14 @@ export class FileCopier {
     });
     try {
       const pool = await this.start();
-      const outcome = (await pool.run({ from, to, sizeBytes, progress: port2 }, { transferList: [port2], signal }).catch((err: unknown) => {
+      const outcome = (await pool.run({ from, to, sizeBytes, hashBehindFromBytes: this.hashBehindFromBytes, progress: port2 }, { transferList: [port2], signal }).catch((err: unknown) => {
         throw signal.aborted ? signal.reason : err;
       })) as CopyOutcome;
       if ("sha256" in outcome) {
         // progress still in flight on the port is settled here, before the caller hears the file is done
         finished = true;
         if (delivered < sizeBytes) onBytes(sizeBytes - delivered);
+        this.copied[outcome.hashedBehind ? "hashedBehind" : "plain"]++;
         return outcome.sha256;
       }
       if ("changed" in outcome) {
@@ -91,6 +119,9 @@ export class FileCopier {
           "aborted",
           `source file '${from}' changed while it was being read (listed with ${sizeBytes} bytes, read ${outcome.changed}); pull again once it is stable`,
         );
+      }
+      if ("modified" in outcome) {
+        throw new ModelCacheError("aborted", `source file '${from}' changed while it was being read (written to during the copy); pull again once it is stable`);
       }
       throw filesystemError(outcome.path === from ? "read the source file" : "write", outcome.path, Object.assign(new Error(outcome.failed), { code: outcome.code }));
     } finally {
