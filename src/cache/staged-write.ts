@@ -48,7 +48,9 @@ export class StagedWrite {
   private async flushAndAdd(rest: Buffer): Promise<void> {
     for (;;) {
       await this.flush();
-      const copied = rest.copy(this.block!, 0);
+      // released meanwhile (its stream destroyed): what is left goes nowhere
+      if (!this.block) return;
+      const copied = rest.copy(this.block, 0);
       this.filled = copied;
       if (copied < BLOCK_BYTES) return;
       rest = rest.subarray(copied);
