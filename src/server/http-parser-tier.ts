@@ -6,7 +6,8 @@
 // baseline code is fast enough here: a download's body passes the parser in
 // a few steps per socket read. The flags are read when a module is compiled,
 // so setting them before the first request works; they touch nothing but
-// WebAssembly, which only the parser uses.
+// WebAssembly: the parser, and Node's scanner of CommonJS modules imported
+// from ES modules, which runs briefly while modules load.
 import { setFlagsFromString } from "node:v8";
 
 export function keepHttpParserOnBaselineCompiler(): void {
