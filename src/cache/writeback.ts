@@ -8,6 +8,7 @@
 // the pages it failed to write are gone, so the first error fails the file.
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
+import { StagedWrite } from "./staged-write.js";
 
 // every sync forces a flush of the disk's cache and stalls the writes around
 // it: on a virtual disk, syncing every 16 MiB made a 1 GiB hub pull 1.7x
@@ -80,24 +81,22 @@ export class Writeback {
    * the bytes written so far after each write.
    */
   writer(start: number, landed?: (end: number) => void): Writable {
-    let position = start;
-    const write = async (buffers: Buffer[]) => {
-      let length = 0;
-      for (const buffer of buffers) length += buffer.length;
-      // writev may write less than asked: go on from where it stopped
-      let written = 0;
-      while (written < length) {
-        const { bytesWritten } = await this.handle.writev(written === 0 ? buffers : remainder(buffers, written), position + written);
-        written += bytesWritten;
-      }
-      position += length;
-      this.wrote(length);
-      landed?.(position);
-    };
+    const staged = new StagedWrite(this.handle, start, (bytes, end) => {
+      this.wrote(bytes);
+      landed?.(end);
+    });
     return new Writable({
-      highWaterMark: 1024 * 1024,
-      writev(chunks, done) {
-        write(chunks.map((c) => c.chunk as Buffer)).then(() => done(), done);
+      write(chunk: Buffer, _encoding, done) {
+        const full = staged.add(chunk);
+        if (full) full.then(() => done(), done);
+        else done();
+      },
+      final(done) {
+        staged.flush().then(() => done(), done);
+      },
+      destroy(error, done) {
+        staged.release();
+        done(error);
       },
     });
   }
@@ -116,17 +115,4 @@ export class Writeback {
   async settle(): Promise<void> {
     await this.syncing;
   }
-}
-
-/** The buffers' bytes after the first `skip`. */
-function remainder(buffers: Buffer[], skip: number): Buffer[] {
-  const rest: Buffer[] = [];
-  for (const buffer of buffers) {
-    if (skip >= buffer.length) skip -= buffer.length;
-    else {
-      rest.push(skip > 0 ? buffer.subarray(skip) : buffer);
-      skip = 0;
-    }
-  }
-  return rest;
 }

@@ -9,6 +9,7 @@ import { ModelCacheError, quote } from "../errors.js";
 import { type LogFormat, createLogger } from "../server/logger.js";
 import { startServer } from "../server/start-server.js";
 import { releaseYoungGeneration } from "../server/young-generation.js";
+import { keepHttpParserOnBaselineCompiler } from "../server/http-parser-tier.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { parseDuration, parseSize } from "./parse-units.js";
 
@@ -101,6 +102,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     }
     if (options.tlsClientCa && !options.tlsCert) throw new ModelCacheError("invalid_argument", "--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS first");
     tokens = options.authTokens ? await AccessTokens.load(options.authTokens) : undefined;
+    // before the models file or a call starts the first download
+    keepHttpParserOnBaselineCompiler();
     server = await startServer({
       authTokens: tokens,
       insecureNoAuth: options.insecureNoAuth,

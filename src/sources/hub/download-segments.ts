@@ -17,6 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../fs/durable.js";
 import { HashBehind } from "../../cache/hash-behind.js";
+import { StagedWrite } from "../../cache/staged-write.js";
 import { Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Connections } from "./connections.js";
@@ -37,6 +38,7 @@ export interface SegmentedOptions extends DownloadOptions {
 /** A file is cut into at least this many segments, so that idle connections can share it. */
 const MIN_SEGMENTS = 4;
 const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
+/** segments are whole MiB, the block a segment is written in (see staged-write.ts) */
 const FLUSH_BYTES = 1024 * 1024;
 const MAX_FAILURES = 5;
 
@@ -279,33 +281,24 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
         response.body.destroy();
         throw RANGE_IGNORED;
       }
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      // the chunks as they came, in one writev: copying them into one block would double what the heap churns through
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        const chunks = pending;
-        const length = pendingBytes;
-        pending = [];
-        pendingBytes = 0;
-        const position = segment.start + segment.done;
-        for (let written = 0; written < length; ) {
-          written += (await handle.writev(written === 0 ? chunks : after(chunks, written), position + written)).bytesWritten;
-        }
-        segment.done += length;
-        writeback.wrote(length);
+      const staged = new StagedWrite(handle, from, (bytes) => {
+        segment.done += bytes;
+        writeback.wrote(bytes);
         landed();
-      };
-      for await (const chunk of response.body as AsyncIterable<Buffer>) {
-        if (segment.done + pendingBytes + chunk.length > length) {
-          throw new ModelCacheError("data_loss", `${origin(options)} sent more bytes than asked for a range of '${options.path}'; nothing was installed`);
+      });
+      try {
+        for await (const chunk of response.body as AsyncIterable<Buffer>) {
+          if (segment.done + staged.pending + chunk.length > length) {
+            throw new ModelCacheError("data_loss", `${origin(options)} sent more bytes than asked for a range of '${options.path}'; nothing was installed`);
+          }
+          await options.bandwidth?.take(chunk.length, signal);
+          const full = staged.add(chunk);
+          if (full) await full;
         }
-        await options.bandwidth?.take(chunk.length, signal);
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        if (pendingBytes >= FLUSH_BYTES) await flush();
+        await staged.flush();
+      } finally {
+        staged.release();
       }
-      await flush();
       if (segment.done < length) throw new Error(`a range ended after ${segment.done} of ${length} bytes`);
     } catch (err) {
       if (err === RANGE_IGNORED || signal.aborted || err instanceof ModelCacheError) throw signal.aborted ? signal.reason : err;
@@ -318,19 +311,6 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
       await sleep(http.backoff(failures), undefined, { signal });
     }
   }
-}
-
-/** The chunks' bytes after the first `skip`. */
-function after(chunks: Buffer[], skip: number): Buffer[] {
-  const rest: Buffer[] = [];
-  for (const chunk of chunks) {
-    if (skip >= chunk.length) skip -= chunk.length;
-    else {
-      rest.push(skip > 0 ? chunk.subarray(skip) : chunk);
-      skip = 0;
-    }
-  }
-  return rest;
 }
 
 async function readState(statePath: string, partialPath: string, sizeBytes: number): Promise<Segment[] | undefined> {

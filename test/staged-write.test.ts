@@ -1,0 +1,71 @@
+import { mkdtemp, open, readFile, rm } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { StagedWrite } from "../src/cache/staged-write.js";
+import { patternedBytes } from "./support/source-dir.js";
+
+const MiB = 1024 * 1024;
+
+describe("writing a download through a reused block", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "staged-write-"));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("writes chunks that straddle its 1 MiB blocks each at its place in the file", async () => {
+    const bytes = patternedBytes(5 * MiB + 5);
+    const handle = await open(join(dir, "file"), "w+");
+    const ends: number[] = [];
+    try {
+      await handle.write(Buffer.from("kept"), 0, 4, 0);
+      const staged = new StagedWrite(handle, 4, (_bytes, end) => ends.push(end));
+      // cut where no block boundary falls: 700 KiB, 900 KiB, 3 MiB + 448 KiB (more than a block at once), 5 bytes
+      for (const [from, to] of [[0, 700 * 1024], [700 * 1024, 1600 * 1024], [1600 * 1024, 5 * MiB], [5 * MiB, 5 * MiB + 5]]) {
+        await staged.add(bytes.subarray(from, to));
+      }
+      await staged.flush();
+      staged.release();
+    } finally {
+      await handle.close();
+    }
+    expect(await readFile(join(dir, "file"))).to.deep.equal(Buffer.concat([Buffer.from("kept"), bytes]));
+    expect(ends).to.deep.equal([1, 2, 3, 4, 5].map((m) => 4 + m * MiB).concat([4 + 5 * MiB + 5]));
+  });
+
+  it("lends its block to no other download while a write of its own still reads it", async () => {
+    // a disk the test holds: the write reads the block only when the test lets it end
+    let endWrite: (() => void) | undefined;
+    const seen: Buffer[] = [];
+    const held = {
+      write: (block: Buffer, offset: number, length: number) =>
+        new Promise<{ bytesWritten: number }>((resolve) => {
+          endWrite = () => {
+            seen.push(Buffer.from(block.subarray(offset, offset + length)));
+            resolve({ bytesWritten: length });
+          };
+        }),
+    } as unknown as FileHandle;
+    const first = new StagedWrite(held, 0, () => undefined);
+    const writing = first.add(Buffer.alloc(MiB, 0xaa));
+    expect(writing, "a full block is written").to.not.equal(undefined);
+    // its stream is destroyed while the write goes on; another download starts and fills a block
+    first.release();
+    const handle = await open(join(dir, "other"), "w");
+    try {
+      const second = new StagedWrite(handle, 0, () => undefined);
+      await second.add(Buffer.alloc(MiB - 1, 0xbb));
+      endWrite!();
+      await writing;
+      second.release();
+    } finally {
+      await handle.close();
+    }
+    expect(seen).to.have.length(1);
+    expect(seen[0]!.every((byte) => byte === 0xaa), "the first write's bytes are its own").to.equal(true);
+  });
+});
