@@ -9,7 +9,7 @@ import { call } from "../src/cli/client.js";
 import { PullPolicy, ResolveModelRequest } from "../generated/modelcache/v1/model_cache.js";
 import { FIXTURE_DIR } from "../test/support/test-server.js";
 import { type Result, MiB, makeFixture, median, pullAll, register, seconds, startBenchServer, warm } from "./harness.js";
-import { HEALTH_CHECK, type Load, cpuCell, healthCalls, loadFor, loadInTurns } from "./inspect.js";
+import { HEALTH_CHECK, type Load, cpuCell, healthCalls, loadFor, loadInTurns, settled, WARM_UP_MS } from "./inspect.js";
 
 export async function benchResolve(options: { workDir: string; seconds: number; clients: number; verifyMiB: number; repeat: number; inProcess: boolean }): Promise<Result> {
   const throughput = await resolveThroughput(options);
@@ -44,6 +44,7 @@ async function resolveThroughput(options: { workDir: string; seconds: number; cl
     const client = server.client();
     await register(client, "bench");
     await pullAll(client, "bench", FIXTURE_DIR);
+    await settled();
     const common = { address: server.address, clients: options.clients, workDir: options.workDir, inProcess: options.inProcess };
     const resolveCalls = (leaseSeconds: number) => {
       const request = { name: "bench", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds, credentialAlias: "" };
@@ -61,9 +62,9 @@ async function resolveThroughput(options: { workDir: string; seconds: number; cl
     const noopCalls = await loadFor({ ...common, ...HEALTH_CHECK, fallback: () => healthCalls(server.address, options.clients, healthClients) });
     const plainCalls = await resolveCalls(0);
     const leasedCalls = await resolveCalls(60);
-    await plainCalls(300, []);
-    await leasedCalls(300, []);
-    await noopCalls(300, []);
+    await plainCalls(WARM_UP_MS, []);
+    await leasedCalls(WARM_UP_MS, []);
+    await noopCalls(WARM_UP_MS, []);
     const [noop, plain] = await loadInTurns(noopCalls, plainCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
     const [, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
     return { plain, leased, noop };

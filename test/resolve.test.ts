@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { status } from "@grpc/grpc-js";
+import { type ServiceError, status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { runCli } from "./support/run-cli.js";
 import { makeSourceDir } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -92,6 +93,32 @@ describe("ResolveModel", () => {
     });
     const register = (revision: string) => call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision }) });
     const contentRequests = () => hub.requests.filter((r) => r.path.includes("/resolve/") || r.path.startsWith("/lfs/")).length;
+
+    it("a ResolveModel cancelled by its client while it pulls ends the pull it started, installing nothing", async () => {
+      const logs = captureLogs("info");
+      await t.restart({ logger: logs.logger });
+      await register("main");
+      let letGo = () => undefined as void;
+      hub.faults.hold.set("model.safetensors", new Promise<void>((resolve) => (letGo = resolve)));
+      try {
+        const outcome = new Promise<ServiceError | null>((resolve) => {
+          const pending = t.client.resolveModel(resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING), (err) => resolve(err));
+          // cancelled once the pull is under way: the held file has been asked for
+          const asked = setInterval(() => {
+            if (hub.requests.some((r) => r.path.endsWith("model.safetensors"))) {
+              clearInterval(asked);
+              pending.cancel();
+            }
+          }, 5);
+        });
+        expect((await outcome)?.code).to.equal(status.CANCELLED);
+        // the pull job ends with its only caller
+        expect(await logs.seen((l) => l.msg === "pull cancelled")).to.include({ model: "minilm" });
+      } finally {
+        letGo();
+      }
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+    });
 
     it("IF_MISSING returns an install without asking the hub", async () => {
       await register("main");

@@ -16,7 +16,7 @@ const encodings = new WeakMap<Manifest, Uint8Array>();
 /** the response to each shared (frozen) report: inspect-install.ts hands out the same report while its install is unchanged */
 const inspectResponses = new WeakMap<InstallReport, InspectCacheResponse>();
 /** ResolveModel's responses without a lease, by manifest and answer */
-const resolveResponses = new WeakMap<ManifestRecord, Map<string, ResolveModelResponse>>();
+const resolveResponses = new WeakMap<ManifestRecord, ResolveModelResponse[]>();
 /** the responses made for shared reports (frozen), and the encoding of each once it was encoded */
 const sharedResponses = new WeakSet<object>();
 const responseEncodings = new WeakMap<object, Buffer>();
@@ -47,14 +47,15 @@ export function inspectResponse(name: string, report: InstallReport): InspectCac
  */
 export function resolveResponse(resolved: ResolvedModel): ResolveModelResponse {
   if (resolved.lease) return { ...resolveFields(resolved), leaseId: resolved.lease.id, leaseExpiresAt: new Date(resolved.lease.expiresAtMs) };
-  const key = `${resolved.pulled} ${resolved.revalidated} ${resolved.name} ${resolved.cacheDir}`;
+  // a manifest is one install's (one name, one directory): what varies is pulled and revalidated
+  const answer = (resolved.pulled ? 2 : 0) + (resolved.revalidated ? 1 : 0);
   let byAnswer = resolveResponses.get(resolved.manifest);
-  if (!byAnswer) resolveResponses.set(resolved.manifest, (byAnswer = new Map()));
-  let response = byAnswer.get(key);
-  if (!response) {
+  if (!byAnswer) resolveResponses.set(resolved.manifest, (byAnswer = []));
+  let response = byAnswer[answer];
+  if (!response || response.name !== resolved.name || response.cacheDir !== resolved.cacheDir) {
     response = Object.freeze({ ...resolveFields(resolved), leaseId: "", leaseExpiresAt: undefined });
     sharedResponses.add(response);
-    byAnswer.set(key, response);
+    byAnswer[answer] = response;
   }
   return response;
 }

@@ -1,5 +1,6 @@
 // ModelCacheService: each RPC decodes its request, calls one domain
 // operation and encodes the result. Nothing else happens here.
+import { NEVER_ABORTED } from "../concurrency/never-aborted.js";
 import { describeCache } from "../lifecycle/describe-cache.js";
 import { pruneCache } from "../maintenance/prune-cache.js";
 import { dropCache } from "../lifecycle/drop-cache.js";
@@ -30,9 +31,6 @@ export const modelCacheServiceDefinition = {
   inspectCache: { ...Service.inspectCache, responseSerialize: serializeWithManifest(InspectCacheResponse, 4) },
   resolveModel: { ...Service.resolveModel, responseSerialize: serializeWithManifest(ResolveModelResponse, 3) },
 };
-
-/** The signal of a shallow InspectCache, which has nothing to cancel. */
-const NOT_CANCELLED = new AbortController().signal;
 
 /** A check that refuses an RPC change to a model the models file manages. */
 function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord) => void {
@@ -65,7 +63,7 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     }),
     inspectCache: unary(context, Service.inspectCache, async (request, call) =>
       // a shallow inspection waits on nothing a cancel could stop (a lookup, or a few stat calls)
-      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, request.deep ? call.signal : NOT_CANCELLED)),
+      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, request.deep ? call.signal : NEVER_ABORTED)),
     ),
     dropCache: unary(context, Service.dropCache, async (request, call) => {
       const { removed, freedBytes } = await dropCache(runtime, request.name, call.signal, request.force);
@@ -100,7 +98,9 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     }),
     resolveModel: unary(context, Service.resolveModel, async (request, call) => {
       const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
-      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder: call.caller.replace(/^peer /, "") }, call.signal);
+      // the holder is recorded with a lease only
+      const holder = request.leaseSeconds > 0 ? call.caller.replace(/^peer /, "") : "";
+      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder }, () => call.signal);
       // answered from the install as it was, without asking its source: nothing pulled, leased or
       // fetched with the model's credential, a read, not audited
       if (!resolved.pulled && !resolved.lease && !resolved.askedSource) call.changedNothing();
