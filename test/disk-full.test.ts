@@ -92,8 +92,9 @@ describe("a full disk", function () {
       let filling: Promise<void> | undefined;
       const outcome = await pull(t.client, { name: "minilm" }, {
         onEvent: (event) => {
-          // the disk fills up while the big file is on its way
-          if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 256 * 1024) filling ??= disk.fill();
+          // the disk fills up while the big file is on its way, once a first 1 MiB block of it was written
+          // (received bytes are written a block at a time)
+          if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone > 1.5 * 1024 * 1024) filling ??= disk.fill();
         },
       });
       await filling;
