@@ -5,7 +5,7 @@ import { copyFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 const root = join(import.meta.dirname, "..");
-const files = ["generated/modelcache.binpb", "generated/health.binpb", "src/cache/copy-file-worker.cjs", "src/cache/hash-behind-worker.cjs"];
+const files = ["generated/modelcache.binpb", "generated/health.binpb", "src/cache/copy-file-worker.cjs", "src/cache/hash-behind-client.cjs", "src/cache/hash-behind-worker.cjs"];
 for (const file of files) {
   const target = join(root, "dist", file);
   mkdirSync(dirname(target), { recursive: true });

@@ -11,8 +11,7 @@
 "use strict";
 const { createHash } = require("node:crypto");
 const { closeSync, constants, fdatasync, fstatSync, fsync, fsyncSync, openSync, readSync, writeSync } = require("node:fs");
-const { join } = require("node:path");
-const { Worker } = require("node:worker_threads");
+const { HashBehind } = require("./hash-behind-client.cjs");
 
 // 1 MiB: large enough that system calls cost nothing, small enough to stay in
 // the CPU's caches between the read, the hash and the write (measured on a
@@ -87,48 +86,13 @@ function copyAndHash(task, at) {
 // A large file is hashed behind its copy: while this thread reads and writes
 // it (the copy stays on one core, its buffer in that core's caches), a
 // thread of its own reads back what has landed in the copy, from the page
-// cache, and hashes it (hash-behind-worker.cjs, as for downloads). On 2
+// cache, and hashes it (hash-behind-client.cjs, as for downloads). On 2
 // cores a 1 GiB copy then takes about as long as its hash alone, where the
 // plain loop takes the read, the hash and the write one after another. The
 // copy is also handed to the disk every 64 MiB (a background fdatasync, as
 // for downloads: src/cache/writeback.ts), so the final fsync has only the
 // tail left to write.
 const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
-/** @type {import("node:worker_threads").Worker | undefined} */
-let hasher;
-/** @type {Map<number, (reply: { sha256?: string, failed?: string, code?: string, closed?: true }) => void>} */
-const answers = new Map();
-let nextHashId = 1;
-
-function hashingThread() {
-  if (hasher) return hasher;
-  const started = new Worker(join(__dirname, "hash-behind-worker.cjs"), { execArgv: [] });
-  started.on("message", (reply) => {
-    const answer = answers.get(reply.id);
-    answers.delete(reply.id);
-    answer?.(reply);
-  });
-  const gone = (err) => {
-    if (hasher !== started) return;
-    hasher = undefined;
-    for (const [id, answer] of answers) answer({ id, failed: err.message });
-    answers.clear();
-  };
-  started.on("error", gone);
-  started.on("exit", (code) => gone(new Error(`the hashing thread exited with code ${code}`)));
-  started.unref();
-  hasher = started;
-  return started;
-}
-
-/** Sends `message` to the hashing thread and resolves with its reply. */
-function ask(thread, message) {
-  return new Promise((resolve) => {
-    answers.set(message.id, resolve);
-    if (hasher !== thread) return resolve({ id: message.id, failed: "the hashing thread exited" });
-    thread.postMessage(message);
-  });
-}
 
 /**
  * Copies a large file with plain blocking reads and writes, while the
@@ -140,18 +104,15 @@ function ask(thread, message) {
 async function copyHashingBehind(task) {
   let input;
   let output;
-  let thread;
-  const id = nextHashId++;
-  let hashing = false;
+  /** @type {HashBehind | undefined} */
+  let hashing;
   let syncing;
   try {
     input = on(task.from, () => openSync(task.from, constants.O_RDONLY | constants.O_NOFOLLOW));
     const before = on(task.from, () => fstatSync(input, { bigint: true }));
     // readable too: the hashing thread reads the copy back through this descriptor
     output = on(task.to, () => openSync(task.to, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644));
-    thread = hashingThread();
-    thread.postMessage({ op: "open", id, fd: output });
-    hashing = true;
+    hashing = new HashBehind(output);
     let total = 0;
     let unsynced = 0;
     let syncFailure;
@@ -161,7 +122,7 @@ async function copyHashingBehind(task) {
       total += read;
       if (total > task.sizeBytes) return { changed: total };
       for (let offset = 0; offset < read; ) offset += on(task.to, () => writeSync(output, buffer, offset, read - offset));
-      thread.postMessage({ op: "reach", id, end: total });
+      hashing.reach(total);
       task.progress.postMessage(read);
       unsynced += read;
       if (unsynced >= SYNC_EVERY_BYTES) {
@@ -183,20 +144,22 @@ async function copyHashingBehind(task) {
     await syncing;
     if (syncFailure) throw syncFailure;
     // the final fsync runs on the thread pool while the hashing thread finishes; both end before the descriptors close
-    hashing = false;
     const [hashed, syncError] = await Promise.all([
-      ask(thread, { op: "finish", id, end: total }),
+      hashing.finish(total).then(
+        (sha256) => ({ sha256 }),
+        (err) => ({ failed: about(err, task.to) }),
+      ),
       call(fsync, output).then(
         () => undefined,
         (err) => about(err, task.to),
       ),
     ]);
     if (syncError) throw syncError;
-    if (hashed.sha256 === undefined) throw about(Object.assign(new Error(hashed.failed), { code: hashed.code }), task.to);
+    if ("failed" in hashed) throw hashed.failed;
     return { sha256: hashed.sha256, hashedBehind: true };
   } finally {
     // the descriptors are closed only once neither the hashing thread nor a sync uses them
-    if (hashing) await ask(thread, { op: "close", id });
+    await hashing?.close();
     await syncing;
     if (input !== undefined) closeSync(input);
     if (output !== undefined) closeSync(output);
