@@ -80,7 +80,7 @@ export function installFiles(dir: string, options: { watch?: boolean; generation
     if (watched?.watch.intact && watched.generation === options.generation) return watched.stats;
     if (!watchesRefused()) return remember(dir, options.generation);
   }
-  if (known?.settled && unchanged(known.dirs)) {
+  if (known && unchanged(known.dirs)) {
     const files = new Map<string, Stats>();
     for (const [path, absolute] of known.files) {
       const stat = lstatSync(absolute, { throwIfNoEntry: false });
@@ -105,14 +105,14 @@ const RACY_MS = 1000;
 const WATCH_TRUSTED_MS = 1000;
 const MAX_REMEMBERED = 1024;
 
+/** A listing whose every directory had settled when it was read. */
 interface Listing {
-  /** its directories (absolute path -> signature), when every one was settled */
+  /** its directories (absolute path -> signature) */
   dirs: Map<string, string>;
-  settled: boolean;
   /** relative path -> absolute path */
   files: Map<string, string>;
   /** the watch on every directory and file, and the stats it vouches for */
-  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number | undefined };
+  watched?: { watch: InstallWatch; stats: Map<string, Stats>; generation: number };
 }
 /** install dir -> what it held when last listed */
 const listings = new Map<string, Listing>();
@@ -122,32 +122,29 @@ function forget(dir: string): void {
   listings.delete(dir);
 }
 
-/** Lists `dir` again; with a `generation` (a watched listing) also watches what it found. */
+/** Lists `dir` again, remembering the listing when it settled; with a `generation` also watches what it found. */
 function remember(dir: string, generation?: number): Map<string, Stats> | undefined {
   forget(dir);
   const walked = walk(dir);
-  if (!walked) return undefined;
-  const listing: Listing = { dirs: walked.dirs, settled: walked.settled, files: new Map([...walked.files.keys()].map((path) => [path, join(dir, path)])) };
+  if (!walked?.settled) return walked?.files;
+  const listing: Listing = { dirs: walked.dirs, files: new Map([...walked.files.keys()].map((path) => [path, join(dir, path)])) };
   if (generation !== undefined) listing.watched = watched(walked, listing.files, generation);
-  if (!listing.settled && !listing.watched) return walked.files;
   while (listings.size >= MAX_REMEMBERED) forget(listings.keys().next().value!);
   listings.set(dir, listing);
   return walked.files;
 }
 
 /**
- * Watches every directory and file walked, then stats each once more: a
- * change made before the watches began shows as a difference, one made after
- * as a notification. Undefined when the watch could not begin or something differs.
+ * Watches every directory and file of a settled listing, then stats each
+ * once more: a change made before the watches began shows as a difference,
+ * one made after as a notification (a directory changed within the clock's
+ * granularity, which a settled one was not, could change again unseen by
+ * the second look). Undefined when the watch could not begin or something differs.
  */
 function watched(walked: Walked, files: Map<string, string>, generation: number): Listing["watched"] {
-  // a directory changed within the clock's granularity could change again unseen by the check below;
-  // a symbolic link among the directories could have its target changed unseen
-  if (!walked.settled || [...walked.allDirs.values()].includes(undefined)) return undefined;
-  const watch = watchInstall([...walked.allDirs.keys(), ...files.values()], WATCH_TRUSTED_MS);
+  const watch = watchInstall([...walked.dirs.keys(), ...files.values()], WATCH_TRUSTED_MS);
   if (!watch) return undefined;
-  const same = [...walked.allDirs.keys()].every((path) => signatureOf(lstatSync(path, { throwIfNoEntry: false })) === walked.allDirs.get(path)) &&
-    [...files].every(([path, absolute]) => fileSignature(lstatSync(absolute, { throwIfNoEntry: false })) === fileSignature(walked.files.get(path)));
+  const same = unchanged(walked.dirs) && [...files].every(([path, absolute]) => fileSignature(lstatSync(absolute, { throwIfNoEntry: false })) === fileSignature(walked.files.get(path)));
   if (!same || !watch.intact) {
     watch.close();
     return undefined;
@@ -165,10 +162,8 @@ function fileSignature(stat: Stats | undefined): string | undefined {
 
 interface Walked {
   files: Map<string, Stats>;
-  /** the signature of each directory last changed long enough ago to trust it */
+  /** the signature of each directory last changed long enough ago to trust it (every one, when settled) */
   dirs: Map<string, string>;
-  /** every directory listed, with its signature */
-  allDirs: Map<string, string | undefined>;
   settled: boolean;
 }
 
@@ -176,14 +171,12 @@ interface Walked {
 function walk(dir: string): Walked | undefined {
   const files = new Map<string, Stats>();
   const dirs = new Map<string, string>();
-  const allDirs = new Map<string, string | undefined>();
   let settled = true;
   const visit = (prefix: string): boolean => {
     const path = prefix === "" ? dir : join(dir, prefix);
     const stat = lstatSync(path, { throwIfNoEntry: false });
     const signature = signatureOf(stat);
-    allDirs.set(path, signature);
-    // a symbolic link to a directory is listed (as readdir follows it) but never trusted
+    // a symbolic link to a directory is listed (as readdir follows it) but never trusted, nor watched
     if (signature === undefined || Date.now() - Math.max(stat!.mtimeMs, stat!.ctimeMs) < RACY_MS) settled = false;
     else dirs.set(path, signature);
     let names: string[];
@@ -200,5 +193,5 @@ function walk(dir: string): Walked | undefined {
     }
     return true;
   };
-  return visit("") ? { files, dirs, allDirs, settled } : undefined;
+  return visit("") ? { files, dirs, settled } : undefined;
 }
