@@ -44,11 +44,9 @@ export function watchInstall(paths: string[], lifetimeMs: number): InstallWatch 
     return undefined;
   }
   const watchers: FSWatcher[] = [];
-  let intact = true;
   let closed = false;
   let expiry: NodeJS.Timeout | undefined;
   const close = () => {
-    intact = false;
     if (closed) return;
     closed = true;
     clearTimeout(expiry);
@@ -76,7 +74,7 @@ export function watchInstall(paths: string[], lifetimeMs: number): InstallWatch 
   expiry.unref();
   return {
     get intact() {
-      return intact;
+      return !closed;
     },
     close,
   };

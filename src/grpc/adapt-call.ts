@@ -32,7 +32,7 @@ export interface UnaryCall {
   readonly signal: AbortSignal;
   /** the token's name, else the client's address, as audit lines name it */
   readonly caller: string;
-  /** This call of a method that can change things changed nothing (a ResolveModel that neither pulled nor leased): no audit line. */
+  /** This call of a method that can change things changed nothing (a ResolveModel that neither pulled, leased nor asked its source): no audit line. */
   changedNothing(): void;
 }
 

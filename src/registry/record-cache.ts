@@ -1,6 +1,6 @@
 // The registry's model records as last read, so that a hot read (InspectCache,
-// ResolveModel, GetModel at thousands a second) costs a map lookup and a JSON
-// parse instead of a trip through abstract-level and LevelDB. A record is
+// ResolveModel, GetModel at thousands a second) costs a map lookup instead
+// of a trip through abstract-level, LevelDB and a JSON parse. A record is
 // forgotten when a write of it begins and again when it ends, and a read made
 // while a write of the same key is in flight is not remembered, so the cache
 // never answers with a value the database no longer holds. The records handed

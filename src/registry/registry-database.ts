@@ -97,20 +97,20 @@ export class RegistryDatabase extends Level<string, unknown> {
   }
 
   _put(key: unknown, value: unknown, options: unknown): Promise<void> {
-    return this.#changing([key], () => this.#write(() => classic._put.call(this, key, value, options)));
+    return this.#write([key], () => classic._put.call(this, key, value, options));
   }
 
   _del(key: unknown, options: unknown): Promise<void> {
-    return this.#changing([key], () => this.#write(() => classic._del.call(this, key, options)));
+    return this.#write([key], () => classic._del.call(this, key, options));
   }
 
   _batch(operations: unknown, options: unknown): Promise<void> {
     const keys = Array.isArray(operations) ? operations.map((operation: { key?: unknown }) => operation.key) : [undefined];
-    return this.#changing(keys, () => this.#write(() => classic._batch.call(this, operations, options)));
+    return this.#write(keys, () => classic._batch.call(this, operations, options));
   }
 
   _clear(options: unknown): Promise<void> {
-    return this.#changing([undefined], () => this.#write(() => classic._clear.call(this, options)));
+    return this.#write([undefined], () => classic._clear.call(this, options));
   }
 
   // --- what caches above the database need to stay true
@@ -124,18 +124,6 @@ export class RegistryDatabase extends Level<string, unknown> {
   /** Whether a value read of `key` now could be outdated by a write in flight (or a reopen): then it must not be remembered. */
   isChanging(key: string): boolean {
     return this.#writing.size > 0 && (this.#writing.has(key) || this.#writing.has(undefined));
-  }
-
-  /** Runs a write of `keys`, telling the listeners before it starts and once it ended, however it ended. */
-  async #changing<T>(keys: unknown[], write: () => Promise<T>): Promise<T> {
-    // a key stored as bytes cannot be told apart: any key
-    const changed = keys.map((key) => (typeof key === "string" ? key : undefined));
-    this.#beginChange(changed);
-    try {
-      return await write();
-    } finally {
-      this.#endChange(changed);
-    }
   }
 
   #beginChange(keys: (string | undefined)[]): void {
@@ -202,12 +190,25 @@ export class RegistryDatabase extends Level<string, unknown> {
 
   /** Compaction writes tables, so it is a write like any other. */
   compactRange(start: string, end: string): Promise<void> {
-    return this.#write(() => classic.compactRange.call(this, start, end));
+    // no key changes value
+    return this.#write([], () => classic.compactRange.call(this, start, end));
   }
 
   // --- the guard
 
-  #write<T>(run: () => Promise<T>): Promise<T> {
+  /** Runs a write of `keys` (undefined: any key), telling the change listeners before it starts and once it ended, however it ended. */
+  async #write<T>(keys: unknown[], run: () => Promise<T>): Promise<T> {
+    // a key stored as bytes cannot be told apart: any key
+    const changed = keys.map((key) => (typeof key === "string" ? key : undefined));
+    this.#beginChange(changed);
+    try {
+      return await this.#exclusiveWrite(run);
+    } finally {
+      this.#endChange(changed);
+    }
+  }
+
+  #exclusiveWrite<T>(run: () => Promise<T>): Promise<T> {
     return this.#writes.runExclusive(async () => {
       if (this.#failed !== undefined || this.#closedUnder) await this.#reopen();
       try {
