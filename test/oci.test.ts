@@ -870,27 +870,38 @@ describe(`an OCI pull killed mid-download${suffix}`, function () {
   });
 });
 
+/** A registry behind a fault proxy, and a data dir for servers the test kills: all gone after `run`, however it ends. */
+async function crashScene(run: (scene: { registry: OciRegistry; proxy: OciFaultProxy; dataDir: string }) => Promise<void>): Promise<void> {
+  const registry = await OciRegistry.start();
+  const proxy = await OciFaultProxy.start(registry.address);
+  const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
+  try {
+    await run({ registry, proxy, dataDir });
+  } finally {
+    await proxy.close();
+    await registry.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
 describe(`an OCI pull killed between archive layers${suffix}`, function () {
   before(function () {
     if (!registryAvailable) this.skip();
   });
 
   it("after SIGKILL once one archive layer is unpacked and the next is downloading, the restarted server installs nothing half, then pulls both whole", async () => {
-    const registry = await OciRegistry.start();
-    const proxy = await OciFaultProxy.start(registry.address);
-    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
-    const big = patternedBytes(2 * 1024 * 1024);
-    const first = await tarOf({ "a/config.json": "{}", "a/vocab.txt": "a b c" });
-    const second = await tarOf({ "b/weights.bin": big });
-    const point = holdPoint(1024 * 1024);
-    let held = false;
-    // the first GET of the second archive stops after 1 MiB until the test lets go: the first archive is unpacked by then
-    proxy.fault = (req) => {
-      if (held || req.method !== "GET" || !req.url!.includes(`/blobs/sha256:${sha256(second)}`)) return undefined;
-      held = true;
-      return { hold: point.hold };
-    };
-    try {
+    await crashScene(async ({ registry, proxy, dataDir }) => {
+      const big = patternedBytes(2 * 1024 * 1024);
+      const first = await tarOf({ "a/config.json": "{}", "a/vocab.txt": "a b c" });
+      const second = await tarOf({ "b/weights.bin": big });
+      const point = holdPoint(1024 * 1024);
+      let held = false;
+      // the first GET of the second archive stops after 1 MiB until the test lets go: the first archive is unpacked by then
+      proxy.fault = (req) => {
+        if (held || req.method !== "GET" || !req.url!.includes(`/blobs/sha256:${sha256(second)}`)) return undefined;
+        held = true;
+        return { hold: point.hold };
+      };
       const config = await registry.pushBlob(REPO, "{}");
       const layerA = await registry.pushBlob(REPO, first);
       const layerB = await registry.pushBlob(REPO, second);
@@ -923,11 +934,7 @@ describe(`an OCI pull killed between archive layers${suffix}`, function () {
         server.client.close();
         await server.kill();
       }
-    } finally {
-      await proxy.close();
-      await registry.close();
-      await rm(dataDir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
@@ -937,26 +944,23 @@ describe(`an OCI pull killed once its archive is unpacked, before the install is
   });
 
   it("after SIGKILL the restarted server keeps the previous install, PruneCache counts and removes the unpacked entries but keeps the verified blob, and the next pull fetches nothing twice", async () => {
-    const registry = await OciRegistry.start();
-    const proxy = await OciFaultProxy.start(registry.address);
-    const dataDir = await mkdtemp(join(tmpdir(), "oci-crash-"));
-    const cacheRoot = join(dataDir, "ai_models_cache");
-    const partial = join(cacheRoot, ".blobs", "partial", "minilm");
-    const big = patternedBytes(2 * 1024 * 1024);
-    const archive = await tarOf({ "model/config.json": "{}", "model/weights.bin": big });
-    // four raw layers, first in path order, each held after a byte: every one of the install's four workers waits on one, so every entry waits in the unpacked dir
-    const raws = ["0.txt", "1.txt", "2.txt", "3.txt"];
-    let release!: () => void;
-    const until = new Promise<void>((resolve) => (release = resolve));
-    let allHeld!: () => void;
-    const held = new Promise<void>((resolve) => (allHeld = resolve));
-    let holding = 0;
-    const rawDigests = raws.map((name) => `sha256:${sha256(`raw ${name}`)}`);
-    proxy.fault = (req) => {
-      if (req.method !== "GET" || !rawDigests.some((d) => req.url!.includes(`/blobs/${d}`))) return undefined;
-      return { hold: { afterBytes: 1, reached: () => void (++holding === raws.length && allHeld()), until } };
-    };
-    try {
+    await crashScene(async ({ registry, proxy, dataDir }) => {
+      const cacheRoot = join(dataDir, "ai_models_cache");
+      const partial = join(cacheRoot, ".blobs", "partial", "minilm");
+      const big = patternedBytes(2 * 1024 * 1024);
+      const archive = await tarOf({ "model/config.json": "{}", "model/weights.bin": big });
+      // four raw layers, first in path order, each held after a byte: every one of the install's four workers waits on one, so every entry waits in the unpacked dir
+      const raws = ["0.txt", "1.txt", "2.txt", "3.txt"];
+      let release!: () => void;
+      const until = new Promise<void>((resolve) => (release = resolve));
+      let allHeld!: () => void;
+      const held = new Promise<void>((resolve) => (allHeld = resolve));
+      let holding = 0;
+      const rawDigests = raws.map((name) => `sha256:${sha256(`raw ${name}`)}`);
+      proxy.fault = (req) => {
+        if (req.method !== "GET" || !rawDigests.some((d) => req.url!.includes(`/blobs/${d}`))) return undefined;
+        return { hold: { afterBytes: 1, reached: () => void (++holding === raws.length && allHeld()), until } };
+      };
       const before = await registry.pushModelPack(REPO, "v1", FILES);
       const config = await registry.pushBlob(REPO, "{}");
       const layers = [];
@@ -999,11 +1003,7 @@ describe(`an OCI pull killed once its archive is unpacked, before the install is
         server.client.close();
         await server.kill();
       }
-    } finally {
-      await proxy.close();
-      await registry.close();
-      await rm(dataDir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
