@@ -4,6 +4,7 @@
 // benchmark's own process costs more than the server's handler, so the ratios
 // it gives are the server's. Debian's nghttp2-client has it; H2LOAD names another.
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:http2";
@@ -84,9 +85,13 @@ function minutesAndSeconds(time: string): number {
   return match ? Number(match[1]) * 60 + Number(match[2]) : 0;
 }
 
-/** Writes the body h2load sends (-d) into `dir`. */
+/**
+ * Writes the body h2load sends (-d) into `dir`, named by the method and the
+ * body's digest: two loads of one method with different requests (ResolveModel
+ * with and without a lease) each keep their own file.
+ */
 export async function bodyFile(dir: string, name: string, body: Buffer): Promise<string> {
-  const path = join(dir, `${name}.grpc`);
+  const path = join(dir, `${name}-${createHash("sha256").update(body).digest("hex").slice(0, 16)}.grpc`);
   await writeFile(path, body);
   return path;
 }

@@ -14,21 +14,25 @@ import { HEALTH_CHECK, type Load, cpuCell, healthCalls, loadFor, loadInTurns, se
 export async function benchResolve(options: { workDir: string; seconds: number; clients: number; verifyMiB: number; repeat: number; inProcess: boolean }): Promise<Result> {
   const throughput = await resolveThroughput(options);
   const verification = await pullUnderVerification(options);
+  const { plain, leased, noop, leasedNoop } = throughput;
+  const row = (what: string, load: Load, ratio: string) => ({ what: `${what} (${options.clients} clients)`, rps: load.rps.toFixed(0), "p50 ms": load.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(load), ratio });
+  // each ratio against the Health/Check turns it alternated with
   const rows: Record<string, string>[] = [
-    { what: `ResolveModel IF_MISSING, no lease (${options.clients} clients)`, rps: throughput.plain.rps.toFixed(0), "p50 ms": throughput.plain.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(throughput.plain), ratio: (throughput.plain.rps / throughput.noop.rps).toFixed(2) },
-    { what: `ResolveModel IF_MISSING, 60 s lease (${options.clients} clients)`, rps: throughput.leased.rps.toFixed(0), "p50 ms": throughput.leased.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(throughput.leased), ratio: (throughput.leased.rps / throughput.noop.rps).toFixed(2) },
-    { what: `no-op (Health/Check) (${options.clients} clients)`, rps: throughput.noop.rps.toFixed(0), "p50 ms": throughput.noop.p50.toFixed(2), "server CPU µs/call (all / main)": cpuCell(throughput.noop), ratio: "1.00" },
+    row("ResolveModel IF_MISSING, no lease", plain, (plain.rps / noop.rps).toFixed(2)),
+    row("no-op (Health/Check), alternating with it", noop, "1.00"),
+    row("ResolveModel IF_MISSING, 60 s lease", leased, (leased.rps / leasedNoop.rps).toFixed(2)),
+    row("no-op (Health/Check), alternating with it", leasedNoop, "1.00"),
     { what: `pull of ${options.verifyMiB} MiB, store being verified at 100MiB/s (median s)`, rps: "", "p50 ms": "", ratio: verification.with.toFixed(3) },
     { what: `pull of ${options.verifyMiB} MiB, no verification (median s)`, rps: "", "p50 ms": "", ratio: verification.without.toFixed(3) },
     { what: "pull time with / without verification (lower is better)", rps: "", "p50 ms": "", ratio: (verification.with / verification.without).toFixed(2) },
   ];
   return {
     name: "resolve",
-    subject_seconds: 1 / throughput.leased.rps,
-    baseline_seconds: 1 / throughput.noop.rps,
-    // leased ResolveModel RPS / no-op RPS (target >= 0.6; without a lease >= 0.7)
-    ratio: throughput.leased.rps / throughput.noop.rps,
-    plain_ratio: throughput.plain.rps / throughput.noop.rps,
+    subject_seconds: 1 / leased.rps,
+    baseline_seconds: 1 / leasedNoop.rps,
+    // leased ResolveModel RPS / no-op RPS (target >= 0.75; without a lease >= 0.85)
+    ratio: leased.rps / leasedNoop.rps,
+    plain_ratio: plain.rps / noop.rps,
     throughput,
     pull_with_verification_seconds: verification.with,
     pull_without_verification_seconds: verification.without,
@@ -37,7 +41,7 @@ export async function benchResolve(options: { workDir: string; seconds: number; 
   };
 }
 
-async function resolveThroughput(options: { workDir: string; seconds: number; clients: number; inProcess: boolean }): Promise<{ plain: Load; leased: Load; noop: Load }> {
+async function resolveThroughput(options: { workDir: string; seconds: number; clients: number; inProcess: boolean }): Promise<{ plain: Load; leased: Load; noop: Load; leasedNoop: Load }> {
   const server = await startBenchServer(options.workDir);
   const healthClients: { close(): void }[] = [];
   try {
@@ -63,11 +67,14 @@ async function resolveThroughput(options: { workDir: string; seconds: number; cl
     const plainCalls = await resolveCalls(0);
     const leasedCalls = await resolveCalls(60);
     await plainCalls(WARM_UP_MS, []);
-    await leasedCalls(WARM_UP_MS, []);
     await noopCalls(WARM_UP_MS, []);
     const [noop, plain] = await loadInTurns(noopCalls, plainCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
-    const [, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
-    return { plain, leased, noop };
+    // leased only after: the thousands of leases a second's load grants stay
+    // (in memory and in LevelDB, whose compactions take a core) for a minute,
+    // which a server answering without leases would not carry
+    await leasedCalls(WARM_UP_MS, []);
+    const [leasedNoop, leased] = await loadInTurns(noopCalls, leasedCalls, options.seconds * 1000, 10, () => server.cpuSeconds());
+    return { plain, leased, noop, leasedNoop };
   } finally {
     for (const c of healthClients) c.close();
     await server.stop();
