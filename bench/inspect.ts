@@ -8,10 +8,13 @@ import { protoPath as healthProtoPath } from "grpc-health-check";
 import { FIXTURE_DIR } from "../test/support/test-server.js";
 import { InspectCacheRequest } from "../generated/modelcache/v1/model_cache.js";
 import { bodyFile, checkGrpcCall, grpcBody, h2loadBinary, h2loadTurn } from "./h2load.js";
-import { type Result, pullAll, register, startBenchServer } from "./harness.js";
+import { type Result, median, pullAll, register, startBenchServer } from "./harness.js";
 
 export interface Load {
+  /** the median of the turns' requests per second (a burst of other work on the machine moves one turn, not the figure) */
   rps: number;
+  /** each turn's requests per second */
+  turnRps: number[];
   p50: number;
   p99: number;
   /** the server's CPU per call in microseconds, all threads and main thread (read from /proc around each turn) */
@@ -38,12 +41,12 @@ export async function run(calls: Call[], durationMs: number, latencies: number[]
   );
 }
 
-function summary(latencies: number[], durationMs: number, cpu?: { process: number; main: number; client: number }): Load {
+function summary(latencies: number[], turnRps: number[], cpu?: { process: number; main: number; client: number }): Load {
   const calls = latencies.length;
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
   const perCall = cpu && calls > 0 ? { process: (cpu.process / calls) * 1e6, main: (cpu.main / calls) * 1e6 } : undefined;
-  return { rps: calls / (durationMs / 1000), p50: at(0.5), p99: at(0.99), cpuUs: perCall, clientCpuUs: cpu && calls > 0 ? (cpu.client / calls) * 1e6 : undefined };
+  return { rps: median(turnRps), turnRps, p50: at(0.5), p99: at(0.99), cpuUs: perCall, clientCpuUs: cpu && calls > 0 ? (cpu.client / calls) * 1e6 : undefined };
 }
 
 /**
@@ -100,18 +103,27 @@ async function timedTurn(load: LoadTurn, durationMs: number, latencies: number[]
 
 /**
  * Both handlers in turns of a fraction of a second each, so that whatever
- * else the machine does in the meantime falls on both alike.
+ * else the machine does in the meantime falls on both alike; each one's
+ * requests per second is the median of its turns, so a burst of other work
+ * that falls on a few turns of one of them does not move the ratio.
  */
 export async function loadInTurns(first: LoadTurn, second: LoadTurn, durationMs: number, turns = 10, cpu?: CpuReader): Promise<[Load, Load]> {
   const a: number[] = [];
   const b: number[] = [];
   const cpuA = { process: 0, main: 0, client: 0 };
   const cpuB = { process: 0, main: 0, client: 0 };
+  const rpsA: number[] = [];
+  const rpsB: number[] = [];
+  const turn = async (load: LoadTurn, latencies: number[], used: typeof cpuA, rps: number[]) => {
+    const before = latencies.length;
+    await timedTurn(load, durationMs / turns, latencies, used, cpu);
+    rps.push((latencies.length - before) / (durationMs / turns / 1000));
+  };
   for (let i = 0; i < turns; i++) {
-    await timedTurn(first, durationMs / turns, a, cpuA, cpu);
-    await timedTurn(second, durationMs / turns, b, cpuB, cpu);
+    await turn(first, a, cpuA, rpsA);
+    await turn(second, b, cpuB, rpsB);
   }
-  return [summary(a, durationMs, cpu && cpuA), summary(b, durationMs, cpu && cpuB)];
+  return [summary(a, rpsA, cpu && cpuA), summary(b, rpsB, cpu && cpuB)];
 }
 
 /** "41 / 38": the server's CPU per call, all threads / main thread, in microseconds. */

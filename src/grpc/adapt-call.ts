@@ -106,25 +106,24 @@ export function serverStream<Req, Res>(
  * Aborts when the client cancels the call or its deadline passes. grpc-js
  * also reports "cancelled" when the stream of a call that has ended closes:
  * after `ended` that is no news, and costs no error (with its stack) per call.
- * The AbortController is made when the signal is first read (a few
- * microseconds a call that a lookup answered in less), already aborted when
- * the call was cancelled before that.
+ * The AbortController, and the listener that fires it, are made when the
+ * signal is first read (a few microseconds a call that a lookup answered in
+ * less); grpc-js marks a call `cancelled` before it says so, so a signal
+ * first read after the cancel is made aborted.
  */
 function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): { readonly signal: AbortSignal; ended(): void } {
   let controller: AbortController | undefined;
-  let cancelled = false;
   let ended = false;
   const reason = () => new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed");
-  call.once("cancelled", () => {
-    if (ended) return;
-    cancelled = true;
-    controller?.abort(reason());
-  });
   return {
     get signal() {
       if (!controller) {
-        controller = new AbortController();
-        if (cancelled) controller.abort(reason());
+        const made = (controller = new AbortController());
+        if (call.cancelled) made.abort(reason());
+        else
+          call.once("cancelled", () => {
+            if (!ended) made.abort(reason());
+          });
       }
       return controller.signal;
     },
