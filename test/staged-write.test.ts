@@ -68,4 +68,29 @@ describe("writing a download through a reused block", () => {
     expect(seen).to.have.length(1);
     expect(seen[0]!.every((byte) => byte === 0xaa), "the first write's bytes are its own").to.equal(true);
   });
+  it("writes the blocks of one file one at a time, the parallel ranges of a download included, and goes on after one of them fails", async () => {
+    // a disk the test watches: how many writes of the file are under way at once
+    let underWay = 0;
+    let most = 0;
+    let calls = 0;
+    const landed = new Map<number, number>();
+    const watched = {
+      write: async (_block: Buffer, _offset: number, length: number, position: number) => {
+        calls += 1;
+        const failing = calls === 2;
+        underWay += 1;
+        most = Math.max(most, underWay);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        underWay -= 1;
+        if (failing) throw Object.assign(new Error("EIO: i/o error, write"), { code: "EIO" });
+        landed.set(position, length);
+        return { bytesWritten: length };
+      },
+    } as unknown as FileHandle;
+    const ranges = [0, 4, 8].map((start) => new StagedWrite(watched, start * MiB, () => undefined));
+    const outcomes = await Promise.allSettled(ranges.map((staged) => staged.add(Buffer.alloc(MiB, 1))));
+    expect(most, "writes of the file under way at once").to.equal(1);
+    expect(outcomes.map((o) => o.status)).to.deep.equal(["fulfilled", "rejected", "fulfilled"]);
+    expect([...landed.keys()].sort((a, b) => a - b)).to.deep.equal([0, 8 * MiB]);
+  });
 });

@@ -17,6 +17,13 @@ const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
 const SPARE_BLOCKS = 8;
 
 const spare: Buffer[] = [];
+/**
+ * The last write queued on each file. The writes of a file run one at a
+ * time: ext4 holds the inode's lock through a buffered write, so several
+ * threads writing to one file (the parallel ranges of one download) took
+ * turns anyway, and the waiting ones spun on the lock, burning a core.
+ */
+const lastWrite = new WeakMap<FileHandle, Promise<void>>();
 let sinceCollect = 0;
 
 export class StagedWrite {
@@ -68,7 +75,16 @@ export class StagedWrite {
         done += (await this.handle.write(block, done, length - done, this.position + done)).bytesWritten;
       }
     };
-    this.writing = write();
+    const queued = (lastWrite.get(this.handle) ?? Promise.resolve()).then(write);
+    // the queue only orders the file's writes: a failed write is its own flush's error, not the next one's
+    lastWrite.set(
+      this.handle,
+      queued.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    this.writing = queued;
     try {
       await this.writing;
     } finally {
