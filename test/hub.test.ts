@@ -68,13 +68,14 @@ describe("pulling from a hub", () => {
     expect(outcome.error?.details).to.include("*.gguf").and.include("filters");
   });
 
-  it("resumes a file whose connection dropped midway, fetching only the missing bytes", async () => {
-    hub.faults.dropAfter.set("onnx/model.onnx", 3 * 1024 * 1024);
+  it("resumes a file whose connection dropped midway from the last byte it received, fetching only the missing bytes", async () => {
+    // mid-block: the bytes received after the last whole MiB written are kept too
+    hub.faults.dropAfter.set("onnx/model.onnx", 3 * 1024 * 1024 + 320 * 1024);
     await pullOk(t.client, { name: "minilm" });
     const requests = hub.contentRequests("onnx/model.onnx").filter((r) => r.origin === "cdn");
     expect(requests).to.have.length(2);
     const resumedAt = Number(/^bytes=(\d+)-$/.exec(requests[1]!.range ?? "")?.[1]);
-    expect(resumedAt).to.be.above(0);
+    expect(resumedAt).to.equal(requests[0]!.sent);
     expect(requests[1]!.sent).to.equal(BIG - resumedAt);
     expect(sha256(await installed("onnx/model.onnx"))).to.equal(hub.file("onnx/model.onnx").sha256);
   });
@@ -410,6 +411,18 @@ describe("pulling a large file from a hub in parallel byte ranges", () => {
     await pullOk(t.client, { name: "minilm" });
     const starts = ranges().map((r) => Number(/^bytes=(\d+)-\d+$/.exec(r.range ?? "")?.[1]));
     expect(starts.sort((a, b) => a - b)).to.deep.equal([0, 3, 6, 9].map((m) => m * 1024 * 1024));
+    expect(hub.sent("weights/model.safetensors")).to.equal(RANGED);
+    expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
+  });
+
+  it("resumes a range whose connection dropped midway from the last byte it received", async () => {
+    hub.faults.dropAfter.set("weights/model.safetensors", 1024 * 1024 + 320 * 1024);
+    await pullOk(t.client, { name: "minilm" });
+    const [dropped, ...others] = ranges();
+    const [start, end] = (/^bytes=(\d+)-(\d+)$/.exec(dropped!.range ?? "") ?? []).slice(1).map(Number);
+    expect(dropped!.sent).to.equal(1024 * 1024 + 320 * 1024);
+    const retry = others.filter((r) => r.range === `bytes=${start! + dropped!.sent}-${end}`);
+    expect(retry, `a retry from the byte after the ${dropped!.sent} received`).to.have.length(1);
     expect(hub.sent("weights/model.safetensors")).to.equal(RANGED);
     expect(sha256(await readFile(join(t.cacheRoot, "minilm", "weights/model.safetensors")))).to.equal(hub.file("weights/model.safetensors").sha256);
   });

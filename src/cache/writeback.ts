@@ -8,6 +8,7 @@
 // the pages it failed to write are gone, so the first error fails the file.
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
+import { ModelCacheError } from "../errors.js";
 import { StagedWrite } from "./staged-write.js";
 
 // every sync forces a flush of the disk's cache and stalls the writes around
@@ -85,18 +86,41 @@ export class Writeback {
       this.wrote(bytes);
       landed?.(end);
     });
+    // whether the block may be written when the stream fails: not while a write of it is under way, nor after one failed
+    let keepable = true;
+    const writing = (write: Promise<void>, done: (error?: Error | null) => void) => {
+      keepable = false;
+      write.then(
+        () => {
+          keepable = true;
+          done();
+        },
+        done,
+      );
+    };
     return new Writable({
       write(chunk: Buffer, _encoding, done) {
         const full = staged.add(chunk);
-        if (full) full.then(() => done(), done);
+        if (full) writing(full, done);
         else done();
       },
       final(done) {
-        staged.flush().then(() => done(), done);
+        writing(staged.flush(), done);
       },
       destroy(error, done) {
-        staged.release();
-        done(error);
+        // the bytes that arrived before the source failed (a dropped connection, a cancel) are
+        // good: written, so the next attempt resumes after them; a write that fails here says so
+        const keep = error && keepable && !(error instanceof ModelCacheError && error.kind === "data_loss") ? staged.flush() : Promise.resolve();
+        keep.then(
+          () => {
+            staged.release();
+            done(error);
+          },
+          (failed: unknown) => {
+            staged.release();
+            done(failed as Error);
+          },
+        );
       },
     });
   }
