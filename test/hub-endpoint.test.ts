@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { downloadFile, downloadFileToCacheDir, listFiles, modelInfo, snapshotDownload } from "@huggingface/hub";
 import { expect } from "chai";
-import { get as httpGet } from "node:http";
+import { Agent, type IncomingMessage, get as httpGet } from "node:http";
+import { connect } from "node:net";
 import { get as httpsGet } from "node:https";
 import { pino } from "pino";
 import { AccessTokens } from "../src/auth/access-tokens.js";
@@ -50,6 +51,17 @@ const digest = (token: string) => createHash("sha256").update(token).digest("hex
 async function openFilesEndingWith(suffix: string): Promise<number> {
   const links = await Promise.all((await readdir("/proc/self/fd")).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
   return links.filter((link) => link.endsWith(suffix)).length;
+}
+
+/** Whether a TCP connection to host:port is accepted. */
+function accepts(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, host, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
 }
 
 /** The files the pull installed: every hub file but .gitattributes. */
@@ -387,6 +399,38 @@ describe("the hub endpoint, each test on its own server", () => {
     const now = await fetch(`${s.base}/${REPO}/resolve/main/onnx/model.onnx`);
     expect(now.headers.get("x-repo-commit")).to.equal(next);
     expect(sha256(Buffer.from(await now.arrayBuffer()))).to.equal(sha256(replacement));
+  });
+
+  it("closes a kept-alive connection once the download on it ends while the server stops, and answers no further request on it", async () => {
+    const local = await scene();
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const url = `${local.base}/${REPO}/resolve/main/onnx/model.onnx`;
+      const first = await new Promise<IncomingMessage>((resolve, reject) => httpGet(url, { agent }, resolve).once("error", reject));
+      // the download is under way (more than the sockets hold) when the server begins to stop
+      first.pause();
+      const stopping = local.t.server.close();
+      const [host, port] = local.t.server.hubAddress!.split(":");
+      for (let polls = 0; await accepts(host!, Number(port)); polls++) {
+        if (polls > 500) throw new Error("the hub endpoint still accepted connections while the server stopped");
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const chunks: Buffer[] = [];
+      for await (const chunk of first) chunks.push(chunk as Buffer);
+      expect(sha256(Buffer.concat(chunks))).to.equal(local.hub.file("onnx/model.onnx").sha256);
+      // the connection it came on is closed, not kept for another request
+      const second = await new Promise<number | string>((resolve) => {
+        httpGet(url, { agent }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).once("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      });
+      expect(second).to.be.a("string");
+      await stopping;
+    } finally {
+      agent.destroy();
+      await local.close();
+    }
   });
 
   it("serves HTTPS with the server's TLS files, and on a unix socket", async () => {

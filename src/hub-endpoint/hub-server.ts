@@ -53,7 +53,16 @@ const STATUS_OF: Partial<Record<ErrorKind, number>> = {
 
 /** Listens on `listen` (host:port or unix:PATH) and resolves once bound. */
 export async function startHubServer(listen: string, options: HubServerOptions): Promise<HubServer> {
-  const handler = (req: IncomingMessage, res: ServerResponse) => void handle(options, req, res);
+  // responses under way, so that once the server closes each one's connection is closed as it ends
+  const answering = new Set<ServerResponse>();
+  let closing = false;
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    // a request that comes on a kept-alive connection while the server closes is the connection's last
+    if (closing) res.shouldKeepAlive = false;
+    answering.add(res);
+    res.once("close", () => answering.delete(res));
+    void handle(options, req, res);
+  };
   let server: Server;
   if (options.tls) {
     const [cert, key, ca] = await Promise.all([readFile(options.tls.cert), readFile(options.tls.key), options.tls.clientCa ? readFile(options.tls.clientCa) : undefined]);
@@ -80,8 +89,12 @@ export async function startHubServer(listen: string, options: HubServerOptions):
   return {
     address,
     async close(graceMs) {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      // a connection whose response is under way is kept alive once it ends, until its client's
+      // next request or the keep-alive timeout: it is closed as soon as it is idle instead
+      for (const res of answering) res.once("close", () => server.closeIdleConnections());
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);
       await closed;
       clearTimeout(timer);
