@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,18 @@ import { patternedBytes, sha256 } from "./support/source-dir.js";
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
+
+/** Descriptors of this process (its worker threads' included) open on `path`. */
+function openDescriptorsOf(path: string): number {
+  return readdirSync("/proc/self/fd").filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === path;
+    } catch {
+      // closed between the listing and the look: not open
+      return false;
+    }
+  }).length;
+}
 
 // The worker-pool copier on its own: the plain loop for small files, and for
 // large ones the copy hashed behind (a second thread hashing what has landed
@@ -144,18 +156,66 @@ describe("FileCopier", () => {
     }
   });
 
-  it("ends a copy hashed behind at once when aborted, with the abort's reason", async () => {
-    copier = new FileCopier({ hashBehindFromBytes: 1 });
+  for (const [way, hashBehindFromBytes] of [
+    ["hashed-behind", 1],
+    ["plain", Number.MAX_SAFE_INTEGER],
+  ] as const) {
+    it(`ends a ${way} copy when aborted, with the abort's reason, leaving no descriptor of its files open`, async () => {
+      copier = new FileCopier({ hashBehindFromBytes });
+      const from = join(dir, "source.bin");
+      await writeFile(from, patternedBytes(64 * MiB));
+      const controller = new AbortController();
+      // aborted at its first chunk: both files are open then
+      const error = await copier
+        .copy(from, join(dir, "copy.bin"), 64 * MiB, controller.signal, () => controller.abort(new Error("stop")))
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      expect((error as Error).message).to.equal("stop");
+      expect(openDescriptorsOf(from), "descriptors open on the source").to.equal(0);
+      expect(openDescriptorsOf(join(dir, "copy.bin")), "descriptors open on the copy").to.equal(0);
+    });
+  }
+
+  it("takes a copy that waits for a worker off the queue when aborted, without waiting for the copy ahead of it", async () => {
+    copier = new FileCopier({ threads: 1 });
     const from = join(dir, "source.bin");
     await writeFile(from, patternedBytes(64 * MiB));
+    const ended: string[] = [];
     const controller = new AbortController();
-    const error = await copier
-      .copy(from, join(dir, "copy.bin"), 64 * MiB, controller.signal, () => controller.abort(new Error("stop")))
-      .then(
-        () => undefined,
-        (err: unknown) => err,
-      );
-    expect((error as Error).message).to.equal("stop");
+    // aborted once the copy ahead is under way on the one worker, the other one waiting for it
+    const ahead = copier.copy(from, join(dir, "ahead.bin"), 64 * MiB, new AbortController().signal, () => controller.abort(new Error("stop"))).then(() => ended.push("ahead"));
+    const queued = copier.copy(from, join(dir, "queued.bin"), 64 * MiB, controller.signal, () => undefined).then(
+      () => ended.push("queued copied"),
+      (err: Error) => ended.push(`queued ${err.message}`),
+    );
+    await Promise.all([ahead, queued]);
+    expect(ended).to.deep.equal(["queued stop", "ahead"]);
+    expect(await stat(join(dir, "queued.bin")).catch(() => undefined), "the queued copy wrote nothing").to.equal(undefined);
+  });
+
+  it("ends a hash when aborted, with the abort's reason, leaving no descriptor of its file open", async () => {
+    copier = new FileCopier();
+    // a pipe: the worker reads what the test writes, and waits in between
+    const fifo = join(dir, "fifo");
+    await run("mkfifo", [fifo]);
+    const controller = new AbortController();
+    const hashing = copier.hash(fifo, controller.signal).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    const writer = await open(fifo, "w");
+    try {
+      await writer.write(Buffer.alloc(MiB));
+      controller.abort(new Error("stop"));
+      // the worker's read under way returns, and it stops before the next
+      await writer.write(Buffer.alloc(MiB));
+    } finally {
+      await writer.close();
+    }
+    expect(((await hashing) as Error).message).to.equal("stop");
+    expect(openDescriptorsOf(fifo), "descriptors open on the file").to.equal(0);
   });
 
   describe("a source written to while it is copied", () => {

@@ -4,7 +4,11 @@
 // writes, with plain blocking reads and writes on a buffer reused for every
 // file; a large file is hashed on a second thread, from what has landed in
 // the copy, while this one copies (see copyHashingBehind). Each chunk's size
-// is posted back as progress; the file is fsynced before it returns.
+// is posted back as progress; the file is fsynced before it returns. A
+// task the caller cancels (a flag it shares with this thread: see
+// file-copier.ts) stops before its next chunk and closes what it opened:
+// this thread is never terminated under a copy, which would leave its
+// descriptors open in the process for good.
 // CommonJS, not an ES module: piscina loads a task file with require() first,
 // and Node's require() of an ES module can abort the whole process when the
 // worker is terminated (a cancelled copy) while that module is instantiated.
@@ -18,8 +22,28 @@ const { HashBehind } = require("./hash-behind-client.cjs");
 // 2 GiB file: writes of 4 MiB chunks took ten times as long as of 1 MiB ones)
 const buffer = Buffer.allocUnsafe(1024 * 1024);
 
+// the states of a task's shared flag (task.state[0]), as file-copier.ts sets them
+const NOT_STARTED = 0;
+const RUNNING = 1;
+const CANCELLED = 2;
+const CANCELLED_OUTCOME = Object.freeze({ cancelled: true });
+
+/** Marks the task as running; false when it was cancelled before it started. */
+function begin(task) {
+  return Atomics.compareExchange(task.state, 0, NOT_STARTED, RUNNING) === NOT_STARTED;
+}
+
+/** Whether the caller has cancelled the task since it began. */
+function cancelled(task) {
+  return Atomics.load(task.state, 0) === CANCELLED;
+}
+
 /** @param {import("./file-copier.js").CopyTask} task @returns {import("./file-copier.js").CopyOutcome | Promise<import("./file-copier.js").CopyOutcome>} */
 function copyFile(task) {
+  if (!begin(task)) {
+    task.progress.close();
+    return CANCELLED_OUTCOME;
+  }
   if (task.sizeBytes >= task.hashBehindFromBytes) {
     return copyHashingBehind(task)
       .catch((err) => ({ failed: err.code ?? err.message, code: err.code, path: err.at ?? task.from }))
@@ -37,11 +61,13 @@ function copyFile(task) {
 
 /**
  * The sha256 of a file already in the cache (deep InspectCache).
- * @param {{ path: string }} task @returns {{ sha256: string } | { failed: string, code: string | undefined, path: string }}
+ * @param {{ path: string, state: Int32Array }} task @returns {{ sha256: string } | { cancelled: true } | { failed: string, code: string | undefined, path: string }}
  */
 function hash(task) {
+  if (!begin(task)) return CANCELLED_OUTCOME;
   try {
-    return { sha256: sha256Of(task.path) };
+    const sha256 = sha256Of(task.path, () => cancelled(task));
+    return sha256 === undefined ? CANCELLED_OUTCOME : { sha256 };
   } catch (err) {
     return { failed: err.code ?? err.message, code: err.code, path: task.path };
   }
@@ -59,6 +85,7 @@ function copyAndHash(task, at) {
     const hash = createHash("sha256");
     let total = 0;
     for (;;) {
+      if (cancelled(task)) return CANCELLED_OUTCOME;
       at(task.from);
       const read = readSync(input, buffer, 0, buffer.length, null);
       if (read === 0) break;
@@ -117,6 +144,7 @@ async function copyHashingBehind(task) {
     let unsynced = 0;
     let syncFailure;
     for (;;) {
+      if (cancelled(task)) return CANCELLED_OUTCOME;
       const read = on(task.from, () => readSync(input, buffer, 0, buffer.length, null));
       if (read === 0) break;
       total += read;
@@ -192,12 +220,13 @@ function modifiedSince(before, fd) {
   return now.size !== before.size || now.mtimeNs !== before.mtimeNs;
 }
 
-/** The sha256 of a file. */
-function sha256Of(path) {
+/** The sha256 of a file; undefined once `stop()` says so (checked before each chunk). */
+function sha256Of(path, stop) {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash("sha256");
     for (;;) {
+      if (stop()) return undefined;
       const read = readSync(fd, buffer, 0, buffer.length, null);
       if (read === 0) break;
       hash.update(buffer.subarray(0, read));

@@ -1,8 +1,11 @@
 // Copies local files into the content store's ingest area, and hashes files
 // (sources before they are copied, stored content, installs for deep inspections), on worker threads (piscina), one per core, so that copying
 // and hashing several files use every core while the main thread keeps
-// serving gRPC. Cancelling a copy ends it at once: the
-// worker running it is terminated, and the caller removes the staging dir.
+// serving gRPC. Cancelling a copy or a hash ends it within a chunk (1 MiB):
+// the worker stops at a flag the two threads share and closes what it
+// opened (a worker terminated mid-copy would leave its descriptors open in
+// the process for good); one still waiting for a worker is taken off the
+// queue. The caller then removes the staging dir.
 // The pool (and piscina itself) is loaded on the first copy or hash, not when
 // the server starts: a server that only serves hub pulls and shallow
 // inspections never pays for it.
@@ -20,16 +23,27 @@ export interface CopyTask {
   /** from this size on, a second thread hashes what has landed in the copy while the worker copies */
   hashBehindFromBytes: number;
   progress: MessagePort;
+  /** the task's state, shared with the worker: see TaskState */
+  state: Int32Array;
 }
 
 interface HashTask {
   path: string;
+  state: Int32Array;
 }
 
-type HashOutcome = { sha256: string } | { failed: string; code: string | undefined; path: string };
+/** The states of a task's shared flag: the worker moves it from NOT_STARTED to RUNNING, the caller to CANCELLED. */
+const enum TaskState {
+  NOT_STARTED = 0,
+  RUNNING = 1,
+  CANCELLED = 2,
+}
+
+type HashOutcome = { sha256: string } | { cancelled: true } | { failed: string; code: string | undefined; path: string };
 
 export type CopyOutcome =
   | { sha256: string; hashedBehind: boolean }
+  | { cancelled: true }
   | { changed: number }
   | { modified: true }
   | { failed: string; code: string | undefined; path: string };
@@ -103,10 +117,8 @@ export class FileCopier {
       onBytes(bytes);
     });
     try {
-      const pool = await this.start();
-      const outcome = (await pool.run({ from, to, sizeBytes, hashBehindFromBytes: this.hashBehindFromBytes, progress: port2 }, { transferList: [port2], signal }).catch((err: unknown) => {
-        throw signal.aborted ? signal.reason : err;
-      })) as CopyOutcome;
+      const outcome = (await this.run((state) => ({ task: { from, to, sizeBytes, hashBehindFromBytes: this.hashBehindFromBytes, progress: port2, state }, transferList: [port2] }), signal)) as CopyOutcome;
+      if ("cancelled" in outcome) throw signal.reason;
       if ("sha256" in outcome) {
         // progress still in flight on the port is settled here, before the caller hears the file is done
         finished = true;
@@ -132,12 +144,37 @@ export class FileCopier {
 
   /** The sha256 of a file, computed on a worker thread. */
   async hash(path: string, signal: AbortSignal): Promise<string> {
-    const pool = await this.start();
-    const outcome = (await pool.run({ path }, { name: "hash", signal }).catch((err: unknown) => {
-      throw signal.aborted ? signal.reason : err;
-    })) as HashOutcome;
+    const outcome = (await this.run((state) => ({ task: { path, state }, name: "hash" }), signal)) as HashOutcome;
+    if ("cancelled" in outcome) throw signal.reason;
     if ("sha256" in outcome) return outcome.sha256;
     throw filesystemError("read", outcome.path, Object.assign(new Error(outcome.failed), { code: outcome.code }));
+  }
+
+  /**
+   * Runs a task on the pool, cancelled with `signal`: one still queued is
+   * taken off the queue; one a worker has begun is told to stop, through the
+   * flag it shares with that worker, and ends on its own.
+   */
+  private async run(make: (state: Int32Array) => { task: CopyTask | HashTask; name?: string; transferList?: MessagePort[] }, signal: AbortSignal): Promise<CopyOutcome | HashOutcome> {
+    if (signal.aborted) throw signal.reason;
+    const state = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+    // piscina terminates a worker whose task is aborted: only a task no worker has begun is aborted there
+    const dequeue = new AbortController();
+    const cancel = () => {
+      if (Atomics.compareExchange(state, 0, TaskState.NOT_STARTED, TaskState.CANCELLED) === TaskState.NOT_STARTED) dequeue.abort(signal.reason);
+      else Atomics.store(state, 0, TaskState.CANCELLED);
+    };
+    // listening before the pool is started: a cancel while it starts is not missed
+    signal.addEventListener("abort", cancel, { once: true });
+    try {
+      const pool = await this.start();
+      const { task, name, transferList } = make(state);
+      return await pool.run(task, { name, transferList, signal: dequeue.signal });
+    } catch (err) {
+      throw signal.aborted ? signal.reason : err;
+    } finally {
+      signal.removeEventListener("abort", cancel);
+    }
   }
 
   async close(): Promise<void> {
