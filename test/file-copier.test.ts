@@ -218,6 +218,26 @@ describe("FileCopier", () => {
     expect(openDescriptorsOf(fifo), "descriptors open on the file").to.equal(0);
   });
 
+  it("terminates a worker that has not stopped a grace after the abort (a read that does not return), and ends the call", async () => {
+    copier = new FileCopier({ stopGraceMs: 200 });
+    // a pipe the test holds open and never writes to: the worker's read waits for good
+    const fifo = join(dir, "fifo");
+    await run("mkfifo", [fifo]);
+    const controller = new AbortController();
+    const hashing = copier.hash(fifo, controller.signal).then(
+      () => "hashed",
+      (err: Error) => err.message,
+    );
+    const writer = await open(fifo, "w");
+    try {
+      controller.abort(new Error("stop"));
+      expect(await hashing).to.equal("stop");
+    } finally {
+      // lets the terminated worker's read return
+      await writer.close();
+    }
+  });
+
   describe("a source written to while it is copied", () => {
     let disk: SmallDisk | undefined;
     let frozen = false;

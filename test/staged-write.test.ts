@@ -3,7 +3,10 @@ import type { FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { StagedWrite } from "../src/cache/staged-write.js";
+import { Writeback } from "../src/cache/writeback.js";
 import { patternedBytes } from "./support/source-dir.js";
 
 const MiB = 1024 * 1024;
@@ -92,5 +95,68 @@ describe("writing a download through a reused block", () => {
     expect(most, "writes of the file under way at once").to.equal(1);
     expect(outcomes.map((o) => o.status)).to.deep.equal(["fulfilled", "rejected", "fulfilled"]);
     expect([...landed.keys()].sort((a, b) => a - b)).to.deep.equal([0, 8 * MiB]);
+  });
+});
+
+describe("a download's stream into its file (Writeback.writer)", () => {
+  /** 1.5 MiB, then the connection fails */
+  const dropped = () =>
+    Readable.from(
+      (async function* () {
+        yield Buffer.alloc(MiB, 1);
+        yield Buffer.alloc(MiB / 2, 2);
+        // the connection fails once both chunks were handed on
+        await new Promise((resolve) => setImmediate(resolve));
+        throw new Error("read ECONNRESET");
+      })(),
+      { objectMode: false },
+    );
+
+  /** A disk the test holds: the first write lands at once, the later ones when the test says (or fail as it says). */
+  function heldDisk() {
+    const writes: { position: number; length: number }[] = [];
+    let release: ((error?: Error) => void) | undefined;
+    const handle = {
+      write: (_block: Buffer, _offset: number, length: number, position: number) => {
+        if (writes.length === 0) {
+          writes.push({ position, length });
+          return Promise.resolve({ bytesWritten: length });
+        }
+        return new Promise<{ bytesWritten: number }>((resolve, reject) => {
+          release = (error) => {
+            if (error) return reject(error);
+            writes.push({ position, length });
+            resolve({ bytesWritten: length });
+          };
+        });
+      },
+    } as unknown as FileHandle;
+    return { handle, writes, release: (error?: Error) => release!(error), get held() { return release !== undefined; } };
+  }
+
+  it("writes what arrived before its source failed, and settle() waits for that write", async () => {
+    const disk = heldDisk();
+    const writeback = new Writeback(disk.handle);
+    const failure = await pipeline(dropped(), writeback.writer(0)).then(() => undefined, (err: Error) => err.message);
+    expect(failure).to.equal("read ECONNRESET");
+    let settled = false;
+    const settling = writeback.settle().then(() => (settled = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(disk.held, "the write of the last half MiB is under way").to.equal(true);
+    expect(settled, "settled while that write was under way").to.equal(false);
+    disk.release();
+    await settling;
+    expect(disk.writes).to.deep.equal([{ position: 0, length: MiB }, { position: MiB, length: MiB / 2 }]);
+    expect(writeback.writeFailure).to.equal(undefined);
+  });
+
+  it("tells how the write of what arrived failed, a full disk rather than the dropped connection", async () => {
+    const disk = heldDisk();
+    const writeback = new Writeback(disk.handle);
+    await pipeline(dropped(), writeback.writer(0)).catch(() => undefined);
+    await new Promise((resolve) => setImmediate(resolve));
+    disk.release(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }));
+    await writeback.settle();
+    expect((writeback.writeFailure?.error as NodeJS.ErrnoException | undefined)?.code).to.equal("ENOSPC");
   });
 });

@@ -5,7 +5,8 @@
 // the worker stops at a flag the two threads share and closes what it
 // opened (a worker terminated mid-copy would leave its descriptors open in
 // the process for good); one still waiting for a worker is taken off the
-// queue. The caller then removes the staging dir.
+// queue; a worker that has not stopped after a grace (blocked in a read) is
+// terminated. The caller then removes the staging dir.
 // The pool (and piscina itself) is loaded on the first copy or hash, not when
 // the server starts: a server that only serves hub pulls and shallow
 // inspections never pays for it.
@@ -61,10 +62,15 @@ type Pool = Piscina<CopyTask | HashTask, CopyOutcome | HashOutcome>;
  */
 export const HASH_BEHIND_FROM_BYTES = 64 * 1024 * 1024;
 
+/** How long a cancelled task's worker gets to stop at its flag before piscina terminates it. */
+export const STOP_GRACE_MS = 10_000;
+
 export interface FileCopierOptions {
   threads?: number;
   /** see HASH_BEHIND_FROM_BYTES */
   hashBehindFromBytes?: number;
+  /** see STOP_GRACE_MS */
+  stopGraceMs?: number;
 }
 
 export class FileCopier {
@@ -73,12 +79,14 @@ export class FileCopier {
   private closed = false;
   private readonly threads: number;
   private readonly hashBehindFromBytes: number;
+  private readonly stopGraceMs: number;
   /** files copied each way since the copier started (the way is chosen by size alone) */
   readonly copied = { hashedBehind: 0, plain: 0 };
 
   constructor(options: FileCopierOptions = {}) {
     this.threads = options.threads ?? Math.max(1, Math.min(4, availableParallelism()));
     this.hashBehindFromBytes = options.hashBehindFromBytes ?? HASH_BEHIND_FROM_BYTES;
+    this.stopGraceMs = options.stopGraceMs ?? STOP_GRACE_MS;
   }
 
   private start(): Promise<Pool> {
@@ -158,11 +166,15 @@ export class FileCopier {
   private async run(make: (state: Int32Array) => { task: CopyTask | HashTask; name?: string; transferList?: MessagePort[] }, signal: AbortSignal): Promise<CopyOutcome | HashOutcome> {
     if (signal.aborted) throw signal.reason;
     const state = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
-    // piscina terminates a worker whose task is aborted: only a task no worker has begun is aborted there
+    // piscina terminates a worker whose task is aborted: only a task no worker has begun is aborted
+    // there, and one whose worker has not stopped within STOP_GRACE_MS (a read blocked on a hung
+    // mount): then its descriptors are left open rather than the cancel never ending
     const dequeue = new AbortController();
+    let lastResort: NodeJS.Timeout | undefined;
     const cancel = () => {
-      if (Atomics.compareExchange(state, 0, TaskState.NOT_STARTED, TaskState.CANCELLED) === TaskState.NOT_STARTED) dequeue.abort(signal.reason);
-      else Atomics.store(state, 0, TaskState.CANCELLED);
+      if (Atomics.compareExchange(state, 0, TaskState.NOT_STARTED, TaskState.CANCELLED) === TaskState.NOT_STARTED) return dequeue.abort(signal.reason);
+      Atomics.store(state, 0, TaskState.CANCELLED);
+      lastResort = setTimeout(() => dequeue.abort(signal.reason), this.stopGraceMs).unref();
     };
     // listening before the pool is started: a cancel while it starts is not missed
     signal.addEventListener("abort", cancel, { once: true });
@@ -173,6 +185,7 @@ export class FileCopier {
     } catch (err) {
       throw signal.aborted ? signal.reason : err;
     } finally {
+      clearTimeout(lastResort);
       signal.removeEventListener("abort", cancel);
     }
   }

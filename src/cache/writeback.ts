@@ -41,6 +41,9 @@ export class Writeback {
   private sinceSync = 0;
   private syncing: Promise<void> | undefined;
   private failure: { error: unknown } | undefined;
+  /** the write of what a failed stream had received (see writer), until it has ended */
+  private keeping: Promise<void> | undefined;
+  private keepFailure: { error: unknown } | undefined;
   private readonly sync: FileSync;
 
   constructor(
@@ -53,6 +56,15 @@ export class Writeback {
   /** The first failed sync of this file, if any: what was written cannot be trusted to be on the disk. */
   get syncFailure(): { error: unknown } | undefined {
     return this.failure;
+  }
+
+  /**
+   * The failure of the write of what a failed stream had received, if any: a
+   * pipeline rejects with its source's error without waiting for it, and the
+   * disk's error says more (a full disk is no network error).
+   */
+  get writeFailure(): { error: unknown } | undefined {
+    return this.keepFailure;
   }
 
   /** Notes `bytes` written; starts a background datasync when enough have piled up and none is running. */
@@ -98,6 +110,13 @@ export class Writeback {
         done,
       );
     };
+    const keepWhatArrived = (write: Promise<void>) =>
+      (this.keeping = write.then(
+        () => undefined,
+        (error: unknown) => {
+          this.keepFailure ??= { error };
+        },
+      ));
     return new Writable({
       write(chunk: Buffer, _encoding, done) {
         const full = staged.add(chunk);
@@ -110,17 +129,12 @@ export class Writeback {
       destroy(error, done) {
         // the bytes that arrived before the source failed (a dropped connection, a cancel) are
         // good: written, so the next attempt resumes after them; a write that fails here says so
-        const keep = error && keepable && !(error instanceof ModelCacheError && error.kind === "data_loss") ? staged.flush() : Promise.resolve();
-        keep.then(
-          () => {
-            staged.release();
-            done(error);
-          },
-          (failed: unknown) => {
-            staged.release();
-            done(failed as Error);
-          },
-        );
+        // (settle() waits for that write, writeFailure tells how it failed)
+        const keep = error && keepable && !(error instanceof ModelCacheError && error.kind === "data_loss") ? keepWhatArrived(staged.flush()) : Promise.resolve();
+        void keep.then(() => {
+          staged.release();
+          done(error);
+        });
       },
     });
   }
@@ -135,8 +149,10 @@ export class Writeback {
     });
   }
 
-  /** Waits for a background sync to end, so the handle can be closed; never throws (finish() reports). */
+  /** Waits for the writes and the background sync under way to end, so the handle can be closed; never throws (finish() and writeFailure report). */
   async settle(): Promise<void> {
+    // the write of what a failed stream had received may start a background sync as it lands
+    await this.keeping;
     await this.syncing;
   }
 }

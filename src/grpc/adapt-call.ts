@@ -119,7 +119,7 @@ function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStre
     get signal() {
       if (!controller) {
         const made = (controller = new AbortController());
-        if (call.cancelled) made.abort(reason());
+        if (call.cancelled && !ended) made.abort(reason());
         else
           call.once("cancelled", () => {
             if (!ended) made.abort(reason());

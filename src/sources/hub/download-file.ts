@@ -167,6 +167,9 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         throw filesystemError("sync", partialPath, syncFailure.error);
       }
       if (signal.aborted) throw signal.reason;
+      // the bytes received before the stream failed could not be written: the disk's error is the one to tell
+      const writeFailure = writeback?.writeFailure;
+      if (writeFailure) err = writeFailure.error;
       if (err instanceof ModelCacheError) {
         if (err.kind === "data_loss") await rm(partialPath, { force: true });
         throw err;
