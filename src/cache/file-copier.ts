@@ -125,8 +125,7 @@ export class FileCopier {
       onBytes(bytes);
     });
     try {
-      const outcome = (await this.run((state) => ({ task: { from, to, sizeBytes, hashBehindFromBytes: this.hashBehindFromBytes, progress: port2, state }, transferList: [port2] }), signal)) as CopyOutcome;
-      if ("cancelled" in outcome) throw signal.reason;
+      const outcome = (await this.run((state) => ({ task: { from, to, sizeBytes, hashBehindFromBytes: this.hashBehindFromBytes, progress: port2, state }, transferList: [port2] }), signal)) as Exclude<CopyOutcome, { cancelled: true }>;
       if ("sha256" in outcome) {
         // progress still in flight on the port is settled here, before the caller hears the file is done
         finished = true;
@@ -152,8 +151,7 @@ export class FileCopier {
 
   /** The sha256 of a file, computed on a worker thread. */
   async hash(path: string, signal: AbortSignal): Promise<string> {
-    const outcome = (await this.run((state) => ({ task: { path, state }, name: "hash" }), signal)) as HashOutcome;
-    if ("cancelled" in outcome) throw signal.reason;
+    const outcome = (await this.run((state) => ({ task: { path, state }, name: "hash" }), signal)) as Exclude<HashOutcome, { cancelled: true }>;
     if ("sha256" in outcome) return outcome.sha256;
     throw filesystemError("read", outcome.path, Object.assign(new Error(outcome.failed), { code: outcome.code }));
   }
@@ -161,9 +159,10 @@ export class FileCopier {
   /**
    * Runs a task on the pool, cancelled with `signal`: one still queued is
    * taken off the queue; one a worker has begun is told to stop, through the
-   * flag it shares with that worker, and ends on its own.
+   * flag it shares with that worker, and ends on its own. Either way it
+   * throws the signal's reason.
    */
-  private async run(make: (state: Int32Array) => { task: CopyTask | HashTask; name?: string; transferList?: MessagePort[] }, signal: AbortSignal): Promise<CopyOutcome | HashOutcome> {
+  private async run(make: (state: Int32Array) => { task: CopyTask | HashTask; name?: string; transferList?: MessagePort[] }, signal: AbortSignal): Promise<Exclude<CopyOutcome | HashOutcome, { cancelled: true }>> {
     if (signal.aborted) throw signal.reason;
     const state = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
     // piscina terminates a worker whose task is aborted: only a task no worker has begun is aborted
@@ -181,7 +180,9 @@ export class FileCopier {
     try {
       const pool = await this.start();
       const { task, name, transferList } = make(state);
-      return await pool.run(task, { name, transferList, signal: dequeue.signal });
+      const outcome = await pool.run(task, { name, transferList, signal: dequeue.signal });
+      if ("cancelled" in outcome) throw signal.reason;
+      return outcome;
     } catch (err) {
       throw signal.aborted ? signal.reason : err;
     } finally {

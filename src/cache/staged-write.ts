@@ -9,6 +9,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { FileHandle } from "node:fs/promises";
+import { ModelCacheError } from "../errors.js";
 
 const BLOCK_BYTES = 1024 * 1024;
 /** received bytes between two young-generation collections */
@@ -30,6 +31,8 @@ export class StagedWrite {
   private block: Buffer | undefined = spare.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
   private filled = 0;
   private writing: Promise<unknown> | undefined;
+  /** a write of the block failed: what it holds is not written again */
+  private failed = false;
 
   /** Writes from `position` on; `written` hears each write's length and the end of the bytes written so far. */
   constructor(
@@ -87,12 +90,27 @@ export class StagedWrite {
     this.writing = queued;
     try {
       await this.writing;
+    } catch (err) {
+      this.failed = true;
+      throw err;
     } finally {
       this.writing = undefined;
     }
     this.filled = 0;
     this.position += length;
     this.written(length, this.position);
+  }
+
+  /**
+   * Writes what arrived before `error` ended the stream (a dropped
+   * connection, a cancel): those bytes are good, and the next attempt resumes
+   * after them. Nothing when the bytes themselves were wrong (data_loss),
+   * while a write of the block is under way (its own add() or flush() tells
+   * how it ends), or after one failed.
+   */
+  keepAfter(error: unknown): Promise<void> {
+    if (this.writing || this.failed || (error instanceof ModelCacheError && error.kind === "data_loss")) return Promise.resolve();
+    return this.flush();
   }
 
   /** Gives the block back for the next download once no write reads it; nothing more may be added. */

@@ -8,7 +8,6 @@
 // the pages it failed to write are gone, so the first error fails the file.
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
-import { ModelCacheError } from "../errors.js";
 import { StagedWrite } from "./staged-write.js";
 
 // every sync forces a flush of the disk's cache and stalls the writes around
@@ -98,18 +97,6 @@ export class Writeback {
       this.wrote(bytes);
       landed?.(end);
     });
-    // whether the block may be written when the stream fails: not while a write of it is under way, nor after one failed
-    let keepable = true;
-    const writing = (write: Promise<void>, done: (error?: Error | null) => void) => {
-      keepable = false;
-      write.then(
-        () => {
-          keepable = true;
-          done();
-        },
-        done,
-      );
-    };
     const keepWhatArrived = (write: Promise<void>) =>
       (this.keeping = write.then(
         () => undefined,
@@ -120,17 +107,16 @@ export class Writeback {
     return new Writable({
       write(chunk: Buffer, _encoding, done) {
         const full = staged.add(chunk);
-        if (full) writing(full, done);
+        if (full) full.then(() => done(), done);
         else done();
       },
       final(done) {
-        writing(staged.flush(), done);
+        staged.flush().then(() => done(), done);
       },
       destroy(error, done) {
-        // the bytes that arrived before the source failed (a dropped connection, a cancel) are
-        // good: written, so the next attempt resumes after them; a write that fails here says so
-        // (settle() waits for that write, writeFailure tells how it failed)
-        const keep = error && keepable && !(error instanceof ModelCacheError && error.kind === "data_loss") ? keepWhatArrived(staged.flush()) : Promise.resolve();
+        // what arrived before the source failed (a dropped connection, a cancel) is written;
+        // settle() waits for that write, writeFailure tells how it failed
+        const keep = error ? keepWhatArrived(staged.keepAfter(error)) : Promise.resolve();
         void keep.then(() => {
           staged.release();
           done(error);

@@ -286,8 +286,6 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
         writeback.wrote(bytes);
         landed();
       });
-      // false while a write of this range is under way: one that fails leaves nothing to keep
-      let writable = true;
       try {
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
           if (segment.done + staged.pending + chunk.length > length) {
@@ -295,18 +293,12 @@ async function fetchSegment(segment: Segment, handle: FileHandle, writeback: Wri
           }
           await options.bandwidth?.take(chunk.length, signal);
           const full = staged.add(chunk);
-          if (full) {
-            writable = false;
-            await full;
-            writable = true;
-          }
+          if (full) await full;
         }
-        writable = false;
         await staged.flush();
       } catch (err) {
-        // the bytes that arrived before the connection dropped (or the pull was cancelled) are
-        // good: written, so the retry, or the next pull, asks for what follows them
-        if (writable && !(err instanceof ModelCacheError && err.kind === "data_loss")) await staged.flush();
+        // the retry, or the next pull, asks for what follows the bytes that arrived
+        await staged.keepAfter(err);
         throw err;
       } finally {
         staged.release();
