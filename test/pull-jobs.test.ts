@@ -177,6 +177,18 @@ describe("pull jobs", () => {
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
+  it("takes a DropCache sent as soon as InspectCache shows the pulled install: it waits for the pull to record it, then removes it", async () => {
+    // the install shows from its move into place; the pull then records it (a synced registry write) and ends
+    for (let round = 0; round < 3; round += 1) {
+      const pulling = pull(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR, detach: true });
+      while ((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status !== CacheStatus.CACHE_STATUS_INSTALLED);
+      expect(await call(t.client, "dropCache", { name: "minilm", force: false }), `round ${round}`).to.include({ removed: true });
+      expect((await pulling).error).to.equal(undefined);
+      expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+      expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+    }
+  });
+
   it("refuses UnregisterModel while the model's pull is queued, and the pull then installs a model still registered", async () => {
     await t.restart({ maxConcurrentPulls: 1 });
     await call(t.client, "registerModel", { model: modelSpec({ name: "second" }) });

@@ -26,7 +26,8 @@ const SYNCED: {} = { sync: true };
 
 /** `check` runs on the record under the model's lock, and throws to refuse. */
 export async function unregisterModel(runtime: Runtime, name: string, dropCache: boolean, signal: AbortSignal, check?: (record: ModelRecord) => void): Promise<boolean> {
-  await getModel(runtime.registry, name);
+  // a refusal that stands (the models file declares the model) before one that passes (a pull)
+  check?.(await getModel(runtime.registry, name));
   runtime.pulls.refuseWhilePulling(name, "UnregisterModel");
   return runtime.locks.run(name, signal, async () => {
     // a pull may have been asked for while this call waited for the lock; one

@@ -83,6 +83,8 @@ export class PullJob implements InstallObserver {
 
   /** fixed once the job begins staging: a force asked for later cannot apply */
   private forceSettled = false;
+  /** set once the job moves its install into place: what is left (recording it) is short, under the model's lock */
+  private promoting = false;
 
   constructor(
     private readonly settings: PullJobSettings,
@@ -102,6 +104,16 @@ export class PullJob implements InstallObserver {
   requireForce(): boolean {
     if (!this.forceSettled) this.forced = true;
     return this.forced;
+  }
+
+  /**
+   * Whether a change to the model (DropCache, UnregisterModel) would race the
+   * job: not once the job is promoting its install, which may already show as
+   * installed; the change then waits for the model's lock, which the job
+   * holds until its install is recorded.
+   */
+  get racesChanges(): boolean {
+    return !this.outcome && !this.promoting;
   }
 
   get state(): "queued" | "running" | "finished" {
@@ -222,7 +234,10 @@ export class PullJob implements InstallObserver {
             copier: settings.copier,
             store: settings.store,
             force,
-            beforePromote: async () => void (await this.registeredRecord()),
+            beforePromote: async () => {
+              await this.registeredRecord();
+              this.promoting = true;
+            },
             promoted: settings.view && ((installed) => settings.view!.installed(model.name, installed)),
           });
           const cacheDir = settings.layout.modelDir(model.name);

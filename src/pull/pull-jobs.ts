@@ -19,11 +19,13 @@ export class PullJobs {
    * Refuses `operation` (DropCache, UnregisterModel) while the model has a
    * pull queued or running: the change would race the pull, which could then
    * install after it. Refusing keeps another client's pull intact; that
-   * client decides whether to cancel it.
+   * client decides whether to cancel it. A job already moving its install
+   * into place is not refused against: the operation waits for the model's
+   * lock, and runs on the install the job leaves.
    */
   refuseWhilePulling(name: string, operation: string): void {
     const job = this.find(name);
-    if (!job) return;
+    if (!job?.racesChanges) return;
     throw new ModelCacheError(
       "failed_precondition",
       `a pull of model '${name}' is ${job.state} (from ${job.source.description}): ${operation} would race it; wait for it to end, or cancel it (the clients attached to it cancel their Pull calls; a detached pull runs to its end), then call ${operation} again`,
