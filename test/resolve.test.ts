@@ -70,6 +70,28 @@ describe("ResolveModel", () => {
       expect(never.pulled).to.equal(false);
     });
 
+    for (const method of ["resolveModel", "inspectCache"] as const) {
+      it(`${method} of a healthy install whose record says otherwise answers from the install and records it INSTALLED`, async () => {
+        const first = await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING));
+        // asked once so the install's healthy answer is the one kept for the next calls
+        expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        // a record that lost its install (a registry restored from an older copy)
+        const { registry } = t.server.runtime;
+        const record = (await registry.models.get("minilm"))!;
+        const { install: _lost, ...rest } = record;
+        await registry.records.run("minilm", undefined, () => registry.models.put("minilm", { ...rest, status: "registered", updatedAtMs: record.updatedAtMs + 1 }));
+        expect((await call(t.client, "getModel", { name: "minilm" })).model!.status).to.equal(ModelStatus.MODEL_STATUS_REGISTERED);
+        if (method === "resolveModel") {
+          expect(await call(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING))).to.include({ pulled: false, cacheDir: first.cacheDir });
+        } else {
+          expect((await call(t.client, "inspectCache", { name: "minilm", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+        }
+        const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
+        expect(model.status).to.equal(ModelStatus.MODEL_STATUS_INSTALLED);
+        expect(model.installedAt!.getTime()).to.equal(first.manifest!.installedAt!.getTime());
+      });
+    }
+
     it("refuses an unknown model with NOT_FOUND and a policy out of range with INVALID_ARGUMENT", async () => {
       const missing = await callError(t.client, "resolveModel", resolveRequest(PullPolicy.PULL_POLICY_IF_MISSING, { name: "nope" }));
       expect(missing.code).to.equal(status.NOT_FOUND);

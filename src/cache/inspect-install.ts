@@ -37,18 +37,42 @@ export type FileHasher = (path: string, signal: AbortSignal) => Promise<string>;
 const healthyReports = new WeakMap<ReadonlyMap<string, Stats>, InstallReport>();
 
 export async function inspectInstall(layout: CacheLayout, name: string, deep: boolean, signal: AbortSignal, hasher: FileHasher = hashFile): Promise<InstallReport> {
+  if (!deep) return inspectShallow(layout, name);
   const cacheDir = layout.modelDir(name);
   const files = installFiles(cacheDir, { watch: true, generation: layout.installsMoved });
-  if (!deep && files) {
-    const known = healthyReports.get(files);
-    if (known) return known;
-  }
-  const report = await inspectFiles(cacheDir, name, files, deep, signal, hasher);
-  if (!deep && files && report.status === "installed") healthyReports.set(files, Object.freeze(report));
+  const found = lookAt(cacheDir, name, files);
+  if ("status" in found) return found;
+  const { manifest, footprint, exclusiveBytes } = found;
+  // all files at once: the hasher spreads them over its threads; problems keep the manifest's order
+  const digests = await hashAll(manifest.files.map((file) => join(cacheDir, file.path)), signal, hasher);
+  const mismatched = manifest.files.filter((file, i) => digests[i] !== file.sha256).map(({ path, sha256 }) => ({ path, sha256 }));
+  const problems = manifest.files.flatMap((file, i) =>
+    digests[i] === file.sha256 ? [] : [{ reason: "checksum_mismatch" as const, detail: `artifact file '${file.path}' has sha256 ${digests[i]}, ${MANIFEST_FILE} says ${file.sha256}` }],
+  );
+  return verdict(cacheDir, manifest, footprint, exclusiveBytes, problems, mismatched);
+}
+
+/**
+ * The shallow check, synchronous (a few stat calls, or none while the
+ * install's watch holds): an install's healthy report is the same object for
+ * as long as its watched listing is.
+ */
+export function inspectShallow(layout: CacheLayout, name: string): InstallReport {
+  const cacheDir = layout.modelDir(name);
+  const files = installFiles(cacheDir, { watch: true, generation: layout.installsMoved });
+  const known = files && healthyReports.get(files);
+  if (known) return known;
+  const found = lookAt(cacheDir, name, files);
+  if ("status" in found) return found;
+  const report = verdict(cacheDir, found.manifest, found.footprint, found.exclusiveBytes, []);
+  if (files && report.status === "installed") healthyReports.set(files, Object.freeze(report));
   return report;
 }
 
-async function inspectFiles(cacheDir: string, name: string, files: ReadonlyMap<string, Stats> | undefined, deep: boolean, signal: AbortSignal, hasher: FileHasher): Promise<InstallReport> {
+type Looked = { manifest: Manifest; footprint: number; exclusiveBytes: number };
+
+/** The install's manifest and sizes checked against its listing: what a shallow look finds wrong, or what a deep one goes on from. */
+function lookAt(cacheDir: string, name: string, files: ReadonlyMap<string, Stats> | undefined): InstallReport | Looked {
   if (!files) {
     const stat = lstatSync(cacheDir, { throwIfNoEntry: false });
     if (!stat) return { status: "missing", cacheDir, footprintBytes: 0 };
@@ -72,7 +96,7 @@ async function inspectFiles(cacheDir: string, name: string, files: ReadonlyMap<s
     return { ...unhealthy(cacheDir, footprint, "manifest_invalid", `${MANIFEST_FILE} names model '${manifest.name}', not '${name}'; pull the model again`, manifest), exclusiveBytes };
   }
 
-  const problems: { reason: UnhealthyReason; detail: string }[] = [];
+  const problems: Problem[] = [];
   for (const file of manifest.files) {
     const size = files.get(file.path)?.size;
     if (size === undefined) {
@@ -81,17 +105,13 @@ async function inspectFiles(cacheDir: string, name: string, files: ReadonlyMap<s
       problems.push({ reason: "size_mismatch", detail: `artifact file '${file.path}' is ${size} bytes, ${MANIFEST_FILE} says ${file.sizeBytes}` });
     }
   }
-  let mismatched: InstallReport["mismatched"];
-  if (deep && problems.length === 0) {
-    // all files at once: the hasher spreads them over its threads; problems keep the manifest's order
-    const digests = await hashAll(manifest.files.map((file) => join(cacheDir, file.path)), signal, hasher);
-    mismatched = manifest.files.filter((file, i) => digests[i] !== file.sha256).map(({ path, sha256 }) => ({ path, sha256 }));
-    manifest.files.forEach((file, i) => {
-      if (digests[i] !== file.sha256) {
-        problems.push({ reason: "checksum_mismatch", detail: `artifact file '${file.path}' has sha256 ${digests[i]}, ${MANIFEST_FILE} says ${file.sha256}` });
-      }
-    });
-  }
+  if (problems.length > 0) return verdict(cacheDir, manifest, footprint, exclusiveBytes, problems);
+  return { manifest, footprint, exclusiveBytes };
+}
+
+type Problem = { reason: UnhealthyReason; detail: string };
+
+function verdict(cacheDir: string, manifest: Manifest, footprint: number, exclusiveBytes: number, problems: Problem[], mismatched?: InstallReport["mismatched"]): InstallReport {
   const [first] = problems;
   if (!first) return { status: "installed", cacheDir, manifest, footprintBytes: footprint, exclusiveBytes };
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? "s" : ""})` : "";

@@ -8,6 +8,9 @@ export const MANIFEST_FILE = "manifest.json";
 /** in a model's partial dir (per commit): entries an OCI pull unpacked from its verified blobs for the install; never resumed from */
 export const UNPACKED_DIR = ".unpacked";
 
+/** names whose install directory is remembered at once (more are forgotten together) */
+const MOST_REMEMBERED_DIRS = 4096;
+
 export class CacheLayout {
   readonly staging: string;
   readonly purge: string;
@@ -20,6 +23,8 @@ export class CacheLayout {
    * before and after a step knows no install was taken away in between.
    */
   installsMoved = 0;
+  /** install directories handed out before, by name (a lookup per call costs less than a check and a join) */
+  readonly #modelDirs = new Map<string, string>();
 
   constructor(readonly root: string) {
     this.staging = join(root, ".staging");
@@ -39,7 +44,13 @@ export class CacheLayout {
 
   /** `<root>/<name>`: where a model's install lives. */
   modelDir(name: string): string {
-    return join(this.root, checkName("name", name));
+    let dir = this.#modelDirs.get(name);
+    if (dir === undefined) {
+      dir = join(this.root, checkName("name", name));
+      if (this.#modelDirs.size >= MOST_REMEMBERED_DIRS) this.#modelDirs.clear();
+      this.#modelDirs.set(name, dir);
+    }
+    return dir;
   }
 }
 

@@ -12,12 +12,12 @@ import { join } from "node:path";
 import { MANIFEST_FILE } from "../cache/layout.js";
 import { ModelCacheError, errorCode, filesystemError } from "../errors.js";
 import { reconcileModel } from "../lifecycle/reconcile-registry.js";
-import { withRecordedCorruption } from "../lifecycle/inspect-cache.js";
+import { healthyNow, withRecordedCorruption } from "../lifecycle/inspect-cache.js";
 import { currentCommit } from "../pull/current-commit.js";
 import { originDirectory } from "../pull/origin-directory.js";
 import { pullModel } from "../pull/pull-model.js";
 import { NEVER_ABORTED } from "../concurrency/never-aborted.js";
-import { getModel } from "../registry/get-model.js";
+import { getModel, getModelNow } from "../registry/get-model.js";
 import type { ModelRecord, PullPolicy } from "../registry/model-record.js";
 import type { Runtime } from "../runtime.js";
 import { type Lease, droppedWhileResolving } from "./leases.js";
@@ -76,11 +76,42 @@ export async function resolveModel(runtime: Runtime, request: ResolveModelReques
   return { ...resolved, lease };
 }
 
-async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: PullPolicy, credentialAlias: string, signalOf: () => AbortSignal): Promise<ResolvedModel> {
-  const report = await inspect(runtime, model);
+/**
+ * ResolveModel answered without waiting on anything, when it asks for no
+ * lease: the record read at once, the install healthy and recorded so, and a
+ * policy that takes it as it is (NEVER, IF_MISSING, or ALWAYS with the pinned
+ * commit installed). Undefined otherwise; resolveModel answers then.
+ */
+export function resolveModelNow(runtime: Runtime, request: ResolveModelRequest): ResolvedModel | undefined {
+  if (request.leaseSeconds > 0) return undefined;
+  const model = getModelNow(runtime.registry, request.name);
+  const report = model && healthyNow(runtime, model);
+  if (!model || !report) return undefined;
+  // a healthy report is shared for as long as its install is unchanged, and so is this answer
+  let answer = answersNow.get(report);
+  if (answer?.name !== model.name || answer.pinnedBy !== model.revision) {
+    const { installed, pinnedMatch } = installOf(model, report);
+    answer = Object.freeze({ ...installed!, revalidated: pinnedMatch, pinnedBy: model.revision });
+    if (Object.isFrozen(report)) answersNow.set(report, answer);
+  }
+  if ((request.pullPolicy ?? model.pullPolicy) === "always" && !answer.revalidated) return undefined;
+  runtime.uses.record(model.name);
+  return answer;
+}
+
+/** resolveModelNow's answers by the shared healthy report they were made from, with the revision they were checked against */
+const answersNow = new WeakMap<InstallReport, ResolvedModel & { pinnedBy: string }>();
+
+/** The healthy install in `report`, and whether it is the commit the model pins. */
+function installOf(model: ModelRecord, report: InstallReport): { installed?: Omit<ResolvedModel, "revalidated">; pinnedMatch: boolean } {
   const installed = report.status === "installed" ? { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false } : undefined;
   // a pinned commit that is installed is known to match without asking anyone
-  const pinnedMatch = installed !== undefined && COMMIT.test(model.revision) && installed.manifest.resolvedCommit === model.revision;
+  return { installed, pinnedMatch: installed !== undefined && COMMIT.test(model.revision) && installed.manifest.resolvedCommit === model.revision };
+}
+
+async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: PullPolicy, credentialAlias: string, signalOf: () => AbortSignal): Promise<ResolvedModel> {
+  const report = await inspect(runtime, model);
+  const { installed, pinnedMatch } = installOf(model, report);
 
   if (policy === "never") {
     if (installed) return { ...installed, revalidated: pinnedMatch };

@@ -3,7 +3,7 @@
 // mapped once, streams respect write backpressure, and every call is logged
 // with its method, model, status and duration.
 import { once } from "node:events";
-import { type ServerUnaryCall, type ServerWritableStream, type handleServerStreamingCall, type handleUnaryCall, status } from "@grpc/grpc-js";
+import { type ServerUnaryCall, type ServerWritableStream, type handleServerStreamingCall, type handleUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { ModelCacheError } from "../errors.js";
 import { toServiceError } from "./errors.js";
@@ -36,38 +36,116 @@ export interface UnaryCall {
   changedNothing(): void;
 }
 
-export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition, handle: (request: Req, call: UnaryCall) => Promise<Res>): handleUnaryCall<Req, Res> {
+/**
+ * A handler may answer at once (a value) or later (a promise): one answered
+ * at once is responded to before grpc-js's handler call returns, as its own
+ * handlers (health) do, with no promise between.
+ */
+export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition, handle: (request: Req, call: UnaryCall) => Res | Promise<Res>): handleUnaryCall<Req, Res> {
   const method = methodOf(path);
   return (call, callback) => {
-    const begun = begin(path, method, call);
+    const state = new UnaryCallState(path, method, call);
     context.rpcs?.started(path, "unary");
-    const cancellation = callSignal(call);
-    const { ended } = cancellation;
-    let audited = true;
-    handle(call.request, {
-      get signal() {
-        return cancellation.signal;
-      },
-      caller: begun.caller,
-      changedNothing() {
-        audited = false;
-      },
-    }).then(
-      (response) => {
-        ended();
-        logCall(context, begun, call.request, status.OK, undefined, audited);
-        context.rpcs?.handled(path, "unary", "OK", (performance.now() - begun.started) / 1000);
-        callback(null, response);
-      },
-      (err: unknown) => {
-        ended();
-        const error = toServiceError(err);
-        logCall(context, begun, call.request, error.code, error.details);
-        context.rpcs?.handled(path, "unary", status[error.code], (performance.now() - begun.started) / 1000);
-        callback(error);
-      },
+    let result: Res | Promise<Res>;
+    try {
+      result = handle(call.request, state);
+    } catch (err) {
+      failed(context, state, callback, err);
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      answered(context, state, callback, result);
+      return;
+    }
+    // the call may be cancelled while it waits, and grpc-js then no longer knows the client's address
+    state.nameCaller();
+    result.then(
+      (response) => answered(context, state, callback, response),
+      (err: unknown) => failed(context, state, callback, err),
     );
   };
+}
+
+function answered<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, response: Res): void {
+  state.ended();
+  logCall(context, state, state.request, status.OK, undefined, state.audited);
+  context.rpcs?.handled(state.path, "unary", "OK", (performance.now() - state.started) / 1000);
+  callback(null, response);
+}
+
+function failed<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, err: unknown): void {
+  state.ended();
+  const error = toServiceError(err);
+  logCall(context, state, state.request, error.code, error.details);
+  context.rpcs?.handled(state.path, "unary", status[error.code], (performance.now() - state.started) / 1000);
+  callback(error);
+}
+
+/**
+ * Aborts when the client cancels the call or its deadline passes. grpc-js
+ * also reports "cancelled" when the stream of a call that has ended closes:
+ * after `ended` that is no news, and costs no error (with its stack) per call.
+ * The AbortController, and the listener that fires it, are made when the
+ * signal is first read (a few microseconds a call that a lookup answered in
+ * less); grpc-js marks a call `cancelled` before it says so, so a signal
+ * first read after the cancel is made aborted.
+ */
+class CallCancellation {
+  #controller: AbortController | undefined;
+  #ended = false;
+
+  constructor(readonly call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>) {}
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      const controller = (this.#controller = new AbortController());
+      if (this.call.cancelled && !this.#ended) controller.abort(cancelledByClient());
+      else
+        this.call.once("cancelled", () => {
+          if (!this.#ended) controller.abort(cancelledByClient());
+        });
+    }
+    return this.#controller.signal;
+  }
+
+  ended(): void {
+    this.#ended = true;
+  }
+}
+
+/**
+ * A unary call as its handler and its log lines see it. The caller is named
+ * when first asked (a call answered at once that is neither logged nor
+ * audited never is), or before the handler first waits.
+ */
+class UnaryCallState extends CallCancellation implements UnaryCall, Begun {
+  readonly started = performance.now();
+  audited = true;
+  #caller: string | undefined;
+
+  constructor(
+    readonly path: string,
+    readonly method: string,
+    call: ServerUnaryCall<unknown, unknown>,
+  ) {
+    super(call);
+  }
+
+  get request(): unknown {
+    return this.call.request;
+  }
+
+  get caller(): string {
+    return (this.#caller ??= callerName(this.call));
+  }
+
+  nameCaller(): void {
+    this.#caller ??= callerName(this.call);
+  }
+
+  changedNothing(): void {
+    this.audited = false;
+  }
 }
 
 export function serverStream<Req, Res>(
@@ -79,7 +157,7 @@ export function serverStream<Req, Res>(
   return (call) => {
     const begun = begin(path, method, call);
     context.rpcs?.started(path, "server_stream");
-    const cancelled = callSignal(call);
+    const cancelled = new CallCancellation(call);
     const signal = AbortSignal.any([cancelled.signal, context.shutdown]);
     void (async () => {
       try {
@@ -102,35 +180,8 @@ export function serverStream<Req, Res>(
   };
 }
 
-/**
- * Aborts when the client cancels the call or its deadline passes. grpc-js
- * also reports "cancelled" when the stream of a call that has ended closes:
- * after `ended` that is no news, and costs no error (with its stack) per call.
- * The AbortController, and the listener that fires it, are made when the
- * signal is first read (a few microseconds a call that a lookup answered in
- * less); grpc-js marks a call `cancelled` before it says so, so a signal
- * first read after the cancel is made aborted.
- */
-function callSignal(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): { readonly signal: AbortSignal; ended(): void } {
-  let controller: AbortController | undefined;
-  let ended = false;
-  const reason = () => new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed");
-  return {
-    get signal() {
-      if (!controller) {
-        const made = (controller = new AbortController());
-        if (call.cancelled && !ended) made.abort(reason());
-        else
-          call.once("cancelled", () => {
-            if (!ended) made.abort(reason());
-          });
-      }
-      return controller.signal;
-    },
-    ended() {
-      ended = true;
-    },
-  };
+function cancelledByClient(): ModelCacheError {
+  return new ModelCacheError("cancelled", "the client cancelled the call or its deadline passed");
 }
 
 /** What a call's log lines need from its start. */
@@ -145,8 +196,13 @@ interface Begun {
  * The caller is named when the call starts: once a client has cancelled,
  * grpc-js no longer knows its peer ("unknown").
  */
-function begin(path: string, method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): Begun {
-  return { path, method, started: performance.now(), caller: callerOf(call.metadata) ?? `peer ${call.getPeer()}` };
+function begin(path: string, method: string, call: ServerWritableStream<unknown, unknown>): Begun {
+  return { path, method, started: performance.now(), caller: callerName(call) };
+}
+
+/** The token's name, else the client's address, as audit lines name it. */
+function callerName(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): string {
+  return callerOf(call.metadata) ?? `peer ${call.getPeer()}`;
 }
 
 /**
@@ -154,18 +210,20 @@ function begin(path: string, method: string, call: ServerUnaryCall<unknown, unkn
  * anything also gets an audit line naming its caller (token name, client
  * certificate subject, or the peer address when auth is off).
  */
-function logCall(context: CallContext, { path, method, started, caller }: Begun, request: unknown, code: status, details?: string, audited = true): void {
+function logCall(context: CallContext, begun: Begun, request: unknown, code: status, details?: string, audited = true): void {
+  // the caller is read only for a line that is written (naming it may cost a lookup)
+  const { path, method, started } = begun;
   const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown }; models?: { name?: unknown }[]; dryRun?: unknown } | null;
   const name = fields?.name || fields?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
   if (context.logger.isLevelEnabled("info")) {
-    context.logger.info({ method, model, caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
+    context.logger.info({ method, model, caller: begun.caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
   }
   if (audited && MUTATING_METHODS.has(path)) {
     const alias = typeof fields?.alias === "string" && fields.alias !== "" ? fields.alias.slice(0, 128) : undefined;
     // ApplyModels names every model it was asked to bring in line, and whether it only planned
     const models = Array.isArray(fields?.models) ? fields.models.slice(0, 100).map((m) => String(m?.name ?? "").slice(0, 128)) : undefined;
     const dryRun = fields?.dryRun === true ? true : undefined;
-    (context.audit ?? context.logger).info({ audit: true, caller, method, model, models, dryRun, alias, result: status[code] }, "audit");
+    (context.audit ?? context.logger).info({ audit: true, caller: begun.caller, method, model, models, dryRun, alias, result: status[code] }, "audit");
   }
 }

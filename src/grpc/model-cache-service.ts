@@ -4,7 +4,7 @@ import { NEVER_ABORTED } from "../concurrency/never-aborted.js";
 import { describeCache } from "../lifecycle/describe-cache.js";
 import { pruneCache } from "../maintenance/prune-cache.js";
 import { dropCache } from "../lifecycle/drop-cache.js";
-import { inspectCache } from "../lifecycle/inspect-cache.js";
+import { inspectCache, inspectCacheNow } from "../lifecycle/inspect-cache.js";
 import { unregisterModel } from "../lifecycle/unregister-model.js";
 import { pullModel } from "../pull/pull-model.js";
 import { getModel } from "../registry/get-model.js";
@@ -16,12 +16,12 @@ import type { ModelRecord } from "../registry/model-record.js";
 import { managedByFile, ownedByFile } from "../models-file/plan-changes.js";
 import type { Runtime } from "../runtime.js";
 import { applyModels } from "../models-file/apply-models.js";
-import { resolveModel } from "../consumers/resolve-model.js";
+import { type ResolvedModel, resolveModel, resolveModelNow } from "../consumers/resolve-model.js";
 import { releaseLease } from "../consumers/release-lease.js";
 import { listLeases } from "../consumers/list-leases.js";
 import { validateSpecs } from "../models-file/validate-specs.js";
 import { InspectCacheResponse, ModelCacheServiceService as Service, ModelStatus, type ModelCacheServiceServer, type PullResponse, ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
-import { type CallContext, serverStream, unary } from "./adapt-call.js";
+import { type CallContext, type UnaryCall, serverStream, unary } from "./adapt-call.js";
 import { changeToProto, modelToProto, pullEventToProto, pullPolicyFromProto, specFromProto } from "./convert.js";
 import { inspectResponse, resolveResponse, serializeWithManifest } from "./manifest-wire.js";
 
@@ -31,6 +31,13 @@ export const modelCacheServiceDefinition = {
   inspectCache: { ...Service.inspectCache, responseSerialize: serializeWithManifest(InspectCacheResponse, 4) },
   resolveModel: { ...Service.resolveModel, responseSerialize: serializeWithManifest(ResolveModelResponse, 3) },
 };
+
+/** ResolveModel's response; one answered from the install as it was, without asking its source, is a read (not audited). */
+function resolveAnswer(resolved: ResolvedModel, call: UnaryCall): ResolveModelResponse {
+  // nothing pulled, leased or fetched with the model's credential
+  if (!resolved.pulled && !resolved.lease && !resolved.askedSource) call.changedNothing();
+  return resolveResponse(resolved);
+}
 
 /** A check that refuses an RPC change to a model the models file manages. */
 function refuseIfManaged(runtime: Runtime, what: string): (current: ModelRecord) => void {
@@ -61,10 +68,13 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
     pull: serverStream(context, Service.pull, async function* (request, signal): AsyncGenerator<PullResponse> {
       for await (const event of pullModel(runtime, request, signal)) yield pullEventToProto(request.name, event);
     }),
-    inspectCache: unary(context, Service.inspectCache, async (request, call) =>
+    inspectCache: unary(context, Service.inspectCache, (request, call) => {
+      // a healthy install whose record says so is answered at once
+      const now = request.deep ? undefined : inspectCacheNow(runtime, request.name);
+      if (now) return inspectResponse(request.name, now);
       // a shallow inspection waits on nothing a cancel could stop (a lookup, or a few stat calls)
-      inspectResponse(request.name, await inspectCache(runtime, request.name, request.deep, request.deep ? call.signal : NEVER_ABORTED)),
-    ),
+      return inspectCache(runtime, request.name, request.deep, request.deep ? call.signal : NEVER_ABORTED).then((report) => inspectResponse(request.name, report));
+    }),
     dropCache: unary(context, Service.dropCache, async (request, call) => {
       const { removed, freedBytes } = await dropCache(runtime, request.name, call.signal, request.force);
       return { name: request.name, removed, status: ModelStatus.MODEL_STATUS_REGISTERED, freedBytes };
@@ -96,15 +106,14 @@ export function modelCacheService(runtime: Runtime, context: CallContext): Model
       const changes = await applyModels(runtime, specs, { scope, dryRun: request.dryRun, signal: call.signal });
       return { changes: changes.map(changeToProto) };
     }),
-    resolveModel: unary(context, Service.resolveModel, async (request, call) => {
+    resolveModel: unary(context, Service.resolveModel, (request, call) => {
       const pullPolicy = pullPolicyFromProto(request.pullPolicy, "pull_policy");
       // the holder is recorded with a lease only
       const holder = request.leaseSeconds > 0 ? call.caller.replace(/^peer /, "") : "";
-      const resolved = await resolveModel(runtime, { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder }, () => call.signal);
-      // answered from the install as it was, without asking its source: nothing pulled, leased or
-      // fetched with the model's credential, a read, not audited
-      if (!resolved.pulled && !resolved.lease && !resolved.askedSource) call.changedNothing();
-      return resolveResponse(resolved);
+      const asked = { name: request.name, pullPolicy, credentialAlias: request.credentialAlias, leaseSeconds: request.leaseSeconds, holder };
+      // a healthy install whose record says so, no lease asked for: answered at once
+      const now = resolveModelNow(runtime, asked);
+      return now ? resolveAnswer(now, call) : resolveModel(runtime, asked, () => call.signal).then((resolved) => resolveAnswer(resolved, call));
     }),
     releaseLease: unary(context, Service.releaseLease, async (request) => ({ released: await releaseLease(runtime, request.leaseId) })),
     listLeases: unary(context, Service.listLeases, async (request) => ({

@@ -6,10 +6,10 @@
 // replacing it) is inspected again: the answer is the install as it was
 // before or after, never an error about a file the change removed.
 import { join } from "node:path";
-import { inspectInstall, type InstallReport } from "../cache/inspect-install.js";
-import { getModel } from "../registry/get-model.js";
+import { inspectInstall, inspectShallow, type InstallReport } from "../cache/inspect-install.js";
+import { getModel, getModelNow } from "../registry/get-model.js";
 import type { Runtime } from "../runtime.js";
-import { reconcileModel } from "./reconcile-registry.js";
+import { reconcileModel, recordAgrees } from "./reconcile-registry.js";
 import type { ModelRecord } from "../registry/model-record.js";
 import { corruptInstall } from "../registry/record-install.js";
 import { condemnContent } from "../store/condemn-content.js";
@@ -25,6 +25,23 @@ export async function inspectCache(runtime: Runtime, name: string, deep: boolean
   const report = withRecordedCorruption(model, found);
   await reconcileModel(runtime, model, report);
   return report;
+}
+
+/**
+ * A shallow InspectCache answered without waiting on anything: the record
+ * read at once, the install healthy and the registry already saying so.
+ * Undefined when any of that is not so; inspectCache answers then (it looks
+ * again at an install that moved while it looked, and records what it found).
+ */
+export function inspectCacheNow(runtime: Runtime, name: string): InstallReport | undefined {
+  const model = getModelNow(runtime.registry, name);
+  return model && healthyNow(runtime, model);
+}
+
+/** The model's install, when a shallow look finds it healthy and its record says so already. */
+export function healthyNow(runtime: Pick<Runtime, "layout">, model: ModelRecord): InstallReport | undefined {
+  const report = withRecordedCorruption(model, inspectShallow(runtime.layout, model.name));
+  return report.status === "installed" && recordAgrees(model, report) ? report : undefined;
 }
 
 async function inspectSteadily(runtime: Runtime, name: string, deep: boolean, signal: AbortSignal): Promise<InstallReport> {

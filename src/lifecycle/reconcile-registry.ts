@@ -7,7 +7,7 @@
 import { type InstallReport, inspectInstall } from "../cache/inspect-install.js";
 import { listModels } from "../registry/list-models.js";
 import type { ModelRecord } from "../registry/model-record.js";
-import { type DiskFinding, recordFinding } from "../registry/record-install.js";
+import { type DiskFinding, agrees, recordFinding } from "../registry/record-install.js";
 import type { Runtime } from "../runtime.js";
 
 export interface Reconciliation {
@@ -31,6 +31,11 @@ export async function reconcileRegistry(runtime: Pick<Runtime, "registry" | "lay
  * Records what `report` found on disk for `seen`'s model, unless the record
  * already says so or changed after it was read; whether it wrote.
  */
+/** Whether the model's record already says what `report` found. */
+export function recordAgrees(seen: ModelRecord, report: InstallReport): boolean {
+  return agrees(seen, findingOf(report));
+}
+
 export async function reconcileModel(runtime: Pick<Runtime, "registry">, seen: ModelRecord, report: InstallReport): Promise<boolean> {
   return (await recordFinding(runtime.registry, seen, findingOf(report))) !== undefined;
 }
