@@ -415,6 +415,12 @@ describe("leases", () => {
     const none = await leased(0);
     expect(none.leaseId).to.equal("");
     expect(none.leaseExpiresAt).to.equal(undefined);
+    // a leased answer is the answer without a lease, and its lease
+    const { leaseId, leaseExpiresAt, ...rest } = second;
+    expect(leaseId).to.match(/^[0-9a-f-]{36}$/);
+    expect(leaseExpiresAt!.getTime()).to.be.above(Date.now());
+    expect({ ...rest, leaseId: "", leaseExpiresAt: undefined }).to.deep.equal(none);
+    expect(rest.manifest!.files.length).to.be.above(0);
     expect((await call(t.client, "getModel", { name: "minilm" })).model!.leases).to.equal(2);
   });
 

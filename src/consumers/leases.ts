@@ -47,6 +47,8 @@ export class Leases {
   private readonly byName = new Map<string, Map<string, Lease>>();
   /** leases granted in this turn of the event loop, stored together in one batch */
   private pending: { lease: Lease; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** a batch of leases is being written */
+  private storing = false;
   /** removals of installs under way, by model */
   private readonly underWay = new Map<string, number>();
   /** bumped when any removal begins or ends: see removalMark */
@@ -133,21 +135,35 @@ export class Leases {
   }
 
   /**
-   * Stores a lease, together with the others granted in the same turn of the
-   * event loop: one LevelDB batch for many concurrent ResolveModel calls
-   * instead of a write each. Every lease is stored before its grant returns.
+   * Stores a lease, together with the others granted meanwhile: one LevelDB
+   * batch at a time, and the leases granted while it is written go in the
+   * next one, together (a group commit: under many concurrent ResolveModel
+   * calls, a batch's own cost is shared by more leases). Every lease is
+   * stored before its grant returns.
    */
   private store(lease: Lease): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.pending.push({ lease, resolve, reject }) > 1) return;
-      setImmediate(() => {
-        const batch = this.pending;
-        this.pending = [];
-        this.records.batch(batch.map((p) => ({ type: "put" as const, key: p.lease.id, value: p.lease }))).then(
+      this.pending.push({ lease, resolve, reject });
+      if (!this.storing) this.storeBatch();
+    });
+  }
+
+  private storeBatch(): void {
+    this.storing = true;
+    // the leases granted in this turn of the event loop join the batch
+    setImmediate(() => {
+      const batch = this.pending;
+      this.pending = [];
+      this.records
+        .batch(batch.map((p) => ({ type: "put" as const, key: p.lease.id, value: p.lease })))
+        .then(
           () => batch.forEach((p) => p.resolve()),
           (err: unknown) => batch.forEach((p) => p.reject(err)),
-        );
-      });
+        )
+        .finally(() => {
+          this.storing = false;
+          if (this.pending.length > 0) this.storeBatch();
+        });
     });
   }
 

@@ -7,7 +7,7 @@
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { InstallReport } from "../cache/inspect-install.js";
 import type { Manifest as ManifestRecord } from "../cache/manifest.js";
-import { InspectCacheResponse, Manifest, type ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
+import { InspectCacheResponse, Manifest, ResolveModelResponse } from "../../generated/modelcache/v1/model_cache.js";
 import type { ResolvedModel } from "../consumers/resolve-model.js";
 import { manifestToProto, reportToProto } from "./convert.js";
 
@@ -20,6 +20,14 @@ const resolveResponses = new WeakMap<ManifestRecord, ResolveModelResponse[]>();
 /** the responses made for shared reports (frozen), and the encoding of each once it was encoded */
 const sharedResponses = new WeakSet<object>();
 const responseEncodings = new WeakMap<object, Buffer>();
+/**
+ * Responses that are a shared response with a few fields more (a leased
+ * ResolveModel): the shared one, and a message of those fields alone.
+ * Protobuf merges concatenated messages, so such a response is encoded as
+ * the shared response's bytes (made once) followed by those fields'.
+ */
+const extensions = new WeakMap<object, { base: object; extra: object }>();
+const EMPTY_RESOLVE_RESPONSE = Object.freeze(ResolveModelResponse.create());
 
 /** The manifest's proto form, built once per parsed manifest. */
 export function manifestProto(record: ManifestRecord): Manifest {
@@ -46,7 +54,17 @@ export function inspectResponse(name: string, report: InstallReport): InspectCac
  * and encoded, once per manifest and answer.
  */
 export function resolveResponse(resolved: ResolvedModel): ResolveModelResponse {
-  if (resolved.lease) return { ...resolveFields(resolved), leaseId: resolved.lease.id, leaseExpiresAt: new Date(resolved.lease.expiresAtMs) };
+  const shared = sharedResolveResponse(resolved);
+  if (!resolved.lease) return shared;
+  // the same answer with its lease: encoded as the shared response's bytes followed by the lease's fields
+  const lease = { leaseId: resolved.lease.id, leaseExpiresAt: new Date(resolved.lease.expiresAtMs) };
+  const response = { ...shared, ...lease };
+  extensions.set(response, { base: shared, extra: { ...EMPTY_RESOLVE_RESPONSE, ...lease } });
+  return response;
+}
+
+/** The response without a lease for the same answer, made once per manifest and answer. */
+function sharedResolveResponse(resolved: ResolvedModel): ResolveModelResponse {
   // a manifest is one install's (one name, one directory): what varies is pulled and revalidated
   const answer = (resolved.pulled ? 2 : 0) + (resolved.revalidated ? 1 : 0);
   let byAnswer = resolveResponses.get(resolved.manifest);
@@ -66,22 +84,26 @@ function resolveFields(resolved: ResolvedModel) {
 
 /**
  * A responseSerialize for a message whose `manifest` is field `field`: the
- * rest is encoded per call, the manifest's bytes once per manifest, and a
- * shared response (the same report's) once.
+ * rest is encoded per call, the manifest's bytes once per manifest, a
+ * shared response (the same report's) once, and an extended one as its
+ * shared response followed by its own fields.
  */
 export function serializeWithManifest<T extends { manifest?: Manifest | undefined }>(
   type: { encode(message: T, writer?: BinaryWriter): BinaryWriter },
   field: number,
 ): (response: T) => Buffer {
   const tag = (field << 3) | 2; // length-delimited
-  return (response) => {
+  const serialize = (response: T): Buffer => {
     const known = responseEncodings.get(response);
     if (known) return known;
+    const extended = extensions.get(response);
+    if (extended) return Buffer.concat([serialize(extended.base as T), encode(extended.extra as T)]);
     const encoded = encode(response);
     // a shared response is encoded once
     if (sharedResponses.has(response)) responseEncodings.set(response, encoded);
     return encoded;
   };
+  return serialize;
   function encode(response: T): Buffer {
     const writer = type.encode({ ...response, manifest: undefined }, new BinaryWriter());
     if (response.manifest) {
