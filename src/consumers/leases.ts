@@ -154,8 +154,9 @@ export class Leases {
     setImmediate(() => {
       const batch = this.pending;
       this.pending = [];
-      this.records
-        .batch(batch.map((p) => ({ type: "put" as const, key: p.lease.id, value: p.lease })))
+      // a write that throws at once fails its batch like one that rejects, and the next batch still runs
+      Promise.resolve()
+        .then(() => this.records.batch(batch.map((p) => ({ type: "put" as const, key: p.lease.id, value: p.lease }))))
         .then(
           () => batch.forEach((p) => p.resolve()),
           (err: unknown) => batch.forEach((p) => p.reject(err)),

@@ -27,15 +27,15 @@ export async function reconcileRegistry(runtime: Pick<Runtime, "registry" | "lay
   return result;
 }
 
-/**
- * Records what `report` found on disk for `seen`'s model, unless the record
- * already says so or changed after it was read; whether it wrote.
- */
 /** Whether the model's record already says what `report` found. */
 export function recordAgrees(seen: ModelRecord, report: InstallReport): boolean {
   return agrees(seen, findingOf(report));
 }
 
+/**
+ * Records what `report` found on disk for `seen`'s model, unless the record
+ * already says so or changed after it was read; whether it wrote.
+ */
 export async function reconcileModel(runtime: Pick<Runtime, "registry">, seen: ModelRecord, report: InstallReport): Promise<boolean> {
   return (await recordFinding(runtime.registry, seen, findingOf(report))) !== undefined;
 }
