@@ -41,19 +41,19 @@ export interface UnaryCall {
  * at once is responded to before grpc-js's handler call returns, as its own
  * handlers (health) do, with no promise between.
  */
-export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition, handle: (request: Req, call: UnaryCall) => Res | Promise<Res>): handleUnaryCall<Req, Res> {
+export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition, handle: (request: Req, call: UnaryCall) => Res | PromiseLike<Res>): handleUnaryCall<Req, Res> {
   const method = methodOf(path);
   return (call, callback) => {
     const state = new UnaryCallState(path, method, call);
     context.rpcs?.started(path, "unary");
-    let result: Res | Promise<Res>;
+    let result: Res | PromiseLike<Res>;
     try {
       result = handle(call.request, state);
     } catch (err) {
       failed(context, state, callback, err);
       return;
     }
-    if (!(result instanceof Promise)) {
+    if (!isThenable(result)) {
       answered(context, state, callback, result);
       return;
     }
@@ -64,6 +64,11 @@ export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition
       (err: unknown) => failed(context, state, callback, err),
     );
   };
+}
+
+/** A promise of any make (a response message has no `then`). */
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
 }
 
 function answered<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, response: Res): void {
