@@ -87,45 +87,38 @@ export function resolveModelNow(runtime: Runtime, request: ResolveModelRequest):
   const model = getModelNow(runtime.registry, request.name);
   const report = model && healthyNow(runtime, model);
   if (!model || !report) return undefined;
-  // a healthy report is shared for as long as its install is unchanged, and so is this answer
-  let answer = answersNow.get(report);
-  if (answer?.name !== model.name || answer.pinnedBy !== model.revision) {
-    const { installed, pinnedMatch } = installOf(model, report);
-    answer = Object.freeze({ ...installed!, revalidated: pinnedMatch, pinnedBy: model.revision });
-    if (Object.isFrozen(report)) answersNow.set(report, answer);
-  }
-  if ((request.pullPolicy ?? model.pullPolicy) === "always" && !answer.revalidated) return undefined;
-  runtime.uses.record(model.name);
+  const answer = takenAsIs(model, request.pullPolicy ?? model.pullPolicy, report);
+  if (answer) runtime.uses.record(model.name);
   return answer;
 }
 
-/** resolveModelNow's answers by the shared healthy report they were made from, with the revision they were checked against */
-const answersNow = new WeakMap<InstallReport, ResolvedModel & { pinnedBy: string }>();
-
-/** The healthy install in `report`, and whether it is the commit the model pins. */
-function installOf(model: ModelRecord, report: InstallReport): { installed?: Omit<ResolvedModel, "revalidated">; pinnedMatch: boolean } {
-  const installed = report.status === "installed" ? { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false } : undefined;
-  // a pinned commit that is installed is known to match without asking anyone
-  return { installed, pinnedMatch: installed !== undefined && COMMIT.test(model.revision) && installed.manifest.resolvedCommit === model.revision };
+/**
+ * The healthy install in `report` as the answer, when `policy` takes it as
+ * it is, without pulling or asking the source: NEVER and IF_MISSING, or
+ * ALWAYS with the commit the model pins installed (known to match without
+ * asking anyone).
+ */
+function takenAsIs(model: ModelRecord, policy: PullPolicy, report: InstallReport): ResolvedModel | undefined {
+  if (report.status !== "installed") return undefined;
+  const pinnedMatch = COMMIT.test(model.revision) && report.manifest!.resolvedCommit === model.revision;
+  if (policy === "always" && !pinnedMatch) return undefined;
+  return { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false, revalidated: pinnedMatch };
 }
 
 async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: PullPolicy, credentialAlias: string, signalOf: () => AbortSignal): Promise<ResolvedModel> {
   const report = await inspect(runtime, model);
-  const { installed, pinnedMatch } = installOf(model, report);
-
+  const asIs = takenAsIs(model, policy, report);
+  if (asIs) return asIs;
   if (policy === "never") {
-    if (installed) return { ...installed, revalidated: pinnedMatch };
     throw new ModelCacheError(
       "failed_precondition",
       `model '${model.name}' has no healthy install (${report.status}${report.detail ? `: ${report.detail}` : ""}) and the pull policy is PULL_POLICY_NEVER, which never pulls: pull it first (Pull or 'modelcache pull ${model.name}'), or resolve with PULL_POLICY_IF_MISSING`,
     );
   }
-  if (policy === "if_missing") {
-    if (installed) return { ...installed, revalidated: pinnedMatch };
-    return pull(runtime, model, credentialAlias, signalOf());
-  }
+  if (policy === "if_missing") return pull(runtime, model, credentialAlias, signalOf());
 
-  if (pinnedMatch) return { ...installed!, revalidated: true };
+  // ALWAYS, without the pinned commit installed: the source says which commit the revision names now
+  const installed = report.status === "installed" ? { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false } : undefined;
   const signal = signalOf();
   try {
     // an install from a directory is checked against that directory (by pulling it), never its hub

@@ -145,7 +145,7 @@ class UnaryCallState extends CallCancellation implements UnaryCall, Begun {
   }
 
   nameCaller(): void {
-    this.#caller ??= callerName(this.call);
+    void this.caller;
   }
 
   changedNothing(): void {
