@@ -5,7 +5,7 @@ import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { HashBehind } from "../src/cache/hash-behind.js";
+import { HashBehind, hashWhole } from "../src/cache/hash-behind.js";
 
 describe("hashing a file as it is written", () => {
   let dir: string;
@@ -70,5 +70,18 @@ describe("hashing a file as it is written", () => {
     } finally {
       await again.close();
     }
+  });
+
+  it("hashes a whole file on disk, and stops reading it when its signal is aborted", async () => {
+    const bytes = randomBytes(3 * 1024 * 1024 + 7);
+    const path = join(dir, "stored");
+    const handle = await open(path, "w");
+    await handle.write(bytes);
+    await handle.close();
+    expect(await hashWhole(path, bytes.length)).to.equal(createHash("sha256").update(bytes).digest("hex"));
+    const reason = new Error("the pull was cancelled");
+    let failure: unknown;
+    await hashWhole(path, bytes.length, AbortSignal.abort(reason)).catch((err: unknown) => (failure = err));
+    expect(failure).to.equal(reason);
   });
 });

@@ -1,4 +1,3 @@
-import { watch } from "node:fs";
 import { open, readFile, readdir, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, status } from "@grpc/grpc-js";
@@ -215,7 +214,28 @@ describe("pulling from a hub", () => {
     expect(hub.sent("onnx/model.onnx")).to.equal(before + BIG);
   });
 
-  it("replaces stored content only the forced pull's own install holds with the download, without reading the stored copy", async function () {
+  it("with force fetches every byte again but writes none the hub still serves: the stored copy stays as it was, compared and hashed, and is linked again", async function () {
+    this.timeout(20_000);
+    await pullOk(t.client, { name: "minilm" });
+    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const storedBefore = await stat(blob);
+    const before = hub.sent("onnx/model.onnx");
+    const events = await pullOk(t.client, { name: "minilm", force: true });
+    expect(hub.sent("onnx/model.onnx"), "every byte fetched again").to.equal(before + BIG);
+    const storedAfter = await stat(blob);
+    expect(storedAfter.ino, "the stored copy was not replaced").to.equal(storedBefore.ino);
+    expect(storedAfter.mtimeMs, "nor written").to.equal(storedBefore.mtimeMs);
+    expect((await stat(join(t.cacheRoot, "minilm", "onnx/model.onnx"))).ino, "the new install links it").to.equal(storedBefore.ino);
+    const done = events.find((e) => e.fileCompleted?.path === "onnx/model.onnx")!.fileCompleted!;
+    expect(done.reused, "fetched, so not reused").to.equal(false);
+    const progress = events.filter((e) => e.fileProgress?.path === "onnx/model.onnx").map((e) => e.fileProgress!.bytesDone);
+    expect(Math.max(...progress)).to.be.at.most(BIG).and.above(0);
+    expect(await readdir(join(t.cacheRoot, ".blobs", "partial"))).to.deep.equal([]);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("with force finds a stored copy only its own install holds rotten while it compares the hub's bytes with it: counted corrupt, and the download takes its place", async function () {
     this.timeout(20_000);
     await t.restart({ metricsListen: "127.0.0.1:0" });
     const corruptFound = async () => {
@@ -226,40 +246,82 @@ describe("pulling from a hub", () => {
     const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
     const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
     const storedBefore = (await call(t.client, "describeCache", {})).storedBytes;
-    // the stored copy rots in place, its size unchanged: hashed, it would be found corrupt and condemned
+    // the stored copy rots in place, its size unchanged
     const handle = await open(blob, "r+");
     await handle.write(Buffer.from("rot"), 0, 3, 0);
     await handle.close();
-    await pullOk(t.client, { name: "minilm", force: true });
-    expect(hub.sent("onnx/model.onnx")).to.equal(2 * BIG);
-    expect(await corruptFound(), "the stored copy was read (and found corrupt)").to.equal(0);
+    const events = await pullOk(t.client, { name: "minilm", force: true });
+    expect(hub.sent("onnx/model.onnx")).to.be.at.least(2 * BIG);
+    expect(await corruptFound()).to.equal(1);
     expect(await readFile(blob)).to.deep.equal(big);
     expect((await stat(blob)).nlink, "the store's name and the install's").to.equal(2);
     expect((await call(t.client, "describeCache", {})).storedBytes).to.equal(storedBefore);
+    // the comparison's bytes and the download's are one file's progress, each byte counted once
+    const progress = events.filter((e) => e.fileProgress?.path === "onnx/model.onnx").map((e) => e.fileProgress!.bytesDone);
+    expect(Math.max(...progress)).to.be.at.most(BIG);
+    expect(progress).to.deep.equal([...progress].sort((a, b) => a - b));
     const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
     expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
-  it("after SIGKILL just as a forced pull put its download in the stored copy's place, the restart keeps the install whole, and pulls and forced pulls go on", async function () {
+  it("with force, cancelled while it compares, leaves the install, the stored copy and the partial downloads as they were", async function () {
+    this.timeout(20_000);
+    await pullOk(t.client, { name: "minilm" });
+    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const storedBefore = await stat(blob);
+    hub.faults.bytesPerSecond = 4 * 1024 * 1024;
+    const outcome = await pull(t.client, { name: "minilm", force: true }, {
+      onEvent: (event, stream) => {
+        if (event.fileProgress?.path === "onnx/model.onnx" && event.fileProgress.bytesDone >= 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(outcome.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    hub.faults.bytesPerSecond = undefined;
+    const storedAfter = await stat(blob);
+    expect([storedAfter.ino, storedAfter.mtimeMs]).to.deep.equal([storedBefore.ino, storedBefore.mtimeMs]);
+    expect(await installed("onnx/model.onnx")).to.deep.equal(big);
+    expect(await readdir(join(t.cacheRoot, ".blobs", "partial")), "a comparison leaves nothing to resume").to.deep.equal([]);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    await pullOk(t.client, { name: "minilm", force: true });
+    expect((await stat(blob)).ino).to.equal(storedBefore.ino);
+  });
+
+  it("with force fails DATA_LOSS when the hub now serves other bytes, and leaves the install and its stored copy as they were", async function () {
+    this.timeout(20_000);
+    await pullOk(t.client, { name: "minilm" });
+    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const storedBefore = await stat(blob);
+    // the last byte differs: the whole file is compared before the download starts over
+    hub.faults.wrongBytes.add("onnx/model.onnx");
+    const outcome = await pull(t.client, { name: "minilm", force: true });
+    expect(outcome.error?.code).to.equal(status.DATA_LOSS);
+    expect(outcome.error?.details).to.include("onnx/model.onnx");
+    expect((await stat(blob)).ino).to.equal(storedBefore.ino);
+    expect(await installed("onnx/model.onnx")).to.deep.equal(big);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("after SIGKILL just as a forced pull linked a stored copy that matched the hub's bytes, the restart keeps the install whole and the stored copy as it was, and pulls and forced pulls go on", async function () {
     this.timeout(30_000);
     await pullOk(t.client, { name: "minilm" });
     const before = await installed("onnx/model.onnx");
     const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const storedBefore = await stat(blob);
     await t.server.close();
     const child = await spawnServer({ dataDir: t.dataDir, args: ["--hub-url", hub.url] });
     // another file of the pull is held: the install cannot be promoted before the kill
     let release!: () => void;
     hub.faults.hold.set("pytorch_model.bin", new Promise<void>((resolve) => (release = resolve)));
     try {
-      const replaced = new Promise<void>((resolve) => {
-        const store = watch(join(t.cacheRoot, ".blobs", "sha256"), (_event, entry) => {
-          if (entry !== listed.sha256) return;
-          store.close();
-          resolve();
-        });
-      });
-      const pulling = pull(child.client, { name: "minilm", force: true });
-      await replaced;
+      // the file is completed once the new install links the stored copy
+      let linked!: () => void;
+      const completed = new Promise<void>((resolve) => (linked = resolve));
+      const pulling = pull(child.client, { name: "minilm", force: true }, { onEvent: (event) => event.fileCompleted?.path === "onnx/model.onnx" && linked() });
+      await completed;
       await child.kill();
       expect((await pulling).error, "the pull was cut by the kill").to.not.equal(undefined);
     } finally {
@@ -268,7 +330,8 @@ describe("pulling from a hub", () => {
     }
     await t.restart();
     expect(await installed("onnx/model.onnx")).to.deep.equal(before);
-    expect(await readFile(join(t.cacheRoot, ".blobs", "sha256", listed.sha256))).to.deep.equal(big);
+    const storedAfter = await stat(blob);
+    expect([storedAfter.ino, storedAfter.mtimeMs]).to.deep.equal([storedBefore.ino, storedBefore.mtimeMs]);
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
     await pullOk(t.client, { name: "minilm" });
     await pullOk(t.client, { name: "minilm", force: true });

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, readdir, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, stat, utimes, writeFile } from "node:fs/promises";
 import { type AddressInfo } from "node:net";
 import { createServer } from "node:http";
 import { gzipSync } from "node:zlib";
@@ -7,7 +7,7 @@ import { pack } from "tar-stream";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, ModelStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { spawnServer } from "./support/child-server.js";
@@ -762,6 +762,26 @@ describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
     for (let i = 1; i < tiles.length; i++) expect(tiles[i]![0]).to.equal(tiles[i - 1]![1]);
     expect(tiles.at(-1)![1]).to.equal(big.length);
     expect(await readFile(join(t.cacheRoot, "minilm", "model.onnx"))).to.deep.equal(big);
+  });
+
+  it("with force fetches a blob again as ranges and compares it with the stored copy, which stays as it was: nothing written", async () => {
+    const big = patternedBytes(4 * 1024 * 1024);
+    await registry.pushModelPack(REPO, "v1", { "model.onnx": big, "config.json": "{}" });
+    const digest = `sha256:${sha256(big)}`;
+    await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
+    await pullOk(t.client, { name: "minilm" });
+    const blob = join(t.cacheRoot, ".blobs", "sha256", sha256(big));
+    const before = await stat(blob);
+    const gets = proxy.blobGets(digest).length;
+    await pullOk(t.client, { name: "minilm", force: true });
+    const ranges = proxy.blobGets(digest).slice(gets).map((c) => /^bytes=(\d+)-(\d+)$/.exec(c.range ?? ""));
+    expect(ranges.length, "fetched again").to.be.at.least(2);
+    const fetched = ranges.reduce((sum, r) => sum + Number(r![2]) + 1 - Number(r![1]), 0);
+    expect(fetched).to.equal(big.length);
+    const after = await stat(blob);
+    expect([after.ino, after.mtimeMs]).to.deep.equal([before.ino, before.mtimeMs]);
+    expect((await stat(join(t.cacheRoot, "minilm", "model.onnx"))).ino).to.equal(before.ino);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 });
 

@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { PullPolicy } from "../generated/modelcache/v1/model_cache.js";
@@ -149,6 +149,19 @@ describe("pulling from an S3-compatible store", () => {
     expect(outcome.error?.details).to.include("config.json").and.include("pull again");
     const model = (await call(t.client, "getModel", { name: "minilm" })).model!;
     expect(model.cacheSizeBytes).to.equal(0);
+  });
+
+  it("with force fetches every object again, compares each with its stored copy, and writes none that still match", async () => {
+    await pullOk(t.client, { name: "minilm" });
+    const listed = sha256hex(big);
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed);
+    const before = await stat(blob);
+    const gets = s3.gets("minilm/onnx/model.onnx").length;
+    await pullOk(t.client, { name: "minilm", force: true });
+    expect(s3.gets("minilm/onnx/model.onnx").length, "fetched again").to.be.above(gets);
+    const after = await stat(blob);
+    expect([after.ino, after.mtimeMs]).to.deep.equal([before.ino, before.mtimeMs]);
+    expect(await installed("onnx/model.onnx")).to.deep.equal(big);
   });
 
   it("changes resolved_commit when an object changes", async () => {

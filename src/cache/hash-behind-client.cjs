@@ -50,14 +50,19 @@ function letGo() {
 }
 
 class HashBehind {
-  /** Starts hashing the file open at `fd` from its first byte; `fd` must stay open until finish() or close() resolves. @param {number} fd */
-  constructor(fd) {
+  /**
+   * Starts hashing the file open at `fd` from its first byte; `fd` must stay
+   * open until finish() or close() resolves. A `stop` flag (shared memory)
+   * set to non-zero ends the reading within 1 MiB, and finish() fails.
+   * @param {number} fd @param {Int32Array} [stop]
+   */
+  constructor(fd, stop) {
     this.id = nextId++;
     this.worker = hashWorker();
     this.sent = 0;
     this.done = false;
     hold();
-    this.worker.postMessage({ op: "open", id: this.id, fd });
+    this.worker.postMessage({ op: "open", id: this.id, fd, stop });
   }
 
   /** Every byte before `end` has been written: the worker may hash up to there. @param {number} end */

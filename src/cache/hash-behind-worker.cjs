@@ -11,13 +11,13 @@ const { parentPort } = require("node:worker_threads");
 
 // 1 MiB: the bytes stay in the CPU's caches between the read and the hash
 const buffer = Buffer.allocUnsafe(1024 * 1024);
-/** @type {Map<number, { fd: number, hash: import("node:crypto").Hash, hashed: number, failed?: string, code?: string }>} */
+/** @type {Map<number, { fd: number, hash: import("node:crypto").Hash, hashed: number, stop?: Int32Array, failed?: string, code?: string }>} */
 const jobs = new Map();
 
 parentPort.on("message", (message) => {
   const { op, id } = message;
   if (op === "open") {
-    jobs.set(id, { fd: message.fd, hash: createHash("sha256"), hashed: 0 });
+    jobs.set(id, { fd: message.fd, hash: createHash("sha256"), hashed: 0, stop: message.stop });
     return;
   }
   const job = jobs.get(id);
@@ -37,6 +37,11 @@ parentPort.on("message", (message) => {
 
 function hashTo(job, end) {
   while (job.failed === undefined && job.hashed < end) {
+    // the client may stop a file's hash while the thread reads it (a cancelled pull): checked at every 1 MiB
+    if (job.stop !== undefined && Atomics.load(job.stop, 0) !== 0) {
+      job.failed = "stopped";
+      return;
+    }
     try {
       const read = readSync(job.fd, buffer, 0, Math.min(buffer.length, end - job.hashed), job.hashed);
       if (read === 0) {

@@ -9,7 +9,9 @@
 // it has nothing to do. The client is plain JavaScript (hash-behind-client.cjs),
 // shared with the copy workers, which hash large files the same way; this
 // module gives it its types.
+import { open } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { filesystemError } from "../errors.js";
 
 export interface HashBehind {
   /** Every byte before `end` has been written: the worker may hash up to there. */
@@ -20,5 +22,29 @@ export interface HashBehind {
   close(): Promise<void>;
 }
 
-/** Starts hashing the file open at `fd` from its first byte; `fd` must stay open until finish() or close() resolves. */
-export const HashBehind = (createRequire(import.meta.url)("./hash-behind-client.cjs") as { HashBehind: new (fd: number) => HashBehind }).HashBehind;
+/**
+ * Starts hashing the file open at `fd` from its first byte; `fd` must stay
+ * open until finish() or close() resolves. `stop` (shared memory) set to
+ * non-zero ends the reading within 1 MiB, and finish() fails.
+ */
+export const HashBehind = (createRequire(import.meta.url)("./hash-behind-client.cjs") as { HashBehind: new (fd: number, stop?: Int32Array) => HashBehind }).HashBehind;
+
+/** The sha256 of the first `sizeBytes` bytes of the file at `path`, on the hashing thread; reading stops when `signal` aborts. */
+export async function hashWhole(path: string, sizeBytes: number, signal?: AbortSignal): Promise<string> {
+  const handle = await open(path, "r");
+  const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  const stopReading = () => Atomics.store(stop, 0, 1);
+  if (signal?.aborted) stopReading();
+  else signal?.addEventListener("abort", stopReading, { once: true });
+  const hashing = new HashBehind(handle.fd, stop);
+  try {
+    return await hashing.finish(sizeBytes);
+  } catch (err) {
+    if (signal?.aborted) throw signal.reason;
+    throw filesystemError("read back", path, err);
+  } finally {
+    signal?.removeEventListener("abort", stopReading);
+    await hashing.close();
+    await handle.close();
+  }
+}

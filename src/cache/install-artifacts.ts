@@ -13,13 +13,15 @@ import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { filesystemError } from "../errors.js";
 import type { ArtifactSource, SourceFile } from "../sources/artifact-source.js";
+import { attemptProgress } from "../sources/attempt-progress.js";
 import type { ContentStore } from "../store/content-store.js";
 import { releaseContent } from "../store/collect-garbage.js";
 import { commitContent } from "../store/ingest.js";
 import { linkContent } from "../store/link-content.js";
-import { heldOnlyBy } from "../store/sole-holder.js";
+import { matchContent } from "../store/match-content.js";
 import { verifyContent } from "../store/verify-content.js";
 import { syncDirectory, writeFileDurably } from "../fs/durable.js";
+import { hashWhole } from "./hash-behind.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
 import type { FileCopier } from "./file-copier.js";
 import type { Manifest, ManifestFile } from "./manifest.js";
@@ -155,28 +157,32 @@ async function placeFile(
       onBytes(file.sizeBytes);
       return { sha256: listed!, reused: true };
     }
-    // a forced pull never links a stored copy it has not hashed again: content that only the install
-    // this pull replaces holds is replaced by the download instead (nothing else would keep it), and
-    // content shared with other installs is hashed while the file downloads, not after it
-    const installDir = options.layout.modelDir(options.name);
-    const replaceable = force && listed !== undefined && heldOnlyBy(store.blobPath(listed), installDir);
-    const recheck = force && listed !== undefined && !replaceable ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;
+    // every attempt's bytes are counted once
+    const attempt = attemptProgress(onBytes);
+    // a forced pull never links a stored copy it has not hashed again: where the source can compare,
+    // the stored copy is hashed while the source's bytes are compared with it, and kept unwritten
+    // when both hold; otherwise it is hashed while the file downloads, not after it
+    const match = source.match;
+    const compared =
+      force && listed !== undefined && match && file.sizeBytes > 0
+        ? await store.withBlob(listed, signal, () => matchContent(store, listed, file.sizeBytes, (path, s) => hashWhole(path, file.sizeBytes, s), signal, target, (path, s) => match.call(source, file, path, s, attempt())))
+        : undefined;
+    if (compared?.linked) return { sha256: listed!, reused: false };
+    const recheck = force && listed !== undefined && compared === undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;
     let fetched: Awaited<ReturnType<typeof source.fetch>>;
     try {
-      fetched = await source.fetch(file, signal, onBytes);
+      fetched = await source.fetch(file, signal, attempt());
     } catch (err) {
       // the download's failure is the one told; the check settles first, as its hashing may still read the blob
       await recheck?.catch(() => undefined);
       throw err;
     }
     await recheck;
-    // checked during the download: from here the blob's signature says whether it changed since
-    const rechecked = recheck !== undefined && fetched.sha256 === listed;
+    // hashed during the comparison or the download: from here the blob's signature says whether it changed since
+    const rechecked = (recheck !== undefined || compared !== undefined) && fetched.sha256 === listed;
     await store.withBlob(fetched.sha256, signal, async () => {
-      // still held by that install alone (under the blob's lock, so no other pull links it meanwhile)
-      const replace = replaceable && fetched.sha256 === listed && heldOnlyBy(store.blobPath(listed), installDir);
       const content = { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined };
-      await commitContent(store, content, hasher, signal, target, force && !rechecked && !replace, replace);
+      await commitContent(store, content, hasher, signal, target, force && !rechecked);
     });
     return { sha256: fetched.sha256, reused: false };
   }

@@ -5,7 +5,9 @@
 // every few MiB received frees them. Left to V8, they are collected only once
 // 32 MB of them pile up (its fixed trigger), or, for those that lived through
 // a write, at the next full collection: that was the largest part of the
-// server's peak memory during a hub pull.
+// server's peak memory during a hub pull. A block may go elsewhere than a
+// file (a forced pull compares it with the stored copy instead: see
+// download-matching.ts).
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { FileHandle } from "node:fs/promises";
@@ -27,6 +29,31 @@ const spare: Buffer[] = [];
 const lastWrite = new WeakMap<FileHandle, Promise<void>>();
 let sinceCollect = 0;
 
+/** Where a full block goes: `length` bytes of `block` for `position` on; resolves once `block` may be reused. */
+export type PutBlock = (block: Buffer, length: number, position: number) => Promise<void>;
+
+/** Writes each block at its position in the file, the file's writes one at a time. */
+function writeTo(handle: FileHandle): PutBlock {
+  return (block, length, position) => {
+    const write = async () => {
+      // write may write less than asked: go on from where it stopped
+      for (let done = 0; done < length; ) {
+        done += (await handle.write(block, done, length - done, position + done)).bytesWritten;
+      }
+    };
+    const queued = (lastWrite.get(handle) ?? Promise.resolve()).then(write);
+    // the queue only orders the file's writes: a failed write is its own flush's error, not the next one's
+    lastWrite.set(
+      handle,
+      queued.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    return queued;
+  };
+}
+
 export class StagedWrite {
   private block: Buffer | undefined = spare.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
   private filled = 0;
@@ -34,12 +61,16 @@ export class StagedWrite {
   /** a write of the block failed: what it holds is not written again */
   private failed = false;
 
-  /** Writes from `position` on; `written` hears each write's length and the end of the bytes written so far. */
+  private readonly put: PutBlock;
+
+  /** Writes to `to` (a file, or where a PutBlock puts each block) from `position` on; `written` hears each write's length and the end of the bytes written so far. */
   constructor(
-    private readonly handle: FileHandle,
+    to: FileHandle | PutBlock,
     private position: number,
     private readonly written: (bytes: number, end: number) => void,
-  ) {}
+  ) {
+    this.put = typeof to === "function" ? to : writeTo(to);
+  }
 
   /** The bytes buffered, not yet written. */
   get pending(): number {
@@ -71,23 +102,7 @@ export class StagedWrite {
   async flush(): Promise<void> {
     const length = this.filled;
     if (length === 0) return;
-    const block = this.block!;
-    const write = async () => {
-      // write may write less than asked: go on from where it stopped
-      for (let done = 0; done < length; ) {
-        done += (await this.handle.write(block, done, length - done, this.position + done)).bytesWritten;
-      }
-    };
-    const queued = (lastWrite.get(this.handle) ?? Promise.resolve()).then(write);
-    // the queue only orders the file's writes: a failed write is its own flush's error, not the next one's
-    lastWrite.set(
-      this.handle,
-      queued.then(
-        () => undefined,
-        () => undefined,
-      ),
-    );
-    this.writing = queued;
+    this.writing = this.put(this.block!, length, this.position);
     try {
       await this.writing;
     } catch (err) {

@@ -5,6 +5,7 @@
 // tells the verified bytes peers brought (PullCompleted.peer_bytes).
 import { rm } from "node:fs/promises";
 import type { FetchingSource, SourceFile } from "../sources/artifact-source.js";
+import { attemptProgress } from "../sources/attempt-progress.js";
 import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import { Connections } from "../sources/hub/connections.js";
 import type { ContentStore } from "../store/content-store.js";
@@ -37,18 +38,7 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
   return {
     ...source,
     async fetch(file, signal, onBytes) {
-      // progress resumes once an attempt passes what earlier ones told
-      let told = 0;
-      const attempt = () => {
-        let done = 0;
-        return (bytes: number) => {
-          done += bytes;
-          if (done > told) {
-            onBytes(done - told);
-            told = done;
-          }
-        };
-      };
+      const attempt = attemptProgress(onBytes);
       if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
         const partialPath = store.ingestPath("peer-");
         store.ingesting.add(partialPath);

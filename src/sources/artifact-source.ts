@@ -67,6 +67,13 @@ export interface FetchingSource extends SourceListing {
    */
   fetch(file: SourceFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }>;
   /**
+   * For a forced pull: fetches the file and compares every byte with
+   * `storedPath`, the store's copy of the content its listing names, writing
+   * nothing. Whether every byte matched; false also when the comparison could
+   * not be made (the caller then fetches the file). Throws only when cancelled.
+   */
+  match?(file: SourceFile, storedPath: string, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<boolean>;
+  /**
    * Content whose files are known only once it is fetched (an OCI archive
    * layer), listed by what is known ahead: its blob, `path` naming it (its
    * digest) and `sizeBytes` its size. Not files of the install.

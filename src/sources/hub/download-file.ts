@@ -15,7 +15,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
-import { HashBehind } from "../../cache/hash-behind.js";
+import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Bandwidth } from "./bandwidth.js";
@@ -188,20 +188,6 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
 function digestsOf(hashes: Hash[]): Digests {
   const [sha256, blob] = hashes.map((h) => h.digest("hex"));
   return { sha256: sha256!, gitBlobId: blob };
-}
-
-/** The sha256 of a partial already whole on disk, on the hashing thread. */
-async function hashWhole(path: string, sizeBytes: number): Promise<string> {
-  const handle = await open(path, "r");
-  const hashing = new HashBehind(handle.fd);
-  try {
-    return await hashing.finish(sizeBytes);
-  } catch (err) {
-    throw filesystemError("read back", path, err);
-  } finally {
-    await hashing.close();
-    await handle.close();
-  }
 }
 
 /** What is wrong with a whole file's digests against the listing, if anything. */

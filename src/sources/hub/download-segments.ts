@@ -23,7 +23,7 @@ import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js"
 import type { Connections } from "./connections.js";
 import { type DownloadOptions, origin, resumesAt } from "./download-file.js";
 
-interface Segment {
+export interface Segment {
   start: number;
   end: number;
   done: number;
@@ -164,7 +164,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
 }
 
 /** Consecutive segments covering `sizeBytes`, whole MiB each but the last. */
-function cut(sizeBytes: number): Segment[] {
+export function cut(sizeBytes: number): Segment[] {
   const step = Math.min(MAX_SEGMENT_BYTES, Math.max(FLUSH_BYTES, Math.ceil(sizeBytes / MIN_SEGMENTS / FLUSH_BYTES) * FLUSH_BYTES));
   const segments: Segment[] = [];
   for (let start = 0; start < sizeBytes; start += step) segments.push({ start, end: Math.min(sizeBytes, start + step), done: 0 });
@@ -176,7 +176,7 @@ function cut(sizeBytes: number): Segment[] {
  * file's own connection, more at once while idle connections can be borrowed.
  * Resolves once every started fetch has settled; the first failure aborts `stop`.
  */
-async function fetchAll(all: Segment[], connections: Connections | undefined, signal: AbortSignal, stop: AbortController, fetch: (segment: Segment) => Promise<void>): Promise<void> {
+export async function fetchAll(all: Segment[], connections: Connections | undefined, signal: AbortSignal, stop: AbortController, fetch: (segment: Segment) => Promise<void>): Promise<void> {
   let next = 0;
   const take = () => {
     while (next < all.length && all[next]!.done === all[next]!.end - all[next]!.start) next += 1;

@@ -9,6 +9,8 @@ import { MANIFEST_FILE, checkArtifactPath } from "../../cache/layout.js";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, RemoteSourceOptions, SourceFile } from "../artifact-source.js";
 import { Connections } from "./connections.js";
+import type { DownloadOptions } from "./download-file.js";
+import { downloadMatching } from "./download-matching.js";
 import { downloadVerified } from "./download-verified.js";
 import { HubHttp } from "./hub-http.js";
 
@@ -61,19 +63,19 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
     resolvedCommit: commit,
     files,
     fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file, signal, onBytes)),
+    match: (file, storedPath, signal, onBytes) =>
+      connections.whileHeld(() => downloadMatching(request(file, signal, onBytes), storedPath, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
   };
 
-  /** Downloads one file into its partial (resuming it) and verifies it. */
-  async function download(file: HubFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
-    const partialPath = join(partialDir, file.path);
-    const request = {
+  function request(file: HubFile, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
+    return {
       http,
       url: resolveUrl(file),
       path: file.path,
-      partialPath,
+      partialPath: join(partialDir, file.path),
       sizeBytes: file.sizeBytes,
       sha256: file.sha256,
       gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined,
@@ -81,7 +83,12 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
       signal,
       onBytes,
     };
-    return { path: partialPath, sha256: await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
+  }
+
+  /** Downloads one file into its partial (resuming it) and verifies it. */
+  async function download(file: HubFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
+    const fetching = request(file, signal, onBytes);
+    return { path: fetching.partialPath, sha256: await downloadVerified(fetching, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 

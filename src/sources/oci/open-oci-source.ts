@@ -15,6 +15,8 @@ import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, RemoteSourceOptions, SourceFile, TransferObserver } from "../artifact-source.js";
 import { passesFilters } from "../file-filters.js";
 import { Connections } from "../hub/connections.js";
+import type { DownloadOptions } from "../hub/download-file.js";
+import { downloadMatching } from "../hub/download-matching.js";
 import { downloadVerified } from "../hub/download-verified.js";
 import { OciHttp } from "./oci-http.js";
 import { type ArchiveLayer, type OciFile, fetchArchiveLayers } from "./fetch-archive-layers.js";
@@ -162,6 +164,11 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
       // unpacked from an archive layer already verified: the store takes it as it is; its bytes were reported as the archive's
       return { path: local, sha256: file.sha256! };
     },
+    match: async (file, storedPath, signal, onBytes) => {
+      // an archive layer's entry is not fetched: the forced pull fetched and unpacked its layer again
+      if ((file as OciFile).localPath !== undefined) return false;
+      return connections.whileHeld(() => downloadMatching(request(file as OciFile, join(partialDir, file.path), signal, onBytes), storedPath, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }));
+    },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
@@ -171,10 +178,13 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     },
   };
 
-  async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
+  function request(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
     // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
-    const request = { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
-    return { path: partialPath, sha256: await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
+    return { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
+  }
+
+  async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
+    return { path: partialPath, sha256: await downloadVerified(request(file, partialPath, signal, onBytes), { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 

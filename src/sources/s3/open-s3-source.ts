@@ -12,6 +12,8 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { FetchingSource, RemoteSourceOptions } from "../artifact-source.js";
 import { Connections } from "../hub/connections.js";
+import type { DownloadOptions } from "../hub/download-file.js";
+import { downloadMatching } from "../hub/download-matching.js";
 import { downloadVerified } from "../hub/download-verified.js";
 import { type S3File, listObjects } from "./list-objects.js";
 import { s3Credentials } from "./s3-credentials.js";
@@ -69,15 +71,20 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
     resolvedCommit: digest,
     files,
     fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file as S3File, signal, onBytes)),
+    match: (file, storedPath, signal, onBytes) =>
+      connections.whileHeld(() => downloadMatching(request(file as S3File, signal, onBytes), storedPath, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
   };
 
+  function request(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
+    return { http: store, url: file.key, origin, path: file.path, partialPath: join(partialDir, file.path), sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, signal, onBytes };
+  }
+
   async function download(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
-    const partialPath = join(partialDir, file.path);
-    const request = { http: store, url: file.key, origin, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, signal, onBytes };
-    return { path: partialPath, sha256: await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
+    const fetching = request(file, signal, onBytes);
+    return { path: fetching.partialPath, sha256: await downloadVerified(fetching, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 
