@@ -1,7 +1,7 @@
 // Hashing a file while it is written, on the hashing thread: what the file
 // holds, in order, up to where the writer says its bytes have landed.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -79,9 +79,40 @@ describe("hashing a file as it is written", () => {
     await handle.write(bytes);
     await handle.close();
     expect(await hashWhole(path, bytes.length)).to.equal(createHash("sha256").update(bytes).digest("hex"));
+    // without a size, all the file holds
+    await writeFile(path, Buffer.concat([bytes, Buffer.from("more")]));
+    expect(await hashWhole(path)).to.equal(createHash("sha256").update(bytes).update("more").digest("hex"));
     const reason = new Error("the pull was cancelled");
     let failure: unknown;
     await hashWhole(path, bytes.length, AbortSignal.abort(reason)).catch((err: unknown) => (failure = err));
     expect(failure).to.equal(reason);
+  });
+
+  it("lets a file hashed beside a large one finish first: the large one is hashed in turns, not in one go", async () => {
+    const size = 96 * 1024 * 1024;
+    await writeFile(join(dir, "large"), Buffer.alloc(size, 1));
+    const small = randomBytes(64 * 1024);
+    await writeFile(join(dir, "small"), small);
+    const largeHandle = await open(join(dir, "large"), "r");
+    const smallHandle = await open(join(dir, "small"), "r");
+    try {
+      const order: string[] = [];
+      // the large file's whole hash is asked for first
+      const large = new HashBehind(largeHandle.fd);
+      const whole = large.finish(size).then(() => order.push("large"));
+      const beside = new HashBehind(smallHandle.fd);
+      beside.reach(small.length);
+      const digest = await beside.finish(small.length).then((sha256) => {
+        order.push("small");
+        return sha256;
+      });
+      expect(digest).to.equal(createHash("sha256").update(small).digest("hex"));
+      await whole;
+      expect(order).to.deep.equal(["small", "large"]);
+      await Promise.all([large.close(), beside.close()]);
+    } finally {
+      await largeHandle.close();
+      await smallHandle.close();
+    }
   });
 });

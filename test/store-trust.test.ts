@@ -13,6 +13,7 @@ import { ContentStore, signatureOf } from "../src/store/content-store.js";
 import { commitContent } from "../src/store/ingest.js";
 import { clearIngest } from "../src/store/ingest-areas.js";
 import { linkContent } from "../src/store/link-content.js";
+import { matchContent } from "../src/store/match-content.js";
 import { PROBE_PREFIX } from "../src/store/probe-hard-links.js";
 import { renewSignature, verifyContent } from "../src/store/verify-content.js";
 import { spawnServer } from "./support/child-server.js";
@@ -219,6 +220,56 @@ describe("trust in stored content", () => {
           // not vouched for: the next check hashes it and finds it corrupt
           expect(await verifyContent(store, sha256(bytes), hasher, signal)).to.equal(undefined);
         });
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("a forced pull's comparison whose hashing fails first tells that failure once the comparison has settled, and links nothing", async () => {
+      const store = await new ContentStore(root).open();
+      try {
+        const bytes = content(13, 4096);
+        const ingest = store.ingestPath();
+        await writeFile(ingest, bytes);
+        const good = async (path: string) => sha256(await readFile(path));
+        const signal = new AbortController().signal;
+        await store.withBlob(sha256(bytes), signal, () => commitContent(store, { path: ingest, sha256: sha256(bytes), sizeBytes: bytes.length }, good, signal, join(root, "first")));
+        const failure = Object.assign(new Error("input/output error"), { code: "EIO" });
+        let compareSettled = false;
+        // left unhandled while the comparison runs, such a failure would end the server's process
+        const unhandled: unknown[] = [];
+        const onUnhandled = (reason: unknown) => unhandled.push(reason);
+        process.on("unhandledRejection", onUnhandled);
+        const outcome = await store
+          .withBlob(sha256(bytes), signal, () =>
+            matchContent(
+              store,
+              sha256(bytes),
+              bytes.length,
+              () => Promise.reject(failure),
+              signal,
+              join(root, "second"),
+              // the comparison ends a while after the hashing's failure stops it
+              (_path, s) =>
+                new Promise<boolean>((resolve) =>
+                  s.addEventListener("abort", () =>
+                    setTimeout(() => {
+                      compareSettled = true;
+                      resolve(false);
+                    }, 50),
+                  ),
+                ),
+            ),
+          )
+          .then(
+            () => "resolved",
+            (err: unknown) => err,
+          )
+          .finally(() => process.off("unhandledRejection", onUnhandled));
+        expect(unhandled).to.deep.equal([]);
+        expect(outcome).to.equal(failure);
+        expect(compareSettled).to.equal(true);
+        expect(await readdir(root)).to.not.include("second");
       } finally {
         await store.close();
       }

@@ -9,7 +9,7 @@
 // it has nothing to do. The client is plain JavaScript (hash-behind-client.cjs),
 // shared with the copy workers, which hash large files the same way; this
 // module gives it its types.
-import { open } from "node:fs/promises";
+import { type FileHandle, open } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { filesystemError } from "../errors.js";
 
@@ -29,16 +29,25 @@ export interface HashBehind {
  */
 export const HashBehind = (createRequire(import.meta.url)("./hash-behind-client.cjs") as { HashBehind: new (fd: number, stop?: Int32Array) => HashBehind }).HashBehind;
 
-/** The sha256 of the first `sizeBytes` bytes of the file at `path`, on the hashing thread; reading stops when `signal` aborts. */
-export async function hashWhole(path: string, sizeBytes: number, signal?: AbortSignal): Promise<string> {
-  const handle = await open(path, "r");
+/**
+ * The sha256 of the file at `path`, on the hashing thread: of its first
+ * `sizeBytes` bytes when given, else of all it holds when opened. Reading
+ * stops when `signal` aborts.
+ */
+export async function hashWhole(path: string, sizeBytes?: number, signal?: AbortSignal): Promise<string> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, "r");
+  } catch (err) {
+    throw filesystemError("read back", path, err);
+  }
   const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
   const stopReading = () => Atomics.store(stop, 0, 1);
   if (signal?.aborted) stopReading();
   else signal?.addEventListener("abort", stopReading, { once: true });
   const hashing = new HashBehind(handle.fd, stop);
   try {
-    return await hashing.finish(sizeBytes);
+    return await hashing.finish(sizeBytes ?? (await handle.stat()).size);
   } catch (err) {
     if (signal?.aborted) throw signal.reason;
     throw filesystemError("read back", path, err);

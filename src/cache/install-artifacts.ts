@@ -165,7 +165,7 @@ async function placeFile(
     const match = source.match;
     const compared =
       force && listed !== undefined && match && file.sizeBytes > 0
-        ? await store.withBlob(listed, signal, () => matchContent(store, listed, file.sizeBytes, (path, s) => hashWhole(path, file.sizeBytes, s), signal, target, (path, s) => match.call(source, file, path, s, attempt())))
+        ? await store.withBlob(listed, signal, () => matchContent(store, listed, file.sizeBytes, (path, s) => hashWhole(path, undefined, s), signal, target, (path, s) => match.call(source, file, path, s, attempt())))
         : undefined;
     if (compared?.linked) return { sha256: listed!, reused: false };
     const recheck = force && listed !== undefined && compared === undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;

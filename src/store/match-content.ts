@@ -34,6 +34,8 @@ export async function matchContent(store: ContentStore, sha256: string, sizeByte
       throw err;
     },
   );
+  // a failure is told once the comparison has settled (below), and never left unhandled meanwhile
+  checking.catch(() => undefined);
   let same: boolean;
   try {
     same = await compare(path, AbortSignal.any([signal, rotten.signal]));
