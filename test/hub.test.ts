@@ -288,6 +288,27 @@ describe("pulling from a hub", () => {
     expect((await stat(blob)).ino).to.equal(storedBefore.ino);
   });
 
+  it("with force, while it compares a file with its stored copy, lets another model's pull of the same content link it", async function () {
+    this.timeout(20_000);
+    await pullOk(t.client, { name: "minilm" });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "minilm-too", source: REPO, revision: "main" }) });
+    let release!: () => void;
+    hub.faults.hold.set("onnx/model.onnx", new Promise<void>((resolve) => (release = resolve)));
+    let forcedDone = false;
+    const forced = pullOk(t.client, { name: "minilm", force: true }).finally(() => (forcedDone = true));
+    try {
+      // the forced pull's comparison waits on the hub; the other pull needs no byte from it
+      while (!hub.requests.some((r) => r.path.endsWith("onnx/model.onnx") && r.range !== undefined)) await new Promise((resolve) => setTimeout(resolve, 10));
+      const events = await pullOk(t.client, { name: "minilm-too" });
+      expect(events.find((e) => e.fileCompleted?.path === "onnx/model.onnx")!.fileCompleted!.reused).to.equal(true);
+      expect(forcedDone, "the forced pull still compares").to.equal(false);
+    } finally {
+      release();
+    }
+    await forced;
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
   it("with force fails DATA_LOSS when the hub now serves other bytes, and leaves the install and its stored copy as they were", async function () {
     this.timeout(20_000);
     await pullOk(t.client, { name: "minilm" });

@@ -225,7 +225,7 @@ describe("trust in stored content", () => {
       }
     });
 
-    it("a forced pull's comparison whose hashing fails first tells that failure once the comparison has settled, and links nothing", async () => {
+    it("a forced pull's comparison whose hashing fails first is stopped, links nothing, and leaves the failure to the caller's check", async () => {
       const store = await new ContentStore(root).open();
       try {
         const bytes = content(13, 4096);
@@ -240,35 +240,33 @@ describe("trust in stored content", () => {
         const unhandled: unknown[] = [];
         const onUnhandled = (reason: unknown) => unhandled.push(reason);
         process.on("unhandledRejection", onUnhandled);
-        const outcome = await store
-          .withBlob(sha256(bytes), signal, () =>
-            matchContent(
-              store,
-              sha256(bytes),
-              bytes.length,
-              () => Promise.reject(failure),
-              signal,
-              join(root, "second"),
-              // the comparison ends a while after the hashing's failure stops it
-              (_path, s) =>
-                new Promise<boolean>((resolve) =>
-                  s.addEventListener("abort", () =>
-                    setTimeout(() => {
-                      compareSettled = true;
-                      resolve(false);
-                    }, 50),
-                  ),
-                ),
+        const outcome = await matchContent(
+          store,
+          sha256(bytes),
+          bytes.length,
+          () => Promise.reject(failure),
+          signal,
+          join(root, "second"),
+          // the comparison ends a while after the hashing's failure stops it
+          (_stored, s) =>
+            new Promise<boolean>((resolve) =>
+              s.addEventListener("abort", () =>
+                setTimeout(() => {
+                  compareSettled = true;
+                  resolve(false);
+                }, 50),
+              ),
             ),
-          )
-          .then(
-            () => "resolved",
-            (err: unknown) => err,
-          )
-          .finally(() => process.off("unhandledRejection", onUnhandled));
+        ).finally(() => process.off("unhandledRejection", onUnhandled));
         expect(unhandled).to.deep.equal([]);
-        expect(outcome).to.equal(failure);
         expect(compareSettled).to.equal(true);
+        expect(outcome?.linked).to.equal(false);
+        // the caller, which downloads the file meanwhile, hears the failure from the check
+        const told = await (outcome as { checked: Promise<unknown> }).checked.then(
+          () => "resolved",
+          (err: unknown) => err,
+        );
+        expect(told).to.equal(failure);
         expect(await readdir(root)).to.not.include("second");
       } finally {
         await store.close();

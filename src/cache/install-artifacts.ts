@@ -19,7 +19,7 @@ import { releaseContent } from "../store/collect-garbage.js";
 import { commitContent } from "../store/ingest.js";
 import { linkContent } from "../store/link-content.js";
 import { matchContent } from "../store/match-content.js";
-import { verifyContent } from "../store/verify-content.js";
+import { type Hasher, verifyContent } from "../store/verify-content.js";
 import { syncDirectory, writeFileDurably } from "../fs/durable.js";
 import { hashWhole } from "./hash-behind.js";
 import { type CacheLayout, MANIFEST_FILE } from "./layout.js";
@@ -159,16 +159,17 @@ async function placeFile(
     }
     // every attempt's bytes are counted once
     const attempt = attemptProgress(onBytes);
-    // a forced pull never links a stored copy it has not hashed again: where the source can compare,
-    // the stored copy is hashed while the source's bytes are compared with it, and kept unwritten
-    // when both hold; otherwise it is hashed while the file downloads, not after it
+    // a forced pull never links a stored copy it has not hashed again, on the hashing thread: where the
+    // source can compare, while the source's bytes are compared with it (kept unwritten when both hold),
+    // otherwise, or when they differ, while the file downloads, not after it
+    const hashStored: Hasher = (path, s) => hashWhole(path, undefined, s);
     const match = source.match;
     const compared =
       force && listed !== undefined && match && file.sizeBytes > 0
-        ? await store.withBlob(listed, signal, () => matchContent(store, listed, file.sizeBytes, (path, s) => hashWhole(path, undefined, s), signal, target, (path, s) => match.call(source, file, path, s, attempt())))
+        ? await matchContent(store, listed, file.sizeBytes, hashStored, signal, target, (stored, s) => match.call(source, file, stored, s, attempt()))
         : undefined;
     if (compared?.linked) return { sha256: listed!, reused: false };
-    const recheck = force && listed !== undefined && compared === undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hasher, signal, true)) : undefined;
+    const recheck = compared ? compared.checked : force && listed !== undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hashStored, signal, true)) : undefined;
     let fetched: Awaited<ReturnType<typeof source.fetch>>;
     try {
       fetched = await source.fetch(file, signal, attempt());
@@ -178,8 +179,8 @@ async function placeFile(
       throw err;
     }
     await recheck;
-    // hashed during the comparison or the download: from here the blob's signature says whether it changed since
-    const rechecked = (recheck !== undefined || compared !== undefined) && fetched.sha256 === listed;
+    // hashed during the download: from here the blob's signature says whether it changed since
+    const rechecked = recheck !== undefined && fetched.sha256 === listed;
     await store.withBlob(fetched.sha256, signal, async () => {
       const content = { ...fetched, sizeBytes: file.sizeBytes, gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined };
       await commitContent(store, content, hasher, signal, target, force && !rechecked);

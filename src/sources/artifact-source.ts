@@ -1,5 +1,6 @@
 // What a pull installs from: a listing of files with their sizes, and either
 // the files' places on this machine or a way to fetch each one into place.
+import type { FileHandle } from "node:fs/promises";
 import type { Dispatcher } from "undici";
 import type { CacheLayout } from "../cache/layout.js";
 import type { Bandwidth } from "./hub/bandwidth.js";
@@ -68,11 +69,12 @@ export interface FetchingSource extends SourceListing {
   fetch(file: SourceFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }>;
   /**
    * For a forced pull: fetches the file and compares every byte with
-   * `storedPath`, the store's copy of the content its listing names, writing
-   * nothing. Whether every byte matched; false also when the comparison could
-   * not be made (the caller then fetches the file). Throws only when cancelled.
+   * `stored`, the store's copy of the content its listing names (open for
+   * reading), writing nothing. Whether every byte matched; false also when
+   * the comparison could not be made (the caller then fetches the file).
+   * Throws only when cancelled.
    */
-  match?(file: SourceFile, storedPath: string, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<boolean>;
+  match?(file: SourceFile, stored: FileHandle, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<boolean>;
   /**
    * Content whose files are known only once it is fetched (an OCI archive
    * layer), listed by what is known ahead: its blob, `path` naming it (its

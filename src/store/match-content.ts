@@ -1,53 +1,72 @@
 // A forced pull's check of stored content it may keep: the stored copy is
-// hashed again (condemned when it fails, as verifyContent does) while the
-// source's bytes are fetched and compared with it. When both hold (intact,
-// and every byte what the source serves) the stored copy is linked and
-// nothing is written: the download proved the same as writing it again would
-// have. Called holding the blob's lock.
+// hashed again under the blob's lock (condemned when it fails, as
+// verifyContent does) while the source's bytes are fetched and compared with
+// it through a descriptor of its own. When both hold (intact, and every byte
+// what the source serves) the stored copy is linked and nothing is written:
+// the download proved the same as writing it again would have. The
+// comparison holds no lock, so other pulls of the same content wait only for
+// the hash, and when it fails the caller downloads the file while the hash
+// goes on.
+import { type FileHandle, open } from "node:fs/promises";
+import { errorCode, filesystemError } from "../errors.js";
+import { type ContentStore, signatureOf } from "./content-store.js";
 import { linkContent } from "./link-content.js";
-import { type ContentStore, statBlob } from "./content-store.js";
 import { type Hasher, verifyContent } from "./verify-content.js";
 
-/** Fetches the content and compares it with the stored copy at `path`; whether every byte matched. Throws only when `signal` is aborted. */
-export type CompareWithSource = (path: string, signal: AbortSignal) => Promise<boolean>;
+/** Fetches the content and compares it with the stored copy open at `stored`; whether every byte matched. Throws only when `signal` is aborted. */
+export type CompareWithSource = (stored: FileHandle, signal: AbortSignal) => Promise<boolean>;
 
-/**
- * `linked`: the stored copy is intact, matched the source byte for byte, and
- * is linked at `target`. Otherwise it was hashed all the same (kept when
- * intact, condemned when not), so the caller need not hash it again.
- * Undefined when no comparison was made: the store holds no file of this
- * content at `sizeBytes`.
- */
-export async function matchContent(store: ContentStore, sha256: string, sizeBytes: number, hasher: Hasher, signal: AbortSignal, target: string, compare: CompareWithSource): Promise<{ linked: boolean } | undefined> {
+export type Matched =
+  /** the stored copy is intact, matched the source byte for byte, and is linked at the target */
+  | { linked: true }
+  /**
+   * not linked; `checked` settles once the stored copy is hashed (the
+   * signature it vouches for, undefined when it was found rotten and
+   * condemned, or gone), and rejects when the hash fails
+   */
+  | { linked: false; checked: Promise<string | undefined> };
+
+/** Undefined when no comparison was made: the store holds no file of this content at `sizeBytes`. */
+export async function matchContent(store: ContentStore, sha256: string, sizeBytes: number, hasher: Hasher, signal: AbortSignal, target: string, compare: CompareWithSource): Promise<Matched | undefined> {
   const path = store.blobPath(sha256);
-  const found = await statBlob(path);
-  if (!found?.isFile() || Number(found.size) !== sizeBytes) return undefined;
-  // a stored copy found rotten ends the comparison: the file is downloaded whatever it holds
-  const rotten = new AbortController();
-  const checking = verifyContent(store, sha256, hasher, signal, true).then(
-    (checked) => {
-      if (checked === undefined) rotten.abort();
-      return checked;
-    },
-    (err: unknown) => {
-      rotten.abort(err);
-      throw err;
-    },
-  );
-  // a failure is told once the comparison has settled (below), and never left unhandled meanwhile
-  checking.catch(() => undefined);
-  let same: boolean;
+  let stored: FileHandle;
   try {
-    same = await compare(path, AbortSignal.any([signal, rotten.signal]));
+    stored = await open(path, "r");
   } catch (err) {
-    // the hashing still reads the blob: it settles before the lock is let go, and tells its own failure
-    const checked = await checking;
-    if (signal.aborted) throw err;
-    // ended by the hashing's verdict alone
-    if (checked === undefined) return { linked: false };
-    throw err;
+    // nothing stored under this name: nothing to compare with
+    if (errorCode(err) === "ENOENT") return undefined;
+    throw filesystemError("read", path, err);
   }
-  const checked = await checking;
-  // linking fails when the blob changed since the hash began (its signature): the caller downloads it then
-  return { linked: same && checked !== undefined && (await linkContent(store, sha256, target, checked)) };
+  try {
+    const found = await stored.stat({ bigint: true });
+    if (!found.isFile() || Number(found.size) !== sizeBytes) return undefined;
+    // a stored copy found rotten ends the comparison: the file is downloaded whatever it holds
+    const rotten = new AbortController();
+    const checked = store.withBlob(sha256, signal, () => verifyContent(store, sha256, hasher, signal, true));
+    checked.then(
+      (signature) => signature === undefined && rotten.abort(),
+      (err: unknown) => rotten.abort(err),
+    );
+    // a failure of the hash is told by whoever awaits it; never left unhandled meanwhile
+    checked.catch(() => undefined);
+    let same: boolean;
+    try {
+      same = await compare(stored, AbortSignal.any([signal, rotten.signal]));
+    } catch (err) {
+      // the hashing still reads the blob: it settles before the pull ends
+      await checked.catch(() => undefined);
+      if (signal.aborted) throw err;
+      // ended by the hashing's verdict
+      same = false;
+    }
+    if (!same) return { linked: false, checked };
+    const signature = await checked;
+    // linked only when the copy compared is the copy hashed, unchanged since the hash began
+    const linked =
+      signature !== undefined &&
+      (await store.withBlob(sha256, signal, async () => signatureOf(await stored.stat({ bigint: true })) === signature && (await linkContent(store, sha256, target, signature))));
+    return linked ? { linked: true } : { linked: false, checked };
+  } finally {
+    await stored.close();
+  }
 }

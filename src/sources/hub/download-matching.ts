@@ -8,7 +8,7 @@
 // any large download (download-segments.ts), and compared a 1 MiB block at a
 // time (staged-write.ts). Whether the stored copy is intact is not decided
 // here: the caller hashes it meanwhile (install-artifacts.ts).
-import { type FileHandle, open } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import { type PutBlock, StagedWrite } from "../../cache/staged-write.js";
 import { type DownloadOptions, resumesAt } from "./download-file.js";
 import { type Segment, cut, fetchAll } from "./download-segments.js";
@@ -22,22 +22,15 @@ const SPARE_BLOCKS = 8;
 const DIFFERS = new Error("a byte differs from the stored copy");
 
 /**
- * Whether every byte of the file, fetched, equals the stored copy at
- * `storedPath`. False at the first byte that differs, and whenever the
+ * Whether every byte of the file, fetched, equals the stored copy open at
+ * `stored`. False at the first byte that differs, and whenever the
  * comparison cannot be made (a dropped connection, a server that ignores
  * Range, a read of the stored copy that fails): the caller then downloads the
  * file the ordinary way, which retries, resumes, and reports such failures
  * as its own. Throws only when `request.signal` is aborted.
  */
-export async function downloadMatching(request: DownloadOptions, storedPath: string, choice: RangeChoice): Promise<boolean> {
+export async function downloadMatching(request: DownloadOptions, stored: FileHandle, choice: RangeChoice): Promise<boolean> {
   const { sizeBytes, signal } = request;
-  let handle: FileHandle;
-  try {
-    handle = await open(storedPath, "r");
-  } catch {
-    // gone or unreadable: the ordinary download's own check of the stored copy reports what it finds
-    return false;
-  }
   const segments: Segment[] = sizeBytes >= choice.parallelRangeMinBytes ? cut(sizeBytes) : [{ start: 0, end: sizeBytes, done: 0 }];
   let told = 0;
   const progress = () => {
@@ -45,15 +38,10 @@ export async function downloadMatching(request: DownloadOptions, storedPath: str
     request.onBytes(done - told);
     told = done;
   };
-  // the first segment to differ or fail stops the others
+  // the first segment to differ or fail stops the others; every one has settled when fetchAll returns
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
-  try {
-    await fetchAll(segments, choice.connections, inner, stop, (segment) => compareSegment(segment, handle, { ...request, signal: inner }, progress));
-  } finally {
-    // every comparison has settled: no read of the stored copy is under way
-    await handle.close();
-  }
+  await fetchAll(segments, choice.connections, inner, stop, (segment) => compareSegment(segment, stored, { ...request, signal: inner }, progress));
   if (signal.aborted) throw signal.reason;
   return !stop.signal.aborted && segments.every((s) => s.done === s.end - s.start);
 }

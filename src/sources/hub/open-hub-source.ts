@@ -63,8 +63,8 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
     resolvedCommit: commit,
     files,
     fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file, signal, onBytes)),
-    match: (file, storedPath, signal, onBytes) =>
-      connections.whileHeld(() => downloadMatching(request(file, signal, onBytes), storedPath, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
+    match: (file, stored, signal, onBytes) =>
+      connections.whileHeld(() => downloadMatching(request(file, signal, onBytes), stored, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },

@@ -164,10 +164,10 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
       // unpacked from an archive layer already verified: the store takes it as it is; its bytes were reported as the archive's
       return { path: local, sha256: file.sha256! };
     },
-    match: async (file, storedPath, signal, onBytes) => {
+    match: async (file, stored, signal, onBytes) => {
       // an archive layer's entry is not fetched: the forced pull fetched and unpacked its layer again
       if ((file as OciFile).localPath !== undefined) return false;
-      return connections.whileHeld(() => downloadMatching(request(file as OciFile, join(partialDir, file.path), signal, onBytes), storedPath, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }));
+      return connections.whileHeld(() => downloadMatching(request(file as OciFile, join(partialDir, file.path), signal, onBytes), stored, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }));
     },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });

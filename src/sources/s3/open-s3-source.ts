@@ -71,8 +71,8 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
     resolvedCommit: digest,
     files,
     fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file as S3File, signal, onBytes)),
-    match: (file, storedPath, signal, onBytes) =>
-      connections.whileHeld(() => downloadMatching(request(file as S3File, signal, onBytes), storedPath, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
+    match: (file, stored, signal, onBytes) =>
+      connections.whileHeld(() => downloadMatching(request(file as S3File, signal, onBytes), stored, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
