@@ -115,4 +115,21 @@ describe("hashing a file as it is written", () => {
       await smallHandle.close();
     }
   });
+
+  it("lets the descriptor be closed only once an asked finish is answered: close() waits for it", async () => {
+    const size = 48 * 1024 * 1024;
+    await writeFile(join(dir, "large"), Buffer.alloc(size, 2));
+    const handle = await open(join(dir, "large"), "r");
+    try {
+      const hashing = new HashBehind(handle.fd);
+      let answered = false;
+      const finished = hashing.finish(size).then(() => (answered = true));
+      // as a download whose final sync failed does: it closes while its hash is still being finished
+      await hashing.close();
+      expect(answered, "the worker had stopped reading").to.equal(true);
+      await finished;
+    } finally {
+      await handle.close();
+    }
+  });
 });

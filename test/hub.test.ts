@@ -309,6 +309,22 @@ describe("pulling from a hub", () => {
     expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
   });
 
+  it("with force compares two files of the same content each once, and links both without downloading either again", async function () {
+    this.timeout(20_000);
+    hub.commitFile("onnx/copy.onnx", big);
+    await pullOk(t.client, { name: "minilm" });
+    const listed = hub.file("onnx/model.onnx");
+    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const storedBefore = await stat(blob);
+    const seen = hub.requests.length;
+    await pullOk(t.client, { name: "minilm", force: true });
+    const gets = (path: string) => hub.requests.slice(seen).filter((r) => r.origin === "hub" && r.path.endsWith(`/resolve/${hub.commit}/${path}`)).length;
+    expect([gets("onnx/model.onnx"), gets("onnx/copy.onnx")], "one comparison each, no download after it").to.deep.equal([1, 1]);
+    expect((await stat(blob)).ino).to.equal(storedBefore.ino);
+    for (const path of ["onnx/model.onnx", "onnx/copy.onnx"]) expect((await stat(join(t.cacheRoot, "minilm", path))).ino).to.equal(storedBefore.ino);
+    expect((await call(t.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
   it("with force fails DATA_LOSS when the hub now serves other bytes, and leaves the install and its stored copy as they were", async function () {
     this.timeout(20_000);
     await pullOk(t.client, { name: "minilm" });

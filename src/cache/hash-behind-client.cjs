@@ -61,6 +61,8 @@ class HashBehind {
     this.worker = hashWorker();
     this.sent = 0;
     this.done = false;
+    /** the answer to the one message asked (finish or close), once asked @type {Promise<Reply> | undefined} */
+    this.asked = undefined;
     hold();
     this.worker.postMessage({ op: "open", id: this.id, fd, stop });
   }
@@ -79,9 +81,17 @@ class HashBehind {
     throw Object.assign(new Error("failed" in reply ? reply.failed : "the hashing thread did not answer"), { code: "code" in reply ? reply.code : undefined });
   }
 
-  /** Stops hashing; resolves once the worker no longer reads the descriptor. Safe to call after finish(). @returns {Promise<void>} */
+  /**
+   * Stops hashing; resolves once the worker no longer reads the descriptor.
+   * Safe to call after finish(): then it waits for finish's answer, the
+   * worker reading the file until it gives it.
+   * @returns {Promise<void>}
+   */
   async close() {
-    if (this.done) return;
+    if (this.done) {
+      await this.asked;
+      return;
+    }
     await this.ask({ op: "close", id: this.id });
   }
 
@@ -89,12 +99,13 @@ class HashBehind {
   ask(message) {
     if (this.done) return Promise.resolve({ id: this.id, failed: "the file's hash was already finished or closed" });
     this.done = true;
-    return new Promise((/** @type {(reply: Reply) => void} */ resolve) => {
+    this.asked = new Promise((/** @type {(reply: Reply) => void} */ resolve) => {
       waiting.set(this.id, resolve);
       // a worker that died before this message was sent has told every waiter already
       if (worker !== this.worker) return resolve({ id: this.id, failed: "the hashing thread exited" });
       this.worker.postMessage(message);
     }).finally(letGo);
+    return this.asked;
   }
 }
 

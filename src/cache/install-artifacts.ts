@@ -170,12 +170,16 @@ async function placeFile(
         : undefined;
     if (compared?.linked) return { sha256: listed!, reused: false };
     const recheck = compared ? compared.checked : force && listed !== undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hashStored, signal, true)) : undefined;
+    // a check that fails (the stored copy unreadable) ends the download at once, and is the failure told
+    const checkFailed = new AbortController();
+    recheck?.catch((err: unknown) => checkFailed.abort(err));
     let fetched: Awaited<ReturnType<typeof source.fetch>>;
     try {
-      fetched = await source.fetch(file, signal, attempt());
+      fetched = await source.fetch(file, recheck ? AbortSignal.any([signal, checkFailed.signal]) : signal, attempt());
     } catch (err) {
-      // the download's failure is the one told; the check settles first, as its hashing may still read the blob
+      // the check settles first, as its hashing may still read the blob
       await recheck?.catch(() => undefined);
+      if (!signal.aborted && checkFailed.signal.aborted) throw checkFailed.signal.reason;
       throw err;
     }
     await recheck;

@@ -7,6 +7,7 @@
 // comparison holds no lock, so other pulls of the same content wait only for
 // the hash, and when it fails the caller downloads the file while the hash
 // goes on.
+import { constants } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import { errorCode, filesystemError } from "../errors.js";
 import { type ContentStore, signatureOf } from "./content-store.js";
@@ -31,14 +32,16 @@ export async function matchContent(store: ContentStore, sha256: string, sizeByte
   const path = store.blobPath(sha256);
   let stored: FileHandle;
   try {
-    stored = await open(path, "r");
+    // never through a link, nor waiting on a pipe, in the store's place: verifyContent removes such things
+    stored = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    // nothing stored under this name: nothing to compare with
-    if (errorCode(err) === "ENOENT") return undefined;
+    // nothing stored under this name (or a link): nothing to compare with
+    if (errorCode(err) === "ENOENT" || errorCode(err) === "ELOOP") return undefined;
     throw filesystemError("read", path, err);
   }
+  const statStored = () => stored.stat({ bigint: true }).catch((err: unknown) => Promise.reject(filesystemError("read", path, err)));
   try {
-    const found = await stored.stat({ bigint: true });
+    const found = await statStored();
     if (!found.isFile() || Number(found.size) !== sizeBytes) return undefined;
     // a stored copy found rotten ends the comparison: the file is downloaded whatever it holds
     const rotten = new AbortController();
@@ -61,10 +64,14 @@ export async function matchContent(store: ContentStore, sha256: string, sizeByte
     }
     if (!same) return { linked: false, checked };
     const signature = await checked;
-    // linked only when the copy compared is the copy hashed, unchanged since the hash began
-    const linked =
-      signature !== undefined &&
-      (await store.withBlob(sha256, signal, async () => signatureOf(await stored.stat({ bigint: true })) === signature && (await linkContent(store, sha256, target, signature))));
+    if (signature === undefined) return { linked: false, checked };
+    // linked only when the copy compared is the copy hashed, unchanged since the hash began but by the
+    // store's own steps (another install linking it meanwhile: the store's record follows those)
+    const linked = await store.withBlob(sha256, signal, async () => {
+      const now = signatureOf(await statStored());
+      const trusted = now === signature || now === (await store.known.get(sha256))?.signature;
+      return trusted && (await linkContent(store, sha256, target, now));
+    });
     return linked ? { linked: true } : { linked: false, checked };
   } finally {
     await stored.close();
