@@ -507,6 +507,20 @@ describe("peers", () => {
     expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
   });
 
+  it("does not take a peer for stalled while the node's own --max-bytes-per-second holds its transfer back", async function () {
+    this.timeout(30_000);
+    const hub = await FakeHub.serve(REPO, FIXTURE_DIR, { "onnx/model.onnx": patternedBytes(256 * 1024) });
+    cleanups.push(() => hub.close());
+    const a = await started(hub);
+    await pullMinilm(a);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    // 128 KiB/s: each 64 KiB the node takes waits about half a second for its own cap, longer than the stall limit
+    const b = await started(hub, { peers: peerUrl(a), peerStallMs: 300, maxBytesPerSecond: 128 * 1024 });
+    expect((await pullMinilm(b)).peerBytes).to.equal(lfsBytes(hub));
+    expect(await metric(b, 'modelcache_peer_errors_total{reason="timeout"}')).to.equal(0);
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
+  });
+
   it("takes a peer that goes away while its transfer waits for the upload cap as a closed connection, not a failed request", async () => {
     const hub = await hubServing();
     const logs = captureLogs();

@@ -9,12 +9,13 @@
 // undefined when none had it, so the caller goes to the source.
 import { rm } from "node:fs/promises";
 import { ModelCacheError } from "../errors.js";
-import type { Bandwidth } from "../sources/hub/bandwidth.js";
+import type { RateCap } from "../sources/hub/bandwidth.js";
 import type { Connections } from "../sources/hub/connections.js";
 import { downloadVerified } from "../sources/hub/download-verified.js";
 import { PeerHttp, isContentGone, peerError, reasonOf } from "./peer-http.js";
 import { PEERS_PER_FILE, type Peers } from "./peers.js";
 import { rendezvousOrder } from "./rendezvous-order.js";
+import { StallWatch } from "./stall-watch.js";
 
 /** What one pull learns of its peers: who failed it, and what they brought. */
 export interface PeerPull {
@@ -32,7 +33,7 @@ export interface PeerFetchOptions {
   sha256: string;
   /** where the download goes; removed again when no peer brings it */
   partialPath: string;
-  bandwidth?: Bandwidth;
+  bandwidth?: RateCap;
   parallelRangeMinBytes: number;
   signal: AbortSignal;
   /** a fresh count of bytes for each attempt (the caller tells the pull only what passes earlier attempts) */
@@ -49,7 +50,7 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
     if (signal.aborted) throw signal.reason;
     // a peer that failed another file of this pull meanwhile is left out
     if (pull.excluded.has(peer)) continue;
-    let timer: NodeJS.Timeout | undefined;
+    let watch: StallWatch | undefined;
     try {
       const answer = await new PeerHttp(peer, peers.token).head(sha256, options.sizeBytes, peers.headBudgetMs, signal, list.instanceId);
       if (answer === "self") {
@@ -57,13 +58,11 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
         continue;
       }
       if (answer === "absent") continue;
-      // the transfer's watch: every chunk received restarts it
-      const stall = new AbortController();
-      timer = setTimeout(() => stall.abort(peerError("timeout", `peer ${peer} sent nothing for ${peers.stallMs} ms`)), peers.stallMs);
-      timer.unref();
-      const watched = timer;
-      const http = new PeerHttp(peer, peers.token, () => watched.refresh());
-      const got = await pull.connections.whileHeld(() => download(http, options, pull.connections, AbortSignal.any([signal, stall.signal])));
+      // the transfer's watch: every chunk received restarts it; it rests while the node's own cap holds the transfer back
+      const stall = (watch = new StallWatch(peers.stallMs, () => peerError("timeout", `peer ${peer} sent nothing for ${peers.stallMs} ms`)));
+      const http = new PeerHttp(peer, peers.token, () => stall.heard());
+      const bandwidth = options.bandwidth && stall.resting(options.bandwidth);
+      const got = await pull.connections.whileHeld(() => download(http, { ...options, bandwidth }, pull.connections, AbortSignal.any([signal, stall.signal])));
       pull.bytes += options.sizeBytes;
       peers.recorder?.peerBytes("in", options.sizeBytes);
       peers.logger.debug({ peer, sha256, path: options.path, bytes: options.sizeBytes }, "fetched from a peer");
@@ -83,7 +82,7 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
       peers.recorder?.peerError(reason);
       peers.logger.warn({ peer, sha256, path: options.path, reason, error: (err as Error).message }, reason === "mismatch" ? "a peer sent other bytes than the digest: it is not asked again in this pull" : "a peer failed: the next peer or the source is asked");
     } finally {
-      clearTimeout(timer);
+      watch?.close();
     }
   }
   return undefined;

@@ -3,7 +3,13 @@
 // quarter second's worth, so the cap holds from the first byte.
 import { setTimeout as sleep } from "node:timers/promises";
 
-export class Bandwidth {
+/** What a download waits on before it takes each chunk: the server's cap, or a wrapper of it. */
+export interface RateCap {
+  /** Resolves once `bytes` may be passed on. */
+  take(bytes: number, signal: AbortSignal): Promise<void>;
+}
+
+export class Bandwidth implements RateCap {
   private tokens = 0;
   private last = performance.now();
   private queue: Promise<void> = Promise.resolve();

@@ -18,7 +18,7 @@ import { readFileChunks } from "../../cache/read-file-chunks.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
-import type { Bandwidth } from "./bandwidth.js";
+import type { RateCap } from "./bandwidth.js";
 import type { Readable } from "node:stream";
 
 /** Ranged GETs with retries until a response starts: the hub's HTTP client, or an object store's. */
@@ -40,7 +40,7 @@ export interface DownloadOptions {
   /** from the listing: sha256 for LFS files, git blob id for the others */
   sha256?: string;
   gitBlobId?: string;
-  bandwidth?: Bandwidth;
+  bandwidth?: RateCap;
   signal: AbortSignal;
   /** bytes newly accounted for; never more than sizeBytes in all */
   onBytes(bytes: number): void;
