@@ -5,6 +5,7 @@ import { expect } from "chai";
 import { CacheStatus, ModelStatus } from "../generated/modelcache/v1/model_cache.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
+import { captureLogs } from "./support/log-capture.js";
 import { patternedBytes, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, kindOf, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -406,6 +407,44 @@ describe("pulling from a hub", () => {
     expect(await readFile(blob)).to.deep.equal(big);
     const inspected = await call(t.client, "inspectCache", { name: "minilm", deep: true });
     expect(inspected.status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
+  it("ends a pull cancelled while its requests wait for a connection another pull's transfers hold, without waiting for them", async function () {
+    this.timeout(20_000);
+    // twenty files a pull fetches at once: sixteen take every connection to the hub, the rest wait
+    const shards = Array.from({ length: 20 }, (_, i) => `shards/shard-${String(i).padStart(2, "0")}.json`);
+    for (const path of shards) hub.commitFile(path, `{"shard": "${path}"}`);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    for (const path of shards) hub.faults.hold.set(path, held);
+    const logs = captureLogs();
+    await t.restart({ fileConcurrency: 32, logger: logs.logger });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "minilm-too", source: REPO, revision: "main" }) });
+    try {
+      const first = pull(t.client, { name: "minilm" });
+      const asked = () => hub.requests.filter((r) => r.path.includes("/shards/")).length;
+      while (asked() < 16) await new Promise((resolve) => setTimeout(resolve, 10));
+      const seen = hub.requests.length;
+      const stream = t.client.pull({ name: "minilm-too", fixtureDir: "", credentialAlias: "", force: false, detach: false });
+      const ended = new Promise<{ code?: number }>((resolve) => {
+        stream.on("data", () => undefined);
+        stream.on("error", resolve);
+        stream.on("end", () => resolve({}));
+      });
+      // the second pull's first request (its revision's commit) meanwhile waits for a connection
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      stream.cancel();
+      expect((await ended).code).to.equal(status.CANCELLED);
+      // the server ends the call now, not once a connection frees
+      const line = await logs.seen((l) => l.msg === "rpc" && l.method === "Pull" && l.model === "minilm-too");
+      expect(line.code).to.equal("CANCELLED");
+      expect(hub.requests.length, "the second pull sent nothing").to.equal(seen);
+      expect(asked(), "the first pull's transfers are still held").to.equal(16);
+      release();
+      expect((await first).error).to.equal(undefined);
+    } finally {
+      release();
+    }
   });
 
   describe("offline", () => {

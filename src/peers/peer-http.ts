@@ -5,9 +5,10 @@
 // --peer-token-file token; each chunk received tells `progress` (the stall
 // watch). Failures carry the reason the metrics count them under.
 import { Transform, pipeline } from "node:stream";
-import { Agent, type Dispatcher, request } from "undici";
+import { Agent, type Dispatcher } from "undici";
 import { ModelCacheError } from "../errors.js";
 import type { RangeReader } from "../sources/hub/download-file.js";
+import { requestPromptly } from "../sources/request-promptly.js";
 
 export type PeerErrorReason = "mismatch" | "timeout" | "unreachable" | "status";
 
@@ -41,8 +42,7 @@ export const INSTANCE_HEADER = "X-Modelcache-Instance";
 /**
  * No cap on connections per peer: the pulls bound what they fetch at once,
  * and a request queued behind a cap would wait for a connection past its
- * HEAD budget or stall watch (undici notices an abort only once a request is
- * sent), so a busy peer would be taken for a failed one.
+ * HEAD budget or stall watch, so a busy peer would be taken for a failed one.
  */
 const agent: Dispatcher = new Agent({ keepAliveTimeout: 10_000 });
 
@@ -62,9 +62,9 @@ export class PeerHttp implements RangeReader {
 
   /** Whether the peer holds the content (of `sizeBytes`), asked within `budgetMs`; a peer error otherwise. */
   async head(sha256: string, sizeBytes: number, budgetMs: number, signal: AbortSignal, instanceId: string): Promise<HeadAnswer> {
-    let response: Dispatcher.ResponseData;
+    let response: Dispatcher.ResponseData<unknown>;
     try {
-      response = await request(this.blobUrl(sha256), { method: "HEAD", headers: this.headers(), signal: AbortSignal.any([signal, AbortSignal.timeout(budgetMs)]), dispatcher: agent });
+      response = await requestPromptly(this.blobUrl(sha256), { method: "HEAD", headers: this.headers(), signal: AbortSignal.any([signal, AbortSignal.timeout(budgetMs)]), dispatcher: agent });
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       const timedOut = (err as Error).name === "TimeoutError" || (err as { code?: string }).code === "UND_ERR_ABORTED";
@@ -83,9 +83,9 @@ export class PeerHttp implements RangeReader {
     const headers = this.headers();
     if (rangeEnd !== undefined) headers.range = `bytes=${range ?? 0}-${rangeEnd - 1}`;
     else if (range !== undefined && range > 0) headers.range = `bytes=${range}-`;
-    let response: Dispatcher.ResponseData;
+    let response: Dispatcher.ResponseData<unknown>;
     try {
-      response = await request(url, { method: "GET", headers, signal, dispatcher: agent });
+      response = await requestPromptly(url, { method: "GET", headers, signal, dispatcher: agent });
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       throw peerError("unreachable", `peer ${this.peer} is unreachable for ${what}: ${(err as Error).message}`, err);

@@ -4,9 +4,10 @@
 // hub's own origin (never to the CDN an LFS file redirects to), and the
 // hub's refusals turned into errors that say what to do.
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Dispatcher, Agent, request } from "undici";
+import { type Dispatcher, Agent } from "undici";
 import { ModelCacheError, quote } from "../../errors.js";
 import { readWholeBody } from "../read-whole-body.js";
+import { requestPromptly } from "../request-promptly.js";
 
 export interface HubHttpOptions {
   baseUrl: string;
@@ -99,7 +100,7 @@ export class HubHttp {
       if (this.options.token !== undefined && target.origin === this.origin) headers.authorization = `Bearer ${this.options.token}`;
       if (rangeEnd !== undefined) headers.range = `bytes=${range ?? 0}-${rangeEnd - 1}`;
       else if (range !== undefined && range > 0) headers.range = `bytes=${range}-`;
-      const response = await request(target, { method: "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
+      const response = await requestPromptly(target, { method: "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
       if (response.statusCode >= 300 && response.statusCode < 400 && response.headers.location) {
         await response.body.dump().catch(() => undefined);
         current = new URL(String(response.headers.location), target).href;

@@ -6,11 +6,12 @@
 // retries with backoff on connection errors and 5xx, and refusals turned
 // into errors that name the alias, never its secret or a token.
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Dispatcher, Agent, request } from "undici";
+import { type Dispatcher, Agent } from "undici";
 import { ModelCacheError, quote } from "../../errors.js";
 import type { RangeReader } from "../hub/download-file.js";
 import type { Readable } from "node:stream";
 import { readWholeBody } from "../read-whole-body.js";
+import { requestPromptly } from "../request-promptly.js";
 
 export interface OciHttpOptions {
   baseUrl: string;
@@ -110,7 +111,7 @@ export class OciHttp implements RangeReader {
       const headers: Record<string, string> = { "user-agent": "modelcache", ...extra };
       // a blob may redirect to storage elsewhere: the registry's credentials stay with the registry
       if (this.authorization !== undefined && target.origin === this.origin) headers.authorization = this.authorization;
-      const response = await request(target, { method: method as "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
+      const response = await requestPromptly(target, { method: method as "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
       if (response.statusCode >= 300 && response.statusCode < 400 && response.headers.location) {
         await response.body.dump().catch(() => undefined);
         current = new URL(String(response.headers.location), target).href;
@@ -139,7 +140,7 @@ export class OciHttp implements RangeReader {
     realm.searchParams.set("scope", params.scope ?? `repository:${this.options.repository}:pull`);
     const headers: Record<string, string> = { "user-agent": "modelcache" };
     if (basic) headers.authorization = basic;
-    const response = await request(realm, { method: "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
+    const response = await requestPromptly(realm, { method: "GET", headers, signal, dispatcher: this.options.dispatcher ?? agent });
     if (response.statusCode !== 200) {
       await response.body.dump().catch(() => undefined);
       throw this.refusal(response.statusCode === 403 ? 403 : 401, what);

@@ -3,7 +3,8 @@
 // (--proxy, HTTPS_PROXY / HTTP_PROXY / NO_PROXY) as the hub's. The SDK's own
 // node:http handler knows no proxies.
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
+import { requestPromptly } from "../request-promptly.js";
 
 interface SdkRequest {
   method: string;
@@ -23,7 +24,7 @@ export function undiciRequestHandler(dispatcher: Dispatcher): NonNullable<S3Clie
       const url = `${sdkRequest.protocol}//${sdkRequest.hostname}${sdkRequest.port ? `:${sdkRequest.port}` : ""}${sdkRequest.path}${queryString(sdkRequest.query)}`;
       // undici sets Host from the URL itself and refuses one given as a header
       const { host: _host, ...headers } = sdkRequest.headers;
-      const response = await request(url, {
+      const response = await requestPromptly(url, {
         method: sdkRequest.method as Dispatcher.HttpMethod,
         headers,
         body: sdkRequest.body as Dispatcher.DispatchOptions["body"],
