@@ -6,19 +6,21 @@
 import { type Dispatcher, request } from "undici";
 
 export function requestPromptly(url: string | URL, options: NonNullable<Parameters<typeof request>[1]>): Promise<Dispatcher.ResponseData<unknown>> {
-  const pending = request(url, options);
   const signal = options.signal;
-  if (!(signal instanceof AbortSignal)) return pending;
+  if (!(signal instanceof AbortSignal)) return request(url, options);
+  // undici would still queue it, and connect, before it gave up
+  if (signal.aborted) return Promise.reject(signal.reason);
+  const pending = request(url, options);
   return new Promise((resolve, reject) => {
     const abandon = () => {
       reject(signal.reason);
-      // settles once the request leaves the queue: a response that came after all is not read
+      // settles once the request leaves the queue; a response that came all the same is read to
+      // its end and dropped (its failure, if any, concerns nobody: the caller has gone)
       pending.then(
-        (response) => response.body.destroy(),
+        (response) => response.body.dump().catch(() => undefined),
         () => undefined,
       );
     };
-    if (signal.aborted) return abandon();
     signal.addEventListener("abort", abandon, { once: true });
     pending.then(
       (response) => {
