@@ -186,6 +186,27 @@ describe("peers", () => {
     expect(info.manifest!.files.map((f) => f.sha256).sort()).to.deep.equal(hub.files.filter((f) => !f.path.startsWith(".")).map((f) => f.sha256).sort());
   });
 
+  it("with force compares the stored copies with a peer's bytes, not the hub's, and writes none of them again", async () => {
+    const hub = await hubServing();
+    const a = await started(hub);
+    await pullMinilm(a);
+    const b = await started(hub, { peers: peerUrl(a) });
+    await pullMinilm(b);
+    const sentByHub = lfsFiles(hub).map((f) => hub.sent(f.path));
+    const large = lfsFiles(hub).find((f) => f.path === "onnx/model.onnx")!;
+    const blob = join(b.cacheRoot, ".blobs", "sha256", large.sha256);
+    const before = await stat(blob);
+    const outBefore = await metric(a, 'modelcache_peer_bytes_total{direction="out"}');
+    const outcome = await pull(b.client, { name: "minilm", force: true });
+    expect(outcome.error).to.equal(undefined);
+    expect(outcome.events.at(-1)!.completed!.peerBytes, "every LFS byte compared came from the peer").to.equal(lfsBytes(hub));
+    expect(await metric(a, 'modelcache_peer_bytes_total{direction="out"}')).to.equal(outBefore + lfsBytes(hub));
+    expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
+    const after = await stat(blob);
+    expect([after.ino, after.mtimeMs], "the stored copy was not written").to.deep.equal([before.ino, before.mtimeMs]);
+    expect((await call(b.client, "inspectCache", { name: "minilm", deep: true })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+  });
+
   it("asks each file's peer by rendezvous order: with two peers holding everything, each sends the files it ranks first for", async () => {
     const hub = await hubServing();
     const a1 = await started(hub);

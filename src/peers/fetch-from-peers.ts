@@ -6,12 +6,15 @@
 // no progress for 5 s, unreachable, a refusal) is logged and counted, the
 // peer is not asked again in this pull, and the next peer is tried (a peer
 // that lost the content between its HEAD and the GET is simply passed by);
-// undefined when none had it, so the caller goes to the source.
-import { rm } from "node:fs/promises";
+// undefined when none had it, so the caller goes to the source. A forced
+// pull's comparison with a stored copy asks the peers the same way.
+import { type FileHandle, rm } from "node:fs/promises";
 import { ModelCacheError } from "../errors.js";
 import type { RateCap } from "../sources/hub/bandwidth.js";
 import type { Connections } from "../sources/hub/connections.js";
-import { downloadVerified } from "../sources/hub/download-verified.js";
+import type { DownloadOptions } from "../sources/hub/download-file.js";
+import { downloadMatching } from "../sources/hub/download-matching.js";
+import { type RangeChoice, downloadVerified } from "../sources/hub/download-verified.js";
 import { PeerHttp, isContentGone, peerError, reasonOf } from "./peer-http.js";
 import { PEERS_PER_FILE, type Peers } from "./peers.js";
 import { rendezvousOrder } from "./rendezvous-order.js";
@@ -27,12 +30,11 @@ export interface PeerPull {
   readonly connections: Connections;
 }
 
-export interface PeerFetchOptions {
+/** A file to bring from the peers that hold it. */
+export interface PeerFileOptions {
   path: string;
   sizeBytes: number;
   sha256: string;
-  /** where the download goes; removed again when no peer brings it */
-  partialPath: string;
   bandwidth?: RateCap;
   parallelRangeMinBytes: number;
   signal: AbortSignal;
@@ -40,8 +42,55 @@ export interface PeerFetchOptions {
   attempt(): (bytes: number) => void;
 }
 
+export interface PeerFetchOptions extends PeerFileOptions {
+  /** where the download goes; removed again when no peer brings it */
+  partialPath: string;
+}
+
 /** The verified file from a peer, or undefined when no peer brought it. */
 export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: PeerFetchOptions): Promise<{ path: string; sha256: string } | undefined> {
+  const { partialPath } = options;
+  return fromPeers(peers, pull, options, {
+    // one peer's download from zero (no bytes of another peer are resumed: a mismatch is then this peer's alone)
+    async transfer(request, choice) {
+      await discard(partialPath);
+      return { path: partialPath, sha256: await downloadVerified({ ...request, partialPath }, { ...choice, streamOnBytes: options.attempt() }) };
+    },
+    brought: () => true,
+    failed: () => discard(partialPath),
+  });
+}
+
+/**
+ * For a forced pull: whether the first peer holding the file sends the bytes
+ * of the stored copy open at `stored` (compared, nothing written: see
+ * download-matching.ts); undefined when no peer holds it. False says nothing
+ * of whose bytes are wrong: the caller fetches the file, verified.
+ */
+export async function matchFromPeers(peers: Peers, pull: PeerPull, options: PeerFileOptions, stored: FileHandle): Promise<boolean | undefined> {
+  return fromPeers(peers, pull, options, {
+    transfer: (request, choice) => downloadMatching(request, stored, choice),
+    brought: (matched) => matched,
+    failed: async () => undefined,
+  });
+}
+
+interface PeerTransfer<T> {
+  /** the transfer from one peer, through `request.http` */
+  transfer(request: Omit<DownloadOptions, "partialPath">, choice: RangeChoice): Promise<T>;
+  /** whether the result counts as bytes a peer brought */
+  brought(result: T): boolean;
+  /** clears what a failed transfer left */
+  failed(): Promise<void>;
+}
+
+/**
+ * Asks up to PEERS_PER_FILE peers in rendezvous order, each with a HEAD
+ * within its budget; the first that holds the file is asked for it, under
+ * the stall watch. A peer that fails is logged, counted and left out for the
+ * rest of the pull, and the next one asked; undefined when none had it.
+ */
+async function fromPeers<T>(peers: Peers, pull: PeerPull, options: PeerFileOptions, how: PeerTransfer<T>): Promise<T | undefined> {
   const { list } = peers;
   if (!list) return undefined;
   const { sha256, signal } = options;
@@ -61,14 +110,26 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
       // the transfer's watch: every chunk received restarts it; it rests while the node's own cap holds the transfer back
       const stall = (watch = new StallWatch(peers.stallMs, () => peerError("timeout", `peer ${peer} sent nothing for ${peers.stallMs} ms`)));
       const http = new PeerHttp(peer, peers.token, () => stall.heard());
-      const bandwidth = options.bandwidth && stall.resting(options.bandwidth);
-      const got = await pull.connections.whileHeld(() => download(http, { ...options, bandwidth }, pull.connections, AbortSignal.any([signal, stall.signal])));
-      pull.bytes += options.sizeBytes;
-      peers.recorder?.peerBytes("in", options.sizeBytes);
-      peers.logger.debug({ peer, sha256, path: options.path, bytes: options.sizeBytes }, "fetched from a peer");
-      return got;
+      const request = {
+        http,
+        url: http.blobUrl(sha256),
+        origin: `peer ${http.peer}`,
+        path: options.path,
+        sizeBytes: options.sizeBytes,
+        sha256,
+        bandwidth: options.bandwidth && stall.resting(options.bandwidth),
+        signal: AbortSignal.any([signal, stall.signal]),
+        onBytes: options.attempt(),
+      };
+      const result = await pull.connections.whileHeld(() => how.transfer(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections: pull.connections }));
+      if (how.brought(result)) {
+        pull.bytes += options.sizeBytes;
+        peers.recorder?.peerBytes("in", options.sizeBytes);
+        peers.logger.debug({ peer, sha256, path: options.path, bytes: options.sizeBytes }, "fetched from a peer");
+      }
+      return result;
     } catch (err) {
-      await discard(options.partialPath);
+      await how.failed();
       if (signal.aborted) throw signal.reason;
       // a full disk or a failed sync is this node's trouble, not the peer's: the source would fail the same way
       if (err instanceof ModelCacheError && err.kind !== "data_loss" && err.kind !== "unavailable") throw err;
@@ -86,15 +147,6 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
     }
   }
   return undefined;
-}
-
-/** One peer's download from zero (no bytes of another peer are resumed: a mismatch is then this peer's alone). */
-async function download(http: PeerHttp, options: PeerFetchOptions, connections: Connections, signal: AbortSignal): Promise<{ path: string; sha256: string }> {
-  const { partialPath, sizeBytes, sha256 } = options;
-  await discard(partialPath);
-  const request = { http, url: http.blobUrl(sha256), origin: `peer ${http.peer}`, path: options.path, partialPath, sizeBytes, sha256, bandwidth: options.bandwidth, signal, onBytes: options.attempt() };
-  const got = await downloadVerified(request, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections, streamOnBytes: options.attempt() });
-  return { path: partialPath, sha256: got };
 }
 
 async function discard(partialPath: string): Promise<void> {

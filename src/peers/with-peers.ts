@@ -1,6 +1,7 @@
 // A pull's source with peers asked first: every file whose sha256 the source
 // lists before download is fetched from the peers that hold it when one
-// does (fetch-from-peers.ts), else from the source. The pull's progress
+// does (fetch-from-peers.ts), else from the source; a forced pull compares
+// its stored copies with a peer's bytes the same way. The pull's progress
 // counts each byte once, however many attempts a file took, and the source
 // tells the verified bytes peers brought (PullCompleted.peer_bytes).
 import { rm } from "node:fs/promises";
@@ -9,7 +10,7 @@ import { attemptProgress } from "../sources/attempt-progress.js";
 import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import { Connections } from "../sources/hub/connections.js";
 import type { ContentStore } from "../store/content-store.js";
-import { type PeerPull, fetchFromPeers } from "./fetch-from-peers.js";
+import { type PeerPull, fetchFromPeers, matchFromPeers } from "./fetch-from-peers.js";
 import type { Peers } from "./peers.js";
 
 /** Peer connections one pull uses at once, as for a source. */
@@ -53,6 +54,15 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
         store.ingesting.delete(partialPath);
       }
       return source.fetch(file, signal, attempt());
+    },
+    // a forced pull compares its stored copies with a peer's bytes first, as it would fetch them
+    async match(file, stored, signal, onBytes) {
+      const attempt = attemptProgress(onBytes);
+      if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
+        const matched = await matchFromPeers(options.peers, pull, { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, parallelRangeMinBytes: options.parallelRangeMinBytes, signal, attempt }, stored);
+        if (matched !== undefined) return matched;
+      }
+      return source.match ? source.match(file, stored, signal, attempt()) : false;
     },
     async installed() {
       // the store took every handed file by rename: their names are no longer in use

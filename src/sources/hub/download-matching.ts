@@ -29,7 +29,7 @@ const DIFFERS = new Error("a byte differs from the stored copy");
  * file the ordinary way, which retries, resumes, and reports such failures
  * as its own. Throws only when `request.signal` is aborted.
  */
-export async function downloadMatching(request: DownloadOptions, stored: FileHandle, choice: RangeChoice): Promise<boolean> {
+export async function downloadMatching(request: Omit<DownloadOptions, "partialPath">, stored: FileHandle, choice: RangeChoice): Promise<boolean> {
   const { sizeBytes, signal } = request;
   const segments: Segment[] = sizeBytes >= choice.parallelRangeMinBytes ? cut(sizeBytes) : [{ start: 0, end: sizeBytes, done: 0 }];
   let told = 0;
@@ -46,7 +46,7 @@ export async function downloadMatching(request: DownloadOptions, stored: FileHan
   return !stop.signal.aborted && segments.every((s) => s.done === s.end - s.start);
 }
 
-async function compareSegment(segment: Segment, handle: FileHandle, options: DownloadOptions, progress: () => void): Promise<void> {
+async function compareSegment(segment: Segment, handle: FileHandle, options: Omit<DownloadOptions, "partialPath">, progress: () => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
   const response = await http.get(options.url, `file '${options.path}'`, signal, segment.start, segment.end);
