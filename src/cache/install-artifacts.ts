@@ -168,7 +168,10 @@ async function placeFile(
       force && listed !== undefined && match && file.sizeBytes > 0
         ? await matchContent(store, listed, file.sizeBytes, hashStored, signal, target, (stored, s) => match.call(source, file, stored, s, attempt()))
         : undefined;
-    if (compared?.linked) return { sha256: listed!, reused: false };
+    if (compared?.linked) {
+      source.kept?.(file);
+      return { sha256: listed!, reused: false };
+    }
     const recheck = compared ? compared.checked : force && listed !== undefined ? store.withBlob(listed, signal, () => verifyContent(store, listed, hashStored, signal, true)) : undefined;
     // a check that fails (the stored copy unreadable) ends the download at once, and is the failure told
     const checkFailed = new AbortController();

@@ -65,14 +65,23 @@ export async function fetchFromPeers(peers: Peers, pull: PeerPull, options: Peer
  * For a forced pull: whether the first peer holding the file sends the bytes
  * of the stored copy open at `stored` (compared, nothing written: see
  * download-matching.ts); undefined when no peer holds it. False says nothing
- * of whose bytes are wrong: the caller fetches the file, verified.
+ * of whose bytes are wrong: the caller fetches the file, verified. Bytes that
+ * matched are not counted here: they count once the stored copy is found
+ * intact and kept (countMatched).
  */
 export async function matchFromPeers(peers: Peers, pull: PeerPull, options: PeerFileOptions, stored: FileHandle): Promise<boolean | undefined> {
   return fromPeers(peers, pull, options, {
     transfer: (request, choice) => downloadMatching(request, stored, choice),
-    brought: (matched) => matched,
+    brought: () => false,
     failed: async () => undefined,
   });
+}
+
+/** Counts the bytes of a file a peer's bytes matched, once its stored copy is kept. */
+export function countMatched(peers: Peers, pull: PeerPull, file: { path: string; sha256: string; sizeBytes: number }): void {
+  pull.bytes += file.sizeBytes;
+  peers.recorder?.peerBytes("in", file.sizeBytes);
+  peers.logger.debug({ sha256: file.sha256, path: file.path, bytes: file.sizeBytes }, "compared with a peer's bytes");
 }
 
 interface PeerTransfer<T> {

@@ -10,7 +10,7 @@ import { attemptProgress } from "../sources/attempt-progress.js";
 import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import { Connections } from "../sources/hub/connections.js";
 import type { ContentStore } from "../store/content-store.js";
-import { type PeerPull, fetchFromPeers, matchFromPeers } from "./fetch-from-peers.js";
+import { type PeerPull, countMatched, fetchFromPeers, matchFromPeers } from "./fetch-from-peers.js";
 import type { Peers } from "./peers.js";
 
 /** Peer connections one pull uses at once, as for a source. */
@@ -29,6 +29,8 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
   const { store } = options;
   /** ingest files fetched from peers and handed to the pull: PruneCache leaves them until the pull is over */
   const handed = new Set<string>();
+  /** files whose comparison a peer's bytes matched, not yet known kept */
+  const matchedByPeer = new WeakSet<SourceFile>();
   const forgetHanded = async () => {
     for (const path of handed) {
       await rm(path, { force: true });
@@ -58,11 +60,18 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
     // a forced pull compares its stored copies with a peer's bytes first, as it would fetch them
     async match(file, stored, signal, onBytes) {
       const attempt = attemptProgress(onBytes);
+      matchedByPeer.delete(file);
       if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
         const matched = await matchFromPeers(options.peers, pull, { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, parallelRangeMinBytes: options.parallelRangeMinBytes, signal, attempt }, stored);
+        if (matched) matchedByPeer.add(file);
         if (matched !== undefined) return matched;
       }
       return source.match ? source.match(file, stored, signal, attempt()) : false;
+    },
+    kept(file) {
+      // what a peer brought counts once the stored copy it matched is found intact and linked
+      if (matchedByPeer.delete(file) && file.sha256 !== undefined) countMatched(options.peers, pull, { path: file.path, sha256: file.sha256, sizeBytes: file.sizeBytes });
+      source.kept?.(file);
     },
     async installed() {
       // the store took every handed file by rename: their names are no longer in use

@@ -75,6 +75,8 @@ export interface FetchingSource extends SourceListing {
    * Throws only when cancelled.
    */
   match?(file: SourceFile, stored: FileHandle, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<boolean>;
+  /** Told when a file whose comparison matched was kept: its stored copy found intact and linked. */
+  kept?(file: SourceFile): void;
   /**
    * Content whose files are known only once it is fetched (an OCI archive
    * layer), listed by what is known ahead: its blob, `path` naming it (its
