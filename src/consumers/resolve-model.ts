@@ -99,10 +99,16 @@ export function resolveModelNow(runtime: Runtime, request: ResolveModelRequest):
  * asking anyone).
  */
 function takenAsIs(model: ModelRecord, policy: PullPolicy, report: InstallReport): ResolvedModel | undefined {
-  if (report.status !== "installed") return undefined;
-  const pinnedMatch = COMMIT.test(model.revision) && report.manifest!.resolvedCommit === model.revision;
+  const installed = installedAnswer(model, report);
+  if (!installed) return undefined;
+  const pinnedMatch = COMMIT.test(model.revision) && installed.manifest.resolvedCommit === model.revision;
   if (policy === "always" && !pinnedMatch) return undefined;
-  return { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false, revalidated: pinnedMatch };
+  return { ...installed, revalidated: pinnedMatch };
+}
+
+/** The healthy install in `report` as an answer that pulled nothing; undefined when it is not healthy. */
+function installedAnswer(model: ModelRecord, report: InstallReport): Omit<ResolvedModel, "revalidated"> | undefined {
+  return report.status === "installed" ? { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false } : undefined;
 }
 
 async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: PullPolicy, credentialAlias: string, signalOf: () => AbortSignal): Promise<ResolvedModel> {
@@ -118,7 +124,7 @@ async function resolveInstall(runtime: Runtime, model: ModelRecord, policy: Pull
   if (policy === "if_missing") return pull(runtime, model, credentialAlias, signalOf());
 
   // ALWAYS, without the pinned commit installed: the source says which commit the revision names now
-  const installed = report.status === "installed" ? { name: model.name, cacheDir: report.cacheDir, manifest: report.manifest!, pulled: false } : undefined;
+  const installed = installedAnswer(model, report);
   const signal = signalOf();
   try {
     // an install from a directory is checked against that directory (by pulling it), never its hub

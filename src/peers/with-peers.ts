@@ -10,7 +10,7 @@ import { attemptProgress } from "../sources/attempt-progress.js";
 import type { Bandwidth } from "../sources/hub/bandwidth.js";
 import { Connections } from "../sources/hub/connections.js";
 import type { ContentStore } from "../store/content-store.js";
-import { type PeerPull, countMatched, fetchFromPeers, matchFromPeers } from "./fetch-from-peers.js";
+import { type PeerFileOptions, type PeerPull, countMatched, fetchFromPeers, matchFromPeers } from "./fetch-from-peers.js";
 import type { Peers } from "./peers.js";
 
 /** Peer connections one pull uses at once, as for a source. */
@@ -38,14 +38,24 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
       handed.delete(path);
     }
   };
+  /** What the peers are asked for a file. */
+  const asked = (file: SourceFile & { sha256: string }, signal: AbortSignal, attempt: () => (bytes: number) => void): PeerFileOptions => ({
+    path: file.path,
+    sizeBytes: file.sizeBytes,
+    sha256: file.sha256,
+    bandwidth: options.bandwidth,
+    parallelRangeMinBytes: options.parallelRangeMinBytes,
+    signal,
+    attempt,
+  });
   return {
     ...source,
     async fetch(file, signal, onBytes) {
       const attempt = attemptProgress(onBytes);
-      if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
+      if (askPeers(file)) {
         const partialPath = store.ingestPath("peer-");
         store.ingesting.add(partialPath);
-        const got = await fetchFromPeers(options.peers, pull, { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, partialPath, bandwidth: options.bandwidth, parallelRangeMinBytes: options.parallelRangeMinBytes, signal, attempt }).catch((err: unknown) => {
+        const got = await fetchFromPeers(options.peers, pull, { ...asked(file, signal, attempt), partialPath }).catch((err: unknown) => {
           store.ingesting.delete(partialPath);
           throw err;
         });
@@ -61,8 +71,8 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
     async match(file, stored, signal, onBytes) {
       const attempt = attemptProgress(onBytes);
       matchedByPeer.delete(file);
-      if (file.sha256 !== undefined && file.sizeBytes > 0 && !isLocal(file)) {
-        const matched = await matchFromPeers(options.peers, pull, { path: file.path, sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, parallelRangeMinBytes: options.parallelRangeMinBytes, signal, attempt }, stored);
+      if (askPeers(file)) {
+        const matched = await matchFromPeers(options.peers, pull, asked(file, signal, attempt), stored);
         if (matched) matchedByPeer.add(file);
         if (matched !== undefined) return matched;
       }
@@ -87,7 +97,11 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
   };
 }
 
-/** A file the source already holds on this machine (an OCI archive layer's entry, unpacked): nothing to fetch. */
-function isLocal(file: SourceFile): boolean {
-  return typeof (file as { localPath?: unknown }).localPath === "string";
+/**
+ * Whether peers are asked for the file: one whose sha256 the source lists,
+ * with bytes, and not already on this machine (an OCI archive layer's entry,
+ * unpacked: nothing to fetch).
+ */
+function askPeers(file: SourceFile): file is SourceFile & { sha256: string } {
+  return file.sha256 !== undefined && file.sizeBytes > 0 && typeof (file as { localPath?: unknown }).localPath !== "string";
 }

@@ -10,8 +10,7 @@ import { ModelCacheError, quote } from "../../errors.js";
 import type { FetchingSource, RemoteSourceOptions, SourceFile } from "../artifact-source.js";
 import { Connections } from "./connections.js";
 import type { DownloadOptions } from "./download-file.js";
-import { downloadMatching } from "./download-matching.js";
-import { downloadVerified } from "./download-verified.js";
+import { fileTransfers } from "./file-transfers.js";
 import { HubHttp } from "./hub-http.js";
 
 /** A listed file: LFS files carry the hub's sha256 of the content, the others their git blob id. */
@@ -55,21 +54,21 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
   const files = await listFiles(http, repoPath, options.repo, commit, options.signal);
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const partialDir = options.layout.partialDir(options.name, commit);
-  const connections = new Connections(CONNECTIONS);
+  const transfers = fileTransfers(new Connections(CONNECTIONS), options.parallelRangeMinBytes);
   const resolveUrl = (file: SourceFile) => http.url(`${repoPath}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`);
 
   return {
     description: `hub:${options.repo}@${commit}`,
     resolvedCommit: commit,
     files,
-    fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file, signal, onBytes)),
-    match: (file, stored, signal, onBytes) =>
-      connections.whileHeld(() => downloadMatching(request(file, signal, onBytes), stored, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
+    fetch: (file, signal, onBytes) => transfers.fetch(request(file, signal, onBytes)),
+    match: (file, stored, signal, onBytes) => transfers.match(request(file, signal, onBytes), stored),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
   };
 
+  /** How the hub is asked for one file (resumed into its partial, or compared). */
   function request(file: HubFile, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
     return {
       http,
@@ -83,12 +82,6 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
       signal,
       onBytes,
     };
-  }
-
-  /** Downloads one file into its partial (resuming it) and verifies it. */
-  async function download(file: HubFile, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
-    const fetching = request(file, signal, onBytes);
-    return { path: fetching.partialPath, sha256: await downloadVerified(fetching, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 

@@ -16,8 +16,7 @@ import type { FetchingSource, RemoteSourceOptions, SourceFile, TransferObserver 
 import { passesFilters } from "../file-filters.js";
 import { Connections } from "../hub/connections.js";
 import type { DownloadOptions } from "../hub/download-file.js";
-import { downloadMatching } from "../hub/download-matching.js";
-import { downloadVerified } from "../hub/download-verified.js";
+import { fileTransfers } from "../hub/file-transfers.js";
 import { OciHttp } from "./oci-http.js";
 import { type ArchiveLayer, type OciFile, fetchArchiveLayers } from "./fetch-archive-layers.js";
 import { OCI_DIGEST, parseOciReference, registryBaseUrl } from "./oci-reference.js";
@@ -147,7 +146,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   // the layers the model keeps (the filters tell an archive's entries only once it is unpacked, and each is checked then); an archive's blob size is checked now
   options.limits?.check([...kept, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
 
-  const connections = new Connections(CONNECTIONS);
+  const transfers = fileTransfers(new Connections(CONNECTIONS), options.parallelRangeMinBytes);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
   return {
     description: `oci:${reference.registry}/${reference.repository}@${top.digest}`,
@@ -156,18 +155,18 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
     ...(archives.length > 0 && {
       archives: archives.map((a) => ({ path: a.digest, sizeBytes: a.size })),
       unpack: (signal: AbortSignal, observer: TransferObserver) =>
-        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, download: (file, path, s, onBytes) => connections.whileHeld(() => download(file, path, s, onBytes)), signal, observer }),
+        fetchArchiveLayers({ archives, files, where, partialDir, include, exclude, limits: options.limits, download: (file, path, s, onBytes) => transfers.fetch(request(file, path, s, onBytes)), signal, observer }),
     }),
     fetch: async (file, signal, onBytes) => {
       const local = (file as OciFile).localPath;
-      if (local === undefined) return connections.whileHeld(() => download(file as OciFile, join(partialDir, file.path), signal, onBytes));
+      if (local === undefined) return transfers.fetch(request(file as OciFile, join(partialDir, file.path), signal, onBytes));
       // unpacked from an archive layer already verified: the store takes it as it is; its bytes were reported as the archive's
       return { path: local, sha256: file.sha256! };
     },
     match: async (file, stored, signal, onBytes) => {
       // an archive layer's entry is not fetched: the forced pull fetched and unpacked its layer again
       if ((file as OciFile).localPath !== undefined) return false;
-      return connections.whileHeld(() => downloadMatching(request(file as OciFile, join(partialDir, file.path), signal, onBytes), stored, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }));
+      return transfers.match(request(file as OciFile, join(partialDir, file.path), signal, onBytes), stored);
     },
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
@@ -181,10 +180,6 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   function request(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
     // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
     return { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
-  }
-
-  async function download(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void) {
-    return { path: partialPath, sha256: await downloadVerified(request(file, partialPath, signal, onBytes), { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 

@@ -13,8 +13,7 @@ import { join } from "node:path";
 import type { FetchingSource, RemoteSourceOptions } from "../artifact-source.js";
 import { Connections } from "../hub/connections.js";
 import type { DownloadOptions } from "../hub/download-file.js";
-import { downloadMatching } from "../hub/download-matching.js";
-import { downloadVerified } from "../hub/download-verified.js";
+import { fileTransfers } from "../hub/file-transfers.js";
 import { type S3File, listObjects } from "./list-objects.js";
 import { s3Credentials } from "./s3-credentials.js";
 import { parseS3Location } from "./s3-location.js";
@@ -63,16 +62,15 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
     if (file.sha256 === undefined && file.etag !== "") file.gitBlobId = objectVersionId(options.settings.endpoint, location.bucket, file);
   }
   const partialDir = options.layout.partialDir(options.name, digest);
-  const connections = new Connections(CONNECTIONS);
+  const transfers = fileTransfers(new Connections(CONNECTIONS), options.parallelRangeMinBytes);
   const origin = `the object store (s3://${location.bucket})`;
 
   return {
     description: `s3:${location.bucket}/${location.prefix.replace(/\/$/, "")}@${digest}`,
     resolvedCommit: digest,
     files,
-    fetch: (file, signal, onBytes) => connections.whileHeld(() => download(file as S3File, signal, onBytes)),
-    match: (file, stored, signal, onBytes) =>
-      connections.whileHeld(() => downloadMatching(request(file as S3File, signal, onBytes), stored, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections })),
+    fetch: (file, signal, onBytes) => transfers.fetch(request(file as S3File, signal, onBytes)),
+    match: (file, stored, signal, onBytes) => transfers.match(request(file as S3File, signal, onBytes), stored),
     async installed() {
       await rm(options.layout.partialDir(options.name), { recursive: true, force: true });
     },
@@ -80,11 +78,6 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
 
   function request(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
     return { http: store, url: file.key, origin, path: file.path, partialPath: join(partialDir, file.path), sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, signal, onBytes };
-  }
-
-  async function download(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): Promise<{ path: string; sha256: string }> {
-    const fetching = request(file, signal, onBytes);
-    return { path: fetching.partialPath, sha256: await downloadVerified(fetching, { parallelRangeMinBytes: options.parallelRangeMinBytes, connections }) };
   }
 }
 
