@@ -26,6 +26,8 @@ describe("pulling from a hub", () => {
     await hub.close();
   });
   const installed = (path: string) => readFile(join(t.cacheRoot, "minilm", path));
+  /** where the store keeps the content the hub lists for `path` */
+  const stored = (path: string) => join(t.cacheRoot, ".blobs", "sha256", hub.file(path).sha256);
   const listedFiles = () => hub.files.filter((f) => !f.path.startsWith(".") && f.path !== "manifest.json").map((f) => f.path);
 
   it("installs the files of the resolved commit, verified, and records the commit", async () => {
@@ -218,8 +220,7 @@ describe("pulling from a hub", () => {
   it("with force fetches every byte again but writes none the hub still serves: the stored copy stays as it was, compared and hashed, and is linked again", async function () {
     this.timeout(20_000);
     await pullOk(t.client, { name: "minilm" });
-    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     const storedBefore = await stat(blob);
     const before = hub.sent("onnx/model.onnx");
     const events = await pullOk(t.client, { name: "minilm", force: true });
@@ -244,8 +245,7 @@ describe("pulling from a hub", () => {
       return Number(/^modelcache_corrupt_files_total (\S+)$/m.exec(text)?.[1] ?? 0);
     };
     await pullOk(t.client, { name: "minilm" });
-    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     const storedBefore = (await call(t.client, "describeCache", {})).storedBytes;
     // the stored copy rots in place, its size unchanged
     const handle = await open(blob, "r+");
@@ -268,8 +268,7 @@ describe("pulling from a hub", () => {
   it("with force, cancelled while it compares, leaves the install, the stored copy and the partial downloads as they were", async function () {
     this.timeout(20_000);
     await pullOk(t.client, { name: "minilm" });
-    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     const storedBefore = await stat(blob);
     hub.faults.bytesPerSecond = 4 * 1024 * 1024;
     const outcome = await pull(t.client, { name: "minilm", force: true }, {
@@ -314,8 +313,7 @@ describe("pulling from a hub", () => {
     this.timeout(20_000);
     hub.commitFile("onnx/copy.onnx", big);
     await pullOk(t.client, { name: "minilm" });
-    const listed = hub.file("onnx/model.onnx");
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     const storedBefore = await stat(blob);
     const seen = hub.requests.length;
     await pullOk(t.client, { name: "minilm", force: true });
@@ -329,8 +327,7 @@ describe("pulling from a hub", () => {
   it("with force fails DATA_LOSS when the hub now serves other bytes, and leaves the install and its stored copy as they were", async function () {
     this.timeout(20_000);
     await pullOk(t.client, { name: "minilm" });
-    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     const storedBefore = await stat(blob);
     // the last byte differs: the whole file is compared before the download starts over
     hub.faults.wrongBytes.add("onnx/model.onnx");
@@ -346,8 +343,7 @@ describe("pulling from a hub", () => {
     this.timeout(30_000);
     await pullOk(t.client, { name: "minilm" });
     const before = await installed("onnx/model.onnx");
-    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     const storedBefore = await stat(blob);
     await t.server.close();
     const child = await spawnServer({ dataDir: t.dataDir, args: ["--hub-url", hub.url] });
@@ -383,8 +379,7 @@ describe("pulling from a hub", () => {
     // a second install of the same repository links the same stored content
     await call(t.client, "registerModel", { model: modelSpec({ name: "minilm-too", source: REPO, revision: "main" }) });
     await pullOk(t.client, { name: "minilm-too" });
-    const listed = hub.files.find((f) => f.path === "onnx/model.onnx")!;
-    const blob = join(t.cacheRoot, ".blobs", "sha256", listed.sha256);
+    const blob = stored("onnx/model.onnx");
     // the stored copy rots in place, its size unchanged
     const handle = await open(blob, "r+");
     await handle.write(Buffer.from("rot"), 0, 3, 0);
