@@ -2,9 +2,10 @@
 // and filled by a ballast file at the moment each test chooses.
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { status } from "@grpc/grpc-js";
+import { type ServiceError, status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
+import { CacheStatus, PullPolicy } from "../generated/modelcache/v1/model_cache.js";
+import { LEASE_JOURNAL_FILE, LeaseJournal } from "../src/consumers/lease-journal.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FakeS3, S3_CREDENTIALS } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
@@ -159,6 +160,50 @@ describe("a full disk", function () {
       await pullOk(t.client, { name: "minilm" });
       const { model } = await call(t.client, "getModel", { name: "minilm" });
       expect(sha256(await readFile(join(model!.cacheDir, "onnx", "model.onnx")))).to.equal(sha256(big));
+    });
+  });
+
+  describe("the lease journal", () => {
+    it("refuses a lease with RESOURCE_EXHAUSTED naming the journal, leaves no torn line, and keeps every acknowledged lease across a restart", async () => {
+      t = await serverOnDisk();
+      await call(t.client, "registerModel", { model: modelSpec() });
+      await pullOk(t.client, { name: "minilm", fixtureDir: FIXTURE_DIR });
+      const resolve = () => call(t!.client, "resolveModel", { name: "minilm", pullPolicy: PullPolicy.PULL_POLICY_IF_MISSING, leaseSeconds: 3600, credentialAlias: "" });
+      const granted: string[] = [(await resolve()).leaseId];
+      await disk.fill();
+      // the journal's last block may take a few more lines: lease until a write fails
+      let refusal: ServiceError | undefined;
+      for (let i = 0; i < 5000 && !refusal; i++) {
+        try {
+          granted.push((await resolve()).leaseId);
+        } catch (err) {
+          refusal = err as ServiceError;
+        }
+      }
+      expect(refusal, "a lease on the full disk failed").to.not.equal(undefined);
+      expect(refusal!.code, refusal!.details).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(refusal!.details).to.include(join(disk.dir, "data", LEASE_JOURNAL_FILE)).and.match(/no space left on device; nothing was changed: free space/);
+      // a release needs a line too (a shorter one, which the block may still take): once refused, its lease still holds
+      let unreleased: ServiceError | undefined;
+      while (!unreleased && granted.length > 1) {
+        try {
+          await call(t.client, "releaseLease", { leaseId: granted[0]! });
+          granted.shift();
+        } catch (err) {
+          unreleased = err as ServiceError;
+        }
+      }
+      expect(unreleased?.code, unreleased?.details).to.equal(status.RESOURCE_EXHAUSTED);
+      expect((await call(t.client, "listLeases", { name: "minilm" })).leases.map((l) => l.leaseId)).to.include(granted[0]);
+      // what the failed writes began was cut back: every line is whole
+      expect((await new LeaseJournal(join(disk.dir, "data")).read()).skipped).to.equal(0);
+
+      await disk.release(1024 * 1024);
+      await call(t.client, "releaseLease", { leaseId: granted.shift()! });
+      for (let i = 0; i < 20; i++) granted.push((await resolve()).leaseId);
+      await t.restart();
+      const listed = (await call(t.client, "listLeases", { name: "minilm" })).leases.map((l) => l.leaseId);
+      expect([...listed].sort()).to.deep.equal([...granted].sort());
     });
   });
 

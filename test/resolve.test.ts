@@ -298,19 +298,19 @@ describe("leases", () => {
     expect(unknown.code).to.equal(status.NOT_FOUND);
   });
 
-  /** Holds the next write of the leases' records until released: a lease being granted stays in its write. */
+  /** Holds the next lease's write until released: a lease being granted stays in its write. */
   function holdNextLeaseWrite(): { reached: Promise<void>; release: () => void } {
-    // the sublevel's own batch, paused in front: the write itself is LevelDB's
-    const records = t.server.runtime.registry.sublevel("leases") as unknown as { batch(operations: unknown[]): Promise<void> };
-    const original = records.batch;
+    // Leases' own store, paused in front: the write itself is the journal's
+    const leases = t.server.runtime.leases as unknown as { store(lease: unknown): Promise<void> };
+    const original = leases.store;
     let reach!: () => void;
     let release!: () => void;
     const reached = new Promise<void>((resolve) => (reach = resolve));
     const gate = new Promise<void>((resolve) => (release = resolve));
-    records.batch = (operations) => {
-      records.batch = original;
+    leases.store = (lease) => {
+      leases.store = original;
       reach();
-      return gate.then(() => original.call(records, operations));
+      return gate.then(() => original.call(leases, lease));
     };
     return { reached, release };
   }

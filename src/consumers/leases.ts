@@ -1,15 +1,17 @@
 // Leases: a service that uses a model's install holds one so the install is
-// neither evicted nor dropped under it. Each lease is a LevelDB record, so
-// leases survive a restart; a copy in memory answers the frequent questions
-// ("is this model leased?") without a read. A lease ends when it expires,
+// neither evicted nor dropped under it. Each lease is written to the leases'
+// journal (lease-journal.ts), so leases survive a restart; a copy in memory
+// answers the frequent questions ("is this model leased?") without a read. A lease ends when it expires,
 // when it is released, when a forced DropCache ends every lease of the
 // model, or when the model is unregistered. A lease is live only while its
-// end lies in the future; a periodic sweep deletes the records of the rest.
+// end lies in the future; a periodic sweep forgets the rest (the journal drops
+// them at its next rewrite).
 // A grant and a removal of the install (drop, eviction, unregistration) are
 // ordered here: each decides against the other in one step, so one wins.
 import { randomUUID } from "node:crypto";
 import { ModelCacheError, quote } from "../errors.js";
 import type { LevelSublevel } from "../registry/sublevel.js";
+import type { LeaseJournal } from "./lease-journal.js";
 
 export interface Lease {
   id: string;
@@ -24,7 +26,7 @@ export interface Lease {
 /** --max-lease-seconds unless given: a day */
 export const DEFAULT_MAX_LEASE_SECONDS = 86_400;
 
-/** How often the records of expired leases are deleted. */
+/** How often expired leases are forgotten. */
 export const SWEEP_INTERVAL_MS = 60_000;
 
 /** How a removal of an install meets the model's live leases. */
@@ -45,37 +47,45 @@ export class Leases {
   private readonly byId = new Map<string, Lease>();
   /** the same leases by model, so a model's question reads only its own */
   private readonly byName = new Map<string, Map<string, Lease>>();
-  /** leases granted in this turn of the event loop, stored together in one batch */
+  /** leases granted in this turn of the event loop, written together in one append */
   private pending: { lease: Lease; resolve: () => void; reject: (err: unknown) => void }[] = [];
-  /** a batch of leases is being written */
-  private storing = false;
   /** removals of installs under way, by model */
   private readonly underWay = new Map<string, number>();
   /** bumped when any removal begins or ends: see removalMark */
   private removals = 0;
   private sweeper: NodeJS.Timeout | undefined;
-  private sweeping: Promise<void> | undefined;
 
   constructor(
-    private readonly records: LevelSublevel<Lease>,
+    private readonly journal: LeaseJournal,
     /** the longest lease granted; longer requests are shortened to it */
     readonly maxSeconds: number,
     private readonly now: () => number = Date.now,
   ) {}
 
   /**
-   * Reads the stored leases, deleting those that expired while the server
-   * was down and those of models no longer registered (an unregistration a
-   * crash interrupted), so a name registered again starts without leases.
+   * Reads the journal, and the LevelDB records of leases an earlier version
+   * kept in `earlier`, and starts the journal anew with the live leases:
+   * not those that expired while the server was down, nor those of models no
+   * longer registered (an unregistration a crash interrupted), so a name
+   * registered again starts without leases. The earlier records are deleted
+   * once the journal holds them; a crash before that reads both again.
    */
-  async load(isRegistered: (name: string) => Promise<boolean>): Promise<this> {
-    const ended: string[] = [];
-    for await (const [id, lease] of this.records.iterator()) {
-      if (lease.expiresAtMs > this.now() && (await isRegistered(lease.name))) this.remember(lease);
-      else ended.push(id);
+  async load(isRegistered: (name: string) => Promise<boolean>, earlier?: LevelSublevel<Lease>): Promise<{ loaded: number; skipped: number; moved: number }> {
+    const { leases, skipped } = await this.journal.read();
+    const found = new Map(leases.map((lease) => [lease.id, lease]));
+    const moved: string[] = [];
+    for await (const [id, lease] of earlier?.iterator() ?? []) {
+      moved.push(id);
+      found.set(id, lease);
     }
-    if (ended.length > 0) await this.records.batch(ended.map((key) => ({ type: "del" as const, key })));
-    return this;
+    const live: Lease[] = [];
+    for (const lease of found.values()) {
+      if (lease.expiresAtMs > this.now() && (await isRegistered(lease.name))) live.push(lease);
+    }
+    await this.journal.start(live, () => this.written());
+    if (moved.length > 0) await earlier!.batch(moved.map((key) => ({ type: "del" as const, key })));
+    for (const lease of live) this.remember(lease);
+    return { loaded: live.length, skipped, moved: moved.length };
   }
 
   /**
@@ -97,8 +107,8 @@ export class Leases {
       throw err;
     }
     if (this.byId.get(lease.id) !== lease) {
-      // a forced removal ended it while it was written, maybe before the write landed
-      await this.records.del(lease.id);
+      // a forced removal ended it while it waited for its write
+      this.journal.remove([lease.id]);
       throw droppedWhileResolving(name);
     }
     return lease;
@@ -135,45 +145,41 @@ export class Leases {
   }
 
   /**
-   * Stores a lease, together with the others granted meanwhile: one LevelDB
-   * batch at a time, and the leases granted while it is written go in the
-   * next one, together (a group commit: under many concurrent ResolveModel
-   * calls, a batch's own cost is shared by more leases). Every lease is
-   * stored before its grant returns.
+   * Stores a lease, together with the others granted in the same turn of the
+   * event loop: one append for them all once the turn ends (under many
+   * concurrent ResolveModel calls, the write's cost is shared). Every lease
+   * is stored before its grant returns.
    */
   private store(lease: Lease): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.pending.push({ lease, resolve, reject });
-      if (!this.storing) this.storeBatch();
+      if (this.pending.push({ lease, resolve, reject }) === 1) setImmediate(() => this.storeBatch());
     });
   }
 
   private storeBatch(): void {
-    this.storing = true;
-    // the leases granted in this turn of the event loop join the batch
-    setImmediate(() => {
-      const batch = this.pending;
-      this.pending = [];
-      // a write that throws at once fails its batch like one that rejects, and the next batch still runs
-      Promise.resolve()
-        .then(() => this.records.batch(batch.map((p) => ({ type: "put" as const, key: p.lease.id, value: p.lease }))))
-        .then(
-          () => batch.forEach((p) => p.resolve()),
-          (err: unknown) => batch.forEach((p) => p.reject(err)),
-        )
-        .finally(() => {
-          this.storing = false;
-          if (this.pending.length > 0) this.storeBatch();
-        });
-    });
+    const batch = this.pending;
+    this.pending = [];
+    try {
+      this.journal.put(batch.map((p) => p.lease));
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    for (const p of batch) p.resolve();
+  }
+
+  /** The leases whose grant is written, ended or not: those still waiting for their write are left out, as their write may fail. */
+  private *written(): Iterable<Lease> {
+    const waiting = new Set(this.pending.map((p) => p.lease));
+    for (const lease of this.byId.values()) if (!waiting.has(lease)) yield lease;
   }
 
   /** Ends a live lease; false when `id` names no lease, or one that already expired. */
   async release(id: string): Promise<boolean> {
     const lease = this.byId.get(id);
     if (!lease) return false;
-    // stored first: a lease whose deletion failed still holds its install, here as after a restart
-    await this.records.del(id);
+    // stored first: a lease whose ending failed to be written still holds its install, here as after a restart
+    this.journal.remove([id]);
     this.forget(lease);
     return lease.expiresAtMs > this.now();
   }
@@ -216,43 +222,38 @@ export class Leases {
   async endAll(name: string): Promise<number> {
     const now = this.now();
     const ended = [...(this.byName.get(name)?.values() ?? [])];
-    // stored first: when the deletion fails the leases still hold, here as after a restart
-    if (ended.length > 0) await this.records.batch(ended.map((l) => ({ type: "del" as const, key: l.id })));
+    // stored first: when the write fails the leases still hold, here as after a restart
+    this.journal.remove(ended.map((l) => l.id));
     for (const lease of ended) this.forget(lease);
     return ended.filter((l) => l.expiresAtMs > now).length;
   }
 
-  /** Deletes every expired lease, from memory and from LevelDB; returns how many. */
-  async sweep(): Promise<number> {
+  /**
+   * Forgets every expired lease; returns how many. Nothing is written: an
+   * expired lease is dead in the journal too, which drops it when it is
+   * next rewritten (or read).
+   */
+  sweep(): number {
     const now = this.now();
     const expired = [...this.byId.values()].filter((l) => l.expiresAtMs <= now);
-    if (expired.length === 0) return 0;
     for (const lease of expired) this.forget(lease);
-    await this.records.batch(expired.map((l) => ({ type: "del" as const, key: l.id })));
     return expired.length;
   }
 
   /**
    * Sweeps every `intervalMs` until close, so the leases of models nobody
-   * resolves again do not stay until a restart. The timer never keeps the
-   * process alive; a sweep that fails is reported and tried again next time.
+   * resolves again do not stay in memory until a restart. The timer never
+   * keeps the process alive.
    */
-  startSweeping(intervalMs: number, report: { swept(count: number): void; failed(err: unknown): void }): void {
-    this.sweeper ??= setInterval(() => {
-      this.sweeping ??= this.sweep()
-        .then(
-          (count) => report.swept(count),
-          (err: unknown) => report.failed(err),
-        )
-        .finally(() => (this.sweeping = undefined));
-    }, intervalMs).unref();
+  startSweeping(intervalMs: number, swept: (count: number) => void): void {
+    this.sweeper ??= setInterval(() => swept(this.sweep()), intervalMs).unref();
   }
 
-  /** Stops sweeping and waits for a sweep under way, before the registry closes. */
+  /** Stops sweeping and closes the journal (after a rewrite under way). */
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     this.sweeper = undefined;
-    await this.sweeping;
+    await this.journal.close();
   }
 
   private remember(lease: Lease): void {

@@ -58,32 +58,44 @@ export const POLICY_LABELS: Record<PullPolicy, string> = { never: "PULL_POLICY_N
  */
 export async function resolveModel(runtime: Runtime, request: ResolveModelRequest, signal: AbortSignal | (() => AbortSignal)): Promise<ResolvedModel> {
   const removalsBefore = runtime.leases.removalMark();
-  const model = await getModel(runtime.registry, request.name);
-  const policy = request.pullPolicy ?? model.pullPolicy;
-  const resolved = await resolveInstall(runtime, model, policy, request.credentialAlias, typeof signal === "function" ? signal : () => signal);
-  runtime.uses.record(model.name);
+  const resolved = installedNow(runtime, request) ?? (await resolveFully(runtime, request, typeof signal === "function" ? signal : () => signal));
   if (request.leaseSeconds <= 0) return resolved;
   // the grant is refused while a removal (DropCache, an eviction,
   // UnregisterModel) is under way, and from the grant on, every removal but a
   // forced one is refused; one that ended between the look at the install and
   // the grant took the install away, so only when one came is the disk asked
   // again
-  const lease = await runtime.leases.grant(model.name, request.leaseSeconds, request.holder);
+  const lease = await runtime.leases.grant(resolved.name, request.leaseSeconds, request.holder);
   if (runtime.leases.removalMark() !== removalsBefore && !(await stillInstalled(join(resolved.cacheDir, MANIFEST_FILE)))) {
     await runtime.leases.release(lease.id);
-    throw droppedWhileResolving(model.name);
+    throw droppedWhileResolving(resolved.name);
   }
   return { ...resolved, lease };
 }
 
+async function resolveFully(runtime: Runtime, request: ResolveModelRequest, signalOf: () => AbortSignal): Promise<ResolvedModel> {
+  const model = await getModel(runtime.registry, request.name);
+  const resolved = await resolveInstall(runtime, model, request.pullPolicy ?? model.pullPolicy, request.credentialAlias, signalOf);
+  runtime.uses.record(model.name);
+  return resolved;
+}
+
 /**
  * ResolveModel answered without waiting on anything, when it asks for no
- * lease: the record read at once, the install healthy and recorded so, and a
- * policy that takes it as it is (NEVER, IF_MISSING, or ALWAYS with the pinned
- * commit installed). Undefined otherwise; resolveModel answers then.
+ * lease (a lease waits for its write) and the install is answered now (see
+ * installedNow). Undefined otherwise; resolveModel answers then.
  */
 export function resolveModelNow(runtime: Runtime, request: ResolveModelRequest): ResolvedModel | undefined {
-  if (request.leaseSeconds > 0) return undefined;
+  return request.leaseSeconds > 0 ? undefined : installedNow(runtime, request);
+}
+
+/**
+ * The install as the answer, found without waiting on anything: the record
+ * read at once, the install healthy and recorded so, and a policy that takes
+ * it as it is (NEVER, IF_MISSING, or ALWAYS with the pinned commit
+ * installed). Undefined otherwise: the full path looks.
+ */
+function installedNow(runtime: Runtime, request: ResolveModelRequest): ResolvedModel | undefined {
   const model = getModelNow(runtime.registry, request.name);
   const report = model && healthyNow(runtime, model);
   if (!model || !report) return undefined;

@@ -17,7 +17,7 @@ export const SUBLEVELS = {
   blobs: "json",
   /** the content store: a source's id for content (a git blob id, an object version) -> its sha256 */
   "blob-ids": "utf8",
-  /** leases on installs, by lease id */
+  /** leases on installs, by lease id, as versions before the lease journal kept them: moved into it at start */
   leases: "json",
 } as const;
 

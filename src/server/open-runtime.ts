@@ -11,6 +11,7 @@ import { ModelLocks } from "../cache/model-lock.js";
 import { recoverCacheRoot } from "../cache/recover-cache-root.js";
 import { Capacity } from "../capacity/capacity.js";
 import { warnBelowFreeFloor } from "../capacity/warn-below-free-floor.js";
+import { LeaseJournal } from "../consumers/lease-journal.js";
 import { type Lease, Leases, SWEEP_INTERVAL_MS } from "../consumers/leases.js";
 import { markCondemned } from "../lifecycle/mark-condemned.js";
 import { reconcileRegistry } from "../lifecycle/reconcile-registry.js";
@@ -98,16 +99,22 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   // only found here (a stat per file); adopted once the server listens
   const earlier = await earlierInstalls({ registry, layout });
   const capacity = new Capacity(settings.capacity, () => runtime, logger, metrics ? [metrics] : []);
+  const journal = new LeaseJournal(dataDir, {
+    rewritten: (outcome) =>
+      "failed" in outcome
+        ? logger.warn({ err: outcome.failed }, "could not rewrite the lease journal without its ended leases; it goes on growing until a rewrite succeeds")
+        : logger.debug({ bytes: outcome.bytes }, "rewrote the lease journal without its ended leases"),
+  });
+  const leases = new Leases(journal, settings.maxLeaseSeconds);
   // leases end with their model: those of a model whose unregistration a crash interrupted go
-  const leases = await new Leases(registry.sublevel<Lease>("leases"), settings.maxLeaseSeconds).load(async (name) => {
+  const loadedLeases = await leases.load(async (name) => {
     const record = await registry.models.get(name);
     return record !== undefined && !record.unregistering;
-  });
-  leases.startSweeping(SWEEP_INTERVAL_MS, {
-    swept: (count) => (count > 0 ? logger.debug({ count }, "deleted the records of expired leases") : undefined),
-    failed: (err) => logger.warn({ err }, "could not delete the records of expired leases; trying again at the next sweep"),
-  });
-  closers.push({ what: "the sweep of expired leases", close: () => leases.close() });
+  }, registry.sublevel<Lease>("leases"));
+  if (loadedLeases.skipped > 0) logger.warn({ skipped: loadedLeases.skipped, journal: journal.path }, "skipped lease journal lines a crash or a full disk left unfinished");
+  if (loadedLeases.moved > 0) logger.info({ moved: loadedLeases.moved, journal: journal.path }, "moved the leases an earlier version kept in the registry into the lease journal");
+  closers.push({ what: "the lease journal", close: () => leases.close() });
+  leases.startSweeping(SWEEP_INTERVAL_MS, (count) => (count > 0 ? logger.debug({ count }, "forgot expired leases") : undefined));
   const peerList = settings.peers.entries.length > 0 ? new PeerList(settings.peers.entries, logger) : undefined;
   if (peerList) {
     // a fixed --hub-listen port is known now, before a pull of the models file may ask the peers

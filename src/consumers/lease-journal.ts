@@ -1,0 +1,304 @@
+// The leases' journal, <data-dir>/leases.journal: JSON lines, each granted
+// lease a line and each ending a line, appended by one synchronous write(2) per
+// batch on the main thread. A lease is taken on the hot path of ResolveModel,
+// where a LevelDB batch (its encoding, and its hand-off to the thread pool and
+// back) cost a quarter of a call; a write of a few lines costs a few µs.
+//
+// A line the kernel accepted survives the process's death (SIGKILL, the OOM
+// killer), as an unsynced LevelDB write does; a power cut may lose the last
+// lines, never the file: a torn line is skipped when the journal is read.
+// The file is rewritten with only the live leases (through a synced temp file
+// and a rename) when the server starts, and in the background once ended
+// leases make up most of it; the lines appended while a rewrite runs are
+// copied into the new file in the same synchronous step as its rename.
+import { closeSync, ftruncateSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { open, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { ModelCacheError, errorCode, isOutOfSpace } from "../errors.js";
+import { syncDirectory } from "../fs/durable.js";
+import type { Lease } from "./leases.js";
+
+export const LEASE_JOURNAL_FILE = "leases.journal";
+
+/** the journal's first line: the format, so a later version can tell it apart */
+const HEADER = `${JSON.stringify({ modelcache_leases: 1 })}\n`;
+
+/** A rewrite comes once the file holds this many bytes more than twice its size after the last one. */
+export const DEFAULT_REWRITE_SLACK_BYTES = 1024 * 1024;
+
+/** What a read of the journal found. */
+export interface JournalContents {
+  /** the leases granted and not ended, expired ones included */
+  leases: Lease[];
+  /** lines that were not whole records (a write torn by a power cut or a full disk), skipped */
+  skipped: number;
+}
+
+export interface LeaseJournalOptions {
+  /** see DEFAULT_REWRITE_SLACK_BYTES */
+  rewriteSlackBytes?: number;
+  /** told of each background rewrite, done (with its size) or failed (the journal goes on as it was) */
+  rewritten?(outcome: { bytes: number } | { failed: unknown }): void;
+  now?: () => number;
+}
+
+export class LeaseJournal {
+  readonly path: string;
+  /** open for appending once started; undefined before and after */
+  #fd: number | undefined;
+  /** bytes of whole lines in the file: an append that fails is cut back to it */
+  #size = 0;
+  /** the size at which the next rewrite starts */
+  #rewriteAt = 0;
+  /** an append failed and the file could not be cut back: appends wait until it can */
+  #torn: unknown;
+  /** the leases written and not ended, as the owner of the journal knows them: what a rewrite keeps */
+  #written: () => Iterable<Lease> = () => [];
+  #rewriting: Promise<void> | undefined;
+  /** the lines appended since the running rewrite took its snapshot */
+  #appendedDuringRewrite: Buffer[] = [];
+  readonly #slack: number;
+  readonly #now: () => number;
+
+  constructor(
+    dataDir: string,
+    private readonly options: LeaseJournalOptions = {},
+  ) {
+    this.path = join(dataDir, LEASE_JOURNAL_FILE);
+    this.#slack = options.rewriteSlackBytes ?? DEFAULT_REWRITE_SLACK_BYTES;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Reads the journal as the last run left it (nothing when there is none). */
+  async read(): Promise<JournalContents> {
+    let text: string;
+    try {
+      text = await readFile(this.path, "utf8");
+    } catch (err) {
+      if (errorCode(err) === "ENOENT") return { leases: [], skipped: 0 };
+      throw err;
+    }
+    const leases = new Map<string, Lease>();
+    let skipped = 0;
+    const lines = text.split("\n");
+    // the text after the last newline is a line whose write did not finish
+    const unfinished = lines.pop()!;
+    if (unfinished !== "") skipped += 1;
+    if (lines[0] === HEADER.trimEnd()) lines.shift();
+    else if (lines.length > 0) refuseLaterFormat(this.path, lines[0]!);
+    for (const line of lines) {
+      const record = parseRecord(line);
+      if (record === undefined) skipped += 1;
+      else if ("put" in record) leases.set(record.put.id, record.put);
+      else for (const id of record.del) leases.delete(id);
+    }
+    return { leases: [...leases.values()], skipped };
+  }
+
+  /**
+   * Writes the journal anew with `leases` alone, durably (a temp file synced,
+   * renamed over the old one, the directory synced), and opens it for
+   * appending. A temp file a killed rewrite left is replaced. `written` tells
+   * each later rewrite which leases are written and not ended.
+   */
+  async start(leases: Lease[], written: () => Iterable<Lease>): Promise<void> {
+    this.#written = written;
+    const text = HEADER + leases.map(putLine).join("");
+    const temp = await writeSyncedTemp(this.path, text);
+    renameSync(temp, this.path);
+    await syncDirectory(dirname(this.path));
+    this.#fd = openSync(this.path, "a");
+    this.#size = Buffer.byteLength(text);
+    this.#rewriteAt = 2 * this.#size + this.#slack;
+  }
+
+  /** Appends the grant of each lease; throws (and the journal is as before) when the write fails. */
+  put(leases: Lease[]): void {
+    this.#append(leases.map(putLine).join(""));
+  }
+
+  /** Appends the end of each lease; throws (and the journal is as before) when the write fails. */
+  remove(ids: string[]): void {
+    if (ids.length > 0) this.#append(`${JSON.stringify({ del: ids })}\n`);
+  }
+
+  /** Rewrites the journal with its live leases now (the background rewrite, for a caller that wants it at once). */
+  rewrite(): Promise<void> {
+    this.#rewriting ??= this.#rewrite().finally(() => (this.#rewriting = undefined));
+    return this.#rewriting;
+  }
+
+  /** Waits for a rewrite under way, then closes the file; appends after it are refused. */
+  async close(): Promise<void> {
+    // a failed rewrite is told to whoever asked for it (rewrite's caller, or options.rewritten)
+    await this.#rewriting?.catch(() => undefined);
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd !== undefined) closeSync(fd);
+  }
+
+  /** The file's size in bytes (whole lines). */
+  get bytes(): number {
+    return this.#size;
+  }
+
+  #append(text: string): void {
+    const fd = this.#fd;
+    if (fd === undefined) throw new ModelCacheError("unavailable", `the lease journal '${this.path}' is closed: the server is stopping`);
+    if (this.#torn !== undefined) this.#cutBack(fd, this.#torn);
+    const bytes = Buffer.from(text);
+    try {
+      writeAll(fd, bytes);
+    } catch (err) {
+      // a part of the lines may be in the file: they go, so the next append starts a line of its own
+      this.#cutBack(fd, err);
+      throw this.#writeError(err);
+    }
+    this.#size += bytes.length;
+    if (this.#rewriting) this.#appendedDuringRewrite.push(bytes);
+    else if (this.#size > this.#rewriteAt) {
+      this.rewrite().then(
+        () => this.options.rewritten?.({ bytes: this.#size }),
+        (err: unknown) => {
+          // tried again once as many bytes more are appended, not at every append
+          this.#rewriteAt = this.#size + this.#slack;
+          this.options.rewritten?.({ failed: err });
+        },
+      );
+    }
+  }
+
+  /** Cuts the file back to its whole lines; while it cannot, the journal is torn and refuses appends. */
+  #cutBack(fd: number, cause: unknown): void {
+    try {
+      ftruncateSync(fd, this.#size);
+      this.#torn = undefined;
+    } catch (err) {
+      this.#torn = cause;
+      throw new ModelCacheError(
+        "unavailable",
+        `the lease journal '${this.path}' could not be cut back to its last whole line after a failed write (${describe(cause)}): ${describe(err)}; nothing was changed: retry later, or restart the server`,
+        { cause: err },
+      );
+    }
+  }
+
+  async #rewrite(): Promise<void> {
+    if (this.#fd === undefined) return;
+    const now = this.#now();
+    this.#appendedDuringRewrite = [];
+    let text = HEADER;
+    // an expired lease is dead whether its end was written or not: it goes here
+    for (const lease of this.#written()) if (lease.expiresAtMs > now) text += putLine(lease);
+    const temp = await writeSyncedTemp(this.path, text).catch((err: unknown) => {
+      this.#appendedDuringRewrite = [];
+      throw err;
+    });
+    const appended = Buffer.concat(this.#appendedDuringRewrite);
+    this.#appendedDuringRewrite = [];
+    const old = this.#fd;
+    if (old === undefined) {
+      // closed meanwhile: the journal stays as it was
+      await rm(temp, { force: true });
+      return;
+    }
+    // from here to the switch of files, synchronously: no append can come between
+    let fd: number | undefined;
+    try {
+      fd = openSync(temp, "a");
+      writeAll(fd, appended);
+      renameSync(temp, this.path);
+    } catch (err) {
+      if (fd !== undefined) closeSync(fd);
+      // the old file is whole and still in use; a temp file left here is replaced by the next rewrite
+      rmSync(temp, { force: true });
+      throw err;
+    }
+    this.#fd = fd;
+    this.#size = Buffer.byteLength(text) + appended.length;
+    this.#rewriteAt = 2 * this.#size + this.#slack;
+    // the old file's torn tail, if any, went with it
+    this.#torn = undefined;
+    closeSync(old);
+    await syncDirectory(dirname(this.path));
+  }
+
+  #writeError(err: unknown): ModelCacheError {
+    if (isOutOfSpace(err)) {
+      return new ModelCacheError(
+        "resource_exhausted",
+        `the lease journal '${this.path}' could not be written: ${/quota/i.test(describe(err)) ? "disk quota exceeded" : "no space left on device"}; nothing was changed: free space on that filesystem and retry`,
+        { cause: err },
+      );
+    }
+    return new ModelCacheError("internal", `the lease journal '${this.path}' could not be written: ${describe(err)}; nothing was changed: retry, or restart the server`, { cause: err });
+  }
+}
+
+function putLine(lease: Lease): string {
+  return `{"put":${JSON.stringify(lease)}}\n`;
+}
+
+type JournalRecord = { put: Lease } | { del: string[] };
+
+/** A first line that names another format: a later version wrote the journal, and this one must not rewrite it. */
+function refuseLaterFormat(path: string, line: string): void {
+  let format: unknown;
+  try {
+    format = (JSON.parse(line) as { modelcache_leases?: unknown }).modelcache_leases;
+  } catch {
+    // not a header at all: a garbled first line, skipped as any other
+    return;
+  }
+  if (format !== undefined) {
+    throw new ModelCacheError("failed_precondition", `the lease journal '${path}' is in format ${JSON.stringify(format)}, which this version of modelcache does not read: run the version that wrote it, or remove the file to forget every lease`);
+  }
+}
+
+/** A line as a record, or undefined when it is not a whole one. */
+function parseRecord(line: string): JournalRecord | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    // a torn or garbled line: the caller counts it as skipped
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const { put, del } = value as { put?: Partial<Lease>; del?: unknown };
+  if (put !== undefined) {
+    const whole =
+      typeof put.id === "string" &&
+      typeof put.name === "string" &&
+      Number.isFinite(put.grantedAtMs) &&
+      Number.isFinite(put.expiresAtMs) &&
+      (put.holder === undefined || typeof put.holder === "string");
+    return whole ? { put: put as Lease } : undefined;
+  }
+  if (Array.isArray(del) && del.every((id) => typeof id === "string")) return { del };
+  return undefined;
+}
+
+/** Writes `text` to `<path>.tmp` and syncs it; returns the temp file's path. */
+async function writeSyncedTemp(path: string, text: string): Promise<string> {
+  const temp = `${path}.tmp`;
+  const handle = await open(temp, "w", 0o600);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } catch (err) {
+    await handle.close();
+    await rm(temp, { force: true });
+    throw err;
+  }
+  await handle.close();
+  return temp;
+}
+
+function writeAll(fd: number, bytes: Buffer): void {
+  for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
