@@ -48,7 +48,7 @@ async function filesBelow(dir: string): Promise<string[]> {
 
 /** Files in a data dir that are neither the registry, the cache root nor the vault key. */
 async function strayFiles(dataDir: string): Promise<string[]> {
-  return (await filesBelow(dataDir)).filter((f) => !f.startsWith("registry") && !f.startsWith("ai_models_cache") && f !== "vault.key");
+  return (await filesBelow(dataDir)).filter((f) => !f.startsWith("registry") && !f.startsWith("ai_models_cache") && f !== "vault.key" && f !== "leases.journal");
 }
 
 /**

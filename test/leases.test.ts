@@ -207,6 +207,32 @@ describe("Leases", () => {
     expect((await started()).list()).to.deep.equal([last]);
   });
 
+  it("keeps ended the leases whose ending line is the one that starts a rewrite", async () => {
+    const rewrites: unknown[] = [];
+    const leases = await started({ rewriteSlackBytes: 2000, rewritten: (outcome) => rewrites.push(outcome) });
+    for (let n = 1; n <= 30; n++) {
+      const granted: Lease[] = [];
+      for (let i = 0; i < n; i++) granted.push(await leases.grant(`m${n}`, 60, "svc"));
+      // endings of both kinds: one lease released, the rest ended with their model
+      await leases.release(granted[0]!.id);
+      await leases.endAll(`m${n}`);
+      await journal.idle();
+      expect(await stored(), `after round ${n}`).to.equal(0);
+    }
+    expect(rewrites.length, "rewrites the endings started").to.be.above(3);
+    expect(leases.list()).to.deep.equal([]);
+    expect(await stored()).to.equal(0);
+  });
+
+  it("never writes a lease a forced removal ended while it waited for its write", async () => {
+    const leases = await started();
+    const granting = leases.grant("a", 60, "svc");
+    expect(await leases.endAll("a")).to.equal(1);
+    const refused = await granting.then(() => undefined, (err: unknown) => err);
+    expect(refused).to.be.instanceOf(ModelCacheError).and.include({ kind: "aborted" });
+    expect(await readFile(join(dataDir, LEASE_JOURNAL_FILE), "utf8")).to.not.include('"put"');
+  });
+
   it("moves the leases an earlier version kept in LevelDB into the journal, once, also when a crash repeats the move", async () => {
     const earlier = registry.sublevel<Lease>("leases");
     const lease: Lease = { id: "earlier-1", name: "a", grantedAtMs: nowMs, expiresAtMs: nowMs + 60_000, holder: "svc" };
@@ -291,6 +317,8 @@ describe("leases across a SIGKILL", () => {
       const held = new Set<string>();
       /** releases sent and not answered: either way */
       const releasing = new Set<string>();
+      /** released, and told so: never listed again */
+      const released = new Set<string>();
       /** leases granted by calls a kill cut short, found after the restart */
       const unanswered = new Set<string>();
       for (let round = 0; round < 3; round++) {
@@ -309,13 +337,14 @@ describe("leases across a SIGKILL", () => {
             held.add(lease);
             if ((i + n) % 4 === 0) continue;
             releasing.add(lease);
-            const released = await call(server.client, "releaseLease", { leaseId: lease }).then(
+            const answered = await call(server.client, "releaseLease", { leaseId: lease }).then(
               () => true,
               () => false,
             );
-            if (!released) return;
+            if (!answered) return;
             releasing.delete(lease);
             held.delete(lease);
+            released.add(lease);
           }
         };
         const workers = Array.from({ length: 8 }, (_, n) => worker(n));
@@ -329,6 +358,7 @@ describe("leases across a SIGKILL", () => {
         server = await start();
         const listed = new Set((await call(server.client, "listLeases", { name: "" })).leases.map((l) => l.leaseId));
         for (const id of held) if (!releasing.has(id)) expect(listed.has(id), `lease ${id} was granted and never released`).to.equal(true);
+        expect([...listed].filter((id) => released.has(id)), "released leases listed again").to.deep.equal([]);
         const unknown = [...listed].filter((id) => !held.has(id) && !unanswered.has(id));
         // only grants the kill cut short may have been written without their answer
         expect(unknown.length, "leases nobody was told of").to.be.at.most(inFlight);

@@ -1,5 +1,5 @@
-// The leases' journal, <data-dir>/leases.journal: JSON lines, each granted
-// lease a line and each ending a line, appended by one synchronous write(2) per
+// The leases' journal, <data-dir>/leases.journal: JSON lines, each batch of
+// granted leases a line and each ending a line, appended by one synchronous write(2) per
 // batch on the main thread. A lease is taken on the hot path of ResolveModel,
 // where a LevelDB batch (its encoding, and its hand-off to the thread pool and
 // back) cost a quarter of a call; a write of a few lines costs a few µs.
@@ -20,7 +20,12 @@ import type { Lease } from "./leases.js";
 
 export const LEASE_JOURNAL_FILE = "leases.journal";
 
-/** the journal's first line: the format, so a later version can tell it apart */
+/**
+ * The journal's first line: the format, so a later version can tell it apart.
+ * Then `{"put":[lease, ...]}` (leases granted) and `{"del":[id, ...]}` (leases
+ * ended), in the order they happened; a lease is live when its last line is a
+ * put and its end lies in the future.
+ */
 const HEADER = `${JSON.stringify({ modelcache_leases: 1 })}\n`;
 
 /** A rewrite comes once the file holds this many bytes more than twice its size after the last one. */
@@ -89,7 +94,7 @@ export class LeaseJournal {
     for (const line of lines) {
       const record = parseRecord(line);
       if (record === undefined) skipped += 1;
-      else if ("put" in record) leases.set(record.put.id, record.put);
+      else if ("put" in record) for (const lease of record.put) leases.set(lease.id, lease);
       else for (const id of record.del) leases.delete(id);
     }
     return { leases: [...leases.values()], skipped };
@@ -103,7 +108,7 @@ export class LeaseJournal {
    */
   async start(leases: Lease[], written: () => Iterable<Lease>): Promise<void> {
     this.#written = written;
-    const text = HEADER + leases.map(putLine).join("");
+    const text = HEADER + leases.map((lease) => putLine([lease])).join("");
     const temp = await writeSyncedTemp(this.path, text);
     renameSync(temp, this.path);
     await syncDirectory(dirname(this.path));
@@ -112,9 +117,9 @@ export class LeaseJournal {
     this.#rewriteAt = 2 * this.#size + this.#slack;
   }
 
-  /** Appends the grant of each lease; throws (and the journal is as before) when the write fails. */
+  /** Appends the grant of each lease, in one line (kept or lost whole); throws (and the journal is as before) when the write fails. */
   put(leases: Lease[]): void {
-    this.#append(leases.map(putLine).join(""));
+    if (leases.length > 0) this.#append(putLine(leases));
   }
 
   /** Appends the end of each lease; throws (and the journal is as before) when the write fails. */
@@ -128,10 +133,14 @@ export class LeaseJournal {
     return this.#rewriting;
   }
 
+  /** Waits for a rewrite under way, if any, to end (a failed one is told to whoever asked for it: rewrite's caller, or options.rewritten). */
+  async idle(): Promise<void> {
+    await this.#rewriting?.catch(() => undefined);
+  }
+
   /** Waits for a rewrite under way, then closes the file; appends after it are refused. */
   async close(): Promise<void> {
-    // a failed rewrite is told to whoever asked for it (rewrite's caller, or options.rewritten)
-    await this.#rewriting?.catch(() => undefined);
+    await this.idle();
     const fd = this.#fd;
     this.#fd = undefined;
     if (fd !== undefined) closeSync(fd);
@@ -155,17 +164,20 @@ export class LeaseJournal {
       throw this.#writeError(err);
     }
     this.#size += bytes.length;
-    if (this.#rewriting) this.#appendedDuringRewrite.push(bytes);
-    else if (this.#size > this.#rewriteAt) {
+    if (!this.#rewriting && this.#size > this.#rewriteAt) {
       this.rewrite().then(
         () => this.options.rewritten?.({ bytes: this.#size }),
         (err: unknown) => {
-          // tried again once as many bytes more are appended, not at every append
-          this.#rewriteAt = this.#size + this.#slack;
+          // tried again once as many bytes more are appended, not at every append (a rewrite that
+          // switched files and failed after has set the next point already)
+          this.#rewriteAt = Math.max(this.#rewriteAt, this.#size + this.#slack);
           this.options.rewritten?.({ failed: err });
         },
       );
     }
+    // the rewrite's snapshot is taken at once, before the caller has forgotten the leases these
+    // lines end: they are replayed after it, as every line appended while it runs
+    if (this.#rewriting) this.#appendedDuringRewrite.push(bytes);
   }
 
   /** Cuts the file back to its whole lines; while it cannot, the journal is torn and refuses appends. */
@@ -189,7 +201,7 @@ export class LeaseJournal {
     this.#appendedDuringRewrite = [];
     let text = HEADER;
     // an expired lease is dead whether its end was written or not: it goes here
-    for (const lease of this.#written()) if (lease.expiresAtMs > now) text += putLine(lease);
+    for (const lease of this.#written()) if (lease.expiresAtMs > now) text += putLine([lease]);
     const temp = await writeSyncedTemp(this.path, text).catch((err: unknown) => {
       this.#appendedDuringRewrite = [];
       throw err;
@@ -219,8 +231,12 @@ export class LeaseJournal {
     this.#rewriteAt = 2 * this.#size + this.#slack;
     // the old file's torn tail, if any, went with it
     this.#torn = undefined;
-    closeSync(old);
-    await syncDirectory(dirname(this.path));
+    try {
+      closeSync(old);
+    } finally {
+      // the rename is durable once the directory is synced, whatever the close of the old file said
+      await syncDirectory(dirname(this.path));
+    }
   }
 
   #writeError(err: unknown): ModelCacheError {
@@ -235,11 +251,11 @@ export class LeaseJournal {
   }
 }
 
-function putLine(lease: Lease): string {
-  return `{"put":${JSON.stringify(lease)}}\n`;
+function putLine(leases: Lease[]): string {
+  return `{"put":${JSON.stringify(leases)}}\n`;
 }
 
-type JournalRecord = { put: Lease } | { del: string[] };
+type JournalRecord = { put: Lease[] } | { del: string[] };
 
 /** A first line that names another format: a later version wrote the journal, and this one must not rewrite it. */
 function refuseLaterFormat(path: string, line: string): void {
@@ -265,18 +281,23 @@ function parseRecord(line: string): JournalRecord | undefined {
     return undefined;
   }
   if (typeof value !== "object" || value === null) return undefined;
-  const { put, del } = value as { put?: Partial<Lease>; del?: unknown };
-  if (put !== undefined) {
-    const whole =
-      typeof put.id === "string" &&
-      typeof put.name === "string" &&
-      Number.isFinite(put.grantedAtMs) &&
-      Number.isFinite(put.expiresAtMs) &&
-      (put.holder === undefined || typeof put.holder === "string");
-    return whole ? { put: put as Lease } : undefined;
-  }
+  const { put, del } = value as { put?: unknown; del?: unknown };
+  if (put !== undefined) return Array.isArray(put) && put.every(isLease) ? { put } : undefined;
   if (Array.isArray(del) && del.every((id) => typeof id === "string")) return { del };
   return undefined;
+}
+
+function isLease(value: unknown): value is Lease {
+  const lease = value as Partial<Lease> | null;
+  return (
+    typeof lease === "object" &&
+    lease !== null &&
+    typeof lease.id === "string" &&
+    typeof lease.name === "string" &&
+    Number.isFinite(lease.grantedAtMs) &&
+    Number.isFinite(lease.expiresAtMs) &&
+    (lease.holder === undefined || typeof lease.holder === "string")
+  );
 }
 
 /** Writes `text` to `<path>.tmp` and syncs it; returns the temp file's path. */

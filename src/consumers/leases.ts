@@ -106,11 +106,8 @@ export class Leases {
       this.forget(lease);
       throw err;
     }
-    if (this.byId.get(lease.id) !== lease) {
-      // a forced removal ended it while it waited for its write
-      this.journal.remove([lease.id]);
-      throw droppedWhileResolving(name);
-    }
+    // a forced removal ended it after its write (and wrote its end)
+    if (this.byId.get(lease.id) !== lease) throw droppedWhileResolving(name);
     return lease;
   }
 
@@ -157,8 +154,11 @@ export class Leases {
   }
 
   private storeBatch(): void {
-    const batch = this.pending;
+    // a lease a forced removal ended while it waited is not written: its grant loses
+    const ended = this.pending.filter((p) => this.byId.get(p.lease.id) !== p.lease);
+    const batch = this.pending.filter((p) => this.byId.get(p.lease.id) === p.lease);
     this.pending = [];
+    for (const p of ended) p.reject(droppedWhileResolving(p.lease.name));
     try {
       this.journal.put(batch.map((p) => p.lease));
     } catch (err) {

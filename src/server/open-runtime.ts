@@ -106,6 +106,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
         : logger.debug({ bytes: outcome.bytes }, "rewrote the lease journal without its ended leases"),
   });
   const leases = new Leases(journal, settings.maxLeaseSeconds);
+  closers.push({ what: "the lease journal", close: () => leases.close() });
   // leases end with their model: those of a model whose unregistration a crash interrupted go
   const loadedLeases = await leases.load(async (name) => {
     const record = await registry.models.get(name);
@@ -113,7 +114,6 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
   }, registry.sublevel<Lease>("leases"));
   if (loadedLeases.skipped > 0) logger.warn({ skipped: loadedLeases.skipped, journal: journal.path }, "skipped lease journal lines a crash or a full disk left unfinished");
   if (loadedLeases.moved > 0) logger.info({ moved: loadedLeases.moved, journal: journal.path }, "moved the leases an earlier version kept in the registry into the lease journal");
-  closers.push({ what: "the lease journal", close: () => leases.close() });
   leases.startSweeping(SWEEP_INTERVAL_MS, (count) => (count > 0 ? logger.debug({ count }, "forgot expired leases") : undefined));
   const peerList = settings.peers.entries.length > 0 ? new PeerList(settings.peers.entries, logger) : undefined;
   if (peerList) {
