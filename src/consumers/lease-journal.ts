@@ -11,10 +11,11 @@
 // and a rename) when the server starts, and in the background once ended
 // leases make up most of it; the lines appended while a rewrite runs are
 // copied into the new file in the same synchronous step as its rename.
-import { closeSync, ftruncateSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
-import { open, readFile, rm } from "node:fs/promises";
+import { closeSync, constants, fsync, ftruncateSync, openSync, renameSync, rmSync, write, writeSync } from "node:fs";
+import { open, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { ModelCacheError, errorCode, isOutOfSpace } from "../errors.js";
+import { promisify } from "node:util";
+import { ModelCacheError, errorCode, filesystemError, isOutOfSpace } from "../errors.js";
 import { syncDirectory } from "../fs/durable.js";
 import type { Lease } from "./leases.js";
 
@@ -27,6 +28,15 @@ export const LEASE_JOURNAL_FILE = "leases.journal";
  * put and its end lies in the future.
  */
 const HEADER = `${JSON.stringify({ modelcache_leases: 1 })}\n`;
+
+/** A rewrite writes its snapshot in parts of this many leases, letting other work run between them. */
+const LEASES_PER_PART = 4096;
+
+/** A new journal file: created here (never an existing file, nor a link someone left), appended to only. */
+const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_APPEND | constants.O_NOFOLLOW;
+
+const writeAsync = promisify(write);
+const fsyncAsync = promisify(fsync);
 
 /** A rewrite comes once the file holds this many bytes more than twice its size after the last one. */
 export const DEFAULT_REWRITE_SLACK_BYTES = 1024 * 1024;
@@ -59,7 +69,9 @@ export class LeaseJournal {
   #torn: unknown;
   /** the leases written and not ended, as the owner of the journal knows them: what a rewrite keeps */
   #written: () => Iterable<Lease> = () => [];
-  #rewriting: Promise<void> | undefined;
+  #rewriting: Promise<boolean> | undefined;
+  /** set when close begins: no rewrite starts from then on */
+  #closing = false;
   /** the lines appended since the running rewrite took its snapshot */
   #appendedDuringRewrite: Buffer[] = [];
   readonly #slack: number;
@@ -74,29 +86,37 @@ export class LeaseJournal {
     this.#now = options.now ?? Date.now;
   }
 
-  /** Reads the journal as the last run left it (nothing when there is none). */
+  /** Reads the journal as the last run left it (nothing when there is none), line by line. */
   async read(): Promise<JournalContents> {
-    let text: string;
-    try {
-      text = await readFile(this.path, "utf8");
-    } catch (err) {
-      if (errorCode(err) === "ENOENT") return { leases: [], skipped: 0 };
-      throw err;
-    }
     const leases = new Map<string, Lease>();
     let skipped = 0;
-    const lines = text.split("\n");
-    // the text after the last newline is a line whose write did not finish
-    const unfinished = lines.pop()!;
-    if (unfinished !== "") skipped += 1;
-    if (lines[0] === HEADER.trimEnd()) lines.shift();
-    else if (lines.length > 0) refuseLaterFormat(this.path, lines[0]!);
-    for (const line of lines) {
+    let first = true;
+    const take = (line: string) => {
+      if (first) {
+        first = false;
+        if (isHeader(this.path, line)) return;
+      }
       const record = parseRecord(line);
       if (record === undefined) skipped += 1;
       else if ("put" in record) for (const lease of record.put) leases.set(lease.id, lease);
       else for (const id of record.del) leases.delete(id);
+    };
+    let rest = "";
+    try {
+      const handle = await open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // the stream closes the file when it ends or fails
+      for await (const chunk of handle.createReadStream({ encoding: "utf8" })) {
+        const lines = (rest + (chunk as string)).split("\n");
+        rest = lines.pop()!;
+        lines.forEach(take);
+      }
+    } catch (err) {
+      if (errorCode(err) === "ENOENT") return { leases: [], skipped: 0 };
+      if (err instanceof ModelCacheError) throw err;
+      throw filesystemError("read the lease journal", this.path, err);
     }
+    // the text after the last newline is a line whose write did not finish
+    if (rest !== "") skipped += 1;
     return { leases: [...leases.values()], skipped };
   }
 
@@ -107,14 +127,19 @@ export class LeaseJournal {
    * each later rewrite which leases are written and not ended.
    */
   async start(leases: Lease[], written: () => Iterable<Lease>): Promise<void> {
+    if (this.#fd !== undefined || this.#closing) throw new Error(`the lease journal '${this.path}' was started already`);
     this.#written = written;
-    const text = HEADER + leases.map((lease) => putLine([lease])).join("");
-    const temp = await writeSyncedTemp(this.path, text);
-    renameSync(temp, this.path);
-    await syncDirectory(dirname(this.path));
-    this.#fd = openSync(this.path, "a");
-    this.#size = Buffer.byteLength(text);
+    const { fd, bytes } = await this.#writeTemp(leases);
+    try {
+      renameSync(this.#temp, this.path);
+    } catch (err) {
+      closeSync(fd);
+      throw filesystemError("rename the new lease journal into", this.path, err);
+    }
+    this.#fd = fd;
+    this.#size = bytes;
     this.#rewriteAt = 2 * this.#size + this.#slack;
+    await syncDirectory(dirname(this.path));
   }
 
   /** Appends the grant of each lease, in one line (kept or lost whole); throws (and the journal is as before) when the write fails. */
@@ -127,8 +152,13 @@ export class LeaseJournal {
     if (ids.length > 0) this.#append(`${JSON.stringify({ del: ids })}\n`);
   }
 
-  /** Rewrites the journal with its live leases now (the background rewrite, for a caller that wants it at once). */
-  rewrite(): Promise<void> {
+  /**
+   * Rewrites the journal with its live leases now (the background rewrite,
+   * for a caller that wants it at once); false when it did not, as the
+   * journal is closing.
+   */
+  rewrite(): Promise<boolean> {
+    if (this.#closing || this.#fd === undefined) return Promise.resolve(false);
     this.#rewriting ??= this.#rewrite().finally(() => (this.#rewriting = undefined));
     return this.#rewriting;
   }
@@ -138,8 +168,9 @@ export class LeaseJournal {
     await this.#rewriting?.catch(() => undefined);
   }
 
-  /** Waits for a rewrite under way, then closes the file; appends after it are refused. */
+  /** Waits for a rewrite under way (none starts from here on), then closes the file; appends after it are refused. */
   async close(): Promise<void> {
+    this.#closing = true;
     await this.idle();
     const fd = this.#fd;
     this.#fd = undefined;
@@ -164,9 +195,9 @@ export class LeaseJournal {
       throw this.#writeError(err);
     }
     this.#size += bytes.length;
-    if (!this.#rewriting && this.#size > this.#rewriteAt) {
+    if (!this.#rewriting && !this.#closing && this.#size > this.#rewriteAt) {
       this.rewrite().then(
-        () => this.options.rewritten?.({ bytes: this.#size }),
+        (rewritten) => (rewritten ? this.options.rewritten?.({ bytes: this.#size }) : undefined),
         (err: unknown) => {
           // tried again once as many bytes more are appended, not at every append (a rewrite that
           // switched files and failed after has set the next point already)
@@ -195,39 +226,78 @@ export class LeaseJournal {
     }
   }
 
-  async #rewrite(): Promise<void> {
-    if (this.#fd === undefined) return;
-    const now = this.#now();
+  /** the temp file each new journal is written to before its rename */
+  get #temp(): string {
+    return `${this.path}.tmp`;
+  }
+
+  /**
+   * Writes a new journal of `leases` to the temp file and syncs it, in parts
+   * (other work runs between them); returns its descriptor, open for
+   * appending, and its size. A temp file a killed server left is removed
+   * first, whatever it is.
+   */
+  async #writeTemp(leases: Iterable<Lease>): Promise<{ fd: number; bytes: number }> {
+    await rm(this.#temp, { force: true });
+    const fd = openSync(this.#temp, NEW_FILE, 0o600);
+    try {
+      const now = this.#now();
+      let text = HEADER;
+      let bytes = 0;
+      let count = 0;
+      for (const lease of leases) {
+        // an expired lease is dead whether its end was written or not: it goes here
+        if (lease.expiresAtMs <= now) continue;
+        text += putLine([lease]);
+        if (++count % LEASES_PER_PART === 0) {
+          bytes += await writeAllAsync(fd, text);
+          text = "";
+        }
+      }
+      bytes += await writeAllAsync(fd, text);
+      await fsyncAsync(fd);
+      return { fd, bytes };
+    } catch (err) {
+      closeSync(fd);
+      await rm(this.#temp, { force: true });
+      throw err;
+    }
+  }
+
+  /** Writes the live leases to a new file and swaps it in; false when the journal began closing meanwhile. */
+  async #rewrite(): Promise<boolean> {
     this.#appendedDuringRewrite = [];
-    let text = HEADER;
-    // an expired lease is dead whether its end was written or not: it goes here
-    for (const lease of this.#written()) if (lease.expiresAtMs > now) text += putLine([lease]);
-    const temp = await writeSyncedTemp(this.path, text).catch((err: unknown) => {
+    // the leases as they are now (each lease is never changed): encoded and written in parts after
+    const snapshot = [...this.#written()];
+    let written: { fd: number; bytes: number };
+    try {
+      written = await this.#writeTemp(snapshot);
+    } catch (err) {
       this.#appendedDuringRewrite = [];
       throw err;
-    });
+    }
+    const { fd } = written;
     const appended = Buffer.concat(this.#appendedDuringRewrite);
     this.#appendedDuringRewrite = [];
     const old = this.#fd;
-    if (old === undefined) {
-      // closed meanwhile: the journal stays as it was
-      await rm(temp, { force: true });
-      return;
+    if (old === undefined || this.#closing) {
+      // closing: the journal stays as it was
+      closeSync(fd);
+      await rm(this.#temp, { force: true });
+      return false;
     }
     // from here to the switch of files, synchronously: no append can come between
-    let fd: number | undefined;
     try {
-      fd = openSync(temp, "a");
       writeAll(fd, appended);
-      renameSync(temp, this.path);
+      renameSync(this.#temp, this.path);
     } catch (err) {
-      if (fd !== undefined) closeSync(fd);
-      // the old file is whole and still in use; a temp file left here is replaced by the next rewrite
-      rmSync(temp, { force: true });
+      closeSync(fd);
+      // the old file is whole and still in use; a temp file left here is removed by the next rewrite
+      rmSync(this.#temp, { force: true });
       throw err;
     }
     this.#fd = fd;
-    this.#size = Buffer.byteLength(text) + appended.length;
+    this.#size = written.bytes + appended.length;
     this.#rewriteAt = 2 * this.#size + this.#slack;
     // the old file's torn tail, if any, went with it
     this.#torn = undefined;
@@ -237,6 +307,7 @@ export class LeaseJournal {
       // the rename is durable once the directory is synced, whatever the close of the old file said
       await syncDirectory(dirname(this.path));
     }
+    return true;
   }
 
   #writeError(err: unknown): ModelCacheError {
@@ -257,18 +328,22 @@ function putLine(leases: Lease[]): string {
 
 type JournalRecord = { put: Lease[] } | { del: string[] };
 
-/** A first line that names another format: a later version wrote the journal, and this one must not rewrite it. */
-function refuseLaterFormat(path: string, line: string): void {
+/**
+ * Whether the first line is the header of this format; throws when it names
+ * another (a later version wrote the journal, and this one must not rewrite
+ * it). A first line that is no header is read as any other line.
+ */
+function isHeader(path: string, line: string): boolean {
   let format: unknown;
   try {
-    format = (JSON.parse(line) as { modelcache_leases?: unknown }).modelcache_leases;
+    format = (JSON.parse(line) as { modelcache_leases?: unknown } | null)?.modelcache_leases;
   } catch {
     // not a header at all: a garbled first line, skipped as any other
-    return;
+    return false;
   }
-  if (format !== undefined) {
-    throw new ModelCacheError("failed_precondition", `the lease journal '${path}' is in format ${JSON.stringify(format)}, which this version of modelcache does not read: run the version that wrote it, or remove the file to forget every lease`);
-  }
+  if (format === undefined) return false;
+  if (format === 1) return true;
+  throw new ModelCacheError("failed_precondition", `the lease journal '${path}' is in format ${JSON.stringify(format)}, which this version of modelcache does not read: run the version that wrote it, or remove the file to forget every lease`);
 }
 
 /** A line as a record, or undefined when it is not a whole one. */
@@ -300,24 +375,15 @@ function isLease(value: unknown): value is Lease {
   );
 }
 
-/** Writes `text` to `<path>.tmp` and syncs it; returns the temp file's path. */
-async function writeSyncedTemp(path: string, text: string): Promise<string> {
-  const temp = `${path}.tmp`;
-  const handle = await open(temp, "w", 0o600);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw err;
-  }
-  await handle.close();
-  return temp;
-}
-
 function writeAll(fd: number, bytes: Buffer): void {
   for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+}
+
+/** Writes all of `text` at the file's end; returns its size in bytes. */
+async function writeAllAsync(fd: number, text: string): Promise<number> {
+  const bytes = Buffer.from(text);
+  for (let written = 0; written < bytes.length; ) written += (await writeAsync(fd, bytes, written, bytes.length - written, null)).bytesWritten;
+  return bytes.length;
 }
 
 function describe(err: unknown): string {
