@@ -17,7 +17,7 @@ import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { ModelCacheError, errorCode, filesystemError, isOutOfSpace } from "../errors.js";
 import { syncDirectory } from "../fs/durable.js";
-import type { Lease } from "./leases.js";
+import type { Lease } from "./lease.js";
 
 export const LEASE_JOURNAL_FILE = "leases.journal";
 

@@ -11,17 +11,10 @@
 import { randomUUID } from "node:crypto";
 import { ModelCacheError, quote } from "../errors.js";
 import type { LevelSublevel } from "../registry/sublevel.js";
+import type { Lease } from "./lease.js";
 import type { LeaseJournal } from "./lease-journal.js";
 
-export interface Lease {
-  id: string;
-  /** the model leased */
-  name: string;
-  grantedAtMs: number;
-  expiresAtMs: number;
-  /** who took it: the caller's token name, else its peer address (absent in leases of earlier versions) */
-  holder?: string;
-}
+export type { Lease } from "./lease.js";
 
 /** --max-lease-seconds unless given: a day */
 export const DEFAULT_MAX_LEASE_SECONDS = 86_400;
