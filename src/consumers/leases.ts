@@ -72,8 +72,12 @@ export class Leases {
       found.set(id, lease);
     }
     const live: Lease[] = [];
+    // asked once a model, however many leases it holds
+    const registered = new Map<string, Promise<boolean>>();
     for (const lease of found.values()) {
-      if (lease.expiresAtMs > this.now() && (await isRegistered(lease.name))) live.push(lease);
+      if (lease.expiresAtMs <= this.now()) continue;
+      if (!registered.has(lease.name)) registered.set(lease.name, isRegistered(lease.name));
+      if (await registered.get(lease.name)!) live.push(lease);
     }
     await this.journal.start(live, () => this.written());
     if (moved.length > 0) await earlier!.batch(moved.map((key) => ({ type: "del" as const, key })));
