@@ -1,8 +1,10 @@
 // The leases' journal, <data-dir>/leases.journal: JSON lines, each batch of
-// granted leases a line and each ending a line, appended by one synchronous write(2) per
-// batch on the main thread. A lease is taken on the hot path of ResolveModel,
-// where a LevelDB batch (its encoding, and its hand-off to the thread pool and
-// back) cost a quarter of a call; a write of a few lines costs a few µs.
+// granted leases a line and each batch of endings a line, appended by one
+// synchronous write(2) on the main thread. A lease is taken on the hot path of
+// ResolveModel, where a LevelDB batch (its encoding, and its hand-off to the
+// thread pool and back) cost a quarter of a call; one append of the leases
+// granted in a turn of the event loop costs a few µs a lease (an append per
+// lease would cost several times that).
 //
 // A line the kernel accepted survives the process's death (SIGKILL, the OOM
 // killer), as an unsynced LevelDB write does; a power cut may lose the last
