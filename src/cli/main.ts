@@ -67,7 +67,7 @@ program
   .command("serve")
   .description("run the gRPC server")
   .addOption(flag("--listen <host:port>", "address to listen on", "127.0.0.1:50051").argParser(hostAndPort))
-  .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) lives", DEFAULT_DATA_DIR))
+  .addOption(flag("--data-dir <dir>", "where the registry (LevelDB) and the lease journal live", DEFAULT_DATA_DIR))
   .addOption(flag("--cache-dir <dir>", "the cache root (default: <data-dir>/ai_models_cache)"))
   .addOption(flag("--fixture-dir <dir>", "a local directory to pull from when a PullRequest names none"))
   .addOption(
