@@ -87,10 +87,21 @@ const OUT_OF_SPACE_TEXT = /no space left on device|disk quota exceeded/i;
  * a quota is reached (EDQUOT): a local condition that retrying cannot fix.
  */
 export function isOutOfSpace(err: unknown): boolean {
-  for (let at = err, depth = 0; at !== undefined && at !== null && depth < 8; at = (at as { cause?: unknown }).cause, depth++) {
+  for (const at of causeChain(err)) {
     const code = errorCode(at);
     if (code !== undefined && OUT_OF_SPACE_CODES.has(code)) return true;
     if (at instanceof Error && OUT_OF_SPACE_TEXT.test(at.message)) return true;
   }
   return false;
+}
+
+/** How a store's write error says which space ran out, in the words its messages use: the quota when `err` or an error it wraps says so, else the disk. */
+export function spaceShortage(err: unknown): "disk quota exceeded" | "no space left on device" {
+  for (const at of causeChain(err)) if (/quota/i.test(at instanceof Error ? at.message : String(at))) return "disk quota exceeded";
+  return "no space left on device";
+}
+
+/** `err` and the errors it wraps (its `cause`, theirs...), eight at most. */
+function* causeChain(err: unknown): Iterable<unknown> {
+  for (let at = err, depth = 0; at !== undefined && at !== null && depth < 8; at = (at as { cause?: unknown }).cause, depth++) yield at;
 }

@@ -17,7 +17,7 @@ import { closeSync, constants, fsync, ftruncateSync, openSync, renameSync, rmSyn
 import { open, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { ModelCacheError, errorCode, filesystemError, isOutOfSpace } from "../errors.js";
+import { ModelCacheError, errorCode, filesystemError, isOutOfSpace, spaceShortage } from "../errors.js";
 import { syncDirectory } from "../fs/durable.js";
 import type { Lease } from "./lease.js";
 
@@ -197,7 +197,7 @@ export class LeaseJournal {
       throw this.#writeError(err);
     }
     this.#size += bytes.length;
-    if (!this.#rewriting && !this.#closing && this.#size > this.#rewriteAt) {
+    if (!this.#rewriting && this.#size > this.#rewriteAt) {
       this.rewrite().then(
         (rewritten) => (rewritten ? this.options.rewritten?.({ bytes: this.#size }) : undefined),
         (err: unknown) => {
@@ -316,7 +316,7 @@ export class LeaseJournal {
     if (isOutOfSpace(err)) {
       return new ModelCacheError(
         "resource_exhausted",
-        `the lease journal '${this.path}' could not be written: ${/quota/i.test(describe(err)) ? "disk quota exceeded" : "no space left on device"}; nothing was changed: free space on that filesystem and retry`,
+        `the lease journal '${this.path}' could not be written: ${spaceShortage(err)}; nothing was changed: free space on that filesystem and retry`,
         { cause: err },
       );
     }

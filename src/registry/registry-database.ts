@@ -8,7 +8,7 @@ import { readdir, stat, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { Mutex } from "async-mutex";
 import { Level } from "level";
-import { ModelCacheError, isOutOfSpace } from "../errors.js";
+import { ModelCacheError, isOutOfSpace, spaceShortage } from "../errors.js";
 
 /**
  * Room a reopen needs beyond the size of the log it recovers: LevelDB writes
@@ -297,7 +297,7 @@ export class RegistryDatabase extends Level<string, unknown> {
     if (isOutOfSpace(err)) {
       return new ModelCacheError(
         "resource_exhausted",
-        `the registry at '${this.#location}' could not write: ${/quota/i.test(describe(err)) ? "disk quota exceeded" : "no space left on device"}; nothing was changed: free space on that filesystem and retry`,
+        `the registry at '${this.#location}' could not write: ${spaceShortage(err)}; nothing was changed: free space on that filesystem and retry`,
         { cause: err },
       );
     }
