@@ -147,6 +147,12 @@ describe("reading a models file", () => {
     expect(parseError("models:\n  - name: a\n    name: b\n")).to.match(/^models file models\.yaml:3: not valid YAML or JSON \(Map keys must be unique\)/);
   });
 
+  it("refuses a key named like a property every object has (valueOf, constructor, toString) as an unknown key", () => {
+    for (const key of ["valueOf", "constructor", "toString", "hasOwnProperty"]) {
+      expect(parseError(`models:\n  - ${key}: 0\n`), key).to.include(`models.yaml:2: models[0]: unknown key '${key}'`);
+    }
+  });
+
   it("refuses a top-level key other than models", () => {
     expect(parseError("modles: []\n")).to.match(/^models file models\.yaml:1: unknown key 'modles'/);
   });

@@ -97,7 +97,7 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
     const unreadable = new Set<Field>();
     for (const pair of node.items as Pair<Node, Node | null>[]) {
       const key = keyOf(pair);
-      const field = FIELDS[key] ?? FIELDS[snakeCase(key)];
+      const field = fieldNamed(key) ?? fieldNamed(snakeCase(key));
       if (field === undefined) {
         const why = SECRET_LIKE.test(key)
           ? "secrets never go in the models file: store the credential with PutSecret ('modelcache secrets put ALIAS') and give its alias as credential_alias"
@@ -126,7 +126,7 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
     for (const err of errors) {
       // the validator names the field as model.<snake_case>: point at its line
       const named = /^model\.([a-z_]+)/.exec(err.message)?.[1];
-      const field = named === undefined ? undefined : FIELDS[named];
+      const field = named === undefined ? undefined : fieldNamed(named);
       // a field that could not be read is refused once, not again as unset
       if (field !== undefined && unreadable.has(field)) continue;
       note(field && lineOf.has(field) ? lineOf.get(field)! : at(node), `${shown}: ${err.message.replace(/^model\./, "")}`);
@@ -140,6 +140,11 @@ export function parseModelsFile(text: string, file: string): ModelSpec[] {
   if (problems.length === 1) throw new ModelCacheError("invalid_argument", problems[0]!);
   if (problems.length > 1) throw new ModelCacheError("invalid_argument", `models file ${file}: ${problems.length} mistakes, each on a line below\n${problems.join("\n")}`);
   return specs;
+}
+
+/** The field a key names; only FIELDS' own keys count (a key such as 'valueOf' or 'constructor' names none). */
+function fieldNamed(key: string): Field | undefined {
+  return Object.hasOwn(FIELDS, key) ? FIELDS[key] : undefined;
 }
 
 function keyOf(pair: Pair<Node, Node | null>): string {
