@@ -1,5 +1,6 @@
-// Hashing a file while it is written, on the hashing thread: what the file
-// holds, in order, up to where the writer says its bytes have landed.
+// Hashing a file while it is written, on the hashing thread: blocks handed
+// over in shared memory, hashed in place, and what the file holds, read back
+// up to where the writer says its bytes have landed; all in order.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -128,6 +129,71 @@ describe("hashing a file as it is written", () => {
       await hashing.close();
       expect(answered, "the worker had stopped reading").to.equal(true);
       await finished;
+    } finally {
+      await handle.close();
+    }
+  });
+
+  /** `bytes` copied into shared memory, as the download's blocks are. */
+  const shared = (bytes: Buffer) => {
+    const block = Buffer.from(new SharedArrayBuffer(bytes.length));
+    bytes.copy(block);
+    return block;
+  };
+
+  it("hashes blocks handed over in place, between bytes read back from the file, in order", async () => {
+    const bytes = randomBytes(4 * 1024 * 1024 + 99);
+    const handle = await open(join(dir, "mixed"), "w+");
+    try {
+      await handle.truncate(bytes.length);
+      const hashing = new HashBehind(handle.fd);
+      const cut = [0, 1_500_000, 2_500_000, 3_000_000, bytes.length];
+      // the first and third parts are only in the file; the second and fourth are handed over and never written
+      await handle.write(bytes, 0, cut[1], 0);
+      await handle.write(bytes, cut[2], cut[3]! - cut[2]!, cut[2]);
+      hashing.reach(cut[1]!);
+      const second = shared(bytes.subarray(cut[1], cut[2]));
+      await hashing.feed(second, second.length, cut[1]!);
+      // let go of once hashed: what the block holds from now on is not hashed
+      second.fill(0);
+      hashing.reach(cut[3]!);
+      const fourth = shared(bytes.subarray(cut[3]));
+      // handed over before the bytes before it are read back: it waits its turn
+      const fed = hashing.feed(fourth, fourth.length, cut[3]!);
+      await fed;
+      expect(await hashing.finish(bytes.length)).to.equal(createHash("sha256").update(bytes).digest("hex"));
+      await hashing.close();
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it("lets go of every block handed over when the file is closed or stopped, never hashing it after", async () => {
+    const handle = await open(join(dir, "closed"), "w+");
+    const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+    try {
+      const hashing = new HashBehind(handle.fd, stop);
+      // a block for bytes 1 MiB on: it cannot be hashed before the first MiB has landed, which never does
+      const waiting = shared(randomBytes(1024 * 1024));
+      let letGo = false;
+      const fed = hashing.feed(waiting, waiting.length, 1024 * 1024).then(() => (letGo = true));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(letGo, "held while its turn has not come").to.equal(false);
+      await hashing.close();
+      await fed;
+      expect(letGo).to.equal(true);
+      // after close, a block is let go of at once
+      await hashing.feed(waiting, waiting.length, 0);
+
+      const stopped = new HashBehind(handle.fd, stop);
+      Atomics.store(stop, 0, 1);
+      const block = shared(randomBytes(4096));
+      await stopped.feed(block, block.length, 0);
+      const failure = await stopped.finish(4096).then(
+        () => undefined,
+        (err: Error) => err,
+      );
+      expect(failure?.message).to.equal("stopped");
     } finally {
       await handle.close();
     }

@@ -595,6 +595,34 @@ describe("pulling a large file from a hub in parallel byte ranges", () => {
     }
   });
 
+  it("fetches small files beside the large ones: a config listed last is installed while every large file's transfer is held", async () => {
+    const shards = Object.fromEntries([1, 2, 3, 4].map((i) => [`shards/model-${i}.safetensors`, Buffer.concat([file.subarray(i), file.subarray(0, i)])]));
+    await hub.close();
+    hub = await FakeHub.serve(REPO, FIXTURE_DIR, { ...shards, "shards/zz-config.json": '{"hidden_size": 384}' });
+    await t.restart({ hubUrl: hub.url });
+    await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, include: ["shards/"] }) });
+    // every large file's response waits: as many as the pull fetches large files at once
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    for (const path of Object.keys(shards)) hub.faults.hold.set(path, held);
+    const completed: string[] = [];
+    let configDone!: () => void;
+    const config = new Promise<void>((resolve) => (configDone = resolve));
+    const pulling = pull(t.client, { name: "minilm" }, {
+      onEvent: (event) => {
+        const path = event.fileCompleted?.path;
+        if (path) completed.push(path);
+        if (path === "shards/zz-config.json") configDone();
+      },
+    });
+    // the large files are let go once the config is in, or after a while if it never comes
+    await Promise.race([config, new Promise((resolve) => setTimeout(resolve, 3000))]);
+    release();
+    expect((await pulling).error).to.equal(undefined);
+    expect(completed[0], "the first file completed").to.equal("shards/zz-config.json");
+    expect(completed).to.have.length(5);
+  });
+
   /**
    * Cancels a pull once part of the file is on disk; returns the partial's path, the bytes its
    * resume state counts, and an offset inside a range the state says is kept.

@@ -449,10 +449,10 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
   const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 64 * 1024 * 1024 } });
   beforeEach(() => ({ registry, proxy, t } = suite));
 
-  /** A ModelPack of one raw layer (README.md) and one .tar layer under "model"; returns the archive's digest. */
-  async function pushMixed(archive: Buffer): Promise<string> {
+  /** A ModelPack of one raw layer (README.md, `readmeText` or "# minilm") and one .tar layer under "model"; returns the archive's digest. */
+  async function pushMixed(archive: Buffer, readmeText: string | Buffer = "# minilm"): Promise<string> {
     const config = await registry.pushBlob(REPO, "{}");
-    const readme = await registry.pushBlob(REPO, "# minilm");
+    const readme = await registry.pushBlob(REPO, readmeText);
     const layer = await registry.pushBlob(REPO, archive);
     await registry.pushManifest(REPO, "v1", modelPackManifest(config, [
       { mediaType: "application/vnd.cncf.model.doc.v1.raw", ...readme, annotations: { "org.cncf.model.filepath": "README.md" } },
@@ -499,14 +499,15 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
   });
 
   it("a pull cancelled once its archive is unpacked and its install is under way leaves no unpacked entries, keeps the verified blob and the previous install, and the next pull fetches nothing again", async () => {
-    // one file at a time: the held raw layer, first in path order, keeps every entry waiting in the unpacked dir
+    // one large file at a time: the held raw layer, a large file first in path order, keeps the large entry waiting in the unpacked dir
     await t.restart({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, fileConcurrency: 1 });
     const before = await registry.pushModelPack(REPO, "v1", FILES);
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
     await pullOk(t.client, { name: "minilm" });
-    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }));
+    const readmeText = patternedBytes(2 * 1024 * 1024);
+    const digest = await pushMixed(await tarOf({ "model/weights.bin": big, "model/config.json": "{}" }), readmeText);
     // the raw layer is fetched by the install, after the archive is unpacked: its GET is held until the test lets go
-    const readme = `sha256:${sha256("# minilm")}`;
+    const readme = `sha256:${sha256(readmeText)}`;
     const point = holdPoint(4);
     let held = false;
     proxy.fault = (req) => {
@@ -969,14 +970,16 @@ describe(`an OCI pull killed once its archive is unpacked, before the install is
       const partial = join(cacheRoot, ".blobs", "partial", "minilm");
       const big = patternedBytes(2 * 1024 * 1024);
       const archive = await tarOf({ "model/config.json": "{}", "model/weights.bin": big });
-      // four raw layers, first in path order, each held after a byte: every one of the install's four workers waits on one, so every entry waits in the unpacked dir
+      // four large raw layers, first in path order, each held after a byte: every one of the install's four workers for large files waits on one,
+      // so the large entry waits in the unpacked dir
       const raws = ["0.txt", "1.txt", "2.txt", "3.txt"];
+      const rawText = (name: string) => Buffer.concat([Buffer.from(`raw ${name}`), patternedBytes(1024 * 1024)]);
       let release!: () => void;
       const until = new Promise<void>((resolve) => (release = resolve));
       let allHeld!: () => void;
       const held = new Promise<void>((resolve) => (allHeld = resolve));
       let holding = 0;
-      const rawDigests = raws.map((name) => `sha256:${sha256(`raw ${name}`)}`);
+      const rawDigests = raws.map((name) => `sha256:${sha256(rawText(name))}`);
       proxy.fault = (req) => {
         if (req.method !== "GET" || !rawDigests.some((d) => req.url!.includes(`/blobs/${d}`))) return undefined;
         return { hold: { afterBytes: 1, reached: () => void (++holding === raws.length && allHeld()), until } };
@@ -984,7 +987,7 @@ describe(`an OCI pull killed once its archive is unpacked, before the install is
       const before = await registry.pushModelPack(REPO, "v1", FILES);
       const config = await registry.pushBlob(REPO, "{}");
       const layers = [];
-      for (const name of raws) layers.push({ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...(await registry.pushBlob(REPO, `raw ${name}`)), annotations: { "org.cncf.model.filepath": name } });
+      for (const name of raws) layers.push({ mediaType: "application/vnd.cncf.model.doc.v1.raw", ...(await registry.pushBlob(REPO, rawText(name))), annotations: { "org.cncf.model.filepath": name } });
       const layer = await registry.pushBlob(REPO, archive);
       layers.push({ mediaType: "application/vnd.cncf.model.weight.v1.tar", ...layer, annotations: { "org.cncf.model.filepath": "model" } });
       const args = ["--oci-plain-http", proxy.address];

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { StagedWrite } from "../src/cache/staged-write.js";
+import { BLOCK_BYTES, StagedWrite } from "../src/cache/staged-write.js";
 import { Writeback } from "../src/cache/writeback.js";
 import { patternedBytes } from "./support/source-dir.js";
 
@@ -20,7 +20,7 @@ describe("writing a download through a reused block", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("writes chunks that straddle its 1 MiB blocks each at its place in the file", async () => {
+  it("writes chunks that straddle its blocks each at its place in the file, a block that starts inside a device block ending at its end", async () => {
     const bytes = patternedBytes(5 * MiB + 5);
     const handle = await open(join(dir, "file"), "w+");
     const ends: number[] = [];
@@ -32,12 +32,14 @@ describe("writing a download through a reused block", () => {
         await staged.add(bytes.subarray(from, to));
       }
       await staged.flush();
-      staged.release();
+      await staged.release();
     } finally {
       await handle.close();
     }
     expect(await readFile(join(dir, "file"))).to.deep.equal(Buffer.concat([Buffer.from("kept"), bytes]));
-    expect(ends).to.deep.equal([1, 2, 3, 4, 5].map((m) => 4 + m * MiB).concat([4 + 5 * MiB + 5]));
+    // from 4 on: the first block ends at 4096, the next device block's start, every later one is whole
+    const whole = Array.from({ length: (5 * MiB) / BLOCK_BYTES }, (_, i) => 4096 + i * BLOCK_BYTES);
+    expect(ends).to.deep.equal([...whole, 4 + 5 * MiB + 5]);
   });
 
   it("lends its block to no other download while a write of its own still reads it", async () => {
@@ -54,17 +56,19 @@ describe("writing a download through a reused block", () => {
         }),
     } as unknown as FileHandle;
     const first = new StagedWrite(held, 0, () => undefined);
-    const writing = first.add(Buffer.alloc(MiB, 0xaa));
-    expect(writing, "a full block is written").to.not.equal(undefined);
-    // its stream is destroyed while the write goes on; another download starts and fills a block
-    first.release();
+    // a full block is written while the next one fills
+    expect(first.add(Buffer.alloc(BLOCK_BYTES, 0xaa)), "the stream waits for nothing yet").to.equal(undefined);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(endWrite, "the full block's write is under way").to.not.equal(undefined);
+    // its stream is destroyed while the write goes on; another download starts and fills both its blocks
+    const released = first.release();
     const handle = await open(join(dir, "other"), "w");
     try {
       const second = new StagedWrite(handle, 0, () => undefined);
-      await second.add(Buffer.alloc(MiB - 1, 0xbb));
+      await second.add(Buffer.alloc(2 * BLOCK_BYTES - 1, 0xbb));
       endWrite!();
-      await writing;
-      second.release();
+      await released;
+      await second.release();
     } finally {
       await handle.close();
     }
@@ -91,20 +95,26 @@ describe("writing a download through a reused block", () => {
       },
     } as unknown as FileHandle;
     const ranges = [0, 4, 8].map((start) => new StagedWrite(watched, start * MiB, () => undefined));
-    const outcomes = await Promise.allSettled(ranges.map((staged) => staged.add(Buffer.alloc(MiB, 1))));
+    const outcomes = await Promise.allSettled(
+      ranges.map(async (staged) => {
+        await staged.add(Buffer.alloc(BLOCK_BYTES, 1));
+        await staged.flush();
+      }),
+    );
     expect(most, "writes of the file under way at once").to.equal(1);
     expect(outcomes.map((o) => o.status)).to.deep.equal(["fulfilled", "rejected", "fulfilled"]);
     expect([...landed.keys()].sort((a, b) => a - b)).to.deep.equal([0, 8 * MiB]);
+    expect(landed.get(0)).to.equal(BLOCK_BYTES);
   });
 });
 
 describe("a download's stream into its file (Writeback.writer)", () => {
-  /** 1.5 MiB, then the connection fails */
+  /** a block and a half, then the connection fails */
   const dropped = () =>
     Readable.from(
       (async function* () {
-        yield Buffer.alloc(MiB, 1);
-        yield Buffer.alloc(MiB / 2, 2);
+        yield Buffer.alloc(BLOCK_BYTES, 1);
+        yield Buffer.alloc(BLOCK_BYTES / 2, 2);
         // the connection fails once both chunks were handed on
         await new Promise((resolve) => setImmediate(resolve));
         throw new Error("read ECONNRESET");
@@ -142,11 +152,11 @@ describe("a download's stream into its file (Writeback.writer)", () => {
     let settled = false;
     const settling = writeback.settle().then(() => (settled = true));
     await new Promise((resolve) => setImmediate(resolve));
-    expect(disk.held, "the write of the last half MiB is under way").to.equal(true);
+    expect(disk.held, "the write of the last half block is under way").to.equal(true);
     expect(settled, "settled while that write was under way").to.equal(false);
     disk.release();
     await settling;
-    expect(disk.writes).to.deep.equal([{ position: 0, length: MiB }, { position: MiB, length: MiB / 2 }]);
+    expect(disk.writes).to.deep.equal([{ position: 0, length: BLOCK_BYTES }, { position: BLOCK_BYTES, length: BLOCK_BYTES / 2 }]);
     expect(writeback.writeFailure).to.equal(undefined);
   });
 

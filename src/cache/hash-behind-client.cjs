@@ -15,13 +15,29 @@ const { Worker } = require("node:worker_threads");
 let worker;
 /** @type {Map<number, (reply: Reply) => void>} */
 const waiting = new Map();
+/** the blocks each file handed over, by position, until the thread lets go of them @type {Map<number, Map<number, () => void>>} */
+const feeding = new Map();
+
+/** Every block of file `id` is let go of (its file answered, or the thread gone). @param {number} id */
+function letGoOfAll(id) {
+  for (const resolve of feeding.get(id)?.values() ?? []) resolve();
+  feeding.delete(id);
+}
 let open = 0;
 let nextId = 1;
 
 function hashWorker() {
   if (worker) return worker;
   const started = new Worker(join(__dirname, "hash-behind-worker.cjs"), { execArgv: [] });
-  started.on("message", (/** @type {Reply} */ reply) => {
+  started.on("message", (/** @type {Reply | { id: number, fed: number }} */ reply) => {
+    if ("fed" in reply) {
+      const blocks = feeding.get(reply.id);
+      blocks?.get(reply.fed)?.();
+      blocks?.delete(reply.fed);
+      return;
+    }
+    // the thread answers every block of a file before the file itself; letting go of any left is only a safeguard
+    letGoOfAll(reply.id);
     const answer = waiting.get(reply.id);
     waiting.delete(reply.id);
     answer?.(reply);
@@ -32,6 +48,7 @@ function hashWorker() {
     // every file in flight learns the worker is gone; the next file starts another
     for (const [id, answer] of waiting) answer({ id, failed: error.message });
     waiting.clear();
+    for (const id of [...feeding.keys()]) letGoOfAll(id);
   };
   started.on("error", gone);
   started.on("exit", (code) => gone(new Error(`the hashing thread exited with code ${code}`)));
@@ -72,6 +89,25 @@ class HashBehind {
     if (this.done || end <= this.sent) return;
     this.sent = end;
     this.worker.postMessage({ op: "reach", id: this.id, end });
+  }
+
+  /**
+   * Hands over the file's bytes from `position` on: the first `length` bytes
+   * of `block` (shared memory), which the thread hashes in place. Every byte
+   * before `position` must have been handed over or reached first. Resolves
+   * once the thread no longer reads `block` (hashed, or let go of with a
+   * stopped, failed or closed file); never rejects: finish() tells how the
+   * hash ended.
+   * @param {Buffer} block @param {number} length @param {number} position @returns {Promise<void>}
+   */
+  feed(block, length, position) {
+    if (this.done || worker !== this.worker) return Promise.resolve();
+    return new Promise((resolve) => {
+      let blocks = feeding.get(this.id);
+      if (!blocks) feeding.set(this.id, (blocks = new Map()));
+      blocks.set(position, resolve);
+      this.worker.postMessage({ op: "feed", id: this.id, block: block.subarray(0, length), position });
+    });
   }
 
   /** The sha256 of the first `end` bytes, once the worker has hashed them all. @param {number} end @returns {Promise<string>} */

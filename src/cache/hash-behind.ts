@@ -1,10 +1,13 @@
-// Hashes a file while it is being written, off the main thread: the writer
-// says how far the file's bytes have landed (written, in order from the
-// start), and one worker thread shared by every download reads those bytes
-// back from the page cache through the writer's descriptor and feeds them to
-// the file's sha256, in order. The main thread, which receives every byte
-// from the network, so never hashes any: on two cores sha256 was a third of
-// its time in a hub pull. What is hashed is what the file holds, read back.
+// Hashes a file while it is being written, off the main thread, on one
+// worker thread shared by every download. The writer hands over each block
+// it writes (shared memory, hashed in place while it is written), or, for
+// bytes it wrote out of order (another range of the file), says how far the
+// file's bytes have landed, and the thread reads those back from the page
+// cache through the writer's descriptor. Either way the file's sha256 is fed
+// in order. The main thread, which receives every byte from the network, so
+// never hashes any: on two cores sha256 was a third of its time in a hub
+// pull. A block hashed in place is not read again, which a block written
+// around the page cache (direct-writes.ts) could only be from the disk.
 // The worker starts with the first download and lets the process exit while
 // it has nothing to do. The client is plain JavaScript (hash-behind-client.cjs),
 // shared with the copy workers, which hash large files the same way; this
@@ -14,8 +17,15 @@ import { createRequire } from "node:module";
 import { filesystemError } from "../errors.js";
 
 export interface HashBehind {
-  /** Every byte before `end` has been written: the worker may hash up to there. */
+  /** Every byte before `end` has been written: the worker may hash up to there, reading them back. */
   reach(end: number): void;
+  /**
+   * Hands over the bytes from `position` on: the first `length` bytes of
+   * `block` (shared memory), hashed in place. Every byte before `position`
+   * must have been handed over or reached first. Resolves once the thread no
+   * longer reads `block`; never rejects (finish() tells how the hash ended).
+   */
+  feed(block: Buffer, length: number, position: number): Promise<void>;
   /** The sha256 of the first `end` bytes, once the worker has hashed them all. */
   finish(end: number): Promise<string>;
   /** Stops hashing; resolves once the worker no longer reads the descriptor. Safe to call after finish(). */

@@ -29,6 +29,9 @@ import { serializeManifest } from "./manifest.js";
 import { markParkedForDelete, parkInstall } from "./park-install.js";
 import { readManifest } from "./read-manifest.js";
 
+/** files under this size take the small files' worker (see installArtifacts) */
+const SMALL_FILE_BYTES = 1024 * 1024;
+
 /** Told about each file as the install goes; calls come in path order for fileStarted. */
 export interface InstallObserver {
   fileStarted(file: SourceFile, index: number): void;
@@ -48,7 +51,7 @@ export interface InstallArtifactsOptions {
   observer: InstallObserver;
   /** the index the first file's events carry: the pull's transfers before the install's (an OCI source's archive layers) come first */
   firstIndex?: number;
-  /** files copied at once */
+  /** files copied at once, beside one more for small files */
   concurrency: number;
   /** copies and hashes the files of a local source on worker threads */
   copier: FileCopier;
@@ -76,11 +79,15 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
   try {
     const directories = new Set<string>([staging]);
     const digests: string[] = new Array(source.files.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < source.files.length) {
+    // files in path order; small files (configs, tokenizers, READMEs) have one more worker of their own,
+    // so that they never wait behind large ones, nor large ones behind them
+    const large = source.files.flatMap((f, i) => (f.sizeBytes >= SMALL_FILE_BYTES ? [i] : []));
+    const small = source.files.flatMap((f, i) => (f.sizeBytes < SMALL_FILE_BYTES ? [i] : []));
+    const worker = async (smallOnly: boolean) => {
+      for (;;) {
+        const index = smallOnly ? small.shift() : (large.shift() ?? small.shift());
+        if (index === undefined) return;
         signal.throwIfAborted();
-        const index = next++;
         const file = source.files[index]!;
         observer.fileStarted(file, (options.firstIndex ?? 0) + index);
         const target = join(staging, file.path);
@@ -98,7 +105,9 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         observer.fileCompleted(file, placed.sha256, placed.reused);
       }
     };
-    const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency, source.files.length)) }, worker);
+    const smallWorker = large.length > 0 && small.length > 0;
+    const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency, source.files.length)) }, () => worker(false));
+    if (smallWorker) workers.push(worker(true));
     // every worker settles before the staging dir can be removed
     const settled = await Promise.allSettled(workers);
     if (settled.some((r) => r.status === "rejected")) {

@@ -5,21 +5,53 @@
 // every few MiB received frees them. Left to V8, they are collected only once
 // 32 MB of them pile up (its fixed trigger), or, for those that lived through
 // a write, at the next full collection: that was the largest part of the
-// server's peak memory during a hub pull. A block may go elsewhere than a
-// file (a forced pull compares it with the stored copy instead: see
-// download-matching.ts).
+// server's peak memory during a hub pull. The blocks are shared memory, so
+// the hashing thread hashes a block in place (hash-behind.ts), and each sits
+// at the offset the kernel takes for a write around the page cache
+// (direct-writes.ts). A block may go elsewhere than a file (a forced pull
+// compares it with the stored copy instead: see download-matching.ts).
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { FileHandle } from "node:fs/promises";
 import { ModelCacheError } from "../errors.js";
+import { DIRECT_UNIT, alignedOffset, isRefused } from "./direct-writes.js";
 
-const BLOCK_BYTES = 1024 * 1024;
+export const BLOCK_BYTES = 512 * 1024;
 /** received bytes between two young-generation collections */
 const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
-/** blocks kept for the next downloads: one per connection a pull uses at once is plenty */
-const SPARE_BLOCKS = 8;
+/** blocks kept for the next downloads: two for each file a pull fetches at once (four, and a small one), and two more */
+const SPARE_BLOCKS = 12;
 
-const spare: Buffer[] = [];
+const spare: Block[] = [];
+/** the blocks whose memory the kernel takes for a direct write */
+const directReady = new WeakSet<Buffer>();
+
+/** A block: 1 MiB of shared memory, at the offset direct writes need once a probe found it. */
+interface Block {
+  /** the whole allocation, DIRECT_UNIT bytes longer than a block */
+  memory: Buffer;
+  view: Buffer;
+  probed: boolean;
+}
+
+/** A spare block, or a new one; probed for its direct-write offset once a download opened a direct descriptor. */
+function takeBlock(): Block {
+  const block = spare.pop() ?? newBlock();
+  if (!block.probed) {
+    const offset = alignedOffset(block.memory);
+    block.probed = offset !== undefined;
+    if (typeof offset === "number") {
+      block.view = block.memory.subarray(offset, offset + BLOCK_BYTES);
+      directReady.add(block.view);
+    }
+  }
+  return block;
+}
+
+function newBlock(): Block {
+  const memory = Buffer.from(new SharedArrayBuffer(BLOCK_BYTES + DIRECT_UNIT));
+  return { memory, view: memory.subarray(0, BLOCK_BYTES), probed: false };
+}
 /**
  * The last write queued on each file. The writes of a file run one at a
  * time: ext4 holds the inode's lock through a buffered write, so several
@@ -32,14 +64,27 @@ let sinceCollect = 0;
 /** Where a full block goes: `length` bytes of `block` for `position` on; resolves once `block` may be reused. */
 export type PutBlock = (block: Buffer, length: number, position: number) => Promise<void>;
 
-/** Writes each block at its position in the file, the file's writes one at a time. */
-function writeTo(handle: FileHandle): PutBlock {
+/**
+ * Writes each block at its position in the file, the file's writes one at a
+ * time. With `direct` (the file's descriptor that writes around the page
+ * cache), the whole units of a block that starts at a unit boundary go
+ * through it, the rest through `handle`.
+ */
+export function writeTo(handle: FileHandle, direct?: FileHandle): PutBlock {
   return (block, length, position) => {
     const write = async () => {
-      // write may write less than asked: go on from where it stopped
-      for (let done = 0; done < length; ) {
-        done += (await handle.write(block, done, length - done, position + done)).bytesWritten;
+      let done = 0;
+      if (direct && directReady.has(block) && position % DIRECT_UNIT === 0) {
+        const whole = length - (length % DIRECT_UNIT);
+        try {
+          while (done < whole) done += (await direct.write(block, done, whole - done, position + done)).bytesWritten;
+        } catch (err) {
+          // refused as asked (a device with other alignment needs): the rest goes through the page cache
+          if (!isRefused(err)) throw err;
+        }
       }
+      // write may write less than asked: go on from where it stopped
+      while (done < length) done += (await handle.write(block, done, length - done, position + done)).bytesWritten;
     };
     const queued = (lastWrite.get(handle) ?? Promise.resolve()).then(write);
     // the queue only orders the file's writes: a failed write is its own flush's error, not the next one's
@@ -54,92 +99,151 @@ function writeTo(handle: FileHandle): PutBlock {
   };
 }
 
+/**
+ * A stream's bytes, copied into blocks and put in order. Two blocks take
+ * turns: while one is being put (written, hashed), the next fills, so the
+ * stream waits only when both are full. One put is under way at a time, so
+ * each block is put once the bytes before it are.
+ */
 export class StagedWrite {
-  private block: Buffer | undefined = spare.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
+  /** the block being filled, and the other one */
+  private held: [Block, Block] | undefined = [takeBlock(), takeBlock()];
+  private block: Buffer | undefined = this.held![0].view;
   private filled = 0;
-  private writing: Promise<unknown> | undefined;
-  /** a write of the block failed: what it holds is not written again */
-  private failed = false;
+  /** the put under way, if any: it never rejects, a failure is kept in `failure` */
+  private writing: Promise<void> | undefined;
+  private writingBytes = 0;
+  /** a put failed: nothing more is put, and the next wait for one throws this */
+  private failure: { error: unknown } | undefined;
 
   private readonly put: PutBlock;
+  /**
+   * What the block takes before it is put: a whole block, but one that
+   * starts inside a unit (a download resumed there) ends at the next unit
+   * boundary, so that every later block starts on one and can be written
+   * around the page cache.
+   */
+  private capacity: number;
 
-  /** Writes to `to` (a file, or where a PutBlock puts each block) from `position` on; `written` hears each write's length and the end of the bytes written so far. */
+  /** Writes to `to` (a file, or where a PutBlock puts each block) from `position` on; `written` hears each put's length and the end of the bytes put so far. */
   constructor(
     to: FileHandle | PutBlock,
     private position: number,
     private readonly written: (bytes: number, end: number) => void,
   ) {
     this.put = typeof to === "function" ? to : writeTo(to);
+    this.capacity = position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT);
   }
 
-  /** The bytes buffered, not yet written. */
+  /** The bytes taken and not yet put (buffered, or being put). */
   get pending(): number {
-    return this.filled;
+    return this.filled + this.writingBytes;
   }
 
-  /** Copies `chunk` in; writes the block each time it fills, and only then returns a promise. */
+  /** Copies `chunk` in; returns a promise only when the stream must wait (both blocks full). */
   add(chunk: Buffer): Promise<void> | undefined {
     received(chunk.length);
-    const copied = chunk.copy(this.block!, this.filled);
+    const copied = copyInto(this.block!, this.filled, chunk, this.capacity - this.filled);
     this.filled += copied;
-    if (this.filled < BLOCK_BYTES) return undefined;
-    return this.flushAndAdd(chunk.subarray(copied));
+    if (this.filled < this.capacity) return undefined;
+    if (!this.writing && !this.failure && copied === chunk.length) {
+      this.startPut();
+      return undefined;
+    }
+    return this.putAndAdd(chunk.subarray(copied));
   }
 
-  private async flushAndAdd(rest: Buffer): Promise<void> {
+  private async putAndAdd(rest: Buffer): Promise<void> {
     for (;;) {
-      await this.flush();
+      await this.putWritten();
       // released meanwhile (its stream destroyed): what is left goes nowhere
       if (!this.block) return;
-      const copied = rest.copy(this.block, 0);
+      this.startPut();
+      const copied = copyInto(this.block!, 0, rest, this.capacity);
       this.filled = copied;
-      if (copied < BLOCK_BYTES) return;
+      if (copied < this.capacity) return;
       rest = rest.subarray(copied);
     }
   }
 
-  /** Writes what is buffered. */
-  async flush(): Promise<void> {
+  /** Starts putting the filled block and turns to the other one; the put under way must have ended. */
+  private startPut(): void {
+    const held = this.held!;
     const length = this.filled;
-    if (length === 0) return;
-    this.writing = this.put(this.block!, length, this.position);
-    try {
-      await this.writing;
-    } catch (err) {
-      this.failed = true;
-      throw err;
-    } finally {
-      this.writing = undefined;
-    }
+    const position = this.position;
+    this.writingBytes = length;
+    this.writing = this.put(this.block!, length, position).then(
+      () => {
+        this.writing = undefined;
+        this.writingBytes = 0;
+        this.written(length, position + length);
+      },
+      (error: unknown) => {
+        this.writing = undefined;
+        this.writingBytes = 0;
+        this.failure ??= { error };
+      },
+    );
+    held.reverse();
+    this.block = held[0].view;
     this.filled = 0;
     this.position += length;
-    this.written(length, this.position);
+    this.capacity = BLOCK_BYTES;
+  }
+
+  /** Waits for the put under way; throws its failure, or an earlier one. */
+  private async putWritten(): Promise<void> {
+    await this.writing;
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Puts what is buffered, and waits until every byte taken is put. */
+  async flush(): Promise<void> {
+    await this.putWritten();
+    if (this.filled === 0 || !this.block) return;
+    this.startPut();
+    await this.putWritten();
   }
 
   /**
-   * Writes what arrived before `error` ended the stream (a dropped
-   * connection, a cancel): those bytes are good, and the next attempt resumes
-   * after them. Nothing when the bytes themselves were wrong (data_loss),
-   * while a write of the block is under way (its own add() or flush() tells
-   * how it ends), or after one failed.
+   * Puts what arrived before `error` ended the stream (a dropped connection,
+   * a cancel): those bytes are good, and the next attempt resumes after
+   * them. Nothing when the bytes themselves were wrong (data_loss). Throws
+   * the failure of a put, the one under way or an earlier one: the disk's
+   * error says more than the stream's.
    */
   keepAfter(error: unknown): Promise<void> {
-    if (this.writing || this.failed || (error instanceof ModelCacheError && error.kind === "data_loss")) return Promise.resolve();
+    // wrong bytes are not put; the put under way ends first, however it ends
+    if (error instanceof ModelCacheError && error.kind === "data_loss") return this.writing ?? Promise.resolve();
     return this.flush();
   }
 
-  /** Gives the block back for the next download once no write reads it; nothing more may be added. */
-  release(): void {
-    const block = this.block;
+  /**
+   * Gives the blocks back for the next download once no put reads them;
+   * nothing more may be added. Resolves then (a put still under way, its
+   * stream destroyed meanwhile, keeps them until it ends, however it ends).
+   */
+  async release(): Promise<void> {
+    const held = this.held;
     this.block = undefined;
-    if (!block) return;
-    const giveBack = () => {
-      if (spare.length < SPARE_BLOCKS) spare.push(block);
-    };
-    // a write still reading the block (its stream destroyed meanwhile) keeps it until it ends, however it ends
-    if (this.writing) this.writing.then(giveBack, giveBack);
-    else giveBack();
+    this.held = undefined;
+    if (!held) return;
+    await this.writing;
+    for (const block of held) if (spare.length < SPARE_BLOCKS) spare.push(block);
   }
+}
+
+/**
+ * Copies up to `room` bytes of `chunk` into `block` at `offset`; returns how
+ * many. Buffer.copy and TypedArray.set copy into shared memory byte by byte
+ * (relaxed atomics), at a third of memcpy's speed: that was a tenth of the
+ * main thread's time in a hub pull. fill() with a buffer as the value copies
+ * with memcpy, once when the range is the value's length.
+ */
+function copyInto(block: Buffer, offset: number, chunk: Buffer, room: number): number {
+  const length = Math.min(chunk.length, room);
+  if (length > 0) block.fill(length === chunk.length ? chunk : chunk.subarray(0, length), offset, offset + length);
+  return length;
 }
 
 let collectYoung: (() => void) | undefined;

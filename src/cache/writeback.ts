@@ -8,7 +8,8 @@
 // the pages it failed to write are gone, so the first error fails the file.
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
-import { StagedWrite } from "./staged-write.js";
+import type { HashBehind } from "./hash-behind.js";
+import { type PutBlock, StagedWrite, writeTo } from "./staged-write.js";
 
 // every sync forces a flush of the disk's cache and stalls the writes around
 // it: on a virtual disk, syncing every 16 MiB made a 1 GiB hub pull 1.7x
@@ -28,6 +29,8 @@ export const fileSync: FileSync = {
 
 export interface WritebackOptions {
   sync?: FileSync;
+  /** the file's descriptor that writes around the page cache (direct-writes.ts), if it has one */
+  direct?: FileHandle;
   /**
    * Called as a background sync starts; what it returns is called once that
    * sync has succeeded, when every write that had ended before it began is
@@ -89,14 +92,11 @@ export class Writeback {
   /**
    * A stream writing to the file from `start` on, noting what it wrote. Unlike
    * FileHandle.createWriteStream it leaves the handle open and unreferenced when
-   * it finishes, so the caller can sync and close it. `landed` hears the end of
-   * the bytes written so far after each write.
+   * it finishes, so the caller can sync and close it. Each block written is
+   * handed to `hashing` as well, hashed in place while it is written.
    */
-  writer(start: number, landed?: (end: number) => void): Writable {
-    const staged = new StagedWrite(this.handle, start, (bytes, end) => {
-      this.wrote(bytes);
-      landed?.(end);
-    });
+  writer(start: number, hashing?: HashBehind): Writable {
+    const staged = new StagedWrite(this.put(hashing), start, (bytes) => this.wrote(bytes));
     const keepWhatArrived = (write: Promise<void>) =>
       (this.keeping = write.then(
         () => undefined,
@@ -118,11 +118,20 @@ export class Writeback {
         // settle() waits for that write, writeFailure tells how it failed
         const keep = error ? keepWhatArrived(staged.keepAfter(error)) : Promise.resolve();
         void keep.then(() => {
-          staged.release();
+          void staged.release();
           done(error);
         });
       },
     });
+  }
+
+  /**
+   * How a block is put in the file: around the page cache where the file
+   * allows it, and handed to `hashing` (when given) at the same time.
+   */
+  put(hashing?: HashBehind): PutBlock {
+    const write = writeTo(this.handle, this.options.direct);
+    return hashing ? (block, length, position) => writeAndHash(write, hashing, block, length, position) : write;
   }
 
   /** Waits for a background sync, then makes every written byte durable; throws the first sync error, if any. */
@@ -141,4 +150,14 @@ export class Writeback {
     await this.keeping;
     await this.syncing;
   }
+}
+
+/**
+ * Writes a block and hands it to the hashing thread at once; settles once
+ * both have let go of it (the block is reused then), with the write's
+ * failure if it failed.
+ */
+export async function writeAndHash(write: PutBlock, hashing: HashBehind, block: Buffer, length: number, position: number): Promise<void> {
+  const [written] = await Promise.allSettled([write(block, length, position), hashing.feed(block, length, position)]);
+  if (written.status === "rejected") throw written.reason;
 }

@@ -9,13 +9,14 @@
 // (a crash before they reached the disk), so the file is fetched once more
 // from zero before the hub is blamed.
 import { createHash, type Hash } from "node:crypto";
-import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
+import { type FileHandle, mkdir, open, rm, stat, truncate } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
+import { openDirect } from "../../cache/direct-writes.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { RateCap } from "./bandwidth.js";
@@ -115,11 +116,18 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       }
       let received = have;
       const bandwidth = options.bandwidth;
-      // readable too: the hashing thread reads the bytes back through it
+      // readable too: the hashing thread reads the bytes kept from an earlier attempt back through it
       const handle = await open(partialPath, have > 0 ? "r+" : "w+");
-      writeback = new Writeback(handle, { sync: options.sync });
+      let direct: FileHandle | undefined;
+      try {
+        direct = await openDirect(partialPath);
+      } catch (err) {
+        await handle.close();
+        throw filesystemError("open", partialPath, err);
+      }
+      writeback = new Writeback(handle, { sync: options.sync, direct });
       if (behind) {
-        // the bytes kept from an earlier attempt are hashed first, read back like the rest
+        // the bytes kept from an earlier attempt are read back and hashed first, then each block as it is written
         hashing = new HashBehind(handle.fd);
         hashing.reach(have);
       }
@@ -140,7 +148,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         : [];
       let digests: Digests | undefined;
       try {
-        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing && ((end) => hashing!.reach(end)))], { signal });
+        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing)], { signal });
         // the partial is durable before it counts as whole
         await writeback.finish();
         if (received === sizeBytes) {
@@ -154,6 +162,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         await writeback.settle();
         // the hashing thread reads through this descriptor: it lets go before the descriptor is closed
         await hashing?.close();
+        await direct?.close();
         await handle.close();
       }
       if (digests) return digests;

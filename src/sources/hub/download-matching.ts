@@ -68,8 +68,8 @@ async function compareSegment(segment: Segment, handle: FileHandle, options: Omi
     }
     await staged.flush();
   } finally {
-    staged.release();
-    // no read into it is under way: each block's comparison is awaited before the next
+    // one comparison at a time reads into `stored`: it is free once the last one has ended
+    await staged.release();
     if (spare.length < SPARE_BLOCKS) spare.push(stored);
   }
   if (segment.done < length) throw new Error(`a range ended after ${segment.done} of ${length} bytes`);
