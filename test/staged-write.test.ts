@@ -75,6 +75,41 @@ describe("writing a download through a reused block", () => {
     expect(seen).to.have.length(1);
     expect(seen[0]!.every((byte) => byte === 0xaa), "the first write's bytes are its own").to.equal(true);
   });
+  it("keeps what arrived only once every put is done when its stream fails while an add waits for both blocks to be put", async () => {
+    for (const rest of [0, 100]) {
+      // a disk the test holds: each write waits until the test lets it end
+      const waiting: (() => void)[] = [];
+      const order: number[] = [];
+      const held = {
+        write: (_block: Buffer, _offset: number, length: number, position: number) =>
+          new Promise<{ bytesWritten: number }>((resolve) => {
+            order.push(position);
+            waiting.push(() => resolve({ bytesWritten: length }));
+          }),
+      } as unknown as FileHandle;
+      const settle = () => new Promise((resolve) => setImmediate(resolve));
+      const staged = new StagedWrite(held, 0, () => undefined);
+      expect(staged.add(Buffer.alloc(BLOCK_BYTES, 1)), "the first block is put while the next fills").to.equal(undefined);
+      // the second block fills (and `rest` bytes are left over): this add waits for the first put
+      const adding = staged.add(Buffer.alloc(BLOCK_BYTES + rest, 2));
+      expect(adding, "both blocks are full").to.not.equal(undefined);
+      // the stream fails now: what arrived is kept, after the add has put what it holds
+      let kept = false;
+      const keeping = staged.keepAfter(new Error("read ECONNRESET")).then(() => (kept = true));
+      const puts = rest > 0 ? 3 : 2;
+      for (let round = 0; round < puts; round++) {
+        await settle();
+        expect(kept, `kept before put ${round + 1} of ${puts} ended`).to.equal(false);
+        waiting.shift()!();
+      }
+      await adding;
+      await keeping;
+      await staged.release();
+      expect(order).to.deep.equal([0, BLOCK_BYTES, 2 * BLOCK_BYTES].slice(0, puts));
+      expect(waiting).to.have.length(0);
+    }
+  });
+
   it("writes the blocks of one file one at a time, the parallel ranges of a download included, and goes on after one of them fails", async () => {
     // a disk the test watches: how many writes of the file are under way at once
     let underWay = 0;

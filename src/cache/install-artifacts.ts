@@ -32,7 +32,7 @@ import { readManifest } from "./read-manifest.js";
 /** files under this size take the small files' worker (see installArtifacts) */
 const SMALL_FILE_BYTES = 1024 * 1024;
 
-/** Told about each file as the install goes; calls come in path order for fileStarted. */
+/** Told about each file as the install goes; fileStarted comes for the large files (1 MiB or more) in path order, and for the small ones in path order, the two interleaved. */
 export interface InstallObserver {
   fileStarted(file: SourceFile, index: number): void;
   bytesWritten(file: SourceFile, bytes: number): void;
@@ -79,8 +79,8 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
   try {
     const directories = new Set<string>([staging]);
     const digests: string[] = new Array(source.files.length);
-    // files in path order; small files (configs, tokenizers, READMEs) have one more worker of their own,
-    // so that they never wait behind large ones, nor large ones behind them
+    // the large files in path order, then the small ones; small files (configs, tokenizers, READMEs) have
+    // one more worker of their own, so that they never wait behind large ones, nor large ones behind them
     const large = source.files.flatMap((f, i) => (f.sizeBytes >= SMALL_FILE_BYTES ? [i] : []));
     const small = source.files.flatMap((f, i) => (f.sizeBytes < SMALL_FILE_BYTES ? [i] : []));
     const worker = async (smallOnly: boolean) => {

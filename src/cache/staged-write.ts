@@ -115,6 +115,8 @@ export class StagedWrite {
   private writingBytes = 0;
   /** a put failed: nothing more is put, and the next wait for one throws this */
   private failure: { error: unknown } | undefined;
+  /** the add() that waits for a put (both blocks full), until it has put and copied all it was given; never rejects */
+  private adding: Promise<void> | undefined;
 
   private readonly put: PutBlock;
   /**
@@ -150,7 +152,12 @@ export class StagedWrite {
       this.startPut();
       return undefined;
     }
-    return this.putAndAdd(chunk.subarray(copied));
+    const adding = this.putAndAdd(chunk.subarray(copied));
+    this.adding = adding.then(
+      () => undefined,
+      () => undefined,
+    );
+    return adding;
   }
 
   private async putAndAdd(rest: Buffer): Promise<void> {
@@ -191,6 +198,12 @@ export class StagedWrite {
     this.capacity = BLOCK_BYTES;
   }
 
+  /** Resolves once no put is under way nor waited for by an add(); never rejects. */
+  private async settled(): Promise<void> {
+    await this.adding;
+    await this.writing;
+  }
+
   /** Waits for the put under way; throws its failure, or an earlier one. */
   private async putWritten(): Promise<void> {
     await this.writing;
@@ -199,6 +212,8 @@ export class StagedWrite {
 
   /** Puts what is buffered, and waits until every byte taken is put. */
   async flush(): Promise<void> {
+    // an add() still waiting (its stream destroyed meanwhile) puts in turn first: one put at a time, in order
+    await this.adding;
     await this.putWritten();
     if (this.filled === 0 || !this.block) return;
     this.startPut();
@@ -213,8 +228,8 @@ export class StagedWrite {
    * error says more than the stream's.
    */
   keepAfter(error: unknown): Promise<void> {
-    // wrong bytes are not put; the put under way ends first, however it ends
-    if (error instanceof ModelCacheError && error.kind === "data_loss") return this.writing ?? Promise.resolve();
+    // wrong bytes are not put; the puts under way end first, however they end
+    if (error instanceof ModelCacheError && error.kind === "data_loss") return this.settled();
     return this.flush();
   }
 
@@ -228,7 +243,7 @@ export class StagedWrite {
     this.block = undefined;
     this.held = undefined;
     if (!held) return;
-    await this.writing;
+    await this.settled();
     for (const block of held) if (spare.length < SPARE_BLOCKS) spare.push(block);
   }
 }

@@ -93,10 +93,18 @@ export class Writeback {
    * A stream writing to the file from `start` on, noting what it wrote. Unlike
    * FileHandle.createWriteStream it leaves the handle open and unreferenced when
    * it finishes, so the caller can sync and close it. Each block written is
-   * handed to `hashing` as well, hashed in place while it is written.
+   * handed to `hashing` as well, hashed in place while it is written; or,
+   * `readBack`, written through the page cache, and `hashing` told to read
+   * it back once it has landed (a resumed download: a block handed over
+   * would wait until the bytes kept before it are read back, its stream
+   * with it).
    */
-  writer(start: number, hashing?: HashBehind): Writable {
-    const staged = new StagedWrite(this.put(hashing), start, (bytes) => this.wrote(bytes));
+  writer(start: number, hashing?: HashBehind, readBack = false): Writable {
+    const put = readBack ? writeTo(this.handle) : this.put(hashing);
+    const staged = new StagedWrite(put, start, (bytes, end) => {
+      this.wrote(bytes);
+      if (readBack) hashing?.reach(end);
+    });
     const keepWhatArrived = (write: Promise<void>) =>
       (this.keeping = write.then(
         () => undefined,

@@ -127,7 +127,8 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       }
       writeback = new Writeback(handle, { sync: options.sync, direct });
       if (behind) {
-        // the bytes kept from an earlier attempt are read back and hashed first, then each block as it is written
+        // the bytes kept from an earlier attempt are read back and hashed first, then the rest: each block hashed in place
+        // as it is written, or, when bytes were kept, read back too (see Writeback.writer)
         hashing = new HashBehind(handle.fd);
         hashing.reach(have);
       }
@@ -148,7 +149,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         : [];
       let digests: Digests | undefined;
       try {
-        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing)], { signal });
+        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing, have > 0)], { signal });
         // the partial is durable before it counts as whole
         await writeback.finish();
         if (received === sizeBytes) {
@@ -162,8 +163,11 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         await writeback.settle();
         // the hashing thread reads through this descriptor: it lets go before the descriptor is closed
         await hashing?.close();
-        await direct?.close();
-        await handle.close();
+        try {
+          await direct?.close();
+        } finally {
+          await handle.close();
+        }
       }
       if (digests) return digests;
       throw new Error(`the transfer ended after ${received} of ${sizeBytes} bytes`);

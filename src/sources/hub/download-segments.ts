@@ -156,8 +156,11 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   } finally {
     await hashing.settle();
     await writeback.settle();
-    await direct?.close();
-    await handle.close();
+    try {
+      await direct?.close();
+    } finally {
+      await handle.close();
+    }
   }
   const syncFailure = writeback.syncFailure;
   if (syncFailure) {
@@ -268,6 +271,8 @@ class InOrderHash {
   put(readBack: PutBlock, inPlace: PutBlock, alone: () => boolean): PutBlock {
     return (block, length, position) => {
       if (this.hashedUnwritten || !alone() || position !== this.frontier()) return readBack(block, length, position);
+      // the bytes before it (kept from an earlier attempt, or fetched beside) are read back first
+      this.behind.reach(position);
       return writeAndHash(inPlace, this.behind, block, length, position).catch((error: unknown) => {
         this.hashedUnwritten = true;
         throw error;
