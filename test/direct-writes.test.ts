@@ -94,7 +94,7 @@ describe("downloads written around the page cache", function () {
     expect(sha256(await readFile(installed()))).to.equal(hub.file(FILE).sha256);
   });
 
-  it("resumes files fetched in byte ranges, one connection each, from the ranges kept: the first range hashed in place starts after them", async () => {
+  it("resumes files fetched in byte ranges, one connection each, from the ranges kept, and verifies them", async () => {
     const shards = Object.fromEntries([1, 2, 3, 4].map((i) => [`shards/model-${i}.safetensors`, Buffer.concat([big.subarray(i * 4096), big.subarray(0, i * 4096)]).subarray(0, 6 * 1024 * 1024)]));
     await hub.close();
     hub = await FakeHub.serve(REPO, FIXTURE_DIR, shards);

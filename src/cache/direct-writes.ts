@@ -16,8 +16,8 @@ import { dirname } from "node:path";
 
 /** file offsets and lengths of direct writes are multiples of this (every device's block size divides it) */
 export const DIRECT_UNIT = 4096;
-// Linux's O_TMPFILE (with O_DIRECTORY) on x86-64 and arm64; Node does not export it
-const O_TMPFILE = 0o20200000;
+// Linux's O_TMPFILE: __O_TMPFILE (the same on x86-64 and arm64) with O_DIRECTORY (not); Node does not export it
+const O_TMPFILE = 0o20000000 | constants.O_DIRECTORY;
 
 /** A directory on a filesystem that took a direct open: new blocks are probed there. */
 let probeDirectory: string | undefined;

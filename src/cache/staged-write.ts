@@ -16,11 +16,11 @@ import type { FileHandle } from "node:fs/promises";
 import { ModelCacheError } from "../errors.js";
 import { DIRECT_UNIT, alignedOffset, isRefused } from "./direct-writes.js";
 
-export const BLOCK_BYTES = 512 * 1024;
+export const BLOCK_BYTES = 1024 * 1024;
 /** received bytes between two young-generation collections */
 const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
-/** blocks kept for the next downloads: two for each file a pull fetches at once (four, and a small one), and two more */
-const SPARE_BLOCKS = 12;
+/** blocks kept for the next downloads: two for each large file a pull fetches at once, and two more */
+const SPARE_BLOCKS = 10;
 
 const spare: Block[] = [];
 /** the blocks whose memory the kernel takes for a direct write */

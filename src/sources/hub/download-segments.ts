@@ -122,7 +122,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   // the first segment to fail stops the others; all settle before the file is closed
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
-  const hashing = new InOrderHash(handle, partialPath, all);
+  const hashing = new InOrderHash(handle, partialPath, all, resumed);
   // segments fetched at once: a block is hashed in place only while its file has one
   let fetching = 0;
   const put = hashing.put(writeTo(handle), writeback.put(), () => fetching === 1);
@@ -149,7 +149,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
       );
     } else {
       // the last bytes are hashed while they are synced
-      await Promise.all([writeback.finish().then(() => all.forEach((s, i) => (durable[i] = s.done))), hashing.end()]);
+      await Promise.all([writeback.finish().then(() => all.forEach((s, i) => (durable[i] = s.done))), hashing.end(inner)]);
     }
   } catch (error) {
     failure ??= { error };
@@ -259,10 +259,16 @@ class InOrderHash {
    */
   private hashedUnwritten = false;
 
+  /**
+   * With `resumed` (ranges kept from an earlier attempt), every block is
+   * read back: a block handed over would wait, its stream with it, until the
+   * kept bytes before it are read back.
+   */
   constructor(
     handle: FileHandle,
     private readonly path: string,
     private readonly segments: Segment[],
+    private readonly resumed: boolean,
   ) {
     this.behind = new HashBehind(handle.fd);
   }
@@ -270,7 +276,7 @@ class InOrderHash {
   /** How a block is put: by `inPlace` and handed over when `alone` and it is the next to hash, else by `readBack` (the page cache). */
   put(readBack: PutBlock, inPlace: PutBlock, alone: () => boolean): PutBlock {
     return (block, length, position) => {
-      if (this.hashedUnwritten || !alone() || position !== this.frontier()) return readBack(block, length, position);
+      if (this.resumed || this.hashedUnwritten || !alone() || position !== this.frontier()) return readBack(block, length, position);
       // the bytes before it (kept from an earlier attempt, or fetched beside) are read back first
       this.behind.reach(position);
       return writeAndHash(inPlace, this.behind, block, length, position).catch((error: unknown) => {
@@ -286,9 +292,11 @@ class InOrderHash {
   }
 
   /** Hashes whatever is left once every segment is whole. */
-  async end(): Promise<void> {
+  async end(signal: AbortSignal): Promise<void> {
+    // hashWhole names the file in its own errors
+    if (this.hashedUnwritten) return void (this.sha256 = await hashWhole(this.path, this.frontier(), signal));
     try {
-      this.sha256 = this.hashedUnwritten ? await hashWhole(this.path, this.frontier()) : await this.behind.finish(this.frontier());
+      this.sha256 = await this.behind.finish(this.frontier());
     } catch (error) {
       throw filesystemError("read back", "the partial download", error);
     }
