@@ -110,6 +110,35 @@ describe("writing a download through a reused block", () => {
     }
   });
 
+  it("with one block, copies nothing more into it until its put has ended", async () => {
+    let endWrite: (() => void) | undefined;
+    const seen: Buffer[] = [];
+    const held = {
+      write: (block: Buffer, offset: number, length: number) =>
+        new Promise<{ bytesWritten: number }>((resolve) => {
+          endWrite = () => {
+            seen.push(Buffer.from(block.subarray(offset, offset + length)));
+            resolve({ bytesWritten: length });
+          };
+        }),
+    } as unknown as FileHandle;
+    const staged = new StagedWrite(held, 0, () => undefined, 1);
+    const adding = staged.add(Buffer.concat([Buffer.alloc(BLOCK_BYTES, 0xaa), Buffer.alloc(100, 0xbb)]));
+    expect(adding, "the stream waits for the put").to.not.equal(undefined);
+    await new Promise((resolve) => setImmediate(resolve));
+    endWrite!();
+    await adding;
+    const flushing = staged.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    endWrite!();
+    await flushing;
+    await staged.release();
+    expect(seen.map((b) => [b.length, b[0], b.at(-1)])).to.deep.equal([
+      [BLOCK_BYTES, 0xaa, 0xaa],
+      [100, 0xbb, 0xbb],
+    ]);
+  });
+
   it("writes the blocks of one file one at a time, the parallel ranges of a download included, and goes on after one of them fails", async () => {
     // a disk the test watches: how many writes of the file are under way at once
     let underWay = 0;

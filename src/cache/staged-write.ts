@@ -107,8 +107,8 @@ export function writeTo(handle: FileHandle, direct?: FileHandle): PutBlock {
  */
 export class StagedWrite {
   /** the block being filled, and the other one */
-  private held: [Block, Block] | undefined = [takeBlock(), takeBlock()];
-  private block: Buffer | undefined = this.held![0].view;
+  private held: Block[] | undefined;
+  private block: Buffer | undefined;
   private filled = 0;
   /** the put under way, if any: it never rejects, a failure is kept in `failure` */
   private writing: Promise<void> | undefined;
@@ -127,12 +127,20 @@ export class StagedWrite {
    */
   private capacity: number;
 
-  /** Writes to `to` (a file, or where a PutBlock puts each block) from `position` on; `written` hears each put's length and the end of the bytes put so far. */
+  /**
+   * Writes to `to` (a file, or where a PutBlock puts each block) from
+   * `position` on; `written` hears each put's length and the end of the bytes
+   * put so far. With `blocks` 1, the stream waits for each put (a put that
+   * is quick, or memory that counts more than speed).
+   */
   constructor(
     to: FileHandle | PutBlock,
     private position: number,
     private readonly written: (bytes: number, end: number) => void,
+    blocks: 1 | 2 = 2,
   ) {
+    this.held = blocks === 2 ? [takeBlock(), takeBlock()] : [takeBlock()];
+    this.block = this.held[0]!.view;
     this.put = typeof to === "function" ? to : writeTo(to);
     this.capacity = position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT);
   }
@@ -142,13 +150,13 @@ export class StagedWrite {
     return this.filled + this.writingBytes;
   }
 
-  /** Copies `chunk` in; returns a promise only when the stream must wait (both blocks full). */
+  /** Copies `chunk` in; returns a promise only when the stream must wait (its blocks full). */
   add(chunk: Buffer): Promise<void> | undefined {
     received(chunk.length);
     const copied = copyInto(this.block!, this.filled, chunk, this.capacity - this.filled);
     this.filled += copied;
     if (this.filled < this.capacity) return undefined;
-    if (!this.writing && !this.failure && copied === chunk.length) {
+    if (this.held!.length === 2 && !this.writing && !this.failure && copied === chunk.length) {
       this.startPut();
       return undefined;
     }
@@ -166,7 +174,10 @@ export class StagedWrite {
       // released meanwhile (its stream destroyed): what is left goes nowhere
       if (!this.block) return;
       this.startPut();
-      const copied = copyInto(this.block!, 0, rest, this.capacity);
+      // one block: it takes the next bytes only once it is put
+      if (this.held?.length === 1) await this.putWritten();
+      if (!this.block) return;
+      const copied = copyInto(this.block, 0, rest, this.capacity);
       this.filled = copied;
       if (copied < this.capacity) return;
       rest = rest.subarray(copied);
@@ -192,7 +203,7 @@ export class StagedWrite {
       },
     );
     held.reverse();
-    this.block = held[0].view;
+    this.block = held[0]!.view;
     this.filled = 0;
     this.position += length;
     this.capacity = BLOCK_BYTES;

@@ -55,10 +55,16 @@ async function compareSegment(segment: Segment, handle: FileHandle, options: Omi
     throw new Error("the source ignored the Range request");
   }
   const stored = spare.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
-  const staged = new StagedWrite(compareWith(handle, stored), segment.start, (bytes) => {
-    segment.done += bytes;
-    progress();
-  });
+  // one block: the comparison reads the stored copy into `stored` meanwhile, a second block would add memory, not speed
+  const staged = new StagedWrite(
+    compareWith(handle, stored),
+    segment.start,
+    (bytes) => {
+      segment.done += bytes;
+      progress();
+    },
+    1,
+  );
   try {
     for await (const chunk of response.body as AsyncIterable<Buffer>) {
       if (segment.done + staged.pending + chunk.length > length) throw DIFFERS;
