@@ -19,8 +19,8 @@ import { DIRECT_UNIT, alignedOffset, isRefused } from "./direct-writes.js";
 export const BLOCK_BYTES = 1024 * 1024;
 /** received bytes between two young-generation collections */
 const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
-/** blocks kept for the next downloads: two for each large file a pull fetches at once, and two more */
-const SPARE_BLOCKS = 10;
+/** blocks kept for the next downloads: two for each large file a pull fetches at once */
+const SPARE_BLOCKS = 8;
 
 const spare: Block[] = [];
 /** the blocks whose memory the kernel takes for a direct write */
@@ -108,6 +108,7 @@ export function writeTo(handle: FileHandle, direct?: FileHandle): PutBlock {
 export class StagedWrite {
   /** the block being filled, and the other one */
   private held: Block[] | undefined;
+  private readonly blocks: 1 | 2;
   private block: Buffer | undefined;
   private filled = 0;
   /** the put under way, if any: it never rejects, a failure is kept in `failure` */
@@ -139,7 +140,9 @@ export class StagedWrite {
     private readonly written: (bytes: number, end: number) => void,
     blocks: 1 | 2 = 2,
   ) {
-    this.held = blocks === 2 ? [takeBlock(), takeBlock()] : [takeBlock()];
+    // the second block is taken when the first is first put: a small file never takes it
+    this.held = [takeBlock()];
+    this.blocks = blocks;
     this.block = this.held[0]!.view;
     this.put = typeof to === "function" ? to : writeTo(to);
     this.capacity = position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT);
@@ -156,7 +159,7 @@ export class StagedWrite {
     const copied = copyInto(this.block!, this.filled, chunk, this.capacity - this.filled);
     this.filled += copied;
     if (this.filled < this.capacity) return undefined;
-    if (this.held!.length === 2 && !this.writing && !this.failure && copied === chunk.length) {
+    if (this.blocks === 2 && !this.writing && !this.failure && copied === chunk.length) {
       this.startPut();
       return undefined;
     }
@@ -175,7 +178,7 @@ export class StagedWrite {
       if (!this.block) return;
       this.startPut();
       // one block: it takes the next bytes only once it is put
-      if (this.held?.length === 1) await this.putWritten();
+      if (this.blocks === 1) await this.putWritten();
       if (!this.block) return;
       const copied = copyInto(this.block, 0, rest, this.capacity);
       this.filled = copied;
@@ -202,6 +205,7 @@ export class StagedWrite {
         this.failure ??= { error };
       },
     );
+    if (held.length < this.blocks) held.push(takeBlock());
     held.reverse();
     this.block = held[0]!.view;
     this.filled = 0;
