@@ -12,7 +12,7 @@ import { expect } from "chai";
 import { CacheStatus } from "../generated/modelcache/v1/model_cache.js";
 import { spawnServer } from "./support/child-server.js";
 import { FakeHub } from "./support/fake-hub.js";
-import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
+import { type SmallDisk, smallDiskOrSkip } from "./support/small-disk.js";
 import { patternedBytes, sha256 } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -34,12 +34,7 @@ describe("downloads written around the page cache", function () {
   let hub: FakeHub;
   let t: TestServer | undefined;
   beforeEach(async function () {
-    const made = await mountSmallDisk();
-    if (typeof made === "string") {
-      if (this.currentTest) this.currentTest.title += ` (skipped: ${made})`;
-      this.skip();
-    }
-    disk = made as SmallDisk;
+    disk = await smallDiskOrSkip(this);
     hub = await FakeHub.serve(REPO, FIXTURE_DIR, { [FILE]: big, "pytorch_model.bin": "weights" });
   });
   afterEach(async () => {

@@ -11,7 +11,7 @@ import { FakeS3, S3_CREDENTIALS } from "./support/fake-s3.js";
 import { captureLogs } from "./support/log-capture.js";
 import { type ChildServer, spawnServer } from "./support/child-server.js";
 import { runCli } from "./support/run-cli.js";
-import { type SmallDisk, mountSmallDisk } from "./support/small-disk.js";
+import { type SmallDisk, smallDiskOrSkip } from "./support/small-disk.js";
 import { makeSourceDir, patternedBytes, sha256, snapshot } from "./support/source-dir.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
 
@@ -26,12 +26,7 @@ describe("a full disk", function () {
   let mounted: SmallDisk | undefined;
   let t: TestServer | undefined;
   beforeEach(async function () {
-    const made = await mountSmallDisk();
-    if (typeof made === "string") {
-      if (this.currentTest) this.currentTest.title += ` (skipped: ${made})`;
-      this.skip();
-    }
-    disk = mounted = made as SmallDisk;
+    disk = mounted = await smallDiskOrSkip(this);
   });
   afterEach(async () => {
     try {

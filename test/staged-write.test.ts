@@ -11,6 +11,22 @@ import { patternedBytes } from "./support/source-dir.js";
 
 const MiB = 1024 * 1024;
 
+/** A disk the test holds: a write reads its block only when the test ends it (the last write started), and records what it read. */
+function heldWrites() {
+  let end: (() => void) | undefined;
+  const seen: Buffer[] = [];
+  const held = {
+    write: (block: Buffer, offset: number, length: number) =>
+      new Promise<{ bytesWritten: number }>((resolve) => {
+        end = () => {
+          seen.push(Buffer.from(block.subarray(offset, offset + length)));
+          resolve({ bytesWritten: length });
+        };
+      }),
+  } as unknown as FileHandle;
+  return { held, seen, endWrite: () => end!(), started: () => end !== undefined };
+}
+
 describe("writing a download through a reused block", () => {
   let dir: string;
   beforeEach(async () => {
@@ -43,30 +59,19 @@ describe("writing a download through a reused block", () => {
   });
 
   it("lends its block to no other download while a write of its own still reads it", async () => {
-    // a disk the test holds: the write reads the block only when the test lets it end
-    let endWrite: (() => void) | undefined;
-    const seen: Buffer[] = [];
-    const held = {
-      write: (block: Buffer, offset: number, length: number) =>
-        new Promise<{ bytesWritten: number }>((resolve) => {
-          endWrite = () => {
-            seen.push(Buffer.from(block.subarray(offset, offset + length)));
-            resolve({ bytesWritten: length });
-          };
-        }),
-    } as unknown as FileHandle;
+    const { held, seen, endWrite, started } = heldWrites();
     const first = new StagedWrite(held, 0, () => undefined);
     // a full block is written while the next one fills
     expect(first.add(Buffer.alloc(BLOCK_BYTES, 0xaa)), "the stream waits for nothing yet").to.equal(undefined);
     await new Promise((resolve) => setImmediate(resolve));
-    expect(endWrite, "the full block's write is under way").to.not.equal(undefined);
+    expect(started(), "the full block's write is under way").to.equal(true);
     // its stream is destroyed while the write goes on; another download starts and fills both its blocks
     const released = first.release();
     const handle = await open(join(dir, "other"), "w");
     try {
       const second = new StagedWrite(handle, 0, () => undefined);
       await second.add(Buffer.alloc(2 * BLOCK_BYTES - 1, 0xbb));
-      endWrite!();
+      endWrite();
       await released;
       await second.release();
     } finally {
@@ -111,26 +116,16 @@ describe("writing a download through a reused block", () => {
   });
 
   it("with one block, copies nothing more into it until its put has ended", async () => {
-    let endWrite: (() => void) | undefined;
-    const seen: Buffer[] = [];
-    const held = {
-      write: (block: Buffer, offset: number, length: number) =>
-        new Promise<{ bytesWritten: number }>((resolve) => {
-          endWrite = () => {
-            seen.push(Buffer.from(block.subarray(offset, offset + length)));
-            resolve({ bytesWritten: length });
-          };
-        }),
-    } as unknown as FileHandle;
+    const { held, seen, endWrite } = heldWrites();
     const staged = new StagedWrite(held, 0, () => undefined, 1);
     const adding = staged.add(Buffer.concat([Buffer.alloc(BLOCK_BYTES, 0xaa), Buffer.alloc(100, 0xbb)]));
     expect(adding, "the stream waits for the put").to.not.equal(undefined);
     await new Promise((resolve) => setImmediate(resolve));
-    endWrite!();
+    endWrite();
     await adding;
     const flushing = staged.flush();
     await new Promise((resolve) => setImmediate(resolve));
-    endWrite!();
+    endWrite();
     await flushing;
     await staged.release();
     expect(seen.map((b) => [b.length, b[0], b.at(-1)])).to.deep.equal([

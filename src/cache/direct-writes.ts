@@ -13,6 +13,7 @@
 import { closeSync, constants, openSync, writeSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import { dirname } from "node:path";
+import { filesystemError } from "../errors.js";
 
 /** file offsets and lengths of direct writes are multiples of this (every device's block size divides it) */
 export const DIRECT_UNIT = 4096;
@@ -37,6 +38,16 @@ export async function openDirect(path: string): Promise<FileHandle | undefined> 
     // the filesystem does not do direct writes: every block of this file goes through the page cache
     if (isRefused(err)) return undefined;
     throw err;
+  }
+}
+
+/** openDirect for a file already open at `handle`: a failure closes `handle` and is told as the file's. */
+export async function openDirectBeside(handle: FileHandle, path: string): Promise<FileHandle | undefined> {
+  try {
+    return await openDirect(path);
+  } catch (err) {
+    await handle.close();
+    throw filesystemError("open", path, err);
   }
 }
 

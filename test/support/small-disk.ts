@@ -80,3 +80,13 @@ export async function mountSmallDisk(sizeMiB = 96): Promise<SmallDisk | string> 
     },
   };
 }
+
+/** Mounts a fresh small disk for the current test, or skips the test naming why this machine cannot. */
+export async function smallDiskOrSkip(context: Mocha.Context, sizeMiB?: number): Promise<SmallDisk> {
+  const made = await mountSmallDisk(sizeMiB);
+  if (typeof made === "string") {
+    if (context.currentTest) context.currentTest.title += ` (skipped: ${made})`;
+    context.skip();
+  }
+  return made as SmallDisk;
+}

@@ -9,14 +9,14 @@
 // (a crash before they reached the disk), so the file is fetched once more
 // from zero before the hub is blamed.
 import { createHash, type Hash } from "node:crypto";
-import { type FileHandle, mkdir, open, rm, stat, truncate } from "node:fs/promises";
+import { mkdir, open, rm, stat, truncate } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
-import { openDirect } from "../../cache/direct-writes.js";
+import { openDirectBeside } from "../../cache/direct-writes.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { RateCap } from "./bandwidth.js";
@@ -118,13 +118,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       const bandwidth = options.bandwidth;
       // readable too: the hashing thread reads the bytes kept from an earlier attempt back through it
       const handle = await open(partialPath, have > 0 ? "r+" : "w+");
-      let direct: FileHandle | undefined;
-      try {
-        direct = await openDirect(partialPath);
-      } catch (err) {
-        await handle.close();
-        throw filesystemError("open", partialPath, err);
-      }
+      const direct = await openDirectBeside(handle, partialPath);
       writeback = new Writeback(handle, { sync: options.sync, direct });
       if (behind) {
         // the bytes kept from an earlier attempt are read back and hashed first, then the rest: each block hashed in place

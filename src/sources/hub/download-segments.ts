@@ -16,7 +16,7 @@ import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../fs/durable.js";
-import { openDirect } from "../../cache/direct-writes.js";
+import { openDirectBeside } from "../../cache/direct-writes.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
 import { type PutBlock, StagedWrite, writeTo } from "../../cache/staged-write.js";
 import { Writeback, writeAndHash } from "../../cache/writeback.js";
@@ -101,13 +101,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   progress();
 
   const handle = await open(partialPath, "r+");
-  let direct: FileHandle | undefined;
-  try {
-    direct = await openDirect(partialPath);
-  } catch (err) {
-    await handle.close();
-    throw filesystemError("open", partialPath, err);
-  }
+  const direct = await openDirectBeside(handle, partialPath);
   const writeback = new Writeback(handle, {
     sync: options.sync,
     direct,
