@@ -105,6 +105,7 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
         observer.fileCompleted(file, placed.sha256, placed.reused);
       }
     };
+    // decided before the workers start: they take files off both lists as they start
     const smallWorker = large.length > 0 && small.length > 0;
     const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency, source.files.length)) }, () => worker(false));
     if (smallWorker) workers.push(worker(true));

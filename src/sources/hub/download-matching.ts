@@ -9,13 +9,12 @@
 // time (staged-write.ts). Whether the stored copy is intact is not decided
 // here: the caller hashes it meanwhile (install-artifacts.ts).
 import type { FileHandle } from "node:fs/promises";
-import { type PutBlock, StagedWrite } from "../../cache/staged-write.js";
+import { BLOCK_BYTES, type PutBlock, StagedWrite } from "../../cache/staged-write.js";
 import { type DownloadOptions, resumesAt } from "./download-file.js";
 import { type Segment, cut, fetchAll } from "./download-segments.js";
 import type { RangeChoice } from "./download-verified.js";
 
-const BLOCK_BYTES = 1024 * 1024;
-/** buffers the stored copy's blocks are read into, kept for the next comparisons */
+/** buffers the stored copy's blocks are read into (a block each, as StagedWrite puts), kept for the next comparisons */
 const spare: Buffer[] = [];
 const SPARE_BLOCKS = 8;
 

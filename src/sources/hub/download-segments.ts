@@ -18,7 +18,7 @@ import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../fs/durable.js";
 import { openDirectBeside } from "../../cache/direct-writes.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
-import { type PutBlock, StagedWrite, writeTo } from "../../cache/staged-write.js";
+import { BLOCK_BYTES, type PutBlock, StagedWrite, writeTo } from "../../cache/staged-write.js";
 import { Writeback, writeAndHash } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { Connections } from "./connections.js";
@@ -39,8 +39,6 @@ export interface SegmentedOptions extends DownloadOptions {
 /** A file is cut into at least this many segments, so that idle connections can share it. */
 const MIN_SEGMENTS = 4;
 const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
-/** segments are whole MiB, the block a segment is written in (see staged-write.ts) */
-const FLUSH_BYTES = 1024 * 1024;
 const MAX_FAILURES = 5;
 
 /** The verified sha256, or "unsupported" when the hub does not serve ranges. */
@@ -178,9 +176,9 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   return { sha256: hashing.digest(), resumed };
 }
 
-/** Consecutive segments covering `sizeBytes`, whole MiB each but the last. */
+/** Consecutive segments covering `sizeBytes`, whole blocks (staged-write.ts) each but the last, so that each is written in whole blocks. */
 export function cut(sizeBytes: number): Segment[] {
-  const step = Math.min(MAX_SEGMENT_BYTES, Math.max(FLUSH_BYTES, Math.ceil(sizeBytes / MIN_SEGMENTS / FLUSH_BYTES) * FLUSH_BYTES));
+  const step = Math.min(MAX_SEGMENT_BYTES, Math.max(BLOCK_BYTES, Math.ceil(sizeBytes / MIN_SEGMENTS / BLOCK_BYTES) * BLOCK_BYTES));
   const segments: Segment[] = [];
   for (let start = 0; start < sizeBytes; start += step) segments.push({ start, end: Math.min(sizeBytes, start + step), done: 0 });
   return segments;
