@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { BLOCK_BYTES, StagedWrite } from "../src/cache/staged-write.js";
+import { BLOCK_BYTES, type PutBlock, StagedWrite, giveBack, lendBlock } from "../src/cache/staged-write.js";
 import { Writeback } from "../src/cache/writeback.js";
 import { patternedBytes } from "./support/source-dir.js";
 
@@ -80,6 +80,47 @@ describe("writing a download through a reused block", () => {
     expect(seen).to.have.length(1);
     expect(seen[0]!.every((byte) => byte === 0xaa), "the first write's bytes are its own").to.equal(true);
   });
+  /** A PutBlock that records each block's memory and a copy of its bytes. */
+  const recorded = () => {
+    const puts: { memory: ArrayBufferLike; bytes: Buffer; position: number }[] = [];
+    const put: PutBlock = async (block, length, position) => {
+      puts.push({ memory: block.buffer, bytes: Buffer.from(block.subarray(0, length)), position });
+    };
+    return { puts, put };
+  };
+
+  it("puts a stream of fewer bytes than a block through memory of its own size, and every byte when more arrive than it said", async () => {
+    const { puts, put } = recorded();
+    const staged = new StagedWrite(put, 0, () => undefined, 2, 5000);
+    const bytes = patternedBytes(9000);
+    await staged.add(bytes.subarray(0, 5000));
+    await staged.add(bytes.subarray(5000));
+    await staged.flush();
+    await staged.release();
+    expect(puts[0]!.memory.byteLength, "a block rounded up to a device block").to.equal(8192);
+    expect(Buffer.concat(puts.map((p) => p.bytes))).to.deep.equal(bytes);
+    expect(puts.map((p) => p.position)).to.deep.equal([0, 8192]);
+  });
+
+  it("lends a spare block to no stream while it is lent, and takes it back for the next", async () => {
+    const lent = lendBlock();
+    expect(lent.length).to.equal(BLOCK_BYTES);
+    const meanwhile = recorded();
+    const staged = new StagedWrite(meanwhile.put, 0, () => undefined);
+    await staged.add(Buffer.alloc(BLOCK_BYTES, 1));
+    await staged.flush();
+    await staged.release();
+    expect(meanwhile.puts[0]!.memory, "not the lent block").not.to.equal(lent.buffer);
+    giveBack(lent);
+    const after = recorded();
+    const next = new StagedWrite(after.put, 0, () => undefined);
+    await next.add(Buffer.alloc(10, 2));
+    await next.flush();
+    await next.release();
+    expect(after.puts[0]!.memory, "the block given back, taken first").to.equal(lent.buffer);
+    expect(() => giveBack(lent), "given back twice").to.throw(/not a lent block/);
+  });
+
   it("keeps what arrived only once every put is done when its stream fails while an add waits for both blocks to be put", async () => {
     for (const rest of [0, 100]) {
       // a disk the test holds: each write waits until the test lets it end

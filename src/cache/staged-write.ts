@@ -19,8 +19,13 @@ import { DIRECT_UNIT, alignedOffset, isRefused } from "./direct-writes.js";
 export const BLOCK_BYTES = 1024 * 1024;
 /** received bytes between two young-generation collections */
 const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
-/** blocks kept for the next downloads: two for each large file a pull fetches at once */
-const SPARE_BLOCKS = 8;
+/**
+ * blocks kept for the next downloads: two for each large file a pull fetches
+ * at once, or one for each range a forced pull compares at once (lent: see
+ * lendBlock). A block given back when the pool is full is garbage until V8
+ * collects its wrapper, which may be long after: what circulates should fit.
+ */
+const SPARE_BLOCKS = 12;
 
 const spare: Block[] = [];
 /** the blocks whose memory the kernel takes for a direct write */
@@ -32,6 +37,8 @@ interface Block {
   memory: Buffer;
   view: Buffer;
   probed: boolean;
+  /** a block of BLOCK_BYTES, which goes back to the spare ones (not one made for a small file) */
+  pooled: boolean;
 }
 
 /** A spare block, or a new one; probed for its direct-write offset once a download opened a direct descriptor. */
@@ -50,8 +57,44 @@ function takeBlock(): Block {
 
 function newBlock(): Block {
   const memory = Buffer.from(new SharedArrayBuffer(BLOCK_BYTES + DIRECT_UNIT));
-  return { memory, view: memory.subarray(0, BLOCK_BYTES), probed: false };
+  return { memory, view: memory.subarray(0, BLOCK_BYTES), probed: false, pooled: true };
 }
+
+/**
+ * A block just large enough for a stream of `bytes` (a small file): not one
+ * of the spare ones, which are a MiB each. Never written around the page
+ * cache: the whole units of a file this small are few, and the probe costs
+ * more than they would save.
+ */
+function smallBlock(bytes: number): Block {
+  const memory = Buffer.from(new SharedArrayBuffer(Math.max(DIRECT_UNIT, Math.ceil(bytes / DIRECT_UNIT) * DIRECT_UNIT)));
+  return { memory, view: memory, probed: true, pooled: false };
+}
+
+function putBack(block: Block): void {
+  if (block.pooled && spare.length < SPARE_BLOCKS) spare.push(block);
+}
+
+/**
+ * A spare block's memory for other bytes than a stream's (a forced pull reads
+ * the stored copy into one to compare), so that the memory kept between
+ * pulls is the same few blocks whatever kind of pull came last. Given back
+ * with giveBack once nothing reads or writes it.
+ */
+export function lendBlock(): Buffer {
+  const block = takeBlock();
+  lent.set(block.view, block);
+  return block.view;
+}
+
+export function giveBack(view: Buffer): void {
+  const block = lent.get(view);
+  if (!block) throw new Error("giveBack: not a lent block");
+  lent.delete(view);
+  putBack(block);
+}
+
+const lent = new Map<Buffer, Block>();
 /**
  * The last write queued on each file. The writes of a file run one at a
  * time: ext4 holds the inode's lock through a buffered write, so several
@@ -132,20 +175,23 @@ export class StagedWrite {
    * Writes to `to` (a file, or where a PutBlock puts each block) from
    * `position` on; `written` hears each put's length and the end of the bytes
    * put so far. With `blocks` 1, the stream waits for each put (a put that
-   * is quick, or memory that counts more than speed).
+   * is quick, or memory that counts more than speed). `bytes`, when known,
+   * is how many the stream brings: fewer than a block take a block of their
+   * own size.
    */
   constructor(
     to: FileHandle | PutBlock,
     private position: number,
     private readonly written: (bytes: number, end: number) => void,
     blocks: 1 | 2 = 2,
+    bytes?: number,
   ) {
     // the second block is taken when the first is first put: a small file never takes it
-    this.held = [takeBlock()];
+    this.held = [bytes !== undefined && bytes < BLOCK_BYTES ? smallBlock(bytes) : takeBlock()];
     this.blocks = blocks;
     this.block = this.held[0]!.view;
     this.put = typeof to === "function" ? to : writeTo(to);
-    this.capacity = position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT);
+    this.capacity = Math.min(position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT), this.block.length);
   }
 
   /** The bytes taken and not yet put (buffered, or being put). */
@@ -155,7 +201,7 @@ export class StagedWrite {
 
   /** Copies `chunk` in; returns a promise only when the stream must wait (its blocks full). */
   add(chunk: Buffer): Promise<void> | undefined {
-    received(chunk.length);
+    chunkReceived(chunk.length);
     const copied = copyInto(this.block!, this.filled, chunk, this.capacity - this.filled);
     this.filled += copied;
     if (this.filled < this.capacity) return undefined;
@@ -210,7 +256,7 @@ export class StagedWrite {
     this.block = held[0]!.view;
     this.filled = 0;
     this.position += length;
-    this.capacity = BLOCK_BYTES;
+    this.capacity = this.block.length;
   }
 
   /** Resolves once no put is under way nor waited for by an add(); never rejects. */
@@ -259,7 +305,7 @@ export class StagedWrite {
     this.held = undefined;
     if (!held) return;
     await this.settled();
-    for (const block of held) if (spare.length < SPARE_BLOCKS) spare.push(block);
+    for (const block of held) putBack(block);
   }
 }
 
@@ -279,7 +325,7 @@ function copyInto(block: Buffer, offset: number, chunk: Buffer, room: number): n
 let collectYoung: (() => void) | undefined;
 
 /** Counts received bytes; every few MiB, collects the young generation (where the copied-out chunks are). */
-function received(bytes: number): void {
+export function chunkReceived(bytes: number): void {
   sinceCollect += bytes;
   if (sinceCollect < COLLECT_EVERY_BYTES) return;
   sinceCollect = 0;

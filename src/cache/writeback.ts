@@ -97,14 +97,16 @@ export class Writeback {
    * `readBack`, written through the page cache, and `hashing` told to read
    * it back once it has landed (a resumed download: a block handed over
    * would wait until the bytes kept before it are read back, its stream
-   * with it).
+   * with it). `bytes`, when known, is how many the stream brings (a small
+   * file takes a block of its size).
    */
-  writer(start: number, hashing?: HashBehind, readBack = false): Writable {
+  writer(start: number, hashing?: HashBehind, readBack = false, bytes?: number): Writable {
     const put = readBack ? writeTo(this.handle) : this.put(hashing);
-    const staged = new StagedWrite(put, start, (bytes, end) => {
-      this.wrote(bytes);
+    const written = (length: number, end: number) => {
+      this.wrote(length);
       if (readBack) hashing?.reach(end);
-    });
+    };
+    const staged = new StagedWrite(put, start, written, 2, bytes);
     const keepWhatArrived = (write: Promise<void>) =>
       (this.keeping = write.then(
         () => undefined,

@@ -143,7 +143,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         : [];
       let digests: Digests | undefined;
       try {
-        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing, have > 0)], { signal });
+        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing, have > 0, sizeBytes - have)], { signal });
         // the partial is durable before it counts as whole
         await writeback.finish();
         if (received === sizeBytes) {

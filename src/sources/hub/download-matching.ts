@@ -5,18 +5,16 @@
 // writing them again (syncing them, replacing the stored copy) proves nothing
 // more, and costs more than the download on most disks. The file is fetched
 // as byte ranges, in parallel while the pull's connections are idle, like
-// any large download (download-segments.ts), and compared a 1 MiB block at a
-// time (staged-write.ts). Whether the stored copy is intact is not decided
+// any large download (download-segments.ts). Each range reads the stored
+// copy a block at a time into memory lent by the downloads' blocks
+// (staged-write.ts), and compares each chunk received with it where the
+// chunk arrived: nothing is copied. Whether the stored copy is intact is not decided
 // here: the caller hashes it meanwhile (install-artifacts.ts).
 import type { FileHandle } from "node:fs/promises";
-import { BLOCK_BYTES, type PutBlock, StagedWrite } from "../../cache/staged-write.js";
+import { chunkReceived, giveBack, lendBlock } from "../../cache/staged-write.js";
 import { type DownloadOptions, resumesAt } from "./download-file.js";
 import { type Segment, cut, fetchAll } from "./download-segments.js";
 import type { RangeChoice } from "./download-verified.js";
-
-/** buffers the stored copy's blocks are read into (a block each, as StagedWrite puts), kept for the next comparisons */
-const spare: Buffer[] = [];
-const SPARE_BLOCKS = 8;
 
 const DIFFERS = new Error("a byte differs from the stored copy");
 
@@ -53,42 +51,43 @@ async function compareSegment(segment: Segment, handle: FileHandle, options: Omi
     response.body.destroy();
     throw new Error("the source ignored the Range request");
   }
-  const stored = spare.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
-  // one block: the comparison reads the stored copy into `stored` meanwhile, a second block would add memory, not speed
-  const staged = new StagedWrite(
-    compareWith(handle, stored),
-    segment.start,
-    (bytes) => {
-      segment.done += bytes;
-      progress();
-    },
-    1,
-  );
+  const stored = lendBlock();
+  // the stored copy's bytes from `at` on, `have` of them, in `stored`
+  let at = segment.start;
+  let have = 0;
   try {
     for await (const chunk of response.body as AsyncIterable<Buffer>) {
-      if (segment.done + staged.pending + chunk.length > length) throw DIFFERS;
+      if (segment.done + chunk.length > length) throw DIFFERS;
       await options.bandwidth?.take(chunk.length, signal);
-      const full = staged.add(chunk);
-      if (full) await full;
+      chunkReceived(chunk.length);
+      // each chunk is compared where it arrived: nothing is copied, and it dies young
+      for (let offset = 0; offset < chunk.length; ) {
+        const position = segment.start + segment.done;
+        if (position === at + have) {
+          progress();
+          at = position;
+          have = await readStored(handle, stored, at, Math.min(stored.length, segment.end - at));
+        }
+        const n = Math.min(chunk.length - offset, at + have - position);
+        if (chunk.compare(stored, position - at, position - at + n, offset, offset + n) !== 0) throw DIFFERS;
+        offset += n;
+        segment.done += n;
+      }
     }
-    await staged.flush();
   } finally {
-    // one comparison at a time reads into `stored`: it is free once the last one has ended
-    await staged.release();
-    if (spare.length < SPARE_BLOCKS) spare.push(stored);
+    // read only while this loop awaits it: free once the loop has ended, however it ended
+    giveBack(stored);
   }
+  progress();
   if (segment.done < length) throw new Error(`a range ended after ${segment.done} of ${length} bytes`);
 }
 
-/** Compares each block received with the stored copy's bytes at its position, read into `stored`. */
-function compareWith(handle: FileHandle, stored: Buffer): PutBlock {
-  return async (block, length, position) => {
-    for (let done = 0; done < length; ) {
-      const { bytesRead } = await handle.read(stored, done, length - done, position + done);
-      // the stored copy ends before the bytes received
-      if (bytesRead === 0) throw DIFFERS;
-      done += bytesRead;
-    }
-    if (block.compare(stored, 0, length, 0, length) !== 0) throw DIFFERS;
-  };
+/** Reads `length` bytes of the stored copy at `position` into `into`; the stored copy ending before them differs. */
+async function readStored(handle: FileHandle, into: Buffer, position: number, length: number): Promise<number> {
+  for (let done = 0; done < length; ) {
+    const { bytesRead } = await handle.read(into, done, length - done, position + done);
+    if (bytesRead === 0) throw DIFFERS;
+    done += bytesRead;
+  }
+  return length;
 }
