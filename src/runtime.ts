@@ -63,4 +63,6 @@ export interface HubSettings {
   bandwidth: Bandwidth | undefined;
   /** LFS files at least this large are fetched as parallel byte ranges */
   parallelRangeMinBytes: number;
+  /** downloads are written around the page cache where the filesystem takes it (--no-direct-writes: never) */
+  directWrites: boolean;
 }

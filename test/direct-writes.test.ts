@@ -68,6 +68,26 @@ describe("downloads written around the page cache", function () {
     expect(sha256(await readFile(installed()))).to.equal(hub.file(FILE).sha256);
   });
 
+  for (const [how, args, env] of [
+    ["--no-direct-writes", ["--no-direct-writes"], {}],
+    ["MODELCACHE_NO_DIRECT_WRITES=1", [], { MODELCACHE_NO_DIRECT_WRITES: "1" }],
+  ] as const) {
+    it(`with ${how}, writes a pull through the page cache: the file's pages stay in memory, and it verifies`, async () => {
+      await mkdir(dataDir(), { recursive: true });
+      const child = await spawnServer({ dataDir: dataDir(), args: ["--hub-url", hub.url, "--min-free-bytes", "0", ...args], env });
+      try {
+        await call(child.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main" }) });
+        await pullOk(child.client, { name: "minilm" });
+        const path = join(disk!.dir, "data", "ai_models_cache", "minilm", FILE);
+        // written around the page cache, fewer than 64 KiB of it would be there (the test above)
+        expect(await residentBytes(path), "bytes of the pulled file in the page cache").to.be.above(BIG / 2);
+        expect(sha256(await readFile(path))).to.equal(hub.file(FILE).sha256);
+      } finally {
+        await child.kill();
+      }
+    });
+  }
+
   it("resumes a download kept to an offset inside a device block: only the missing bytes are fetched, and the file verifies", async () => {
     await serve();
     hub.faults.bytesPerSecond = 16 * 1024 * 1024;

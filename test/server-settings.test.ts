@@ -77,5 +77,6 @@ describe("server settings", () => {
     expect(settings.cacheRoot).to.equal(join(root, "cache"));
     expect(settings.verification).to.deep.equal({ intervalMs: 60_000, bytesPerSecond: 100 * 2 ** 20 });
     expect(settings.autoRepair).to.equal(true);
+    expect(settings.hub.directWrites, "downloads written around the page cache unless --no-direct-writes").to.equal(true);
   });
 });

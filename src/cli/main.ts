@@ -85,6 +85,12 @@ program
   .addOption(flag("--offline", "never touch the network (also HF_HUB_OFFLINE=1)"))
   .addOption(flag("--max-bytes-per-second <size>", "cap on the total download rate from the hub (10MiB, 500KB, ...)").argParser(size(1024)))
   .addOption(flag("--parallel-range-min-bytes <size>", "LFS files at least this large are fetched as parallel byte ranges", "64MiB").argParser(size(1024 * 1024)))
+  .addOption(
+    new Option(
+      "--no-direct-writes",
+      "write downloads through the page cache, never around it with O_DIRECT: for a cache root on a filesystem that takes O_DIRECT but is slow with it (NFS, some FUSE filesystems) (env: MODELCACHE_NO_DIRECT_WRITES=1)",
+    ).default(!switchFromEnv("MODELCACHE_NO_DIRECT_WRITES")),
+  )
   .addOption(flag("--metrics-listen <host:port>", "serve Prometheus metrics at http://<host:port>/metrics").argParser(hostAndPort))
   .addOption(flag("--hf-cache-dir <dir>", "keep the Hugging Face hub cache layout of hub installs in <dir> (hard links, on the cache root's filesystem) for HF_HUB_CACHE readers; off unless given"))
   .addOption(flag("--hub-listen <host:port>", "serve the Hugging Face Hub protocol (downloads of installed models) at http(s)://<host:port>, or on unix:PATH; off unless given").argParser(hostAndPort))

@@ -37,6 +37,8 @@ export interface PeerFileOptions {
   sha256: string;
   bandwidth?: RateCap;
   parallelRangeMinBytes: number;
+  /** false: downloads are written through the page cache only (see DownloadOptions) */
+  directWrites?: boolean;
   signal: AbortSignal;
   /** a fresh count of bytes for each attempt (the caller tells the pull only what passes earlier attempts) */
   attempt(): (bytes: number) => void;
@@ -127,6 +129,7 @@ async function fromPeers<T>(peers: Peers, pull: PeerPull, options: PeerFileOptio
         sizeBytes: options.sizeBytes,
         sha256,
         bandwidth: options.bandwidth && stall.resting(options.bandwidth),
+        directWrites: options.directWrites,
         signal: AbortSignal.any([signal, stall.signal]),
         onBytes: options.attempt(),
       };

@@ -22,6 +22,8 @@ export interface PeerSourceOptions {
   store: ContentStore;
   bandwidth: Bandwidth | undefined;
   parallelRangeMinBytes: number;
+  /** false: downloads are written through the page cache only (see DownloadOptions) */
+  directWrites?: boolean;
 }
 
 export function withPeers(source: FetchingSource, options: PeerSourceOptions): FetchingSource {
@@ -45,6 +47,7 @@ export function withPeers(source: FetchingSource, options: PeerSourceOptions): F
     sha256: file.sha256,
     bandwidth: options.bandwidth,
     parallelRangeMinBytes: options.parallelRangeMinBytes,
+    directWrites: options.directWrites,
     signal,
     attempt,
   });

@@ -51,6 +51,8 @@ export interface ServerOptions {
   maxBytesPerSecond?: number;
   /** LFS files at least this large are fetched as parallel byte ranges (default 64 MiB) */
   parallelRangeMinBytes?: number;
+  /** false (--no-direct-writes): every download is written through the page cache (default true) */
+  directWrites?: boolean;
   /** host:port to serve Prometheus metrics on, at /metrics */
   metricsListen?: string;
   /** host:port or unix:PATH to serve the Hugging Face Hub protocol on (the hub endpoint); unset: off */
@@ -196,6 +198,7 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     offline: options.offline ?? false,
     maxBytesPerSecond: options.maxBytesPerSecond ? checkRate(options.maxBytesPerSecond) : undefined,
     parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
+    directWrites: options.directWrites ?? true,
   };
   const s3 = {
     endpoint: options.s3Endpoint !== undefined ? checkHttpUrl("--s3-endpoint", options.s3Endpoint, "http://127.0.0.1:9000") : undefined,

@@ -18,6 +18,8 @@ export interface ChildServerOptions {
   args?: string[];
   /** every line the server prints is appended here; without it, its stderr is the test's */
   logFile?: string;
+  /** environment variables the server gets beside the test's own */
+  env?: Record<string, string>;
 }
 
 export interface ChildServer {
@@ -33,7 +35,7 @@ export interface ChildServer {
 
 export async function spawnServer(options: ChildServerOptions): Promise<ChildServer> {
   const args = [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", options.dataDir, "--log-format", "json", ...(options.args ?? [])];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", options.logFile ? "pipe" : "inherit"] });
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", options.logFile ? "pipe" : "inherit"], env: { ...process.env, ...options.env } });
   const exited = once(child, "exit");
   const log = options.logFile ? createWriteStream(options.logFile, { flags: "a" }) : undefined;
   if (log) child.stderr!.pipe(log, { end: false });

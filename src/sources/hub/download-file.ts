@@ -47,6 +47,12 @@ export interface DownloadOptions {
   onBytes(bytes: number): void;
   /** how the partial is made durable (the real fsync unless a caller must see it fail) */
   sync?: FileSync;
+  /**
+   * false: every write goes through the page cache, for a filesystem that
+   * takes O_DIRECT but is slow with it (NFS, some FUSE filesystems); else
+   * written around it where the filesystem takes it (direct-writes.ts)
+   */
+  directWrites?: boolean;
 }
 
 const MAX_FAILURES = 5;
@@ -118,7 +124,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       const bandwidth = options.bandwidth;
       // readable too: the hashing thread reads the bytes kept from an earlier attempt back through it
       const handle = await open(partialPath, have > 0 ? "r+" : "w+");
-      const direct = await openDirectBeside(handle, partialPath);
+      const direct = options.directWrites === false ? undefined : await openDirectBeside(handle, partialPath);
       writeback = new Writeback(handle, { sync: options.sync, direct });
       if (behind) {
         // the bytes kept from an earlier attempt are read back and hashed first, then the rest: each block hashed in place

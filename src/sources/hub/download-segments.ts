@@ -99,7 +99,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   progress();
 
   const handle = await open(partialPath, "r+");
-  const direct = await openDirectBeside(handle, partialPath);
+  const direct = options.directWrites === false ? undefined : await openDirectBeside(handle, partialPath);
   const writeback = new Writeback(handle, {
     sync: options.sync,
     direct,

@@ -79,6 +79,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
       sha256: file.sha256,
       gitBlobId: file.sha256 === undefined ? file.gitBlobId : undefined,
       bandwidth: options.bandwidth,
+      directWrites: options.directWrites,
       signal,
       onBytes,
     };

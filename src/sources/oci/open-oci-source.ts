@@ -179,7 +179,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
 
   function request(file: OciFile, partialPath: string, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
     // the rate cap is the server's one Bandwidth, the same hub and S3 downloads take from, in the same download functions
-    return { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, signal, onBytes };
+    return { http, url: http.url(`blobs/${file.digest}`), origin: `${origin}, layer ${file.digest}`, path: file.path, partialPath, sizeBytes: file.sizeBytes, sha256: file.sha256!, bandwidth: options.bandwidth, directWrites: options.directWrites, signal, onBytes };
   }
 }
 

@@ -77,7 +77,7 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
   };
 
   function request(file: S3File, signal: AbortSignal, onBytes: (bytes: number) => void): DownloadOptions {
-    return { http: store, url: file.key, origin, path: file.path, partialPath: join(partialDir, file.path), sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, signal, onBytes };
+    return { http: store, url: file.key, origin, path: file.path, partialPath: join(partialDir, file.path), sizeBytes: file.sizeBytes, sha256: file.sha256, bandwidth: options.bandwidth, directWrites: options.directWrites, signal, onBytes };
   }
 }
 
