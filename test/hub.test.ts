@@ -442,6 +442,29 @@ describe("pulling from a hub", () => {
     }
   });
 
+  it("pulls many files at once without Node's listener-leak warning: each file's requests listen to the pull's signal", async function () {
+    this.timeout(20_000);
+    for (let i = 0; i < 24; i++) hub.commitFile(`shards/shard-${String(i).padStart(2, "0")}.json`, `{"shard": ${i}}`);
+    // every file's transfer in flight at once, each held until all have asked
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    for (let i = 0; i < 24; i++) hub.faults.hold.set(`shards/shard-${String(i).padStart(2, "0")}.json`, held);
+    await t.restart({ fileConcurrency: 16 });
+    const warnings: Error[] = [];
+    const warned = (warning: Error) => warnings.push(warning);
+    process.on("warning", warned);
+    try {
+      const pulling = pull(t.client, { name: "minilm" });
+      while (hub.requests.filter((r) => r.path.includes("/shards/")).length < 16) await new Promise((resolve) => setTimeout(resolve, 10));
+      release();
+      expect((await pulling).error).to.equal(undefined);
+    } finally {
+      release();
+      process.off("warning", warned);
+    }
+    expect(warnings.map((w) => w.name)).to.not.include("MaxListenersExceededWarning");
+  });
+
   describe("offline", () => {
     it("re-pulls a healthy install of a pinned commit without touching the network", async () => {
       await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: REPO, revision: hub.commit }) });

@@ -9,6 +9,7 @@
 // Several files are in flight at once; memory per file is a few chunks,
 // whatever its size.
 import { randomBytes } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { filesystemError } from "../errors.js";
@@ -31,6 +32,8 @@ import { readManifest } from "./read-manifest.js";
 
 /** files under this size take the small files' worker (see installArtifacts) */
 const SMALL_FILE_BYTES = 1024 * 1024;
+/** abort listeners one file in flight may add to the pull's signal at once (see installArtifacts) */
+const LISTENERS_PER_FILE = 4;
 
 /** Told about each file as the install goes; fileStarted comes for the large files (1 MiB or more) in path order, and for the small ones in path order, the two interleaved. */
 export interface InstallObserver {
@@ -71,6 +74,10 @@ export async function installArtifacts(options: InstallArtifactsOptions): Promis
   // the first file to fail stops the others
   const stop = new AbortController();
   const signal = AbortSignal.any([options.signal, stop.signal]);
+  // every file in flight listens to it: its request (undici and requestPromptly each), a hash of its stored
+  // copy, a wait for its blob's lock. Bounded by the workers, not a leak: without this, a pull of more than
+  // a few files at once printed Node's "possible EventTarget memory leak" warning
+  setMaxListeners(LISTENERS_PER_FILE * (options.concurrency + 1), signal);
   const staging = join(layout.staging, `${name}.${randomBytes(6).toString("hex")}`);
   await mkdir(staging, { recursive: true }).catch((err: unknown) => {
     throw filesystemError("create the staging dir", staging, err);
