@@ -66,6 +66,22 @@ describe("pulling from an S3-compatible store", () => {
     expect(s3.requests.filter((r) => r.query.includes("continuation-token")).length).to.be.above(0);
   });
 
+  it("asks the checksums of many objects at once without Node's listener-leak warning", async () => {
+    const many: Record<string, string> = {};
+    for (let i = 0; i < 12; i++) many[`minilm/shards/${String(i).padStart(2, "0")}.json`] = `{"shard": ${i}}`;
+    await s3.put(BUCKET, many);
+    const warnings: Error[] = [];
+    const warned = (warning: Error) => warnings.push(warning);
+    process.on("warning", warned);
+    try {
+      await pullOk(t.client, { name: "minilm" });
+    } finally {
+      process.off("warning", warned);
+    }
+    expect(s3.requests.filter((r) => r.method === "HEAD").length, "a HEAD for each object").to.be.at.least(12);
+    expect(warnings.map((w) => w.name)).to.not.include("MaxListenersExceededWarning");
+  });
+
   it("resumes an object whose connection dropped midway, fetching only the missing bytes", async () => {
     await call(t.client, "updateModel", { name: "minilm", model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store", include: ["onnx/"] }) });
     s3.faults.dropAfter.set("minilm/onnx/model.onnx", 1024 * 1024);

@@ -8,6 +8,7 @@
 // without a checksum is known by its version (key, ETag, size) once it has
 // been downloaded, so content the store holds is linked the next time.
 import { createHash } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { FetchingSource, RemoteSourceOptions } from "../artifact-source.js";
@@ -99,11 +100,15 @@ export function objectVersionId(endpoint: string | undefined, bucket: string, fi
  * file's sha256, and is left out).
  */
 async function announceChecksums(store: S3Store, files: S3File[], signal: AbortSignal): Promise<void> {
+  // every HEAD in flight listens to it twice (undici's and requestPromptly's): a signal of their own allows
+  // that many, where the caller's would warn of a "possible EventTarget memory leak" past ten
+  const heads = AbortSignal.any([signal]);
+  setMaxListeners(2 * HEADS_AT_ONCE, heads);
   let next = 0;
   const worker = async () => {
     while (next < files.length) {
       const file = files[next++]!;
-      const head = await store.head(file.key, signal);
+      const head = await store.head(file.key, heads);
       const checksum = head.ChecksumSHA256;
       if (checksum === undefined || checksum.includes("-") || (head.ChecksumType !== undefined && head.ChecksumType !== "FULL_OBJECT")) continue;
       const hex = Buffer.from(checksum, "base64").toString("hex");
