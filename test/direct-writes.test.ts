@@ -4,7 +4,7 @@
 // offset that is no multiple of the device's block or in byte ranges, and a
 // server killed in the middle of such writes.
 import { execFile } from "node:child_process";
-import { mkdir, readFile, stat, truncate } from "node:fs/promises";
+import { mkdir, readFile, stat, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { status } from "@grpc/grpc-js";
@@ -106,6 +106,47 @@ describe("downloads written around the page cache", function () {
     const before = hub.sent(FILE);
     await pullOk(t!.client, { name: "minilm" });
     expect(hub.sent(FILE) - before, "only the missing bytes were fetched").to.equal(BIG - kept);
+    expect(sha256(await readFile(installed()))).to.equal(hub.file(FILE).sha256);
+  });
+
+  it("writes a lone file fetched in ranges over several connections at once around the page cache, reads it back so to hash it, and it verifies", async () => {
+    await mkdir(dataDir(), { recursive: true });
+    // 8 MiB in 2 MiB ranges: the file is alone, so every idle connection fetches a range of it
+    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
+    await pullOk(t.client, { name: "minilm" });
+    const ranges = hub.contentRequests(FILE).filter((r) => r.status === 206);
+    expect(ranges.length, "ranges asked").to.be.at.least(4);
+    expect(new Set(ranges.map((r) => r.range)).size, "each range asked once").to.equal(ranges.length);
+    // through the page cache, the ranges that landed ahead of the hashed edge stayed there
+    expect(await residentBytes(installed()), "bytes of the pulled file in the page cache").to.be.below(64 * 1024);
+    expect(sha256(await readFile(installed()))).to.equal(hub.file(FILE).sha256);
+  });
+
+  it("resumes a lone file fetched in ranges from kept ranges that end inside a device block, and verifies it", async () => {
+    await mkdir(dataDir(), { recursive: true });
+    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
+    hub.faults.bytesPerSecond = 8 * 1024 * 1024;
+    const first = await pull(t.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if ((event.fileProgress?.bytesDone ?? 0) > 3 * 1024 * 1024) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t.server.runtime.pulls.find("minilm")?.done;
+    hub.faults.bytesPerSecond = undefined;
+    // each kept range cut to end 1001 bytes short of a multiple of 4096: the rest of each starts inside a unit
+    const statePath = `${partial()}.segments.json`;
+    const state = JSON.parse(await readFile(statePath, "utf8")) as { segments: { start: number; end: number; done: number }[] };
+    const kept = state.segments.filter((segment) => segment.done > 4096);
+    expect(kept.length, "ranges kept with bytes in them").to.be.above(0);
+    for (const segment of kept) segment.done = Math.floor(segment.done / 4096) * 4096 - 1001;
+    await writeFile(statePath, JSON.stringify(state));
+    const before = hub.sent(FILE);
+    await pullOk(t.client, { name: "minilm" });
+    const keptBytes = state.segments.reduce((sum, segment) => sum + segment.done, 0);
+    expect(hub.sent(FILE) - before, "only the bytes not kept were fetched").to.equal(BIG - keptBytes);
     expect(sha256(await readFile(installed()))).to.equal(hub.file(FILE).sha256);
   });
 

@@ -24,14 +24,15 @@ const O_TMPFILE = 0o20000000 | constants.O_DIRECTORY;
 let probeDirectory: string | undefined;
 
 /**
- * A second descriptor of `path` that writes around the page cache, or
+ * A second descriptor of `path` that writes (and reads: read-back-around.ts)
+ * around the page cache, or
  * undefined where direct writes are not supported (no O_DIRECT on this
  * system, a filesystem that refuses it).
  */
 export async function openDirect(path: string): Promise<FileHandle | undefined> {
   if (constants.O_DIRECT === undefined) return undefined;
   try {
-    const handle = await open(path, constants.O_WRONLY | constants.O_DIRECT | constants.O_NOFOLLOW);
+    const handle = await open(path, constants.O_RDWR | constants.O_DIRECT | constants.O_NOFOLLOW);
     probeDirectory = dirname(path);
     return handle;
   } catch (err) {

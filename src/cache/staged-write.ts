@@ -95,6 +95,11 @@ export function giveBack(view: Buffer): void {
 }
 
 const lent = new Map<Buffer, Block>();
+
+/** Whether the kernel takes this block's memory for I/O around the page cache (a lent block's, once a probe found its offset). */
+export function isDirectReady(view: Buffer): boolean {
+  return directReady.has(view);
+}
 /**
  * The last write queued on each file. The writes of a file run one at a
  * time: ext4 holds the inode's lock through a buffered write, so several

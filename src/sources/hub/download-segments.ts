@@ -3,9 +3,8 @@
 // them in order; idle connections of the pull (see connections.ts) join in
 // and take the next ones, so a lone large file is fetched in parallel, while
 // files already downloading side by side are not split further. The file is
-// hashed in order as its segments land, on the hashing thread, which reads
-// what landed back from the page cache (hash-behind.ts), so no pass over the
-// whole file is left at the end. Each segment's progress is kept in
+// hashed in order as its segments land, on the hashing thread (see
+// InOrderHash), so no pass over the whole file is left at the end. Each segment's progress is kept in
 // `<partial>.segments.json`, counting only bytes a completed sync has put on
 // the disk, so a dropped connection, a
 // cancelled pull or a restart resumes every segment where it stopped. A
@@ -18,6 +17,7 @@ import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../fs/durable.js";
 import { openDirectBeside } from "../../cache/direct-writes.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
+import { ReadBackAround } from "../../cache/read-back-around.js";
 import { BLOCK_BYTES, type PutBlock, StagedWrite, writeTo } from "../../cache/staged-write.js";
 import { Writeback, writeAndHash } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
@@ -114,7 +114,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   // the first segment to fail stops the others; all settle before the file is closed
   const stop = new AbortController();
   const inner = AbortSignal.any([signal, stop.signal]);
-  const hashing = new InOrderHash(handle, partialPath, all, resumed);
+  const hashing = new InOrderHash(handle, direct, partialPath, all, resumed);
   // segments fetched at once: a block is hashed in place only while its file has one
   let fetching = 0;
   const put = hashing.put(writeTo(handle), writeback.put(), () => fetching === 1);
@@ -232,15 +232,19 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
  * sha256 of the file in order, on the hashing thread (see hash-behind.ts), so
  * the main thread, which receives every byte, hashes none. While one
  * connection fetches the file, segment after segment, each block is handed
- * over and hashed in place while it is written (around the page cache where
- * the file allows it). While several fetch it at once, every block is
- * written through the page cache and read back once every byte before it
- * has landed: a block handed over would wait for what the thread still has
- * to read back before it, and its stream with it (measured: a lone 512 MiB
+ * over and hashed in place while it is written. While several fetch it at
+ * once, the blocks land out of order, and each is hashed once every byte
+ * before it has landed: written around the page cache where the file allows
+ * it, and read back from the disk the same way (read-back-around.ts), else
+ * written through the page cache and read back from it by the hashing
+ * thread. A block handed over in place then would wait for what must be
+ * read back before it, and its stream with it (measured: a lone 512 MiB
  * file pulled a tenth slower).
  */
 class InOrderHash {
   private readonly behind: HashBehind;
+  /** reads back what landed around the page cache; undefined: the hashing thread reads it from the page cache */
+  private readonly around: ReadBackAround | undefined;
   /** the first segment not yet whole */
   private edge = 0;
   private sha256: string | undefined;
@@ -252,25 +256,36 @@ class InOrderHash {
   private hashedUnwritten = false;
 
   /**
-   * With `resumed` (ranges kept from an earlier attempt), every block is
-   * read back: a block handed over would wait, its stream with it, until the
-   * kept bytes before it are read back.
+   * With `direct` (the file's descriptor around the page cache), blocks that
+   * are not hashed in place are written and read back around the page
+   * cache. With `resumed` (ranges kept from an earlier attempt), every block
+   * is read back: a block handed over would wait, its stream with it, until
+   * the kept bytes before it are read back.
    */
   constructor(
     handle: FileHandle,
+    direct: FileHandle | undefined,
     private readonly path: string,
     private readonly segments: Segment[],
     private readonly resumed: boolean,
   ) {
     this.behind = new HashBehind(handle.fd);
+    this.around = direct && ReadBackAround.open(handle, direct, this.behind);
   }
 
-  /** How a block is put: by `inPlace` and handed over when `alone` and it is the next to hash, else by `readBack` (the page cache). */
-  put(readBack: PutBlock, inPlace: PutBlock, alone: () => boolean): PutBlock {
+  /**
+   * How a block is put: by `inPlace` and handed over when `alone` and it is
+   * the next to hash; else written by `inPlace` too when what is not handed
+   * over is read back around the page cache, or by `throughPageCache`.
+   */
+  put(throughPageCache: PutBlock, inPlace: PutBlock, alone: () => boolean): PutBlock {
+    const around = this.around;
     return (block, length, position) => {
-      if (this.resumed || this.hashedUnwritten || !alone() || position !== this.frontier()) return readBack(block, length, position);
+      const next = !this.resumed && !this.hashedUnwritten && alone() && position === this.frontier() && (!around || position === around.handed);
+      if (!next) return around ? inPlace(block, length, position) : throughPageCache(block, length, position);
+      if (around) around.handedInPlace(position, position + length);
       // the bytes before it (kept from an earlier attempt, or fetched beside) are read back first
-      this.behind.reach(position);
+      else this.behind.reach(position);
       return writeAndHash(inPlace, this.behind, block, length, position).catch((error: unknown) => {
         this.hashedUnwritten = true;
         throw error;
@@ -280,7 +295,8 @@ class InOrderHash {
 
   /** Notes that bytes were written (their segment's `done` already counts them). */
   landed(): void {
-    this.behind.reach(this.frontier());
+    if (this.around) this.around.reach(this.frontier());
+    else this.behind.reach(this.frontier());
   }
 
   /** Hashes whatever is left once every segment is whole. */
@@ -288,6 +304,7 @@ class InOrderHash {
     // hashWhole names the file in its own errors
     if (this.hashedUnwritten) return void (this.sha256 = await hashWhole(this.path, this.frontier(), signal));
     try {
+      await this.around?.drained();
       this.sha256 = await this.behind.finish(this.frontier());
     } catch (error) {
       throw filesystemError("read back", "the partial download", error);
@@ -296,7 +313,9 @@ class InOrderHash {
 
   /** Resolves once nothing reads the file any more, so it can be closed; never throws (end() reports). */
   async settle(): Promise<void> {
+    // the thread lets go of every block first: a block read back waits in it for the ones before
     await this.behind.close();
+    await this.around?.close();
   }
 
   digest(): string {

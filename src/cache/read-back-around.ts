@@ -1,0 +1,124 @@
+// The bytes of a file being downloaded in ranges, read back in order around
+// the page cache and handed to the hashing thread (hash-behind.ts) in shared
+// memory, for a file whose blocks are written around the page cache too
+// (direct-writes.ts): bytes that never entered the page cache cannot be
+// read back from it, and reading them through it would fill it with the
+// whole file. Two blocks take turns, so the next read (on the thread pool)
+// runs while the thread hashes the last one. The hashing thread itself only
+// hashes what it is handed here.
+import type { FileHandle } from "node:fs/promises";
+import { DIRECT_UNIT } from "./direct-writes.js";
+import type { HashBehind } from "./hash-behind.js";
+import { giveBack, isDirectReady, lendBlock } from "./staged-write.js";
+
+const BLOCKS = 2;
+
+export class ReadBackAround {
+  /** every byte before it is read back and handed over, or on its way */
+  private handedTo = 0;
+  /** how far the file's bytes have landed from its start */
+  private landedTo = 0;
+  /** blocks lent for reads, taken when a read first needs one: a file hashed in place needs none */
+  private readonly free: Buffer[] = [];
+  private lentCount = 0;
+  /** reads and hand-overs under way */
+  private readonly underWay = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
+  private stopped = false;
+
+  private constructor(
+    private readonly handle: FileHandle,
+    private readonly direct: FileHandle,
+    private readonly behind: HashBehind,
+  ) {}
+
+  /**
+   * A reader of the file open at `handle`, and at `direct` around the page
+   * cache, handing its bytes to `behind`; undefined when the blocks it would
+   * borrow cannot be used for direct reads (no probe found their offset).
+   */
+  static open(handle: FileHandle, direct: FileHandle, behind: HashBehind): ReadBackAround | undefined {
+    const block = lendBlock();
+    const ready = isDirectReady(block);
+    giveBack(block);
+    return ready ? new ReadBackAround(handle, direct, behind) : undefined;
+  }
+
+  /** The end of what is read back or on its way: a block handed over in place may start there. */
+  get handed(): number {
+    return this.handedTo;
+  }
+
+  /** Bytes from `position` to `end` were handed over in place (`position` must be `handed`). */
+  handedInPlace(position: number, end: number): void {
+    if (position !== this.handedTo) throw new Error(`handed over in place at ${position}, not at ${this.handedTo}`);
+    this.handedTo = end;
+  }
+
+  /** Every byte before `end` has landed in the file: it is read back as blocks come free. */
+  reach(end: number): void {
+    this.landedTo = Math.max(this.landedTo, end);
+    this.pump();
+  }
+
+  /** Resolves once every byte landed is handed over; throws a failed read's error. */
+  async drained(): Promise<void> {
+    while (this.underWay.size > 0) await Promise.all(this.underWay);
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Stops reading; resolves once no read or hand-over is under way, and gives the blocks back. Never throws. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    while (this.underWay.size > 0) await Promise.allSettled(this.underWay);
+    for (const block of this.free.splice(0)) giveBack(block);
+    this.lentCount = 0;
+  }
+
+  /** A free block, or a newly lent one while fewer than BLOCKS are lent. */
+  private takeBlock(): Buffer | undefined {
+    if (this.free.length > 0) return this.free.pop();
+    if (this.lentCount >= BLOCKS) return undefined;
+    this.lentCount += 1;
+    return lendBlock();
+  }
+
+  private pump(): void {
+    while (!this.stopped && !this.failure && this.handedTo < this.landedTo) {
+      const block = this.takeBlock();
+      if (!block) return;
+      const position = this.handedTo;
+      // a position inside a unit (a download resumed there) is read up to the unit's end, through the page cache (readAndHand)
+      const length = position % DIRECT_UNIT === 0 ? Math.min(block.length, this.landedTo - position) : Math.min(DIRECT_UNIT - (position % DIRECT_UNIT), this.landedTo - position);
+      this.handedTo += length;
+      const step = this.readAndHand(block, position, length).then(
+        () => {
+          this.underWay.delete(step);
+          this.free.push(block);
+          this.pump();
+        },
+        (error: unknown) => {
+          this.underWay.delete(step);
+          this.free.push(block);
+          this.failure ??= { error };
+        },
+      );
+      this.underWay.add(step);
+    }
+  }
+
+  private async readAndHand(block: Buffer, position: number, length: number): Promise<void> {
+    // whole units around the page cache: the last one's bytes past `length` (not landed yet, or past the end) are not used
+    // a block whose offset no probe found (lent after the probe's directory went) reads through the page cache
+    const aligned = position % DIRECT_UNIT === 0 && isDirectReady(block);
+    const asked = aligned ? Math.min(block.length, Math.ceil(length / DIRECT_UNIT) * DIRECT_UNIT) : length;
+    const from = aligned ? this.direct : this.handle;
+    for (let done = 0; done < length; ) {
+      const { bytesRead } = await from.read(block, done, asked - done, position + done);
+      done += bytesRead;
+      // a read around the page cache stops short only at the file's end (a read through it may stop anywhere)
+      if (bytesRead === 0 || (aligned && done % DIRECT_UNIT !== 0 && done < length)) throw new Error(`the file ended at ${position + done} bytes, before ${position + length}`);
+    }
+    await this.behind.feed(block, length, position);
+  }
+}
