@@ -68,10 +68,11 @@ describe("reading a download back around the page cache", function () {
     await around.drained();
     await fed;
     expect(await behind.finish(SIZE)).to.equal(sha256(content));
-    expect(() => around.handedInPlace(0, 1), "in place only where nothing was handed over").to.throw(/not at/);
+    expect(around.takesInPlace(0), "in place only where nothing was handed over").to.equal(false);
+    expect(() => around.handedInPlace(0, 1)).to.throw(/not at/);
   });
 
-  it("stops with reads under way, and fails the hash when a read finds the file shorter than what landed", async () => {
+  it("stops with reads under way, and fails the hash when what landed runs past the file's end", async () => {
     around.reach(SIZE);
     await behind.close();
     await around.close();
@@ -80,12 +81,44 @@ describe("reading a download back around the page cache", function () {
     const short = ReadBackAround.open(handle, direct, shortBehind)!;
     try {
       short.reach(SIZE + 4096);
+      await short.drained();
+      expect(String(short.readFailure)).to.match(/the file ended at \d+ bytes, before/);
       let failure: unknown;
-      await short.drained().catch((err: unknown) => (failure = err));
-      expect(String(failure)).to.match(/the file ended at \d+ bytes, before/);
+      await shortBehind.finish(SIZE + 4096).catch((err: unknown) => (failure = err));
+      expect(String(failure), "the hashing thread, reading the rest itself, finds the end too").to.match(/ended at/);
     } finally {
       await shortBehind.close();
       await short.close();
+    }
+  });
+
+  it("lets the hashing thread read the rest through the page cache once a read fails, and the hash holds", async () => {
+    await behind.close();
+    await around.close();
+    // a descriptor whose first read fails as a disk would
+    let reads = 0;
+    const failing = new Proxy(direct, {
+      get(target, key) {
+        if (key !== "read") return Reflect.get(target, key, target) as unknown;
+        return (...args: Parameters<FileHandle["read"]>) => {
+          reads += 1;
+          return reads === 1 ? Promise.reject(Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" })) : (target.read as (...a: unknown[]) => unknown)(...args);
+        };
+      },
+    });
+    const failingBehind = new HashBehind(handle.fd);
+    const reader = ReadBackAround.open(handle, failing, failingBehind)!;
+    try {
+      reader.reach(2 * BLOCK_BYTES);
+      await reader.drained();
+      expect((reader.readFailure as NodeJS.ErrnoException).code).to.equal("EIO");
+      expect(reader.takesInPlace(reader.handed), "no block handed over in place after a failed read").to.equal(false);
+      reader.reach(SIZE);
+      await reader.drained();
+      expect(await failingBehind.finish(SIZE)).to.equal(sha256(content));
+    } finally {
+      await failingBehind.close();
+      await reader.close();
     }
   });
 });

@@ -5,7 +5,10 @@
 // read back from it, and reading them through it would fill it with the
 // whole file. Two blocks take turns, so the next read (on the thread pool)
 // runs while the thread hashes the last one. The hashing thread itself only
-// hashes what it is handed here.
+// hashes what it is handed here, until a read fails: from then on it reads
+// what is not handed over itself, through the page cache (a filesystem that
+// refuses a direct read, or a fault a read through the page cache may not
+// meet; one that it meets too fails the hash, and the download with it).
 import type { FileHandle } from "node:fs/promises";
 import { DIRECT_UNIT } from "./direct-writes.js";
 import type { HashBehind } from "./hash-behind.js";
@@ -23,6 +26,7 @@ export class ReadBackAround {
   private lentCount = 0;
   /** reads and hand-overs under way */
   private readonly underWay = new Set<Promise<void>>();
+  /** the first read that failed: the hashing thread reads the rest itself since */
   private failure: { error: unknown } | undefined;
   private stopped = false;
 
@@ -49,6 +53,16 @@ export class ReadBackAround {
     return this.handedTo;
   }
 
+  /** Whether a block may be handed over in place at `position`: every byte before it is handed over or on its way, and no read failed. */
+  takesInPlace(position: number): boolean {
+    return !this.failure && position === this.handedTo;
+  }
+
+  /** The failure of a read, if one failed (the hashing thread reads the rest itself since). */
+  get readFailure(): unknown {
+    return this.failure?.error;
+  }
+
   /** Bytes from `position` to `end` were handed over in place (`position` must be `handed`). */
   handedInPlace(position: number, end: number): void {
     if (position !== this.handedTo) throw new Error(`handed over in place at ${position}, not at ${this.handedTo}`);
@@ -58,13 +72,13 @@ export class ReadBackAround {
   /** Every byte before `end` has landed in the file: it is read back as blocks come free. */
   reach(end: number): void {
     this.landedTo = Math.max(this.landedTo, end);
-    this.pump();
+    if (this.failure) this.behind.reach(this.landedTo);
+    else this.pump();
   }
 
-  /** Resolves once every byte landed is handed over; throws a failed read's error. */
+  /** Resolves once every read and hand-over under way has ended. Never throws: a failed read is readFailure. */
   async drained(): Promise<void> {
-    while (this.underWay.size > 0) await Promise.all(this.underWay);
-    if (this.failure) throw this.failure.error;
+    while (this.underWay.size > 0) await Promise.allSettled(this.underWay);
   }
 
   /** Stops reading; resolves once no read or hand-over is under way, and gives the blocks back. Never throws. */
@@ -101,6 +115,9 @@ export class ReadBackAround {
           this.underWay.delete(step);
           this.free.push(block);
           this.failure ??= { error };
+          // the bytes of this read were never handed over, and the blocks after them wait in the
+          // hashing thread for them: it reads them, and all that lands from here on, itself
+          this.behind.reach(this.landedTo);
         },
       );
       this.underWay.add(step);

@@ -281,7 +281,7 @@ class InOrderHash {
   put(throughPageCache: PutBlock, inPlace: PutBlock, alone: () => boolean): PutBlock {
     const around = this.around;
     return (block, length, position) => {
-      const next = !this.resumed && !this.hashedUnwritten && alone() && position === this.frontier() && (!around || position === around.handed);
+      const next = !this.resumed && !this.hashedUnwritten && alone() && position === this.frontier() && (!around || around.takesInPlace(position));
       if (!next) return around ? inPlace(block, length, position) : throughPageCache(block, length, position);
       if (around) around.handedInPlace(position, position + length);
       // the bytes before it (kept from an earlier attempt, or fetched beside) are read back first
@@ -295,6 +295,8 @@ class InOrderHash {
 
   /** Notes that bytes were written (their segment's `done` already counts them). */
   landed(): void {
+    // the file is hashed whole at the end: nothing more is read back for this hash
+    if (this.hashedUnwritten) return;
     if (this.around) this.around.reach(this.frontier());
     else this.behind.reach(this.frontier());
   }
