@@ -60,6 +60,19 @@ describe("downloads written around the page cache", function () {
     return t;
   }
 
+  /** A pull at 8 MiB/s cancelled once a file is past `bytes`, ended: what it fetched is kept for the next. */
+  async function pullCancelledPast(bytes: number): Promise<void> {
+    hub.faults.bytesPerSecond = 8 * 1024 * 1024;
+    const first = await pull(t!.client, { name: "minilm" }, {
+      onEvent: (event, stream) => {
+        if ((event.fileProgress?.bytesDone ?? 0) > bytes) stream.cancel();
+      },
+    });
+    expect(first.error?.code).to.equal(status.CANCELLED);
+    await t!.server.runtime.pulls.find("minilm")?.done;
+    hub.faults.bytesPerSecond = undefined;
+  }
+
   it("leaves none of a pulled file's pages in memory, and the file verifies", async () => {
     await serve();
     await pullOk(t!.client, { name: "minilm" });
@@ -127,15 +140,7 @@ describe("downloads written around the page cache", function () {
     await mkdir(dataDir(), { recursive: true });
     t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024 });
     await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
-    hub.faults.bytesPerSecond = 8 * 1024 * 1024;
-    const first = await pull(t.client, { name: "minilm" }, {
-      onEvent: (event, stream) => {
-        if ((event.fileProgress?.bytesDone ?? 0) > 3 * 1024 * 1024) stream.cancel();
-      },
-    });
-    expect(first.error?.code).to.equal(status.CANCELLED);
-    await t.server.runtime.pulls.find("minilm")?.done;
-    hub.faults.bytesPerSecond = undefined;
+    await pullCancelledPast(3 * 1024 * 1024);
     // each kept range cut to end 1001 bytes short of a multiple of 4096: the rest of each starts inside a unit
     const statePath = `${partial()}.segments.json`;
     const state = JSON.parse(await readFile(statePath, "utf8")) as { segments: { start: number; end: number; done: number }[] };
@@ -158,15 +163,7 @@ describe("downloads written around the page cache", function () {
     // 6 MiB files cut in 2 MiB ranges; four files, four connections: no connection is idle to fetch ranges side by side
     t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 4 * 1024 * 1024 });
     await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: ["shards/"] }) });
-    hub.faults.bytesPerSecond = 8 * 1024 * 1024;
-    const first = await pull(t.client, { name: "minilm" }, {
-      onEvent: (event, stream) => {
-        if ((event.fileProgress?.bytesDone ?? 0) > 3 * 1024 * 1024) stream.cancel();
-      },
-    });
-    expect(first.error?.code).to.equal(status.CANCELLED);
-    await t.server.runtime.pulls.find("minilm")?.done;
-    hub.faults.bytesPerSecond = undefined;
+    await pullCancelledPast(3 * 1024 * 1024);
     const before = Object.keys(shards).map((path) => hub.sent(path));
     let stream: { cancel(): void } | undefined;
     const resumed = pull(t.client, { name: "minilm" }, { onEvent: (_event, s) => (stream = s) });
