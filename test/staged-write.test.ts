@@ -102,6 +102,23 @@ describe("writing a download through a reused block", () => {
     expect(puts.map((p) => p.position)).to.deep.equal([0, 8192]);
   });
 
+  for (const [start, length] of [
+    [0, 8192],
+    [100, 5000],
+  ]) {
+    it(`puts a small stream of ${length} bytes from ${start} in one put, from its own memory alone`, async () => {
+      const { puts, put } = recorded();
+      const staged = new StagedWrite(put, start, () => undefined, 2, length);
+      const bytes = patternedBytes(length);
+      for (let offset = 0; offset < length; offset += 1000) expect(staged.add(bytes.subarray(offset, offset + 1000)), "the stream never waits").to.equal(undefined);
+      await staged.flush();
+      await staged.release();
+      expect(puts.map((p) => [p.position, p.bytes.length])).to.deep.equal([[start, length]]);
+      expect(puts[0]!.memory.byteLength, "not a spare block of a MiB").to.be.below(BLOCK_BYTES);
+      expect(puts[0]!.bytes).to.deep.equal(bytes);
+    });
+  }
+
   it("lends a spare block to no stream while it is lent, and takes it back for the next", async () => {
     const lent = lendBlock();
     expect(lent.length).to.equal(BLOCK_BYTES);

@@ -81,6 +81,11 @@ export class ReadBackAround {
     while (this.underWay.size > 0) await Promise.allSettled(this.underWay);
   }
 
+  /** Starts no more reads: those under way end on their own. */
+  stop(): void {
+    this.stopped = true;
+  }
+
   /** Stops reading; resolves once no read or hand-over is under way, and gives the blocks back. Never throws. */
   async close(): Promise<void> {
     this.stopped = true;

@@ -64,10 +64,12 @@ function newBlock(): Block {
  * A block just large enough for a stream of `bytes` (a small file): not one
  * of the spare ones, which are a MiB each. Never written around the page
  * cache: the whole units of a file this small are few, and the probe costs
- * more than they would save.
+ * more than they would save. A byte longer than the stream, rounded up to a
+ * unit, so that the stream never fills it: filled, it would be put while the
+ * stream goes on, and the stream would take a spare block for what follows.
  */
 function smallBlock(bytes: number): Block {
-  const memory = Buffer.from(new SharedArrayBuffer(Math.max(DIRECT_UNIT, Math.ceil(bytes / DIRECT_UNIT) * DIRECT_UNIT)));
+  const memory = Buffer.from(new SharedArrayBuffer(Math.ceil((bytes + 1) / DIRECT_UNIT) * DIRECT_UNIT));
   return { memory, view: memory, probed: true, pooled: false };
 }
 
@@ -192,11 +194,13 @@ export class StagedWrite {
     bytes?: number,
   ) {
     // the second block is taken when the first is first put: a small file never takes it
-    this.held = [bytes !== undefined && bytes < BLOCK_BYTES ? smallBlock(bytes) : takeBlock()];
+    const small = bytes !== undefined && bytes < BLOCK_BYTES;
+    this.held = [small ? smallBlock(bytes) : takeBlock()];
     this.blocks = blocks;
     this.block = this.held[0]!.view;
     this.put = typeof to === "function" ? to : writeTo(to);
-    this.capacity = Math.min(position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT), this.block.length);
+    // a small block is never written around the page cache: it takes the whole stream wherever it starts
+    this.capacity = small ? this.block.length : position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT);
   }
 
   /** The bytes taken and not yet put (buffered, or being put). */

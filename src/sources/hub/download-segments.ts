@@ -243,6 +243,8 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
  */
 class InOrderHash {
   private readonly behind: HashBehind;
+  /** set (shared memory) when the download is stopped: the hashing thread stops reading within 1 MiB */
+  private readonly stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
   /** reads back what landed around the page cache; undefined: the hashing thread reads it from the page cache */
   private readonly around: ReadBackAround | undefined;
   /** the first segment not yet whole */
@@ -269,7 +271,7 @@ class InOrderHash {
     private readonly segments: Segment[],
     private readonly resumed: boolean,
   ) {
-    this.behind = new HashBehind(handle.fd);
+    this.behind = new HashBehind(handle.fd, this.stop);
     this.around = direct && ReadBackAround.open(handle, direct, this.behind);
   }
 
@@ -305,17 +307,27 @@ class InOrderHash {
   async end(signal: AbortSignal): Promise<void> {
     // hashWhole names the file in its own errors
     if (this.hashedUnwritten) return void (this.sha256 = await hashWhole(this.path, this.frontier(), signal));
+    // a cancel while what landed last is read back and hashed (a resumed file's kept bytes may be most of it) ends both at once
+    const stopped = () => {
+      this.around?.stop();
+      Atomics.store(this.stop, 0, 1);
+    };
+    if (signal.aborted) stopped();
+    else signal.addEventListener("abort", stopped, { once: true });
     try {
       await this.around?.drained();
       this.sha256 = await this.behind.finish(this.frontier());
     } catch (error) {
-      throw filesystemError("read back", "the partial download", error);
+      throw signal.aborted ? signal.reason : filesystemError("read back", "the partial download", error);
+    } finally {
+      signal.removeEventListener("abort", stopped);
     }
   }
 
   /** Resolves once nothing reads the file any more, so it can be closed; never throws (end() reports). */
   async settle(): Promise<void> {
     // the thread lets go of every block first: a block read back waits in it for the ones before
+    this.around?.stop();
     await this.behind.close();
     await this.around?.close();
   }
