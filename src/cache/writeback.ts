@@ -9,6 +9,7 @@
 import type { FileHandle } from "node:fs/promises";
 import { Writable } from "node:stream";
 import type { HashBehind } from "./hash-behind.js";
+import type { ReadBackAround } from "./read-back-around.js";
 import { type PutBlock, StagedWrite, writeTo } from "./staged-write.js";
 
 // every sync forces a flush of the disk's cache and stalls the writes around
@@ -94,17 +95,20 @@ export class Writeback {
    * FileHandle.createWriteStream it leaves the handle open and unreferenced when
    * it finishes, so the caller can sync and close it. Each block written is
    * handed to `hashing` as well, hashed in place while it is written; or,
-   * `readBack`, written through the page cache, and `hashing` told to read
-   * it back once it has landed (a resumed download: a block handed over
-   * would wait until the bytes kept before it are read back, its stream
-   * with it). `bytes`, when known, is how many the stream brings (a small
-   * file takes a block of its size).
+   * with `readBack`, read back once it has landed (a resumed download: a
+   * block handed over would wait until the bytes kept before it are read
+   * back, its stream with it): by a ReadBackAround, the block written
+   * around the page cache where the file allows it, or by `hashing` itself
+   * ("through the page cache"), the block written through it. `bytes`, when
+   * known, is how many the stream brings (a small file takes a block of its
+   * size).
    */
-  writer(start: number, hashing?: HashBehind, readBack = false, bytes?: number): Writable {
-    const put = readBack ? writeTo(this.handle) : this.put(hashing);
+  writer(start: number, hashing?: HashBehind, readBack?: ReadBackAround | "through the page cache", bytes?: number): Writable {
+    const put = readBack === undefined ? this.put(hashing) : readBack === "through the page cache" ? writeTo(this.handle) : this.put();
     const written = (length: number, end: number) => {
       this.wrote(length);
-      if (readBack) hashing?.reach(end);
+      if (readBack === "through the page cache") hashing?.reach(end);
+      else readBack?.reach(end);
     };
     const staged = new StagedWrite(put, start, written, 2, bytes);
     const keepWhatArrived = (write: Promise<void>) =>

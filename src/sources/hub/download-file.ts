@@ -16,6 +16,7 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
 import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
+import { ReadBackAround } from "../../cache/read-back-around.js";
 import { openDirectBeside } from "../../cache/direct-writes.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
@@ -112,6 +113,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
     if (have === sizeBytes && !behind) return digestsOf(hashes);
     let writeback: Writeback | undefined;
     let hashing: HashBehind | undefined;
+    let around: ReadBackAround | undefined;
     try {
       if (have === sizeBytes) return { sha256: await hashWhole(partialPath, sizeBytes) };
       const response = await http.get(options.url, `file '${options.path}'`, signal, have);
@@ -128,9 +130,12 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       writeback = new Writeback(handle, { sync: options.sync, direct });
       if (behind) {
         // the bytes kept from an earlier attempt are read back and hashed first, then the rest: each block hashed in place
-        // as it is written, or, when bytes were kept, read back too (see Writeback.writer)
+        // as it is written, or, when bytes were kept, read back too (see Writeback.writer), around the page cache where
+        // the file is written around it
         hashing = new HashBehind(handle.fd);
-        hashing.reach(have);
+        around = have > 0 && direct ? ReadBackAround.open(handle, direct, hashing) : undefined;
+        if (around) around.reach(have);
+        else hashing.reach(have);
       }
       // synchronous transforms: an async step per chunk would cost more than the hashing
       const counting = new Transform({
@@ -149,11 +154,13 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         : [];
       let digests: Digests | undefined;
       try {
-        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing, have > 0, sizeBytes - have)], { signal });
+        const readBack = have === 0 ? undefined : (around ?? "through the page cache");
+        await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing, readBack, sizeBytes - have)], { signal });
         // the partial is durable before it counts as whole
         await writeback.finish();
         if (received === sizeBytes) {
           try {
+            await around?.drained();
             digests = hashing ? { sha256: await hashing.finish(sizeBytes) } : digestsOf(hashes);
           } catch (err) {
             throw filesystemError("read back", partialPath, err);
@@ -161,8 +168,11 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         }
       } finally {
         await writeback.settle();
-        // the hashing thread reads through this descriptor: it lets go before the descriptor is closed
+        // the hashing thread reads through this descriptor, and the read-back through both: they let go before they are
+        // closed (the thread first: a block read back waits in it for the ones before)
+        around?.stop();
         await hashing?.close();
+        await around?.close();
         try {
           await direct?.close();
         } finally {
