@@ -114,8 +114,14 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
     let writeback: Writeback | undefined;
     let hashing: HashBehind | undefined;
     let around: ReadBackAround | undefined;
+    // a cancel while the kept bytes are still read back and hashed (they may be most of the file) stops both at once
+    const stopHashing = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+    const stopped = () => {
+      around?.stop();
+      Atomics.store(stopHashing, 0, 1);
+    };
     try {
-      if (have === sizeBytes) return { sha256: await hashWhole(partialPath, sizeBytes) };
+      if (have === sizeBytes) return { sha256: await hashWhole(partialPath, sizeBytes, signal) };
       const response = await http.get(options.url, `file '${options.path}'`, signal, have);
       if (have > 0 && !resumesAt(response, have)) {
         // the hub ignored the Range request: this file starts over
@@ -132,7 +138,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         // the bytes kept from an earlier attempt are read back and hashed first, then the rest: each block hashed in place
         // as it is written, or, when bytes were kept, read back too (see Writeback.writer), around the page cache where
         // the file is written around it
-        hashing = new HashBehind(handle.fd);
+        hashing = new HashBehind(handle.fd, stopHashing);
         around = have > 0 && direct ? ReadBackAround.open(handle, direct, hashing) : undefined;
         if (around) around.reach(have);
         else hashing.reach(have);
@@ -153,8 +159,10 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         ? [new Transform({ transform: (chunk: Buffer, _encoding, done) => void bandwidth.take(chunk.length, signal).then(() => done(null, chunk), done) })]
         : [];
       let digests: Digests | undefined;
+      signal.addEventListener("abort", stopped, { once: true });
       try {
-        const readBack = have === 0 ? undefined : (around ?? "through the page cache");
+        // without a hashing thread (a file checked by its git blob id, hashed here) nothing is read back
+        const readBack = have === 0 || !hashing ? undefined : (around ?? "through the page cache");
         await pipeline([response.body, ...throttling, counting, writeback.writer(have, hashing, readBack, sizeBytes - have)], { signal });
         // the partial is durable before it counts as whole
         await writeback.finish();
@@ -163,10 +171,11 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
             await around?.drained();
             digests = hashing ? { sha256: await hashing.finish(sizeBytes) } : digestsOf(hashes);
           } catch (err) {
-            throw filesystemError("read back", partialPath, err);
+            throw signal.aborted ? signal.reason : filesystemError("read back", partialPath, err);
           }
         }
       } finally {
+        signal.removeEventListener("abort", stopped);
         await writeback.settle();
         // the hashing thread reads through this descriptor, and the read-back through both: they let go before they are
         // closed (the thread first: a block read back waits in it for the ones before)
