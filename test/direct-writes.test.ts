@@ -60,6 +60,13 @@ describe("downloads written around the page cache", function () {
     return t;
   }
 
+  /** A server that fetches FILE alone, 8 MiB in 2 MiB ranges: every idle connection fetches a range of it. */
+  async function serveInRanges(): Promise<void> {
+    await mkdir(dataDir(), { recursive: true });
+    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024 });
+    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
+  }
+
   /** A pull at 8 MiB/s cancelled once a file is past `bytes`, ended: what it fetched is kept for the next. */
   async function pullCancelledPast(bytes: number): Promise<void> {
     hub.faults.bytesPerSecond = 8 * 1024 * 1024;
@@ -125,11 +132,8 @@ describe("downloads written around the page cache", function () {
   });
 
   it("writes a lone file fetched in ranges over several connections at once around the page cache, reads it back so to hash it, and it verifies", async () => {
-    await mkdir(dataDir(), { recursive: true });
-    // 8 MiB in 2 MiB ranges: the file is alone, so every idle connection fetches a range of it
-    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024 });
-    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
-    await pullOk(t.client, { name: "minilm" });
+    await serveInRanges();
+    await pullOk(t!.client, { name: "minilm" });
     const ranges = hub.contentRequests(FILE).filter((r) => r.status === 206);
     expect(ranges.length, "ranges asked").to.be.at.least(4);
     expect(new Set(ranges.map((r) => r.range)).size, "each range asked once").to.equal(ranges.length);
@@ -139,9 +143,7 @@ describe("downloads written around the page cache", function () {
   });
 
   it("resumes a lone file fetched in ranges from kept ranges that end inside a device block, and verifies it", async () => {
-    await mkdir(dataDir(), { recursive: true });
-    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024 });
-    await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
+    await serveInRanges();
     await pullCancelledPast(3 * 1024 * 1024);
     // each kept range cut to end 1001 bytes short of a multiple of 4096: the rest of each starts inside a unit
     const statePath = `${partial()}.segments.json`;
@@ -151,7 +153,7 @@ describe("downloads written around the page cache", function () {
     for (const segment of kept) segment.done = Math.floor(segment.done / 4096) * 4096 - 1001;
     await writeFile(statePath, JSON.stringify(state));
     const before = hub.sent(FILE);
-    await pullOk(t.client, { name: "minilm" });
+    await pullOk(t!.client, { name: "minilm" });
     const keptBytes = state.segments.reduce((sum, segment) => sum + segment.done, 0);
     expect(hub.sent(FILE) - before, "only the bytes not kept were fetched").to.equal(BIG - keptBytes);
     expect(sha256(await readFile(installed()))).to.equal(hub.file(FILE).sha256);
