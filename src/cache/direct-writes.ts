@@ -52,6 +52,15 @@ export async function openDirectBeside(handle: FileHandle, path: string): Promis
   }
 }
 
+/** Closes the descriptor openDirectBeside gave, if any, then `handle`, however the first close ends. */
+export async function closeBeside(handle: FileHandle, direct: FileHandle | undefined): Promise<void> {
+  try {
+    await direct?.close();
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Whether a direct open or write failed because the filesystem or device does not take it as asked (EINVAL), not for a fault of its own. */
 export function isRefused(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;

@@ -39,6 +39,30 @@ export interface HashBehind {
  */
 export const HashBehind = (createRequire(import.meta.url)("./hash-behind-client.cjs") as { HashBehind: new (fd: number, stop?: Int32Array) => HashBehind }).HashBehind;
 
+/** A flag (shared memory) to start a HashBehind with: set, the thread stops reading within 1 MiB. */
+export function stopFlag(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+}
+
+/**
+ * Runs `work`, setting `stop` (and calling `alsoStop`) as soon as `signal`
+ * aborts, or at once when it has: so a hash that would read on, after a
+ * cancel, for as long as the file is, ends within 1 MiB.
+ */
+export async function stoppingOnAbort<T>(signal: AbortSignal | undefined, stop: Int32Array, work: () => Promise<T>, alsoStop?: () => void): Promise<T> {
+  const stopped = () => {
+    alsoStop?.();
+    Atomics.store(stop, 0, 1);
+  };
+  if (signal?.aborted) stopped();
+  else signal?.addEventListener("abort", stopped, { once: true });
+  try {
+    return await work();
+  } finally {
+    signal?.removeEventListener("abort", stopped);
+  }
+}
+
 /**
  * The sha256 of the file at `path`, on the hashing thread: of its first
  * `sizeBytes` bytes when given, else of all it holds when opened. Reading
@@ -51,18 +75,14 @@ export async function hashWhole(path: string, sizeBytes?: number, signal?: Abort
   } catch (err) {
     throw filesystemError("read back", path, err);
   }
-  const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
-  const stopReading = () => Atomics.store(stop, 0, 1);
-  if (signal?.aborted) stopReading();
-  else signal?.addEventListener("abort", stopReading, { once: true });
+  const stop = stopFlag();
   const hashing = new HashBehind(handle.fd, stop);
   try {
-    return await hashing.finish(sizeBytes ?? (await handle.stat()).size);
+    return await stoppingOnAbort(signal, stop, async () => hashing.finish(sizeBytes ?? (await handle.stat()).size));
   } catch (err) {
     if (signal?.aborted) throw signal.reason;
     throw filesystemError("read back", path, err);
   } finally {
-    signal?.removeEventListener("abort", stopReading);
     await hashing.close();
     await handle.close();
   }

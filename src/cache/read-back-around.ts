@@ -11,7 +11,7 @@
 // meet; one that it meets too fails the hash, and the download with it).
 import type { FileHandle } from "node:fs/promises";
 import { DIRECT_UNIT } from "./direct-writes.js";
-import type { HashBehind } from "./hash-behind.js";
+import { type HashBehind, stoppingOnAbort } from "./hash-behind.js";
 import { giveBack, isDirectReady, lendBlock } from "./staged-write.js";
 
 const BLOCKS = 2;
@@ -143,4 +143,34 @@ export class ReadBackAround {
     }
     await this.behind.feed(block, length, position);
   }
+}
+
+/**
+ * The sha256 of the first `end` bytes once `behind` has them all, what
+ * `around` (if any) reads back handed over first. A cancel meanwhile (the
+ * kept bytes of a resumed file may be most of it) stops both at once:
+ * `stop` is the flag `behind` was started with.
+ */
+export function finishHash(behind: HashBehind, stop: Int32Array, around: ReadBackAround | undefined, end: number, signal: AbortSignal): Promise<string> {
+  return stoppingOnAbort(
+    signal,
+    stop,
+    async () => {
+      await around?.drained();
+      return behind.finish(end);
+    },
+    () => around?.stop(),
+  );
+}
+
+/**
+ * Closes `behind` and the read-back feeding it, so that their descriptors
+ * can be closed: the thread first, which lets go of every block (a block read
+ * back waits in it for the ones before), then the reads under way end and
+ * the blocks go back. Never throws.
+ */
+export async function closeHash(behind: HashBehind, around: ReadBackAround | undefined): Promise<void> {
+  around?.stop();
+  await behind.close();
+  await around?.close();
 }

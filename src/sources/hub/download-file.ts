@@ -15,9 +15,9 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readFileChunks } from "../../cache/read-file-chunks.js";
-import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
-import { ReadBackAround } from "../../cache/read-back-around.js";
-import { openDirectBeside } from "../../cache/direct-writes.js";
+import { HashBehind, hashWhole, stopFlag } from "../../cache/hash-behind.js";
+import { ReadBackAround, closeHash, finishHash } from "../../cache/read-back-around.js";
+import { closeBeside, openDirectBeside } from "../../cache/direct-writes.js";
 import { type FileSync, Writeback } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
 import type { RateCap } from "./bandwidth.js";
@@ -114,12 +114,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
     let writeback: Writeback | undefined;
     let hashing: HashBehind | undefined;
     let around: ReadBackAround | undefined;
-    // a cancel while the kept bytes are still read back and hashed (they may be most of the file) stops both at once
-    const stopHashing = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
-    const stopped = () => {
-      around?.stop();
-      Atomics.store(stopHashing, 0, 1);
-    };
+    const stopHashing = stopFlag();
     try {
       if (have === sizeBytes) return { sha256: await hashWhole(partialPath, sizeBytes, signal) };
       const response = await http.get(options.url, `file '${options.path}'`, signal, have);
@@ -159,7 +154,6 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         ? [new Transform({ transform: (chunk: Buffer, _encoding, done) => void bandwidth.take(chunk.length, signal).then(() => done(null, chunk), done) })]
         : [];
       let digests: Digests | undefined;
-      signal.addEventListener("abort", stopped, { once: true });
       try {
         // without a hashing thread (a file checked by its git blob id, hashed here) nothing is read back
         const readBack = have === 0 || !hashing ? undefined : (around ?? "through the page cache");
@@ -168,25 +162,16 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         await writeback.finish();
         if (received === sizeBytes) {
           try {
-            await around?.drained();
-            digests = hashing ? { sha256: await hashing.finish(sizeBytes) } : digestsOf(hashes);
+            digests = hashing ? { sha256: await finishHash(hashing, stopHashing, around, sizeBytes, signal) } : digestsOf(hashes);
           } catch (err) {
             throw signal.aborted ? signal.reason : filesystemError("read back", partialPath, err);
           }
         }
       } finally {
-        signal.removeEventListener("abort", stopped);
         await writeback.settle();
-        // the hashing thread reads through this descriptor, and the read-back through both: they let go before they are
-        // closed (the thread first: a block read back waits in it for the ones before)
-        around?.stop();
-        await hashing?.close();
-        await around?.close();
-        try {
-          await direct?.close();
-        } finally {
-          await handle.close();
-        }
+        // the hashing thread reads through this descriptor, and the read-back through both: they let go before they are closed
+        if (hashing) await closeHash(hashing, around);
+        await closeBeside(handle, direct);
       }
       if (digests) return digests;
       throw new Error(`the transfer ended after ${received} of ${sizeBytes} bytes`);

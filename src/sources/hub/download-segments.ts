@@ -15,9 +15,9 @@ import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FileHandle } from "node:fs/promises";
 import { writeFileDurably } from "../../fs/durable.js";
-import { openDirectBeside } from "../../cache/direct-writes.js";
-import { HashBehind, hashWhole } from "../../cache/hash-behind.js";
-import { ReadBackAround } from "../../cache/read-back-around.js";
+import { closeBeside, openDirectBeside } from "../../cache/direct-writes.js";
+import { HashBehind, hashWhole, stopFlag } from "../../cache/hash-behind.js";
+import { ReadBackAround, closeHash, finishHash } from "../../cache/read-back-around.js";
 import { BLOCK_BYTES, type PutBlock, StagedWrite, writeTo } from "../../cache/staged-write.js";
 import { Writeback, writeAndHash } from "../../cache/writeback.js";
 import { ModelCacheError, filesystemError, isOutOfSpace } from "../../errors.js";
@@ -148,11 +148,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   } finally {
     await hashing.settle();
     await writeback.settle();
-    try {
-      await direct?.close();
-    } finally {
-      await handle.close();
-    }
+    await closeBeside(handle, direct);
   }
   const syncFailure = writeback.syncFailure;
   if (syncFailure) {
@@ -244,7 +240,7 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
 class InOrderHash {
   private readonly behind: HashBehind;
   /** set (shared memory) when the download is stopped: the hashing thread stops reading within 1 MiB */
-  private readonly stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  private readonly stop = stopFlag();
   /** reads back what landed around the page cache; undefined: the hashing thread reads it from the page cache */
   private readonly around: ReadBackAround | undefined;
   /** the first segment not yet whole */
@@ -307,29 +303,16 @@ class InOrderHash {
   async end(signal: AbortSignal): Promise<void> {
     // hashWhole names the file in its own errors
     if (this.hashedUnwritten) return void (this.sha256 = await hashWhole(this.path, this.frontier(), signal));
-    // a cancel while what landed last is read back and hashed (a resumed file's kept bytes may be most of it) ends both at once
-    const stopped = () => {
-      this.around?.stop();
-      Atomics.store(this.stop, 0, 1);
-    };
-    if (signal.aborted) stopped();
-    else signal.addEventListener("abort", stopped, { once: true });
     try {
-      await this.around?.drained();
-      this.sha256 = await this.behind.finish(this.frontier());
+      this.sha256 = await finishHash(this.behind, this.stop, this.around, this.frontier(), signal);
     } catch (error) {
       throw signal.aborted ? signal.reason : filesystemError("read back", "the partial download", error);
-    } finally {
-      signal.removeEventListener("abort", stopped);
     }
   }
 
   /** Resolves once nothing reads the file any more, so it can be closed; never throws (end() reports). */
   async settle(): Promise<void> {
-    // the thread lets go of every block first: a block read back waits in it for the ones before
-    this.around?.stop();
-    await this.behind.close();
-    await this.around?.close();
+    await closeHash(this.behind, this.around);
   }
 
   digest(): string {
