@@ -6,8 +6,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { PullPolicy, PullRequest } from "../generated/modelcache/v1/model_cache.js";
+import { pino } from "pino";
+import { CacheStatus, PullPolicy, PullRequest } from "../generated/modelcache/v1/model_cache.js";
 import { type LogCapture, type LogLine, captureLogs } from "./support/log-capture.js";
 import { FakeHub } from "./support/fake-hub.js";
 import { FIXTURE_DIR, type TestServer, call, callError, modelSpec, pull, pullOk, startTestServer } from "./support/test-server.js";
@@ -169,4 +171,37 @@ describe("log format", () => {
     expect(text).to.match(/address: "127\.0\.0\.1:\d+"/);
     expect(() => JSON.parse(text.split("\n")[0]!)).to.throw();
   });
+});
+
+describe("a log destination that fails", () => {
+  let t: TestServer | undefined;
+  afterEach(async () => {
+    await t?.close();
+    t = undefined;
+  });
+
+  it("ends only the call whose line it failed to write, as UNKNOWN, answered at once or after a wait; the server goes on serving", async () => {
+    let failing = false;
+    // pino writes each line to its destination synchronously: a destination that throws throws in the caller
+    const destination = {
+      write(line: string) {
+        if (failing && line.includes('"msg":"rpc"') && line.includes("InspectCache")) throw new Error("the log's disk is gone");
+      },
+    };
+    t = await startTestServer({ logger: pino({ level: "info" }, destination) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "installed", source: REPO }) });
+    await call(t.client, "registerModel", { model: modelSpec({ name: "missing", source: REPO }) });
+    await pullOk(t.client, { name: "installed", fixtureDir: FIXTURE_DIR });
+    failing = true;
+    // a healthy install is answered at once (from the check phase); one without is answered once the disk is looked at
+    for (const name of ["installed", "missing"]) {
+      const error = await callError(t.client, "inspectCache", { name, deep: false });
+      expect(error.code, name).to.equal(status.UNKNOWN);
+      expect(error.details, name).to.include("the server failed while answering").and.include("the log's disk is gone");
+    }
+    failing = false;
+    expect((await call(t.client, "inspectCache", { name: "installed", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_INSTALLED);
+    expect((await call(t.client, "inspectCache", { name: "missing", deep: false })).status).to.equal(CacheStatus.CACHE_STATUS_MISSING);
+  });
+
 });

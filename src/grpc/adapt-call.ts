@@ -61,21 +61,50 @@ export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition
     if (!isThenable(result)) {
       // the caller, when a line will name it, is named now: a client gone by the check phase is "unknown" to grpc-js
       if (namedInLines(context, state)) state.nameCaller();
-      setImmediate(answered<Res>, context, state, callback, result);
+      setImmediate(answerLater<Res>, context, state, callback, result);
       return;
     }
     // the call may be cancelled while it waits, and grpc-js then no longer knows the client's address
     state.nameCaller();
     result.then(
-      (response) => answered(context, state, callback, response),
-      (err: unknown) => failed(context, state, callback, err),
+      (response) => answerLater(context, state, callback, response),
+      (err: unknown) => failLater(context, state, callback, err),
     );
   };
 }
 
-/** Whether the call's log or audit line, as things stand, will name its caller. */
+/** Whether the call's log or audit line (logCall), as things stand, will name its caller. */
 function namedInLines(context: CallContext, state: UnaryCallState): boolean {
-  return context.logger.isLevelEnabled("info") || (state.audited && MUTATING_METHODS.has(state.path));
+  return writesRpcLine(context) || writesAuditLine(state.path, state.audited);
+}
+
+/**
+ * Answers a call after its handler returned: an answer given at once, from
+ * the check phase, or one a promise resolved. A throw here (a log
+ * destination that throws) would end the process, or go unhandled; inside
+ * grpc-js's call of the handler it ends the call alone, as UNKNOWN: so it
+ * does here too.
+ */
+function answerLater<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, response: Res): void {
+  try {
+    answered(context, state, callback, response);
+  } catch (err) {
+    failedWhileAnswering(callback, err);
+  }
+}
+
+/** The same for a handler's promise that rejected. */
+function failLater<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, error: unknown): void {
+  try {
+    failed(context, state, callback, error);
+  } catch (err) {
+    failedWhileAnswering(callback, err);
+  }
+}
+
+function failedWhileAnswering<Res>(callback: sendUnaryData<Res>, err: unknown): void {
+  // grpc-js sends one status a call: when the answer went out before the throw, this one is dropped
+  callback({ code: status.UNKNOWN, details: `the server failed while answering: ${err instanceof Error ? err.message : String(err)}` });
 }
 
 /** A promise of any make (a response message has no `then`). */
@@ -233,14 +262,24 @@ function logCall(context: CallContext, begun: Begun, request: unknown, code: sta
   const fields = request as { name?: unknown; alias?: unknown; model?: { name?: unknown }; models?: { name?: unknown }[]; dryRun?: unknown } | null;
   const name = fields?.name || fields?.model?.name;
   const model = typeof name === "string" && name !== "" ? name.slice(0, 128) : undefined;
-  if (context.logger.isLevelEnabled("info")) {
+  if (writesRpcLine(context)) {
     context.logger.info({ method, model, caller: begun.caller, code: status[code], duration_ms: Math.round(performance.now() - started), error: details }, "rpc");
   }
-  if (audited && MUTATING_METHODS.has(path)) {
+  if (writesAuditLine(path, audited)) {
     const alias = typeof fields?.alias === "string" && fields.alias !== "" ? fields.alias.slice(0, 128) : undefined;
     // ApplyModels names every model it was asked to bring in line, and whether it only planned
     const models = Array.isArray(fields?.models) ? fields.models.slice(0, 100).map((m) => String(m?.name ?? "").slice(0, 128)) : undefined;
     const dryRun = fields?.dryRun === true ? true : undefined;
     (context.audit ?? context.logger).info({ audit: true, caller: begun.caller, method, model, models, dryRun, alias, result: status[code] }, "audit");
   }
+}
+
+/** Whether logCall writes a line for every call (the log at info or below). */
+function writesRpcLine(context: CallContext): boolean {
+  return context.logger.isLevelEnabled("info");
+}
+
+/** Whether logCall writes an audit line for a call of `path` (one that may change things and was not marked as changing nothing). */
+function writesAuditLine(path: string, audited: boolean): boolean {
+  return audited && MUTATING_METHODS.has(path);
 }
