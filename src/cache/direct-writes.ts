@@ -42,8 +42,13 @@ export async function openDirect(path: string): Promise<FileHandle | undefined> 
   }
 }
 
-/** openDirect for a file already open at `handle`: a failure closes `handle` and is told as the file's. */
-export async function openDirectBeside(handle: FileHandle, path: string): Promise<FileHandle | undefined> {
+/**
+ * openDirect for a file already open at `handle`, unless `directWrites` is
+ * false (--no-direct-writes): a failure closes `handle` and is told as the
+ * file's.
+ */
+export async function openDirectBeside(handle: FileHandle, path: string, directWrites = true): Promise<FileHandle | undefined> {
+  if (!directWrites) return undefined;
   try {
     return await openDirect(path);
   } catch (err) {

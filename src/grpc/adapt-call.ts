@@ -61,14 +61,14 @@ export function unary<Req, Res>(context: CallContext, { path }: MethodDefinition
     if (!isThenable(result)) {
       // the caller, when a line will name it, is named now: a client gone by the check phase is "unknown" to grpc-js
       if (namedInLines(context, state)) state.nameCaller();
-      setImmediate(answerLater<Res>, context, state, callback, result);
+      setImmediate(settleLater<Res, Res>, answered<Res>, context, state, callback, result);
       return;
     }
     // the call may be cancelled while it waits, and grpc-js then no longer knows the client's address
     state.nameCaller();
     result.then(
-      (response) => answerLater(context, state, callback, response),
-      (err: unknown) => failLater(context, state, callback, err),
+      (response) => settleLater(answered<Res>, context, state, callback, response),
+      (err: unknown) => settleLater(failed<Res>, context, state, callback, err),
     );
   };
 }
@@ -79,32 +79,25 @@ function namedInLines(context: CallContext, state: UnaryCallState): boolean {
 }
 
 /**
- * Answers a call after its handler returned: an answer given at once, from
- * the check phase, or one a promise resolved. A throw here (a log
- * destination that throws) would end the process, or go unhandled; inside
- * grpc-js's call of the handler it ends the call alone, as UNKNOWN: so it
- * does here too.
+ * Ends a call after its handler returned, by `settle` (answered or failed):
+ * an answer given at once, from the check phase, or what a promise settled
+ * to. A throw in it (a log destination that throws) would end the process,
+ * or go unhandled; inside grpc-js's call of the handler it ends the call
+ * alone, as UNKNOWN: so it does here too.
  */
-function answerLater<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, response: Res): void {
+function settleLater<Res, T>(
+  settle: (context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, outcome: T) => void,
+  context: CallContext,
+  state: UnaryCallState,
+  callback: sendUnaryData<Res>,
+  outcome: T,
+): void {
   try {
-    answered(context, state, callback, response);
+    settle(context, state, callback, outcome);
   } catch (err) {
-    failedWhileAnswering(callback, err);
+    // grpc-js sends one status a call: when the answer went out before the throw, this one is dropped
+    callback({ code: status.UNKNOWN, details: `the server failed while answering: ${err instanceof Error ? err.message : String(err)}` });
   }
-}
-
-/** The same for a handler's promise that rejected. */
-function failLater<Res>(context: CallContext, state: UnaryCallState, callback: sendUnaryData<Res>, error: unknown): void {
-  try {
-    failed(context, state, callback, error);
-  } catch (err) {
-    failedWhileAnswering(callback, err);
-  }
-}
-
-function failedWhileAnswering<Res>(callback: sendUnaryData<Res>, err: unknown): void {
-  // grpc-js sends one status a call: when the answer went out before the throw, this one is dropped
-  callback({ code: status.UNKNOWN, details: `the server failed while answering: ${err instanceof Error ? err.message : String(err)}` });
 }
 
 /** A promise of any make (a response message has no `then`). */

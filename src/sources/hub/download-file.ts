@@ -127,7 +127,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
       const bandwidth = options.bandwidth;
       // readable too: the hashing thread reads the bytes kept from an earlier attempt back through it
       const handle = await open(partialPath, have > 0 ? "r+" : "w+");
-      const direct = options.directWrites === false ? undefined : await openDirectBeside(handle, partialPath);
+      const direct = await openDirectBeside(handle, partialPath, options.directWrites);
       writeback = new Writeback(handle, { sync: options.sync, direct });
       if (behind) {
         // the bytes kept from an earlier attempt are read back and hashed first, then the rest: each block hashed in place
@@ -135,8 +135,7 @@ async function fetchFile(options: DownloadOptions, report: (done: number) => voi
         // the file is written around it
         hashing = new HashBehind(handle.fd, stopHashing);
         around = have > 0 && direct ? ReadBackAround.open(handle, direct, hashing) : undefined;
-        if (around) around.reach(have);
-        else hashing.reach(have);
+        (around ?? hashing).reach(have);
       }
       // synchronous transforms: an async step per chunk would cost more than the hashing
       const counting = new Transform({

@@ -99,7 +99,7 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   progress();
 
   const handle = await open(partialPath, "r+");
-  const direct = options.directWrites === false ? undefined : await openDirectBeside(handle, partialPath);
+  const direct = await openDirectBeside(handle, partialPath, options.directWrites);
   const writeback = new Writeback(handle, {
     sync: options.sync,
     direct,
@@ -295,8 +295,7 @@ class InOrderHash {
   landed(): void {
     // the file is hashed whole at the end: nothing more is read back for this hash
     if (this.hashedUnwritten) return;
-    if (this.around) this.around.reach(this.frontier());
-    else this.behind.reach(this.frontier());
+    (this.around ?? this.behind).reach(this.frontier());
   }
 
   /** Hashes whatever is left once every segment is whole. */
