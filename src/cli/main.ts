@@ -86,6 +86,9 @@ program
   .addOption(flag("--max-bytes-per-second <size>", "cap on the total download rate from the hub (10MiB, 500KB, ...)").argParser(size(1024)))
   .addOption(flag("--parallel-range-min-bytes <size>", "LFS files at least this large are fetched as parallel byte ranges", "64MiB").argParser(size(1024 * 1024)))
   .addOption(
+    flag("--parallel-range-below-bytes-per-second <size>", "idle connections join such a file only once its own brings it slower than this a second (0: never)", "200MB").argParser(size(0)),
+  )
+  .addOption(
     new Option(
       "--no-direct-writes",
       "write downloads through the page cache, never around it with O_DIRECT: for a cache root on a filesystem that takes O_DIRECT but is slow with it (NFS, some FUSE filesystems) (env: MODELCACHE_NO_DIRECT_WRITES=1)",

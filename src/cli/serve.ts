@@ -29,6 +29,7 @@ export interface ServeOptions {
   offline: boolean;
   maxBytesPerSecond?: string;
   parallelRangeMinBytes: string;
+  parallelRangeBelowBytesPerSecond: string;
   directWrites: boolean;
   metricsListen?: string;
   hubListen?: string;
@@ -129,6 +130,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       offline: options.offline || process.env.HF_HUB_OFFLINE === "1",
       maxBytesPerSecond: options.maxBytesPerSecond === undefined ? undefined : parseSize(options.maxBytesPerSecond),
       parallelRangeMinBytes: parseSize(options.parallelRangeMinBytes),
+      parallelRangeBelowBytesPerSecond: parseSize(options.parallelRangeBelowBytesPerSecond),
       directWrites: options.directWrites,
       metricsListen: options.metricsListen,
       hubListen: options.hubListen,

@@ -22,12 +22,14 @@ export interface PeerSourceOptions {
   store: ContentStore;
   bandwidth: Bandwidth | undefined;
   parallelRangeMinBytes: number;
+  /** more connections join a lone large file only while one brings it slower than this (see Connections) */
+  parallelRangeBelowBytesPerSecond: number;
   /** false: downloads are written through the page cache only (see DownloadOptions) */
   directWrites?: boolean;
 }
 
 export function withPeers(source: FetchingSource, options: PeerSourceOptions): FetchingSource {
-  const pull: PeerPull = { excluded: new Set(), bytes: 0, connections: new Connections(CONNECTIONS) };
+  const pull: PeerPull = { excluded: new Set(), bytes: 0, connections: new Connections(CONNECTIONS, options.parallelRangeBelowBytesPerSecond) };
   const { store } = options;
   /** ingest files fetched from peers and handed to the pull: PruneCache leaves them until the pull is over */
   const handed = new Set<string>();

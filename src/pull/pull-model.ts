@@ -55,6 +55,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
       name: model.name,
       bandwidth: runtime.hub.bandwidth,
       parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
+      parallelRangeBelowBytesPerSecond: runtime.hub.parallelRangeBelowBytesPerSecond,
       directWrites: runtime.hub.directWrites,
       dispatcher: await networkOf(runtime),
       signal,
@@ -97,7 +98,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
     // a network source asks the peers (--peers) first for every file whose sha256 it lists
     const source =
       !dir && "fetch" in filtered && runtime.peers?.list
-        ? (await import("../peers/with-peers.js")).withPeers(filtered, { peers: runtime.peers, store: runtime.store, bandwidth: runtime.hub.bandwidth, parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes, directWrites: runtime.hub.directWrites })
+        ? (await import("../peers/with-peers.js")).withPeers(filtered, { peers: runtime.peers, store: runtime.store, bandwidth: runtime.hub.bandwidth, parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes, parallelRangeBelowBytesPerSecond: runtime.hub.parallelRangeBelowBytesPerSecond, directWrites: runtime.hub.directWrites })
         : filtered;
     checkPullLimits(model.name, source.files, runtime.pullLimits);
     // another client's request may have started a job while this one was being set up

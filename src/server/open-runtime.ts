@@ -148,6 +148,7 @@ export async function openRuntime(settings: Settings, options: ServerOptions, lo
       offline: settings.hub.offline,
       bandwidth: settings.hub.maxBytesPerSecond ? new Bandwidth(settings.hub.maxBytesPerSecond) : undefined,
       parallelRangeMinBytes: settings.hub.parallelRangeMinBytes,
+      parallelRangeBelowBytesPerSecond: settings.hub.parallelRangeBelowBytesPerSecond,
       directWrites: settings.hub.directWrites,
     },
     s3: settings.s3,

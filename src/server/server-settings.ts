@@ -10,6 +10,7 @@ import { type CapacitySettings, DEFAULT_MIN_FREE_BYTES } from "../capacity/capac
 import { DEFAULT_MAX_LEASE_SECONDS } from "../consumers/leases.js";
 import { ModelCacheError, quote } from "../errors.js";
 import { DEFAULT_VERIFY_BYTES_PER_SECOND, type VerificationSettings } from "../maintenance/background-verification.js";
+import { DEFAULT_PARALLEL_RANGE_BELOW_BYTES_PER_SECOND } from "../sources/hub/connections.js";
 import { DEFAULT_PULL_LIMITS, type PullLimits } from "../pull/pull-limits.js";
 import { checkVaultKeyFile } from "../registry/vault-key.js";
 import type { Runtime } from "../runtime.js";
@@ -51,6 +52,8 @@ export interface ServerOptions {
   maxBytesPerSecond?: number;
   /** LFS files at least this large are fetched as parallel byte ranges (default 64 MiB) */
   parallelRangeMinBytes?: number;
+  /** more connections join a lone such file only while one brings it slower than this (default 200 MB/s; 0: never) */
+  parallelRangeBelowBytesPerSecond?: number;
   /** false (--no-direct-writes): every download is written through the page cache (default true) */
   directWrites?: boolean;
   /** host:port to serve Prometheus metrics on, at /metrics */
@@ -198,6 +201,12 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     offline: options.offline ?? false,
     maxBytesPerSecond: options.maxBytesPerSecond ? checkRate(options.maxBytesPerSecond) : undefined,
     parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
+    parallelRangeBelowBytesPerSecond: checkLimit(
+      "--parallel-range-below-bytes-per-second",
+      options.parallelRangeBelowBytesPerSecond ?? DEFAULT_PARALLEL_RANGE_BELOW_BYTES_PER_SECOND,
+      Number.MAX_SAFE_INTEGER,
+      0,
+    ),
     directWrites: options.directWrites ?? true,
   };
   const s3 = {

@@ -13,6 +13,8 @@ export interface RemoteSourceOptions {
   bandwidth?: Bandwidth;
   /** files at least this large are fetched as byte ranges, in parallel while connections are idle */
   parallelRangeMinBytes: number;
+  /** ... and while one connection brings the file slower than this (see Connections) */
+  parallelRangeBelowBytesPerSecond: number;
   /** false: downloads are written through the page cache only (see DownloadOptions) */
   directWrites?: boolean;
   /** how requests leave the machine (proxies) */

@@ -3,12 +3,31 @@
 // ranges at once. So ranges run in parallel only when fewer files than
 // connections are in flight (one large file, or the last shards of a repo),
 // and never add connections to files already downloading side by side.
+// Nor do they join a file its own connection brings fast enough (see
+// joinBelowBytesPerSecond): ranges fetched side by side land out of order,
+// and every byte past the first gap is read back from the disk to be hashed.
+
+/**
+ * 200 MB/s (1.6 Gbit/s): a connection faster than this already brings a file
+ * about as fast as one pull writes and hashes it on a small machine; one
+ * slower (most connections across the internet) gains from company.
+ */
+export const DEFAULT_PARALLEL_RANGE_BELOW_BYTES_PER_SECOND = 200_000_000;
 
 export class Connections {
   private inUse = 0;
   private readonly listeners = new Set<() => void>();
 
-  constructor(readonly limit: number) {}
+  /**
+   * `joinBelowBytesPerSecond`: idle connections join a file only once its
+   * own connection has brought it slower than this (measured over each
+   * range and every quarter second: Pace in download-segments.ts);
+   * Infinity: at once, 0: never.
+   */
+  constructor(
+    readonly limit: number,
+    readonly joinBelowBytesPerSecond: number,
+  ) {}
 
   /** The connection of a file being downloaded: always granted, the installer bounds the files in flight. */
   hold(): () => void {

@@ -182,8 +182,10 @@ export function cut(sizeBytes: number): Segment[] {
 
 /**
  * Runs `fetch` on every unfinished segment, in order: one at a time on the
- * file's own connection, more at once while idle connections can be borrowed.
- * Resolves once every started fetch has settled; the first failure aborts `stop`.
+ * file's own connection, more at once while idle connections can be borrowed
+ * and the file's own connection has proved too slow alone (see
+ * Connections.joinBelowBytesPerSecond). Resolves once every started fetch
+ * has settled; the first failure aborts `stop`.
  */
 export async function fetchAll(all: Segment[], connections: Connections | undefined, signal: AbortSignal, stop: AbortController, fetch: (segment: Segment) => Promise<void>): Promise<void> {
   let next = 0;
@@ -192,11 +194,15 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
     return next < all.length ? all[next++] : undefined;
   };
   const running: Promise<void>[] = [];
+  const pace = connections && new Pace(all, connections.joinBelowBytesPerSecond, () => grow());
   const fetcher = async (release?: () => void) => {
     try {
       for (let segment = take(); segment && !signal.aborted; segment = take()) {
         grow();
+        // until others join, the file's own connection fetches alone: its rate over each range says whether they should
+        const judge = pace?.rangeStarts(segment);
         await fetch(segment);
+        judge?.();
       }
     } catch (err) {
       if (!stop.signal.aborted) stop.abort(err);
@@ -205,7 +211,7 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
     }
   };
   const grow = () => {
-    while (connections && next < all.length && !signal.aborted) {
+    while (connections && pace?.joining && next < all.length && !signal.aborted) {
       const release = connections.borrow();
       if (!release) return;
       running.push(fetcher(release));
@@ -220,8 +226,67 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
     }
   } finally {
     unlisten?.();
+    pace?.stop();
   }
   if (signal.aborted && !stop.signal.aborted) stop.abort(signal.reason);
+}
+
+/** How often the rate of a file's lone connection is measured while a range is under way. */
+const RATE_WINDOW_MS = 250;
+
+/**
+ * Whether idle connections join a file: from the start when its threshold is
+ * Infinity, never when 0, else once its own connection, alone, brought it
+ * slower than the threshold, over one range or over a window of
+ * RATE_WINDOW_MS (a range that stalls midway). Once joined, for the rest of
+ * the file.
+ */
+class Pace {
+  joining: boolean;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private windowStart = performance.now();
+  private windowFrom: number;
+
+  constructor(
+    private readonly segments: Segment[],
+    private readonly below: number,
+    private readonly joined: () => void,
+  ) {
+    this.joining = below === Infinity;
+    this.windowFrom = this.landed();
+    if (this.joining || below <= 0) return;
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      this.judge(this.landed() - this.windowFrom, now - this.windowStart);
+      this.windowStart = now;
+      this.windowFrom = this.landed();
+    }, RATE_WINDOW_MS);
+    // a check of the rate keeps no process alive
+    this.timer.unref();
+  }
+
+  /** Notes a range the file's own connection fetches alone; the returned function judges its rate once it ends. */
+  rangeStarts(segment: Segment): (() => void) | undefined {
+    if (this.joining || this.below <= 0) return undefined;
+    const start = performance.now();
+    const from = segment.done;
+    return () => this.judge(segment.done - from, performance.now() - start);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private judge(bytes: number, ms: number): void {
+    if (this.joining || ms <= 0 || (bytes * 1000) / ms >= this.below) return;
+    this.joining = true;
+    this.stop();
+    this.joined();
+  }
+
+  private landed(): number {
+    return this.segments.reduce((sum, s) => sum + s.done, 0);
+  }
 }
 
 /**

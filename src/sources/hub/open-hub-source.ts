@@ -54,7 +54,7 @@ export async function openHubSource(options: HubSourceOptions): Promise<Fetching
   const files = await listFiles(http, repoPath, options.repo, commit, options.signal);
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const partialDir = options.layout.partialDir(options.name, commit);
-  const transfers = fileTransfers(new Connections(CONNECTIONS), options.parallelRangeMinBytes);
+  const transfers = fileTransfers(new Connections(CONNECTIONS, options.parallelRangeBelowBytesPerSecond), options.parallelRangeMinBytes);
   const resolveUrl = (file: SourceFile) => http.url(`${repoPath}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`);
 
   return {

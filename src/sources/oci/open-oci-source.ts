@@ -146,7 +146,7 @@ export async function openOciSource(options: OciSourceOptions): Promise<Fetching
   // the layers the model keeps (the filters tell an archive's entries only once it is unpacked, and each is checked then); an archive's blob size is checked now
   options.limits?.check([...kept, ...archives.map((a) => ({ path: a.prefix || a.digest, sizeBytes: a.size }))]);
 
-  const transfers = fileTransfers(new Connections(CONNECTIONS), options.parallelRangeMinBytes);
+  const transfers = fileTransfers(new Connections(CONNECTIONS, options.parallelRangeBelowBytesPerSecond), options.parallelRangeMinBytes);
   const origin = `the registry ${reference.registry} (${reference.repository})`;
   return {
     description: `oci:${reference.registry}/${reference.repository}@${top.digest}`,

@@ -63,7 +63,7 @@ export async function openS3Source(options: S3SourceOptions): Promise<FetchingSo
     if (file.sha256 === undefined && file.etag !== "") file.gitBlobId = objectVersionId(options.settings.endpoint, location.bucket, file);
   }
   const partialDir = options.layout.partialDir(options.name, digest);
-  const transfers = fileTransfers(new Connections(CONNECTIONS), options.parallelRangeMinBytes);
+  const transfers = fileTransfers(new Connections(CONNECTIONS, options.parallelRangeBelowBytesPerSecond), options.parallelRangeMinBytes);
   const origin = `the object store (s3://${location.bucket})`;
 
   return {
