@@ -63,7 +63,7 @@ describe("downloads written around the page cache", function () {
   /** A server that fetches FILE alone, 8 MiB in 2 MiB ranges: every idle connection fetches a range of it. */
   async function serveInRanges(): Promise<void> {
     await mkdir(dataDir(), { recursive: true });
-    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER });
+    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity });
     await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: [FILE] }) });
   }
 
@@ -165,7 +165,7 @@ describe("downloads written around the page cache", function () {
     hub = await FakeHub.serve(REPO, FIXTURE_DIR, shards);
     await mkdir(dataDir(), { recursive: true });
     // 6 MiB files cut in 2 MiB ranges; four files, four connections: no connection is idle to fetch ranges side by side
-    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 4 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER });
+    t = await startTestServer({ dataDir: dataDir(), hubUrl: hub.url, progressIntervalMs: 0, minFreeBytes: 0, parallelRangeMinBytes: 4 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity });
     await call(t.client, "registerModel", { model: modelSpec({ source: REPO, revision: "main", include: ["shards/"] }) });
     await pullCancelledPast(3 * 1024 * 1024);
     const before = Object.keys(shards).map((path) => hub.sent(path));

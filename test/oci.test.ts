@@ -446,7 +446,7 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
   let proxy: OciFaultProxy;
   let t: TestServer;
   const big = patternedBytes(3 * 1024 * 1024);
-  const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 64 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER } });
+  const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 64 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity } });
   beforeEach(() => ({ registry, proxy, t } = suite));
 
   /** A ModelPack of one raw layer (README.md, `readmeText` or "# minilm") and one .tar layer under "model"; returns the archive's digest. */
@@ -500,7 +500,7 @@ describe(`OCI archive layers fetched inside the pull${suffix}`, function () {
 
   it("a pull cancelled once its archive is unpacked and its install is under way leaves no unpacked entries, keeps the verified blob and the previous install, and the next pull fetches nothing again", async () => {
     // one large file at a time: the held raw layer, a large file first in path order, keeps the large entry waiting in the unpacked dir
-    await t.restart({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER, fileConcurrency: 1 });
+    await t.restart({ offline: false, ociPlainHttp: [proxy.address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity, fileConcurrency: 1 });
     const before = await registry.pushModelPack(REPO, "v1", FILES);
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${proxy.address}/${REPO}`, revision: "v1" }) });
     await pullOk(t.client, { name: "minilm" });
@@ -713,7 +713,7 @@ describe(`OCI blob downloads through a faulty connection${suffix}`, function () 
     });
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
     const address = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
-    t = await startTestServer({ offline: false, ociPlainHttp: [address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER });
+    t = await startTestServer({ offline: false, ociPlainHttp: [address], progressIntervalMs: 0, parallelRangeMinBytes: 64 * 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity });
     await registry.pushModelPack(REPO, "v1", { "model.onnx": big });
     await call(t.client, "registerModel", { model: modelSpec({ source: `oci://${address}/${REPO}`, revision: "v1" }) });
   });
@@ -738,7 +738,7 @@ describe(`large OCI blobs fetched in parallel ranges${suffix}`, function () {
   let registry: OciRegistry;
   let proxy: OciFaultProxy;
   let t: TestServer;
-  const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER } });
+  const suite = registrySuite({ faultProxy: true, server: { parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity } });
   beforeEach(() => ({ registry, proxy, t } = suite));
 
   it("fetches a blob past --parallel-range-min-bytes as several Range requests at once, tiling it, and installs it byte-identical", async () => {

@@ -173,7 +173,7 @@ describe("peers", () => {
     expect(sentByHub).to.deep.equal(lfsFiles(hub).map((f) => f.bytes.length));
     const logs = captureLogs();
     // 1 MiB ranges: the large file comes from the peer in segments, as from a hub
-    const b = await started(hub, { peers: peerUrl(a), parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER, logger: logs.logger });
+    const b = await started(hub, { peers: peerUrl(a), parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity, logger: logs.logger });
     const completed = await pullMinilm(b);
     expect(lfsFiles(hub).map((f) => hub.sent(f.path)), "bytes the hub sent per LFS file").to.deep.equal(sentByHub);
     expect(completed.peerBytes).to.equal(lfsBytes(hub));
@@ -613,7 +613,7 @@ describe("peers", () => {
     s3.faults.checksum.set("minilm/onnx/model.onnx", sha256hex(big));
     s3.faults.checksum.set("minilm/config.json", sha256hex(objects["minilm/config.json"]));
     const spec = modelSpec({ source: "s3://models/minilm", revision: "", credentialAlias: "store" });
-    const options = { offline: false, s3Endpoint: s3.url, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS };
+    const options = { offline: false, s3Endpoint: s3.url, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity, hubListen: "127.0.0.1:0", metricsListen: "127.0.0.1:0", peerHeadBudgetMs: HEAD_BUDGET_MS };
     const a = await startTestServer(options);
     cleanups.push(() => a.close());
     const b = await startTestServer({ ...options, peers: peerUrl(a) });
@@ -709,7 +709,7 @@ describe("peers", () => {
       res.writeHead(206, { "content-length": String(end - start), "content-range": `bytes ${start}-${end - 1}/${large.bytes.length}` }).end(large.bytes.subarray(start, end));
     });
     cleanups.push(async () => letGo(), () => peer.close());
-    const b = await started(hub, { peers: peer.url, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER });
+    const b = await started(hub, { peers: peer.url, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity });
     const { store } = b.server.runtime;
     const outcome = pull(b.client, { name: "minilm" });
     await gotGet;

@@ -28,7 +28,7 @@ describe("pulling from an S3-compatible store", () => {
   beforeEach(async () => {
     s3 = await FakeS3.start([BUCKET]);
     await s3.put(BUCKET, OBJECTS);
-    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Number.MAX_SAFE_INTEGER });
+    t = await startTestServer({ offline: false, s3Endpoint: s3.url, progressIntervalMs: 0, parallelRangeMinBytes: 1024 * 1024, parallelRangeBelowBytesPerSecond: Infinity });
     await call(t.client, "putSecret", { alias: "store", value: JSON.stringify(S3_CREDENTIALS) });
     await call(t.client, "registerModel", { model: modelSpec({ source: `s3://${BUCKET}/minilm`, revision: "", credentialAlias: "store" }) });
   });

@@ -173,6 +173,76 @@ describe("writing a download through a reused block", () => {
     }
   });
 
+  it("with three blocks, takes a block beyond the one being put without waiting, and puts it the moment that put ends, in order", async () => {
+    // a disk the test holds: each write waits until the test lets it end
+    const waiting: (() => void)[] = [];
+    const order: [number, number][] = [];
+    const held = {
+      write: (block: Buffer, offset: number, length: number, position: number) =>
+        new Promise<{ bytesWritten: number }>((resolve) => {
+          order.push([position, block[offset]!]);
+          waiting.push(() => resolve({ bytesWritten: length }));
+        }),
+    } as unknown as FileHandle;
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    const written: number[] = [];
+    const staged = new StagedWrite(held, 0, (_bytes, end) => written.push(end), 3);
+    expect(staged.add(Buffer.alloc(BLOCK_BYTES, 1)), "the first block is put").to.equal(undefined);
+    expect(staged.add(Buffer.alloc(BLOCK_BYTES, 2)), "the second waits its turn while the third fills").to.equal(undefined);
+    expect(staged.pending).to.equal(2 * BLOCK_BYTES);
+    const adding = staged.add(Buffer.alloc(BLOCK_BYTES, 3));
+    expect(adding, "all three full: the stream waits").to.not.equal(undefined);
+    await settle();
+    expect(order, "one put at a time").to.deep.equal([[0, 1]]);
+    waiting.shift()!();
+    await settle();
+    expect(order, "the waiting block is put as soon as the first put ends").to.deep.equal([
+      [0, 1],
+      [BLOCK_BYTES, 2],
+    ]);
+    waiting.shift()!();
+    await adding;
+    let flushed = false;
+    const flushing = staged.flush().then(() => (flushed = true));
+    // the third block's put starts once the second's has ended: each write is let end as it comes
+    while (!flushed) {
+      await settle();
+      waiting.shift()?.();
+    }
+    await flushing;
+    await staged.release();
+    expect(order.map(([position, first]) => [position / BLOCK_BYTES, first])).to.deep.equal([
+      [0, 1],
+      [1, 2],
+      [2, 3],
+    ]);
+    expect(written).to.deep.equal([1, 2, 3].map((n) => n * BLOCK_BYTES));
+  });
+
+  it("with three blocks, never puts the block waiting its turn after the put before it failed", async () => {
+    const waiting: ((error?: Error) => void)[] = [];
+    const positions: number[] = [];
+    const held = {
+      write: (_block: Buffer, _offset: number, length: number, position: number) =>
+        new Promise<{ bytesWritten: number }>((resolve, reject) => {
+          positions.push(position);
+          waiting.push((error) => (error ? reject(error) : resolve({ bytesWritten: length })));
+        }),
+    } as unknown as FileHandle;
+    const staged = new StagedWrite(held, 0, () => undefined, 3);
+    staged.add(Buffer.alloc(BLOCK_BYTES, 1));
+    staged.add(Buffer.alloc(BLOCK_BYTES, 2));
+    await new Promise((resolve) => setImmediate(resolve));
+    waiting.shift()!(Object.assign(new Error("no space left on device"), { code: "ENOSPC" }));
+    const error = await staged.flush().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect((error as NodeJS.ErrnoException | undefined)?.code).to.equal("ENOSPC");
+    expect(positions, "the block after the failed put was never written").to.deep.equal([0]);
+    await staged.release();
+  });
+
   it("with one block, copies nothing more into it until its put has ended", async () => {
     const { held, seen, endWrite } = heldWrites();
     const staged = new StagedWrite(held, 0, () => undefined, 1);

@@ -152,21 +152,28 @@ export function writeTo(handle: FileHandle, direct?: FileHandle): PutBlock {
 /**
  * A stream's bytes, copied into blocks and put in order. Two blocks take
  * turns: while one is being put (written, hashed), the next fills, so the
- * stream waits only when both are full. One put is under way at a time, so
- * each block is put once the bytes before it are.
+ * stream waits only when both are full. With three, a full block waits its
+ * turn while the third fills, and is put the moment the put before it ends:
+ * the puts follow one another with no gap while the stream brings bytes
+ * faster than a put takes them (a lone fast download, whose one stream
+ * otherwise waited for each put in turn). One put is under way at a time,
+ * so each block is put once the bytes before it are.
  */
 export class StagedWrite {
-  /** the block being filled, and the other one */
+  /** the blocks this stream holds: the one being filled, the one being put, the one waiting its turn */
   private held: Block[] | undefined;
-  private readonly blocks: 1 | 2;
+  private readonly blocks: 1 | 2 | 3;
   private block: Buffer | undefined;
   private filled = 0;
   /** the put under way, if any: it never rejects, a failure is kept in `failure` */
   private writing: Promise<void> | undefined;
+  private writingBlock: Buffer | undefined;
   private writingBytes = 0;
+  /** a full block waiting for the put under way to end (three blocks only) */
+  private queued: { block: Buffer; length: number; position: number } | undefined;
   /** a put failed: nothing more is put, and the next wait for one throws this */
   private failure: { error: unknown } | undefined;
-  /** the add() that waits for a put (both blocks full), until it has put and copied all it was given; never rejects */
+  /** the add() that waits for a put (every block full), until it has put and copied all it was given; never rejects */
   private adding: Promise<void> | undefined;
 
   private readonly put: PutBlock;
@@ -190,10 +197,10 @@ export class StagedWrite {
     to: FileHandle | PutBlock,
     private position: number,
     private readonly written: (bytes: number, end: number) => void,
-    blocks: 1 | 2 = 2,
+    blocks: 1 | 2 | 3 = 2,
     bytes?: number,
   ) {
-    // the second block is taken when the first is first put: a small file never takes it
+    // the other blocks are taken when the first is first put: a small file never takes them
     const small = bytes !== undefined && bytes < BLOCK_BYTES;
     this.held = [small ? smallBlock(bytes) : takeBlock()];
     this.blocks = blocks;
@@ -203,9 +210,9 @@ export class StagedWrite {
     this.capacity = small ? this.block.length : position % DIRECT_UNIT === 0 ? BLOCK_BYTES : DIRECT_UNIT - (position % DIRECT_UNIT);
   }
 
-  /** The bytes taken and not yet put (buffered, or being put). */
+  /** The bytes taken and not yet put (buffered, waiting, or being put). */
   get pending(): number {
-    return this.filled + this.writingBytes;
+    return this.filled + (this.queued?.length ?? 0) + this.writingBytes;
   }
 
   /** Copies `chunk` in; returns a promise only when the stream must wait (its blocks full). */
@@ -214,8 +221,8 @@ export class StagedWrite {
     const copied = copyInto(this.block!, this.filled, chunk, this.capacity - this.filled);
     this.filled += copied;
     if (this.filled < this.capacity) return undefined;
-    if (this.blocks === 2 && !this.writing && !this.failure && copied === chunk.length) {
-      this.startPut();
+    if (this.blocks > 1 && !this.failure && copied === chunk.length && this.mayHandOn()) {
+      this.handOn();
       return undefined;
     }
     const adding = this.putAndAdd(chunk.subarray(copied));
@@ -228,10 +235,11 @@ export class StagedWrite {
 
   private async putAndAdd(rest: Buffer): Promise<void> {
     for (;;) {
-      await this.putWritten();
+      while (!this.mayHandOn()) await this.writing;
+      if (this.failure) throw this.failure.error;
       // released meanwhile (its stream destroyed): what is left goes nowhere
       if (!this.block) return;
-      this.startPut();
+      this.handOn();
       // one block: it takes the next bytes only once it is put
       if (this.blocks === 1) await this.putWritten();
       if (!this.block) return;
@@ -242,41 +250,71 @@ export class StagedWrite {
     }
   }
 
-  /** Starts putting the filled block and turns to the other one; the put under way must have ended. */
-  private startPut(): void {
-    const held = this.held!;
-    const length = this.filled;
-    const position = this.position;
-    this.writingBytes = length;
-    this.writing = this.put(this.block!, length, position).then(
-      () => {
-        this.writing = undefined;
-        this.writingBytes = 0;
-        this.written(length, position + length);
-      },
-      (error: unknown) => {
-        this.writing = undefined;
-        this.writingBytes = 0;
-        this.failure ??= { error };
-      },
-    );
-    if (held.length < this.blocks) held.push(takeBlock());
-    held.reverse();
-    this.block = held[0]!.view;
+  /** Whether the full block can be handed on now: no put under way, or (three blocks) none waiting its turn. */
+  private mayHandOn(): boolean {
+    return !this.writing || (this.blocks === 3 && !this.queued);
+  }
+
+  /** Hands the filled block on (put now, or next) and turns to a free one; mayHandOn() must hold. */
+  private handOn(): void {
+    const full = { block: this.block!, length: this.filled, position: this.position };
+    if (this.writing) this.queued = full;
+    else this.startPut(full);
+    this.position += full.length;
     this.filled = 0;
-    this.position += length;
+    this.block = this.freeBlock();
     this.capacity = this.block.length;
   }
 
-  /** Resolves once no put is under way nor waited for by an add(); never rejects. */
-  private async settled(): Promise<void> {
-    await this.adding;
-    await this.writing;
+  /** A held block neither being put nor waiting, or a new one while fewer than `blocks` are held; one block: that one. */
+  private freeBlock(): Buffer {
+    const held = this.held!;
+    const free = held.find((b) => b.view !== this.writingBlock && b.view !== this.queued?.block);
+    if (free) return free.view;
+    if (held.length < this.blocks) {
+      const block = takeBlock();
+      held.push(block);
+      return block.view;
+    }
+    // one block, being put: the stream takes the next bytes only once it is (putAndAdd waits)
+    return held[0]!.view;
   }
 
-  /** Waits for the put under way; throws its failure, or an earlier one. */
+  /** Starts putting `full`; then the block waiting its turn, if any, unless this put fails. */
+  private startPut(full: { block: Buffer; length: number; position: number }): void {
+    const { block, length, position } = full;
+    this.writingBlock = block;
+    this.writingBytes = length;
+    this.writing = this.put(block, length, position).then(
+      () => {
+        this.writing = undefined;
+        this.writingBlock = undefined;
+        this.writingBytes = 0;
+        this.written(length, position + length);
+        const next = this.queued;
+        this.queued = undefined;
+        if (next && !this.failure) this.startPut(next);
+      },
+      (error: unknown) => {
+        this.writing = undefined;
+        this.writingBlock = undefined;
+        this.writingBytes = 0;
+        this.failure ??= { error };
+        // the block waiting its turn is never put: the bytes after a failed put are not the file's
+        this.queued = undefined;
+      },
+    );
+  }
+
+  /** Resolves once no put is under way, none waits its turn, and no add() waits; never rejects. */
+  private async settled(): Promise<void> {
+    await this.adding;
+    while (this.writing) await this.writing;
+  }
+
+  /** Waits until no put is under way nor waiting its turn; throws a put's failure, or an earlier one. */
   private async putWritten(): Promise<void> {
-    await this.writing;
+    while (this.writing) await this.writing;
     if (this.failure) throw this.failure.error;
   }
 
@@ -286,7 +324,9 @@ export class StagedWrite {
     await this.adding;
     await this.putWritten();
     if (this.filled === 0 || !this.block) return;
-    this.startPut();
+    this.startPut({ block: this.block, length: this.filled, position: this.position });
+    this.position += this.filled;
+    this.filled = 0;
     await this.putWritten();
   }
 
@@ -298,8 +338,11 @@ export class StagedWrite {
    * error says more than the stream's.
    */
   keepAfter(error: unknown): Promise<void> {
-    // wrong bytes are not put; the puts under way end first, however they end
-    if (error instanceof ModelCacheError && error.kind === "data_loss") return this.settled();
+    // wrong bytes are not put; the put under way ends first, however it ends
+    if (error instanceof ModelCacheError && error.kind === "data_loss") {
+      this.queued = undefined;
+      return this.settled();
+    }
     return this.flush();
   }
 

@@ -201,12 +201,11 @@ export async function resolveSettings(options: ServerOptions): Promise<Settings>
     offline: options.offline ?? false,
     maxBytesPerSecond: options.maxBytesPerSecond ? checkRate(options.maxBytesPerSecond) : undefined,
     parallelRangeMinBytes: checkRangeMinimum(options.parallelRangeMinBytes ?? 64 * 1024 * 1024),
-    parallelRangeBelowBytesPerSecond: checkLimit(
-      "--parallel-range-below-bytes-per-second",
-      options.parallelRangeBelowBytesPerSecond ?? DEFAULT_PARALLEL_RANGE_BELOW_BYTES_PER_SECOND,
-      Number.MAX_SAFE_INTEGER,
-      0,
-    ),
+    // Infinity (from code, not a flag): idle connections join at once, whatever the rate
+    parallelRangeBelowBytesPerSecond:
+      options.parallelRangeBelowBytesPerSecond === Infinity
+        ? Infinity
+        : checkLimit("--parallel-range-below-bytes-per-second", options.parallelRangeBelowBytesPerSecond ?? DEFAULT_PARALLEL_RANGE_BELOW_BYTES_PER_SECOND, Number.MAX_SAFE_INTEGER, 0),
     directWrites: options.directWrites ?? true,
   };
   const s3 = {

@@ -242,7 +242,8 @@ export class FakeHub {
       const part = body.subarray(offset, offset + chunk);
       record.sent += part.length;
       if (!res.write(part)) await new Promise((resolve) => res.once("drain", resolve));
-      if (this.faults.bytesPerSecond) await new Promise((resolve) => setTimeout(resolve, (part.length / this.faults.bytesPerSecond!) * 1000));
+      // no pause after the last part: the response ends as its last byte goes, so a client's next request never overlaps it
+      if (this.faults.bytesPerSecond && offset + chunk < body.length) await new Promise((resolve) => setTimeout(resolve, (part.length / this.faults.bytesPerSecond!) * 1000));
       if (res.destroyed) return;
     }
     res.end();

@@ -20,8 +20,8 @@ export class Connections {
 
   /**
    * `joinBelowBytesPerSecond`: idle connections join a file only once its
-   * own connection has brought it slower than this (measured over each
-   * range and every quarter second: Pace in download-segments.ts);
+   * own connection, with the pull to itself, has received it slower than
+   * this over a quarter of a second (Pace in download-segments.ts);
    * Infinity: at once, 0: never.
    */
   constructor(
@@ -43,6 +43,11 @@ export class Connections {
     } finally {
       release();
     }
+  }
+
+  /** Whether at most one connection is in use: a download holding it has the pull to itself. */
+  get alone(): boolean {
+    return this.inUse <= 1;
   }
 
   /** An idle connection, if there is one; the caller releases it when done. */

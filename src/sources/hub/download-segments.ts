@@ -120,17 +120,33 @@ async function fetchSegments(options: SegmentedOptions, report: (done: number) =
   const put = hashing.put(writeTo(handle), writeback.put(), () => fetching === 1);
   let failure: { error: unknown } | undefined;
   try {
-    await fetchAll(all, options.connections, inner, stop, async (segment) => {
-      fetching += 1;
-      try {
-        await fetchSegment(segment, put, writeback, { ...options, signal: inner }, () => {
-          progress();
-          hashing.landed();
-        });
-      } finally {
-        fetching -= 1;
-      }
-    });
+    // bytes received, whether written yet or not: what says how fast the connections bring the file
+    let received = 0;
+    await fetchAll(
+      all,
+      options.connections,
+      inner,
+      stop,
+      async (segment) => {
+        fetching += 1;
+        try {
+          await fetchSegment(
+            segment,
+            put,
+            writeback,
+            { ...options, signal: inner },
+            () => {
+              progress();
+              hashing.landed();
+            },
+            (bytes) => (received += bytes),
+          );
+        } finally {
+          fetching -= 1;
+        }
+      },
+      () => received,
+    );
     if (stop.signal.aborted) {
       failure = { error: stop.signal.reason };
       // what did arrive is kept for the next attempt once it is on the disk; a sync that
@@ -187,22 +203,26 @@ export function cut(sizeBytes: number): Segment[] {
  * Connections.joinBelowBytesPerSecond). Resolves once every started fetch
  * has settled; the first failure aborts `stop`.
  */
-export async function fetchAll(all: Segment[], connections: Connections | undefined, signal: AbortSignal, stop: AbortController, fetch: (segment: Segment) => Promise<void>): Promise<void> {
+export async function fetchAll(
+  all: Segment[],
+  connections: Connections | undefined,
+  signal: AbortSignal,
+  stop: AbortController,
+  fetch: (segment: Segment) => Promise<void>,
+  received: () => number = () => all.reduce((sum, s) => sum + s.done, 0),
+): Promise<void> {
   let next = 0;
   const take = () => {
     while (next < all.length && all[next]!.done === all[next]!.end - all[next]!.start) next += 1;
     return next < all.length ? all[next++] : undefined;
   };
   const running: Promise<void>[] = [];
-  const pace = connections && new Pace(all, connections.joinBelowBytesPerSecond, () => grow());
+  const pace = connections && new Pace(connections, received, () => grow());
   const fetcher = async (release?: () => void) => {
     try {
       for (let segment = take(); segment && !signal.aborted; segment = take()) {
         grow();
-        // until others join, the file's own connection fetches alone: its rate over each range says whether they should
-        const judge = pace?.rangeStarts(segment);
         await fetch(segment);
-        judge?.();
       }
     } catch (err) {
       if (!stop.signal.aborted) stop.abort(err);
@@ -231,61 +251,51 @@ export async function fetchAll(all: Segment[], connections: Connections | undefi
   if (signal.aborted && !stop.signal.aborted) stop.abort(signal.reason);
 }
 
-/** How often the rate of a file's lone connection is measured while a range is under way. */
+/** How often the rate of a file's lone connection is measured. */
 const RATE_WINDOW_MS = 250;
 
 /**
- * Whether idle connections join a file: from the start when its threshold is
- * Infinity, never when 0, else once its own connection, alone, brought it
- * slower than the threshold, over one range or over a window of
- * RATE_WINDOW_MS (a range that stalls midway). Once joined, for the rest of
- * the file.
+ * Whether idle connections join a file: from the start when the threshold
+ * is Infinity, never when 0, else once its own connection, with the pull to
+ * itself, received it slower than the threshold over a window of
+ * RATE_WINDOW_MS. What counts is what arrives, not what was written and
+ * hashed: a slow disk is no reason for more connections. The first window
+ * opens once bytes arrive (not during the connection's setup), and a window
+ * counts only while no other download holds a connection. Once joined, for
+ * the rest of the file.
  */
 class Pace {
   joining: boolean;
   private readonly timer: NodeJS.Timeout | undefined;
-  private windowStart = performance.now();
-  private windowFrom: number;
+  /** the window under way: since when, from how many bytes received; none before the first byte */
+  private window: { start: number; from: number } | undefined;
 
   constructor(
-    private readonly segments: Segment[],
-    private readonly below: number,
+    private readonly connections: Connections,
+    private readonly received: () => number,
     private readonly joined: () => void,
   ) {
+    const below = connections.joinBelowBytesPerSecond;
     this.joining = below === Infinity;
-    this.windowFrom = this.landed();
     if (this.joining || below <= 0) return;
+    const before = received();
     this.timer = setInterval(() => {
       const now = performance.now();
-      this.judge(this.landed() - this.windowFrom, now - this.windowStart);
-      this.windowStart = now;
-      this.windowFrom = this.landed();
+      const bytes = this.received();
+      if (this.window && this.connections.alone && ((bytes - this.window.from) * 1000) / (now - this.window.start) < below) {
+        this.joining = true;
+        this.stop();
+        this.joined();
+        return;
+      }
+      if (this.window || bytes > before) this.window = { start: now, from: bytes };
     }, RATE_WINDOW_MS);
     // a check of the rate keeps no process alive
     this.timer.unref();
   }
 
-  /** Notes a range the file's own connection fetches alone; the returned function judges its rate once it ends. */
-  rangeStarts(segment: Segment): (() => void) | undefined {
-    if (this.joining || this.below <= 0) return undefined;
-    const start = performance.now();
-    const from = segment.done;
-    return () => this.judge(segment.done - from, performance.now() - start);
-  }
-
   stop(): void {
     clearInterval(this.timer);
-  }
-
-  private judge(bytes: number, ms: number): void {
-    if (this.joining || ms <= 0 || (bytes * 1000) / ms >= this.below) return;
-    this.joining = true;
-    this.stop();
-    this.joined();
-  }
-
-  private landed(): number {
-    return this.segments.reduce((sum, s) => sum + s.done, 0);
   }
 }
 
@@ -396,7 +406,7 @@ class InOrderHash {
 
 const RANGE_IGNORED = new Error("the hub ignored the Range request");
 
-async function fetchSegment(segment: Segment, put: PutBlock, writeback: Writeback, options: SegmentedOptions, landed: () => void): Promise<void> {
+async function fetchSegment(segment: Segment, put: PutBlock, writeback: Writeback, options: SegmentedOptions, landed: () => void, received: (bytes: number) => void): Promise<void> {
   const { http, signal } = options;
   const length = segment.end - segment.start;
   for (let failures = 0; segment.done < length; ) {
@@ -407,17 +417,25 @@ async function fetchSegment(segment: Segment, put: PutBlock, writeback: Writebac
         response.body.destroy();
         throw RANGE_IGNORED;
       }
-      const staged = new StagedWrite(put, from, (bytes) => {
-        segment.done += bytes;
-        writeback.wrote(bytes);
-        landed();
-      });
+      // a range with the pull to itself takes a third block, so that its puts follow one another with no gap
+      const blocks = options.connections?.alone ? 3 : 2;
+      const staged = new StagedWrite(
+        put,
+        from,
+        (bytes) => {
+          segment.done += bytes;
+          writeback.wrote(bytes);
+          landed();
+        },
+        blocks,
+      );
       try {
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
           if (segment.done + staged.pending + chunk.length > length) {
             throw new ModelCacheError("data_loss", `${origin(options)} sent more bytes than asked for a range of '${options.path}'; nothing was installed`);
           }
           await options.bandwidth?.take(chunk.length, signal);
+          received(chunk.length);
           const full = staged.add(chunk);
           if (full) await full;
         }
