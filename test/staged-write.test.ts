@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { ModelCacheError } from "../src/errors.js";
 import { BLOCK_BYTES, type PutBlock, StagedWrite, giveBack, lendBlock } from "../src/cache/staged-write.js";
 import { Writeback } from "../src/cache/writeback.js";
 import { patternedBytes } from "./support/source-dir.js";
@@ -241,6 +242,56 @@ describe("writing a download through a reused block", () => {
     expect((error as NodeJS.ErrnoException | undefined)?.code).to.equal("ENOSPC");
     expect(positions, "the block after the failed put was never written").to.deep.equal([0]);
     await staged.release();
+  });
+
+  it("with three blocks, gives its blocks back only once the put under way and the block waiting its turn are both put", async () => {
+    const waiting: (() => void)[] = [];
+    const held = {
+      write: (_block: Buffer, _offset: number, length: number) => new Promise<{ bytesWritten: number }>((resolve) => waiting.push(() => resolve({ bytesWritten: length }))),
+    } as unknown as FileHandle;
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    const staged = new StagedWrite(held, 0, () => undefined, 3);
+    staged.add(Buffer.alloc(BLOCK_BYTES, 1));
+    staged.add(Buffer.alloc(BLOCK_BYTES, 2));
+    let released = false;
+    const releasing = staged.release().then(() => (released = true));
+    await settle();
+    waiting.shift()!();
+    await settle();
+    expect(released, "the second block is being put").to.equal(false);
+    expect(waiting, "the second block's put started").to.have.length(1);
+    waiting.shift()!();
+    await releasing;
+    expect(released).to.equal(true);
+  });
+
+  it("with three blocks, puts nothing past the put under way once the stream's bytes are found wrong, so what is put stays contiguous", async () => {
+    const waiting: (() => void)[] = [];
+    const positions: number[] = [];
+    const held = {
+      write: (_block: Buffer, _offset: number, length: number, position: number) =>
+        new Promise<{ bytesWritten: number }>((resolve) => {
+          positions.push(position);
+          waiting.push(() => resolve({ bytesWritten: length }));
+        }),
+    } as unknown as FileHandle;
+    const ends: number[] = [];
+    const staged = new StagedWrite(held, 0, (_bytes, end) => ends.push(end), 3);
+    staged.add(Buffer.alloc(BLOCK_BYTES, 1));
+    staged.add(Buffer.alloc(BLOCK_BYTES, 2));
+    const adding = staged.add(Buffer.alloc(BLOCK_BYTES, 3));
+    expect(adding, "all three full").to.not.equal(undefined);
+    let kept = false;
+    const keeping = staged.keepAfter(new ModelCacheError("data_loss", "more bytes than asked")).then(() => (kept = true));
+    while (!kept) {
+      await new Promise((resolve) => setImmediate(resolve));
+      waiting.shift()?.();
+    }
+    await keeping;
+    await adding;
+    await staged.release();
+    expect(positions, "only the put under way").to.deep.equal([0]);
+    expect(ends).to.deep.equal([BLOCK_BYTES]);
   });
 
   it("with one block, copies nothing more into it until its put has ended", async () => {

@@ -173,6 +173,8 @@ export class StagedWrite {
   private queued: { block: Buffer; length: number; position: number } | undefined;
   /** a put failed: nothing more is put, and the next wait for one throws this */
   private failure: { error: unknown } | undefined;
+  /** the stream brought wrong bytes: an add() still waiting hands nothing more on */
+  private dropped = false;
   /** the add() that waits for a put (every block full), until it has put and copied all it was given; never rejects */
   private adding: Promise<void> | undefined;
 
@@ -237,8 +239,8 @@ export class StagedWrite {
     for (;;) {
       while (!this.mayHandOn()) await this.writing;
       if (this.failure) throw this.failure.error;
-      // released meanwhile (its stream destroyed): what is left goes nowhere
-      if (!this.block) return;
+      // released meanwhile (its stream destroyed), or its bytes found wrong: what is left goes nowhere
+      if (!this.block || this.dropped) return;
       this.handOn();
       // one block: it takes the next bytes only once it is put
       if (this.blocks === 1) await this.putWritten();
@@ -290,10 +292,17 @@ export class StagedWrite {
         this.writing = undefined;
         this.writingBlock = undefined;
         this.writingBytes = 0;
-        this.written(length, position + length);
         const next = this.queued;
         this.queued = undefined;
-        if (next && !this.failure) this.startPut(next);
+        try {
+          this.written(length, position + length);
+          if (next && !this.failure) this.startPut(next);
+        } catch (error) {
+          // nobody awaits this callback: a throw here is the next wait's failure, not an unhandled rejection
+          this.writingBlock = undefined;
+          this.writingBytes = 0;
+          this.failure ??= { error };
+        }
       },
       (error: unknown) => {
         this.writing = undefined;
@@ -340,6 +349,8 @@ export class StagedWrite {
   keepAfter(error: unknown): Promise<void> {
     // wrong bytes are not put; the put under way ends first, however it ends
     if (error instanceof ModelCacheError && error.kind === "data_loss") {
+      // neither the block waiting its turn nor one an add() still waits to hand on: the bytes put stay contiguous
+      this.dropped = true;
       this.queued = undefined;
       return this.settled();
     }
