@@ -28,6 +28,28 @@ function heldWrites() {
   return { held, seen, endWrite: () => end!(), started: () => end !== undefined };
 }
 
+/**
+ * A disk the test holds: each write waits until the test ends it (the
+ * functions in `waiting`, in the order the writes came; given an error, the
+ * write fails with it), and `asked` keeps each write's position and first
+ * byte.
+ */
+function queuedWrites() {
+  const waiting: ((error?: Error) => void)[] = [];
+  const asked: { position: number; first: number }[] = [];
+  const held = {
+    write: (block: Buffer, offset: number, length: number, position: number) =>
+      new Promise<{ bytesWritten: number }>((resolve, reject) => {
+        asked.push({ position, first: block[offset]! });
+        waiting.push((error) => (error ? reject(error) : resolve({ bytesWritten: length })));
+      }),
+  } as unknown as FileHandle;
+  return { held, waiting, positions: () => asked.map((a) => a.position), asked };
+}
+
+/** Lets every callback already due run: the puts a test let end go on to what follows them. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
 describe("writing a download through a reused block", () => {
   let dir: string;
   beforeEach(async () => {
@@ -64,7 +86,7 @@ describe("writing a download through a reused block", () => {
     const first = new StagedWrite(held, 0, () => undefined);
     // a full block is written while the next one fills
     expect(first.add(Buffer.alloc(BLOCK_BYTES, 0xaa)), "the stream waits for nothing yet").to.equal(undefined);
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     expect(started(), "the full block's write is under way").to.equal(true);
     // its stream is destroyed while the write goes on; another download starts and fills both its blocks
     const released = first.release();
@@ -141,17 +163,7 @@ describe("writing a download through a reused block", () => {
 
   it("keeps what arrived only once every put is done when its stream fails while an add waits for both blocks to be put", async () => {
     for (const rest of [0, 100]) {
-      // a disk the test holds: each write waits until the test lets it end
-      const waiting: (() => void)[] = [];
-      const order: number[] = [];
-      const held = {
-        write: (_block: Buffer, _offset: number, length: number, position: number) =>
-          new Promise<{ bytesWritten: number }>((resolve) => {
-            order.push(position);
-            waiting.push(() => resolve({ bytesWritten: length }));
-          }),
-      } as unknown as FileHandle;
-      const settle = () => new Promise((resolve) => setImmediate(resolve));
+      const { held, waiting, positions } = queuedWrites();
       const staged = new StagedWrite(held, 0, () => undefined);
       expect(staged.add(Buffer.alloc(BLOCK_BYTES, 1)), "the first block is put while the next fills").to.equal(undefined);
       // the second block fills (and `rest` bytes are left over): this add waits for the first put
@@ -169,23 +181,14 @@ describe("writing a download through a reused block", () => {
       await adding;
       await keeping;
       await staged.release();
-      expect(order).to.deep.equal([0, BLOCK_BYTES, 2 * BLOCK_BYTES].slice(0, puts));
+      expect(positions()).to.deep.equal([0, BLOCK_BYTES, 2 * BLOCK_BYTES].slice(0, puts));
       expect(waiting).to.have.length(0);
     }
   });
 
   it("with three blocks, takes a block beyond the one being put without waiting, and puts it the moment that put ends, in order", async () => {
-    // a disk the test holds: each write waits until the test lets it end
-    const waiting: (() => void)[] = [];
-    const order: [number, number][] = [];
-    const held = {
-      write: (block: Buffer, offset: number, length: number, position: number) =>
-        new Promise<{ bytesWritten: number }>((resolve) => {
-          order.push([position, block[offset]!]);
-          waiting.push(() => resolve({ bytesWritten: length }));
-        }),
-    } as unknown as FileHandle;
-    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    const { held, waiting, asked } = queuedWrites();
+    const order = () => asked.map(({ position, first }) => [position / BLOCK_BYTES, first]);
     const written: number[] = [];
     const staged = new StagedWrite(held, 0, (_bytes, end) => written.push(end), 3);
     expect(staged.add(Buffer.alloc(BLOCK_BYTES, 1)), "the first block is put").to.equal(undefined);
@@ -194,12 +197,12 @@ describe("writing a download through a reused block", () => {
     const adding = staged.add(Buffer.alloc(BLOCK_BYTES, 3));
     expect(adding, "all three full: the stream waits").to.not.equal(undefined);
     await settle();
-    expect(order, "one put at a time").to.deep.equal([[0, 1]]);
+    expect(order(), "one put at a time").to.deep.equal([[0, 1]]);
     waiting.shift()!();
     await settle();
-    expect(order, "the waiting block is put as soon as the first put ends").to.deep.equal([
+    expect(order(), "the waiting block is put as soon as the first put ends").to.deep.equal([
       [0, 1],
-      [BLOCK_BYTES, 2],
+      [1, 2],
     ]);
     waiting.shift()!();
     await adding;
@@ -212,7 +215,7 @@ describe("writing a download through a reused block", () => {
     }
     await flushing;
     await staged.release();
-    expect(order.map(([position, first]) => [position / BLOCK_BYTES, first])).to.deep.equal([
+    expect(order()).to.deep.equal([
       [0, 1],
       [1, 2],
       [2, 3],
@@ -221,35 +224,23 @@ describe("writing a download through a reused block", () => {
   });
 
   it("with three blocks, never puts the block waiting its turn after the put before it failed", async () => {
-    const waiting: ((error?: Error) => void)[] = [];
-    const positions: number[] = [];
-    const held = {
-      write: (_block: Buffer, _offset: number, length: number, position: number) =>
-        new Promise<{ bytesWritten: number }>((resolve, reject) => {
-          positions.push(position);
-          waiting.push((error) => (error ? reject(error) : resolve({ bytesWritten: length })));
-        }),
-    } as unknown as FileHandle;
+    const { held, waiting, positions } = queuedWrites();
     const staged = new StagedWrite(held, 0, () => undefined, 3);
     staged.add(Buffer.alloc(BLOCK_BYTES, 1));
     staged.add(Buffer.alloc(BLOCK_BYTES, 2));
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     waiting.shift()!(Object.assign(new Error("no space left on device"), { code: "ENOSPC" }));
     const error = await staged.flush().then(
       () => undefined,
       (err: unknown) => err,
     );
     expect((error as NodeJS.ErrnoException | undefined)?.code).to.equal("ENOSPC");
-    expect(positions, "the block after the failed put was never written").to.deep.equal([0]);
+    expect(positions(), "the block after the failed put was never written").to.deep.equal([0]);
     await staged.release();
   });
 
   it("with three blocks, gives its blocks back only once the put under way and the block waiting its turn are both put", async () => {
-    const waiting: (() => void)[] = [];
-    const held = {
-      write: (_block: Buffer, _offset: number, length: number) => new Promise<{ bytesWritten: number }>((resolve) => waiting.push(() => resolve({ bytesWritten: length }))),
-    } as unknown as FileHandle;
-    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    const { held, waiting } = queuedWrites();
     const staged = new StagedWrite(held, 0, () => undefined, 3);
     staged.add(Buffer.alloc(BLOCK_BYTES, 1));
     staged.add(Buffer.alloc(BLOCK_BYTES, 2));
@@ -266,15 +257,7 @@ describe("writing a download through a reused block", () => {
   });
 
   it("with three blocks, puts nothing past the put under way once the stream's bytes are found wrong, so what is put stays contiguous", async () => {
-    const waiting: (() => void)[] = [];
-    const positions: number[] = [];
-    const held = {
-      write: (_block: Buffer, _offset: number, length: number, position: number) =>
-        new Promise<{ bytesWritten: number }>((resolve) => {
-          positions.push(position);
-          waiting.push(() => resolve({ bytesWritten: length }));
-        }),
-    } as unknown as FileHandle;
+    const { held, waiting, positions } = queuedWrites();
     const ends: number[] = [];
     const staged = new StagedWrite(held, 0, (_bytes, end) => ends.push(end), 3);
     staged.add(Buffer.alloc(BLOCK_BYTES, 1));
@@ -284,13 +267,13 @@ describe("writing a download through a reused block", () => {
     let kept = false;
     const keeping = staged.keepAfter(new ModelCacheError("data_loss", "more bytes than asked")).then(() => (kept = true));
     while (!kept) {
-      await new Promise((resolve) => setImmediate(resolve));
+      await settle();
       waiting.shift()?.();
     }
     await keeping;
     await adding;
     await staged.release();
-    expect(positions, "only the put under way").to.deep.equal([0]);
+    expect(positions(), "only the put under way").to.deep.equal([0]);
     expect(ends).to.deep.equal([BLOCK_BYTES]);
   });
 
@@ -299,11 +282,11 @@ describe("writing a download through a reused block", () => {
     const staged = new StagedWrite(held, 0, () => undefined, 1);
     const adding = staged.add(Buffer.concat([Buffer.alloc(BLOCK_BYTES, 0xaa), Buffer.alloc(100, 0xbb)]));
     expect(adding, "the stream waits for the put").to.not.equal(undefined);
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     endWrite();
     await adding;
     const flushing = staged.flush();
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     endWrite();
     await flushing;
     await staged.release();
@@ -354,7 +337,7 @@ describe("a download's stream into its file (Writeback.writer)", () => {
         yield Buffer.alloc(BLOCK_BYTES, 1);
         yield Buffer.alloc(BLOCK_BYTES / 2, 2);
         // the connection fails once both chunks were handed on
-        await new Promise((resolve) => setImmediate(resolve));
+        await settle();
         throw new Error("read ECONNRESET");
       })(),
       { objectMode: false },
@@ -389,7 +372,7 @@ describe("a download's stream into its file (Writeback.writer)", () => {
     expect(failure).to.equal("read ECONNRESET");
     let settled = false;
     const settling = writeback.settle().then(() => (settled = true));
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     expect(disk.held, "the write of the last half block is under way").to.equal(true);
     expect(settled, "settled while that write was under way").to.equal(false);
     disk.release();
@@ -402,7 +385,7 @@ describe("a download's stream into its file (Writeback.writer)", () => {
     const disk = heldDisk();
     const writeback = new Writeback(disk.handle);
     await pipeline(dropped(), writeback.writer(0)).catch(() => undefined);
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     disk.release(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }));
     await writeback.settle();
     expect((writeback.writeFailure?.error as NodeJS.ErrnoException | undefined)?.code).to.equal("ENOSPC");

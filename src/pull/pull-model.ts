@@ -49,14 +49,14 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
       yield* pullOffline(runtime, model, signal);
       return;
     }
-    // what every network source takes: where partials go, the rate cap, the way out
+    // how every download goes, from a source or a peer: the rate cap, when in ranges, whether around the page cache
+    const { bandwidth, parallelRangeMinBytes, parallelRangeBelowBytesPerSecond, directWrites } = runtime.hub;
+    const downloads = { bandwidth, parallelRangeMinBytes, parallelRangeBelowBytesPerSecond, directWrites };
+    // what every network source takes: where partials go, how downloads go, the way out
     const remote = async (): Promise<RemoteSourceOptions> => ({
       layout: runtime.layout,
       name: model.name,
-      bandwidth: runtime.hub.bandwidth,
-      parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes,
-      parallelRangeBelowBytesPerSecond: runtime.hub.parallelRangeBelowBytesPerSecond,
-      directWrites: runtime.hub.directWrites,
+      ...downloads,
       dispatcher: await networkOf(runtime),
       signal,
     });
@@ -98,7 +98,7 @@ export async function* pullModel(runtime: Runtime, request: PullModelRequest, si
     // a network source asks the peers (--peers) first for every file whose sha256 it lists
     const source =
       !dir && "fetch" in filtered && runtime.peers?.list
-        ? (await import("../peers/with-peers.js")).withPeers(filtered, { peers: runtime.peers, store: runtime.store, bandwidth: runtime.hub.bandwidth, parallelRangeMinBytes: runtime.hub.parallelRangeMinBytes, parallelRangeBelowBytesPerSecond: runtime.hub.parallelRangeBelowBytesPerSecond, directWrites: runtime.hub.directWrites })
+        ? (await import("../peers/with-peers.js")).withPeers(filtered, { peers: runtime.peers, store: runtime.store, ...downloads })
         : filtered;
     checkPullLimits(model.name, source.files, runtime.pullLimits);
     // another client's request may have started a job while this one was being set up
